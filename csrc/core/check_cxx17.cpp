@@ -1,0 +1,6 @@
+// Compiles every core header as C++17 with warnings as errors (see
+// CMakeLists.txt): the core must not depend on torch or on C++20.
+#include "bce.h"
+#include "broadcast.h"
+#include "float_math.h"
+#include "platform.h"

@@ -1,0 +1,48 @@
+// Under autocast the loss ops compute in float32, like PyTorch's own losses:
+// every floating-point tensor argument is cast to float32 and the op runs
+// below the autocast keys.
+#include <ATen/autocast_mode.h>
+#include <torch/library.h>
+
+namespace segloss::ops {
+namespace {
+
+template <c10::DispatchKey kAutocastKey, c10::DeviceType kDevice, class Op>
+struct Float32Autocast;
+
+template <c10::DispatchKey kAutocastKey, c10::DeviceType kDevice, class Ret, class... Args>
+struct Float32Autocast<kAutocastKey, kDevice, Ret(Args...)> {
+  template <const char* kOpName>
+  static Ret call(Args... args) {
+    c10::impl::ExcludeDispatchKeyGuard no_autocast(kAutocastKey);
+    static auto op =
+        c10::Dispatcher::singleton().findSchemaOrThrow(kOpName, "").template typed<Ret(Args...)>();
+    return op.call(at::autocast::cached_cast(at::kFloat, args, kDevice)...);
+  }
+};
+
+using LossSignature = at::Tensor(const at::Tensor&, const at::Tensor&,
+                                 const std::optional<at::Tensor>&,
+                                 const std::optional<at::Tensor>&, std::string_view);
+
+constexpr char kBce[] = "segloss::binary_cross_entropy";
+constexpr char kBceWithLogits[] = "segloss::binary_cross_entropy_with_logits";
+
+template <c10::DispatchKey kKey, c10::DeviceType kDevice>
+using LossAutocast = Float32Autocast<kKey, kDevice, LossSignature>;
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(segloss, AutocastCPU, m) {
+  using Cast = LossAutocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>;
+  m.impl("binary_cross_entropy", &Cast::call<kBce>);
+  m.impl("binary_cross_entropy_with_logits", &Cast::call<kBceWithLogits>);
+}
+
+TORCH_LIBRARY_IMPL(segloss, AutocastCUDA, m) {
+  using Cast = LossAutocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>;
+  m.impl("binary_cross_entropy", &Cast::call<kBce>);
+  m.impl("binary_cross_entropy_with_logits", &Cast::call<kBceWithLogits>);
+}
+
+}  // namespace segloss::ops

@@ -1,0 +1,16 @@
+// Compiled once per instruction set, with SEGLOSS_CPU_ISA naming it and the
+// matching -m flags (CMakeLists.txt). Includes no torch header on purpose:
+// torch's inline functions compiled with AVX-512 could be the copies the
+// linker keeps for the whole library.
+#include "bce_block.h"
+
+#define SEGLOSS_CONCAT_(a, b) a##b
+#define SEGLOSS_CONCAT(a, b) SEGLOSS_CONCAT_(a, b)
+
+namespace segloss::ops::cpu {
+
+BceBlockFunctions SEGLOSS_CONCAT(bce_block_functions_, SEGLOSS_CPU_ISA)() {
+  return {block_loops<float>(), block_loops<double>()};
+}
+
+}  // namespace segloss::ops::cpu

@@ -1,0 +1,33 @@
+// Every segloss op's schema, in one place. Backend files add kernels with
+// TORCH_LIBRARY_IMPL; this file also makes the library a Python extension
+// module so that `from segloss import _C` loads it.
+#include <Python.h>
+#include <torch/library.h>
+
+TORCH_LIBRARY(segloss, m) {
+  const std::vector<at::Tag> tags = {at::Tag::pt2_compliant_tag};
+  m.def(
+      "binary_cross_entropy(Tensor input, Tensor target, Tensor? weight=None, "
+      "Tensor? pos_weight=None, str reduction=\"mean\") -> Tensor",
+      tags);
+  m.def(
+      "binary_cross_entropy_with_logits(Tensor input, Tensor target, Tensor? weight=None, "
+      "Tensor? pos_weight=None, str reduction=\"mean\") -> Tensor",
+      tags);
+  // Gradients with respect to `input`; private, called by the autograd kernels.
+  m.def(
+      "_binary_cross_entropy_backward(Tensor grad_output, Tensor input, Tensor target, "
+      "Tensor? weight, Tensor? pos_weight, str reduction) -> Tensor",
+      tags);
+  m.def(
+      "_binary_cross_entropy_with_logits_backward(Tensor grad_output, Tensor input, "
+      "Tensor target, Tensor? weight, Tensor? pos_weight, str reduction) -> Tensor",
+      tags);
+}
+
+// The ops register when the shared object loads; importing it as a Python
+// module needs only an (empty) module object.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module);
+}
