@@ -23,6 +23,8 @@ struct BroadcastIndexer {
   }
 
   SEGLOSS_INLINE std::int64_t offset(std::int64_t linear) const {
+    // One merged dimension spans the whole input: no division needed.
+    if (ndim == 1) return linear * strides[0];
     std::int64_t result = 0;
     for (int d = ndim - 1; d >= 0; --d) {
       const std::int64_t quotient = linear / sizes[d];

@@ -1,0 +1,102 @@
+"""``torch.nn.Module`` wrappers of the segloss losses."""
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from segloss import functional as F
+
+__all__ = ["BCELoss", "BCEWithLogitsLoss", "WeightedBCELoss"]
+
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+def _check_reduction(reduction: str) -> str:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+class _BCEBase(torch.nn.Module):
+    weight: Optional[Tensor]
+    pos_weight: Optional[Tensor]
+
+    def __init__(self, weight: Optional[Tensor] = None, pos_weight: Optional[Tensor] = None,
+                 reduction: str = "mean") -> None:
+        super().__init__()
+        # Buffers follow the module across .to(device) and into state_dict.
+        self.register_buffer("weight", weight)
+        self.register_buffer("pos_weight", pos_weight)
+        self.reduction = _check_reduction(reduction)
+
+    def extra_repr(self) -> str:
+        parts = [f"reduction={self.reduction!r}"]
+        if self.weight is not None:
+            parts.append(f"weight=Tensor{list(self.weight.shape)}")
+        if self.pos_weight is not None:
+            parts.append(f"pos_weight=Tensor{list(self.pos_weight.shape)}")
+        return ", ".join(parts)
+
+
+class BCELoss(_BCEBase):
+    r"""Binary cross-entropy of probabilities, like ``torch.nn.BCELoss`` plus ``pos_weight``.
+
+    ``loss = -weight * [pos_weight * y * log(p) + (1 - y) * log(1 - p)]``; see
+    :func:`segloss.binary_cross_entropy`. ``forward(input, target)`` takes
+    ``input`` (probabilities) and ``target`` of one shape ``[*]``.
+    """
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.binary_cross_entropy(input, target, self.weight, self.pos_weight, self.reduction)
+
+
+class BCEWithLogitsLoss(_BCEBase):
+    r"""Binary cross-entropy of logits, like ``torch.nn.BCEWithLogitsLoss``.
+
+    ``loss = -weight * [pos_weight * y * log(sigmoid(x)) + (1 - y) * log(1 - sigmoid(x))]``;
+    see :func:`segloss.binary_cross_entropy_with_logits`.
+    """
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(input, target, self.weight, self.pos_weight,
+                                                  self.reduction)
+
+
+class WeightedBCELoss(torch.nn.Module):
+    r"""The article's weighted binary cross-entropy with positive-class weight ``beta``.
+
+    .. math::
+        \ell = -\beta\, y \log \hat{p} - (1 - y) \log(1 - \hat{p})
+
+    ``beta > 1`` penalises false negatives more (fewer missed foreground
+    pixels), ``beta < 1`` false positives. A common choice is
+    ``beta = n_negative / n_positive``.
+
+    Args:
+        beta: weight of the positive term (a float, or a tensor broadcastable
+            to the input, e.g. ``[C, 1, 1]`` per channel).
+        from_logits: ``input`` holds logits (default) or probabilities.
+        reduction: ``"none"``, ``"mean"`` or ``"sum"``.
+    """
+
+    beta: Tensor
+
+    def __init__(self, beta, from_logits: bool = True, reduction: str = "mean") -> None:
+        super().__init__()
+        beta_tensor = torch.as_tensor(beta, dtype=torch.float32)
+        if not bool((beta_tensor > 0).all()):
+            raise ValueError(f"beta must be positive, got {beta}")
+        self.register_buffer("beta", beta_tensor)
+        self.from_logits = from_logits
+        self.reduction = _check_reduction(reduction)
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        if self.from_logits:
+            return F.binary_cross_entropy_with_logits(input, target, None, self.beta,
+                                                      self.reduction)
+        return F.binary_cross_entropy(input, target, None, self.beta, self.reduction)
+
+    def extra_repr(self) -> str:
+        beta = self.beta.item() if self.beta.numel() == 1 else f"Tensor{list(self.beta.shape)}"
+        return f"beta={beta}, from_logits={self.from_logits}, reduction={self.reduction!r}"
