@@ -12,11 +12,13 @@
 namespace segloss::core {
 
 // log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|)): finite for every finite x.
+// A NaN x gives a finite value here; the losses propagate it through their
+// (1 - y) x term.
 template <typename T>
 SEGLOSS_INLINE T log_sigmoid(T x) {
   const T neg_abs = x < T(0) ? x : -x;
   const T min_x_0 = x < T(0) ? x : T(0);
-  return min_x_0 - log1p_(exp_(neg_abs));
+  return min_x_0 - log1p_unit_(exp_(neg_abs));  // exp(-|x|) in [0, 1]
 }
 
 // 1 / (1 + exp(-x)) without overflow for large |x|.

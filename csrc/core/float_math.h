@@ -28,14 +28,12 @@ SEGLOSS_INLINE std::uint32_t bits_from_float(float value) {
   return bits;
 }
 
-// Natural logarithm. log(0) = -inf, log(x < 0) = NaN, NaN propagates.
-SEGLOSS_INLINE float log_f(float x) {
-  constexpr float kMinNormal = 1.17549435e-38f;
-  const bool subnormal = x < kMinNormal;  // also true for 0 and negatives
-  const float scaled = subnormal ? x * 8388608.0f : x;  // 2^23 makes it normal
-  const std::uint32_t bits = bits_from_float(scaled);
+// log(x) for a finite, normal x > 0 (no special values), times 2^extra_exponent
+// folded in: log(x) + extra_exponent * log(2). The kernel of log_f.
+SEGLOSS_INLINE float log_normal_f(float x, std::int32_t extra_exponent) {
+  const std::uint32_t bits = bits_from_float(x);
   // x = m * 2^e with m in [0.5, 1).
-  std::int32_t e = std::int32_t((bits >> 23) & 0xffu) - 126 - (subnormal ? 23 : 0);
+  std::int32_t e = std::int32_t((bits >> 23) & 0xffu) - 126 + extra_exponent;
   float m = float_from_bits((bits & 0x007fffffu) | 0x3f000000u);
   // Move m to [sqrt(1/2), sqrt(2)) and take the polynomial in m - 1.
   const bool below_sqrt_half = m < 0.707106781186547524f;
@@ -55,7 +53,15 @@ SEGLOSS_INLINE float log_f(float x) {
   float y = p * m * z;
   y += -2.12194440e-4f * fe;  // low part of log(2)
   y += -0.5f * z;
-  float result = (m + y) + 0.693359375f * fe;  // high part of log(2)
+  return (m + y) + 0.693359375f * fe;  // high part of log(2)
+}
+
+// Natural logarithm. log(0) = -inf, log(x < 0) = NaN, NaN propagates.
+SEGLOSS_INLINE float log_f(float x) {
+  constexpr float kMinNormal = 1.17549435e-38f;
+  const bool subnormal = x < kMinNormal;  // also true for 0 and negatives
+  const float scaled = subnormal ? x * 8388608.0f : x;  // 2^23 makes it normal
+  float result = log_normal_f(scaled, subnormal ? -23 : 0);
   constexpr float kInf = std::numeric_limits<float>::infinity();
   result = x == 0.0f ? -kInf : result;
   result = x < 0.0f ? std::numeric_limits<float>::quiet_NaN() : result;
@@ -103,12 +109,21 @@ SEGLOSS_INLINE float log1p_f(float t) {
   return log_f(u) + (t - (u - 1.0f));
 }
 
+// log1p_f for t in [0, 1] only: u = 1 + t is normal, so no special values.
+// NaN t gives an unspecified finite value: callers propagate NaN otherwise.
+SEGLOSS_INLINE float log1p_unit_f(float t) {
+  const float u = 1.0f + t;
+  return log_normal_f(u, 0) + (t - (u - 1.0f));
+}
+
 // Overloads that let templated math pick the float or double version.
 SEGLOSS_INLINE float log_(float x) { return log_f(x); }
 SEGLOSS_INLINE float log1p_(float x) { return log1p_f(x); }
+SEGLOSS_INLINE float log1p_unit_(float x) { return log1p_unit_f(x); }
 SEGLOSS_INLINE float exp_(float x) { return exp_f(x); }
 SEGLOSS_INLINE double log_(double x) { return ::log(x); }
 SEGLOSS_INLINE double log1p_(double x) { return ::log1p(x); }
+SEGLOSS_INLINE double log1p_unit_(double x) { return ::log1p(x); }
 SEGLOSS_INLINE double exp_(double x) { return ::exp(x); }
 
 }  // namespace segloss::core
