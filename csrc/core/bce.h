@@ -47,11 +47,13 @@ struct ProbabilityBce {
   }
 
   // -pos_weight * y / p + (1 - y) / (1 - p), over one denominator that is kept
-  // away from 0 by 1e-12 as in PyTorch's BCE backward.
+  // away from 0 as in PyTorch's BCE backward, whose epsilon is the float
+  // 1e-12f also for double inputs.
   template <typename T>
   static SEGLOSS_INLINE T grad(T p, T y, T pos_weight) {
+    const T epsilon = T(1e-12f);
     const T denominator = (T(1) - p) * p;
-    const T safe = denominator < T(1e-12) ? T(1e-12) : denominator;
+    const T safe = denominator < epsilon ? epsilon : denominator;
     return ((p - y) - (pos_weight - T(1)) * y * (T(1) - p)) / safe;
   }
 

@@ -1,0 +1,93 @@
+"""TorchScript: a scripted model that uses the segloss losses is saved, then
+loaded and trained-through in a fresh process that only loads the op library
+(no `import segloss`), and gives exactly the eager numbers."""
+
+import pytest
+import torch
+
+import segloss
+from helpers import make_input, make_target, run_python
+from reference import LOGITS
+
+# TorchScript is deprecated upstream but still how these models are served.
+pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.*deprecated:DeprecationWarning")
+
+
+class SegLossModel(torch.nn.Module):
+    """Both functional losses and WeightedBCELoss, with buffers for the weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.weighted = segloss.nn.WeightedBCELoss(torch.tensor([0.5, 2.0, 3.0]).view(3, 1, 1))
+        self.register_buffer("weight", torch.linspace(0.5, 2.0, 7))
+        self.register_buffer("pos_weight", torch.tensor(2.5))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor):
+        a = segloss.binary_cross_entropy_with_logits(x, y, self.weight, None, "sum")
+        b = self.weighted(x, y)
+        per_element = segloss.binary_cross_entropy(torch.sigmoid(x), y, None, self.pos_weight,
+                                                   "none")
+        return a + b + per_element.mean(), per_element
+
+
+_CHILD = r"""
+import sys
+import torch
+
+model_path, library_path, inputs_path, out_path = sys.argv[1:]
+torch.ops.load_library(library_path)
+model = torch.jit.load(model_path)
+inputs = torch.load(inputs_path)
+x = inputs["x"].requires_grad_()
+loss, per_element = model(x, inputs["y"])
+loss.backward()
+torch.save({"loss": loss.detach(), "per_element": per_element.detach(), "grad": x.grad},
+           out_path)
+assert "segloss" not in sys.modules, "the child imported segloss"
+"""
+
+
+def _eager(model, x, y):
+    x = x.clone().requires_grad_()
+    loss, per_element = model(x, y)
+    loss.backward()
+    return {"loss": loss.detach(), "per_element": per_element.detach(), "grad": x.grad}
+
+
+@pytest.fixture
+def data(gen):
+    shape = (2, 3, 5, 7)
+    return make_input(LOGITS, shape, gen, torch.float32), make_target(shape, gen, torch.float32)
+
+
+def _assert_equal(results, expected):
+    assert results.keys() == expected.keys()
+    for key, value in expected.items():
+        assert results[key].dtype == value.dtype, key
+        assert torch.equal(results[key], value), (key, (results[key] - value).abs().max())
+
+
+def test_scripted_model_in_process_equals_eager(data, tmp_path):
+    x, y = data
+    model = SegLossModel()
+    scripted = torch.jit.script(model)
+    graph = str(scripted.inlined_graph)
+    assert "segloss::binary_cross_entropy_with_logits" in graph
+    assert "segloss::binary_cross_entropy(" in graph
+    path = tmp_path / "model.pt"
+    scripted.save(str(path))
+    loaded = torch.jit.load(str(path))
+    expected = _eager(model, x, y)
+    _assert_equal(_eager(scripted, x, y), expected)
+    _assert_equal(_eager(loaded, x, y), expected)
+
+
+def test_scripted_model_runs_in_fresh_process_without_segloss(data, tmp_path):
+    x, y = data
+    model = SegLossModel()
+    torch.jit.script(model).save(str(tmp_path / "model.pt"))
+    torch.save({"x": x, "y": y}, tmp_path / "inputs.pt")
+    run_python(_CHILD, str(tmp_path / "model.pt"), segloss.library_path(),
+               str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt"), cwd=tmp_path)
+    results = torch.load(tmp_path / "out.pt")
+    _assert_equal(results, _eager(model, x, y))
