@@ -106,7 +106,15 @@ const acc_t* load_block(const scalar_t* data, const BroadcastIndexer& index, int
     const int64_t linear = begin + i;
     const int64_t run = std::min(inner_size - linear % inner_size, n - i);
     const scalar_t* row = data + index.offset(linear);
-    for (int64_t j = 0; j < run; ++j) buffer[i + j] = acc_t(row[j * inner_stride]);
+    acc_t* dst = buffer + i;
+    // The common layouts get loops the compiler vectorises.
+    if (inner_stride == 0) {
+      std::fill(dst, dst + run, acc_t(row[0]));
+    } else if (inner_stride == 1) {
+      for (int64_t j = 0; j < run; ++j) dst[j] = acc_t(row[j]);
+    } else {
+      for (int64_t j = 0; j < run; ++j) dst[j] = acc_t(row[j * inner_stride]);
+    }
     i += run;
   }
   return buffer;
@@ -118,6 +126,24 @@ const acc_t* load_optional_block(const at::Tensor& tensor, const BroadcastIndexe
                                  int64_t begin, int64_t n, acc_t* buffer, const acc_t* ones) {
   if (!tensor.defined()) return ones;
   return load_block(tensor.const_data_ptr<scalar_t>(), index, begin, n, buffer);
+}
+
+// Where a block loop writes its results: straight into the output when it
+// has the compute type, else into `buffer` for store_block to convert.
+template <typename scalar_t, typename acc_t>
+acc_t* block_output(scalar_t* out, acc_t* buffer) {
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    return out;
+  } else {
+    return buffer;
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+void store_block(const acc_t* values, int64_t n, scalar_t* out) {
+  if constexpr (!std::is_same_v<scalar_t, acc_t>) {
+    for (int64_t i = 0; i < n; ++i) out[i] = scalar_t(values[i]);
+  }
 }
 
 // Sum of n <= kBlock values with independent lanes (vectorisable, and more
@@ -182,13 +208,13 @@ void bce_forward_kernel(const BceOperands& ops, at::Tensor& out) {
   for_each_block<acc_t>(numel, [&](int64_t b, int64_t begin, int64_t n,
                                    BlockBuffers<acc_t>& buf) {
     const Block<scalar_t, acc_t> in(ops, begin, n, buf);
-    acc_t* loss = buf.result();
+    acc_t* loss = reduce ? buf.result() : block_output(out.mutable_data_ptr<scalar_t>() + begin,
+                                                        buf.result());
     loss_fn(in.input, in.target, in.weight, in.pos_weight, loss, n, &block_out_of_domain[b]);
     if (reduce) {
       block_sums[b] = sum_block(loss, n);
     } else {
-      scalar_t* dst = out.mutable_data_ptr<scalar_t>() + begin;
-      for (int64_t i = 0; i < n; ++i) dst[i] = scalar_t(loss[i]);
+      store_block(loss, n, out.mutable_data_ptr<scalar_t>() + begin);
     }
   });
 
@@ -222,9 +248,9 @@ void bce_backward_kernel(const BceOperands& ops, const at::Tensor& grad_output,
     const Block<scalar_t, acc_t> in(ops, begin, n, buf);
     const acc_t* g =
         reduce ? nullptr : load_block(grad_out, BroadcastIndexer(), begin, n, buf.grad_output());
-    acc_t* grad = buf.result();
+    acc_t* grad = block_output(grad_in + begin, buf.result());
     grad_fn(in.input, in.target, in.weight, in.pos_weight, g, scale, grad, n);
-    for (int64_t i = 0; i < n; ++i) grad_in[begin + i] = scalar_t(grad[i]);
+    store_block(grad, n, grad_in + begin);
   });
 }
 
