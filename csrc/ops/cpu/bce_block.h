@@ -1,5 +1,5 @@
 // The per-block loops of the CPU binary cross-entropy kernels: torch-free, so
-// that bce_block_isa.cpp can compile them once per instruction set (baseline,
+// that block_isa.cpp can compile them once per instruction set (baseline,
 // AVX2, AVX-512) and the op picks the widest the CPU has at run time.
 //
 // Everything here has internal linkage (static / anonymous namespace): each

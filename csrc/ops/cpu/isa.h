@@ -1,0 +1,28 @@
+// Run-time choice among the per-instruction-set builds of the CPU block loops
+// (block_isa.cpp is compiled once per instruction set).
+#pragma once
+
+namespace segloss::ops::cpu {
+
+enum class Isa { Baseline, Avx2, Avx512 };
+
+// The widest instruction set this CPU supports, capped by the environment
+// variable SEGLOSS_CPU_ISA (baseline, avx2 or avx512) when it is set. Read once.
+Isa selected_isa();
+
+const char* isa_name(Isa isa);
+
+// The table that `make_<isa>` returns for the selected instruction set.
+template <class Table>
+Table for_selected_isa(Table (*make_baseline)(), Table (*make_avx2)(), Table (*make_avx512)()) {
+  switch (selected_isa()) {
+    case Isa::Avx512:
+      return make_avx512();
+    case Isa::Avx2:
+      return make_avx2();
+    default:
+      return make_baseline();
+  }
+}
+
+}  // namespace segloss::ops::cpu
