@@ -2,5 +2,6 @@
 // CMakeLists.txt): the core must not depend on torch or on C++20.
 #include "bce.h"
 #include "broadcast.h"
+#include "dice.h"
 #include "float_math.h"
 #include "platform.h"

@@ -2,39 +2,10 @@
 
 #include <ATen/ATen.h>
 
+#include "checks.h"
+
 namespace segloss::ops {
 namespace {
-
-bool is_supported_float(at::ScalarType dtype) {
-  return dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf ||
-         dtype == at::kBFloat16;
-}
-
-void check_same_device(std::string_view op, std::string_view name, const at::Tensor& tensor,
-                       const at::Tensor& input) {
-  TORCH_CHECK(tensor.device() == input.device(), op, ": ", name, " is on ", tensor.device(),
-              " but input is on ", input.device(), "; all tensors must be on one device");
-}
-
-void check_floating(std::string_view op, std::string_view name, const at::Tensor& tensor) {
-  TORCH_CHECK_TYPE(is_supported_float(tensor.scalar_type()), op, ": ", name,
-                   " must be a float32, float64, float16 or bfloat16 tensor, got ",
-                   tensor.scalar_type());
-}
-
-// Written over SymInts so that the Meta kernels check dynamic shapes too.
-bool broadcasts_to(c10::SymIntArrayRef from, c10::SymIntArrayRef to) {
-  if (from.size() > to.size()) return false;
-  const size_t lead = to.size() - from.size();
-  for (size_t d = 0; d < from.size(); ++d) {
-    if (from[d] != 1 && from[d] != to[lead + d]) return false;
-  }
-  return true;
-}
-
-bool is_given(const std::optional<at::Tensor>& tensor) {
-  return tensor.has_value() && tensor->defined();
-}
 
 void check_weight(std::string_view op, std::string_view name,
                   const std::optional<at::Tensor>& weight, const at::Tensor& input) {

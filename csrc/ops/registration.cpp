@@ -23,11 +23,29 @@ TORCH_LIBRARY(segloss, m) {
       "_binary_cross_entropy_with_logits_backward(Tensor grad_output, Tensor input, "
       "Tensor target, Tensor? weight, Tensor? pos_weight, str reduction) -> Tensor",
       tags);
+
+  // Dice loss: a composite of the per-(n, c) sums below and a small epilogue.
+  m.def(
+      "dice_loss(Tensor input, Tensor target, *, str activation=\"sigmoid\", float gamma=1.0, "
+      "float smooth_nr=1e-05, float smooth_dr=1e-05, bool batch_dice=False, "
+      "bool include_background=True, Tensor? class_weights=None, int? ignore_index=None, "
+      "Tensor? mask=None, str reduction=\"mean\") -> Tensor",
+      tags);
+  // (N, C, 3): sum m p y, sum m p^gamma, sum m y^gamma per image and channel.
+  m.def(
+      "_dice_sums(Tensor input, Tensor target, str activation, float gamma, int? ignore_index, "
+      "Tensor? mask) -> Tensor",
+      tags);
+  m.def(
+      "_dice_sums_backward(Tensor grad_sums, Tensor input, Tensor target, str activation, "
+      "float gamma, int? ignore_index, Tensor? mask) -> Tensor",
+      tags);
 }
 
 // The ops register when the shared object loads; importing it as a Python
 // module needs only an (empty) module object.
 extern "C" PyObject* PyInit__C(void) {
-  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  static struct PyModuleDef module = {
+      PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr, nullptr, nullptr, nullptr, nullptr};
   return PyModule_Create(&module);
 }

@@ -9,7 +9,7 @@ from segloss._library import load_library
 
 load_library()
 
-__all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits"]
+__all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits", "dice_loss"]
 
 
 def binary_cross_entropy(
@@ -77,3 +77,68 @@ def binary_cross_entropy_with_logits(
     return torch.ops.segloss.binary_cross_entropy_with_logits(
         input, target, weight, pos_weight, reduction
     )
+
+
+def dice_loss(
+    input: Tensor,
+    target: Tensor,
+    *,
+    activation: str = "sigmoid",
+    gamma: float = 1.0,
+    smooth_nr: float = 1e-5,
+    smooth_dr: float = 1e-5,
+    batch_dice: bool = False,
+    include_background: bool = True,
+    class_weights: Optional[Tensor] = None,
+    ignore_index: Optional[int] = None,
+    mask: Optional[Tensor] = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Dice loss, fused: one pass over the input forward, one backward.
+
+    For each image ``n`` and channel ``c`` (or each channel over the whole
+    batch with ``batch_dice=True``), with ``p`` the activated input, ``y`` the
+    target and ``m`` the mask:
+
+    .. math::
+        I = \sum m\,p\,y,\quad P = \sum m\,p^\gamma,\quad T = \sum m\,y^\gamma,\qquad
+        \ell_{nc} = 1 - \frac{2I + s_{nr}}{P + T + s_{dr}}
+
+    A (n, c) with ``P + T + s_dr = 0`` (nothing predicted, nothing true, no
+    smoothing) scores a perfect Dice: loss 0, gradient 0, never NaN.
+
+    Args:
+        input: ``Tensor[N, C, *spatial]`` with 1 to 3 spatial dims; logits for
+            ``activation="sigmoid"`` (per channel: binary or multi-label) or
+            ``"softmax"`` (over C: multi-class), probabilities for ``"none"``.
+        target: either ``Tensor[N, C, *spatial]`` of floats (soft labels
+            allowed), or an integer class-index map ``Tensor[N, *spatial]`` or
+            ``Tensor[N, 1, *spatial]``, used without building a one-hot tensor:
+            channel ``c`` is label ``c``; with ``C == 1`` the map is the binary
+            mask itself (labels 0 and 1).
+        activation: ``"sigmoid"`` (default), ``"softmax"`` or ``"none"``.
+        gamma: exponent of the denominator's terms, any real ``>= 1`` (the
+            article uses 2, MONAI's ``squared_pred=True``).
+        smooth_nr, smooth_dr: smoothing added to numerator and denominator
+            (MONAI's names and defaults, 1e-5).
+        batch_dice: sum over the batch before the ratio (nnU-Net's ``batch_dice``).
+        include_background: ``False`` drops channel 0 from the loss (softmax
+            still runs over all channels).
+        class_weights: ``Tensor[C]``, multiplies each channel's loss
+            (indexed by the input's channel, also when the background is dropped).
+        ignore_index: with a class-index target, pixels with this label count
+            nowhere.
+        mask: broadcastable to ``[N, 1, *spatial]``; pixels where it is 0 count
+            nowhere.
+        reduction: ``"mean"`` (default) or ``"sum"`` over the per-(n, c) (or
+            per-c) losses, or ``"none"``: ``Tensor[N, C']`` or ``Tensor[C']``.
+
+    Returns:
+        The loss in ``input``'s dtype; sums accumulate in float32 (float64 for
+        float64 input), so float16 inputs do not overflow. Differentiable with
+        respect to ``input`` only.
+    """
+    return torch.ops.segloss.dice_loss(
+        input, target, activation=activation, gamma=gamma, smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr, batch_dice=batch_dice, include_background=include_background,
+        class_weights=class_weights, ignore_index=ignore_index, mask=mask, reduction=reduction)

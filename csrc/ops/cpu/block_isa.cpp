@@ -3,6 +3,7 @@
 // torch's inline functions compiled with AVX-512 could be the copies the
 // linker keeps for the whole library.
 #include "bce_block.h"
+#include "dice_block.h"
 
 #define SEGLOSS_CONCAT_(a, b) a##b
 #define SEGLOSS_CONCAT(a, b) SEGLOSS_CONCAT_(a, b)
@@ -11,6 +12,10 @@ namespace segloss::ops::cpu {
 
 BceBlockFunctions SEGLOSS_CONCAT(bce_block_functions_, SEGLOSS_CPU_ISA)() {
   return {block_loops<float>(), block_loops<double>()};
+}
+
+DiceBlockFunctions SEGLOSS_CONCAT(dice_block_functions_, SEGLOSS_CPU_ISA)() {
+  return {dice_block_loops<float>(), dice_block_loops<double>()};
 }
 
 }  // namespace segloss::ops::cpu

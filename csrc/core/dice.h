@@ -1,0 +1,52 @@
+// Per-pixel math of the Dice loss family, shared by the CPU and CUDA kernels.
+//
+// For each (n, c) the forward accumulates
+//   I = sum m p y,   P = sum m p^gamma,   T = sum m y^gamma
+// over the pixels, with p the activated input, y the target and m the mask
+// (0 for masked or ignored pixels). The backward turns dL/dI and dL/dP into
+//   dL/dp = m (dL/dI y + dL/dP gamma p^(gamma - 1))
+// and then through the activation.
+#pragma once
+
+#include "bce.h"
+#include "float_math.h"
+#include "platform.h"
+
+namespace segloss::core {
+
+enum class Activation { Sigmoid, Softmax, None };
+
+// gamma = 1 and 2 get exact, cheap code; any other gamma >= 1 goes through
+// exp(gamma log v), which gives 0 at v = 0 without a special case.
+enum class GammaKind { One, Two, General };
+
+template <GammaKind K, typename T>
+SEGLOSS_INLINE T power(T v, T gamma) {
+  if constexpr (K == GammaKind::One) {
+    return v;
+  } else if constexpr (K == GammaKind::Two) {
+    return v * v;
+  } else {
+    return exp_(gamma * log_(v));
+  }
+}
+
+// d/dv v^gamma = gamma v^(gamma - 1); 0 at v = 0 for gamma > 1.
+template <GammaKind K, typename T>
+SEGLOSS_INLINE T power_derivative(T v, T gamma) {
+  if constexpr (K == GammaKind::One) {
+    return T(1);
+  } else if constexpr (K == GammaKind::Two) {
+    return T(2) * v;
+  } else {
+    return gamma * exp_((gamma - T(1)) * log_(v));
+  }
+}
+
+// sigmoid'(x) from p = sigmoid(x).
+template <typename T>
+SEGLOSS_INLINE T sigmoid_derivative_from_output(T p) {
+  return p * (T(1) - p);
+}
+
+}  // namespace segloss::core

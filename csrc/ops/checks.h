@@ -1,0 +1,45 @@
+// Argument checks shared by every op's validation. Messages name the op and
+// the argument, and say what was received and what was expected.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/SymIntArrayRef.h>
+
+#include <optional>
+#include <string_view>
+
+namespace segloss::ops {
+
+inline bool is_given(const std::optional<at::Tensor>& tensor) {
+  return tensor.has_value() && tensor->defined();
+}
+
+inline bool is_supported_float(at::ScalarType dtype) {
+  return dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf ||
+         dtype == at::kBFloat16;
+}
+
+inline void check_same_device(std::string_view op, std::string_view name,
+                              const at::Tensor& tensor, const at::Tensor& input) {
+  TORCH_CHECK(tensor.device() == input.device(), op, ": ", name, " is on ", tensor.device(),
+              " but input is on ", input.device(), "; all tensors must be on one device");
+}
+
+inline void check_floating(std::string_view op, std::string_view name, const at::Tensor& tensor) {
+  TORCH_CHECK_TYPE(is_supported_float(tensor.scalar_type()), op, ": ", name,
+                   " must be a float32, float64, float16 or bfloat16 tensor, got ",
+                   tensor.scalar_type());
+}
+
+// NumPy broadcasting of `from` to exactly `to`; over SymInts so that the Meta
+// kernels check dynamic shapes too.
+inline bool broadcasts_to(c10::SymIntArrayRef from, c10::SymIntArrayRef to) {
+  if (from.size() > to.size()) return false;
+  const size_t lead = to.size() - from.size();
+  for (size_t d = 0; d < from.size(); ++d) {
+    if (from[d] != 1 && from[d] != to[lead + d]) return false;
+  }
+  return true;
+}
+
+}  // namespace segloss::ops

@@ -1,0 +1,156 @@
+// The per-block loops of the CPU Dice kernels; torch-free and built once per
+// instruction set like bce_block.h (see there for why everything here has
+// internal linkage).
+//
+// A block is up to n pixels of one image; "rows" are the block's values for
+// one channel, stored one after another with `row_stride` between channels.
+#pragma once
+
+#include <cstdint>
+
+#include "../../core/dice.h"
+
+namespace segloss::ops::cpu {
+
+template <typename T>
+struct DiceBlockLoops {
+  // sums[0..2] = (sum m p y, sum m p^gamma, sum m y^gamma) over the n pixels,
+  // p = sigmoid(x) (index 0) or x itself (index 1); indexed by GammaKind.
+  using Sums = void (*)(const T* x, const T* y, const T* m, std::int64_t n, T gamma, T* sums);
+  // grad[i] = act'(x_i) m_i (dI y_i + dP gamma p_i^(gamma - 1)).
+  using Grad = void (*)(const T* x, const T* y, const T* m, std::int64_t n, T gamma, T dI, T dP,
+                        T* grad);
+  // p rows (n values each) = softmax over the C rows of x; `work` holds n values.
+  using Softmax = void (*)(const T* x, std::int64_t x_row_stride, std::int64_t channels,
+                           std::int64_t n, T* p, T* work);
+  // grad rows = p (dL/dp - sum_k p_k dL/dp_k), rows of n values; `work` holds n values.
+  using SoftmaxGrad = void (*)(const T* p, const T* grad_p, std::int64_t channels,
+                               std::int64_t n, T* grad, T* work);
+  Sums sums[2][3];
+  Grad grads[2][3];
+  Softmax softmax;
+  SoftmaxGrad softmax_grad;
+};
+
+struct DiceBlockFunctions {
+  DiceBlockLoops<float> f32;
+  DiceBlockLoops<double> f64;
+};
+
+DiceBlockFunctions dice_block_functions_baseline();
+DiceBlockFunctions dice_block_functions_avx2();
+DiceBlockFunctions dice_block_functions_avx512();
+
+namespace {
+
+template <bool kSigmoid, typename T>
+inline T activate(T x) {
+  if constexpr (kSigmoid) {
+    return core::sigmoid(x);
+  } else {
+    return x;
+  }
+}
+
+template <bool kSigmoid, core::GammaKind K, typename T>
+void dice_sums_block(const T* x, const T* y, const T* m, std::int64_t n, T gamma, T* sums) {
+  T intersection = 0, prediction = 0, truth = 0;
+#pragma omp simd reduction(+ : intersection, prediction, truth)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const T p = activate<kSigmoid>(x[i]);
+    intersection += m[i] * p * y[i];
+    prediction += m[i] * core::power<K>(p, gamma);
+    truth += m[i] * core::power<K>(y[i], gamma);
+  }
+  sums[0] = intersection;
+  sums[1] = prediction;
+  sums[2] = truth;
+}
+
+template <bool kSigmoid, core::GammaKind K, typename T>
+void dice_grad_block(const T* x, const T* y, const T* m, std::int64_t n, T gamma, T dI, T dP,
+                     T* grad) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
+    const T p = activate<kSigmoid>(x[i]);
+    T g = m[i] * (dI * y[i] + dP * core::power_derivative<K>(p, gamma));
+    if constexpr (kSigmoid) g *= core::sigmoid_derivative_from_output(p);
+    grad[i] = g;
+  }
+}
+
+template <typename T>
+void softmax_block(const T* x, std::int64_t x_row_stride, std::int64_t channels, std::int64_t n,
+                   T* p, T* work) {
+  // Subtracting the per-pixel maximum keeps exp from overflowing.
+  T* max_x = work;
+  for (std::int64_t i = 0; i < n; ++i) max_x[i] = x[i];
+  for (std::int64_t c = 1; c < channels; ++c) {
+    const T* row = x + c * x_row_stride;
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) max_x[i] = row[i] > max_x[i] ? row[i] : max_x[i];
+  }
+  for (std::int64_t c = 0; c < channels; ++c) {
+    const T* row = x + c * x_row_stride;
+    T* out = p + c * n;
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) out[i] = core::exp_(row[i] - max_x[i]);
+  }
+  T* inverse_sum = work;
+  for (std::int64_t i = 0; i < n; ++i) inverse_sum[i] = 0;
+  for (std::int64_t c = 0; c < channels; ++c) {
+    const T* row = p + c * n;
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) inverse_sum[i] += row[i];
+  }
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) inverse_sum[i] = T(1) / inverse_sum[i];
+  for (std::int64_t c = 0; c < channels; ++c) {
+    T* row = p + c * n;
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) row[i] *= inverse_sum[i];
+  }
+}
+
+template <typename T>
+void softmax_grad_block(const T* p, const T* grad_p, std::int64_t channels, std::int64_t n,
+                        T* grad, T* work) {
+  for (std::int64_t i = 0; i < n; ++i) work[i] = 0;
+  for (std::int64_t c = 0; c < channels; ++c) {
+    const T* pc = p + c * n;
+    const T* gc = grad_p + c * n;
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) work[i] += pc[i] * gc[i];
+  }
+  for (std::int64_t c = 0; c < channels; ++c) {
+    const T* pc = p + c * n;
+    const T* gc = grad_p + c * n;
+    T* out = grad + c * n;
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) out[i] = pc[i] * (gc[i] - work[i]);
+  }
+}
+
+template <typename T>
+DiceBlockLoops<T> dice_block_loops() {
+  using core::GammaKind;
+  DiceBlockLoops<T> loops;
+  loops.sums[0][0] = &dice_sums_block<true, GammaKind::One, T>;
+  loops.sums[0][1] = &dice_sums_block<true, GammaKind::Two, T>;
+  loops.sums[0][2] = &dice_sums_block<true, GammaKind::General, T>;
+  loops.sums[1][0] = &dice_sums_block<false, GammaKind::One, T>;
+  loops.sums[1][1] = &dice_sums_block<false, GammaKind::Two, T>;
+  loops.sums[1][2] = &dice_sums_block<false, GammaKind::General, T>;
+  loops.grads[0][0] = &dice_grad_block<true, GammaKind::One, T>;
+  loops.grads[0][1] = &dice_grad_block<true, GammaKind::Two, T>;
+  loops.grads[0][2] = &dice_grad_block<true, GammaKind::General, T>;
+  loops.grads[1][0] = &dice_grad_block<false, GammaKind::One, T>;
+  loops.grads[1][1] = &dice_grad_block<false, GammaKind::Two, T>;
+  loops.grads[1][2] = &dice_grad_block<false, GammaKind::General, T>;
+  loops.softmax = &softmax_block<T>;
+  loops.softmax_grad = &softmax_grad_block<T>;
+  return loops;
+}
+
+}  // namespace
+}  // namespace segloss::ops::cpu

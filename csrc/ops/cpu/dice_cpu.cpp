@@ -1,0 +1,275 @@
+// CPU kernels of the Dice sums (_dice_sums and its backward).
+//
+// Work is split into units of up to kBlock pixels of one image, all channels
+// together (softmax needs them). Per unit: the mask and labels are read once,
+// each channel's row is activated and summed (forward) or differentiated
+// (backward). Per-unit partial sums are added in unit order, so the result
+// does not depend on the thread count.
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "../dice_operands.h"
+#include "blocks.h"
+#include "dice_block.h"
+#include "isa.h"
+
+namespace segloss::ops {
+namespace {
+
+using cpu::kBlock;
+using cpu::load_block;
+
+constexpr const char* kSumsOp = "segloss._dice_sums";
+
+const cpu::DiceBlockFunctions& dice_functions() {
+  static const cpu::DiceBlockFunctions functions = cpu::for_selected_isa(
+      &cpu::dice_block_functions_baseline, &cpu::dice_block_functions_avx2,
+      &cpu::dice_block_functions_avx512);
+  return functions;
+}
+
+template <typename acc_t>
+const cpu::DiceBlockLoops<acc_t>& dice_loops() {
+  if constexpr (std::is_same_v<acc_t, double>) {
+    return dice_functions().f64;
+  } else {
+    return dice_functions().f32;
+  }
+}
+
+// Per-thread buffers: `channels` rows of kBlock values each for the input,
+// activated input, target and gradients, and single rows for the rest.
+template <typename acc_t>
+struct DiceScratch {
+  std::vector<acc_t> x, p, y, grad_p, grad, mask, work, ones;
+  std::vector<int64_t> labels;
+
+  void ensure(int64_t channels) {
+    if (!x.empty()) return;
+    for (auto* rows : {&x, &p, &y, &grad_p, &grad}) rows->resize(channels * kBlock);
+    for (auto* row : {&mask, &work}) row->resize(kBlock);
+    ones.assign(kBlock, acc_t(1));
+    labels.resize(kBlock);
+  }
+};
+
+// One unit's operands in the compute type.
+template <typename scalar_t, typename acc_t>
+struct DiceUnit {
+  const DiceOperands& ops;
+  DiceScratch<acc_t>& scratch;
+  int64_t n, begin, length;
+  const acc_t* mask = nullptr;
+  bool labels_in_range = true;
+
+  DiceUnit(const DiceOperands& operands, DiceScratch<acc_t>& s, int64_t image, int64_t first,
+           int64_t count)
+      : ops(operands), scratch(s), n(image), begin(first), length(count) {
+    s.ensure(ops.channels);
+    const int64_t pixel0 = n * ops.pixels + begin;
+    const acc_t* m = s.ones.data();
+    if (ops.mask.defined()) {
+      m = load_block(ops.mask.const_data_ptr<scalar_t>(), ops.mask_index, pixel0, length,
+                     s.mask.data());
+    }
+    if (ops.labels.defined()) {
+      const int64_t* labels = ops.labels.const_data_ptr<int64_t>() + pixel0;
+      const int64_t count_of_labels = number_of_labels(ops.channels);
+      const int64_t ignore = ops.ignore_index.value_or(-1);
+      const bool has_ignore = ops.ignore_index.has_value();
+      int bad = 0;
+      acc_t* masked = s.mask.data();
+      for (int64_t i = 0; i < length; ++i) {
+        const int64_t label = labels[i];
+        const bool ignored = has_ignore && label == ignore;
+        bad |= int(!ignored && (label < 0 || label >= count_of_labels));
+        s.labels[i] = label;
+        masked[i] = ignored ? acc_t(0) : m[i];
+      }
+      labels_in_range = bad == 0;
+      m = masked;
+    }
+    mask = m;
+  }
+
+  // The input's row for channel c, and the stride between channel rows.
+  const acc_t* input_rows(int64_t* row_stride) {
+    const scalar_t* rows = ops.input.const_data_ptr<scalar_t>() +
+                           n * ops.channels * ops.pixels + begin;
+    if constexpr (std::is_same_v<scalar_t, acc_t>) {
+      *row_stride = ops.pixels;
+      return rows;
+    } else {
+      for (int64_t c = 0; c < ops.channels; ++c) {
+        acc_t* dst = scratch.x.data() + c * kBlock;
+        for (int64_t i = 0; i < length; ++i) dst[i] = acc_t(rows[c * ops.pixels + i]);
+      }
+      *row_stride = kBlock;
+      return scratch.x.data();
+    }
+  }
+
+  // The target's row for channel c.
+  const acc_t* target_row(int64_t c) {
+    acc_t* dst = scratch.y.data() + c * kBlock;
+    if (ops.labels.defined()) {
+      const int64_t label = label_of_channel(ops.channels, c);
+      const int64_t* labels = scratch.labels.data();
+      for (int64_t i = 0; i < length; ++i) dst[i] = labels[i] == label ? acc_t(1) : acc_t(0);
+      return dst;
+    }
+    const core::BroadcastIndexer identity;
+    return load_block(ops.dense_target.const_data_ptr<scalar_t>(), identity,
+                      (n * ops.channels + c) * ops.pixels + begin, length, dst);
+  }
+};
+
+// Calls body(unit, n, begin, length, scratch) for every unit, in parallel;
+// unit u covers pixels [begin, begin + length) of image n = u / units_per_image.
+template <typename acc_t, typename Body>
+void for_each_unit(const DiceOperands& ops, const Body& body) {
+  const int64_t units_per_image = (ops.pixels + kBlock - 1) / kBlock;
+  at::parallel_for(0, ops.batch * units_per_image, 1, [&](int64_t first, int64_t last) {
+    DiceScratch<acc_t> scratch;
+    for (int64_t u = first; u < last; ++u) {
+      const int64_t n = u / units_per_image;
+      const int64_t begin = (u % units_per_image) * kBlock;
+      body(u, n, begin, std::min(kBlock, ops.pixels - begin), scratch);
+    }
+  });
+}
+
+// sigmoid reads the raw input; softmax and none read (activated) probabilities.
+int row_activation_index(core::Activation activation) {
+  return activation == core::Activation::Sigmoid ? 0 : 1;
+}
+
+template <typename scalar_t>
+void dice_sums_kernel(const DiceOperands& ops, at::Tensor& sums) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const auto& loops = dice_loops<acc_t>();
+  const auto sum_row = loops.sums[row_activation_index(ops.activation)][int(ops.gamma_kind)];
+  const int64_t C = ops.channels;
+  const int64_t units_per_image = (ops.pixels + kBlock - 1) / kBlock;
+  const int64_t units = ops.batch * units_per_image;
+  std::vector<acc_t> partials(units * C * 3, acc_t(0));
+  std::vector<char> labels_in_range(units, 1);
+
+  for_each_unit<acc_t>(ops, [&](int64_t u, int64_t n, int64_t begin, int64_t length,
+                                DiceScratch<acc_t>& scratch) {
+    DiceUnit<scalar_t, acc_t> unit(ops, scratch, n, begin, length);
+    labels_in_range[u] = unit.labels_in_range;
+    int64_t row_stride = 0;
+    const acc_t* x = unit.input_rows(&row_stride);
+    if (ops.activation == core::Activation::Softmax) {
+      acc_t* p = unit.scratch.p.data();
+      loops.softmax(x, row_stride, C, length, p, unit.scratch.work.data());
+      x = p;
+      row_stride = length;
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      sum_row(x + c * row_stride, unit.target_row(c), unit.mask, length, acc_t(ops.gamma),
+              &partials[(u * C + c) * 3]);
+    }
+  });
+
+  TORCH_CHECK(std::all_of(labels_in_range.begin(), labels_in_range.end(),
+                          [](char ok) { return ok != 0; }),
+              kSumsOp, ": class indices in target must lie in [0, ", number_of_labels(C), ")",
+              ops.ignore_index ? " or equal ignore_index" : "", " for input with ", C,
+              " channel(s)");
+  acc_t* out = sums.mutable_data_ptr<acc_t>();
+  for (int64_t n = 0; n < ops.batch; ++n) {
+    for (int64_t k = 0; k < C * 3; ++k) {
+      double total = 0;  // in unit order: independent of the thread count
+      for (int64_t b = 0; b < units_per_image; ++b) {
+        total += double(partials[(n * units_per_image + b) * C * 3 + k]);
+      }
+      out[n * C * 3 + k] = acc_t(total);
+    }
+  }
+}
+
+template <typename scalar_t>
+void dice_sums_backward_kernel(const DiceOperands& ops, const at::Tensor& grad_sums,
+                               at::Tensor& grad_input) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const auto& loops = dice_loops<acc_t>();
+  const auto grad_row = loops.grads[row_activation_index(ops.activation)][int(ops.gamma_kind)];
+  const int64_t C = ops.channels;
+  const acc_t* dsums = grad_sums.const_data_ptr<acc_t>();
+  const acc_t gamma = acc_t(ops.gamma);
+  for_each_unit<acc_t>(ops, [&](int64_t, int64_t n, int64_t begin, int64_t length,
+                                DiceScratch<acc_t>& scratch) {
+    DiceUnit<scalar_t, acc_t> unit(ops, scratch, n, begin, length);
+    DiceScratch<acc_t>& s = unit.scratch;
+    int64_t row_stride = 0;
+    const acc_t* x = unit.input_rows(&row_stride);
+    scalar_t* out = grad_input.mutable_data_ptr<scalar_t>() + n * C * ops.pixels + begin;
+    const acc_t* ds = dsums + n * C * 3;
+    if (ops.activation == core::Activation::Softmax) {
+      // dL/dp per channel, then through the softmax's Jacobian.
+      loops.softmax(x, row_stride, C, length, s.p.data(), s.work.data());
+      for (int64_t c = 0; c < C; ++c) {
+        grad_row(s.p.data() + c * length, unit.target_row(c), unit.mask, length, gamma,
+                 ds[c * 3], ds[c * 3 + 1], s.grad_p.data() + c * length);
+      }
+      loops.softmax_grad(s.p.data(), s.grad_p.data(), C, length, s.grad.data(), s.work.data());
+      for (int64_t c = 0; c < C; ++c) {
+        const acc_t* g = s.grad.data() + c * length;
+        scalar_t* dst = out + c * ops.pixels;
+        for (int64_t i = 0; i < length; ++i) dst[i] = scalar_t(g[i]);
+      }
+      return;
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      scalar_t* dst = out + c * ops.pixels;
+      acc_t* g = cpu::block_output(dst, s.grad.data());
+      grad_row(x + c * row_stride, unit.target_row(c), unit.mask, length, gamma, ds[c * 3],
+               ds[c * 3 + 1], g);
+      cpu::store_block(g, length, dst);
+    }
+  });
+}
+
+at::Tensor dice_sums_cpu(const at::Tensor& input, const at::Tensor& target,
+                         std::string_view activation, double gamma,
+                         std::optional<int64_t> ignore_index,
+                         const std::optional<at::Tensor>& mask) {
+  const DiceOperands ops =
+      prepare_dice_operands(kSumsOp, input, target, activation, gamma, ignore_index, mask);
+  at::Tensor sums = empty_dice_sums(ops.input);
+  sums.zero_();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ops.input.scalar_type(),
+                                  "segloss_dice_sums_cpu",
+                                  [&] { dice_sums_kernel<scalar_t>(ops, sums); });
+  return sums;
+}
+
+at::Tensor dice_sums_backward_cpu(const at::Tensor& grad_sums, const at::Tensor& input,
+                                  const at::Tensor& target, std::string_view activation,
+                                  double gamma, std::optional<int64_t> ignore_index,
+                                  const std::optional<at::Tensor>& mask) {
+  const DiceOperands ops =
+      prepare_dice_operands(kSumsOp, input, target, activation, gamma, ignore_index, mask);
+  const at::Tensor dsums = prepare_dice_grad_sums(kSumsOp, grad_sums, ops.input);
+  at::Tensor grad_input = at::empty_like(ops.input, at::MemoryFormat::Contiguous);
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, ops.input.scalar_type(), "segloss_dice_sums_backward_cpu",
+      [&] { dice_sums_backward_kernel<scalar_t>(ops, dsums, grad_input); });
+  return grad_input;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(segloss, CPU, m) {
+  m.impl("_dice_sums", &dice_sums_cpu);
+  m.impl("_dice_sums_backward", &dice_sums_backward_cpu);
+}
+
+}  // namespace segloss::ops

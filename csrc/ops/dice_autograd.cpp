@@ -1,0 +1,74 @@
+// Autograd of the Dice sums, in C++ at the Autograd key (see bce_autograd.cpp):
+// the backward is the private op _dice_sums_backward. Gradients flow to the
+// input only; the target and mask are data.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/autograd.h>
+#include <torch/library.h>
+
+#include <string>
+
+namespace segloss::ops {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+using SumsSignature = at::Tensor(const at::Tensor&, const at::Tensor&, std::string_view, double,
+                                 std::optional<int64_t>, const std::optional<at::Tensor>&);
+using SumsBackwardSignature = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                         std::string_view, double, std::optional<int64_t>,
+                                         const std::optional<at::Tensor>&);
+
+void check_no_grad(const char* name, const at::Tensor& tensor) {
+  TORCH_CHECK(!(tensor.defined() && tensor.requires_grad()),
+              "segloss.dice_loss: the gradient with respect to ", name,
+              " is not implemented; pass ", name, ".detach()");
+}
+
+class DiceSumsFunction : public torch::autograd::Function<DiceSumsFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
+                            const at::Tensor& target, std::string_view activation, double gamma,
+                            std::optional<int64_t> ignore_index,
+                            const std::optional<at::Tensor>& mask) {
+    check_no_grad("target", target);
+    check_no_grad("mask", mask.value_or(at::Tensor()));
+    at::AutoDispatchBelowADInplaceOrView guard;
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("segloss::_dice_sums", "")
+                         .typed<SumsSignature>();
+    at::Tensor sums = op.call(input, target, activation, gamma, ignore_index, mask);
+    ctx->save_for_backward({input, target, mask.value_or(at::Tensor())});
+    ctx->saved_data["activation"] = std::string(activation);
+    ctx->saved_data["gamma"] = gamma;
+    ctx->saved_data["ignore_index"] = ignore_index;
+    return sums;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const variable_list saved = ctx->get_saved_variables();
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("segloss::_dice_sums_backward", "")
+                         .typed<SumsBackwardSignature>();
+    const c10::IValue ignore = ctx->saved_data["ignore_index"];
+    at::Tensor grad_input = op.call(
+        grad_outputs[0], saved[0], saved[1], ctx->saved_data["activation"].toStringRef(),
+        ctx->saved_data["gamma"].toDouble(),
+        ignore.isNone() ? std::nullopt : std::optional<int64_t>(ignore.toInt()),
+        saved[2].defined() ? std::optional<at::Tensor>(saved[2]) : std::nullopt);
+    return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+at::Tensor dice_sums_autograd(const at::Tensor& input, const at::Tensor& target,
+                              std::string_view activation, double gamma,
+                              std::optional<int64_t> ignore_index,
+                              const std::optional<at::Tensor>& mask) {
+  return DiceSumsFunction::apply(input, target, activation, gamma, ignore_index, mask);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(segloss, Autograd, m) { m.impl("_dice_sums", &dice_sums_autograd); }
+
+}  // namespace segloss::ops

@@ -1,0 +1,82 @@
+// dice_loss: the fused per-(n, c) sums (_dice_sums, one pass over the input
+// with its analytic backward) followed by a small epilogue on (N, C) values
+// in ordinary ATen ops, which autograd differentiates and torch.compile fuses.
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
+
+#include "checks.h"
+#include "reduction.h"
+
+namespace segloss::ops {
+namespace {
+
+constexpr const char* kOp = "segloss.dice_loss";
+
+at::Tensor dice_sums(const at::Tensor& input, const at::Tensor& target,
+                     std::string_view activation, double gamma,
+                     std::optional<int64_t> ignore_index, const std::optional<at::Tensor>& mask) {
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("segloss::_dice_sums", "")
+          .typed<at::Tensor(const at::Tensor&, const at::Tensor&, std::string_view, double,
+                            std::optional<int64_t>, const std::optional<at::Tensor>&)>();
+  return op.call(input, target, activation, gamma, ignore_index, mask);
+}
+
+at::Tensor dice_loss(const at::Tensor& input, const at::Tensor& target,
+                     std::string_view activation, double gamma, double smooth_nr,
+                     double smooth_dr, bool batch_dice, bool include_background,
+                     const std::optional<at::Tensor>& class_weights,
+                     std::optional<int64_t> ignore_index, const std::optional<at::Tensor>& mask,
+                     std::string_view reduction) {
+  const Reduction parsed = parse_reduction(kOp, reduction);
+  TORCH_CHECK_VALUE(smooth_nr >= 0 && smooth_dr >= 0, kOp,
+                    ": smooth_nr and smooth_dr must be >= 0, got ", smooth_nr, " and ",
+                    smooth_dr);
+  if (is_given(class_weights)) {
+    check_same_device(kOp, "class_weights", *class_weights, input);
+    check_floating(kOp, "class_weights", *class_weights);
+    TORCH_CHECK(class_weights->dim() == 1 && input.dim() >= 2 &&
+                    class_weights->sym_size(0) == input.sym_size(1),
+                kOp, ": class_weights must have shape [C] = [", input.sym_size(1),
+                "] (one weight per channel of the input), got ", class_weights->sym_sizes());
+  }
+  const at::Tensor sums = dice_sums(input, target, activation, gamma, ignore_index, mask);
+  at::Tensor intersection = sums.select(-1, 0);  // (N, C)
+  at::Tensor prediction = sums.select(-1, 1);
+  at::Tensor truth = sums.select(-1, 2);
+  if (batch_dice) {  // one Dice per channel over the whole batch: (C,)
+    intersection = intersection.sum(0);
+    prediction = prediction.sum(0);
+    truth = truth.sum(0);
+  }
+  const at::Tensor numerator = 2 * intersection + smooth_nr;
+  const at::Tensor denominator = prediction + truth + smooth_dr;
+  // Nothing predicted, nothing true and no smoothing: defined as a perfect
+  // score with zero gradient (the safe denominator keeps the unused branch
+  // of the where finite, so its gradient is 0, not NaN).
+  const at::Tensor empty = denominator == 0;
+  const at::Tensor dice =
+      at::where(empty, at::ones_like(numerator), numerator / at::where(empty, 1, denominator));
+  at::Tensor loss = 1 - dice;  // (N, C) or (C,)
+  if (is_given(class_weights)) loss = loss * class_weights->to(loss.scalar_type());
+  if (!include_background) loss = loss.narrow_symint(-1, 1, loss.sym_size(-1) - 1);
+  switch (parsed) {
+    case Reduction::Mean:
+      loss = loss.mean();
+      break;
+    case Reduction::Sum:
+      loss = loss.sum();
+      break;
+    case Reduction::None:
+      break;
+  }
+  return loss.to(input.scalar_type());
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(segloss, CompositeImplicitAutograd, m) { m.impl("dice_loss", &dice_loss); }
+
+}  // namespace segloss::ops

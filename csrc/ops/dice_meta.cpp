@@ -1,0 +1,38 @@
+// Meta kernels of the Dice sums: shapes and dtypes, with the real kernels'
+// argument checks.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "dice_operands.h"
+
+namespace segloss::ops {
+namespace {
+
+constexpr const char* kSumsOp = "segloss._dice_sums";
+
+at::Tensor dice_sums_meta(const at::Tensor& input, const at::Tensor& target,
+                          std::string_view activation, double gamma,
+                          std::optional<int64_t> ignore_index,
+                          const std::optional<at::Tensor>& mask) {
+  check_dice_arguments(kSumsOp, input, target, activation, gamma, ignore_index, mask);
+  return empty_dice_sums(input);
+}
+
+at::Tensor dice_sums_backward_meta(const at::Tensor& grad_sums, const at::Tensor& input,
+                                   const at::Tensor& target, std::string_view activation,
+                                   double gamma, std::optional<int64_t> ignore_index,
+                                   const std::optional<at::Tensor>& mask) {
+  check_dice_arguments(kSumsOp, input, target, activation, gamma, ignore_index, mask);
+  prepare_dice_grad_sums(kSumsOp, grad_sums, input);
+  return at::empty_symint(input.sym_sizes(),
+                          input.options().memory_format(at::MemoryFormat::Contiguous));
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(segloss, Meta, m) {
+  m.impl("_dice_sums", &dice_sums_meta);
+  m.impl("_dice_sums_backward", &dice_sums_backward_meta);
+}
+
+}  // namespace segloss::ops

@@ -1,0 +1,138 @@
+#include "dice_operands.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <vector>
+
+#include "checks.h"
+
+namespace segloss::ops {
+namespace {
+
+bool is_label_dtype(at::ScalarType dtype) {
+  return at::isIntegralType(dtype, /*includeBool=*/true);
+}
+
+// (N, *spatial) of the input, with or without the channel dimension as 1.
+std::vector<c10::SymInt> label_shape(const at::Tensor& input, bool with_channel) {
+  std::vector<c10::SymInt> shape(input.sym_sizes().begin(), input.sym_sizes().end());
+  if (with_channel) {
+    shape[1] = 1;
+  } else {
+    shape.erase(shape.begin() + 1);
+  }
+  return shape;
+}
+
+bool has_shape(const at::Tensor& tensor, const std::vector<c10::SymInt>& shape) {
+  return tensor.sym_sizes() == c10::SymIntArrayRef(shape);
+}
+
+}  // namespace
+
+core::Activation parse_activation(std::string_view op, std::string_view activation) {
+  if (activation == "sigmoid") return core::Activation::Sigmoid;
+  if (activation == "softmax") return core::Activation::Softmax;
+  if (activation == "none") return core::Activation::None;
+  TORCH_CHECK_VALUE(false, op, ": activation must be 'sigmoid', 'softmax' or 'none', got '",
+                    activation, "'");
+}
+
+core::GammaKind gamma_kind(std::string_view op, double gamma) {
+  TORCH_CHECK_VALUE(std::isfinite(gamma) && gamma >= 1, op,
+                    ": gamma must be a finite number >= 1, got ", gamma);
+  if (gamma == 1) return core::GammaKind::One;
+  if (gamma == 2) return core::GammaKind::Two;
+  return core::GammaKind::General;
+}
+
+void check_dice_arguments(std::string_view op, const at::Tensor& input, const at::Tensor& target,
+                          std::string_view activation, double gamma,
+                          const std::optional<int64_t>& ignore_index,
+                          const std::optional<at::Tensor>& mask) {
+  parse_activation(op, activation);
+  gamma_kind(op, gamma);
+  check_floating(op, "input", input);
+  TORCH_CHECK(input.dim() >= 3 && input.dim() <= 5, op,
+              ": input must have shape (N, C, *spatial) with 1 to 3 spatial dimensions, got "
+              "shape ",
+              input.sym_sizes());
+  check_same_device(op, "target", target, input);
+  if (is_label_dtype(target.scalar_type())) {
+    TORCH_CHECK(has_shape(target, label_shape(input, false)) ||
+                    has_shape(target, label_shape(input, true)),
+                op, ": a class-index target must have shape ", label_shape(input, false),
+                " or ", label_shape(input, true), " for input of shape ", input.sym_sizes(),
+                ", got ", target.sym_sizes());
+  } else {
+    check_floating(op, "target", target);
+    TORCH_CHECK(target.sym_sizes() == input.sym_sizes(), op,
+                ": a floating-point target must have the input's shape ", input.sym_sizes(),
+                ", got ", target.sym_sizes(),
+                " (class-index maps must be an integer tensor of shape (N, *spatial))");
+    TORCH_CHECK_VALUE(!ignore_index.has_value(), op,
+                      ": ignore_index applies to class-index targets only; the target is ",
+                      target.scalar_type(), " (use mask for floating-point targets)");
+  }
+  if (is_given(mask)) {
+    check_same_device(op, "mask", *mask, input);
+    const auto mask_target = label_shape(input, true);
+    TORCH_CHECK(broadcasts_to(mask->sym_sizes(), mask_target), op, ": mask of shape ",
+                mask->sym_sizes(), " is not broadcastable to ", mask_target);
+  }
+}
+
+DiceOperands prepare_dice_operands(std::string_view op, const at::Tensor& input,
+                                   const at::Tensor& target, std::string_view activation,
+                                   double gamma, const std::optional<int64_t>& ignore_index,
+                                   const std::optional<at::Tensor>& mask) {
+  check_dice_arguments(op, input, target, activation, gamma, ignore_index, mask);
+  DiceOperands ops;
+  ops.activation = parse_activation(op, activation);
+  ops.gamma_kind = gamma_kind(op, gamma);
+  ops.gamma = gamma;
+  ops.ignore_index = ignore_index;
+  ops.input = input.contiguous();
+  ops.batch = input.size(0);
+  ops.channels = input.size(1);
+  ops.pixels = ops.batch * ops.channels == 0 ? 0 : input.numel() / (ops.batch * ops.channels);
+  if (is_label_dtype(target.scalar_type())) {
+    ops.labels = target.to(at::kLong).reshape({ops.batch, ops.pixels}).contiguous();
+  } else {
+    ops.dense_target = target.to(input.scalar_type()).contiguous();
+  }
+  if (is_given(mask)) {
+    std::vector<int64_t> shape(input.sizes().begin(), input.sizes().end());
+    shape[1] = 1;
+    // 0 excludes a pixel, anything else includes it.
+    at::Tensor binary = mask->ne(0).to(input.scalar_type()).expand(shape);
+    if (!core::make_broadcast_indexer(int(binary.dim()), binary.sizes().data(),
+                                      binary.strides().data(), &ops.mask_index)) {
+      binary = binary.contiguous();
+      core::make_broadcast_indexer(int(binary.dim()), binary.sizes().data(),
+                                   binary.strides().data(), &ops.mask_index);
+    }
+    ops.mask = binary;
+  }
+  return ops;
+}
+
+at::Tensor empty_dice_sums(const at::Tensor& input) {
+  const auto dtype = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  return at::empty_symint({input.sym_size(0), input.sym_size(1), 3},
+                          input.options().dtype(dtype));
+}
+
+at::Tensor prepare_dice_grad_sums(std::string_view op, const at::Tensor& grad_sums,
+                                  const at::Tensor& input) {
+  check_same_device(op, "grad_sums", grad_sums, input);
+  check_floating(op, "grad_sums", grad_sums);
+  const std::vector<c10::SymInt> shape = {input.sym_size(0), input.sym_size(1), 3};
+  TORCH_CHECK(grad_sums.sym_sizes() == c10::SymIntArrayRef(shape), op,
+              ": grad_sums must have shape ", shape, ", got ", grad_sums.sym_sizes());
+  const auto dtype = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  return grad_sums.to(dtype).contiguous();
+}
+
+}  // namespace segloss::ops

@@ -1,0 +1,61 @@
+// Validation and preparation of the Dice ops' arguments, shared by the CPU,
+// CUDA and Meta kernels.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <string_view>
+
+#include "../core/broadcast.h"
+#include "../core/dice.h"
+
+namespace segloss::ops {
+
+core::Activation parse_activation(std::string_view op, std::string_view activation);
+
+// gamma = 1, 2 or another real >= 1 (anything else is an error).
+core::GammaKind gamma_kind(std::string_view op, double gamma);
+
+// The arguments as the kernels read them. The input is viewed as
+// (N, C, S) with S the number of pixels (voxels) per image.
+struct DiceOperands {
+  at::Tensor input;         // contiguous, floating point
+  at::Tensor dense_target;  // contiguous, input's shape and dtype; or undefined
+  at::Tensor labels;        // contiguous int64 (N, S) class indices; or undefined
+  at::Tensor mask;          // undefined, or 0/1 in input's dtype expanded to (N, 1, *spatial)
+  core::BroadcastIndexer mask_index;  // walks `mask` over the (N, S) pixels
+  core::Activation activation = core::Activation::Sigmoid;
+  core::GammaKind gamma_kind = core::GammaKind::One;
+  double gamma = 1;
+  std::optional<int64_t> ignore_index;
+  int64_t batch = 0, channels = 0, pixels = 0;
+};
+
+// Checks every argument without touching data (works on Meta tensors with
+// symbolic shapes).
+void check_dice_arguments(std::string_view op, const at::Tensor& input, const at::Tensor& target,
+                          std::string_view activation, double gamma,
+                          const std::optional<int64_t>& ignore_index,
+                          const std::optional<at::Tensor>& mask);
+
+DiceOperands prepare_dice_operands(std::string_view op, const at::Tensor& input,
+                                   const at::Tensor& target, std::string_view activation,
+                                   double gamma, const std::optional<int64_t>& ignore_index,
+                                   const std::optional<at::Tensor>& mask);
+
+// The per-(n, c) sums (I, P, T): (N, C, 3), float32 (float64 for float64 input).
+at::Tensor empty_dice_sums(const at::Tensor& input);
+
+// grad_sums checked against empty_dice_sums's shape, contiguous, its dtype.
+at::Tensor prepare_dice_grad_sums(std::string_view op, const at::Tensor& grad_sums,
+                                  const at::Tensor& input);
+
+// The label value that means "foreground" for channel c: with one channel the
+// label map is the binary mask itself (label 1), otherwise channel c is label c.
+inline int64_t label_of_channel(int64_t channels, int64_t c) { return channels == 1 ? 1 : c; }
+
+// Labels must lie in [0, number_of_labels) unless equal to ignore_index.
+inline int64_t number_of_labels(int64_t channels) { return channels == 1 ? 2 : channels; }
+
+}  // namespace segloss::ops
