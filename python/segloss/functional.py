@@ -82,7 +82,6 @@ def binary_cross_entropy_with_logits(
 def dice_loss(
     input: Tensor,
     target: Tensor,
-    *,
     activation: str = "sigmoid",
     gamma: float = 1.0,
     smooth_nr: float = 1e-5,
@@ -95,6 +94,9 @@ def dice_loss(
     reduction: str = "mean",
 ) -> Tensor:
     r"""Dice loss, fused: one pass over the input forward, one backward.
+
+    Pass the options by keyword (they are not keyword-only only because
+    TorchScript cannot compile keyword-only arguments).
 
     For each image ``n`` and channel ``c`` (or each channel over the whole
     batch with ``batch_dice=True``), with ``p`` the activated input, ``y`` the

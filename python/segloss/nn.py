@@ -7,7 +7,7 @@ from torch import Tensor
 
 from segloss import functional as F
 
-__all__ = ["BCELoss", "BCEWithLogitsLoss", "WeightedBCELoss"]
+__all__ = ["BCELoss", "BCEWithLogitsLoss", "WeightedBCELoss", "DiceLoss"]
 
 _REDUCTIONS = ("none", "mean", "sum")
 
@@ -100,3 +100,54 @@ class WeightedBCELoss(torch.nn.Module):
     def extra_repr(self) -> str:
         beta = self.beta.item() if self.beta.numel() == 1 else f"Tensor{list(self.beta.shape)}"
         return f"beta={beta}, from_logits={self.from_logits}, reduction={self.reduction!r}"
+
+
+class DiceLoss(torch.nn.Module):
+    r"""Dice loss, ``1 - (2 sum(p y) + smooth_nr) / (sum(p^gamma) + sum(y^gamma) + smooth_dr)``.
+
+    See :func:`segloss.dice_loss` for the arguments and shapes;
+    ``forward(input, target, mask=None)``. ``class_weights`` is a buffer
+    (follows ``.to(device)``).
+    """
+
+    class_weights: Optional[Tensor]
+
+    def __init__(self, activation: str = "sigmoid", gamma: float = 1.0, smooth_nr: float = 1e-5,
+                 smooth_dr: float = 1e-5, batch_dice: bool = False,
+                 include_background: bool = True, class_weights: Optional[Tensor] = None,
+                 ignore_index: Optional[int] = None, reduction: str = "mean") -> None:
+        super().__init__()
+        if activation not in ("sigmoid", "softmax", "none"):
+            raise ValueError(
+                f"activation must be 'sigmoid', 'softmax' or 'none', got {activation!r}")
+        if not gamma >= 1:
+            raise ValueError(f"gamma must be >= 1, got {gamma}")
+        self.activation = activation
+        self.gamma = float(gamma)
+        self.smooth_nr = float(smooth_nr)
+        self.smooth_dr = float(smooth_dr)
+        self.batch_dice = batch_dice
+        self.include_background = include_background
+        self.register_buffer("class_weights", class_weights)
+        self.ignore_index = ignore_index
+        self.reduction = _check_reduction(reduction)
+
+    def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        return F.dice_loss(input, target, activation=self.activation, gamma=self.gamma,
+                           smooth_nr=self.smooth_nr, smooth_dr=self.smooth_dr,
+                           batch_dice=self.batch_dice,
+                           include_background=self.include_background,
+                           class_weights=self.class_weights, ignore_index=self.ignore_index,
+                           mask=mask, reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        parts = [f"activation={self.activation!r}", f"gamma={self.gamma}",
+                 f"smooth_nr={self.smooth_nr}", f"smooth_dr={self.smooth_dr}",
+                 f"batch_dice={self.batch_dice}",
+                 f"include_background={self.include_background}"]
+        if self.class_weights is not None:
+            parts.append(f"class_weights=Tensor{list(self.class_weights.shape)}")
+        if self.ignore_index is not None:
+            parts.append(f"ignore_index={self.ignore_index}")
+        parts.append(f"reduction={self.reduction!r}")
+        return ", ".join(parts)
