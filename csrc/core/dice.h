@@ -8,6 +8,8 @@
 // and then through the activation.
 #pragma once
 
+#include <cstdint>
+
 #include "bce.h"
 #include "float_math.h"
 #include "platform.h"
@@ -41,6 +43,18 @@ SEGLOSS_INLINE T power_derivative(T v, T gamma) {
   } else {
     return gamma * exp_((gamma - T(1)) * log_(v));
   }
+}
+
+// The label value that means "foreground" for channel c of a class-index
+// target: with one channel the map is the binary mask itself (label 1),
+// otherwise channel c is label c.
+SEGLOSS_INLINE std::int64_t label_of_channel(std::int64_t channels, std::int64_t c) {
+  return channels == 1 ? 1 : c;
+}
+
+// Valid labels lie in [0, number_of_labels(channels)) (or equal ignore_index).
+SEGLOSS_INLINE std::int64_t number_of_labels(std::int64_t channels) {
+  return channels == 1 ? 2 : channels;
 }
 
 // sigmoid'(x) from p = sigmoid(x).

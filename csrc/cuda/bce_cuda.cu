@@ -14,11 +14,15 @@
 #include "../core/bce.h"
 #include "../core/broadcast.h"
 #include "../ops/bce_operands.h"
+#include "cuda_utils.cuh"
 
 namespace segloss::ops {
 namespace {
 
-constexpr int kThreads = 256;
+using cuda::block_sum;
+using cuda::grid_size;
+using cuda::kThreads;
+
 constexpr int64_t kMaxReduceBlocks = 1024;    // fixed: the partials' order never changes
 constexpr int64_t kMaxElementwiseBlocks = 65535;
 
@@ -61,29 +65,6 @@ struct DeviceOperands {
            weight_at<acc_t>(i);
   }
 };
-
-int64_t grid_size(int64_t numel, int64_t max_blocks) {
-  const int64_t needed = (numel + kThreads - 1) / kThreads;
-  return needed < 1 ? 1 : (needed < max_blocks ? needed : max_blocks);
-}
-
-#define SEGLOSS_GRID_STRIDE_LOOP(i, n)                                             \
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
-       i += int64_t(blockDim.x) * gridDim.x)
-
-// Sum over the block's threads in a fixed tree order; the result is valid in
-// thread 0.
-template <typename acc_t>
-__device__ acc_t block_sum(acc_t value) {
-  __shared__ acc_t shared[kThreads];
-  shared[threadIdx.x] = value;
-  __syncthreads();
-  for (int width = kThreads / 2; width > 0; width /= 2) {
-    if (threadIdx.x < width) shared[threadIdx.x] += shared[threadIdx.x + width];
-    __syncthreads();
-  }
-  return shared[0];
-}
 
 template <class Variant, typename scalar_t, typename acc_t>
 __global__ void bce_loss_kernel(DeviceOperands<scalar_t> ops, scalar_t* loss) {

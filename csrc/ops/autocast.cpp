@@ -25,11 +25,19 @@ using LossSignature = at::Tensor(const at::Tensor&, const at::Tensor&,
                                  const std::optional<at::Tensor>&,
                                  const std::optional<at::Tensor>&, std::string_view);
 
+using DiceSignature = at::Tensor(const at::Tensor&, const at::Tensor&, std::string_view, double,
+                                 double, double, bool, bool, const std::optional<at::Tensor>&,
+                                 std::optional<int64_t>, const std::optional<at::Tensor>&,
+                                 std::string_view);
+
 constexpr char kBce[] = "segloss::binary_cross_entropy";
 constexpr char kBceWithLogits[] = "segloss::binary_cross_entropy_with_logits";
+constexpr char kDice[] = "segloss::dice_loss";
 
 template <c10::DispatchKey kKey, c10::DeviceType kDevice>
 using LossAutocast = Float32Autocast<kKey, kDevice, LossSignature>;
+template <c10::DispatchKey kKey, c10::DeviceType kDevice>
+using DiceAutocast = Float32Autocast<kKey, kDevice, DiceSignature>;
 
 }  // namespace
 
@@ -37,12 +45,16 @@ TORCH_LIBRARY_IMPL(segloss, AutocastCPU, m) {
   using Cast = LossAutocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>;
   m.impl("binary_cross_entropy", &Cast::call<kBce>);
   m.impl("binary_cross_entropy_with_logits", &Cast::call<kBceWithLogits>);
+  m.impl("dice_loss",
+         &DiceAutocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>::call<kDice>);
 }
 
 TORCH_LIBRARY_IMPL(segloss, AutocastCUDA, m) {
   using Cast = LossAutocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>;
   m.impl("binary_cross_entropy", &Cast::call<kBce>);
   m.impl("binary_cross_entropy_with_logits", &Cast::call<kBceWithLogits>);
+  m.impl("dice_loss",
+         &DiceAutocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>::call<kDice>);
 }
 
 }  // namespace segloss::ops

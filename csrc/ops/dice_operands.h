@@ -51,11 +51,4 @@ at::Tensor empty_dice_sums(const at::Tensor& input);
 at::Tensor prepare_dice_grad_sums(std::string_view op, const at::Tensor& grad_sums,
                                   const at::Tensor& input);
 
-// The label value that means "foreground" for channel c: with one channel the
-// label map is the binary mask itself (label 1), otherwise channel c is label c.
-inline int64_t label_of_channel(int64_t channels, int64_t c) { return channels == 1 ? 1 : c; }
-
-// Labels must lie in [0, number_of_labels) unless equal to ignore_index.
-inline int64_t number_of_labels(int64_t channels) { return channels == 1 ? 2 : channels; }
-
 }  // namespace segloss::ops

@@ -79,7 +79,7 @@ struct DiceUnit {
     }
     if (ops.labels.defined()) {
       const int64_t* labels = ops.labels.const_data_ptr<int64_t>() + pixel0;
-      const int64_t count_of_labels = number_of_labels(ops.channels);
+      const int64_t count_of_labels = core::number_of_labels(ops.channels);
       const int64_t ignore = ops.ignore_index.value_or(-1);
       const bool has_ignore = ops.ignore_index.has_value();
       int bad = 0;
@@ -118,7 +118,7 @@ struct DiceUnit {
   const acc_t* target_row(int64_t c) {
     acc_t* dst = scratch.y.data() + c * kBlock;
     if (ops.labels.defined()) {
-      const int64_t label = label_of_channel(ops.channels, c);
+      const int64_t label = core::label_of_channel(ops.channels, c);
       const int64_t* labels = scratch.labels.data();
       for (int64_t i = 0; i < length; ++i) dst[i] = labels[i] == label ? acc_t(1) : acc_t(0);
       return dst;
@@ -180,7 +180,7 @@ void dice_sums_kernel(const DiceOperands& ops, at::Tensor& sums) {
 
   TORCH_CHECK(std::all_of(labels_in_range.begin(), labels_in_range.end(),
                           [](char ok) { return ok != 0; }),
-              kSumsOp, ": class indices in target must lie in [0, ", number_of_labels(C), ")",
+              kSumsOp, ": class indices in target must lie in [0, ", core::number_of_labels(C), ")",
               ops.ignore_index ? " or equal ignore_index" : "", " for input with ", C,
               " channel(s)");
   acc_t* out = sums.mutable_data_ptr<acc_t>();

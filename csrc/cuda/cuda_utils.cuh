@@ -1,0 +1,35 @@
+// Launch helpers shared by the CUDA kernels.
+#pragma once
+
+#include <cstdint>
+
+namespace segloss::ops::cuda {
+
+constexpr int kThreads = 256;
+
+inline int64_t grid_size(int64_t work_items, int64_t max_blocks) {
+  const int64_t needed = (work_items + kThreads - 1) / kThreads;
+  return needed < 1 ? 1 : (needed < max_blocks ? needed : max_blocks);
+}
+
+#define SEGLOSS_GRID_STRIDE_LOOP(i, n)                                      \
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
+       i += int64_t(blockDim.x) * gridDim.x)
+
+// Sum over the block's threads (kThreads of them) in a fixed tree order, so
+// the same inputs give the same bits; the result is returned to every thread.
+template <typename acc_t>
+__device__ acc_t block_sum(acc_t value) {
+  __shared__ acc_t shared[kThreads];
+  shared[threadIdx.x] = value;
+  __syncthreads();
+  for (int width = kThreads / 2; width > 0; width /= 2) {
+    if (threadIdx.x < width) shared[threadIdx.x] += shared[threadIdx.x + width];
+    __syncthreads();
+  }
+  const acc_t result = shared[0];
+  __syncthreads();  // the next call may overwrite shared[]
+  return result;
+}
+
+}  // namespace segloss::ops::cuda

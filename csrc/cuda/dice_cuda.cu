@@ -1,0 +1,310 @@
+// CUDA kernels of the Dice sums (_dice_sums and its backward), over the
+// per-pixel math shared with the CPU (csrc/core/dice.h).
+//
+// Forward: blocks of one image accumulate up to kChunk channels' (I, P, T) in
+// registers, reduce them in a fixed tree and write per-block partials; a
+// second kernel adds the partials in block order (deterministic, no float
+// atomics). Softmax is computed on the fly per pixel. Backward: one thread
+// per pixel, all channels.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "../core/dice.h"
+#include "../ops/dice_operands.h"
+#include "cuda_utils.cuh"
+
+namespace segloss::ops {
+namespace {
+
+using cuda::block_sum;
+using cuda::grid_size;
+using cuda::kThreads;
+
+constexpr const char* kSumsOp = "segloss._dice_sums";
+constexpr int kChunk = 8;                    // channels per forward pass over the pixels
+constexpr int64_t kMaxBlocksPerImage = 256;  // fixed: the partials' order never changes
+constexpr int64_t kMaxPixelBlocks = 65535;
+
+template <typename acc_t>
+__device__ acc_t power_of(core::GammaKind kind, acc_t v, acc_t gamma) {
+  switch (kind) {
+    case core::GammaKind::One:
+      return core::power<core::GammaKind::One>(v, gamma);
+    case core::GammaKind::Two:
+      return core::power<core::GammaKind::Two>(v, gamma);
+    default:
+      return core::power<core::GammaKind::General>(v, gamma);
+  }
+}
+
+template <typename acc_t>
+__device__ acc_t power_derivative_of(core::GammaKind kind, acc_t v, acc_t gamma) {
+  switch (kind) {
+    case core::GammaKind::One:
+      return core::power_derivative<core::GammaKind::One>(v, gamma);
+    case core::GammaKind::Two:
+      return core::power_derivative<core::GammaKind::Two>(v, gamma);
+    default:
+      return core::power_derivative<core::GammaKind::General>(v, gamma);
+  }
+}
+
+// The operands as raw pointers, and the per-pixel reads.
+template <typename scalar_t, typename acc_t>
+struct DiceDevice {
+  const scalar_t* input;
+  const scalar_t* dense_target;  // or nullptr
+  const int64_t* labels;         // or nullptr
+  const scalar_t* mask;          // or nullptr
+  core::BroadcastIndexer mask_index;
+  int64_t channels, pixels;
+  int64_t ignore_index;
+  bool has_ignore;
+  core::Activation activation;
+  core::GammaKind gamma_kind;
+  acc_t gamma;
+
+  explicit DiceDevice(const DiceOperands& ops)
+      : input(ops.input.const_data_ptr<scalar_t>()),
+        dense_target(ops.dense_target.defined() ? ops.dense_target.const_data_ptr<scalar_t>()
+                                                : nullptr),
+        labels(ops.labels.defined() ? ops.labels.const_data_ptr<int64_t>() : nullptr),
+        mask(ops.mask.defined() ? ops.mask.const_data_ptr<scalar_t>() : nullptr),
+        mask_index(ops.mask_index),
+        channels(ops.channels),
+        pixels(ops.pixels),
+        ignore_index(ops.ignore_index.value_or(0)),
+        has_ignore(ops.ignore_index.has_value()),
+        activation(ops.activation),
+        gamma_kind(ops.gamma_kind),
+        gamma(acc_t(ops.gamma)) {}
+
+  __device__ int64_t label_at(int64_t n, int64_t s) const {
+    return labels == nullptr ? 0 : labels[n * pixels + s];
+  }
+  __device__ bool label_is_valid(int64_t label) const {
+    return (has_ignore && label == ignore_index) ||
+           (label >= 0 && label < core::number_of_labels(channels));
+  }
+  __device__ acc_t mask_at(int64_t n, int64_t s, int64_t label) const {
+    if (labels != nullptr && has_ignore && label == ignore_index) return acc_t(0);
+    return mask == nullptr ? acc_t(1) : acc_t(mask[mask_index.offset(n * pixels + s)]);
+  }
+  __device__ acc_t input_at(int64_t n, int64_t c, int64_t s) const {
+    return acc_t(input[(n * channels + c) * pixels + s]);
+  }
+  __device__ acc_t target_at(int64_t n, int64_t c, int64_t s, int64_t label) const {
+    if (labels != nullptr) return label == core::label_of_channel(channels, c) ? acc_t(1) : acc_t(0);
+    return acc_t(dense_target[(n * channels + c) * pixels + s]);
+  }
+  // Softmax normaliser at a pixel: the maximum and 1 / sum(exp(x - max)).
+  __device__ void softmax_stats(int64_t n, int64_t s, acc_t* max_x, acc_t* inverse_sum) const {
+    acc_t m = input_at(n, 0, s);
+    for (int64_t c = 1; c < channels; ++c) {
+      const acc_t x = input_at(n, c, s);
+      m = x > m ? x : m;
+    }
+    acc_t sum = 0;
+    for (int64_t c = 0; c < channels; ++c) sum += core::exp_(input_at(n, c, s) - m);
+    *max_x = m;
+    *inverse_sum = acc_t(1) / sum;
+  }
+  // The activated input at (n, c, s), given the pixel's softmax statistics.
+  __device__ acc_t probability(int64_t n, int64_t c, int64_t s, acc_t max_x,
+                               acc_t inverse_sum) const {
+    const acc_t x = input_at(n, c, s);
+    switch (activation) {
+      case core::Activation::Sigmoid:
+        return core::sigmoid(x);
+      case core::Activation::Softmax:
+        return core::exp_(x - max_x) * inverse_sum;
+      default:
+        return x;
+    }
+  }
+};
+
+// grid (blocks_per_image, N); partials[n][block][j][k] for channels c0 + j.
+template <typename scalar_t, typename acc_t>
+__global__ void dice_partial_sums_kernel(DiceDevice<scalar_t, acc_t> d, int64_t c0,
+                                         acc_t* partials, int* invalid_label) {
+  const int64_t n = blockIdx.y;
+  const int64_t chunk = d.channels - c0 < kChunk ? d.channels - c0 : kChunk;
+  acc_t sums[kChunk][3];
+#pragma unroll
+  for (int j = 0; j < kChunk; ++j) sums[j][0] = sums[j][1] = sums[j][2] = acc_t(0);
+  SEGLOSS_GRID_STRIDE_LOOP(s, d.pixels) {
+    const int64_t label = d.label_at(n, s);
+    if (d.labels != nullptr && !d.label_is_valid(label)) atomicOr(invalid_label, 1);
+    const acc_t m = d.mask_at(n, s, label);
+    acc_t max_x = 0, inverse_sum = 1;
+    if (d.activation == core::Activation::Softmax) d.softmax_stats(n, s, &max_x, &inverse_sum);
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j) {
+      if (j < chunk) {
+        const acc_t p = d.probability(n, c0 + j, s, max_x, inverse_sum);
+        const acc_t y = d.target_at(n, c0 + j, s, label);
+        sums[j][0] += m * p * y;
+        sums[j][1] += m * power_of(d.gamma_kind, p, d.gamma);
+        sums[j][2] += m * power_of(d.gamma_kind, y, d.gamma);
+      }
+    }
+  }
+  acc_t* out = partials + (n * gridDim.x + blockIdx.x) * kChunk * 3;
+#pragma unroll
+  for (int j = 0; j < kChunk; ++j) {
+#pragma unroll
+    for (int k = 0; k < 3; ++k) {
+      const acc_t total = block_sum(sums[j][k]);
+      if (threadIdx.x == 0) out[j * 3 + k] = total;
+    }
+  }
+}
+
+// One thread per (n, j, k): adds the image's block partials in block order.
+template <typename acc_t>
+__global__ void dice_finish_sums_kernel(const acc_t* partials, int64_t batch, int64_t blocks,
+                                        int64_t channels, int64_t c0, acc_t* sums) {
+  SEGLOSS_GRID_STRIDE_LOOP(i, batch * kChunk * 3) {
+    const int64_t n = i / (kChunk * 3);
+    const int64_t jk = i % (kChunk * 3);
+    const int64_t c = c0 + jk / 3;
+    if (c >= channels) continue;
+    double total = 0;
+    for (int64_t b = 0; b < blocks; ++b) total += double(partials[(n * blocks + b) * kChunk * 3 + jk]);
+    sums[(n * channels + c) * 3 + jk % 3] = acc_t(total);
+  }
+}
+
+// One thread per pixel (n, s), all channels.
+template <typename scalar_t, typename acc_t>
+__global__ void dice_sums_backward_kernel(DiceDevice<scalar_t, acc_t> d, int64_t batch,
+                                          const acc_t* grad_sums, scalar_t* grad_input) {
+  SEGLOSS_GRID_STRIDE_LOOP(i, batch * d.pixels) {
+    const int64_t n = i / d.pixels;
+    const int64_t s = i % d.pixels;
+    const int64_t label = d.label_at(n, s);
+    const acc_t m = d.mask_at(n, s, label);
+    const acc_t* ds = grad_sums + n * d.channels * 3;
+    // dL/dp for channel c at this pixel.
+    auto grad_p = [&](int64_t c, acc_t p) {
+      return m * (ds[c * 3] * d.target_at(n, c, s, label) +
+                  ds[c * 3 + 1] * power_derivative_of(d.gamma_kind, p, d.gamma));
+    };
+    if (d.activation == core::Activation::Softmax) {
+      acc_t max_x, inverse_sum;
+      d.softmax_stats(n, s, &max_x, &inverse_sum);
+      acc_t dot = 0;  // sum_k p_k dL/dp_k
+      for (int64_t c = 0; c < d.channels; ++c) {
+        const acc_t p = d.probability(n, c, s, max_x, inverse_sum);
+        dot += p * grad_p(c, p);
+      }
+      for (int64_t c = 0; c < d.channels; ++c) {
+        const acc_t p = d.probability(n, c, s, max_x, inverse_sum);
+        grad_input[(n * d.channels + c) * d.pixels + s] = scalar_t(p * (grad_p(c, p) - dot));
+      }
+    } else {
+      for (int64_t c = 0; c < d.channels; ++c) {
+        const acc_t p = d.probability(n, c, s, 0, 1);
+        acc_t g = grad_p(c, p);
+        if (d.activation == core::Activation::Sigmoid) g *= core::sigmoid_derivative_from_output(p);
+        grad_input[(n * d.channels + c) * d.pixels + s] = scalar_t(g);
+      }
+    }
+  }
+}
+
+template <typename scalar_t>
+void dice_sums_launch(const DiceOperands& ops, at::Tensor& sums) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const DiceDevice<scalar_t, acc_t> d(ops);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  if (ops.batch == 0 || ops.channels == 0) return;
+  const int64_t blocks = grid_size(ops.pixels, kMaxBlocksPerImage);
+  const at::Tensor partials =
+      at::empty({ops.batch, blocks, kChunk, 3},
+                ops.input.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+  const at::Tensor invalid_label = at::zeros({1}, ops.input.options().dtype(at::kInt));
+  for (int64_t c0 = 0; c0 < ops.channels; c0 += kChunk) {
+    dice_partial_sums_kernel<scalar_t, acc_t>
+        <<<dim3(unsigned(blocks), unsigned(ops.batch)), kThreads, 0, stream>>>(
+            d, c0, partials.mutable_data_ptr<acc_t>(), invalid_label.mutable_data_ptr<int>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    dice_finish_sums_kernel<acc_t><<<grid_size(ops.batch * kChunk * 3, 1024), kThreads, 0,
+                                     stream>>>(partials.const_data_ptr<acc_t>(), ops.batch,
+                                               blocks, ops.channels, c0,
+                                               sums.mutable_data_ptr<acc_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  if (ops.labels.defined()) {
+    // A clear error for bad class indices costs one synchronisation.
+    int host_invalid = 0;
+    C10_CUDA_CHECK(cudaMemcpyAsync(&host_invalid, invalid_label.const_data_ptr<int>(), sizeof(int),
+                                   cudaMemcpyDeviceToHost, stream));
+    C10_CUDA_CHECK(cudaStreamSynchronize(stream));
+    TORCH_CHECK(host_invalid == 0, kSumsOp, ": class indices in target must lie in [0, ",
+                core::number_of_labels(ops.channels), ")",
+                ops.ignore_index ? " or equal ignore_index" : "", " for input with ",
+                ops.channels, " channel(s)");
+  }
+}
+
+template <typename scalar_t>
+void dice_sums_backward_launch(const DiceOperands& ops, const at::Tensor& grad_sums,
+                               at::Tensor& grad_input) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const DiceDevice<scalar_t, acc_t> d(ops);
+  const int64_t work = ops.batch * ops.pixels;
+  if (work == 0 || ops.channels == 0) return;
+  dice_sums_backward_kernel<scalar_t, acc_t>
+      <<<grid_size(work, kMaxPixelBlocks), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+          d, ops.batch, grad_sums.const_data_ptr<acc_t>(),
+          grad_input.mutable_data_ptr<scalar_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+at::Tensor dice_sums_cuda(const at::Tensor& input, const at::Tensor& target,
+                          std::string_view activation, double gamma,
+                          std::optional<int64_t> ignore_index,
+                          const std::optional<at::Tensor>& mask) {
+  const c10::cuda::CUDAGuard guard(input.device());
+  const DiceOperands ops =
+      prepare_dice_operands(kSumsOp, input, target, activation, gamma, ignore_index, mask);
+  at::Tensor sums = empty_dice_sums(ops.input);
+  sums.zero_();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ops.input.scalar_type(),
+                                  "segloss_dice_sums_cuda",
+                                  [&] { dice_sums_launch<scalar_t>(ops, sums); });
+  return sums;
+}
+
+at::Tensor dice_sums_backward_cuda(const at::Tensor& grad_sums, const at::Tensor& input,
+                                   const at::Tensor& target, std::string_view activation,
+                                   double gamma, std::optional<int64_t> ignore_index,
+                                   const std::optional<at::Tensor>& mask) {
+  const c10::cuda::CUDAGuard guard(input.device());
+  const DiceOperands ops =
+      prepare_dice_operands(kSumsOp, input, target, activation, gamma, ignore_index, mask);
+  const at::Tensor dsums = prepare_dice_grad_sums(kSumsOp, grad_sums, ops.input);
+  at::Tensor grad_input = at::empty(ops.input.sizes(), ops.input.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, ops.input.scalar_type(), "segloss_dice_sums_backward_cuda",
+      [&] { dice_sums_backward_launch<scalar_t>(ops, dsums, grad_input); });
+  return grad_input;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(segloss, CUDA, m) {
+  m.impl("_dice_sums", &dice_sums_cuda);
+  m.impl("_dice_sums_backward", &dice_sums_backward_cuda);
+}
+
+}  // namespace segloss::ops
