@@ -68,7 +68,7 @@ def machine_description(device: torch.device) -> str:
 
 
 def markdown_table(rows: List[Row], candidates: List[str], ratios: List[tuple]) -> str:
-    header = ["case", "shape", *[f"{c} ms" for c in candidates],
+    header = ["case", "shape", *[c if c.endswith("MiB") else f"{c} ms" for c in candidates],
               *[f"{a} / {b}" for a, b in ratios]]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:

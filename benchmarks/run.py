@@ -1,18 +1,23 @@
-"""Forward+backward timings of segloss's ops against PyTorch in the same run.
+"""Forward+backward timings of segloss's ops against the references in the same run.
 
-    ./dev bench                      # CPU, all rows, with torch.compile anchors
-    ./dev bench --device cuda        # on a GPU
+    ./dev bench                         # CPU, every suite, with torch.compile anchors
+    ./dev bench --suite dice            # one suite (bce, dice)
+    ./dev bench --device cuda           # on a GPU (adds peak extra memory)
     ./dev bench --no-compile --repeats 10
 
-Anchors per row: torch eager (the built-in loss where PyTorch has one, else
-the formula in eager ops), torch.compile of that same function, and a copy of
-the bytes the forward reads (input and target), a memory-bandwidth yardstick.
-Prints a markdown table and writes benchmarks/results/bce-<device>.json.
+Each row times forward+backward of segloss's op and of its anchors on the
+same inputs: the reference implementation users have now (PyTorch's
+built-in loss or MONAI's), torch.compile of the same formula written in
+PyTorch ops, and a copy of the input and target (a memory-traffic
+yardstick). Prints a markdown table per suite and writes
+benchmarks/results/<suite>-<device>.json.
 """
 
 import argparse
 import os
 import sys
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +27,30 @@ import harness  # noqa: E402
 
 import segloss  # noqa: E402
 
-SHAPES = [(16, 1, 512, 512), (2, 1, 128, 128, 128)]
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Case:
+    name: str
+    shape: Tuple[int, ...]
+    make_inputs: Callable[[Tuple[int, ...], torch.device], Tuple[torch.Tensor, torch.Tensor]]
+    ours: Loss
+    reference_name: str
+    reference: Loss
+    formula: Loss  # compiled with torch.compile
+
+
+def binary_target(shape, device):
+    return (torch.rand(shape, device=device) > 0.5).float()
+
+
+def probabilities(shape, device):
+    return torch.rand(shape, device=device).clamp_(1e-6, 1 - 1e-6), binary_target(shape, device)
+
+
+def logits(shape, device):
+    return torch.randn(shape, device=device), binary_target(shape, device)
 
 
 def bce_formula_with_pos_weight(p, y, pos_weight):
@@ -32,72 +60,136 @@ def bce_formula_with_pos_weight(p, y, pos_weight):
     return -(pos_weight * y * log_p + (1 - y) * log_1mp).mean()
 
 
-def cases(device):
-    """(name, make_input, ours, reference) with reference a plain PyTorch function."""
-    pos_weight = torch.tensor([3.0], device=device)
-    return [
-        ("bce", torch.rand, lambda x, y: segloss.binary_cross_entropy(x, y),
-         lambda x, y: F.binary_cross_entropy(x, y)),
-        ("bce, pos_weight", torch.rand,
-         lambda x, y: segloss.binary_cross_entropy(x, y, pos_weight=pos_weight),
-         lambda x, y: bce_formula_with_pos_weight(x, y, pos_weight)),
-        ("bce_with_logits", torch.randn,
-         lambda x, y: segloss.binary_cross_entropy_with_logits(x, y),
-         lambda x, y: F.binary_cross_entropy_with_logits(x, y)),
-        ("bce_with_logits, pos_weight", torch.randn,
-         lambda x, y: segloss.binary_cross_entropy_with_logits(x, y, pos_weight=pos_weight),
-         lambda x, y: F.binary_cross_entropy_with_logits(x, y, pos_weight=pos_weight)),
-    ]
+def bce_cases(device) -> List[Case]:
+    pw = torch.tensor([3.0], device=device)
+    cases = []
+    for shape in [(16, 1, 512, 512), (2, 1, 128, 128, 128)]:
+        cases += [
+            Case("bce", shape, probabilities, lambda x, y: segloss.binary_cross_entropy(x, y),
+                 "torch eager", F.binary_cross_entropy, F.binary_cross_entropy),
+            Case("bce, pos_weight", shape, probabilities,
+                 lambda x, y: segloss.binary_cross_entropy(x, y, pos_weight=pw),
+                 "torch eager", lambda x, y: bce_formula_with_pos_weight(x, y, pw),
+                 lambda x, y: bce_formula_with_pos_weight(x, y, pw)),
+            Case("bce_with_logits", shape, logits,
+                 lambda x, y: segloss.binary_cross_entropy_with_logits(x, y),
+                 "torch eager", F.binary_cross_entropy_with_logits,
+                 F.binary_cross_entropy_with_logits),
+            Case("bce_with_logits, pos_weight", shape, logits,
+                 lambda x, y: segloss.binary_cross_entropy_with_logits(x, y, pos_weight=pw),
+                 "torch eager",
+                 lambda x, y: F.binary_cross_entropy_with_logits(x, y, pos_weight=pw),
+                 lambda x, y: F.binary_cross_entropy_with_logits(x, y, pos_weight=pw)),
+        ]
+    return cases
 
 
-def forward_backward(loss_fn, x, y):
+def dice_formula(x, y, activation: str, smooth: float = 1e-5):
+    """The Dice loss in PyTorch ops (MONAI's defaults), for torch.compile."""
+    if activation == "softmax":
+        p = torch.softmax(x, 1)
+        y = F.one_hot(y[:, 0].long(), x.shape[1]).movedim(-1, 1).to(p.dtype)
+    else:
+        p = torch.sigmoid(x)
+    dims = tuple(range(2, x.dim()))
+    intersection = (p * y).sum(dims)
+    denominator = p.sum(dims) + y.sum(dims)
+    return (1 - (2 * intersection + smooth) / (denominator + smooth)).mean()
+
+
+def class_map(shape, device, classes=4):
+    n, c, *spatial = shape
+    return torch.randn(shape, device=device), torch.randint(0, c, (n, 1, *spatial), device=device)
+
+
+def dice_cases(device) -> List[Case]:
+    from monai.losses import DiceLoss as MonaiDiceLoss
+
+    monai_sigmoid = MonaiDiceLoss(sigmoid=True)
+    monai_softmax = MonaiDiceLoss(softmax=True, to_onehot_y=True)
+    cases = []
+    for shape in [(16, 1, 512, 512), (2, 1, 128, 128, 128)]:
+        cases.append(Case("dice, sigmoid", shape, logits,
+                          lambda x, y: segloss.dice_loss(x, y, activation="sigmoid"),
+                          "MONAI", monai_sigmoid, lambda x, y: dice_formula(x, y, "sigmoid")))
+    cases.append(Case("dice, softmax, label map", (2, 4, 128, 128, 128), class_map,
+                      lambda x, y: segloss.dice_loss(x, y, activation="softmax"),
+                      "MONAI", monai_softmax, lambda x, y: dice_formula(x, y, "softmax")))
+    return cases
+
+
+SUITES = {"bce": bce_cases, "dice": dice_cases}
+
+
+def forward_backward(loss_fn: Loss, x: torch.Tensor, y: torch.Tensor):
     def step():
         x.grad = None
         loss_fn(x, y).backward()
     return step
 
 
+def peak_extra_memory_mb(step, device) -> float:
+    """Peak memory allocated during one step beyond what was allocated before (CUDA only)."""
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    step()
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+
+
+def run_suite(name: str, device: torch.device, args) -> None:
+    rows, extra_columns = [], []
+    for case in SUITES[name](device):
+        torch.manual_seed(0)
+        x, y = case.make_inputs(case.shape, device)
+        x.requires_grad_(True)
+        row = harness.Row(case=case.name, shape=list(case.shape), dtype="float32")
+        time_it = lambda fn: harness.median_ms(fn, device, repeats=args.repeats)  # noqa: E731
+        candidates: Dict[str, Callable] = {"segloss": forward_backward(case.ours, x, y),
+                                           "reference": forward_backward(case.reference, x, y)}
+        if not args.no_compile:
+            torch._dynamo.reset()
+            candidates["torch.compile"] = forward_backward(
+                torch.compile(case.formula, fullgraph=True), x, y)
+        for label, step in candidates.items():
+            row.ms[label] = time_it(step)
+            if device.type == "cuda":
+                row.ms[f"{label} MiB"] = peak_extra_memory_mb(step, device)
+        xd = x.detach()
+        row.ms["copy"] = time_it(lambda: (xd.clone(), y.clone()))
+        row.case = f"{case.name} (vs {case.reference_name})"
+        rows.append(row)
+        print(f"{row.case:44s} {'x'.join(map(str, case.shape)):18s} " +
+              "  ".join(f"{k} {v:.2f}" for k, v in row.ms.items()), flush=True)
+        if device.type == "cuda":
+            extra_columns = [f"{c} MiB" for c in candidates]
+
+    candidates = ["segloss", "reference", "torch.compile", "copy", *extra_columns]
+    ratios = [("reference", "segloss"), ("torch.compile", "segloss"), ("segloss", "copy")]
+    print(f"\n{name}: {harness.machine_description(device)}, torch {torch.__version__}, "
+          f"float32, forward+backward, median of {args.repeats}; time in ms")
+    print(harness.markdown_table(rows, candidates, ratios))
+    out = os.path.join(args.out_dir, f"{name}-{device.type}.json")
+    os.makedirs(args.out_dir, exist_ok=True)
+    harness.write_json(out, rows, device, {"suite": name, "what": "forward+backward, float32",
+                                           "repeats": args.repeats})
+    print(f"wrote {out}\n")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", choices=sorted(SUITES), action="append",
+                        help="run only these suites (repeatable); default: all")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile anchor")
-    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/bce-<device>.json)")
+    parser.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "results"))
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    torch.manual_seed(0)
-
-    candidates = ["segloss", "torch eager", "torch.compile", "copy"]
-    rows = []
-    for shape in SHAPES:
-        for name, make_input, ours, reference in cases(device):
-            x = make_input(shape, device=device).clamp_(1e-6, 1 - 1e-6) if make_input is torch.rand \
-                else make_input(shape, device=device)
-            x.requires_grad_(True)
-            y = (torch.rand(shape, device=device) > 0.5).float()
-            row = harness.Row(case=name, shape=list(shape), dtype="float32")
-            time_it = lambda fn: harness.median_ms(fn, device, repeats=args.repeats)  # noqa: E731
-            row.ms["segloss"] = time_it(forward_backward(ours, x, y))
-            row.ms["torch eager"] = time_it(forward_backward(reference, x, y))
-            if not args.no_compile:
-                torch._dynamo.reset()
-                compiled = torch.compile(reference, fullgraph=True)
-                row.ms["torch.compile"] = time_it(forward_backward(compiled, x, y))
-            xd = x.detach()
-            row.ms["copy"] = time_it(lambda: (xd.clone(), y.clone()))
-            rows.append(row)
-            print(f"{name:30s} {'x'.join(map(str, shape)):18s} " +
-                  "  ".join(f"{k} {v:.2f} ms" for k, v in row.ms.items()), flush=True)
-
-    ratios = [("torch eager", "segloss"), ("torch.compile", "segloss"), ("segloss", "copy")]
-    print()
-    print(f"{harness.machine_description(device)}, torch {torch.__version__}, float32, "
-          f"forward+backward, median of {args.repeats}")
-    print(harness.markdown_table(rows, candidates, ratios))
-    out = args.out or os.path.join(os.path.dirname(__file__), "results", f"bce-{device.type}.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    harness.write_json(out, rows, device, {"what": "forward+backward, float32", "repeats": args.repeats})
-    print(f"\nwrote {out}")
+    for name in args.suite or sorted(SUITES):
+        run_suite(name, device, args)
 
 
 if __name__ == "__main__":

@@ -26,10 +26,19 @@ struct DiceBlockLoops {
   // grad rows = p (dL/dp - sum_k p_k dL/dp_k), rows of n values; `work` holds n values.
   using SoftmaxGrad = void (*)(const T* p, const T* grad_p, std::int64_t channels,
                                std::int64_t n, T* grad, T* work);
+  // mask_out[i] = 0 where labels[i] == ignore_index (if has_ignore), else
+  // mask_in[i]; sets *invalid if a label is neither ignored nor in [0, count).
+  using MaskLabels = void (*)(const std::int64_t* labels, const T* mask_in, std::int64_t n,
+                              bool has_ignore, std::int64_t ignore_index, std::int64_t count,
+                              T* mask_out, int* invalid);
+  // y[i] = labels[i] == label ? 1 : 0.
+  using OneHotRow = void (*)(const std::int64_t* labels, std::int64_t label, std::int64_t n, T* y);
   Sums sums[2][3];
   Grad grads[2][3];
   Softmax softmax;
   SoftmaxGrad softmax_grad;
+  MaskLabels mask_labels;
+  OneHotRow one_hot_row;
 };
 
 struct DiceBlockFunctions {
@@ -132,6 +141,27 @@ void softmax_grad_block(const T* p, const T* grad_p, std::int64_t channels, std:
 }
 
 template <typename T>
+void mask_labels_block(const std::int64_t* labels, const T* mask_in, std::int64_t n,
+                       bool has_ignore, std::int64_t ignore_index, std::int64_t count,
+                       T* mask_out, int* invalid) {
+  int bad = 0;
+#pragma omp simd reduction(| : bad)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::int64_t label = labels[i];
+    const bool ignored = has_ignore && label == ignore_index;
+    bad |= int(!ignored && (label < 0 || label >= count));
+    mask_out[i] = ignored ? T(0) : mask_in[i];
+  }
+  *invalid |= bad;
+}
+
+template <typename T>
+void one_hot_row_block(const std::int64_t* labels, std::int64_t label, std::int64_t n, T* y) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) y[i] = labels[i] == label ? T(1) : T(0);
+}
+
+template <typename T>
 DiceBlockLoops<T> dice_block_loops() {
   using core::GammaKind;
   DiceBlockLoops<T> loops;
@@ -149,6 +179,8 @@ DiceBlockLoops<T> dice_block_loops() {
   loops.grads[1][2] = &dice_grad_block<false, GammaKind::General, T>;
   loops.softmax = &softmax_block<T>;
   loops.softmax_grad = &softmax_grad_block<T>;
+  loops.mask_labels = &mask_labels_block<T>;
+  loops.one_hot_row = &one_hot_row_block<T>;
   return loops;
 }
 

@@ -47,14 +47,12 @@ const cpu::DiceBlockLoops<acc_t>& dice_loops() {
 template <typename acc_t>
 struct DiceScratch {
   std::vector<acc_t> x, p, y, grad_p, grad, mask, work, ones;
-  std::vector<int64_t> labels;
 
   void ensure(int64_t channels) {
     if (!x.empty()) return;
     for (auto* rows : {&x, &p, &y, &grad_p, &grad}) rows->resize(channels * kBlock);
     for (auto* row : {&mask, &work}) row->resize(kBlock);
     ones.assign(kBlock, acc_t(1));
-    labels.resize(kBlock);
   }
 };
 
@@ -65,6 +63,7 @@ struct DiceUnit {
   DiceScratch<acc_t>& scratch;
   int64_t n, begin, length;
   const acc_t* mask = nullptr;
+  const int64_t* labels = nullptr;  // this unit's class indices, if the target is a map
   bool labels_in_range = true;
 
   DiceUnit(const DiceOperands& operands, DiceScratch<acc_t>& s, int64_t image, int64_t first,
@@ -78,21 +77,14 @@ struct DiceUnit {
                      s.mask.data());
     }
     if (ops.labels.defined()) {
-      const int64_t* labels = ops.labels.const_data_ptr<int64_t>() + pixel0;
-      const int64_t count_of_labels = core::number_of_labels(ops.channels);
-      const int64_t ignore = ops.ignore_index.value_or(-1);
-      const bool has_ignore = ops.ignore_index.has_value();
-      int bad = 0;
-      acc_t* masked = s.mask.data();
-      for (int64_t i = 0; i < length; ++i) {
-        const int64_t label = labels[i];
-        const bool ignored = has_ignore && label == ignore;
-        bad |= int(!ignored && (label < 0 || label >= count_of_labels));
-        s.labels[i] = label;
-        masked[i] = ignored ? acc_t(0) : m[i];
-      }
-      labels_in_range = bad == 0;
-      m = masked;
+      labels = ops.labels.const_data_ptr<int64_t>() + pixel0;
+      int invalid = 0;
+      dice_loops<acc_t>().mask_labels(labels, m, length, ops.ignore_index.has_value(),
+                                      ops.ignore_index.value_or(0),
+                                      core::number_of_labels(ops.channels), s.mask.data(),
+                                      &invalid);
+      labels_in_range = invalid == 0;
+      m = s.mask.data();
     }
     mask = m;
   }
@@ -117,10 +109,9 @@ struct DiceUnit {
   // The target's row for channel c.
   const acc_t* target_row(int64_t c) {
     acc_t* dst = scratch.y.data() + c * kBlock;
-    if (ops.labels.defined()) {
-      const int64_t label = core::label_of_channel(ops.channels, c);
-      const int64_t* labels = scratch.labels.data();
-      for (int64_t i = 0; i < length; ++i) dst[i] = labels[i] == label ? acc_t(1) : acc_t(0);
+    if (labels != nullptr) {
+      dice_loops<acc_t>().one_hot_row(labels, core::label_of_channel(ops.channels, c), length,
+                                      dst);
       return dst;
     }
     const core::BroadcastIndexer identity;
