@@ -153,3 +153,122 @@ def run_python(code: str, *args: str, env_update: Optional[dict] = None,
                           env=env, timeout=timeout, cwd=cwd)
     assert proc.returncode == 0, f"child failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     return proc
+
+
+# --------------------------------------------------------------------------
+# Dice loss test data.
+
+def make_dice_input(activation: str, shape, gen, dtype=torch.float64, device="cpu"):
+    """Logits ~ 2.5 * N(0, 1) for sigmoid/softmax, probabilities in [0.02, 0.98]
+    for activation 'none'."""
+    if activation == "none":
+        values = _rand(shape, gen, 0.02, 0.98)
+    else:
+        values = 2.5 * torch.randn(shape, generator=gen, dtype=torch.float64)
+    return values.to(device=device, dtype=dtype)
+
+
+def make_labels(shape, num_labels: int, gen, dtype=torch.int64, device="cpu", *,
+                ignore_index=None, ignore_fraction=0.15) -> torch.Tensor:
+    """Class indices in [0, num_labels) of `shape`, about `ignore_fraction` of
+    them set to ignore_index when that is given."""
+    labels = torch.randint(0, num_labels, shape, generator=gen, dtype=torch.int64)
+    if ignore_index is not None:
+        labels = torch.where(_rand(shape, gen) < ignore_fraction, ignore_index, labels)
+    if dtype == torch.bool:
+        assert num_labels <= 2 and ignore_index is None
+    return labels.to(device=device, dtype=dtype)
+
+
+def make_dice_target(kind: str, shape, gen, dtype=None, device="cpu", *, ignore_index=None,
+                     foreground=0.3) -> torch.Tensor:
+    """A Dice target for an input of `shape` (N, C, *spatial):
+
+    'soft'    floats of the input's shape, a third 0, a third 1, a third in (0, 1)
+    'binary'  floats 0/1 of the input's shape, about `foreground` of them 1
+    'onehot'  floats: the one-hot encoding (over C) of random class indices
+    'labels'  class indices (N, *spatial) in [0, C) ([0, 2) for C == 1)
+    'labels1' the same as (N, 1, *spatial)
+    """
+    shape = tuple(shape)
+    n, c = shape[:2]
+    if kind == "soft":
+        return make_target(shape, gen, dtype or torch.float64, device)
+    if kind == "binary":
+        return (_rand(shape, gen) < foreground).to(device=device, dtype=dtype or torch.float64)
+    if kind == "onehot":
+        labels = torch.randint(0, c, (n,) + shape[2:], generator=gen)
+        onehot = torch.nn.functional.one_hot(labels, c).movedim(-1, 1)
+        return onehot.to(device=device, dtype=dtype or torch.float64)
+    if kind in ("labels", "labels1"):
+        label_shape = (n,) + shape[2:] if kind == "labels" else (n, 1) + shape[2:]
+        return make_labels(label_shape, 2 if c == 1 else c, gen, dtype or torch.int64, device,
+                           ignore_index=ignore_index)
+    raise ValueError(kind)
+
+
+def mask_shape(spec: str, shape):
+    """The shape of a mask of kind `spec` for an input of `shape` (N, C, *spatial)."""
+    n, spatial = shape[0], tuple(shape[2:])
+    kind = spec.split("-")[0]
+    return {"n1s": (n, 1) + spatial, "11s": (1, 1) + spatial,
+            "n111": (n, 1) + (1,) * len(spatial), "s": spatial}[kind]
+
+
+def make_mask(spec: Optional[str], shape, gen, device="cpu") -> Optional[torch.Tensor]:
+    """A mask of kind '<shape>-<dtype>' (shape n1s, 11s, n111 or s, see
+    mask_shape; dtype float or bool), or None. About 30% of a float or bool
+    mask is 0; the float ones' other values are 0.25, 1 or 3 (any nonzero value
+    includes the pixel). An n111 mask drops the whole first image."""
+    if spec is None:
+        return None
+    kind, dtype = spec.split("-")
+    mshape = mask_shape(spec, shape)
+    if kind == "n111":
+        keep = torch.ones(mshape, dtype=torch.bool)
+        keep[0] = False
+    else:
+        keep = _rand(mshape, gen) >= 0.3
+    if dtype == "bool":
+        return keep.to(device)
+    values = torch.tensor([0.25, 1.0, 3.0], dtype=torch.float64)[
+        torch.randint(0, 3, mshape, generator=gen)]
+    return torch.where(keep, values, 0.0).to(device=device, dtype=torch.float32)
+
+
+def dice_loss_shape(shape, batch_dice: bool, include_background: bool, reduction: str):
+    if reduction != "none":
+        return ()
+    c = shape[1] - (0 if include_background else 1)
+    return (c,) if batch_dice else (shape[0], c)
+
+
+def make_dice_grad_output(shape, gen, dtype=torch.float64, device="cpu", *, batch_dice=False,
+                          include_background=True, reduction="mean") -> torch.Tensor:
+    """A non-trivial upstream gradient of the loss: random in [-1.5, 1.5] per
+    (n, c) for 'none', else 0-dim 1.25."""
+    out_shape = dice_loss_shape(shape, batch_dice, include_background, reduction)
+    if reduction == "none":
+        return _rand(out_shape, gen, -1.5, 1.5).to(device=device, dtype=dtype)
+    return torch.tensor(1.25, dtype=dtype, device=device)
+
+
+def dice_forward_backward(x, target, grad_output=None, entry="functional", **options):
+    """segloss's Dice loss and input gradient (None when grad_output is None),
+    through `entry`: 'functional' (segloss.dice_loss), 'op'
+    (torch.ops.segloss.dice_loss) or 'module' (segloss.nn.DiceLoss)."""
+    x = x.detach().requires_grad_(grad_output is not None)
+    if entry == "functional":
+        loss = segloss.dice_loss(x, target, **options)
+    elif entry == "op":
+        loss = torch.ops.segloss.dice_loss(x, target, **options)
+    elif entry == "module":
+        options = dict(options)
+        mask = options.pop("mask", None)
+        loss = segloss.nn.DiceLoss(**options)(x, target, mask)
+    else:
+        raise ValueError(entry)
+    grad = None
+    if grad_output is not None:
+        (grad,) = torch.autograd.grad(loss, x, grad_output)
+    return loss.detach(), grad

@@ -107,3 +107,192 @@ def reference(kind, input, target, weight=None, pos_weight=None, reduction="mean
     if g is not None:
         (grad,) = torch.autograd.grad(loss, x, g)
     return loss.detach(), grad
+
+
+# --------------------------------------------------------------------------
+# Dice loss references. Nothing here calls segloss.
+#
+#   I = sum m p y,  P = sum m p^gamma,  T = sum m y^gamma   (per (n, c), or per c
+#   over the batch with batch_dice)
+#   loss = w_c (1 - (2 I + s_nr) / (P + T + s_dr)), 0 where P + T + s_dr == 0,
+#   channel 0 dropped after weighting when include_background is False.
+#
+# dice_np is NumPy with an analytic gradient; dice_torch is an eager PyTorch
+# composite (one_hot + activation + sums) differentiated by torch.autograd.
+# The two share no code, so that they check each other (test_dice.py).
+
+ACTIVATIONS = ("sigmoid", "softmax", "none")
+
+
+def dice_np(x, target, *, activation="sigmoid", gamma=1.0, smooth_nr=1e-5, smooth_dr=1e-5,
+            batch_dice=False, include_background=True, class_weights=None, ignore_index=None,
+            mask=None, reduction="mean", grad_output=None):
+    """float64 NumPy (loss, d loss / d x); the gradient is None without grad_output
+    (the upstream gradient: (N, C') / (C',) for 'none', a scalar otherwise).
+
+    target: a floating array of x's shape, or an integer class-index map of
+    shape (N, *spatial) or (N, 1, *spatial).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    target = np.asarray(target)
+    N, C = x.shape[:2]
+    spatial = tuple(range(2, x.ndim))
+    if not np.issubdtype(target.dtype, np.floating):
+        labels = target.astype(np.int64)
+        if labels.ndim == x.ndim:
+            assert labels.shape[1] == 1, labels.shape
+            labels = labels[:, 0]
+        assert labels.shape == (N,) + x.shape[2:], (labels.shape, x.shape)
+        valid = np.ones(labels.shape, dtype=bool)
+        if ignore_index is not None:
+            valid = labels != ignore_index
+        n_labels = 2 if C == 1 else C
+        if np.any(valid & ((labels < 0) | (labels >= n_labels))):
+            raise ValueError("label out of range")
+        y = np.zeros(x.shape)
+        for c in range(C):
+            y[:, c] = labels == (1 if C == 1 else c)
+        m = valid[:, None].astype(np.float64)
+    else:
+        assert ignore_index is None
+        y = target.astype(np.float64)
+        assert y.shape == x.shape
+        m = np.ones((N, 1) + x.shape[2:])
+    if mask is not None:
+        m = m * np.broadcast_to(np.asarray(mask) != 0, (N, 1) + x.shape[2:])
+
+    if activation == "sigmoid":
+        p = np.exp(-np.logaddexp(0.0, -x))
+    elif activation == "softmax":
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        p = e / e.sum(axis=1, keepdims=True)
+    elif activation == "none":
+        p = x
+    else:
+        raise ValueError(activation)
+
+    I = (m * p * y).sum(axis=spatial)
+    P = (m * p ** gamma).sum(axis=spatial)
+    T = (m * y ** gamma).sum(axis=spatial)
+    if batch_dice:
+        I, P, T = I.sum(0), P.sum(0), T.sum(0)
+    num = 2 * I + smooth_nr
+    den = P + T + smooth_dr
+    empty = den == 0
+    safe = np.where(empty, 1.0, den)
+    per = np.where(empty, 0.0, 1.0 - num / safe)
+    w = np.ones(C) if class_weights is None else np.asarray(class_weights, np.float64)
+    per = per * w
+    first = 0 if include_background else 1
+    kept = per[..., first:]
+    if reduction == "none":
+        loss = kept
+    elif reduction == "sum":
+        loss = np.asarray(kept.sum())
+    elif reduction == "mean":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            loss = np.asarray(kept.sum() / kept.size)
+    else:
+        raise ValueError(reduction)
+    if grad_output is None:
+        return loss, None
+
+    g = np.asarray(grad_output, dtype=np.float64)
+    G = np.zeros(per.shape)
+    if reduction == "none":
+        G[..., first:] = g
+    else:
+        G[..., first:] = g / (kept.size if reduction == "mean" else 1)
+    G = G * w
+    dI = np.where(empty, 0.0, -2.0 * G / safe)
+    dP = np.where(empty, 0.0, G * num / safe ** 2)
+    if batch_dice:
+        dI, dP = np.broadcast_to(dI, (N, C)), np.broadcast_to(dP, (N, C))
+    dI = dI.reshape((N, C) + (1,) * len(spatial))
+    dP = dP.reshape((N, C) + (1,) * len(spatial))
+    dp = m * (dI * y + dP * gamma * p ** (gamma - 1))
+    if activation == "sigmoid":
+        dx = dp * p * (1 - p)
+    elif activation == "softmax":
+        dx = p * (dp - (p * dp).sum(axis=1, keepdims=True))
+    else:
+        dx = dp
+    return loss, dx
+
+
+def dice_sums_torch(x, target, activation="sigmoid", gamma=1.0, ignore_index=None, mask=None):
+    """The (N, C, 3) sums (I, P, T) of a float64 CPU `x`, in eager PyTorch
+    (differentiable with respect to x)."""
+    N, C = x.shape[:2]
+    dims = list(range(2, x.dim()))
+    if not target.dtype.is_floating_point:
+        labels = target.detach().to("cpu", torch.int64)
+        if labels.dim() == x.dim():
+            labels = labels.squeeze(1)
+        keep = torch.ones_like(labels, dtype=torch.bool)
+        if ignore_index is not None:
+            keep = labels != ignore_index
+        safe_labels = torch.where(keep, labels, 0)
+        if C == 1:
+            y = (safe_labels == 1).to(torch.float64).unsqueeze(1)
+        else:
+            y = F.one_hot(safe_labels, C).movedim(-1, 1).to(torch.float64)
+        m = keep.unsqueeze(1).to(torch.float64)
+    else:
+        y = target.detach().to("cpu", torch.float64)
+        m = torch.ones((N, 1) + tuple(x.shape[2:]), dtype=torch.float64)
+    if mask is not None:
+        m = m * (mask.detach().to("cpu") != 0).to(torch.float64)
+    if activation == "sigmoid":
+        p = torch.sigmoid(x)
+    elif activation == "softmax":
+        p = torch.softmax(x, dim=1)
+    elif activation == "none":
+        p = x
+    else:
+        raise ValueError(activation)
+    return torch.stack([(m * p * y).sum(dims), (m * p.pow(gamma)).sum(dims),
+                        (m * y.pow(gamma)).sum(dims)], dim=-1)
+
+
+def dice_torch(x, target, *, activation="sigmoid", gamma=1.0, smooth_nr=1e-5, smooth_dr=1e-5,
+               batch_dice=False, include_background=True, class_weights=None,
+               ignore_index=None, mask=None, reduction="mean", grad_output=None):
+    """float64 eager PyTorch on the CPU: (loss, autograd d loss / d x); the
+    gradient is None without grad_output."""
+    x = x.detach().to("cpu", torch.float64).requires_grad_(grad_output is not None)
+    sums = dice_sums_torch(x, target, activation, gamma, ignore_index, mask)
+    if batch_dice:
+        sums = sums.sum(0)
+    I, P, T = sums.unbind(-1)
+    den = P + T + smooth_dr
+    empty = den == 0
+    ratio = (2 * I + smooth_nr) / torch.where(empty, torch.ones_like(den), den)
+    per = torch.where(empty, torch.zeros_like(den), 1 - ratio)
+    if class_weights is not None:
+        per = per * class_weights.detach().to("cpu", torch.float64)
+    if not include_background:
+        per = per[..., 1:]
+    if reduction == "mean":
+        loss = per.mean()
+    elif reduction == "sum":
+        loss = per.sum()
+    elif reduction == "none":
+        loss = per
+    else:
+        raise ValueError(reduction)
+    grad = None
+    if grad_output is not None:
+        (grad,) = torch.autograd.grad(loss, x, grad_output.detach().to("cpu", torch.float64))
+    return loss.detach(), grad
+
+
+def dice_reference(x, target, grad_output=None, **options):
+    """dice_np on tensors (any device and dtype): float64 CPU tensors (loss, grad)."""
+    t = target.detach().cpu()
+    t = (t.to(torch.float64) if t.dtype.is_floating_point else t.to(torch.int64)).numpy()
+    opts = {key: (_np(value) if isinstance(value, torch.Tensor) else value)
+            for key, value in options.items()}
+    loss, grad = dice_np(_np(x), t, grad_output=_np(grad_output), **opts)
+    return (torch.from_numpy(np.array(loss, dtype=np.float64)),
+            None if grad is None else torch.from_numpy(np.ascontiguousarray(grad)))

@@ -42,6 +42,10 @@ at::Tensor dice_loss(const at::Tensor& input, const at::Tensor& target,
                 kOp, ": class_weights must have shape [C] = [", input.sym_size(1),
                 "] (one weight per channel of the input), got ", class_weights->sym_sizes());
   }
+  TORCH_CHECK_VALUE(include_background || input.dim() < 2 || input.sym_size(1) >= 2, kOp,
+                    ": include_background=False drops channel 0, which leaves no channel of an "
+                    "input with one channel (shape ",
+                    input.sym_sizes(), ")");
   const at::Tensor sums = dice_sums(input, target, activation, gamma, ignore_index, mask);
   at::Tensor intersection = sums.select(-1, 0);  // (N, C)
   at::Tensor prediction = sums.select(-1, 1);

@@ -62,8 +62,10 @@ void check_dice_arguments(std::string_view op, const at::Tensor& input, const at
   if (is_label_dtype(target.scalar_type())) {
     TORCH_CHECK(has_shape(target, label_shape(input, false)) ||
                     has_shape(target, label_shape(input, true)),
-                op, ": a class-index target must have shape ", label_shape(input, false),
-                " or ", label_shape(input, true), " for input of shape ", input.sym_sizes(),
+                op, ": a class-index target must have shape ",
+                c10::SymIntArrayRef(label_shape(input, false)), " or ",
+                c10::SymIntArrayRef(label_shape(input, true)), " for input of shape ",
+                input.sym_sizes(),
                 ", got ", target.sym_sizes());
   } else {
     check_floating(op, "target", target);
@@ -79,7 +81,8 @@ void check_dice_arguments(std::string_view op, const at::Tensor& input, const at
     check_same_device(op, "mask", *mask, input);
     const auto mask_target = label_shape(input, true);
     TORCH_CHECK(broadcasts_to(mask->sym_sizes(), mask_target), op, ": mask of shape ",
-                mask->sym_sizes(), " is not broadcastable to ", mask_target);
+                mask->sym_sizes(), " is not broadcastable to ",
+                c10::SymIntArrayRef(mask_target));
   }
 }
 
@@ -130,7 +133,8 @@ at::Tensor prepare_dice_grad_sums(std::string_view op, const at::Tensor& grad_su
   check_floating(op, "grad_sums", grad_sums);
   const std::vector<c10::SymInt> shape = {input.sym_size(0), input.sym_size(1), 3};
   TORCH_CHECK(grad_sums.sym_sizes() == c10::SymIntArrayRef(shape), op,
-              ": grad_sums must have shape ", shape, ", got ", grad_sums.sym_sizes());
+              ": grad_sums must have shape ", c10::SymIntArrayRef(shape), ", got ",
+              grad_sums.sym_sizes());
   const auto dtype = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   return grad_sums.to(dtype).contiguous();
 }
