@@ -24,29 +24,28 @@ at::Tensor dice_sums(const at::Tensor& input, const at::Tensor& target,
   return op.call(input, target, activation, gamma, ignore_index, mask);
 }
 
-at::Tensor dice_loss(const at::Tensor& input, const at::Tensor& target,
-                     std::string_view activation, double gamma, double smooth_nr,
-                     double smooth_dr, bool batch_dice, bool include_background,
-                     const std::optional<at::Tensor>& class_weights,
-                     std::optional<int64_t> ignore_index, const std::optional<at::Tensor>& mask,
-                     std::string_view reduction) {
+// The loss from the per-(n, c) sums (N, C, 3); also the last step of the
+// distributed Dice, after the sums are all-reduced across ranks.
+at::Tensor dice_loss_from_sums(const at::Tensor& sums, double smooth_nr, double smooth_dr,
+                               bool batch_dice, bool include_background,
+                               const std::optional<at::Tensor>& class_weights,
+                               std::string_view reduction) {
   const Reduction parsed = parse_reduction(kOp, reduction);
+  TORCH_CHECK(sums.dim() == 3 && sums.sym_size(2) == 3, kOp,
+              ": sums must have shape (N, C, 3), got ", sums.sym_sizes());
   TORCH_CHECK_VALUE(smooth_nr >= 0 && smooth_dr >= 0, kOp,
                     ": smooth_nr and smooth_dr must be >= 0, got ", smooth_nr, " and ",
                     smooth_dr);
   if (is_given(class_weights)) {
-    check_same_device(kOp, "class_weights", *class_weights, input);
+    check_same_device(kOp, "class_weights", *class_weights, sums);
     check_floating(kOp, "class_weights", *class_weights);
-    TORCH_CHECK(class_weights->dim() == 1 && input.dim() >= 2 &&
-                    class_weights->sym_size(0) == input.sym_size(1),
-                kOp, ": class_weights must have shape [C] = [", input.sym_size(1),
+    TORCH_CHECK(class_weights->dim() == 1 && class_weights->sym_size(0) == sums.sym_size(1),
+                kOp, ": class_weights must have shape [C] = [", sums.sym_size(1),
                 "] (one weight per channel of the input), got ", class_weights->sym_sizes());
   }
-  TORCH_CHECK_VALUE(include_background || input.dim() < 2 || input.sym_size(1) >= 2, kOp,
+  TORCH_CHECK_VALUE(include_background || sums.sym_size(1) >= 2, kOp,
                     ": include_background=False drops channel 0, which leaves no channel of an "
-                    "input with one channel (shape ",
-                    input.sym_sizes(), ")");
-  const at::Tensor sums = dice_sums(input, target, activation, gamma, ignore_index, mask);
+                    "input with one channel");
   at::Tensor intersection = sums.select(-1, 0);  // (N, C)
   at::Tensor prediction = sums.select(-1, 1);
   at::Tensor truth = sums.select(-1, 2);
@@ -68,19 +67,31 @@ at::Tensor dice_loss(const at::Tensor& input, const at::Tensor& target,
   if (!include_background) loss = loss.narrow_symint(-1, 1, loss.sym_size(-1) - 1);
   switch (parsed) {
     case Reduction::Mean:
-      loss = loss.mean();
-      break;
+      return loss.mean();
     case Reduction::Sum:
-      loss = loss.sum();
-      break;
-    case Reduction::None:
-      break;
+      return loss.sum();
+    default:
+      return loss;
   }
-  return loss.to(input.scalar_type());
+}
+
+at::Tensor dice_loss(const at::Tensor& input, const at::Tensor& target,
+                     std::string_view activation, double gamma, double smooth_nr,
+                     double smooth_dr, bool batch_dice, bool include_background,
+                     const std::optional<at::Tensor>& class_weights,
+                     std::optional<int64_t> ignore_index, const std::optional<at::Tensor>& mask,
+                     std::string_view reduction) {
+  const at::Tensor sums = dice_sums(input, target, activation, gamma, ignore_index, mask);
+  return dice_loss_from_sums(sums, smooth_nr, smooth_dr, batch_dice, include_background,
+                             class_weights, reduction)
+      .to(input.scalar_type());
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(segloss, CompositeImplicitAutograd, m) { m.impl("dice_loss", &dice_loss); }
+TORCH_LIBRARY_IMPL(segloss, CompositeImplicitAutograd, m) {
+  m.impl("dice_loss", &dice_loss);
+  m.impl("_dice_loss_from_sums", &dice_loss_from_sums);
+}
 
 }  // namespace segloss::ops

@@ -36,6 +36,11 @@ TORCH_LIBRARY(segloss, m) {
       "_dice_sums(Tensor input, Tensor target, str activation, float gamma, int? ignore_index, "
       "Tensor? mask) -> Tensor",
       tags);
+  // The loss from the sums; the distributed Dice calls it after all-reducing them.
+  m.def(
+      "_dice_loss_from_sums(Tensor sums, float smooth_nr, float smooth_dr, bool batch_dice, "
+      "bool include_background, Tensor? class_weights, str reduction) -> Tensor",
+      tags);
   m.def(
       "_dice_sums_backward(Tensor grad_sums, Tensor input, Tensor target, str activation, "
       "float gamma, int? ignore_index, Tensor? mask) -> Tensor",

@@ -92,6 +92,7 @@ def dice_loss(
     ignore_index: Optional[int] = None,
     mask: Optional[Tensor] = None,
     reduction: str = "mean",
+    ddp: bool = False,
 ) -> Tensor:
     r"""Dice loss, fused: one pass over the input forward, one backward.
 
@@ -134,13 +135,75 @@ def dice_loss(
             nowhere.
         reduction: ``"mean"`` (default) or ``"sum"`` over the per-(n, c) (or
             per-c) losses, or ``"none"``: ``Tensor[N, C']`` or ``Tensor[C']``.
+        ddp: with ``batch_dice=True`` and ``torch.distributed`` initialised,
+            all-reduce the sums over the ranks so that every rank computes the
+            Dice of the global batch (nnU-Net's ``ddp``). The backward sums the
+            sums' gradients over the ranks, so that after
+            ``DistributedDataParallel`` averages the parameters' gradients they
+            equal single-process training on the concatenated batch. Not
+            available in TorchScript.
 
     Returns:
         The loss in ``input``'s dtype; sums accumulate in float32 (float64 for
         float64 input), so float16 inputs do not overflow. Differentiable with
         respect to ``input`` only.
     """
+    if ddp:
+        return _distributed_dice_loss(input, target, activation, gamma, smooth_nr, smooth_dr,
+                                      batch_dice, include_background, class_weights,
+                                      ignore_index, mask, reduction)
     return torch.ops.segloss.dice_loss(
         input, target, activation=activation, gamma=gamma, smooth_nr=smooth_nr,
         smooth_dr=smooth_dr, batch_dice=batch_dice, include_background=include_background,
         class_weights=class_weights, ignore_index=ignore_index, mask=mask, reduction=reduction)
+
+
+@torch.jit.unused
+def _distributed_dice_loss(
+    input: Tensor,
+    target: Tensor,
+    activation: str,
+    gamma: float,
+    smooth_nr: float,
+    smooth_dr: float,
+    batch_dice: bool,
+    include_background: bool,
+    class_weights: Optional[Tensor],
+    ignore_index: Optional[int],
+    mask: Optional[Tensor],
+    reduction: str,
+) -> Tensor:
+    import torch.distributed as dist
+
+    if not batch_dice:
+        raise ValueError("segloss.dice_loss: ddp=True needs batch_dice=True (a per-image Dice "
+                         "needs nothing from other ranks)")
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError("segloss.dice_loss: ddp=True needs an initialised torch.distributed "
+                           "process group")
+    sums = torch.ops.segloss._dice_sums(input, target, activation, gamma, ignore_index, mask)
+    global_sums = _AllReduceSum.apply(sums.sum(0, keepdim=True))
+    loss = torch.ops.segloss._dice_loss_from_sums(global_sums, smooth_nr, smooth_dr, True,
+                                                  include_background, class_weights, reduction)
+    return loss.to(input.dtype)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the ranks; the backward sums the gradients over the ranks too,
+    since every rank's loss depends on every rank's sums."""
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor) -> Tensor:
+        import torch.distributed as dist
+
+        total = tensor.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        import torch.distributed as dist
+
+        total = grad.contiguous().clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total

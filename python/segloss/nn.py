@@ -115,7 +115,8 @@ class DiceLoss(torch.nn.Module):
     def __init__(self, activation: str = "sigmoid", gamma: float = 1.0, smooth_nr: float = 1e-5,
                  smooth_dr: float = 1e-5, batch_dice: bool = False,
                  include_background: bool = True, class_weights: Optional[Tensor] = None,
-                 ignore_index: Optional[int] = None, reduction: str = "mean") -> None:
+                 ignore_index: Optional[int] = None, reduction: str = "mean",
+                 ddp: bool = False) -> None:
         super().__init__()
         if activation not in ("sigmoid", "softmax", "none"):
             raise ValueError(
@@ -131,6 +132,9 @@ class DiceLoss(torch.nn.Module):
         self.register_buffer("class_weights", class_weights)
         self.ignore_index = ignore_index
         self.reduction = _check_reduction(reduction)
+        if ddp and not batch_dice:
+            raise ValueError("ddp=True needs batch_dice=True")
+        self.ddp = ddp
 
     def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         return F.dice_loss(input, target, activation=self.activation, gamma=self.gamma,
@@ -138,7 +142,7 @@ class DiceLoss(torch.nn.Module):
                            batch_dice=self.batch_dice,
                            include_background=self.include_background,
                            class_weights=self.class_weights, ignore_index=self.ignore_index,
-                           mask=mask, reduction=self.reduction)
+                           mask=mask, reduction=self.reduction, ddp=self.ddp)
 
     def extra_repr(self) -> str:
         parts = [f"activation={self.activation!r}", f"gamma={self.gamma}",
@@ -150,4 +154,6 @@ class DiceLoss(torch.nn.Module):
         if self.ignore_index is not None:
             parts.append(f"ignore_index={self.ignore_index}")
         parts.append(f"reduction={self.reduction!r}")
+        if self.ddp:
+            parts.append("ddp=True")
         return ", ".join(parts)
