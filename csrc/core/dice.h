@@ -45,6 +45,12 @@ SEGLOSS_INLINE T power_derivative(T v, T gamma) {
   }
 }
 
+// dL/dp at one pixel of one channel, from dL/dI and dL/dP of its (n, c).
+template <GammaKind K, typename T>
+SEGLOSS_INLINE T dice_grad_wrt_probability(T m, T p, T y, T dI, T dP, T gamma) {
+  return m * (dI * y + dP * power_derivative<K>(p, gamma));
+}
+
 // The label value that means "foreground" for channel c of a class-index
 // target: with one channel the map is the binary mask itself (label 1),
 // otherwise channel c is label c.

@@ -16,6 +16,8 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <type_traits>
+
 #include "../core/dice.h"
 #include "../ops/dice_operands.h"
 #include "cuda_utils.cuh"
@@ -32,30 +34,6 @@ constexpr int kChunk = 8;                    // channels per forward pass over t
 constexpr int64_t kMaxBlocksPerImage = 256;  // fixed: the partials' order never changes
 constexpr int64_t kMaxPixelBlocks = 65535;
 
-template <typename acc_t>
-__device__ acc_t power_of(core::GammaKind kind, acc_t v, acc_t gamma) {
-  switch (kind) {
-    case core::GammaKind::One:
-      return core::power<core::GammaKind::One>(v, gamma);
-    case core::GammaKind::Two:
-      return core::power<core::GammaKind::Two>(v, gamma);
-    default:
-      return core::power<core::GammaKind::General>(v, gamma);
-  }
-}
-
-template <typename acc_t>
-__device__ acc_t power_derivative_of(core::GammaKind kind, acc_t v, acc_t gamma) {
-  switch (kind) {
-    case core::GammaKind::One:
-      return core::power_derivative<core::GammaKind::One>(v, gamma);
-    case core::GammaKind::Two:
-      return core::power_derivative<core::GammaKind::Two>(v, gamma);
-    default:
-      return core::power_derivative<core::GammaKind::General>(v, gamma);
-  }
-}
-
 // The operands as raw pointers, and the per-pixel reads.
 template <typename scalar_t, typename acc_t>
 struct DiceDevice {
@@ -68,7 +46,6 @@ struct DiceDevice {
   int64_t ignore_index;
   bool has_ignore;
   core::Activation activation;
-  core::GammaKind gamma_kind;
   acc_t gamma;
 
   explicit DiceDevice(const DiceOperands& ops)
@@ -83,7 +60,6 @@ struct DiceDevice {
         ignore_index(ops.ignore_index.value_or(0)),
         has_ignore(ops.ignore_index.has_value()),
         activation(ops.activation),
-        gamma_kind(ops.gamma_kind),
         gamma(acc_t(ops.gamma)) {}
 
   __device__ int64_t label_at(int64_t n, int64_t s) const {
@@ -132,7 +108,7 @@ struct DiceDevice {
 };
 
 // grid (blocks_per_image, N); partials[n][block][j][k] for channels c0 + j.
-template <typename scalar_t, typename acc_t>
+template <core::GammaKind K, typename scalar_t, typename acc_t>
 __global__ void dice_partial_sums_kernel(DiceDevice<scalar_t, acc_t> d, int64_t c0,
                                          acc_t* partials, int* invalid_label) {
   const int64_t n = blockIdx.y;
@@ -152,8 +128,8 @@ __global__ void dice_partial_sums_kernel(DiceDevice<scalar_t, acc_t> d, int64_t 
         const acc_t p = d.probability(n, c0 + j, s, max_x, inverse_sum);
         const acc_t y = d.target_at(n, c0 + j, s, label);
         sums[j][0] += m * p * y;
-        sums[j][1] += m * power_of(d.gamma_kind, p, d.gamma);
-        sums[j][2] += m * power_of(d.gamma_kind, y, d.gamma);
+        sums[j][1] += m * core::power<K>(p, d.gamma);
+        sums[j][2] += m * core::power<K>(y, d.gamma);
       }
     }
   }
@@ -184,7 +160,7 @@ __global__ void dice_finish_sums_kernel(const acc_t* partials, int64_t batch, in
 }
 
 // One thread per pixel (n, s), all channels.
-template <typename scalar_t, typename acc_t>
+template <core::GammaKind K, typename scalar_t, typename acc_t>
 __global__ void dice_sums_backward_kernel(DiceDevice<scalar_t, acc_t> d, int64_t batch,
                                           const acc_t* grad_sums, scalar_t* grad_input) {
   SEGLOSS_GRID_STRIDE_LOOP(i, batch * d.pixels) {
@@ -195,8 +171,8 @@ __global__ void dice_sums_backward_kernel(DiceDevice<scalar_t, acc_t> d, int64_t
     const acc_t* ds = grad_sums + n * d.channels * 3;
     // dL/dp for channel c at this pixel.
     auto grad_p = [&](int64_t c, acc_t p) {
-      return m * (ds[c * 3] * d.target_at(n, c, s, label) +
-                  ds[c * 3 + 1] * power_derivative_of(d.gamma_kind, p, d.gamma));
+      return core::dice_grad_wrt_probability<K>(m, p, d.target_at(n, c, s, label), ds[c * 3],
+                                                ds[c * 3 + 1], d.gamma);
     };
     if (d.activation == core::Activation::Softmax) {
       acc_t max_x, inverse_sum;
@@ -221,6 +197,19 @@ __global__ void dice_sums_backward_kernel(DiceDevice<scalar_t, acc_t> d, int64_t
   }
 }
 
+// Calls body(std::integral_constant<GammaKind, K>{}) for the operands' gamma.
+template <typename Body>
+void dispatch_gamma(core::GammaKind kind, const Body& body) {
+  switch (kind) {
+    case core::GammaKind::One:
+      return body(std::integral_constant<core::GammaKind, core::GammaKind::One>{});
+    case core::GammaKind::Two:
+      return body(std::integral_constant<core::GammaKind, core::GammaKind::Two>{});
+    default:
+      return body(std::integral_constant<core::GammaKind, core::GammaKind::General>{});
+  }
+}
+
 template <typename scalar_t>
 void dice_sums_launch(const DiceOperands& ops, at::Tensor& sums) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -233,10 +222,12 @@ void dice_sums_launch(const DiceOperands& ops, at::Tensor& sums) {
                 ops.input.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
   const at::Tensor invalid_label = at::zeros({1}, ops.input.options().dtype(at::kInt));
   for (int64_t c0 = 0; c0 < ops.channels; c0 += kChunk) {
-    dice_partial_sums_kernel<scalar_t, acc_t>
-        <<<dim3(unsigned(blocks), unsigned(ops.batch)), kThreads, 0, stream>>>(
-            d, c0, partials.mutable_data_ptr<acc_t>(), invalid_label.mutable_data_ptr<int>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    dispatch_gamma(ops.gamma_kind, [&](auto kind) {
+      dice_partial_sums_kernel<decltype(kind)::value, scalar_t, acc_t>
+          <<<dim3(unsigned(blocks), unsigned(ops.batch)), kThreads, 0, stream>>>(
+              d, c0, partials.mutable_data_ptr<acc_t>(), invalid_label.mutable_data_ptr<int>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
     dice_finish_sums_kernel<acc_t><<<grid_size(ops.batch * kChunk * 3, 1024), kThreads, 0,
                                      stream>>>(partials.const_data_ptr<acc_t>(), ops.batch,
                                                blocks, ops.channels, c0,
@@ -263,11 +254,13 @@ void dice_sums_backward_launch(const DiceOperands& ops, const at::Tensor& grad_s
   const DiceDevice<scalar_t, acc_t> d(ops);
   const int64_t work = ops.batch * ops.pixels;
   if (work == 0 || ops.channels == 0) return;
-  dice_sums_backward_kernel<scalar_t, acc_t>
-      <<<grid_size(work, kMaxPixelBlocks), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-          d, ops.batch, grad_sums.const_data_ptr<acc_t>(),
-          grad_input.mutable_data_ptr<scalar_t>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  dispatch_gamma(ops.gamma_kind, [&](auto kind) {
+    dice_sums_backward_kernel<decltype(kind)::value, scalar_t, acc_t>
+        <<<grid_size(work, kMaxPixelBlocks), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+            d, ops.batch, grad_sums.const_data_ptr<acc_t>(),
+            grad_input.mutable_data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
 }
 
 at::Tensor dice_sums_cuda(const at::Tensor& input, const at::Tensor& target,

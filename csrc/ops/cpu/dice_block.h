@@ -82,7 +82,7 @@ void dice_grad_block(const T* x, const T* y, const T* m, std::int64_t n, T gamma
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) {
     const T p = activate<kSigmoid>(x[i]);
-    T g = m[i] * (dI * y[i] + dP * core::power_derivative<K>(p, gamma));
+    T g = core::dice_grad_wrt_probability<K>(m[i], p, y[i], dI, dP, gamma);
     if constexpr (kSigmoid) g *= core::sigmoid_derivative_from_output(p);
     grad[i] = g;
   }
