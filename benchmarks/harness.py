@@ -2,7 +2,9 @@
 process on the same inputs; we report medians and ratios, never absolute
 targets. Used by benchmarks/run.py."""
 
+import gc
 import json
+import os
 import platform
 import statistics
 import time
@@ -37,6 +39,46 @@ def median_ms(fn: Callable[[], object], device: torch.device, warmup: int = 3,
             fn()
             times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
+
+
+def _resident_kib() -> Dict[str, int]:
+    values = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                values[key] = int(rest.split()[0])
+    return values
+
+
+def cpu_memory_measurable() -> bool:
+    """Peak resident memory can be reset (Linux /proc/self/clear_refs) and
+    freed memory goes back to the OS (glibc with MALLOC_MMAP_THRESHOLD_ set),
+    so that the resident high-water mark tracks live allocations."""
+    return os.environ.get("MALLOC_MMAP_THRESHOLD_") is not None and os.path.exists(
+        "/proc/self/clear_refs")
+
+
+def peak_extra_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
+    """Peak memory in use during fn() beyond what was in use before, in MiB.
+
+    CUDA: the caching allocator's statistics. CPU: the process's resident
+    high-water mark, reset through /proc/self/clear_refs (needs
+    cpu_memory_measurable()). Call fn() once before, so that one-time
+    allocations (compilation, caches) are not counted."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # VmHWM := VmRSS
+    before = _resident_kib()["VmRSS"]
+    fn()
+    return (_resident_kib()["VmHWM"] - before) / 1024
 
 
 @dataclass

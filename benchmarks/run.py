@@ -4,6 +4,12 @@
     ./dev bench --suite dice            # one suite (bce, dice)
     ./dev bench --device cuda           # on a GPU (adds peak extra memory)
     ./dev bench --no-compile --repeats 10
+    ./dev bench --suite dice --memory   # peak extra memory instead of time
+
+With --memory, each candidate's peak extra memory during one forward+backward
+(the input's gradient included) is measured in a child process in which
+glibc returns freed memory to the OS (MALLOC_MMAP_THRESHOLD_), so that the
+resident high-water mark tracks live memory; on CUDA from the allocator.
 
 Each row times forward+backward of segloss's op and of its anchors on the
 same inputs: the reference implementation users have now (PyTorch's
@@ -15,6 +21,7 @@ benchmarks/results/<suite>-<device>.json.
 
 import argparse
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Tuple
@@ -128,16 +135,6 @@ def forward_backward(loss_fn: Loss, x: torch.Tensor, y: torch.Tensor):
     return step
 
 
-def peak_extra_memory_mb(step, device) -> float:
-    """Peak memory allocated during one step beyond what was allocated before (CUDA only)."""
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
-    step()
-    torch.cuda.synchronize(device)
-    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
-
-
 def run_suite(name: str, device: torch.device, args) -> None:
     rows, extra_columns = [], []
     for case in SUITES[name](device):
@@ -153,27 +150,36 @@ def run_suite(name: str, device: torch.device, args) -> None:
             candidates["torch.compile"] = forward_backward(
                 torch.compile(case.formula, fullgraph=True), x, y)
         for label, step in candidates.items():
-            row.ms[label] = time_it(step)
-            if device.type == "cuda":
-                row.ms[f"{label} MiB"] = peak_extra_memory_mb(step, device)
-        xd = x.detach()
-        row.ms["copy"] = time_it(lambda: (xd.clone(), y.clone()))
+            if args.memory:
+                step()  # one-time allocations (compilation, caches) are not counted
+                x.grad = None  # the new gradient counts
+                row.ms[f"{label} MiB"] = harness.peak_extra_memory_mib(step, device)
+            else:
+                row.ms[label] = time_it(step)
+        if not args.memory:
+            xd = x.detach()
+            row.ms["copy"] = time_it(lambda: (xd.clone(), y.clone()))
         row.case = f"{case.name} (vs {case.reference_name})"
         rows.append(row)
         print(f"{row.case:44s} {'x'.join(map(str, case.shape)):18s} " +
               "  ".join(f"{k} {v:.2f}" for k, v in row.ms.items()), flush=True)
-        if device.type == "cuda":
-            extra_columns = [f"{c} MiB" for c in candidates]
+        extra_columns = list(candidates)
 
-    candidates = ["segloss", "reference", "torch.compile", "copy", *extra_columns]
-    ratios = [("reference", "segloss"), ("torch.compile", "segloss"), ("segloss", "copy")]
+    if args.memory:
+        candidates = [f"{c} MiB" for c in extra_columns]
+        ratios = [("reference MiB", "segloss MiB"), ("torch.compile MiB", "segloss MiB")]
+        what = "peak extra memory of one forward+backward (input gradient included), MiB"
+    else:
+        candidates = ["segloss", "reference", "torch.compile", "copy"]
+        ratios = [("reference", "segloss"), ("torch.compile", "segloss"), ("segloss", "copy")]
+        what = f"forward+backward, median of {args.repeats}; time in ms"
     print(f"\n{name}: {harness.machine_description(device)}, torch {torch.__version__}, "
-          f"float32, forward+backward, median of {args.repeats}; time in ms")
+          f"float32, {what}")
     print(harness.markdown_table(rows, candidates, ratios))
-    out = os.path.join(args.out_dir, f"{name}-{device.type}.json")
+    kind = "memory" if args.memory else "time"
+    out = os.path.join(args.out_dir, f"{name}-{kind}-{device.type}.json")
     os.makedirs(args.out_dir, exist_ok=True)
-    harness.write_json(out, rows, device, {"suite": name, "what": "forward+backward, float32",
-                                           "repeats": args.repeats})
+    harness.write_json(out, rows, device, {"suite": name, "what": what})
     print(f"wrote {out}\n")
 
 
@@ -186,8 +192,15 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile anchor")
     parser.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "results"))
+    parser.add_argument("--memory", action="store_true",
+                        help="measure peak extra memory instead of time")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    if args.memory and device.type == "cpu" and not harness.cpu_memory_measurable():
+        # Measure in a child in which freed memory goes back to the OS.
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+        raise SystemExit(subprocess.call([sys.executable, __file__, *(argv or sys.argv[1:])],
+                                         env=env))
     for name in args.suite or sorted(SUITES):
         run_suite(name, device, args)
 
