@@ -36,11 +36,7 @@ const cpu::BceBlockFunctions& block_functions() {
 
 template <typename acc_t>
 const cpu::BceBlockLoops<acc_t>& block_loops() {
-  if constexpr (std::is_same_v<acc_t, double>) {
-    return block_functions().f64;
-  } else {
-    return block_functions().f32;
-  }
+  return cpu::for_compute_type<acc_t>(block_functions());
 }
 
 template <class Variant, typename acc_t>

@@ -35,11 +35,7 @@ const cpu::DiceBlockFunctions& dice_functions() {
 
 template <typename acc_t>
 const cpu::DiceBlockLoops<acc_t>& dice_loops() {
-  if constexpr (std::is_same_v<acc_t, double>) {
-    return dice_functions().f64;
-  } else {
-    return dice_functions().f32;
-  }
+  return cpu::for_compute_type<acc_t>(dice_functions());
 }
 
 // Per-thread buffers: `channels` rows of kBlock values each for the input,

@@ -2,6 +2,8 @@
 // (block_isa.cpp is compiled once per instruction set).
 #pragma once
 
+#include <type_traits>
+
 namespace segloss::ops::cpu {
 
 enum class Isa { Baseline, Avx2, Avx512 };
@@ -22,6 +24,17 @@ Table for_selected_isa(Table (*make_baseline)(), Table (*make_avx2)(), Table (*m
       return make_avx2();
     default:
       return make_baseline();
+  }
+}
+
+// The float32 or float64 half of a per-instruction-set table (members f32
+// and f64), by compute type.
+template <typename acc_t, class Table>
+const auto& for_compute_type(const Table& table) {
+  if constexpr (std::is_same_v<acc_t, double>) {
+    return table.f64;
+  } else {
+    return table.f32;
   }
 }
 
