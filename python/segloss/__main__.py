@@ -69,10 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser(
-        "demo", help="train a tiny network on a real image with BCE and weighted BCE",
+        "demo", help="train a tiny network on a real image with BCE, weighted BCE and Dice",
         description="Train a tiny fully-convolutional network to segment the bundled coins "
-                    "image, once with BCE-with-logits and once with weighted BCE "
-                    "(beta = n_background / n_foreground), and compare them.")
+                    "image with BCE-with-logits, weighted BCE (beta = n_background / "
+                    "n_foreground) and the Dice loss (gamma = 2), and compare them.")
     demo.add_argument("--steps", type=_positive_int, default=60,
                       help="training steps per loss (default 60)")
     demo.add_argument("--device", default=None,
