@@ -33,6 +33,7 @@ constexpr const char* kSumsOp = "segloss._dice_sums";
 constexpr int kChunk = 8;                    // channels per forward pass over the pixels
 constexpr int64_t kMaxBlocksPerImage = 256;  // fixed: the partials' order never changes
 constexpr int64_t kMaxPixelBlocks = 65535;
+constexpr int64_t kMaxGridY = 65535;
 
 // The operands as raw pointers, and the per-pixel reads.
 template <typename scalar_t, typename acc_t>
@@ -107,11 +108,12 @@ struct DiceDevice {
   }
 };
 
-// grid (blocks_per_image, N); partials[n][block][j][k] for channels c0 + j.
+// grid (blocks_per_image, images from n0); partials[n][block][j][k] for
+// channels c0 + j.
 template <core::GammaKind K, typename scalar_t, typename acc_t>
-__global__ void dice_partial_sums_kernel(DiceDevice<scalar_t, acc_t> d, int64_t c0,
+__global__ void dice_partial_sums_kernel(DiceDevice<scalar_t, acc_t> d, int64_t n0, int64_t c0,
                                          acc_t* partials, int* invalid_label) {
-  const int64_t n = blockIdx.y;
+  const int64_t n = n0 + blockIdx.y;
   const int64_t chunk = d.channels - c0 < kChunk ? d.channels - c0 : kChunk;
   acc_t sums[kChunk][3];
 #pragma unroll
@@ -133,7 +135,7 @@ __global__ void dice_partial_sums_kernel(DiceDevice<scalar_t, acc_t> d, int64_t 
       }
     }
   }
-  acc_t* out = partials + (n * gridDim.x + blockIdx.x) * kChunk * 3;
+  acc_t* out = partials + (n * gridDim.x + blockIdx.x) * kChunk * 3;  // gridDim.x == blocks
 #pragma unroll
   for (int j = 0; j < kChunk; ++j) {
 #pragma unroll
@@ -222,12 +224,17 @@ void dice_sums_launch(const DiceOperands& ops, at::Tensor& sums) {
                 ops.input.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
   const at::Tensor invalid_label = at::zeros({1}, ops.input.options().dtype(at::kInt));
   for (int64_t c0 = 0; c0 < ops.channels; c0 += kChunk) {
-    dispatch_gamma(ops.gamma_kind, [&](auto kind) {
-      dice_partial_sums_kernel<decltype(kind)::value, scalar_t, acc_t>
-          <<<dim3(unsigned(blocks), unsigned(ops.batch)), kThreads, 0, stream>>>(
-              d, c0, partials.mutable_data_ptr<acc_t>(), invalid_label.mutable_data_ptr<int>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
+    // gridDim.y is at most 65535: launch the images in groups.
+    for (int64_t n0 = 0; n0 < ops.batch; n0 += kMaxGridY) {
+      const int64_t images = ops.batch - n0 < kMaxGridY ? ops.batch - n0 : kMaxGridY;
+      dispatch_gamma(ops.gamma_kind, [&](auto kind) {
+        dice_partial_sums_kernel<decltype(kind)::value, scalar_t, acc_t>
+            <<<dim3(unsigned(blocks), unsigned(images)), kThreads, 0, stream>>>(
+                d, n0, c0, partials.mutable_data_ptr<acc_t>(),
+                invalid_label.mutable_data_ptr<int>());
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      });
+    }
     dice_finish_sums_kernel<acc_t><<<grid_size(ops.batch * kChunk * 3, 1024), kThreads, 0,
                                      stream>>>(partials.const_data_ptr<acc_t>(), ops.batch,
                                                blocks, ops.channels, c0,
