@@ -51,6 +51,33 @@ SEGLOSS_INLINE T dice_grad_wrt_probability(T m, T p, T y, T dI, T dP, T gamma) {
   return m * (dI * y + dP * power_derivative<K>(p, gamma));
 }
 
+// -log(sigmoid(x)) and -log(1 - sigmoid(x)) for the cross-entropy half of
+// Dice + CE, stable for every finite x: softplus(-x) and softplus(x).
+template <typename T>
+struct SigmoidNll {
+  T positive;  // -log(sigmoid(x))
+  T negative;  // -log(1 - sigmoid(x))
+};
+
+template <typename T>
+SEGLOSS_INLINE SigmoidNll<T> sigmoid_nll(T x) {
+  const T softplus_neg_abs = log1p_unit_(exp_(x < T(0) ? x : -x));  // log(1 + exp(-|x|))
+  return {softplus_neg_abs - (x < T(0) ? x : T(0)), softplus_neg_abs + (x > T(0) ? x : T(0))};
+}
+
+// Columns of the per-(n, c) sums: Dice's three, then Dice + CE's four.
+enum DiceColumn : int {
+  kIntersection = 0,     // sum m p y
+  kPrediction = 1,       // sum m p^gamma
+  kTruth = 2,            // sum m y^gamma
+  kNegativeNll = 3,      // sum m (1 - y) (-log(1 - p)), sigmoid only
+  kPositiveNll = 4,      // sum m y (-log p)
+  kTargetMass = 5,       // sum m y
+  kPixels = 6,           // sum m
+  kDiceColumns = 3,
+  kDiceCeColumns = 7,
+};
+
 // The label value that means "foreground" for channel c of a class-index
 // target: with one channel the map is the binary mask itself (label 1),
 // otherwise channel c is label c.

@@ -48,6 +48,8 @@ struct DiceDevice {
   bool has_ignore;
   core::Activation activation;
   acc_t gamma;
+  bool cross_entropy;
+  int64_t columns;
 
   explicit DiceDevice(const DiceOperands& ops)
       : input(ops.input.const_data_ptr<scalar_t>()),
@@ -61,7 +63,9 @@ struct DiceDevice {
         ignore_index(ops.ignore_index.value_or(0)),
         has_ignore(ops.ignore_index.has_value()),
         activation(ops.activation),
-        gamma(acc_t(ops.gamma)) {}
+        gamma(acc_t(ops.gamma)),
+        cross_entropy(ops.cross_entropy),
+        columns(ops.columns()) {}
 
   __device__ int64_t label_at(int64_t n, int64_t s) const {
     return labels == nullptr ? 0 : labels[n * pixels + s];
@@ -81,8 +85,10 @@ struct DiceDevice {
     if (labels != nullptr) return label == core::label_of_channel(channels, c) ? acc_t(1) : acc_t(0);
     return acc_t(dense_target[(n * channels + c) * pixels + s]);
   }
-  // Softmax normaliser at a pixel: the maximum and 1 / sum(exp(x - max)).
-  __device__ void softmax_stats(int64_t n, int64_t s, acc_t* max_x, acc_t* inverse_sum) const {
+  // Softmax normaliser at a pixel: the maximum, 1 / sum(exp(x - max)) and
+  // log(sum(exp(x))).
+  __device__ void softmax_stats(int64_t n, int64_t s, acc_t* max_x, acc_t* inverse_sum,
+                                acc_t* log_sum_exp) const {
     acc_t m = input_at(n, 0, s);
     for (int64_t c = 1; c < channels; ++c) {
       const acc_t x = input_at(n, c, s);
@@ -92,6 +98,7 @@ struct DiceDevice {
     for (int64_t c = 0; c < channels; ++c) sum += core::exp_(input_at(n, c, s) - m);
     *max_x = m;
     *inverse_sum = acc_t(1) / sum;
+    *log_sum_exp = m + core::log_(sum);
   }
   // The activated input at (n, c, s), given the pixel's softmax statistics.
   __device__ acc_t probability(int64_t n, int64_t c, int64_t s, acc_t max_x,
@@ -109,39 +116,57 @@ struct DiceDevice {
 };
 
 // grid (blocks_per_image, images from n0); partials[n][block][j][k] for
-// channels c0 + j.
-template <core::GammaKind K, typename scalar_t, typename acc_t>
+// channels c0 + j and the kColumns columns of core::DiceColumn.
+template <core::GammaKind K, int kColumns, typename scalar_t, typename acc_t>
 __global__ void dice_partial_sums_kernel(DiceDevice<scalar_t, acc_t> d, int64_t n0, int64_t c0,
                                          acc_t* partials, int* invalid_label) {
   const int64_t n = n0 + blockIdx.y;
   const int64_t chunk = d.channels - c0 < kChunk ? d.channels - c0 : kChunk;
-  acc_t sums[kChunk][3];
+  acc_t sums[kChunk][kColumns];
 #pragma unroll
-  for (int j = 0; j < kChunk; ++j) sums[j][0] = sums[j][1] = sums[j][2] = acc_t(0);
+  for (int j = 0; j < kChunk; ++j) {
+#pragma unroll
+    for (int k = 0; k < kColumns; ++k) sums[j][k] = acc_t(0);
+  }
   SEGLOSS_GRID_STRIDE_LOOP(s, d.pixels) {
     const int64_t label = d.label_at(n, s);
     if (d.labels != nullptr && !d.label_is_valid(label)) atomicOr(invalid_label, 1);
     const acc_t m = d.mask_at(n, s, label);
-    acc_t max_x = 0, inverse_sum = 1;
-    if (d.activation == core::Activation::Softmax) d.softmax_stats(n, s, &max_x, &inverse_sum);
+    acc_t max_x = 0, inverse_sum = 1, log_sum_exp = 0;
+    if (d.activation == core::Activation::Softmax) {
+      d.softmax_stats(n, s, &max_x, &inverse_sum, &log_sum_exp);
+    }
 #pragma unroll
     for (int j = 0; j < kChunk; ++j) {
       if (j < chunk) {
-        const acc_t p = d.probability(n, c0 + j, s, max_x, inverse_sum);
-        const acc_t y = d.target_at(n, c0 + j, s, label);
-        sums[j][0] += m * p * y;
-        sums[j][1] += m * core::power<K>(p, d.gamma);
-        sums[j][2] += m * core::power<K>(y, d.gamma);
+        const int64_t c = c0 + j;
+        const acc_t p = d.probability(n, c, s, max_x, inverse_sum);
+        const acc_t y = d.target_at(n, c, s, label);
+        sums[j][core::kIntersection] += m * p * y;
+        sums[j][core::kPrediction] += m * core::power<K>(p, d.gamma);
+        sums[j][core::kTruth] += m * core::power<K>(y, d.gamma);
+        if constexpr (kColumns == core::kDiceCeColumns) {
+          const acc_t x = d.input_at(n, c, s);
+          if (d.activation == core::Activation::Softmax) {
+            sums[j][core::kPositiveNll] += m * y * (log_sum_exp - x);
+          } else {
+            const core::SigmoidNll<acc_t> nll = core::sigmoid_nll(x);
+            sums[j][core::kNegativeNll] += m * (acc_t(1) - y) * nll.negative;
+            sums[j][core::kPositiveNll] += m * y * nll.positive;
+          }
+          sums[j][core::kTargetMass] += m * y;
+          sums[j][core::kPixels] += m;
+        }
       }
     }
   }
-  acc_t* out = partials + (n * gridDim.x + blockIdx.x) * kChunk * 3;  // gridDim.x == blocks
+  acc_t* out = partials + (n * gridDim.x + blockIdx.x) * kChunk * kColumns;  // gridDim.x == blocks
 #pragma unroll
   for (int j = 0; j < kChunk; ++j) {
 #pragma unroll
-    for (int k = 0; k < 3; ++k) {
+    for (int k = 0; k < kColumns; ++k) {
       const acc_t total = block_sum(sums[j][k]);
-      if (threadIdx.x == 0) out[j * 3 + k] = total;
+      if (threadIdx.x == 0) out[j * kColumns + k] = total;
     }
   }
 }
@@ -149,15 +174,18 @@ __global__ void dice_partial_sums_kernel(DiceDevice<scalar_t, acc_t> d, int64_t 
 // One thread per (n, j, k): adds the image's block partials in block order.
 template <typename acc_t>
 __global__ void dice_finish_sums_kernel(const acc_t* partials, int64_t batch, int64_t blocks,
-                                        int64_t channels, int64_t c0, acc_t* sums) {
-  SEGLOSS_GRID_STRIDE_LOOP(i, batch * kChunk * 3) {
-    const int64_t n = i / (kChunk * 3);
-    const int64_t jk = i % (kChunk * 3);
-    const int64_t c = c0 + jk / 3;
+                                        int64_t channels, int64_t columns, int64_t c0,
+                                        acc_t* sums) {
+  SEGLOSS_GRID_STRIDE_LOOP(i, batch * kChunk * columns) {
+    const int64_t n = i / (kChunk * columns);
+    const int64_t jk = i % (kChunk * columns);
+    const int64_t c = c0 + jk / columns;
     if (c >= channels) continue;
     double total = 0;
-    for (int64_t b = 0; b < blocks; ++b) total += double(partials[(n * blocks + b) * kChunk * 3 + jk]);
-    sums[(n * channels + c) * 3 + jk % 3] = acc_t(total);
+    for (int64_t b = 0; b < blocks; ++b) {
+      total += double(partials[(n * blocks + b) * kChunk * columns + jk]);
+    }
+    sums[(n * channels + c) * columns + jk % columns] = acc_t(total);
   }
 }
 
@@ -170,29 +198,46 @@ __global__ void dice_sums_backward_kernel(DiceDevice<scalar_t, acc_t> d, int64_t
     const int64_t s = i % d.pixels;
     const int64_t label = d.label_at(n, s);
     const acc_t m = d.mask_at(n, s, label);
-    const acc_t* ds = grad_sums + n * d.channels * 3;
-    // dL/dp for channel c at this pixel.
+    const acc_t* ds = grad_sums + n * d.channels * d.columns;  // dL/d(column), per channel
+    auto d_column = [&](int64_t c, int k) { return ds[c * d.columns + k]; };
+    // dL/dp of the Dice terms for channel c at this pixel.
     auto grad_p = [&](int64_t c, acc_t p) {
-      return core::dice_grad_wrt_probability<K>(m, p, d.target_at(n, c, s, label), ds[c * 3],
-                                                ds[c * 3 + 1], d.gamma);
+      return core::dice_grad_wrt_probability<K>(m, p, d.target_at(n, c, s, label),
+                                                d_column(c, core::kIntersection),
+                                                d_column(c, core::kPrediction), d.gamma);
     };
     if (d.activation == core::Activation::Softmax) {
-      acc_t max_x, inverse_sum;
-      d.softmax_stats(n, s, &max_x, &inverse_sum);
-      acc_t dot = 0;  // sum_k p_k dL/dp_k
+      acc_t max_x, inverse_sum, log_sum_exp;
+      d.softmax_stats(n, s, &max_x, &inverse_sum, &log_sum_exp);
+      acc_t dot = 0;       // sum_k p_k dL/dp_k
+      acc_t ce_total = 0;  // sum_c dL/d(positive NLL_c) y_c
       for (int64_t c = 0; c < d.channels; ++c) {
         const acc_t p = d.probability(n, c, s, max_x, inverse_sum);
         dot += p * grad_p(c, p);
+        if (d.cross_entropy) {
+          ce_total += d_column(c, core::kPositiveNll) * d.target_at(n, c, s, label);
+        }
       }
       for (int64_t c = 0; c < d.channels; ++c) {
         const acc_t p = d.probability(n, c, s, max_x, inverse_sum);
-        grad_input[(n * d.channels + c) * d.pixels + s] = scalar_t(p * (grad_p(c, p) - dot));
+        acc_t g = p * (grad_p(c, p) - dot);
+        if (d.cross_entropy) {
+          g += m * (p * ce_total -
+                    d_column(c, core::kPositiveNll) * d.target_at(n, c, s, label));
+        }
+        grad_input[(n * d.channels + c) * d.pixels + s] = scalar_t(g);
       }
     } else {
       for (int64_t c = 0; c < d.channels; ++c) {
         const acc_t p = d.probability(n, c, s, 0, 1);
         acc_t g = grad_p(c, p);
         if (d.activation == core::Activation::Sigmoid) g *= core::sigmoid_derivative_from_output(p);
+        if (d.cross_entropy) {
+          // d(-log(1 - p))/dx = p and d(-log p)/dx = p - 1.
+          const acc_t y = d.target_at(n, c, s, label);
+          g += m * (d_column(c, core::kNegativeNll) * (acc_t(1) - y) * p +
+                    d_column(c, core::kPositiveNll) * y * (p - acc_t(1)));
+        }
         grad_input[(n * d.channels + c) * d.pixels + s] = scalar_t(g);
       }
     }
@@ -219,8 +264,9 @@ void dice_sums_launch(const DiceOperands& ops, at::Tensor& sums) {
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   if (ops.batch == 0 || ops.channels == 0) return;
   const int64_t blocks = grid_size(ops.pixels, kMaxBlocksPerImage);
+  const int64_t columns = ops.columns();
   const at::Tensor partials =
-      at::empty({ops.batch, blocks, kChunk, 3},
+      at::empty({ops.batch, blocks, kChunk, columns},
                 ops.input.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
   const at::Tensor invalid_label = at::zeros({1}, ops.input.options().dtype(at::kInt));
   for (int64_t c0 = 0; c0 < ops.channels; c0 += kChunk) {
@@ -228,16 +274,22 @@ void dice_sums_launch(const DiceOperands& ops, at::Tensor& sums) {
     for (int64_t n0 = 0; n0 < ops.batch; n0 += kMaxGridY) {
       const int64_t images = ops.batch - n0 < kMaxGridY ? ops.batch - n0 : kMaxGridY;
       dispatch_gamma(ops.gamma_kind, [&](auto kind) {
-        dice_partial_sums_kernel<decltype(kind)::value, scalar_t, acc_t>
-            <<<dim3(unsigned(blocks), unsigned(images)), kThreads, 0, stream>>>(
-                d, n0, c0, partials.mutable_data_ptr<acc_t>(),
-                invalid_label.mutable_data_ptr<int>());
+        const dim3 grid{unsigned(blocks), unsigned(images)};
+        if (ops.cross_entropy) {
+          dice_partial_sums_kernel<decltype(kind)::value, core::kDiceCeColumns, scalar_t, acc_t>
+              <<<grid, kThreads, 0, stream>>>(d, n0, c0, partials.mutable_data_ptr<acc_t>(),
+                                              invalid_label.mutable_data_ptr<int>());
+        } else {
+          dice_partial_sums_kernel<decltype(kind)::value, core::kDiceColumns, scalar_t, acc_t>
+              <<<grid, kThreads, 0, stream>>>(d, n0, c0, partials.mutable_data_ptr<acc_t>(),
+                                              invalid_label.mutable_data_ptr<int>());
+        }
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     }
-    dice_finish_sums_kernel<acc_t><<<grid_size(ops.batch * kChunk * 3, 1024), kThreads, 0,
+    dice_finish_sums_kernel<acc_t><<<grid_size(ops.batch * kChunk * columns, 1024), kThreads, 0,
                                      stream>>>(partials.const_data_ptr<acc_t>(), ops.batch,
-                                               blocks, ops.channels, c0,
+                                               blocks, ops.channels, columns, c0,
                                                sums.mutable_data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
@@ -273,11 +325,11 @@ void dice_sums_backward_launch(const DiceOperands& ops, const at::Tensor& grad_s
 at::Tensor dice_sums_cuda(const at::Tensor& input, const at::Tensor& target,
                           std::string_view activation, double gamma,
                           std::optional<int64_t> ignore_index,
-                          const std::optional<at::Tensor>& mask) {
+                          const std::optional<at::Tensor>& mask, bool cross_entropy) {
   const c10::cuda::CUDAGuard guard(input.device());
-  const DiceOperands ops =
-      prepare_dice_operands(kSumsOp, input, target, activation, gamma, ignore_index, mask);
-  at::Tensor sums = empty_dice_sums(ops.input);
+  const DiceOperands ops = prepare_dice_operands(kSumsOp, input, target, activation, gamma,
+                                                 ignore_index, mask, cross_entropy);
+  at::Tensor sums = empty_dice_sums(ops.input, cross_entropy);
   sums.zero_();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ops.input.scalar_type(),
                                   "segloss_dice_sums_cuda",
@@ -288,11 +340,11 @@ at::Tensor dice_sums_cuda(const at::Tensor& input, const at::Tensor& target,
 at::Tensor dice_sums_backward_cuda(const at::Tensor& grad_sums, const at::Tensor& input,
                                    const at::Tensor& target, std::string_view activation,
                                    double gamma, std::optional<int64_t> ignore_index,
-                                   const std::optional<at::Tensor>& mask) {
+                                   const std::optional<at::Tensor>& mask, bool cross_entropy) {
   const c10::cuda::CUDAGuard guard(input.device());
-  const DiceOperands ops =
-      prepare_dice_operands(kSumsOp, input, target, activation, gamma, ignore_index, mask);
-  const at::Tensor dsums = prepare_dice_grad_sums(kSumsOp, grad_sums, ops.input);
+  const DiceOperands ops = prepare_dice_operands(kSumsOp, input, target, activation, gamma,
+                                                 ignore_index, mask, cross_entropy);
+  const at::Tensor dsums = prepare_dice_grad_sums(kSumsOp, grad_sums, ops.input, cross_entropy);
   at::Tensor grad_input = at::empty(ops.input.sizes(), ops.input.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, ops.input.scalar_type(), "segloss_dice_sums_backward_cuda",

@@ -32,12 +32,21 @@ using DiceSignature = at::Tensor(const at::Tensor&, const at::Tensor&, std::stri
 
 constexpr char kBce[] = "segloss::binary_cross_entropy";
 constexpr char kBceWithLogits[] = "segloss::binary_cross_entropy_with_logits";
+using DiceCeSignature = at::Tensor(const at::Tensor&, const at::Tensor&, std::string_view,
+                                   double, double, double, bool, bool,
+                                   const std::optional<at::Tensor>&, std::optional<int64_t>,
+                                   const std::optional<at::Tensor>&, double, double,
+                                   std::string_view);
+
 constexpr char kDice[] = "segloss::dice_loss";
+constexpr char kDiceCe[] = "segloss::dice_ce_loss";
 
 template <c10::DispatchKey kKey, c10::DeviceType kDevice>
 using LossAutocast = Float32Autocast<kKey, kDevice, LossSignature>;
 template <c10::DispatchKey kKey, c10::DeviceType kDevice>
 using DiceAutocast = Float32Autocast<kKey, kDevice, DiceSignature>;
+template <c10::DispatchKey kKey, c10::DeviceType kDevice>
+using DiceCeAutocast = Float32Autocast<kKey, kDevice, DiceCeSignature>;
 
 }  // namespace
 
@@ -47,6 +56,8 @@ TORCH_LIBRARY_IMPL(segloss, AutocastCPU, m) {
   m.impl("binary_cross_entropy_with_logits", &Cast::call<kBceWithLogits>);
   m.impl("dice_loss",
          &DiceAutocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>::call<kDice>);
+  m.impl("dice_ce_loss",
+         &DiceCeAutocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>::call<kDiceCe>);
 }
 
 TORCH_LIBRARY_IMPL(segloss, AutocastCUDA, m) {
@@ -55,6 +66,8 @@ TORCH_LIBRARY_IMPL(segloss, AutocastCUDA, m) {
   m.impl("binary_cross_entropy_with_logits", &Cast::call<kBceWithLogits>);
   m.impl("dice_loss",
          &DiceAutocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>::call<kDice>);
+  m.impl("dice_ce_loss",
+         &DiceCeAutocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>::call<kDiceCe>);
 }
 
 }  // namespace segloss::ops

@@ -14,10 +14,10 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 using SumsSignature = at::Tensor(const at::Tensor&, const at::Tensor&, std::string_view, double,
-                                 std::optional<int64_t>, const std::optional<at::Tensor>&);
+                                 std::optional<int64_t>, const std::optional<at::Tensor>&, bool);
 using SumsBackwardSignature = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                          std::string_view, double, std::optional<int64_t>,
-                                         const std::optional<at::Tensor>&);
+                                         const std::optional<at::Tensor>&, bool);
 
 void check_no_grad(const char* name, const at::Tensor& tensor) {
   TORCH_CHECK(!(tensor.defined() && tensor.requires_grad()),
@@ -30,18 +30,19 @@ class DiceSumsFunction : public torch::autograd::Function<DiceSumsFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
                             const at::Tensor& target, std::string_view activation, double gamma,
                             std::optional<int64_t> ignore_index,
-                            const std::optional<at::Tensor>& mask) {
+                            const std::optional<at::Tensor>& mask, bool cross_entropy) {
     check_no_grad("target", target);
     check_no_grad("mask", mask.value_or(at::Tensor()));
     at::AutoDispatchBelowADInplaceOrView guard;
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("segloss::_dice_sums", "")
                          .typed<SumsSignature>();
-    at::Tensor sums = op.call(input, target, activation, gamma, ignore_index, mask);
+    at::Tensor sums = op.call(input, target, activation, gamma, ignore_index, mask, cross_entropy);
     ctx->save_for_backward({input, target, mask.value_or(at::Tensor())});
     ctx->saved_data["activation"] = std::string(activation);
     ctx->saved_data["gamma"] = gamma;
     ctx->saved_data["ignore_index"] = ignore_index;
+    ctx->saved_data["cross_entropy"] = cross_entropy;
     return sums;
   }
 
@@ -55,16 +56,19 @@ class DiceSumsFunction : public torch::autograd::Function<DiceSumsFunction> {
         grad_outputs[0], saved[0], saved[1], ctx->saved_data["activation"].toStringRef(),
         ctx->saved_data["gamma"].toDouble(),
         ignore.isNone() ? std::nullopt : std::optional<int64_t>(ignore.toInt()),
-        saved[2].defined() ? std::optional<at::Tensor>(saved[2]) : std::nullopt);
-    return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+        saved[2].defined() ? std::optional<at::Tensor>(saved[2]) : std::nullopt,
+        ctx->saved_data["cross_entropy"].toBool());
+    return {grad_input,   at::Tensor(), at::Tensor(), at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 at::Tensor dice_sums_autograd(const at::Tensor& input, const at::Tensor& target,
                               std::string_view activation, double gamma,
                               std::optional<int64_t> ignore_index,
-                              const std::optional<at::Tensor>& mask) {
-  return DiceSumsFunction::apply(input, target, activation, gamma, ignore_index, mask);
+                              const std::optional<at::Tensor>& mask, bool cross_entropy) {
+  return DiceSumsFunction::apply(input, target, activation, gamma, ignore_index, mask,
+                                 cross_entropy);
 }
 
 }  // namespace

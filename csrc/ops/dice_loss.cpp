@@ -5,7 +5,9 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
+#include "../core/dice.h"
 #include "checks.h"
+#include "dice_operands.h"
 #include "reduction.h"
 
 namespace segloss::ops {
@@ -15,13 +17,14 @@ constexpr const char* kOp = "segloss.dice_loss";
 
 at::Tensor dice_sums(const at::Tensor& input, const at::Tensor& target,
                      std::string_view activation, double gamma,
-                     std::optional<int64_t> ignore_index, const std::optional<at::Tensor>& mask) {
+                     std::optional<int64_t> ignore_index, const std::optional<at::Tensor>& mask,
+                     bool cross_entropy) {
   static auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("segloss::_dice_sums", "")
           .typed<at::Tensor(const at::Tensor&, const at::Tensor&, std::string_view, double,
-                            std::optional<int64_t>, const std::optional<at::Tensor>&)>();
-  return op.call(input, target, activation, gamma, ignore_index, mask);
+                            std::optional<int64_t>, const std::optional<at::Tensor>&, bool)>();
+  return op.call(input, target, activation, gamma, ignore_index, mask, cross_entropy);
 }
 
 // The loss from the per-(n, c) sums (N, C, 3); also the last step of the
@@ -81,10 +84,65 @@ at::Tensor dice_loss(const at::Tensor& input, const at::Tensor& target,
                      const std::optional<at::Tensor>& class_weights,
                      std::optional<int64_t> ignore_index, const std::optional<at::Tensor>& mask,
                      std::string_view reduction) {
-  const at::Tensor sums = dice_sums(input, target, activation, gamma, ignore_index, mask);
+  const at::Tensor sums =
+      dice_sums(input, target, activation, gamma, ignore_index, mask, /*cross_entropy=*/false);
   return dice_loss_from_sums(sums, smooth_nr, smooth_dr, batch_dice, include_background,
                              class_weights, reduction)
       .to(input.scalar_type());
+}
+
+constexpr const char* kDiceCeOp = "segloss.dice_ce_loss";
+
+// The cross-entropy from the sums' columns (core::DiceColumn), as PyTorch
+// computes it: BCE-with-logits with class_weights as pos_weight over every
+// element (sigmoid); weighted cross-entropy over the pixels (softmax), with
+// PyTorch's weighted mean for class-index targets.
+at::Tensor cross_entropy_from_sums(const at::Tensor& sums, core::Activation activation,
+                                   bool class_index_target,
+                                   const std::optional<at::Tensor>& class_weights,
+                                   Reduction reduction) {
+  const at::Tensor weights = is_given(class_weights)
+                                 ? class_weights->to(sums.scalar_type())
+                                 : at::ones_symint({sums.sym_size(1)}, sums.options());
+  const at::Tensor positive = sums.select(-1, core::kPositiveNll) * weights;  // (N, C)
+  at::Tensor total, count;
+  if (activation == core::Activation::Sigmoid) {
+    total = (sums.select(-1, core::kNegativeNll) + positive).sum();
+    count = sums.select(-1, core::kPixels).sum();
+  } else if (class_index_target) {
+    total = positive.sum();
+    count = (sums.select(-1, core::kTargetMass) * weights).sum();
+  } else {
+    total = positive.sum();
+    count = sums.select(-1, core::kPixels).select(-1, 0).sum();  // included pixels
+  }
+  return reduction == Reduction::Mean ? total / count : total;
+}
+
+at::Tensor dice_ce_loss(const at::Tensor& input, const at::Tensor& target,
+                        std::string_view activation, double gamma, double smooth_nr,
+                        double smooth_dr, bool batch_dice, bool include_background,
+                        const std::optional<at::Tensor>& class_weights,
+                        std::optional<int64_t> ignore_index,
+                        const std::optional<at::Tensor>& mask, double lambda_dice,
+                        double lambda_ce, std::string_view reduction) {
+  const core::Activation parsed_activation = parse_activation(kDiceCeOp, activation);
+  TORCH_CHECK_VALUE(parsed_activation != core::Activation::None, kDiceCeOp,
+                    ": activation must be 'sigmoid' or 'softmax' (the cross-entropy needs "
+                    "logits), got '",
+                    activation, "'");
+  const Reduction parsed_reduction = parse_reduction(kDiceCeOp, reduction);
+  TORCH_CHECK_VALUE(parsed_reduction != Reduction::None, kDiceCeOp,
+                    ": reduction must be 'mean' or 'sum', got 'none'");
+  const at::Tensor sums =
+      dice_sums(input, target, activation, gamma, ignore_index, mask, /*cross_entropy=*/true);
+  const at::Tensor dice =
+      dice_loss_from_sums(sums.narrow(-1, 0, core::kDiceColumns), smooth_nr, smooth_dr,
+                          batch_dice, include_background, class_weights, reduction);
+  const at::Tensor cross_entropy = cross_entropy_from_sums(
+      sums, parsed_activation, at::isIntegralType(target.scalar_type(), /*includeBool=*/true),
+      class_weights, parsed_reduction);
+  return (lambda_dice * dice + lambda_ce * cross_entropy).to(input.scalar_type());
 }
 
 }  // namespace
@@ -92,6 +150,7 @@ at::Tensor dice_loss(const at::Tensor& input, const at::Tensor& target,
 TORCH_LIBRARY_IMPL(segloss, CompositeImplicitAutograd, m) {
   m.impl("dice_loss", &dice_loss);
   m.impl("_dice_loss_from_sums", &dice_loss_from_sums);
+  m.impl("dice_ce_loss", &dice_ce_loss);
 }
 
 }  // namespace segloss::ops

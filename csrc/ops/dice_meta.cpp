@@ -13,17 +13,19 @@ constexpr const char* kSumsOp = "segloss._dice_sums";
 at::Tensor dice_sums_meta(const at::Tensor& input, const at::Tensor& target,
                           std::string_view activation, double gamma,
                           std::optional<int64_t> ignore_index,
-                          const std::optional<at::Tensor>& mask) {
-  check_dice_arguments(kSumsOp, input, target, activation, gamma, ignore_index, mask);
-  return empty_dice_sums(input);
+                          const std::optional<at::Tensor>& mask, bool cross_entropy) {
+  check_dice_arguments(kSumsOp, input, target, activation, gamma, ignore_index, mask,
+                       cross_entropy);
+  return empty_dice_sums(input, cross_entropy);
 }
 
 at::Tensor dice_sums_backward_meta(const at::Tensor& grad_sums, const at::Tensor& input,
                                    const at::Tensor& target, std::string_view activation,
                                    double gamma, std::optional<int64_t> ignore_index,
-                                   const std::optional<at::Tensor>& mask) {
-  check_dice_arguments(kSumsOp, input, target, activation, gamma, ignore_index, mask);
-  prepare_dice_grad_sums(kSumsOp, grad_sums, input);
+                                   const std::optional<at::Tensor>& mask, bool cross_entropy) {
+  check_dice_arguments(kSumsOp, input, target, activation, gamma, ignore_index, mask,
+                       cross_entropy);
+  prepare_dice_grad_sums(kSumsOp, grad_sums, input, cross_entropy);
   return at::empty_symint(input.sym_sizes(),
                           input.options().memory_format(at::MemoryFormat::Contiguous));
 }

@@ -50,8 +50,12 @@ core::GammaKind gamma_kind(std::string_view op, double gamma) {
 void check_dice_arguments(std::string_view op, const at::Tensor& input, const at::Tensor& target,
                           std::string_view activation, double gamma,
                           const std::optional<int64_t>& ignore_index,
-                          const std::optional<at::Tensor>& mask) {
-  parse_activation(op, activation);
+                          const std::optional<at::Tensor>& mask, bool cross_entropy) {
+  const core::Activation parsed = parse_activation(op, activation);
+  TORCH_CHECK_VALUE(!cross_entropy || parsed != core::Activation::None, op,
+                    ": the cross-entropy needs logits: activation must be 'sigmoid' or "
+                    "'softmax', got '",
+                    activation, "'");
   gamma_kind(op, gamma);
   check_floating(op, "input", input);
   TORCH_CHECK(input.dim() >= 3 && input.dim() <= 5, op,
@@ -89,9 +93,10 @@ void check_dice_arguments(std::string_view op, const at::Tensor& input, const at
 DiceOperands prepare_dice_operands(std::string_view op, const at::Tensor& input,
                                    const at::Tensor& target, std::string_view activation,
                                    double gamma, const std::optional<int64_t>& ignore_index,
-                                   const std::optional<at::Tensor>& mask) {
-  check_dice_arguments(op, input, target, activation, gamma, ignore_index, mask);
+                                   const std::optional<at::Tensor>& mask, bool cross_entropy) {
+  check_dice_arguments(op, input, target, activation, gamma, ignore_index, mask, cross_entropy);
   DiceOperands ops;
+  ops.cross_entropy = cross_entropy;
   ops.activation = parse_activation(op, activation);
   ops.gamma_kind = gamma_kind(op, gamma);
   ops.gamma = gamma;
@@ -121,17 +126,19 @@ DiceOperands prepare_dice_operands(std::string_view op, const at::Tensor& input,
   return ops;
 }
 
-at::Tensor empty_dice_sums(const at::Tensor& input) {
+at::Tensor empty_dice_sums(const at::Tensor& input, bool cross_entropy) {
   const auto dtype = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  return at::empty_symint({input.sym_size(0), input.sym_size(1), 3},
+  const int64_t columns = cross_entropy ? core::kDiceCeColumns : core::kDiceColumns;
+  return at::empty_symint({input.sym_size(0), input.sym_size(1), columns},
                           input.options().dtype(dtype));
 }
 
 at::Tensor prepare_dice_grad_sums(std::string_view op, const at::Tensor& grad_sums,
-                                  const at::Tensor& input) {
+                                  const at::Tensor& input, bool cross_entropy) {
   check_same_device(op, "grad_sums", grad_sums, input);
   check_floating(op, "grad_sums", grad_sums);
-  const std::vector<c10::SymInt> shape = {input.sym_size(0), input.sym_size(1), 3};
+  const int64_t columns = cross_entropy ? core::kDiceCeColumns : core::kDiceColumns;
+  const std::vector<c10::SymInt> shape = {input.sym_size(0), input.sym_size(1), columns};
   TORCH_CHECK(grad_sums.sym_sizes() == c10::SymIntArrayRef(shape), op,
               ": grad_sums must have shape ", c10::SymIntArrayRef(shape), ", got ",
               grad_sums.sym_sizes());

@@ -29,7 +29,10 @@ struct DiceOperands {
   core::GammaKind gamma_kind = core::GammaKind::One;
   double gamma = 1;
   std::optional<int64_t> ignore_index;
+  bool cross_entropy = false;  // also the cross-entropy columns (Dice + CE)
   int64_t batch = 0, channels = 0, pixels = 0;
+
+  int columns() const { return cross_entropy ? core::kDiceCeColumns : core::kDiceColumns; }
 };
 
 // Checks every argument without touching data (works on Meta tensors with
@@ -37,18 +40,19 @@ struct DiceOperands {
 void check_dice_arguments(std::string_view op, const at::Tensor& input, const at::Tensor& target,
                           std::string_view activation, double gamma,
                           const std::optional<int64_t>& ignore_index,
-                          const std::optional<at::Tensor>& mask);
+                          const std::optional<at::Tensor>& mask, bool cross_entropy);
 
 DiceOperands prepare_dice_operands(std::string_view op, const at::Tensor& input,
                                    const at::Tensor& target, std::string_view activation,
                                    double gamma, const std::optional<int64_t>& ignore_index,
-                                   const std::optional<at::Tensor>& mask);
+                                   const std::optional<at::Tensor>& mask, bool cross_entropy);
 
-// The per-(n, c) sums (I, P, T): (N, C, 3), float32 (float64 for float64 input).
-at::Tensor empty_dice_sums(const at::Tensor& input);
+// The per-(n, c) sums (core::DiceColumn): (N, C, 3), or (N, C, 7) with the
+// cross-entropy columns; float32 (float64 for float64 input).
+at::Tensor empty_dice_sums(const at::Tensor& input, bool cross_entropy);
 
 // grad_sums checked against empty_dice_sums's shape, contiguous, its dtype.
 at::Tensor prepare_dice_grad_sums(std::string_view op, const at::Tensor& grad_sums,
-                                  const at::Tensor& input);
+                                  const at::Tensor& input, bool cross_entropy);
 
 }  // namespace segloss::ops

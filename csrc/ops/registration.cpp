@@ -31,10 +31,19 @@ TORCH_LIBRARY(segloss, m) {
       "bool include_background=True, Tensor? class_weights=None, int? ignore_index=None, "
       "Tensor? mask=None, str reduction=\"mean\") -> Tensor",
       tags);
-  // (N, C, 3): sum m p y, sum m p^gamma, sum m y^gamma per image and channel.
+  // Dice + cross-entropy: one pass over the logits for both.
+  m.def(
+      "dice_ce_loss(Tensor input, Tensor target, *, str activation=\"softmax\", "
+      "float gamma=1.0, float smooth_nr=1e-05, float smooth_dr=1e-05, bool batch_dice=False, "
+      "bool include_background=True, Tensor? class_weights=None, int? ignore_index=None, "
+      "Tensor? mask=None, float lambda_dice=1.0, float lambda_ce=1.0, "
+      "str reduction=\"mean\") -> Tensor",
+      tags);
+  // (N, C, 3): sum m p y, sum m p^gamma, sum m y^gamma per image and channel;
+  // (N, C, 7) with cross_entropy (core::DiceColumn).
   m.def(
       "_dice_sums(Tensor input, Tensor target, str activation, float gamma, int? ignore_index, "
-      "Tensor? mask) -> Tensor",
+      "Tensor? mask, bool cross_entropy=False) -> Tensor",
       tags);
   // The loss from the sums; the distributed Dice calls it after all-reducing them.
   m.def(
@@ -43,7 +52,7 @@ TORCH_LIBRARY(segloss, m) {
       tags);
   m.def(
       "_dice_sums_backward(Tensor grad_sums, Tensor input, Tensor target, str activation, "
-      "float gamma, int? ignore_index, Tensor? mask) -> Tensor",
+      "float gamma, int? ignore_index, Tensor? mask, bool cross_entropy=False) -> Tensor",
       tags);
 }
 

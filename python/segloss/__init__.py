@@ -9,7 +9,8 @@ from segloss._library import library_path
 
 __version__ = "0.1.0"
 
-_FUNCTIONAL = ("binary_cross_entropy", "binary_cross_entropy_with_logits", "dice_loss")
+_FUNCTIONAL = ("binary_cross_entropy", "binary_cross_entropy_with_logits", "dice_loss",
+               "dice_ce_loss")
 
 __all__ = ["library_path", "nn", *_FUNCTIONAL]
 

@@ -9,7 +9,8 @@ from segloss._library import load_library
 
 load_library()
 
-__all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits", "dice_loss"]
+__all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits", "dice_loss",
+           "dice_ce_loss"]
 
 
 def binary_cross_entropy(
@@ -157,6 +158,55 @@ def dice_loss(
         smooth_dr=smooth_dr, batch_dice=batch_dice, include_background=include_background,
         class_weights=class_weights, ignore_index=ignore_index, mask=mask, reduction=reduction)
 
+
+
+def dice_ce_loss(
+    input: Tensor,
+    target: Tensor,
+    activation: str = "softmax",
+    gamma: float = 1.0,
+    smooth_nr: float = 1e-5,
+    smooth_dr: float = 1e-5,
+    batch_dice: bool = False,
+    include_background: bool = True,
+    class_weights: Optional[Tensor] = None,
+    ignore_index: Optional[int] = None,
+    mask: Optional[Tensor] = None,
+    lambda_dice: float = 1.0,
+    lambda_ce: float = 1.0,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Dice + cross-entropy, ``lambda_dice * Dice + lambda_ce * CE``, from one
+    read of the logits (nnU-Net's ``DC_and_CE_loss``, MONAI's ``DiceCELoss``).
+
+    The Dice term is :func:`dice_loss` with the same arguments. The CE term
+    uses every channel (``include_background`` affects the Dice only), skips
+    masked and ignored pixels, and follows PyTorch:
+
+    - ``activation="sigmoid"``: ``binary_cross_entropy_with_logits`` over every
+      element, with ``class_weights`` as the per-channel ``pos_weight``;
+    - ``activation="softmax"``: ``cross_entropy`` with ``weight=class_weights``
+      (for a class-index target the weighted mean
+      ``sum w_y (-log p_y) / sum w_y``; for probability targets the mean over
+      pixels).
+
+    Args:
+        input: logits ``Tensor[N, C, *spatial]``; ``activation`` is ``"softmax"``
+            (default) or ``"sigmoid"``.
+        target, gamma, smooth_nr, smooth_dr, batch_dice, include_background,
+        class_weights, ignore_index, mask: as for :func:`dice_loss`.
+        lambda_dice, lambda_ce: weights of the two terms.
+        reduction: ``"mean"`` or ``"sum"``, for both terms.
+
+    Returns:
+        A 0-dim tensor in ``input``'s dtype; differentiable with respect to
+        ``input`` only.
+    """
+    return torch.ops.segloss.dice_ce_loss(
+        input, target, activation=activation, gamma=gamma, smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr, batch_dice=batch_dice, include_background=include_background,
+        class_weights=class_weights, ignore_index=ignore_index, mask=mask,
+        lambda_dice=lambda_dice, lambda_ce=lambda_ce, reduction=reduction)
 
 @torch.jit.unused
 def _distributed_dice_loss(

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from segloss import functional as F
 
-__all__ = ["BCELoss", "BCEWithLogitsLoss", "WeightedBCELoss", "DiceLoss"]
+__all__ = ["BCELoss", "BCEWithLogitsLoss", "WeightedBCELoss", "DiceLoss", "DiceCELoss"]
 
 _REDUCTIONS = ("none", "mean", "sum")
 
@@ -156,4 +156,58 @@ class DiceLoss(torch.nn.Module):
         parts.append(f"reduction={self.reduction!r}")
         if self.ddp:
             parts.append("ddp=True")
+        return ", ".join(parts)
+
+
+class DiceCELoss(torch.nn.Module):
+    r"""``lambda_dice * Dice + lambda_ce * CE`` from one read of the logits.
+
+    See :func:`segloss.dice_ce_loss`; ``forward(input, target, mask=None)``.
+    """
+
+    class_weights: Optional[Tensor]
+
+    def __init__(self, activation: str = "softmax", gamma: float = 1.0, smooth_nr: float = 1e-5,
+                 smooth_dr: float = 1e-5, batch_dice: bool = False,
+                 include_background: bool = True, class_weights: Optional[Tensor] = None,
+                 ignore_index: Optional[int] = None, lambda_dice: float = 1.0,
+                 lambda_ce: float = 1.0, reduction: str = "mean") -> None:
+        super().__init__()
+        if activation not in ("sigmoid", "softmax"):
+            raise ValueError(f"activation must be 'sigmoid' or 'softmax', got {activation!r}")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        if not gamma >= 1:
+            raise ValueError(f"gamma must be >= 1, got {gamma}")
+        self.activation = activation
+        self.gamma = float(gamma)
+        self.smooth_nr = float(smooth_nr)
+        self.smooth_dr = float(smooth_dr)
+        self.batch_dice = batch_dice
+        self.include_background = include_background
+        self.register_buffer("class_weights", class_weights)
+        self.ignore_index = ignore_index
+        self.lambda_dice = float(lambda_dice)
+        self.lambda_ce = float(lambda_ce)
+        self.reduction = reduction
+
+    def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        return F.dice_ce_loss(input, target, activation=self.activation, gamma=self.gamma,
+                              smooth_nr=self.smooth_nr, smooth_dr=self.smooth_dr,
+                              batch_dice=self.batch_dice,
+                              include_background=self.include_background,
+                              class_weights=self.class_weights, ignore_index=self.ignore_index,
+                              mask=mask, lambda_dice=self.lambda_dice, lambda_ce=self.lambda_ce,
+                              reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        parts = [f"activation={self.activation!r}", f"gamma={self.gamma}",
+                 f"batch_dice={self.batch_dice}",
+                 f"include_background={self.include_background}",
+                 f"lambda_dice={self.lambda_dice}", f"lambda_ce={self.lambda_ce}"]
+        if self.class_weights is not None:
+            parts.append(f"class_weights=Tensor{list(self.class_weights.shape)}")
+        if self.ignore_index is not None:
+            parts.append(f"ignore_index={self.ignore_index}")
+        parts.append(f"reduction={self.reduction!r}")
         return ", ".join(parts)

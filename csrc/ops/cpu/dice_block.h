@@ -20,9 +20,25 @@ struct DiceBlockLoops {
   // grad[i] = act'(x_i) m_i (dI y_i + dP gamma p_i^(gamma - 1)).
   using Grad = void (*)(const T* x, const T* y, const T* m, std::int64_t n, T gamma, T dI, T dP,
                         T* grad);
-  // p rows (n values each) = softmax over the C rows of x; `work` holds n values.
+  // p rows (n values each) = softmax over the C rows of x; `work` holds n
+  // values; lse (if not null) = log(sum(exp(x))) per pixel.
   using Softmax = void (*)(const T* x, std::int64_t x_row_stride, std::int64_t channels,
-                           std::int64_t n, T* p, T* work);
+                           std::int64_t n, T* p, T* work, T* lse);
+  // Dice + CE, sigmoid: the 7 columns of core::DiceColumn over the n pixels.
+  using SigmoidCeSums = void (*)(const T* x, const T* y, const T* m, std::int64_t n, T gamma,
+                                 T* sums);
+  // Dice + CE, softmax: the 7 columns for one channel from its probabilities
+  // p, logits x and the pixels' lse (-log p = lse - x).
+  using SoftmaxCeSums = void (*)(const T* p, const T* x, const T* lse, const T* y, const T* m,
+                                 std::int64_t n, T gamma, T* sums);
+  // Dice + CE, sigmoid: grad[i] from dL/d(column) d[0..6].
+  using SigmoidCeGrad = void (*)(const T* x, const T* y, const T* m, std::int64_t n, T gamma,
+                                 const T* d, T* grad);
+  // Dice + CE, softmax: adds the CE term m (p_k sum_c d_c y_c - d_k y_k) to the
+  // gradient rows, d_c = dL/d(positive NLL of channel c); `work` holds n values.
+  using SoftmaxCeGradAdd = void (*)(const T* p, const T* const* y_rows, const T* m,
+                                    const T* d_positive, std::int64_t channels, std::int64_t n,
+                                    T* grad, T* work);
   // grad rows = p (dL/dp - sum_k p_k dL/dp_k), rows of n values; `work` holds n values.
   using SoftmaxGrad = void (*)(const T* p, const T* grad_p, std::int64_t channels,
                                std::int64_t n, T* grad, T* work);
@@ -39,6 +55,10 @@ struct DiceBlockLoops {
   SoftmaxGrad softmax_grad;
   MaskLabels mask_labels;
   OneHotRow one_hot_row;
+  SigmoidCeSums sigmoid_ce_sums[3];  // by GammaKind
+  SoftmaxCeSums softmax_ce_sums[3];
+  SigmoidCeGrad sigmoid_ce_grads[3];
+  SoftmaxCeGradAdd softmax_ce_grad_add;
 };
 
 struct DiceBlockFunctions {
@@ -90,7 +110,7 @@ void dice_grad_block(const T* x, const T* y, const T* m, std::int64_t n, T gamma
 
 template <typename T>
 void softmax_block(const T* x, std::int64_t x_row_stride, std::int64_t channels, std::int64_t n,
-                   T* p, T* work) {
+                   T* p, T* work, T* lse) {
   // Subtracting the per-pixel maximum keeps exp from overflowing.
   T* max_x = work;
   for (std::int64_t i = 0; i < n; ++i) max_x[i] = x[i];
@@ -105,12 +125,20 @@ void softmax_block(const T* x, std::int64_t x_row_stride, std::int64_t channels,
 #pragma omp simd
     for (std::int64_t i = 0; i < n; ++i) out[i] = core::exp_(row[i] - max_x[i]);
   }
+  if (lse != nullptr) {
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) lse[i] = max_x[i];
+  }
   T* inverse_sum = work;
   for (std::int64_t i = 0; i < n; ++i) inverse_sum[i] = 0;
   for (std::int64_t c = 0; c < channels; ++c) {
     const T* row = p + c * n;
 #pragma omp simd
     for (std::int64_t i = 0; i < n; ++i) inverse_sum[i] += row[i];
+  }
+  if (lse != nullptr) {
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) lse[i] += core::log_(inverse_sum[i]);
   }
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) inverse_sum[i] = T(1) / inverse_sum[i];
@@ -161,6 +189,82 @@ void one_hot_row_block(const std::int64_t* labels, std::int64_t label, std::int6
   for (std::int64_t i = 0; i < n; ++i) y[i] = labels[i] == label ? T(1) : T(0);
 }
 
+template <core::GammaKind K, typename T>
+void sigmoid_ce_sums_block(const T* x, const T* y, const T* m, std::int64_t n, T gamma,
+                           T* sums) {
+  T intersection = 0, prediction = 0, truth = 0, negative = 0, positive = 0, mass = 0,
+    pixels = 0;
+#pragma omp simd reduction(+ : intersection, prediction, truth, negative, positive, mass, pixels)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const T p = core::sigmoid(x[i]);
+    const core::SigmoidNll<T> nll = core::sigmoid_nll(x[i]);
+    intersection += m[i] * p * y[i];
+    prediction += m[i] * core::power<K>(p, gamma);
+    truth += m[i] * core::power<K>(y[i], gamma);
+    negative += m[i] * (T(1) - y[i]) * nll.negative;
+    positive += m[i] * y[i] * nll.positive;
+    mass += m[i] * y[i];
+    pixels += m[i];
+  }
+  const T values[core::kDiceCeColumns] = {intersection, prediction, truth, negative,
+                                          positive,     mass,       pixels};
+  for (int k = 0; k < core::kDiceCeColumns; ++k) sums[k] = values[k];
+}
+
+template <core::GammaKind K, typename T>
+void softmax_ce_sums_block(const T* p, const T* x, const T* lse, const T* y, const T* m,
+                           std::int64_t n, T gamma, T* sums) {
+  T intersection = 0, prediction = 0, truth = 0, positive = 0, mass = 0, pixels = 0;
+#pragma omp simd reduction(+ : intersection, prediction, truth, positive, mass, pixels)
+  for (std::int64_t i = 0; i < n; ++i) {
+    intersection += m[i] * p[i] * y[i];
+    prediction += m[i] * core::power<K>(p[i], gamma);
+    truth += m[i] * core::power<K>(y[i], gamma);
+    positive += m[i] * y[i] * (lse[i] - x[i]);
+    mass += m[i] * y[i];
+    pixels += m[i];
+  }
+  const T values[core::kDiceCeColumns] = {intersection, prediction, truth, T(0),
+                                          positive,     mass,       pixels};
+  for (int k = 0; k < core::kDiceCeColumns; ++k) sums[k] = values[k];
+}
+
+template <core::GammaKind K, typename T>
+void sigmoid_ce_grad_block(const T* x, const T* y, const T* m, std::int64_t n, T gamma,
+                           const T* d, T* grad) {
+  const T dI = d[core::kIntersection], dP = d[core::kPrediction];
+  const T dNeg = d[core::kNegativeNll], dPos = d[core::kPositiveNll];
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
+    const T p = core::sigmoid(x[i]);
+    // d(-log(1 - p))/dx = p and d(-log p)/dx = p - 1.
+    grad[i] = core::dice_grad_wrt_probability<K>(m[i], p, y[i], dI, dP, gamma) *
+                  core::sigmoid_derivative_from_output(p) +
+              m[i] * (dNeg * (T(1) - y[i]) * p + dPos * y[i] * (p - T(1)));
+  }
+}
+
+template <typename T>
+void softmax_ce_grad_add_block(const T* p, const T* const* y_rows, const T* m,
+                               const T* d_positive, std::int64_t channels, std::int64_t n,
+                               T* grad, T* work) {
+  for (std::int64_t i = 0; i < n; ++i) work[i] = 0;
+  for (std::int64_t c = 0; c < channels; ++c) {
+    const T* y = y_rows[c];
+    const T dc = d_positive[c];
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) work[i] += dc * y[i];
+  }
+  for (std::int64_t c = 0; c < channels; ++c) {
+    const T* pc = p + c * n;
+    const T* y = y_rows[c];
+    const T dc = d_positive[c];
+    T* out = grad + c * n;
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) out[i] += m[i] * (pc[i] * work[i] - dc * y[i]);
+  }
+}
+
 template <typename T>
 DiceBlockLoops<T> dice_block_loops() {
   using core::GammaKind;
@@ -181,6 +285,16 @@ DiceBlockLoops<T> dice_block_loops() {
   loops.softmax_grad = &softmax_grad_block<T>;
   loops.mask_labels = &mask_labels_block<T>;
   loops.one_hot_row = &one_hot_row_block<T>;
+  loops.sigmoid_ce_sums[0] = &sigmoid_ce_sums_block<GammaKind::One, T>;
+  loops.sigmoid_ce_sums[1] = &sigmoid_ce_sums_block<GammaKind::Two, T>;
+  loops.sigmoid_ce_sums[2] = &sigmoid_ce_sums_block<GammaKind::General, T>;
+  loops.softmax_ce_sums[0] = &softmax_ce_sums_block<GammaKind::One, T>;
+  loops.softmax_ce_sums[1] = &softmax_ce_sums_block<GammaKind::Two, T>;
+  loops.softmax_ce_sums[2] = &softmax_ce_sums_block<GammaKind::General, T>;
+  loops.sigmoid_ce_grads[0] = &sigmoid_ce_grad_block<GammaKind::One, T>;
+  loops.sigmoid_ce_grads[1] = &sigmoid_ce_grad_block<GammaKind::Two, T>;
+  loops.sigmoid_ce_grads[2] = &sigmoid_ce_grad_block<GammaKind::General, T>;
+  loops.softmax_ce_grad_add = &softmax_ce_grad_add_block<T>;
   return loops;
 }
 

@@ -42,12 +42,12 @@ const cpu::DiceBlockLoops<acc_t>& dice_loops() {
 // activated input, target and gradients, and single rows for the rest.
 template <typename acc_t>
 struct DiceScratch {
-  std::vector<acc_t> x, p, y, grad_p, grad, mask, work, ones;
+  std::vector<acc_t> x, p, y, grad_p, grad, mask, work, lse, ones;
 
   void ensure(int64_t channels) {
     if (!x.empty()) return;
     for (auto* rows : {&x, &p, &y, &grad_p, &grad}) rows->resize(channels * kBlock);
-    for (auto* row : {&mask, &work}) row->resize(kBlock);
+    for (auto* row : {&mask, &work, &lse}) row->resize(kBlock);
     ones.assign(kBlock, acc_t(1));
   }
 };
@@ -140,44 +140,58 @@ template <typename scalar_t>
 void dice_sums_kernel(const DiceOperands& ops, at::Tensor& sums) {
   using acc_t = at::opmath_type<scalar_t>;
   const auto& loops = dice_loops<acc_t>();
-  const auto sum_row = loops.sums[row_activation_index(ops.activation)][int(ops.gamma_kind)];
+  const int gamma = int(ops.gamma_kind);
+  const auto sum_row = loops.sums[row_activation_index(ops.activation)][gamma];
+  const bool softmax = ops.activation == core::Activation::Softmax;
   const int64_t C = ops.channels;
+  const int64_t columns = ops.columns();
   const int64_t units_per_image = (ops.pixels + kBlock - 1) / kBlock;
   const int64_t units = ops.batch * units_per_image;
-  std::vector<acc_t> partials(units * C * 3, acc_t(0));
+  std::vector<acc_t> partials(units * C * columns, acc_t(0));
   std::vector<char> labels_in_range(units, 1);
 
   for_each_unit<acc_t>(ops, [&](int64_t u, int64_t n, int64_t begin, int64_t length,
                                 DiceScratch<acc_t>& scratch) {
     DiceUnit<scalar_t, acc_t> unit(ops, scratch, n, begin, length);
     labels_in_range[u] = unit.labels_in_range;
-    int64_t row_stride = 0;
-    const acc_t* x = unit.input_rows(&row_stride);
-    if (ops.activation == core::Activation::Softmax) {
-      acc_t* p = unit.scratch.p.data();
-      loops.softmax(x, row_stride, C, length, p, unit.scratch.work.data());
-      x = p;
-      row_stride = length;
+    int64_t x_stride = 0;
+    const acc_t* x = unit.input_rows(&x_stride);
+    const acc_t* p = x;  // the rows that the Dice terms read
+    int64_t p_stride = x_stride;
+    acc_t* lse = ops.cross_entropy ? scratch.lse.data() : nullptr;
+    if (softmax) {
+      loops.softmax(x, x_stride, C, length, scratch.p.data(), scratch.work.data(), lse);
+      p = scratch.p.data();
+      p_stride = length;
     }
     for (int64_t c = 0; c < C; ++c) {
-      sum_row(x + c * row_stride, unit.target_row(c), unit.mask, length, acc_t(ops.gamma),
-              &partials[(u * C + c) * 3]);
+      acc_t* out = &partials[(u * C + c) * columns];
+      const acc_t* y = unit.target_row(c);
+      if (!ops.cross_entropy) {
+        sum_row(p + c * p_stride, y, unit.mask, length, acc_t(ops.gamma), out);
+      } else if (softmax) {
+        loops.softmax_ce_sums[gamma](p + c * p_stride, x + c * x_stride, lse, y, unit.mask,
+                                     length, acc_t(ops.gamma), out);
+      } else {
+        loops.sigmoid_ce_sums[gamma](x + c * x_stride, y, unit.mask, length, acc_t(ops.gamma),
+                                     out);
+      }
     }
   });
 
   TORCH_CHECK(std::all_of(labels_in_range.begin(), labels_in_range.end(),
                           [](char ok) { return ok != 0; }),
-              kSumsOp, ": class indices in target must lie in [0, ", core::number_of_labels(C), ")",
-              ops.ignore_index ? " or equal ignore_index" : "", " for input with ", C,
+              kSumsOp, ": class indices in target must lie in [0, ", core::number_of_labels(C),
+              ")", ops.ignore_index ? " or equal ignore_index" : "", " for input with ", C,
               " channel(s)");
   acc_t* out = sums.mutable_data_ptr<acc_t>();
   for (int64_t n = 0; n < ops.batch; ++n) {
-    for (int64_t k = 0; k < C * 3; ++k) {
+    for (int64_t k = 0; k < C * columns; ++k) {
       double total = 0;  // in unit order: independent of the thread count
       for (int64_t b = 0; b < units_per_image; ++b) {
-        total += double(partials[(n * units_per_image + b) * C * 3 + k]);
+        total += double(partials[(n * units_per_image + b) * C * columns + k]);
       }
-      out[n * C * 3 + k] = acc_t(total);
+      out[n * C * columns + k] = acc_t(total);
     }
   }
 }
@@ -187,10 +201,13 @@ void dice_sums_backward_kernel(const DiceOperands& ops, const at::Tensor& grad_s
                                at::Tensor& grad_input) {
   using acc_t = at::opmath_type<scalar_t>;
   const auto& loops = dice_loops<acc_t>();
-  const auto grad_row = loops.grads[row_activation_index(ops.activation)][int(ops.gamma_kind)];
+  const int gamma_index = int(ops.gamma_kind);
+  const auto grad_row = loops.grads[row_activation_index(ops.activation)][gamma_index];
   const int64_t C = ops.channels;
+  const int64_t columns = ops.columns();
   const acc_t* dsums = grad_sums.const_data_ptr<acc_t>();
   const acc_t gamma = acc_t(ops.gamma);
+
   for_each_unit<acc_t>(ops, [&](int64_t, int64_t n, int64_t begin, int64_t length,
                                 DiceScratch<acc_t>& scratch) {
     DiceUnit<scalar_t, acc_t> unit(ops, scratch, n, begin, length);
@@ -198,15 +215,25 @@ void dice_sums_backward_kernel(const DiceOperands& ops, const at::Tensor& grad_s
     int64_t row_stride = 0;
     const acc_t* x = unit.input_rows(&row_stride);
     scalar_t* out = grad_input.mutable_data_ptr<scalar_t>() + n * C * ops.pixels + begin;
-    const acc_t* ds = dsums + n * C * 3;
+    const acc_t* ds = dsums + n * C * columns;  // dL/d(column) of this image's channels
     if (ops.activation == core::Activation::Softmax) {
-      // dL/dp per channel, then through the softmax's Jacobian.
-      loops.softmax(x, row_stride, C, length, s.p.data(), s.work.data());
+      // dL/dp per channel, then through the softmax's Jacobian, then the
+      // cross-entropy's own term.
+      loops.softmax(x, row_stride, C, length, s.p.data(), s.work.data(), nullptr);
+      std::vector<const acc_t*> y_rows(C);
+      std::vector<acc_t> d_positive(C);
       for (int64_t c = 0; c < C; ++c) {
-        grad_row(s.p.data() + c * length, unit.target_row(c), unit.mask, length, gamma,
-                 ds[c * 3], ds[c * 3 + 1], s.grad_p.data() + c * length);
+        y_rows[c] = unit.target_row(c);
+        grad_row(s.p.data() + c * length, y_rows[c], unit.mask, length, gamma,
+                 ds[c * columns + core::kIntersection], ds[c * columns + core::kPrediction],
+                 s.grad_p.data() + c * length);
+        if (ops.cross_entropy) d_positive[c] = ds[c * columns + core::kPositiveNll];
       }
       loops.softmax_grad(s.p.data(), s.grad_p.data(), C, length, s.grad.data(), s.work.data());
+      if (ops.cross_entropy) {
+        loops.softmax_ce_grad_add(s.p.data(), y_rows.data(), unit.mask, d_positive.data(), C,
+                                  length, s.grad.data(), s.work.data());
+      }
       for (int64_t c = 0; c < C; ++c) {
         const acc_t* g = s.grad.data() + c * length;
         scalar_t* dst = out + c * ops.pixels;
@@ -217,8 +244,14 @@ void dice_sums_backward_kernel(const DiceOperands& ops, const at::Tensor& grad_s
     for (int64_t c = 0; c < C; ++c) {
       scalar_t* dst = out + c * ops.pixels;
       acc_t* g = cpu::block_output(dst, s.grad.data());
-      grad_row(x + c * row_stride, unit.target_row(c), unit.mask, length, gamma, ds[c * 3],
-               ds[c * 3 + 1], g);
+      const acc_t* d = ds + c * columns;
+      if (ops.cross_entropy) {
+        loops.sigmoid_ce_grads[gamma_index](x + c * row_stride, unit.target_row(c), unit.mask,
+                                            length, gamma, d, g);
+      } else {
+        grad_row(x + c * row_stride, unit.target_row(c), unit.mask, length, gamma,
+                 d[core::kIntersection], d[core::kPrediction], g);
+      }
       cpu::store_block(g, length, dst);
     }
   });
@@ -227,10 +260,10 @@ void dice_sums_backward_kernel(const DiceOperands& ops, const at::Tensor& grad_s
 at::Tensor dice_sums_cpu(const at::Tensor& input, const at::Tensor& target,
                          std::string_view activation, double gamma,
                          std::optional<int64_t> ignore_index,
-                         const std::optional<at::Tensor>& mask) {
-  const DiceOperands ops =
-      prepare_dice_operands(kSumsOp, input, target, activation, gamma, ignore_index, mask);
-  at::Tensor sums = empty_dice_sums(ops.input);
+                         const std::optional<at::Tensor>& mask, bool cross_entropy) {
+  const DiceOperands ops = prepare_dice_operands(kSumsOp, input, target, activation, gamma,
+                                                 ignore_index, mask, cross_entropy);
+  at::Tensor sums = empty_dice_sums(ops.input, cross_entropy);
   sums.zero_();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ops.input.scalar_type(),
                                   "segloss_dice_sums_cpu",
@@ -241,10 +274,10 @@ at::Tensor dice_sums_cpu(const at::Tensor& input, const at::Tensor& target,
 at::Tensor dice_sums_backward_cpu(const at::Tensor& grad_sums, const at::Tensor& input,
                                   const at::Tensor& target, std::string_view activation,
                                   double gamma, std::optional<int64_t> ignore_index,
-                                  const std::optional<at::Tensor>& mask) {
-  const DiceOperands ops =
-      prepare_dice_operands(kSumsOp, input, target, activation, gamma, ignore_index, mask);
-  const at::Tensor dsums = prepare_dice_grad_sums(kSumsOp, grad_sums, ops.input);
+                                  const std::optional<at::Tensor>& mask, bool cross_entropy) {
+  const DiceOperands ops = prepare_dice_operands(kSumsOp, input, target, activation, gamma,
+                                                 ignore_index, mask, cross_entropy);
+  const at::Tensor dsums = prepare_dice_grad_sums(kSumsOp, grad_sums, ops.input, cross_entropy);
   at::Tensor grad_input = at::empty_like(ops.input, at::MemoryFormat::Contiguous);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, ops.input.scalar_type(), "segloss_dice_sums_backward_cpu",
