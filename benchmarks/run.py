@@ -1,7 +1,7 @@
 """Forward+backward timings of segloss's ops against the references in the same run.
 
     ./dev bench                         # CPU, every suite, with torch.compile anchors
-    ./dev bench --suite dice            # one suite (bce, dice)
+    ./dev bench --suite dice            # one suite (bce, dice, dice_ce)
     ./dev bench --device cuda           # on a GPU (adds peak extra memory)
     ./dev bench --no-compile --repeats 10
     ./dev bench --suite dice --memory   # peak extra memory instead of time
@@ -125,7 +125,37 @@ def dice_cases(device) -> List[Case]:
     return cases
 
 
-SUITES = {"bce": bce_cases, "dice": dice_cases}
+def nnunet_dice_and_ce(x, y, smooth: float = 1e-5):
+    """nnU-Net's DC_and_CE_loss in eager ops: soft Dice on softmax without the
+    background (as -dice) plus cross-entropy, on a one-hot target."""
+    cross_entropy = F.cross_entropy(x, y[:, 0].long())
+    p = torch.softmax(x, 1)
+    one_hot = torch.zeros_like(p).scatter_(1, y.long(), 1)
+    dims = tuple(range(2, x.dim()))
+    tp = (p * one_hot).sum(dims)
+    fp = (p * (1 - one_hot)).sum(dims)
+    fn = ((1 - p) * one_hot).sum(dims)
+    dice = (2 * tp + smooth) / torch.clip(2 * tp + fp + fn + smooth, 1e-8)
+    return cross_entropy - dice[:, 1:].mean()
+
+
+def dice_ce_cases(device) -> List[Case]:
+    from monai.losses import DiceCELoss as MonaiDiceCELoss
+
+    monai = MonaiDiceCELoss(softmax=True, to_onehot_y=True)
+    shape = (2, 4, 128, 128, 128)
+    return [
+        Case("dice+ce, softmax, label map", shape, class_map,
+             lambda x, y: segloss.dice_ce_loss(x, y, activation="softmax"),
+             "MONAI", monai, nnunet_dice_and_ce),
+        Case("dice+ce, softmax, label map, no background", shape, class_map,
+             lambda x, y: segloss.dice_ce_loss(x, y, activation="softmax",
+                                               include_background=False),
+             "nnU-Net-style eager", nnunet_dice_and_ce, nnunet_dice_and_ce),
+    ]
+
+
+SUITES = {"bce": bce_cases, "dice": dice_cases, "dice_ce": dice_ce_cases}
 
 
 def forward_backward(loss_fn: Loss, x: torch.Tensor, y: torch.Tensor):
