@@ -261,6 +261,20 @@ def dice_torch(x, target, *, activation="sigmoid", gamma=1.0, smooth_nr=1e-5, sm
     """float64 eager PyTorch on the CPU: (loss, autograd d loss / d x); the
     gradient is None without grad_output."""
     x = x.detach().to("cpu", torch.float64).requires_grad_(grad_output is not None)
+    loss = dice_torch_loss(x, target, activation=activation, gamma=gamma, smooth_nr=smooth_nr,
+                           smooth_dr=smooth_dr, batch_dice=batch_dice,
+                           include_background=include_background, class_weights=class_weights,
+                           ignore_index=ignore_index, mask=mask, reduction=reduction)
+    grad = None
+    if grad_output is not None:
+        (grad,) = torch.autograd.grad(loss, x, grad_output.detach().to("cpu", torch.float64))
+    return loss.detach(), grad
+
+
+def dice_torch_loss(x, target, *, activation="sigmoid", gamma=1.0, smooth_nr=1e-5,
+                    smooth_dr=1e-5, batch_dice=False, include_background=True,
+                    class_weights=None, ignore_index=None, mask=None, reduction="mean"):
+    """dice_torch's loss of a float64 CPU `x`, still attached to x's graph."""
     sums = dice_sums_torch(x, target, activation, gamma, ignore_index, mask)
     if batch_dice:
         sums = sums.sum(0)
@@ -281,10 +295,7 @@ def dice_torch(x, target, *, activation="sigmoid", gamma=1.0, smooth_nr=1e-5, sm
         loss = per
     else:
         raise ValueError(reduction)
-    grad = None
-    if grad_output is not None:
-        (grad,) = torch.autograd.grad(loss, x, grad_output.detach().to("cpu", torch.float64))
-    return loss.detach(), grad
+    return loss
 
 
 def dice_reference(x, target, grad_output=None, **options):
@@ -296,3 +307,81 @@ def dice_reference(x, target, grad_output=None, **options):
     loss, grad = dice_np(_np(x), t, grad_output=_np(grad_output), **opts)
     return (torch.from_numpy(np.array(loss, dtype=np.float64)),
             None if grad is None else torch.from_numpy(np.ascontiguousarray(grad)))
+
+
+# --------------------------------------------------------------------------
+# Dice + cross-entropy reference: lambda_dice * Dice + lambda_ce * CE, the
+# Dice from dice_torch_loss and the CE from torch.nn.functional (cross_entropy
+# for softmax, binary_cross_entropy_with_logits with a per-channel pos_weight
+# for sigmoid). Nothing here calls segloss.
+
+def _labels_and_keep(x, target, ignore_index, mask):
+    """(int64 labels (N, *spatial), bool keep (N, *spatial)) of a class-index target."""
+    labels = target.detach().to("cpu", torch.int64)
+    if labels.dim() == x.dim():
+        labels = labels.squeeze(1)
+    keep = torch.ones_like(labels, dtype=torch.bool)
+    if ignore_index is not None:
+        keep = labels != ignore_index
+    if mask is not None:
+        m = (mask.detach().to("cpu") != 0).expand((x.shape[0], 1) + tuple(x.shape[2:]))
+        keep = keep & m[:, 0]
+    return labels, keep
+
+
+def cross_entropy_torch(x, target, *, activation="softmax", class_weights=None,
+                        ignore_index=None, mask=None, reduction="mean"):
+    """The CE half of Dice + CE for a float64 CPU `x` (attached to x's graph)."""
+    N, C = x.shape[:2]
+    w = None if class_weights is None else class_weights.detach().to("cpu", torch.float64)
+    dense = target.dtype.is_floating_point
+    if dense:
+        y = target.detach().to("cpu", torch.float64)
+        keep = torch.ones((N,) + tuple(x.shape[2:]), dtype=torch.bool)
+        if mask is not None:
+            m = (mask.detach().to("cpu") != 0).expand((N, 1) + tuple(x.shape[2:]))
+            keep = keep & m[:, 0]
+    else:
+        labels, keep = _labels_and_keep(x, target, ignore_index, mask)
+    if activation == "softmax":
+        if dense:
+            per_pixel = F.cross_entropy(x, y, weight=w, reduction="none")
+            total = (per_pixel * keep).sum()
+            return total / keep.sum() if reduction == "mean" else total
+        # Masked-out pixels become ignored ones.
+        sentinel = -100 if ignore_index is None else int(ignore_index)
+        masked = torch.where(keep, labels, torch.full_like(labels, sentinel))
+        return F.cross_entropy(x, masked, weight=w, ignore_index=sentinel, reduction=reduction)
+    if activation == "sigmoid":
+        if not dense:
+            safe = torch.where(keep, labels, torch.zeros_like(labels))
+            if C == 1:
+                y = (safe == 1).to(torch.float64).unsqueeze(1)
+            else:
+                y = F.one_hot(safe, C).movedim(-1, 1).to(torch.float64)
+        pos_weight = None if w is None else w.view((C,) + (1,) * (x.dim() - 2))
+        per = F.binary_cross_entropy_with_logits(x, y, pos_weight=pos_weight, reduction="none")
+        m = keep.unsqueeze(1).to(torch.float64).expand_as(per)
+        total = (per * m).sum()
+        return total / m.sum() if reduction == "mean" else total
+    raise ValueError(activation)
+
+
+def dice_ce_torch(x, target, *, activation="softmax", gamma=1.0, smooth_nr=1e-5,
+                  smooth_dr=1e-5, batch_dice=False, include_background=True,
+                  class_weights=None, ignore_index=None, mask=None, lambda_dice=1.0,
+                  lambda_ce=1.0, reduction="mean", grad_output=None):
+    """float64 eager PyTorch on the CPU: (loss, autograd d loss / d x) of
+    lambda_dice * Dice + lambda_ce * CE; the gradient is None without grad_output."""
+    x = x.detach().to("cpu", torch.float64).requires_grad_(grad_output is not None)
+    dice = dice_torch_loss(x, target, activation=activation, gamma=gamma, smooth_nr=smooth_nr,
+                           smooth_dr=smooth_dr, batch_dice=batch_dice,
+                           include_background=include_background, class_weights=class_weights,
+                           ignore_index=ignore_index, mask=mask, reduction=reduction)
+    ce = cross_entropy_torch(x, target, activation=activation, class_weights=class_weights,
+                             ignore_index=ignore_index, mask=mask, reduction=reduction)
+    loss = lambda_dice * dice + lambda_ce * ce
+    grad = None
+    if grad_output is not None:
+        (grad,) = torch.autograd.grad(loss, x, grad_output.detach().to("cpu", torch.float64))
+    return loss.detach(), grad

@@ -126,14 +126,14 @@ at::Tensor dice_ce_loss(const at::Tensor& input, const at::Tensor& target,
                         std::optional<int64_t> ignore_index,
                         const std::optional<at::Tensor>& mask, double lambda_dice,
                         double lambda_ce, std::string_view reduction) {
-  const core::Activation parsed_activation = parse_activation(kDiceCeOp, activation);
-  TORCH_CHECK_VALUE(parsed_activation != core::Activation::None, kDiceCeOp,
+  TORCH_CHECK_VALUE(activation == "sigmoid" || activation == "softmax", kDiceCeOp,
                     ": activation must be 'sigmoid' or 'softmax' (the cross-entropy needs "
                     "logits), got '",
                     activation, "'");
+  TORCH_CHECK_VALUE(reduction == "mean" || reduction == "sum", kDiceCeOp,
+                    ": reduction must be 'mean' or 'sum', got '", reduction, "'");
+  const core::Activation parsed_activation = parse_activation(kDiceCeOp, activation);
   const Reduction parsed_reduction = parse_reduction(kDiceCeOp, reduction);
-  TORCH_CHECK_VALUE(parsed_reduction != Reduction::None, kDiceCeOp,
-                    ": reduction must be 'mean' or 'sum', got 'none'");
   const at::Tensor sums =
       dice_sums(input, target, activation, gamma, ignore_index, mask, /*cross_entropy=*/true);
   const at::Tensor dice =
