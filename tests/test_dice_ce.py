@@ -46,7 +46,7 @@ from monai.losses import DiceCELoss as MonaiDiceCELoss
 
 import segloss
 from helpers import (assert_matches, make_dice_input, make_dice_target, make_labels, make_mask)
-from reference import dice_ce_torch, dice_reference, dice_sums_torch
+from reference import dice_ce_torch, dice_reference, dice_sums_torch, dice_torch
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.*deprecated:DeprecationWarning")
 
@@ -676,3 +676,22 @@ def test_gradient_of_target_and_mask_is_refused(argument, gen):
         segloss.dice_ce_loss(x, args["target"], mask=args["mask"])
     args[argument] = args[argument].detach()
     segloss.dice_ce_loss(x, args["target"], mask=args["mask"])
+
+
+@pytest.mark.parametrize("loss_name", ["dice_loss", "dice_ce_loss"])
+def test_autocast_computes_in_float32(loss_name, gen):
+    # Under autocast the Dice losses run in float32 and return float32, as
+    # PyTorch's own losses do; the reference is the float64 composite on the
+    # same (bfloat16-rounded) values.
+    x = torch.randn(2, 3, 9, 7, generator=gen).to(torch.bfloat16)
+    labels = torch.randint(0, 3, (2, 9, 7), generator=gen)
+    loss_fn = getattr(segloss, loss_name)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = loss_fn(x, labels, activation="softmax")
+    assert loss.dtype == torch.float32
+    x64 = x.double()
+    if loss_name == "dice_loss":
+        expected = dice_torch(x64, labels, activation="softmax")[0]
+    else:
+        expected = dice_ce_torch(x64, labels, activation="softmax")[0]
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
