@@ -43,12 +43,16 @@ const cpu::DiceBlockLoops<acc_t>& dice_loops() {
 template <typename acc_t>
 struct DiceScratch {
   std::vector<acc_t> x, p, y, grad_p, grad, mask, work, lse, ones;
+  std::vector<const acc_t*> y_rows;  // each channel's target row
+  std::vector<acc_t> d_positive;     // each channel's dL/d(positive NLL)
 
   void ensure(int64_t channels) {
     if (!x.empty()) return;
     for (auto* rows : {&x, &p, &y, &grad_p, &grad}) rows->resize(channels * kBlock);
     for (auto* row : {&mask, &work, &lse}) row->resize(kBlock);
     ones.assign(kBlock, acc_t(1));
+    y_rows.resize(channels);
+    d_positive.resize(channels);
   }
 };
 
@@ -220,8 +224,8 @@ void dice_sums_backward_kernel(const DiceOperands& ops, const at::Tensor& grad_s
       // dL/dp per channel, then through the softmax's Jacobian, then the
       // cross-entropy's own term.
       loops.softmax(x, row_stride, C, length, s.p.data(), s.work.data(), nullptr);
-      std::vector<const acc_t*> y_rows(C);
-      std::vector<acc_t> d_positive(C);
+      std::vector<const acc_t*>& y_rows = s.y_rows;
+      std::vector<acc_t>& d_positive = s.d_positive;
       for (int64_t c = 0; c < C; ++c) {
         y_rows[c] = unit.target_row(c);
         grad_row(s.p.data() + c * length, y_rows[c], unit.mask, length, gamma,
