@@ -1118,3 +1118,37 @@ def test_meta_tensors_give_shapes_and_dtypes(batch_dice, reduction):
     assert sums.shape == (2, 3, 3) and sums.dtype == torch.float32
     sums = torch.ops.segloss._dice_sums(x.double(), labels, "softmax", 1.0, None, None)
     assert sums.dtype == torch.float64
+
+
+_LABEL_DTYPES_CHILD = r"""
+import sys, torch, segloss
+out = {}
+gen = torch.Generator().manual_seed(0)
+for dtype in (torch.uint8, torch.int32, torch.int16, torch.bool):
+    channels = 1 if dtype == torch.bool else 4
+    x = torch.randn(2, channels, 64, 48, generator=gen, dtype=torch.float64)
+    labels = torch.randint(0, 2 if channels == 1 else channels, (2, 64, 48), generator=gen)
+    options = {"activation": "sigmoid" if channels == 1 else "softmax"}
+    if dtype == torch.uint8:
+        labels[0, :3] = 255
+        options["ignore_index"] = 255
+    results = []
+    for target in (labels.to(dtype), labels):
+        xg = x.clone().requires_grad_()
+        loss = segloss.dice_loss(xg, target, **options)
+        loss.backward()
+        results.append((loss.detach(), xg.grad))
+    out[str(dtype)] = results
+torch.save(out, sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("isa", ["baseline", "avx2", "avx512"])
+def test_narrow_label_dtypes_read_in_place_equal_int64(isa, tmp_path):
+    # uint8 / int32 maps are read in place (others converted); each
+    # instruction set gives exactly the int64 map's loss and gradient, over
+    # several 2048-pixel blocks.
+    run_python(_LABEL_DTYPES_CHILD, str(tmp_path / "out.pt"), env_update={"SEGLOSS_CPU_ISA": isa})
+    for dtype, ((loss, grad), (loss64, grad64)) in torch.load(tmp_path / "out.pt").items():
+        assert torch.equal(loss, loss64), dtype
+        assert torch.equal(grad, grad64), dtype

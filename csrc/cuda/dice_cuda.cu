@@ -35,6 +35,12 @@ constexpr int64_t kMaxBlocksPerImage = 256;  // fixed: the partials' order never
 constexpr int64_t kMaxPixelBlocks = 65535;
 constexpr int64_t kMaxGridY = 65535;
 
+// The CUDA kernels read class indices as int64.
+DiceOperands with_int64_labels(DiceOperands ops) {
+  if (ops.labels.defined()) ops.labels = ops.labels.to(at::kLong);
+  return ops;
+}
+
 // The operands as raw pointers, and the per-pixel reads.
 template <typename scalar_t, typename acc_t>
 struct DiceDevice {
@@ -327,8 +333,8 @@ at::Tensor dice_sums_cuda(const at::Tensor& input, const at::Tensor& target,
                           std::optional<int64_t> ignore_index,
                           const std::optional<at::Tensor>& mask, bool cross_entropy) {
   const c10::cuda::CUDAGuard guard(input.device());
-  const DiceOperands ops = prepare_dice_operands(kSumsOp, input, target, activation, gamma,
-                                                 ignore_index, mask, cross_entropy);
+  const DiceOperands ops = with_int64_labels(prepare_dice_operands(
+      kSumsOp, input, target, activation, gamma, ignore_index, mask, cross_entropy));
   at::Tensor sums = empty_dice_sums(ops.input, cross_entropy);
   sums.zero_();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ops.input.scalar_type(),
@@ -342,8 +348,8 @@ at::Tensor dice_sums_backward_cuda(const at::Tensor& grad_sums, const at::Tensor
                                    double gamma, std::optional<int64_t> ignore_index,
                                    const std::optional<at::Tensor>& mask, bool cross_entropy) {
   const c10::cuda::CUDAGuard guard(input.device());
-  const DiceOperands ops = prepare_dice_operands(kSumsOp, input, target, activation, gamma,
-                                                 ignore_index, mask, cross_entropy);
+  const DiceOperands ops = with_int64_labels(prepare_dice_operands(
+      kSumsOp, input, target, activation, gamma, ignore_index, mask, cross_entropy));
   const at::Tensor dsums = prepare_dice_grad_sums(kSumsOp, grad_sums, ops.input, cross_entropy);
   at::Tensor grad_input = at::empty(ops.input.sizes(), ops.input.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(

@@ -22,7 +22,7 @@ core::GammaKind gamma_kind(std::string_view op, double gamma);
 struct DiceOperands {
   at::Tensor input;         // contiguous, floating point
   at::Tensor dense_target;  // contiguous, input's shape and dtype; or undefined
-  at::Tensor labels;        // contiguous int64 (N, S) class indices; or undefined
+  at::Tensor labels;        // contiguous (N, S) class indices, uint8, int32 or int64; or undefined
   at::Tensor mask;          // undefined, or 0/1 in input's dtype expanded to (N, 1, *spatial)
   core::BroadcastIndexer mask_index;  // walks `mask` over the (N, S) pixels
   core::Activation activation = core::Activation::Sigmoid;

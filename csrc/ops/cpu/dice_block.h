@@ -7,6 +7,8 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
+#include <type_traits>
 
 #include "../../core/dice.h"
 
@@ -42,24 +44,28 @@ struct DiceBlockLoops {
   // grad rows = p (dL/dp - sum_k p_k dL/dp_k), rows of n values; `work` holds n values.
   using SoftmaxGrad = void (*)(const T* p, const T* grad_p, std::int64_t channels,
                                std::int64_t n, T* grad, T* work);
+  // Class-index loops, for labels of each LabelType (`labels` points to them).
   // mask_out[i] = 0 where labels[i] == ignore_index (if has_ignore), else
   // mask_in[i]; sets *invalid if a label is neither ignored nor in [0, count).
-  using MaskLabels = void (*)(const std::int64_t* labels, const T* mask_in, std::int64_t n,
+  using MaskLabels = void (*)(const void* labels, const T* mask_in, std::int64_t n,
                               bool has_ignore, std::int64_t ignore_index, std::int64_t count,
                               T* mask_out, int* invalid);
   // y[i] = labels[i] == label ? 1 : 0.
-  using OneHotRow = void (*)(const std::int64_t* labels, std::int64_t label, std::int64_t n, T* y);
+  using OneHotRow = void (*)(const void* labels, std::int64_t label, std::int64_t n, T* y);
   Sums sums[2][3];
   Grad grads[2][3];
   Softmax softmax;
   SoftmaxGrad softmax_grad;
-  MaskLabels mask_labels;
-  OneHotRow one_hot_row;
+  MaskLabels mask_labels[3];  // by LabelType
+  OneHotRow one_hot_row[3];
   SigmoidCeSums sigmoid_ce_sums[3];  // by GammaKind
   SoftmaxCeSums softmax_ce_sums[3];
   SigmoidCeGrad sigmoid_ce_grads[3];
   SoftmaxCeGradAdd softmax_ce_grad_add;
 };
+
+// The label dtypes read in place; others are converted to int64 first.
+enum LabelType : int { kUint8Labels = 0, kInt32Labels = 1, kInt64Labels = 2 };
 
 struct DiceBlockFunctions {
   DiceBlockLoops<float> f32;
@@ -168,25 +174,40 @@ void softmax_grad_block(const T* p, const T* grad_p, std::int64_t channels, std:
   }
 }
 
-template <typename T>
-void mask_labels_block(const std::int64_t* labels, const T* mask_in, std::int64_t n,
+template <typename T, typename label_t>
+void mask_labels_block(const void* label_data, const T* mask_in, std::int64_t n,
                        bool has_ignore, std::int64_t ignore_index, std::int64_t count,
                        T* mask_out, int* invalid) {
+  const label_t* labels = static_cast<const label_t*>(label_data);
+  // Compare in int32 for the narrow types: with uint8 labels widened to
+  // int64, the AVX2 and AVX-512 builds of this loop (g++ 12) flagged valid
+  // labels as out of range. An ignore_index outside that width matches no
+  // label.
+  using wide_t = std::conditional_t<sizeof(label_t) < 8, std::int32_t, std::int64_t>;
+  constexpr std::int64_t kLow = std::numeric_limits<wide_t>::min();
+  constexpr std::int64_t kHigh = std::numeric_limits<wide_t>::max();
+  const bool ignore = has_ignore && ignore_index >= kLow && ignore_index <= kHigh;
+  const wide_t ignored_label = ignore ? wide_t(ignore_index) : wide_t(0);
+  const wide_t label_count = count < kHigh ? wide_t(count) : wide_t(kHigh);
   int bad = 0;
 #pragma omp simd reduction(| : bad)
   for (std::int64_t i = 0; i < n; ++i) {
-    const std::int64_t label = labels[i];
-    const bool ignored = has_ignore && label == ignore_index;
-    bad |= int(!ignored && (label < 0 || label >= count));
+    const wide_t label = wide_t(labels[i]);
+    const bool ignored = ignore && label == ignored_label;
+    bad |= int(!ignored && (label < 0 || label >= label_count));
     mask_out[i] = ignored ? T(0) : mask_in[i];
   }
   *invalid |= bad;
 }
 
-template <typename T>
-void one_hot_row_block(const std::int64_t* labels, std::int64_t label, std::int64_t n, T* y) {
+template <typename T, typename label_t>
+void one_hot_row_block(const void* label_data, std::int64_t label, std::int64_t n, T* y) {
+  const label_t* labels = static_cast<const label_t*>(label_data);
+  using wide_t = std::conditional_t<sizeof(label_t) < 8, std::int32_t, std::int64_t>;
+  // Channel labels are small (< number of channels): they fit in wide_t.
+  const wide_t channel_label = wide_t(label);
 #pragma omp simd
-  for (std::int64_t i = 0; i < n; ++i) y[i] = labels[i] == label ? T(1) : T(0);
+  for (std::int64_t i = 0; i < n; ++i) y[i] = wide_t(labels[i]) == channel_label ? T(1) : T(0);
 }
 
 template <core::GammaKind K, typename T>
@@ -283,8 +304,12 @@ DiceBlockLoops<T> dice_block_loops() {
   loops.grads[1][2] = &dice_grad_block<false, GammaKind::General, T>;
   loops.softmax = &softmax_block<T>;
   loops.softmax_grad = &softmax_grad_block<T>;
-  loops.mask_labels = &mask_labels_block<T>;
-  loops.one_hot_row = &one_hot_row_block<T>;
+  loops.mask_labels[kUint8Labels] = &mask_labels_block<T, std::uint8_t>;
+  loops.mask_labels[kInt32Labels] = &mask_labels_block<T, std::int32_t>;
+  loops.mask_labels[kInt64Labels] = &mask_labels_block<T, std::int64_t>;
+  loops.one_hot_row[kUint8Labels] = &one_hot_row_block<T, std::uint8_t>;
+  loops.one_hot_row[kInt32Labels] = &one_hot_row_block<T, std::int32_t>;
+  loops.one_hot_row[kInt64Labels] = &one_hot_row_block<T, std::int64_t>;
   loops.sigmoid_ce_sums[0] = &sigmoid_ce_sums_block<GammaKind::One, T>;
   loops.sigmoid_ce_sums[1] = &sigmoid_ce_sums_block<GammaKind::Two, T>;
   loops.sigmoid_ce_sums[2] = &sigmoid_ce_sums_block<GammaKind::General, T>;

@@ -63,7 +63,8 @@ struct DiceUnit {
   DiceScratch<acc_t>& scratch;
   int64_t n, begin, length;
   const acc_t* mask = nullptr;
-  const int64_t* labels = nullptr;  // this unit's class indices, if the target is a map
+  const void* labels = nullptr;  // this unit's class indices, if the target is a map
+  int label_type = cpu::kInt64Labels;
   bool labels_in_range = true;
 
   DiceUnit(const DiceOperands& operands, DiceScratch<acc_t>& s, int64_t image, int64_t first,
@@ -77,12 +78,16 @@ struct DiceUnit {
                      s.mask.data());
     }
     if (ops.labels.defined()) {
-      labels = ops.labels.const_data_ptr<int64_t>() + pixel0;
+      const at::ScalarType dtype = ops.labels.scalar_type();
+      label_type = dtype == at::kByte  ? cpu::kUint8Labels
+                   : dtype == at::kInt ? cpu::kInt32Labels
+                                       : cpu::kInt64Labels;
+      labels = static_cast<const char*>(ops.labels.const_data_ptr()) +
+               pixel0 * ops.labels.element_size();
       int invalid = 0;
-      dice_loops<acc_t>().mask_labels(labels, m, length, ops.ignore_index.has_value(),
-                                      ops.ignore_index.value_or(0),
-                                      core::number_of_labels(ops.channels), s.mask.data(),
-                                      &invalid);
+      dice_loops<acc_t>().mask_labels[label_type](
+          labels, m, length, ops.ignore_index.has_value(), ops.ignore_index.value_or(0),
+          core::number_of_labels(ops.channels), s.mask.data(), &invalid);
       labels_in_range = invalid == 0;
       m = s.mask.data();
     }
@@ -110,8 +115,8 @@ struct DiceUnit {
   const acc_t* target_row(int64_t c) {
     acc_t* dst = scratch.y.data() + c * kBlock;
     if (labels != nullptr) {
-      dice_loops<acc_t>().one_hot_row(labels, core::label_of_channel(ops.channels, c), length,
-                                      dst);
+      dice_loops<acc_t>().one_hot_row[label_type](
+          labels, core::label_of_channel(ops.channels, c), length, dst);
       return dst;
     }
     const core::BroadcastIndexer identity;
