@@ -253,22 +253,35 @@ def make_dice_grad_output(shape, gen, dtype=torch.float64, device="cpu", *, batc
     return torch.tensor(1.25, dtype=dtype, device=device)
 
 
-def dice_forward_backward(x, target, grad_output=None, entry="functional", **options):
-    """segloss's Dice loss and input gradient (None when grad_output is None),
-    through `entry`: 'functional' (segloss.dice_loss), 'op'
-    (torch.ops.segloss.dice_loss) or 'module' (segloss.nn.DiceLoss)."""
+def dice_forward_backward(x, target, grad_output=None, entry="functional", loss="dice_loss",
+                          **options):
+    """segloss's Dice loss (or, with loss="dice_ce_loss", Dice + CE) and input
+    gradient (None when grad_output is None), through `entry`: 'functional'
+    (segloss.<loss>), 'op' (torch.ops.segloss.<loss>) or 'module'
+    (segloss.nn.DiceLoss / DiceCELoss)."""
     x = x.detach().requires_grad_(grad_output is not None)
     if entry == "functional":
-        loss = segloss.dice_loss(x, target, **options)
+        value = getattr(segloss, loss)(x, target, **options)
     elif entry == "op":
-        loss = torch.ops.segloss.dice_loss(x, target, **options)
+        value = getattr(torch.ops.segloss, loss)(x, target, **options)
     elif entry == "module":
         options = dict(options)
         mask = options.pop("mask", None)
-        loss = segloss.nn.DiceLoss(**options)(x, target, mask)
+        module = {"dice_loss": segloss.nn.DiceLoss, "dice_ce_loss": segloss.nn.DiceCELoss}[loss]
+        value = module(**options)(x, target, mask)
     else:
         raise ValueError(entry)
     grad = None
     if grad_output is not None:
-        (grad,) = torch.autograd.grad(loss, x, grad_output)
-    return loss.detach(), grad
+        (grad,) = torch.autograd.grad(value, x, grad_output)
+    return value.detach(), grad
+
+
+def assert_close_to_scale(actual, expected, tol, msg=""):
+    """|actual - expected| <= tol * (|expected| + max |expected|), NaN == NaN."""
+    expected = expected.detach().to("cpu", torch.float64)
+    scale = float(expected.abs().max()) if expected.numel() else 1.0
+    assert actual.shape == expected.shape, (msg, actual.shape, expected.shape)
+    torch.testing.assert_close(actual.detach().to("cpu", torch.float64), expected, rtol=tol,
+                               atol=tol * max(scale, 1e-30), equal_nan=True,
+                               msg=lambda m: f"{msg}\n{m}")

@@ -21,8 +21,9 @@ import torch._dynamo.testing
 from monai.losses import DiceLoss as MonaiDiceLoss
 
 import segloss
-from helpers import (assert_matches, dice_forward_backward, dice_loss_shape, make_dice_grad_output,
-                     make_dice_input, make_dice_target, make_labels, make_mask, run_python)
+from helpers import (assert_close_to_scale, assert_matches, dice_forward_backward,
+                     dice_loss_shape, make_dice_grad_output, make_dice_input, make_dice_target,
+                     make_labels, make_mask, run_python)
 from reference import ACTIVATIONS, dice_np, dice_reference, dice_sums_torch, dice_torch
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.*deprecated:DeprecationWarning")
@@ -65,16 +66,6 @@ def _check(x, t, g, options, reference=dice_reference, entry="functional", tol_d
     assert_matches(loss, ref_loss, tol_dtype, msg=f"{msg} loss")
     assert_matches(grad, ref_grad, tol_dtype, msg=f"{msg} grad")
     return loss, grad
-
-
-def _close(actual, expected, tol, msg=""):
-    """|actual - expected| <= tol * (|expected| + max |expected|), NaN == NaN."""
-    expected = expected.detach().to(torch.float64)
-    scale = float(expected.abs().max()) if expected.numel() else 1.0
-    assert actual.shape == expected.shape, (msg, actual.shape, expected.shape)
-    torch.testing.assert_close(actual.detach().to(torch.float64), expected, rtol=tol,
-                               atol=tol * max(scale, 1e-30), equal_nan=True,
-                               msg=lambda m: f"{msg}\n{m}")
 
 
 # --------------------------------------------------------------------------
@@ -178,8 +169,8 @@ def test_matches_monai(form, include_background, batch, reduction, gamma, gen):
         else:
             (monai_grad,) = torch.autograd.grad(monai_loss, xm, g)
         assert loss.shape == dice_loss_shape(shape, batch, include_background, reduction)
-        _close(loss, monai_loss, 1e-10, f"{msg} loss")
-        _close(grad, monai_grad, 1e-10, f"{msg} grad")
+        assert_close_to_scale(loss, monai_loss, 1e-10, f"{msg} loss")
+        assert_close_to_scale(grad, monai_grad, 1e-10, f"{msg} grad")
 
 
 @pytest.mark.parametrize("gamma", [1.0, 2.0])
@@ -198,8 +189,8 @@ def test_references_match_monai(activation, kind, gamma, gen):
     (monai_grad,) = torch.autograd.grad(monai_loss, xm, g)
     for reference in (dice_reference, dice_torch):
         loss, grad = reference(x, t, grad_output=g, **options)
-        _close(loss, monai_loss, 1e-12, f"{reference.__name__} loss")
-        _close(grad, monai_grad, 1e-12, f"{reference.__name__} grad")
+        assert_close_to_scale(loss, monai_loss, 1e-12, f"{reference.__name__} loss")
+        assert_close_to_scale(grad, monai_grad, 1e-12, f"{reference.__name__} grad")
 
 
 # --------------------------------------------------------------------------
@@ -257,8 +248,8 @@ def test_numpy_and_torch_references_agree(case, gen):
         x, t, g, options = _case(activation, gen, gamma=gamma, **NUMPY_CASES[case])
         np_loss, np_grad = dice_reference(x, t, grad_output=g, **options)
         torch_loss, torch_grad = dice_torch(x, t, grad_output=g, **options)
-        _close(np_loss, torch_loss, 1e-12, f"{activation} {gamma} loss")
-        _close(np_grad, torch_grad, 1e-12, f"{activation} {gamma} grad")
+        assert_close_to_scale(np_loss, torch_loss, 1e-12, f"{activation} {gamma} loss")
+        assert_close_to_scale(np_grad, torch_grad, 1e-12, f"{activation} {gamma} grad")
 
 
 @pytest.mark.parametrize("entry", ["functional", "op", "module"])
@@ -275,10 +266,10 @@ def test_default_options_are_monai_defaults_with_sigmoid(gen):
     y = make_dice_target("binary", SHAPE_2D, gen)
     ref, _ = dice_np(x.numpy(), y.numpy())
     expected = MonaiDiceLoss(sigmoid=True)(x, y)
-    _close(torch.from_numpy(np.asarray(ref)), expected, 1e-12)
+    assert_close_to_scale(torch.from_numpy(np.asarray(ref)), expected, 1e-12)
     for loss in (segloss.dice_loss(x, y), torch.ops.segloss.dice_loss(x, y),
                  segloss.nn.DiceLoss()(x, y)):
-        _close(loss, expected, 1e-12)
+        assert_close_to_scale(loss, expected, 1e-12)
 
 
 # --------------------------------------------------------------------------
@@ -362,8 +353,8 @@ def test_mask_with_float_target_equals_zeroing_input_and_target_in_monai(gen):
     xm = x.clone().requires_grad_()
     expected = MonaiDiceLoss()(torch.softmax(xm, 1) * mask, y * mask)
     (expected_grad,) = torch.autograd.grad(expected, xm, g)
-    _close(loss, expected, 1e-12)
-    _close(grad, expected_grad, 1e-12)
+    assert_close_to_scale(loss, expected, 1e-12)
+    assert_close_to_scale(grad, expected_grad, 1e-12)
 
 
 @pytest.mark.parametrize("ignore_index", [0, 2, 255])

@@ -45,7 +45,8 @@ import torch.nn.functional as F
 from monai.losses import DiceCELoss as MonaiDiceCELoss
 
 import segloss
-from helpers import (assert_matches, make_dice_input, make_dice_target, make_labels, make_mask)
+from helpers import (assert_close_to_scale, assert_matches, dice_forward_backward,
+                     make_dice_input, make_dice_target, make_labels, make_mask)
 from reference import dice_ce_torch, dice_reference, dice_sums_torch, dice_torch
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.*deprecated:DeprecationWarning")
@@ -81,21 +82,7 @@ def _case(activation, gen, *, shape=(2, 3, 6, 7), target="labels", label_dtype=t
 def dice_ce_forward_backward(x, target, grad_output=None, entry="functional", **options):
     """segloss's Dice + CE loss and input gradient (None without grad_output),
     through `entry`: 'functional', 'op' or 'module'."""
-    x = x.detach().requires_grad_(grad_output is not None)
-    if entry == "functional":
-        loss = segloss.dice_ce_loss(x, target, **options)
-    elif entry == "op":
-        loss = torch.ops.segloss.dice_ce_loss(x, target, **options)
-    elif entry == "module":
-        options = dict(options)
-        mask = options.pop("mask", None)
-        loss = segloss.nn.DiceCELoss(**options)(x, target, mask)
-    else:
-        raise ValueError(entry)
-    grad = None
-    if grad_output is not None:
-        (grad,) = torch.autograd.grad(loss, x, grad_output)
-    return loss.detach(), grad
+    return dice_forward_backward(x, target, grad_output, entry, loss="dice_ce_loss", **options)
 
 
 def _grad_output(dtype=torch.float64, device="cpu"):
@@ -112,16 +99,6 @@ def _check(x, t, options, entry="functional", tol_dtype=None, msg=""):
     assert_matches(loss, ref_loss, tol_dtype, msg=f"{msg} loss")
     assert_matches(grad, ref_grad, tol_dtype, msg=f"{msg} grad")
     return loss, grad
-
-
-def _close(actual, expected, tol, msg=""):
-    """|actual - expected| <= tol * (|expected| + max |expected|)."""
-    expected = expected.detach().to(torch.float64)
-    scale = float(expected.abs().max()) if expected.numel() else 1.0
-    assert actual.shape == expected.shape, (msg, actual.shape, expected.shape)
-    torch.testing.assert_close(actual.detach().to("cpu", torch.float64), expected.cpu(), rtol=tol,
-                               atol=tol * max(scale, 1e-30), equal_nan=True,
-                               msg=lambda m: f"{msg}\n{m}")
 
 
 def _monai_onehot(labels, c):
@@ -177,8 +154,8 @@ def test_softmax_matches_monai(form, include_background, batch, gamma, reduction
         expected, expected_grad = _monai_loss_and_grad(x, t, dice_target, lambdas,
                                                        **monai_options)
         loss, grad = dice_ce_forward_backward(x, t, _grad_output(), **options)
-        _close(loss, expected, 1e-10, f"{msg} loss")
-        _close(grad, expected_grad, 1e-10, f"{msg} grad")
+        assert_close_to_scale(loss, expected, 1e-10, f"{msg} loss")
+        assert_close_to_scale(grad, expected_grad, 1e-10, f"{msg} grad")
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -204,8 +181,8 @@ def test_sigmoid_one_channel_matches_monai(target, batch, gamma, reduction, gen)
         expected, expected_grad = _monai_loss_and_grad(x, t.double(), None, monai_lambdas,
                                                        **monai_options)
         loss, grad = dice_ce_forward_backward(x, t, _grad_output(), **options)
-        _close(loss, expected, 1e-10, f"{msg} loss")
-        _close(grad, expected_grad, 1e-10, f"{msg} grad")
+        assert_close_to_scale(loss, expected, 1e-10, f"{msg} loss")
+        assert_close_to_scale(grad, expected_grad, 1e-10, f"{msg} grad")
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -236,8 +213,8 @@ def test_sigmoid_multichannel_matches_monai_dice_plus_torch_bce(include_backgrou
         expected = dice + lambdas[1] * bce
         (expected_grad,) = torch.autograd.grad(expected, xm, _grad_output())
         loss, grad = dice_ce_forward_backward(x, t, _grad_output(), **options)
-        _close(loss, expected, 1e-10, f"{msg} loss")
-        _close(grad, expected_grad, 1e-10, f"{msg} grad")
+        assert_close_to_scale(loss, expected, 1e-10, f"{msg} loss")
+        assert_close_to_scale(grad, expected_grad, 1e-10, f"{msg} grad")
 
 
 def test_defaults_are_monai_softmax_to_onehot_y(gen):
@@ -250,7 +227,7 @@ def test_defaults_are_monai_softmax_to_onehot_y(gen):
     for loss in (segloss.dice_ce_loss(x, labels), torch.ops.segloss.dice_ce_loss(x, labels),
                  segloss.nn.DiceCELoss()(x, labels), segloss.dice_ce_loss(x, labels[:, 0])):
         assert loss.dtype == torch.float64
-        _close(loss, expected, 1e-10)
+        assert_close_to_scale(loss, expected, 1e-10)
 
 
 # --------------------------------------------------------------------------

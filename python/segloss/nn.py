@@ -1,6 +1,6 @@
 """``torch.nn.Module`` wrappers of the segloss losses."""
 
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from torch import Tensor
@@ -102,25 +102,15 @@ class WeightedBCELoss(torch.nn.Module):
         return f"beta={beta}, from_logits={self.from_logits}, reduction={self.reduction!r}"
 
 
-class DiceLoss(torch.nn.Module):
-    r"""Dice loss, ``1 - (2 sum(p y) + smooth_nr) / (sum(p^gamma) + sum(y^gamma) + smooth_dr)``.
-
-    See :func:`segloss.dice_loss` for the arguments and shapes;
-    ``forward(input, target, mask=None)``. ``class_weights`` is a buffer
-    (follows ``.to(device)``).
-    """
+class _DiceOptions(torch.nn.Module):
+    """The options DiceLoss and DiceCELoss share, checked and stored once."""
 
     class_weights: Optional[Tensor]
 
-    def __init__(self, activation: str = "sigmoid", gamma: float = 1.0, smooth_nr: float = 1e-5,
-                 smooth_dr: float = 1e-5, batch_dice: bool = False,
-                 include_background: bool = True, class_weights: Optional[Tensor] = None,
-                 ignore_index: Optional[int] = None, reduction: str = "mean",
-                 ddp: bool = False) -> None:
+    def __init__(self, activation: str, gamma: float, smooth_nr: float, smooth_dr: float,
+                 batch_dice: bool, include_background: bool, class_weights: Optional[Tensor],
+                 ignore_index: Optional[int]) -> None:
         super().__init__()
-        if activation not in ("sigmoid", "softmax", "none"):
-            raise ValueError(
-                f"activation must be 'sigmoid', 'softmax' or 'none', got {activation!r}")
         if not gamma >= 1:
             raise ValueError(f"gamma must be >= 1, got {gamma}")
         self.activation = activation
@@ -129,8 +119,37 @@ class DiceLoss(torch.nn.Module):
         self.smooth_dr = float(smooth_dr)
         self.batch_dice = batch_dice
         self.include_background = include_background
+        # A buffer: follows .to(device) and goes into state_dict.
         self.register_buffer("class_weights", class_weights)
         self.ignore_index = ignore_index
+
+    def _optional_repr(self) -> List[str]:
+        parts = []
+        if self.class_weights is not None:
+            parts.append(f"class_weights=Tensor{list(self.class_weights.shape)}")
+        if self.ignore_index is not None:
+            parts.append(f"ignore_index={self.ignore_index}")
+        return parts
+
+
+class DiceLoss(_DiceOptions):
+    r"""Dice loss, ``1 - (2 sum(p y) + smooth_nr) / (sum(p^gamma) + sum(y^gamma) + smooth_dr)``.
+
+    See :func:`segloss.dice_loss` for the arguments and shapes;
+    ``forward(input, target, mask=None)``. ``class_weights`` is a buffer
+    (follows ``.to(device)``).
+    """
+
+    def __init__(self, activation: str = "sigmoid", gamma: float = 1.0, smooth_nr: float = 1e-5,
+                 smooth_dr: float = 1e-5, batch_dice: bool = False,
+                 include_background: bool = True, class_weights: Optional[Tensor] = None,
+                 ignore_index: Optional[int] = None, reduction: str = "mean",
+                 ddp: bool = False) -> None:
+        if activation not in ("sigmoid", "softmax", "none"):
+            raise ValueError(
+                f"activation must be 'sigmoid', 'softmax' or 'none', got {activation!r}")
+        super().__init__(activation, gamma, smooth_nr, smooth_dr, batch_dice,
+                         include_background, class_weights, ignore_index)
         self.reduction = _check_reduction(reduction)
         if ddp and not batch_dice:
             raise ValueError("ddp=True needs batch_dice=True")
@@ -148,45 +167,30 @@ class DiceLoss(torch.nn.Module):
         parts = [f"activation={self.activation!r}", f"gamma={self.gamma}",
                  f"smooth_nr={self.smooth_nr}", f"smooth_dr={self.smooth_dr}",
                  f"batch_dice={self.batch_dice}",
-                 f"include_background={self.include_background}"]
-        if self.class_weights is not None:
-            parts.append(f"class_weights=Tensor{list(self.class_weights.shape)}")
-        if self.ignore_index is not None:
-            parts.append(f"ignore_index={self.ignore_index}")
-        parts.append(f"reduction={self.reduction!r}")
+                 f"include_background={self.include_background}", *self._optional_repr(),
+                 f"reduction={self.reduction!r}"]
         if self.ddp:
             parts.append("ddp=True")
         return ", ".join(parts)
 
 
-class DiceCELoss(torch.nn.Module):
+class DiceCELoss(_DiceOptions):
     r"""``lambda_dice * Dice + lambda_ce * CE`` from one read of the logits.
 
     See :func:`segloss.dice_ce_loss`; ``forward(input, target, mask=None)``.
     """
-
-    class_weights: Optional[Tensor]
 
     def __init__(self, activation: str = "softmax", gamma: float = 1.0, smooth_nr: float = 1e-5,
                  smooth_dr: float = 1e-5, batch_dice: bool = False,
                  include_background: bool = True, class_weights: Optional[Tensor] = None,
                  ignore_index: Optional[int] = None, lambda_dice: float = 1.0,
                  lambda_ce: float = 1.0, reduction: str = "mean") -> None:
-        super().__init__()
         if activation not in ("sigmoid", "softmax"):
             raise ValueError(f"activation must be 'sigmoid' or 'softmax', got {activation!r}")
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
-        if not gamma >= 1:
-            raise ValueError(f"gamma must be >= 1, got {gamma}")
-        self.activation = activation
-        self.gamma = float(gamma)
-        self.smooth_nr = float(smooth_nr)
-        self.smooth_dr = float(smooth_dr)
-        self.batch_dice = batch_dice
-        self.include_background = include_background
-        self.register_buffer("class_weights", class_weights)
-        self.ignore_index = ignore_index
+        super().__init__(activation, gamma, smooth_nr, smooth_dr, batch_dice,
+                         include_background, class_weights, ignore_index)
         self.lambda_dice = float(lambda_dice)
         self.lambda_ce = float(lambda_ce)
         self.reduction = reduction
@@ -204,10 +208,6 @@ class DiceCELoss(torch.nn.Module):
         parts = [f"activation={self.activation!r}", f"gamma={self.gamma}",
                  f"batch_dice={self.batch_dice}",
                  f"include_background={self.include_background}",
-                 f"lambda_dice={self.lambda_dice}", f"lambda_ce={self.lambda_ce}"]
-        if self.class_weights is not None:
-            parts.append(f"class_weights=Tensor{list(self.class_weights.shape)}")
-        if self.ignore_index is not None:
-            parts.append(f"ignore_index={self.ignore_index}")
-        parts.append(f"reduction={self.reduction!r}")
+                 f"lambda_dice={self.lambda_dice}", f"lambda_ce={self.lambda_ce}",
+                 *self._optional_repr(), f"reduction={self.reduction!r}"]
         return ", ".join(parts)
