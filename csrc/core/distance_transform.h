@@ -1,0 +1,114 @@
+// The N-dimensional two-nearest-instance distance transform on the CPU, over
+// the per-line passes of two_nearest.h, and the U-Net weight map from its
+// result. Torch- and Python-free: the NumPy module and the torch CPU kernels
+// call it with their own thread pools.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "two_nearest.h"
+#include "unet_weight.h"
+
+namespace segloss::core {
+
+constexpr int kMaxDistanceDims = 8;
+
+// Spacing bounds that keep every squared distance of a line of up to
+// kMaxEnvelopeLine pixels a normal, finite double (and 0 only at an instance).
+constexpr double kMinSpacing = 1e-100;
+constexpr double kMaxSpacing = 1e100;
+
+// A C-contiguous grid of pixels and its spacing per axis.
+struct Grid {
+  int ndim = 0;
+  int64_t size[kMaxDistanceDims] = {};
+  double spacing[kMaxDistanceDims] = {};
+
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int d = 0; d < ndim; ++d) n *= size[d];
+    return n;
+  }
+  // Product of the sizes of the axes after `axis`.
+  int64_t inner(int axis) const {
+    int64_t n = 1;
+    for (int d = axis + 1; d < ndim; ++d) n *= size[d];
+    return n;
+  }
+};
+
+// A label array read with element strides (any signed or unsigned integer
+// type); `to_id` maps a label to its instance id.
+template <typename Label, typename ToId>
+struct StridedLabels {
+  const Label* data;
+  int64_t stride[kMaxDistanceDims];
+  ToId to_id;
+};
+
+// Instance maps: the label is the id (0: background).
+struct LabelIsId {
+  template <typename Label>
+  InstanceId operator()(Label label) const {
+    return InstanceId(label);
+  }
+};
+
+// The plain distance transform of a mask: every zero is a pixel of the one
+// instance (as scipy.ndimage.distance_transform_edt measures to zeros).
+struct ZeroIsFeature {
+  template <typename Label>
+  InstanceId operator()(Label value) const {
+    return value == Label(0) ? InstanceId(1) : kNoInstance;
+  }
+};
+
+// `parallel_for(count, body)` runs body(begin, end) over a partition of
+// [0, count), possibly in parallel; body may be called from several threads.
+//
+// Fills state[numel] (C order) with each pixel's squared distances to and ids
+// of its two nearest distinct instances.
+template <typename Label, typename ToId, typename ParallelFor>
+void two_nearest_squared(const StridedLabels<Label, ToId>& labels, const Grid& grid,
+                         NearestPair* state, ParallelFor&& parallel_for) {
+  if (grid.ndim == 0 || grid.numel() == 0) return;
+  // Pass 0: lines along axis 0, one per pixel of the remaining axes.
+  const int64_t n0 = grid.size[0];
+  const int64_t columns = grid.inner(0);
+  parallel_for(columns, [&](int64_t begin, int64_t end) {
+    for (int64_t column = begin; column < end; ++column) {
+      // The column's index over axes 1.. gives its first label's offset.
+      int64_t offset = 0;
+      int64_t rest = column;
+      for (int d = grid.ndim - 1; d >= 1; --d) {
+        offset += (rest % grid.size[d]) * labels.stride[d];
+        rest /= grid.size[d];
+      }
+      const Label* first = labels.data + offset;
+      const int64_t stride = labels.stride[0];
+      const ToId to_id = labels.to_id;
+      const auto ids = [first, stride, to_id](int64_t i) { return to_id(first[i * stride]); };
+      scan_line(ids, n0, grid.spacing[0], state + column, columns);
+    }
+  });
+// Later passes: each line is copied out, then rewritten in place.
+  for (int axis = 1; axis < grid.ndim; ++axis) {
+    const int64_t n = grid.size[axis];
+    const int64_t inner = grid.inner(axis);
+    const int64_t lines = grid.numel() / n;
+    const double spacing = grid.spacing[axis];
+    parallel_for(lines, [&](int64_t begin, int64_t end) {
+      std::vector<double> base(2 * n);
+      std::vector<InstanceId> ids(2 * n);
+      std::vector<EnvelopePiece> scratch(envelope_scratch_pieces(n));
+      for (int64_t index = begin; index < end; ++index) {
+        NearestPair* line = state + (index / inner) * n * inner + index % inner;
+        gather_line(line, inner, n, base.data(), ids.data());
+        envelope_line(base.data(), ids.data(), n, spacing, line, inner, scratch.data());
+      }
+    });
+  }
+}
+
+}  // namespace segloss::core

@@ -1,0 +1,33 @@
+// The U-Net weight map of Ronneberger et al. (2015) from the two nearest
+// instances, per pixel, for host and device:
+//   w(x) = w_c(x) + w0 exp(-(d1(x) + d2(x))^2 / (2 sigma^2))
+// The border term is added on background pixels only (as the paper's
+// implementations do) unless `border_everywhere`, and is 0 where there is no
+// second instance (d2 infinite).
+#pragma once
+
+#include <cmath>
+
+#include "platform.h"
+#include "two_nearest.h"
+
+namespace segloss::core {
+
+struct UnetWeightParams {
+  double w0 = 10;
+  double sigma = 5;
+  bool border_everywhere = false;
+};
+
+// `pair` holds squared distances; `class_weight` is w_c at this pixel.
+SEGLOSS_INLINE float unet_weight(const NearestPair& pair, bool on_instance, double class_weight,
+                                 const UnetWeightParams& params) {
+  double weight = class_weight;
+  if ((params.border_everywhere || !on_instance) && pair.id[1] != kNoInstance) {
+    const double gap = sqrt(pair.d[0]) + sqrt(pair.d[1]);
+    weight += params.w0 * exp(-(gap * gap) / (2 * params.sigma * params.sigma));
+  }
+  return float(weight);
+}
+
+}  // namespace segloss::core

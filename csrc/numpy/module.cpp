@@ -1,0 +1,262 @@
+// segloss._numpy: the distance transforms and U-Net weight maps for NumPy
+// arrays. Links only the torch-free core (no libtorch, no NumPy headers), so
+// `segloss.numpy` works where torch is not installed. segloss/numpy.py holds
+// the public, documented API and the argument handling; this module checks
+// again what would be unsafe to get wrong in C++.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "../core/distance_transform.h"
+
+namespace py = pybind11;
+
+namespace segloss::numpy_module {
+namespace {
+
+using core::Grid;
+using core::NearestPair;
+
+// Runs body over [0, count) in up to `threads` contiguous chunks, one
+// std::thread each; no thread outlives the call (safe after fork).
+class ChunkedThreads {
+ public:
+  explicit ChunkedThreads(int threads) : threads_(threads) {}
+
+  template <typename Body>
+  void operator()(int64_t count, Body&& body) const {
+    const int64_t workers = std::min<int64_t>(threads_, count);
+    if (workers <= 1) {
+      body(int64_t(0), count);
+      return;
+    }
+    std::exception_ptr error;
+    std::mutex error_mutex;
+    std::vector<std::thread> pool;
+    pool.reserve(workers);
+    for (int64_t w = 0; w < workers; ++w) {
+      const int64_t begin = count * w / workers, end = count * (w + 1) / workers;
+      pool.emplace_back([&, begin, end] {
+        try {
+          body(begin, end);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(error_mutex);
+          if (!error) error = std::current_exception();
+        }
+      });
+    }
+    for (auto& thread : pool) thread.join();
+    if (error) std::rethrow_exception(error);
+  }
+
+ private:
+  int threads_;
+};
+
+Grid make_grid(const py::array& array, const std::vector<double>& sampling, const char* name) {
+  const int ndim = int(array.ndim());
+  if (ndim < 1 || ndim > core::kMaxDistanceDims) {
+    throw py::value_error(std::string(name) + " must have 1 to " +
+                          std::to_string(core::kMaxDistanceDims) + " dimensions, got " +
+                          std::to_string(ndim));
+  }
+  if (int(sampling.size()) != ndim) {
+    throw py::value_error("sampling must have one value per dimension of " + std::string(name) +
+                          " (" + std::to_string(ndim) + "), got " +
+                          std::to_string(sampling.size()));
+  }
+  Grid grid;
+  grid.ndim = ndim;
+  for (int d = 0; d < ndim; ++d) {
+    // The bounds keep every squared distance a normal, finite double.
+    if (!(sampling[d] >= core::kMinSpacing && sampling[d] <= core::kMaxSpacing)) {
+      throw py::value_error("sampling must be positive, between 1e-100 and 1e100, got " +
+                            std::to_string(sampling[d]) + " for axis " + std::to_string(d));
+    }
+    if (array.shape(d) > core::kMaxEnvelopeLine) {
+      throw py::value_error(std::string(name) + " axis " + std::to_string(d) + " has " +
+                            std::to_string(array.shape(d)) + " pixels; at most " +
+                            std::to_string(core::kMaxEnvelopeLine) + " are supported");
+    }
+    grid.size[d] = array.shape(d);
+    grid.spacing[d] = sampling[d];
+  }
+  return grid;
+}
+
+template <typename Label, typename ToId>
+core::StridedLabels<Label, ToId> strided_labels(const py::array& array, const char* name,
+                                                ToId to_id) {
+  core::StridedLabels<Label, ToId> labels{static_cast<const Label*>(array.data()), {}, to_id};
+  for (int d = 0; d < array.ndim(); ++d) {
+    if (array.strides(d) % py::ssize_t(sizeof(Label)) != 0) {
+      throw py::value_error(std::string(name) + " has a stride that is not a multiple of its " +
+                            "item size; pass a contiguous copy");
+    }
+    labels.stride[d] = array.strides(d) / py::ssize_t(sizeof(Label));
+  }
+  return labels;
+}
+
+// Calls fn(Label{}) with the C++ type of an integer (or, if allow_bool, bool)
+// array's dtype.
+template <typename Fn>
+void dispatch_integer(const py::array& array, const char* name, bool allow_bool, Fn&& fn) {
+  const char kind = array.dtype().kind();
+  const auto size = array.itemsize();
+  if (kind == 'i') {
+    if (size == 1) return fn(int8_t{});
+    if (size == 2) return fn(int16_t{});
+    if (size == 4) return fn(int32_t{});
+    if (size == 8) return fn(int64_t{});
+  } else if (kind == 'u') {
+    if (size == 1) return fn(uint8_t{});
+    if (size == 2) return fn(uint16_t{});
+    if (size == 4) return fn(uint32_t{});
+    if (size == 8) return fn(uint64_t{});
+  } else if (kind == 'b' && allow_bool) {
+    return fn(uint8_t{});  // numpy bools are single bytes, 0 or 1
+  }
+  throw py::type_error(std::string(name) + " must be an array of integers (any signed or " +
+                       "unsigned integer dtype), got dtype " + std::string(py::str(array.dtype())));
+}
+
+void check_threads(int threads) {
+  if (threads < 1) throw py::value_error("threads must be >= 1, got " + std::to_string(threads));
+}
+
+std::vector<py::ssize_t> shape_of(const py::array& array) {
+  return std::vector<py::ssize_t>(array.shape(), array.shape() + array.ndim());
+}
+
+// Squared-distance state of an instance map; the GIL is released while it runs.
+template <typename Label>
+std::unique_ptr<NearestPair[]> nearest_state(const py::array& labels, const Grid& grid,
+                                             int threads) {
+  const auto strided = strided_labels<Label>(labels, "labels", core::LabelIsId{});
+  // Not zeroed: pass 0 writes every pixel.
+  std::unique_ptr<NearestPair[]> state(new NearestPair[grid.numel()]);
+  py::gil_scoped_release release;
+  core::two_nearest_squared(strided, grid, state.get(), ChunkedThreads(threads));
+  return state;
+}
+
+py::tuple two_nearest(const py::array& labels, const std::vector<double>& sampling,
+                      bool return_labels, int threads) {
+  check_threads(threads);
+  const Grid grid = make_grid(labels, sampling, "labels");
+  py::array_t<double> d1(shape_of(labels)), d2(shape_of(labels));
+  py::tuple result;
+  dispatch_integer(labels, "labels", /*allow_bool=*/false, [&](auto label_type) {
+    using Label = decltype(label_type);
+    const auto state = nearest_state<Label>(labels, grid, threads);
+    py::array l1(labels.dtype(), shape_of(labels)), l2(labels.dtype(), shape_of(labels));
+    double* d1_out = d1.mutable_data();
+    double* d2_out = d2.mutable_data();
+    Label* l1_out = return_labels ? static_cast<Label*>(l1.mutable_data()) : nullptr;
+    Label* l2_out = return_labels ? static_cast<Label*>(l2.mutable_data()) : nullptr;
+    {
+      py::gil_scoped_release release;
+      const int64_t n = grid.numel();
+      for (int64_t i = 0; i < n; ++i) {
+        d1_out[i] = std::sqrt(state[i].d[0]);
+        d2_out[i] = std::sqrt(state[i].d[1]);
+      }
+      if (return_labels) {
+        for (int64_t i = 0; i < n; ++i) {
+          l1_out[i] = Label(state[i].id[0]);
+          l2_out[i] = Label(state[i].id[1]);
+        }
+      }
+    }
+    if (return_labels) {
+      result = py::make_tuple(d1, d2, l1, l2);
+    } else {
+      result = py::make_tuple(d1, d2);
+    }
+  });
+  return result;
+}
+
+py::array_t<double> distance_transform_edt(const py::array& input,
+                                           const std::vector<double>& sampling, int threads) {
+  check_threads(threads);
+  const Grid grid = make_grid(input, sampling, "input");
+  py::array_t<double> distances(shape_of(input));
+  dispatch_integer(input, "input", /*allow_bool=*/true, [&](auto value_type) {
+    using Value = decltype(value_type);
+    const auto strided = strided_labels<Value>(input, "input", core::ZeroIsFeature{});
+    double* out = distances.mutable_data();
+    py::gil_scoped_release release;
+    std::unique_ptr<NearestPair[]> state(new NearestPair[grid.numel()]);
+    core::two_nearest_squared(strided, grid, state.get(), ChunkedThreads(threads));
+    for (int64_t i = 0; i < grid.numel(); ++i) out[i] = std::sqrt(state[i].d[0]);
+  });
+  return distances;
+}
+
+// w_c is background_weight / foreground_weight by pixel class, or, if given,
+// pixel_weights (float32, C order, the labels' shape).
+py::array_t<float> unet_weight_map(const py::array& labels, const std::vector<double>& sampling,
+                                   double w0, double sigma, bool border_everywhere,
+                                   double background_weight, double foreground_weight,
+                                   const std::optional<py::array>& pixel_weights, int threads) {
+  check_threads(threads);
+  if (!(std::isfinite(sigma) && sigma > 0)) {
+    throw py::value_error("sigma must be positive and finite, got " + std::to_string(sigma));
+  }
+  if (!std::isfinite(w0)) throw py::value_error("w0 must be finite, got " + std::to_string(w0));
+  const Grid grid = make_grid(labels, sampling, "labels");
+  const float* weights = nullptr;
+  if (pixel_weights) {
+    const py::array& w = *pixel_weights;
+    if (!py::isinstance<py::array_t<float>>(w) || !(w.flags() & py::array::c_style) ||
+        shape_of(w) != shape_of(labels)) {
+      throw py::value_error("pixel weights must be a C-contiguous float32 array of the labels' "
+                            "shape");
+    }
+    weights = static_cast<const float*>(w.data());
+  }
+  py::array_t<float> result(shape_of(labels));
+  dispatch_integer(labels, "labels", /*allow_bool=*/false, [&](auto label_type) {
+    using Label = decltype(label_type);
+    const auto state = nearest_state<Label>(labels, grid, threads);
+    const core::UnetWeightParams params{w0, sigma, border_everywhere};
+    float* out = result.mutable_data();
+    py::gil_scoped_release release;
+    // Instance pixels, and only they, are at distance 0 from their nearest
+    // instance (spacing >= kMinSpacing).
+    for (int64_t i = 0; i < grid.numel(); ++i) {
+      const bool on_instance = state[i].d[0] == 0;
+      const double class_weight =
+          weights ? double(weights[i]) : (on_instance ? foreground_weight : background_weight);
+      out[i] = core::unet_weight(state[i], on_instance, class_weight, params);
+    }
+  });
+  return result;
+}
+
+}  // namespace
+}  // namespace segloss::numpy_module
+
+PYBIND11_MODULE(_numpy, m) {
+  using namespace segloss::numpy_module;
+  m.doc() = "segloss's NumPy kernels (torch-free); use segloss.numpy.";
+  m.def("two_nearest", &two_nearest, py::arg("labels"), py::arg("sampling"),
+        py::arg("return_labels"), py::arg("threads"));
+  m.def("distance_transform_edt", &distance_transform_edt, py::arg("input"), py::arg("sampling"),
+        py::arg("threads"));
+  m.def("unet_weight_map", &unet_weight_map, py::arg("labels"), py::arg("sampling"),
+        py::arg("w0"), py::arg("sigma"), py::arg("border_everywhere"),
+        py::arg("background_weight"), py::arg("foreground_weight"), py::arg("pixel_weights"),
+        py::arg("threads"));
+}
