@@ -14,10 +14,6 @@ namespace segloss::core {
 
 constexpr int kMaxDistanceDims = 8;
 
-// Spacing bounds that keep every squared distance of a line of up to
-// kMaxEnvelopeLine pixels a normal, finite double (and 0 only at an instance).
-constexpr double kMinSpacing = 1e-100;
-constexpr double kMaxSpacing = 1e100;
 
 // A C-contiguous grid of pixels and its spacing per axis.
 struct Grid {

@@ -138,6 +138,11 @@ constexpr int64_t kMaxEnvelopeLine = int64_t(1) << 30;
 
 SEGLOSS_INLINE int64_t envelope_scratch_pieces(int64_t n) { return 2 * n + 2; }
 
+// Spacing bounds that keep every squared distance of a line of up to
+// kMaxEnvelopeLine pixels a normal, finite double (and 0 only at an instance).
+constexpr double kMinSpacing = 1e-100;
+constexpr double kMaxSpacing = 1e100;
+
 // One line's candidates, gathered (gather_line) into flat arrays: candidate c
 // is entry c % 2 of position c / 2, its squared distance from position x
 // base[c] + (spacing * (x - c / 2))^2.
@@ -320,8 +325,8 @@ SEGLOSS_INLINE void envelope_line(const double* base, const InstanceId* ids, int
   if (n <= 0) return;
   const EnvelopeLine line(base, ids, spacing);
   EnvelopeBuilder envelope(line, n, scratch);
-  for (int32_t c = 0; c < int32_t(2 * n); ++c) {
-    if (ids[c] != kNoInstance) envelope.insert(c);
+  for (int64_t c = 0; c < 2 * n; ++c) {
+    if (ids[c] != kNoInstance) envelope.insert(int32_t(c));
   }
   envelope.write(out, out_stride);
 }

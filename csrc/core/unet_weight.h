@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 
 #include "platform.h"
 #include "two_nearest.h"
@@ -18,6 +19,27 @@ struct UnetWeightParams {
   double sigma = 5;
   bool border_everywhere = false;
 };
+
+// w_c of the two classes: background (label 0) and foreground (any instance).
+struct ClassWeights {
+  double background = 1;
+  double foreground = 1;
+};
+
+// "Balanced" w_c of an image: each class gets n_pixels / (2 n_pixels_of_that
+// class); a class with no pixels gets 1 (no pixel uses it).
+SEGLOSS_INLINE ClassWeights balanced_class_weights(int64_t pixels, int64_t foreground) {
+  const int64_t background = pixels - foreground;
+  ClassWeights weights;
+  if (background > 0) weights.background = double(pixels) / (2 * double(background));
+  if (foreground > 0) weights.foreground = double(pixels) / (2 * double(foreground));
+  return weights;
+}
+
+// Instance pixels, and only they, are at distance 0 from their nearest
+// instance (with every spacing >= kMinSpacing, distances between pixels are
+// positive doubles).
+SEGLOSS_INLINE bool is_instance_pixel(const NearestPair& pair) { return pair.d[0] == 0; }
 
 // `pair` holds squared distances; `class_weight` is w_c at this pixel.
 SEGLOSS_INLINE float unet_weight(const NearestPair& pair, bool on_instance, double class_weight,

@@ -187,6 +187,27 @@ py::tuple two_nearest(const py::array& labels, const std::vector<double>& sampli
   return result;
 }
 
+// scipy.ndimage.distance_transform_edt on an input without zeros measures to
+// a phantom feature at index (-1, 0, ..., 0) (an artifact of its feature
+// transform); reproduced so that the results stay identical.
+void phantom_feature_distances(const Grid& grid, double* out) {
+  const int64_t n = grid.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t index[core::kMaxDistanceDims];
+    int64_t rest = i;
+    for (int d = grid.ndim - 1; d >= 0; --d) {
+      index[d] = rest % grid.size[d];
+      rest /= grid.size[d];
+    }
+    double sum = 0;
+    for (int d = 0; d < grid.ndim; ++d) {
+      const double offset = grid.spacing[d] * double(index[d] + (d == 0 ? 1 : 0));
+      sum += offset * offset;
+    }
+    out[i] = std::sqrt(sum);
+  }
+}
+
 py::array_t<double> distance_transform_edt(const py::array& input,
                                            const std::vector<double>& sampling, int threads) {
   check_threads(threads);
@@ -199,17 +220,23 @@ py::array_t<double> distance_transform_edt(const py::array& input,
     py::gil_scoped_release release;
     std::unique_ptr<NearestPair[]> state(new NearestPair[grid.numel()]);
     core::two_nearest_squared(strided, grid, state.get(), ChunkedThreads(threads));
+    if (grid.numel() > 0 && state[0].id[0] == core::kNoInstance) {
+      phantom_feature_distances(grid, out);
+      return;
+    }
     for (int64_t i = 0; i < grid.numel(); ++i) out[i] = std::sqrt(state[i].d[0]);
   });
   return distances;
 }
 
-// w_c is background_weight / foreground_weight by pixel class, or, if given,
-// pixel_weights (float32, C order, the labels' shape).
+// w_c is background_weight / foreground_weight by pixel class, or balanced
+// (core::balanced_class_weights), or, if given, pixel_weights (float32, C
+// order, the labels' shape).
 py::array_t<float> unet_weight_map(const py::array& labels, const std::vector<double>& sampling,
                                    double w0, double sigma, bool border_everywhere,
                                    double background_weight, double foreground_weight,
-                                   const std::optional<py::array>& pixel_weights, int threads) {
+                                   bool balanced, const std::optional<py::array>& pixel_weights,
+                                   int threads) {
   check_threads(threads);
   if (!(std::isfinite(sigma) && sigma > 0)) {
     throw py::value_error("sigma must be positive and finite, got " + std::to_string(sigma));
@@ -232,13 +259,19 @@ py::array_t<float> unet_weight_map(const py::array& labels, const std::vector<do
     const auto state = nearest_state<Label>(labels, grid, threads);
     const core::UnetWeightParams params{w0, sigma, border_everywhere};
     float* out = result.mutable_data();
+    const int64_t n = grid.numel();
     py::gil_scoped_release release;
-    // Instance pixels, and only they, are at distance 0 from their nearest
-    // instance (spacing >= kMinSpacing).
-    for (int64_t i = 0; i < grid.numel(); ++i) {
-      const bool on_instance = state[i].d[0] == 0;
+    core::ClassWeights class_weights{background_weight, foreground_weight};
+    if (balanced) {
+      int64_t foreground = 0;
+      for (int64_t i = 0; i < n; ++i) foreground += core::is_instance_pixel(state[i]);
+      class_weights = core::balanced_class_weights(n, foreground);
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const bool on_instance = core::is_instance_pixel(state[i]);
       const double class_weight =
-          weights ? double(weights[i]) : (on_instance ? foreground_weight : background_weight);
+          weights ? double(weights[i])
+                  : (on_instance ? class_weights.foreground : class_weights.background);
       out[i] = core::unet_weight(state[i], on_instance, class_weight, params);
     }
   });
@@ -257,6 +290,6 @@ PYBIND11_MODULE(_numpy, m) {
         py::arg("threads"));
   m.def("unet_weight_map", &unet_weight_map, py::arg("labels"), py::arg("sampling"),
         py::arg("w0"), py::arg("sigma"), py::arg("border_everywhere"),
-        py::arg("background_weight"), py::arg("foreground_weight"), py::arg("pixel_weights"),
-        py::arg("threads"));
+        py::arg("background_weight"), py::arg("foreground_weight"), py::arg("balanced"),
+        py::arg("pixel_weights"), py::arg("threads"));
 }

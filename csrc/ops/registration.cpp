@@ -54,6 +54,20 @@ TORCH_LIBRARY(segloss, m) {
       "_dice_sums_backward(Tensor grad_sums, Tensor input, Tensor target, str activation, "
       "float gamma, int? ignore_index, Tensor? mask, bool cross_entropy=False) -> Tensor",
       tags);
+
+  // Exact distances to the nearest and second-nearest instance of a batch of
+  // instance maps (N, *spatial): (d1, d2, l1, l2), the ids empty unless
+  // return_labels. Not differentiable (integer input).
+  m.def(
+      "two_nearest_distances(Tensor labels, float[]? sampling=None, bool return_labels=False) "
+      "-> (Tensor, Tensor, Tensor, Tensor)",
+      tags);
+  // The U-Net weight map w_c + w0 exp(-(d1 + d2)^2 / (2 sigma^2)), float32.
+  m.def(
+      "unet_weight_map(Tensor labels, *, float w0=10.0, float sigma=5.0, float[]? sampling=None, "
+      "float[]? class_weights=None, bool balanced=False, Tensor? pixel_weights=None, "
+      "bool border_everywhere=False) -> Tensor",
+      tags);
 }
 
 // The ops register when the shared object loads; importing it as a Python

@@ -1,0 +1,256 @@
+// CUDA kernels of the distance-transform ops: the same per-line passes as the
+// CPU (csrc/core/two_nearest.h), one thread per line, over every image of the
+// batch at once; the results are identical to the CPU's, bit for bit (the same
+// double arithmetic in the same order).
+#include <ATen/Dispatch_v2.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <tuple>
+
+#include "../core/two_nearest.h"
+#include "../core/unet_weight.h"
+#include "../ops/distance_operands.h"
+#include "cuda_utils.cuh"
+
+namespace segloss::ops {
+namespace {
+
+using core::EnvelopePiece;
+using core::InstanceId;
+using core::NearestPair;
+using cuda::grid_size;
+using cuda::kThreads;
+
+constexpr int64_t kMaxBlocks = 65535;
+// Scratch of the envelope passes (the lines being swept at once), at most.
+constexpr int64_t kScratchBytes = int64_t(256) << 20;
+
+// The batch's layout: spatial sizes and spacing, label strides (dim 0 is the
+// batch).
+struct BatchGrid {
+  int ndim;
+  int64_t images, pixels;
+  int64_t size[3];
+  double spacing[3];
+  int64_t label_stride[4];
+
+  // Product of the spatial sizes after `axis`.
+  __host__ __device__ int64_t inner(int axis) const {
+    int64_t n = 1;
+    for (int d = axis + 1; d < ndim; ++d) n *= size[d];
+    return n;
+  }
+};
+
+template <typename Label>
+struct ColumnIds {
+  const Label* first;
+  int64_t stride;
+  __device__ InstanceId operator()(int64_t i) const { return InstanceId(first[i * stride]); }
+};
+
+// Pass 0: one thread per (image, line along the first spatial axis).
+template <typename Label>
+__global__ void scan_kernel(const Label* labels, BatchGrid grid, NearestPair* state) {
+  const int64_t columns = grid.inner(0);
+  SEGLOSS_GRID_STRIDE_LOOP(work, grid.images * columns) {
+    const int64_t image = work / columns, column = work % columns;
+    int64_t offset = image * grid.label_stride[0];
+    int64_t rest = column;
+    for (int d = grid.ndim - 1; d >= 1; --d) {
+      offset += (rest % grid.size[d]) * grid.label_stride[d + 1];
+      rest /= grid.size[d];
+    }
+    const ColumnIds<Label> ids{labels + offset, grid.label_stride[1]};
+    core::scan_line(ids, grid.size[0], grid.spacing[0], state + image * grid.pixels + column,
+                    columns);
+  }
+}
+
+// A later pass along `axis`: one thread per line of lines [first, first +
+// count) of the batch, each with its own slice of scratch.
+__global__ void envelope_kernel(NearestPair* state, BatchGrid grid, int axis, int64_t first,
+                                int64_t count, double* base_scratch, InstanceId* id_scratch,
+                                EnvelopePiece* piece_scratch) {
+  const int64_t n = grid.size[axis];
+  const int64_t inner = grid.inner(axis);
+  const int64_t lines_per_image = grid.pixels / n;
+  SEGLOSS_GRID_STRIDE_LOOP(k, count) {
+    const int64_t line_index = first + k;
+    const int64_t image = line_index / lines_per_image, index = line_index % lines_per_image;
+    NearestPair* line = state + image * grid.pixels + (index / inner) * n * inner + index % inner;
+    double* base = base_scratch + k * 2 * n;
+    InstanceId* ids = id_scratch + k * 2 * n;
+    core::gather_line(line, inner, n, base, ids);
+    core::envelope_line(base, ids, n, grid.spacing[axis], line, inner,
+                        piece_scratch + k * core::envelope_scratch_pieces(n));
+  }
+}
+
+template <typename Label>
+__global__ void two_nearest_outputs_kernel(const NearestPair* state, int64_t total, double* d1,
+                                           double* d2, Label* l1, Label* l2) {
+  SEGLOSS_GRID_STRIDE_LOOP(i, total) {
+    const NearestPair pair = state[i];
+    d1[i] = sqrt(pair.d[0]);
+    d2[i] = sqrt(pair.d[1]);
+    if (l1 != nullptr) {
+      l1[i] = Label(pair.id[0]);
+      l2[i] = Label(pair.id[1]);
+    }
+  }
+}
+
+// Instance pixels per image, for balanced class weights (integer atomics:
+// deterministic).
+__global__ void count_instance_pixels_kernel(const NearestPair* state, int64_t pixels,
+                                             int64_t total, unsigned long long* counts) {
+  SEGLOSS_GRID_STRIDE_LOOP(i, total) {
+    if (core::is_instance_pixel(state[i])) atomicAdd(counts + i / pixels, 1ULL);
+  }
+}
+
+__global__ void weight_map_kernel(const NearestPair* state, int64_t pixels, int64_t total,
+                                  core::UnetWeightParams params, core::ClassWeights fixed,
+                                  const unsigned long long* instance_pixels,
+                                  const float* pixel_weights, float* out) {
+  SEGLOSS_GRID_STRIDE_LOOP(i, total) {
+    const NearestPair pair = state[i];
+    const bool on_instance = core::is_instance_pixel(pair);
+    double class_weight;
+    if (pixel_weights != nullptr) {
+      class_weight = pixel_weights[i];
+    } else {
+      const core::ClassWeights weights =
+          instance_pixels != nullptr
+              ? core::balanced_class_weights(pixels, int64_t(instance_pixels[i / pixels]))
+              : fixed;
+      class_weight = on_instance ? weights.foreground : weights.background;
+    }
+    out[i] = core::unet_weight(pair, on_instance, class_weight, params);
+  }
+}
+
+BatchGrid batch_grid(const at::Tensor& labels, const std::vector<double>& spacing) {
+  BatchGrid grid{};
+  grid.ndim = int(labels.dim() - 1);
+  grid.images = labels.size(0);
+  grid.pixels = 1;
+  for (int d = 0; d < grid.ndim; ++d) {
+    grid.size[d] = labels.size(d + 1);
+    grid.spacing[d] = spacing[d];
+    grid.pixels *= grid.size[d];
+  }
+  for (int d = 0; d < labels.dim(); ++d) grid.label_stride[d] = labels.stride(d);
+  return grid;
+}
+
+// The squared-distance state of every pixel of the batch (uint8 storage).
+at::Tensor nearest_state(const at::Tensor& labels, const BatchGrid& grid) {
+  const int64_t total = grid.images * grid.pixels;
+  at::Tensor state = at::empty({total * int64_t(sizeof(NearestPair))},
+                               labels.options().dtype(at::kByte));
+  auto* pairs = reinterpret_cast<NearestPair*>(state.data_ptr<uint8_t>());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_V2(
+      labels.scalar_type(), "segloss_two_nearest_scan_cuda", AT_WRAP([&] {
+        const int64_t work = grid.images * grid.inner(0);
+        scan_kernel<scalar_t><<<grid_size(work, kMaxBlocks), kThreads, 0, stream>>>(
+            labels.const_data_ptr<scalar_t>(), grid, pairs);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }),
+      AT_EXPAND(AT_INTEGRAL_TYPES_V2));
+  for (int axis = 1; axis < grid.ndim; ++axis) {
+    const int64_t n = grid.size[axis];
+    const int64_t lines = grid.images * (grid.pixels / n);
+    const int64_t line_bytes = 2 * n * int64_t(sizeof(double) + sizeof(InstanceId)) +
+                               core::envelope_scratch_pieces(n) * int64_t(sizeof(EnvelopePiece));
+    const int64_t chunk = std::max<int64_t>(1, std::min(lines, kScratchBytes / line_bytes));
+    at::Tensor scratch = at::empty({chunk * line_bytes}, labels.options().dtype(at::kByte));
+    auto* base = reinterpret_cast<double*>(scratch.data_ptr<uint8_t>());
+    auto* ids = reinterpret_cast<InstanceId*>(base + chunk * 2 * n);
+    auto* pieces = reinterpret_cast<EnvelopePiece*>(ids + chunk * 2 * n);
+    for (int64_t first = 0; first < lines; first += chunk) {
+      const int64_t count = std::min(chunk, lines - first);
+      envelope_kernel<<<grid_size(count, kMaxBlocks), kThreads, 0, stream>>>(
+          pairs, grid, axis, first, count, base, ids, pieces);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  }
+  return state;
+}
+
+const NearestPair* pairs_of(const at::Tensor& state) {
+  return reinterpret_cast<const NearestPair*>(state.const_data_ptr<uint8_t>());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> two_nearest_distances_cuda(
+    const at::Tensor& labels, std::optional<at::ArrayRef<double>> sampling, bool return_labels) {
+  const std::vector<double> spacing = check_instance_labels(kTwoNearestOp, labels, sampling);
+  std::vector<at::Tensor> out = empty_two_nearest_outputs(labels, return_labels);
+  const BatchGrid grid = batch_grid(labels, spacing);
+  const int64_t total = grid.images * grid.pixels;
+  if (total == 0) return {out[0], out[1], out[2], out[3]};
+  const c10::cuda::CUDAGuard device_guard(labels.device());
+  const at::Tensor state = nearest_state(labels, grid);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_V2(
+      labels.scalar_type(), "segloss_two_nearest_outputs_cuda", AT_WRAP([&] {
+        two_nearest_outputs_kernel<scalar_t><<<grid_size(total, kMaxBlocks), kThreads, 0, stream>>>(
+            pairs_of(state), total, out[0].data_ptr<double>(), out[1].data_ptr<double>(),
+            return_labels ? out[2].data_ptr<scalar_t>() : nullptr,
+            return_labels ? out[3].data_ptr<scalar_t>() : nullptr);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }),
+      AT_EXPAND(AT_INTEGRAL_TYPES_V2));
+  return {out[0], out[1], out[2], out[3]};
+}
+
+at::Tensor unet_weight_map_cuda(const at::Tensor& labels, double w0, double sigma,
+                                std::optional<at::ArrayRef<double>> sampling,
+                                std::optional<at::ArrayRef<double>> class_weights, bool balanced,
+                                const std::optional<at::Tensor>& pixel_weights,
+                                bool border_everywhere) {
+  const std::vector<double> spacing = check_instance_labels(kWeightMapOp, labels, sampling);
+  const core::UnetWeightParams params = check_weight_map_arguments(
+      labels, w0, sigma, class_weights, balanced, pixel_weights, border_everywhere);
+  at::Tensor out = empty_weight_map(labels);
+  const BatchGrid grid = batch_grid(labels, spacing);
+  const int64_t total = grid.images * grid.pixels;
+  if (total == 0) return out;
+  const c10::cuda::CUDAGuard device_guard(labels.device());
+  const at::Tensor state = nearest_state(labels, grid);
+  const at::Tensor pixel = prepare_pixel_weights(pixel_weights);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  at::Tensor counts;
+  if (balanced) {
+    counts = at::zeros({grid.images}, labels.options().dtype(at::kLong));
+    count_instance_pixels_kernel<<<grid_size(total, kMaxBlocks), kThreads, 0, stream>>>(
+        pairs_of(state), grid.pixels, total,
+        reinterpret_cast<unsigned long long*>(counts.data_ptr<int64_t>()));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  weight_map_kernel<<<grid_size(total, kMaxBlocks), kThreads, 0, stream>>>(
+      pairs_of(state), grid.pixels, total, params, fixed_class_weights(class_weights),
+      balanced ? reinterpret_cast<const unsigned long long*>(counts.const_data_ptr<int64_t>())
+               : nullptr,
+      pixel.defined() ? pixel.const_data_ptr<float>() : nullptr, out.data_ptr<float>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(segloss, CUDA, m) {
+  m.impl("two_nearest_distances", &two_nearest_distances_cuda);
+  m.impl("unet_weight_map", &unet_weight_map_cuda);
+}
+
+}  // namespace segloss::ops

@@ -1,0 +1,122 @@
+#include "distance_operands.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "checks.h"
+
+namespace segloss::ops {
+
+std::vector<double> check_instance_labels(std::string_view op, const at::Tensor& labels,
+                                          const std::optional<at::ArrayRef<double>>& sampling) {
+  TORCH_CHECK_TYPE(at::isIntegralType(labels.scalar_type(), /*includeBool=*/false), op,
+                   ": labels must be a tensor of integer instance ids (any integer dtype; 0 is "
+                   "background), got ",
+                   labels.scalar_type(),
+                   labels.scalar_type() == at::kBool
+                       ? " (a binary mask? label its connected components first)"
+                       : "");
+  const int64_t spatial = labels.dim() - 1;
+  TORCH_CHECK_VALUE(spatial == 2 || spatial == 3, op,
+                    ": labels must be Tensor[N, H, W] or Tensor[N, D, H, W] (a batch of 2D or 3D "
+                    "instance maps), got ",
+                    labels.dim(), " dimensions of shape ", labels.sym_sizes());
+  for (int64_t d = 1; d < labels.dim(); ++d) {
+    TORCH_CHECK_VALUE(labels.sym_size(d) <= core::kMaxEnvelopeLine, op, ": labels dim ", d,
+                      " has ", labels.sym_size(d), " pixels; at most ", core::kMaxEnvelopeLine,
+                      " are supported");
+  }
+  std::vector<double> spacing(spatial, 1.0);
+  if (sampling.has_value()) {
+    TORCH_CHECK_VALUE(int64_t(sampling->size()) == spatial, op,
+                      ": sampling must have one value per spatial dim of labels (", spatial,
+                      "), got ", sampling->size(), ": ", *sampling);
+    for (int64_t d = 0; d < spatial; ++d) {
+      const double s = (*sampling)[d];
+      // The bounds keep every squared distance a normal, finite double.
+      TORCH_CHECK_VALUE(s >= core::kMinSpacing && s <= core::kMaxSpacing, op,
+                        ": sampling must be positive (between 1e-100 and 1e100), got ", s,
+                        " for spatial dim ", d);
+      spacing[d] = s;
+    }
+  }
+  return spacing;
+}
+
+core::UnetWeightParams check_weight_map_arguments(
+    const at::Tensor& labels, double w0, double sigma,
+    const std::optional<at::ArrayRef<double>>& class_weights, bool balanced,
+    const std::optional<at::Tensor>& pixel_weights, bool border_everywhere) {
+  const char* op = kWeightMapOp;
+  TORCH_CHECK_VALUE(std::isfinite(w0), op, ": w0 must be finite, got ", w0);
+  TORCH_CHECK_VALUE(std::isfinite(sigma) && sigma > 0, op,
+                    ": sigma must be positive and finite, got ", sigma);
+  const int given = int(class_weights.has_value()) + int(balanced) + int(is_given(pixel_weights));
+  TORCH_CHECK_VALUE(given <= 1, op,
+                    ": give at most one of class_weights, balanced=True and pixel_weights");
+  if (class_weights.has_value()) {
+    TORCH_CHECK_VALUE(class_weights->size() == 2, op,
+                      ": class_weights must be [background_weight, foreground_weight], got ",
+                      class_weights->size(), " values");
+    for (double w : *class_weights) {
+      TORCH_CHECK_VALUE(std::isfinite(w), op, ": class_weights must be finite, got ",
+                        *class_weights);
+    }
+  }
+  if (is_given(pixel_weights)) {
+    const at::Tensor& w = *pixel_weights;
+    check_floating(op, "pixel_weights", w);
+    TORCH_CHECK(w.device() == labels.device(), op, ": pixel_weights is on ", w.device(),
+                " but labels is on ", labels.device());
+    TORCH_CHECK_VALUE(w.sym_sizes() == labels.sym_sizes(), op,
+                      ": pixel_weights must have labels' shape ", labels.sym_sizes(), ", got ",
+                      w.sym_sizes());
+  }
+  return core::UnetWeightParams{w0, sigma, border_everywhere};
+}
+
+core::Grid image_grid(const at::Tensor& labels, const std::vector<double>& spacing) {
+  core::Grid grid;
+  grid.ndim = int(labels.dim() - 1);
+  for (int d = 0; d < grid.ndim; ++d) {
+    grid.size[d] = labels.size(d + 1);
+    grid.spacing[d] = spacing[d];
+  }
+  return grid;
+}
+
+core::ClassWeights fixed_class_weights(const std::optional<at::ArrayRef<double>>& class_weights) {
+  core::ClassWeights weights;
+  if (class_weights.has_value()) {
+    weights.background = (*class_weights)[0];
+    weights.foreground = (*class_weights)[1];
+  }
+  return weights;
+}
+
+at::Tensor prepare_pixel_weights(const std::optional<at::Tensor>& pixel_weights) {
+  if (!is_given(pixel_weights)) return at::Tensor();
+  return pixel_weights->to(at::kFloat).contiguous();
+}
+
+std::vector<at::Tensor> empty_two_nearest_outputs(const at::Tensor& labels, bool return_labels) {
+  const auto distance_options =
+      labels.options().dtype(at::kDouble).memory_format(at::MemoryFormat::Contiguous);
+  const auto label_options = labels.options().memory_format(at::MemoryFormat::Contiguous);
+  std::vector<at::Tensor> outputs;
+  outputs.push_back(at::empty_symint(labels.sym_sizes(), distance_options));
+  outputs.push_back(at::empty_symint(labels.sym_sizes(), distance_options));
+  for (int k = 0; k < 2; ++k) {
+    outputs.push_back(return_labels ? at::empty_symint(labels.sym_sizes(), label_options)
+                                    : at::empty({0}, label_options));
+  }
+  return outputs;
+}
+
+at::Tensor empty_weight_map(const at::Tensor& labels) {
+  return at::empty_symint(labels.sym_sizes(), labels.options().dtype(at::kFloat).memory_format(
+                                                  at::MemoryFormat::Contiguous));
+}
+
+}  // namespace segloss::ops

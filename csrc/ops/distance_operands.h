@@ -1,0 +1,46 @@
+// Validation and preparation of the distance-transform ops' arguments
+// (two_nearest_distances, unet_weight_map), shared by the CPU, CUDA and Meta
+// kernels.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "../core/distance_transform.h"
+#include "../core/unet_weight.h"
+
+namespace segloss::ops {
+
+constexpr const char* kTwoNearestOp = "segloss.two_nearest_distances";
+constexpr const char* kWeightMapOp = "segloss.unet_weight_map";
+
+// labels: Tensor[N, *spatial] of integer instance ids with 2 or 3 spatial
+// dims; sampling: one spacing per spatial dim, or absent (1). Returns the
+// spacing per spatial dim. Works on Meta tensors with symbolic shapes.
+std::vector<double> check_instance_labels(std::string_view op, const at::Tensor& labels,
+                                          const std::optional<at::ArrayRef<double>>& sampling);
+
+// The weight map's options; returns its parameters.
+core::UnetWeightParams check_weight_map_arguments(
+    const at::Tensor& labels, double w0, double sigma,
+    const std::optional<at::ArrayRef<double>>& class_weights, bool balanced,
+    const std::optional<at::Tensor>& pixel_weights, bool border_everywhere);
+
+// One image's grid: the spatial sizes of `labels` and the spacing.
+core::Grid image_grid(const at::Tensor& labels, const std::vector<double>& spacing);
+
+// w_c by class when it is the same for every image: class_weights, or ones.
+core::ClassWeights fixed_class_weights(const std::optional<at::ArrayRef<double>>& class_weights);
+
+// pixel_weights as the kernels read them: float32, contiguous.
+at::Tensor prepare_pixel_weights(const std::optional<at::Tensor>& pixel_weights);
+
+// The outputs: d1, d2 as float64 of labels' shape; l1, l2 in labels' dtype and
+// shape, or empty ([0]) unless return_labels.
+std::vector<at::Tensor> empty_two_nearest_outputs(const at::Tensor& labels, bool return_labels);
+at::Tensor empty_weight_map(const at::Tensor& labels);
+
+}  // namespace segloss::ops
