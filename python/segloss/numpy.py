@@ -43,8 +43,10 @@ def _sampling(sampling: Sampling, ndim: int) -> list:
         values = [float(sampling)] * ndim
     else:
         try:
+            if isinstance(sampling, (str, bytes)):
+                raise TypeError
             values = [float(s) for s in sampling]
-        except TypeError:
+        except (TypeError, ValueError):
             raise TypeError("sampling must be a number or a sequence of numbers, got "
                             f"{type(sampling).__name__}") from None
         if len(values) != ndim:

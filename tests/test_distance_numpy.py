@@ -1,0 +1,389 @@
+"""segloss.numpy: two-nearest-instance distances, U-Net weight maps and the plain
+distance transform against brute force, SciPy and the weight formula."""
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+import segloss.numpy as snp
+from distance_reference import (balanced_class_weight, brute_force_squared, coins_instances,
+                                distance_of_ids, random_disks, random_pixels,
+                                scipy_per_instance, two_nearest_from, unet_weight_formula,
+                                voronoi_partition)
+
+INTEGER_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
+                  np.uint64]
+
+
+def _assert_close(actual, expected, exact):
+    assert actual.shape == expected.shape and actual.dtype == np.float64
+    assert np.array_equal(np.isinf(actual), np.isinf(expected))
+    if exact:
+        np.testing.assert_array_equal(actual, expected)
+    else:
+        finite = np.isfinite(expected)
+        np.testing.assert_allclose(actual[finite], expected[finite], rtol=1e-12, atol=0)
+
+
+def check_two_nearest(labels, sampling=None, threads=1, per_instance=None):
+    """Our d1, d2, l1, l2 against per-instance distances (brute force unless given)."""
+    exact = sampling is None
+    if per_instance is None:
+        ids, squared = brute_force_squared(labels, sampling)
+        per_instance = (ids, np.sqrt(squared))
+    ids, distances = per_instance
+    d1, d2, l1, l2 = snp.two_nearest_distances(labels, sampling, return_labels=True,
+                                               threads=threads)
+    e1, e2 = two_nearest_from(distances, labels.shape)
+    _assert_close(d1, e1, exact)
+    _assert_close(d2, e2, exact)
+    # The ids: at their reported distances, distinct, 0 exactly where missing.
+    assert l1.dtype == labels.dtype and l2.dtype == labels.dtype
+    _assert_close(distance_of_ids(distances, ids, l1), d1, exact)
+    _assert_close(distance_of_ids(distances, ids, l2), d2, exact)
+    both = (l1 != 0) & (l2 != 0)
+    assert not np.any(l1[both] == l2[both])
+    np.testing.assert_array_equal(l1 == 0, np.isinf(d1))
+    np.testing.assert_array_equal(l2 == 0, np.isinf(d2))
+    return d1, d2
+
+
+def _cases():
+    rng = np.random.default_rng(7)
+    cases = {}
+    for shape in [(23, 31), (9, 10, 11)]:
+        nd = f"{len(shape)}d"
+        cases[f"disks-{nd}"] = random_disks(shape, 6, rng)
+        cases[f"touching-{nd}"] = voronoi_partition(shape, 7, rng)
+        cases[f"voronoi-gaps-{nd}"] = voronoi_partition(shape, 7, rng, gaps=True)
+        cases[f"single-pixels-{nd}"] = random_pixels(shape, 12, 12, rng)
+        cases[f"repeated-ids-{nd}"] = random_pixels(shape, 40, 3, rng)
+        cases[f"dense-{nd}"] = random_pixels(shape, int(np.prod(shape)) // 2, 5, rng)
+        cases[f"none-{nd}"] = np.zeros(shape, np.int64)
+        one = np.zeros(shape, np.int64)
+        one[(1,) * len(shape)] = 4
+        cases[f"one-{nd}"] = one
+        two = one.copy()
+        two[tuple(s - 2 for s in shape)] = 9
+        cases[f"two-{nd}"] = two
+        cases[f"all-one-instance-{nd}"] = np.full(shape, 3, np.int64)
+    cases["thin-line"] = random_pixels((1, 40), 5, 3, rng)
+    cases["thin-column"] = random_pixels((40, 1), 5, 3, rng)
+    cases["single-pixel-image"] = np.array([[5]])
+    # A C-shaped instance around another: the nearest id changes back and forth
+    # along lines.
+    ring = np.zeros((25, 25), np.int64)
+    ring[3:22, 3:6] = ring[3:6, 3:22] = ring[19:22, 3:22] = 1
+    ring[11:14, 12:15] = 2
+    ring[0, 24] = 3
+    cases["nested"] = ring
+    return cases
+
+
+CASES = _cases()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_two_nearest_exact_unit_spacing(name):
+    check_two_nearest(CASES[name])
+
+
+_ANISOTROPIC = [(name, sampling)
+                for name in ["disks-2d", "touching-3d", "voronoi-gaps-2d", "single-pixels-3d",
+                             "nested"]
+                for sampling in ([(0.7, 1.9), 1.7] if CASES[name].ndim == 2
+                                 else [(2.5, 0.3, 1.1), 1.7])]
+
+
+@pytest.mark.parametrize("name, sampling", _ANISOTROPIC)
+def test_two_nearest_anisotropic(name, sampling):
+    check_two_nearest(CASES[name], sampling)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_two_nearest_random(seed):
+    rng = np.random.default_rng(seed)
+    ndim = 2 + seed % 2
+    shape = tuple(rng.integers(1, 30 if ndim == 2 else 11, ndim))
+    labels = np.zeros(shape, np.int64)
+    picked = rng.random(shape) < rng.uniform(0.01, 0.5)
+    labels[picked] = rng.integers(1, rng.integers(1, 8) + 1, picked.sum())
+    sampling = None if seed % 3 else list(rng.uniform(0.3, 3.0, ndim))
+    check_two_nearest(labels, sampling, threads=1 + seed % 3)
+
+
+@pytest.mark.parametrize("dtype", INTEGER_DTYPES)
+def test_every_integer_dtype_with_extreme_ids(dtype):
+    info = np.iinfo(dtype)
+    labels = np.zeros((13, 17), dtype)
+    labels[2, 3] = info.max
+    labels[9, 14] = info.min if info.min < 0 else 1
+    labels[5:7, 8:10] = info.max - 1
+    labels[11, 1] = -1 if info.min < 0 else 7
+    check_two_nearest(labels)
+
+
+def test_ids_need_not_be_consecutive():
+    labels = np.zeros((15, 15), np.int64)
+    labels[2, 2], labels[12, 3], labels[7, 13] = 1000, -5, 2**62
+    check_two_nearest(labels)
+
+
+@pytest.mark.parametrize("layout", ["fortran", "transposed", "strided", "negative-stride",
+                                    "read-only"])
+def test_layouts_and_input_untouched(layout):
+    base = CASES["disks-3d"].astype(np.int32)
+    expected = snp.two_nearest_distances(np.ascontiguousarray(base))
+    if layout == "fortran":
+        labels, want = np.asfortranarray(base), base
+    elif layout == "transposed":
+        labels = np.ascontiguousarray(base.transpose(2, 0, 1)).transpose(1, 2, 0)
+        want = base
+    elif layout == "strided":
+        big = np.zeros((base.shape[0] * 2, base.shape[1], base.shape[2] * 3), np.int32)
+        big[::2, :, ::3] = base
+        labels, want = big[::2, :, ::3], base
+    elif layout == "negative-stride":
+        labels = base[::-1, :, ::-1]
+        want = np.ascontiguousarray(labels)
+        expected = snp.two_nearest_distances(want)
+    else:
+        labels = base.copy()
+        labels.flags.writeable = False
+        want = base
+    before = labels.copy()
+    got = snp.two_nearest_distances(labels)
+    np.testing.assert_array_equal(labels, before)
+    for a, e in zip(got, expected):
+        assert a.flags.c_contiguous
+        np.testing.assert_array_equal(a, e)
+    np.testing.assert_array_equal(want, np.ascontiguousarray(labels))
+
+
+def test_misaligned_view_is_handled():
+    raw = np.zeros(4 * 20 * 20 + 1, np.uint8)
+    labels = raw[1:].view(np.int32).reshape(20, 20)  # unaligned
+    labels[3, 4], labels[15, 12] = 1, 2
+    check_two_nearest(labels)
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (4, 0), (0, 0, 3)])
+def test_empty_arrays(shape):
+    labels = np.zeros(shape, np.int32)
+    d1, d2, l1, l2 = snp.two_nearest_distances(labels, return_labels=True)
+    assert d1.shape == d2.shape == l1.shape == l2.shape == shape
+    assert snp.unet_weight_map(labels).shape == shape
+    assert snp.unet_weight_map(labels, class_weights="balanced").shape == shape
+
+
+def test_thread_counts_give_identical_bits():
+    labels = random_disks((96, 80), 30, np.random.default_rng(3))
+    reference = snp.two_nearest_distances(labels, sampling=(0.9, 1.3), return_labels=True)
+    for threads in (2, 3, 8):
+        got = snp.two_nearest_distances(labels, sampling=(0.9, 1.3), return_labels=True,
+                                        threads=threads)
+        for a, e in zip(got, reference):
+            np.testing.assert_array_equal(a, e)
+        np.testing.assert_array_equal(snp.unet_weight_map(labels, threads=threads),
+                                      snp.unet_weight_map(labels))
+
+
+def _child_weight_map(labels, queue):
+    queue.put(snp.unet_weight_map(labels, threads=2))
+
+
+def test_forked_worker_gives_the_same_result():
+    labels = random_disks((64, 64), 12, np.random.default_rng(5))
+    parent = snp.unet_weight_map(labels, threads=2)  # threads used before the fork
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_child_weight_map, args=(labels, queue))
+    child.start()
+    result = queue.get(timeout=60)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    np.testing.assert_array_equal(result, parent)
+
+
+def test_coins_watershed_instances():
+    pytest.importorskip("skimage")
+    labels = coins_instances()
+    assert len(np.unique(labels)) > 10
+    check_two_nearest(labels, per_instance=scipy_per_instance(labels))
+    ids, distances = scipy_per_instance(labels)
+    d1, d2 = two_nearest_from(distances, labels.shape)
+    expected = unet_weight_formula(labels, d1, d2)
+    np.testing.assert_allclose(snp.unet_weight_map(labels), expected, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# Weight maps
+# --------------------------------------------------------------------------
+
+def _reference_weights(labels, sampling=None, w0=10.0, sigma=5.0, class_weight=None,
+                       border_everywhere=False):
+    ids, squared = brute_force_squared(labels, sampling)
+    d1, d2 = two_nearest_from(np.sqrt(squared), labels.shape)
+    return unet_weight_formula(labels, d1, d2, w0, sigma, class_weight, border_everywhere)
+
+
+@pytest.mark.parametrize("name", ["disks-2d", "disks-3d", "touching-2d", "voronoi-gaps-3d",
+                                  "none-2d", "one-2d", "two-3d", "nested"])
+def test_weight_map_defaults(name):
+    labels = CASES[name]
+    got = snp.unet_weight_map(labels)
+    assert got.dtype == np.float32 and got.shape == labels.shape
+    np.testing.assert_allclose(got, _reference_weights(labels), rtol=1e-6, atol=0)
+
+
+def test_weight_map_options():
+    labels = CASES["disks-2d"]
+    rng = np.random.default_rng(11)
+    pixel = rng.uniform(0.5, 2.0, labels.shape)
+    variants = [
+        (dict(w0=3.0, sigma=2.0), dict(w0=3.0, sigma=2.0)),
+        (dict(sampling=(0.5, 1.5)), dict(sampling=(0.5, 1.5))),
+        (dict(border_everywhere=True), dict(border_everywhere=True)),
+        (dict(class_weights="balanced"), dict(class_weight=balanced_class_weight(labels))),
+        (dict(class_weights={0: 0.25, 1: 4.0}),
+         dict(class_weight=np.where(labels != 0, 4.0, 0.25))),
+        (dict(class_weights={1: 2.0}), dict(class_weight=np.where(labels != 0, 2.0, 1.0))),
+        (dict(class_weights=pixel), dict(class_weight=pixel.astype(np.float32).astype(np.float64))),
+    ]
+    for ours, reference in variants:
+        np.testing.assert_allclose(snp.unet_weight_map(labels, **ours),
+                                   _reference_weights(labels, **reference), rtol=1e-6, atol=0,
+                                   err_msg=str(ours))
+
+
+def test_balanced_weights_with_one_class_absent():
+    # The present class covers every pixel: n / (2 n) = 0.5; no border term.
+    for labels in (np.zeros((8, 9), np.int64), np.full((8, 9), 2, np.int64)):
+        np.testing.assert_array_equal(snp.unet_weight_map(labels, class_weights="balanced"),
+                                      balanced_class_weight(labels).astype(np.float32))
+        assert np.all(balanced_class_weight(labels) == 0.5)
+
+
+# --------------------------------------------------------------------------
+# distance_transform_edt: SciPy's result
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(12))
+def test_distance_transform_edt_equals_scipy(seed):
+    rng = np.random.default_rng(100 + seed)
+    ndim = 1 + seed % 4
+    shape = tuple(rng.integers(1, {1: 60, 2: 40, 3: 12, 4: 6}[ndim], ndim))
+    image = (rng.random(shape) < rng.uniform(0.5, 0.99)).astype(
+        [np.bool_, np.uint8, np.int64, np.float32][seed % 4])
+    sampling = None if seed % 2 else list(rng.uniform(0.2, 4.0, ndim))
+    expected = ndimage.distance_transform_edt(image, sampling=sampling)
+    got = snp.distance_transform_edt(image, sampling=sampling, threads=1 + seed % 2)
+    assert got.dtype == np.float64 and got.shape == expected.shape
+    if sampling is None:
+        np.testing.assert_array_equal(got, expected)
+    else:
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("image", [np.ones(5), np.ones((2, 3)), np.ones((3, 4, 2)), np.array(5),
+                                   np.zeros((3, 3)), np.array([np.nan, 0.0, 2.0])],
+                         ids=["ones-1d", "ones-2d", "ones-3d", "0d", "zeros", "nan"])
+@pytest.mark.parametrize("sampling", [None, 1.5])
+def test_distance_transform_edt_edge_cases_match_scipy(image, sampling):
+    expected = ndimage.distance_transform_edt(image, sampling=sampling)
+    got = snp.distance_transform_edt(image, sampling=sampling)
+    assert got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+
+
+# --------------------------------------------------------------------------
+# Without torch
+# --------------------------------------------------------------------------
+
+_NO_TORCH = textwrap.dedent(r"""
+    import sys
+
+    class BlockTorch:
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch" or name.startswith("torch."):
+                raise ImportError("torch is hidden in this test")
+            return None
+
+    sys.meta_path.insert(0, BlockTorch())
+    import numpy as np
+    import segloss
+    import segloss.numpy as snp
+
+    labels = np.zeros((20, 30), np.int32)
+    labels[3:6, 4:8] = 1
+    labels[12:15, 20:25] = 2
+    d1, d2, l1, l2 = snp.two_nearest_distances(labels, return_labels=True, threads=2)
+    w = snp.unet_weight_map(labels, class_weights="balanced")
+    e = snp.distance_transform_edt(labels == 0)
+    assert segloss.numpy is snp
+    assert "torch" not in sys.modules, "torch was imported"
+    np.save(sys.argv[1], np.stack([d1, d2, l1, l2, w, e]))
+""")
+
+
+def test_numpy_module_works_without_torch(tmp_path):
+    out = tmp_path / "result.npy"
+    env = dict(os.environ)
+    subprocess.run([sys.executable, "-c", _NO_TORCH, str(out)], check=True, env=env,
+                   timeout=120)
+    labels = np.zeros((20, 30), np.int32)
+    labels[3:6, 4:8] = 1
+    labels[12:15, 20:25] = 2
+    d1, d2, l1, l2 = snp.two_nearest_distances(labels, return_labels=True)
+    expected = np.stack([d1, d2, l1, l2, snp.unet_weight_map(labels, class_weights="balanced"),
+                         ndimage.distance_transform_edt(labels == 0)])
+    np.testing.assert_array_equal(np.load(out), expected)
+
+
+# --------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------
+
+GOOD = np.zeros((6, 7), np.int32)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: snp.two_nearest_distances(GOOD.astype(np.float32)), TypeError,
+     "labels must be an array of integer instance ids.*float32"),
+    (lambda: snp.two_nearest_distances(GOOD.astype(bool)), TypeError, "binary mask"),
+    (lambda: snp.two_nearest_distances(np.zeros(5, np.int32)), ValueError,
+     r"2D or 3D instance map, got 1 dimensions \(shape \(5,\)\)"),
+    (lambda: snp.two_nearest_distances(np.zeros((2, 3, 4, 5), np.int32)), ValueError,
+     "got 4 dimensions"),
+    (lambda: snp.two_nearest_distances(GOOD, sampling=(1.0,)), ValueError,
+     r"one value per axis \(2\), got 1"),
+    (lambda: snp.two_nearest_distances(GOOD, sampling=(1.0, 0.0)), ValueError,
+     "sampling must be positive.*got 0.0 for axis 1"),
+    (lambda: snp.two_nearest_distances(GOOD, sampling=-2), ValueError, "sampling must be positive"),
+    (lambda: snp.two_nearest_distances(GOOD, sampling=(1.0, float("nan"))), ValueError,
+     "sampling must be positive"),
+    (lambda: snp.two_nearest_distances(GOOD, sampling="ab"), TypeError,
+     "sampling must be a number or a sequence of numbers, got str"),
+    (lambda: snp.two_nearest_distances(GOOD, sampling=[1.0, "x"]), TypeError,
+     "sampling must be a number or a sequence of numbers"),
+    (lambda: snp.two_nearest_distances(GOOD, threads=0), ValueError, "threads must be"),
+    (lambda: snp.unet_weight_map(GOOD, sigma=0), ValueError, "sigma must be positive"),
+    (lambda: snp.unet_weight_map(GOOD, sigma=-1), ValueError, "sigma must be positive"),
+    (lambda: snp.unet_weight_map(GOOD, w0=float("inf")), ValueError, "w0 must be finite"),
+    (lambda: snp.unet_weight_map(GOOD, class_weights="inverse"), ValueError,
+     "class_weights must be None, 'balanced'"),
+    (lambda: snp.unet_weight_map(GOOD, class_weights={2: 1.0}), ValueError, "keys 0"),
+    (lambda: snp.unet_weight_map(GOOD, class_weights=np.ones((6, 6))), ValueError,
+     r"labels' shape \(6, 7\)"),
+    (lambda: snp.distance_transform_edt(np.ones((3, 3)), sampling=(1, 2, 3)), ValueError,
+     r"one value per axis \(2\), got 3"),
+])
+def test_errors(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
