@@ -1,7 +1,7 @@
 """Forward+backward timings of segloss's ops against the references in the same run.
 
     ./dev bench                         # CPU, every suite, with torch.compile anchors
-    ./dev bench --suite dice            # one suite (bce, dice, dice_ce)
+    ./dev bench --suite dice            # one suite (bce, dice, dice_ce, distance)
     ./dev bench --device cuda           # on a GPU (adds peak extra memory)
     ./dev bench --no-compile --repeats 10
     ./dev bench --suite dice --memory   # peak extra memory instead of time
@@ -17,6 +17,13 @@ built-in loss or MONAI's), torch.compile of the same formula written in
 PyTorch ops, and a copy of the input and target (a memory-traffic
 yardstick). Prints a markdown table per suite and writes
 benchmarks/results/<suite>-<device>.json.
+
+Runner suites (distance: segloss.numpy's distance transforms on the CPU,
+benchmarks/distance.py) have their own runner: they get --repeats (when
+given; otherwise the runner's own default) and --out-dir, and every option
+run.py does not know is passed through to them, e.g.
+
+    ./dev bench --suite distance --repeats 3 --skip-recipe --cases 512x512/100
 """
 
 import argparse
@@ -158,6 +165,15 @@ def dice_ce_cases(device) -> List[Case]:
 SUITES = {"bce": bce_cases, "dice": dice_cases, "dice_ce": dice_ce_cases}
 
 
+def run_distance(argv: List[str]) -> None:
+    import distance  # benchmarks/distance.py, imported only when asked for
+    distance.main(argv)
+
+
+# Suites with their own runner, called with an argument list.
+RUNNERS: Dict[str, Callable[[List[str]], None]] = {"distance": run_distance}
+
+
 def forward_backward(loss_fn: Loss, x: torch.Tensor, y: torch.Tensor):
     def step():
         x.grad = None
@@ -216,23 +232,39 @@ def run_suite(name: str, device: torch.device, args) -> None:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suite", choices=sorted(SUITES), action="append",
+    parser.add_argument("--suite", choices=sorted({**SUITES, **RUNNERS}), action="append",
                         help="run only these suites (repeatable); default: all")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="default: 20 (runner suites: their own default)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile anchor")
     parser.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "results"))
     parser.add_argument("--memory", action="store_true",
                         help="measure peak extra memory instead of time")
-    args = parser.parse_args(argv)
+    args, passthrough = parser.parse_known_args(argv)
+    names = args.suite or sorted({**SUITES, **RUNNERS})
+    if passthrough and not any(name in RUNNERS for name in names):
+        parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
+    runner_argv = ["--out-dir", args.out_dir, *passthrough]
+    if args.repeats is not None:
+        runner_argv = ["--repeats", str(args.repeats), *runner_argv]
+    else:
+        args.repeats = 20
     device = torch.device(args.device)
     if args.memory and device.type == "cpu" and not harness.cpu_memory_measurable():
         # Measure in a child in which freed memory goes back to the OS.
         env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
         raise SystemExit(subprocess.call([sys.executable, __file__, *(argv or sys.argv[1:])],
                                          env=env))
-    for name in args.suite or sorted(SUITES):
-        run_suite(name, device, args)
+    for name in names:
+        if name not in RUNNERS:
+            run_suite(name, device, args)
+        elif args.memory:
+            print(f"{name}: no --memory mode, skipped\n")
+        else:
+            if device.type != "cpu":
+                print(f"{name}: CPU-only, runs on the CPU")
+            RUNNERS[name](runner_argv)
 
 
 if __name__ == "__main__":

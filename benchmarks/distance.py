@@ -1,0 +1,206 @@
+"""CPU timings of the exact two-nearest-instance distance transform and the
+U-Net weight map (segloss.numpy) against the references, in the same run on
+the same synthetic cell images.
+
+    python benchmarks/distance.py                        # every case, 10 repeats
+    python benchmarks/distance.py --repeats 3 --cases 512x512/100 --cases 128x128x128/100
+    python benchmarks/distance.py --skip-recipe          # without the slow per-instance recipe
+    python benchmarks/run.py --suite distance --repeats 3 --skip-recipe
+
+Through run.py, --repeats and --out-dir are run.py's own options and are
+passed on; every option run.py does not know (--skip-recipe, --cases) is
+passed through to this runner unchanged.
+
+Candidates per case (one thread unless stated):
+  segloss d1,d2        snp.two_nearest_distances(labels)
+  segloss weight map   snp.unet_weight_map(labels)
+  scipy EDT            one scipy.ndimage.distance_transform_edt(labels == 0), the
+                       yardstick: one plain distance transform of the same image
+  edt                  edt.edt(labels == 0, parallel=1), the fastest plain
+                       distance transform we know (skipped if not installed)
+  per-instance SciPy   the usual recipe for the weight map: one SciPy distance
+                       transform per instance, running min-2, then the formula
+                       (timed once: it is slow)
+  segloss 2 threads    snp.two_nearest_distances(labels, threads=2)
+
+Prints a markdown table and writes <out-dir>/distance-time-cpu.json.
+"""
+
+import argparse
+import importlib.metadata
+import os
+import sys
+import time
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import scipy
+from scipy import ndimage
+
+import torch  # only for harness's timing helpers and device descriptions
+
+sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
+
+import segloss.numpy as snp  # noqa: E402
+
+CPU = torch.device("cpu")
+W0, SIGMA = 10.0, 5.0  # unet_weight_map's defaults, used by the recipe too
+
+# (shape, number of cells); a case's name is "512x512/25".
+CASES: List[Tuple[Tuple[int, ...], int]] = [
+    ((512, 512), 25),
+    ((512, 512), 100),
+    ((512, 512), 400),
+    ((1024, 1024), 300),
+    ((128, 128, 128), 100),
+]
+
+CANDIDATES = ["segloss d1,d2", "segloss weight map", "scipy EDT", "edt", "per-instance SciPy",
+              "segloss 2 threads"]
+RATIOS = [("scipy EDT", "segloss d1,d2"), ("per-instance SciPy", "segloss weight map"),
+          ("segloss d1,d2", "segloss 2 threads"), ("segloss d1,d2", "edt")]
+
+
+def case_name(shape: Tuple[int, ...], n: int) -> str:
+    return f"{'x'.join(map(str, shape))}/{n}"
+
+
+def cells(shape: Tuple[int, ...], n: int, seed: int = 0) -> np.ndarray:
+    """An int32 instance map of n roughly round cells (ids 1..n) on background 0.
+
+    Disks (balls in 3D) with uniform random centres and radii
+    0.35 * (pixels / n) ** (1 / ndim) * U(0.6, 1); a later cell does not
+    overwrite an earlier one (so an id can be missing if its disk is covered).
+    Only each disk's bounding box is touched."""
+    rng = np.random.default_rng(seed)
+    shape = tuple(shape)
+    labels = np.zeros(shape, np.int32)
+    scale = 0.35 * (np.prod(shape) / n) ** (1 / len(shape))
+    centres = rng.uniform(0, shape, size=(n, len(shape)))
+    radii = scale * rng.uniform(0.6, 1.0, size=n)
+    for i, (centre, r) in enumerate(zip(centres, radii), start=1):
+        lo = np.maximum(np.floor(centre - r).astype(int), 0)
+        hi = np.minimum(np.ceil(centre + r).astype(int) + 1, shape)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        squared = sum((g - c) ** 2 for g, c in zip(np.ogrid[box], centre))
+        view = labels[box]
+        view[(squared <= r * r) & (view == 0)] = i
+    return labels
+
+
+def per_instance_recipe(labels: np.ndarray, w0: float = W0, sigma: float = SIGMA) -> np.ndarray:
+    """The usual U-Net weight map recipe: one SciPy distance transform per
+    instance, keeping the two smallest distances per pixel (a running min-2,
+    cheaper than stacking and sorting), then the weight on background pixels."""
+    d1 = np.full(labels.shape, np.inf)
+    d2 = np.full(labels.shape, np.inf)
+    for i in np.unique(labels):
+        if i == 0:
+            continue
+        d = ndimage.distance_transform_edt(labels != i)
+        larger = np.maximum(d1, d)
+        np.minimum(d1, d, out=d1)
+        np.minimum(d2, larger, out=d2)
+    border = w0 * np.exp(-((d1 + d2) ** 2) / (2 * sigma**2))
+    return np.where(labels == 0, 1.0 + border, 1.0).astype(np.float32)
+
+
+def import_edt():
+    try:
+        import edt
+    except ImportError:
+        return None
+    return edt
+
+
+def version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def once_ms(fn) -> Tuple[float, object]:
+    t0 = time.perf_counter()
+    result = fn()
+    return (time.perf_counter() - t0) * 1e3, result
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    names = [case_name(shape, n) for shape, n in CASES]
+    parser = argparse.ArgumentParser(prog="distance.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--skip-recipe", action="store_true",
+                        help="skip the (slow) per-instance SciPy recipe")
+    parser.add_argument("--cases", action="append", choices=names, metavar="NAME",
+                        help=f"run only these cases (repeatable): {', '.join(names)}")
+    parser.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "results"))
+    args = parser.parse_args(argv)
+
+    edt = import_edt()
+    if edt is None:
+        print("note: the edt package is not installed; the edt column is skipped")
+    time_it = lambda fn: harness.median_ms(fn, CPU, warmup=1, repeats=args.repeats)  # noqa: E731
+
+    rows: Dict[str, harness.Row] = {}  # case name -> row
+    checks: Dict[str, bool] = {}
+    for shape, n in CASES:
+        name = case_name(shape, n)
+        if args.cases and name not in args.cases:
+            continue
+        labels = cells(shape, n, seed=0)
+        background = labels == 0
+        row = harness.Row(case=f"{n} cells", shape=list(shape), dtype="int32")
+        row.ms["segloss d1,d2"] = time_it(lambda: snp.two_nearest_distances(labels))
+        row.ms["segloss weight map"] = time_it(lambda: snp.unet_weight_map(labels))
+        row.ms["scipy EDT"] = time_it(lambda: ndimage.distance_transform_edt(background))
+        if edt is not None:
+            row.ms["edt"] = time_it(lambda: edt.edt(background, parallel=1))
+        if not args.skip_recipe:
+            row.ms["per-instance SciPy"], recipe = once_ms(lambda: per_instance_recipe(labels))
+            ours = snp.unet_weight_map(labels, w0=W0, sigma=SIGMA)
+            checks[name] = bool(np.allclose(recipe, ours, rtol=1e-5))
+        row.ms["segloss 2 threads"] = time_it(
+            lambda: snp.two_nearest_distances(labels, threads=2))
+        rows[name] = row
+        print(f"{name:18s} " + "  ".join(f"{k} {v:.2f}" for k, v in row.ms.items()), flush=True)
+        if name in checks:
+            if checks[name]:
+                print(f"{name:18s} check: the recipe's weight map equals segloss's (rtol 1e-5)")
+            else:
+                print(f"\n!!! WARNING {name}: the per-instance recipe's weight map differs from "
+                      f"segloss's (np.allclose rtol 1e-5 fails); the comparison is not apples "
+                      f"to apples !!!\n", flush=True)
+
+    recipe_note = "" if args.skip_recipe else "; per-instance SciPy: 1 run"
+    what = (f"one call per candidate on int32 labels, one thread unless stated, median of "
+            f"{args.repeats}{recipe_note}; time in ms")
+    print(f"\ndistance: {harness.machine_description(CPU)}, {time.strftime('%Y-%m-%d')}, "
+          f"numpy {np.__version__}, scipy {scipy.__version__}, edt {version('edt')}; {what}")
+    candidates = [c for c in CANDIDATES if any(c in row.ms for row in rows.values())]
+    ratios = [(a, b) for a, b in RATIOS if a in candidates and b in candidates]
+    print(harness.markdown_table(list(rows.values()), candidates, ratios))
+
+    cell_count_ratio = None
+    if "512x512/25" in rows and "512x512/400" in rows:
+        cell_count_ratio = (rows["512x512/400"].ms["segloss d1,d2"] /
+                            rows["512x512/25"].ms["segloss d1,d2"])
+        print(f"\n512x512: segloss d1,d2 ms (400 cells) / (25 cells) = {cell_count_ratio:.2f}")
+    if checks:
+        failed = [k for k, ok in checks.items() if not ok]
+        print("recipe check: " + (f"FAILED for {', '.join(failed)}" if failed else
+                                  "the recipe's weight map equals segloss's in every case"))
+
+    out = os.path.join(args.out_dir, "distance-time-cpu.json")
+    os.makedirs(args.out_dir, exist_ok=True)
+    harness.write_json(out, list(rows.values()), CPU, {
+        "suite": "distance", "what": what, "numpy": np.__version__,
+        "scipy": scipy.__version__, "edt": version("edt"), "recipe_matches": checks,
+        "segloss_d1d2_400_over_25_cells_512x512": cell_count_ratio})
+    print(f"wrote {out}\n")
+
+
+if __name__ == "__main__":
+    main()
