@@ -95,13 +95,14 @@ void two_nearest_squared(const StridedLabels<Label, ToId>& labels, const Grid& g
     const int64_t lines = grid.numel() / n;
     const double spacing = grid.spacing[axis];
     parallel_for(lines, [&](int64_t begin, int64_t end) {
-      std::vector<double> base(2 * n);
+      std::vector<double> base(2 * n), key(2 * n);
       std::vector<InstanceId> ids(2 * n);
       std::vector<EnvelopePiece> scratch(envelope_scratch_pieces(n));
+      const LineCandidates candidates{base.data(), key.data(), ids.data()};
       for (int64_t index = begin; index < end; ++index) {
         NearestPair* line = state + (index / inner) * n * inner + index % inner;
-        gather_line(line, inner, n, base.data(), ids.data());
-        envelope_line(base.data(), ids.data(), n, spacing, line, inner, scratch.data());
+        gather_line(line, inner, n, spacing, candidates);
+        envelope_line(candidates, n, spacing, line, inner, scratch.data());
       }
     });
   }

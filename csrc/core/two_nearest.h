@@ -143,32 +143,40 @@ SEGLOSS_INLINE int64_t envelope_scratch_pieces(int64_t n) { return 2 * n + 2; }
 constexpr double kMinSpacing = 1e-100;
 constexpr double kMaxSpacing = 1e100;
 
-// One line's candidates, gathered (gather_line) into flat arrays: candidate c
-// is entry c % 2 of position c / 2, its squared distance from position x
-// base[c] + (spacing * (x - c / 2))^2.
+// One line's candidates, gathered by gather_line into flat arrays: candidate c
+// is entry c % 2 of position q = c / 2, and its squared distance from position
+// x is base[c] + (spacing (x - q))^2. Comparisons use the keys
+// key[c] = base[c] / spacing^2 + q^2: p is nearer than t at x exactly when
+// key[p] - key[t] < 2 x (q_p - q_t), integer arithmetic at unit spacing (exact
+// in double while keys stay below 2^53) and monotone in x at any spacing.
+struct LineCandidates {
+  double* base;
+  double* key;
+  InstanceId* id;
+};
+
 class EnvelopeLine {
  public:
-  SEGLOSS_INLINE EnvelopeLine(const double* base, const InstanceId* ids, double spacing)
-      : base_(base), ids_(ids), spacing_(spacing) {}
+  SEGLOSS_INLINE EnvelopeLine(const LineCandidates& line, double spacing)
+      : base_(line.base), key_(line.key), ids_(line.id), spacing_(spacing) {}
 
   SEGLOSS_INLINE int64_t position(int32_t c) const { return c >> 1; }
-  SEGLOSS_INLINE double base(int32_t c) const { return base_[c]; }
   SEGLOSS_INLINE InstanceId id(int32_t c) const { return ids_[c]; }
 
   SEGLOSS_INLINE double value(int32_t c, int64_t x) const {
     const double offset = spacing_ * double(x - position(c));
-    return base(c) + offset * offset;
+    return base_[c] + offset * offset;
   }
 
-  // Whether candidate p is strictly nearer than t (-1: none) at x.
+  // Whether candidate p, inserted after t (position(p) >= position(t)), is
+  // strictly nearer than t (-1: none) at x.
   SEGLOSS_INLINE bool below(int32_t p, int32_t t, int64_t x) const {
-    return t < 0 || value(p, x) < value(t, x);
+    return t < 0 || key_[p] - key_[t] < 2.0 * double(x) * double(position(p) - position(t));
   }
 
   // The first x in [lo, hi) (lo < hi) at which p is below t (-1: none), or
-  // hi. p was inserted after t (position(p) >= position(t)), so value(p) -
-  // value(t) does not increase with x and the set where p is below t is a
-  // suffix (all or nothing when the positions are equal).
+  // hi; the set where p is below t is a suffix (all or nothing when the
+  // positions are equal).
   SEGLOSS_INLINE int64_t first_below(int32_t p, int32_t t, int64_t lo, int64_t hi) const {
     if (t < 0 || below(p, t, lo)) return lo;
     if (!below(p, t, hi - 1)) return hi;
@@ -176,19 +184,12 @@ class EnvelopeLine {
   }
 
   // first_below when p is known not to be below t at lo and to be below it at
-  // hi - 1: p is below t exactly for x > z, the parabolas' crossing. z is
-  // computed to within a few ulps (exactly so at unit spacing, where every
-  // value is an integer); only when it falls next to an integer does direct
-  // evaluation settle the rounding.
+  // hi - 1: p is below t for x > (key[p] - key[t]) / (2 (q_p - q_t)); the
+  // rounding of that quotient is settled by the exact test.
   SEGLOSS_INLINE int64_t crossing(int32_t p, int32_t t, int64_t lo, int64_t hi) const {
-    const int64_t qp = position(p), qt = position(t);
-    const double z = 0.5 * ((base(p) - base(t)) / (spacing_ * spacing_ * double(qp - qt)) +
-                            double(qp + qt));
-    if (!(z >= double(lo + 1))) return lo + 1;  // also NaN (equal positions)
-    if (!(z < double(hi - 1))) return hi - 1;
-    const double below_z = floor(z);
-    int64_t x = int64_t(below_z) + 1;
-    if (z - below_z > 1e-7 && z - below_z < 1 - 1e-7) return x;
+    const double z =
+        (key_[p] - key_[t]) / (2.0 * double(position(p) - position(t)));
+    int64_t x = z < double(lo + 1) ? lo + 1 : (z < double(hi - 1) ? int64_t(floor(z)) + 1 : hi - 1);
     while (x > lo + 1 && below(p, t, x - 1)) --x;
     while (x < hi - 1 && !below(p, t, x)) ++x;
     return x;
@@ -196,6 +197,7 @@ class EnvelopeLine {
 
  private:
   const double* base_;
+  const double* key_;
   const InstanceId* ids_;
   double spacing_;
 };
@@ -223,6 +225,19 @@ class EnvelopeBuilder {
     // Pieces [i, count_) lie wholly in the suffix p changes.
     int64_t i = count_;
     while (i > 0 && changes(p, id, pieces_[i - 1], pieces_[i - 1].begin)) --i;
+    if (i == count_) {
+      // The common case: p changes only the tail of the last piece.
+      const EnvelopePiece kept = pieces_[count_ - 1];
+      if (line_.id(kept.first) == id) {
+        append(line_.crossing(p, kept.first, kept.begin, n_), p, kept.second);
+      } else {
+        const int64_t from = line_.crossing(p, kept.second, kept.begin, n_);
+        const int64_t first_from = line_.first_below(p, kept.first, from, n_);
+        if (first_from > from) append(from, kept.first, p);
+        if (first_from < n_) append(first_from, p, kept.first);
+      }
+      return;
+    }
     // Copy the changed part, including the tail of piece i - 1 from where p
     // starts to change it (not at its begin; by its end if it is the last).
     int64_t changed = 0;
@@ -302,16 +317,19 @@ class EnvelopeBuilder {
   int64_t count_;
 };
 
-// Copies a line's pairs, in[q * in_stride] for q < n, into the flat candidate
-// arrays of EnvelopeLine: base[2n] and ids[2n].
-SEGLOSS_INLINE void gather_line(const NearestPair* in, int64_t in_stride, int64_t n, double* base,
-                                InstanceId* ids) {
+// Copies a line's pairs, in[q * in_stride] for q < n, into the flat arrays of
+// LineCandidates (2n entries each).
+SEGLOSS_INLINE void gather_line(const NearestPair* in, int64_t in_stride, int64_t n,
+                                double spacing, const LineCandidates& line) {
+  const double inverse_square = 1.0 / (spacing * spacing);
   for (int64_t q = 0; q < n; ++q) {
     const NearestPair& pair = in[q * in_stride];
-    base[2 * q] = pair.d[0];
-    base[2 * q + 1] = pair.d[1];
-    ids[2 * q] = pair.id[0];
-    ids[2 * q + 1] = pair.id[1];
+    const double q_squared = double(q) * double(q);
+    for (int k = 0; k < 2; ++k) {
+      line.base[2 * q + k] = pair.d[k];
+      line.key[2 * q + k] = pair.d[k] * inverse_square + q_squared;
+      line.id[2 * q + k] = pair.id[k];
+    }
   }
 }
 
@@ -319,14 +337,13 @@ SEGLOSS_INLINE void gather_line(const NearestPair* in, int64_t in_stride, int64_
 // previous passes' pairs; writes the new pairs to out[x * out_stride] (which
 // may be where they were gathered from). `scratch` holds
 // envelope_scratch_pieces(n) pieces.
-SEGLOSS_INLINE void envelope_line(const double* base, const InstanceId* ids, int64_t n,
-                                  double spacing, NearestPair* out, int64_t out_stride,
-                                  EnvelopePiece* scratch) {
+SEGLOSS_INLINE void envelope_line(const LineCandidates& candidates, int64_t n, double spacing,
+                                  NearestPair* out, int64_t out_stride, EnvelopePiece* scratch) {
   if (n <= 0) return;
-  const EnvelopeLine line(base, ids, spacing);
+  const EnvelopeLine line(candidates, spacing);
   EnvelopeBuilder envelope(line, n, scratch);
   for (int64_t c = 0; c < 2 * n; ++c) {
-    if (ids[c] != kNoInstance) envelope.insert(int32_t(c));
+    if (candidates.id[c] != kNoInstance) envelope.insert(int32_t(c));
   }
   envelope.write(out, out_stride);
 }

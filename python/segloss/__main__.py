@@ -2,6 +2,7 @@
 
     segloss demo [--steps N] [--device DEV] [--seed S]
     segloss info
+    segloss weight-map LABELS... -o DIR [options]   (see segloss.weight_map_cli)
 
 torch is imported only inside the commands that need it.
 """
@@ -62,6 +63,7 @@ def _positive_int(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     import segloss
+    from segloss import weight_map_cli
 
     parser = argparse.ArgumentParser(
         prog="segloss", description="segloss: fast exact image-segmentation losses for PyTorch.")
@@ -83,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="print versions, library path, CUDA and thread info")
     info.set_defaults(func=_cmd_info)
+
+    weight_map = sub.add_parser(
+        "weight-map", help="write U-Net weight maps (.npy) for label images (.npy, .png, .tif)",
+        description=weight_map_cli.DESCRIPTION, epilog=weight_map_cli.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    weight_map_cli.add_arguments(weight_map)
+    weight_map.set_defaults(func=weight_map_cli.run)
     return parser
 
 
