@@ -60,49 +60,86 @@ struct ZeroIsFeature {
   }
 };
 
+// Calls visit(column, ids) for the columns [begin, end) of `grid`: the lines
+// along axis 0, one per pixel of the remaining axes (in C order); ids(i) is
+// the id of the column's i-th pixel.
+template <typename Label, typename ToId, typename Visit>
+void for_each_column(const StridedLabels<Label, ToId>& labels, const Grid& grid, int64_t begin,
+                     int64_t end, Visit&& visit) {
+  for (int64_t column = begin; column < end; ++column) {
+    // The column's index over axes 1.. gives its first label's offset.
+    int64_t offset = 0;
+    int64_t rest = column;
+    for (int d = grid.ndim - 1; d >= 1; --d) {
+      offset += (rest % grid.size[d]) * labels.stride[d];
+      rest /= grid.size[d];
+    }
+    const Label* first = labels.data + offset;
+    const int64_t stride = labels.stride[0];
+    const ToId to_id = labels.to_id;
+    visit(column, [first, stride, to_id](int64_t i) { return to_id(first[i * stride]); });
+  }
+}
+
+// The number of pixels that belong to an instance.
+template <typename Label, typename ToId>
+int64_t count_instance_pixels(const StridedLabels<Label, ToId>& labels, const Grid& grid) {
+  if (grid.ndim == 0 || grid.numel() == 0) return 0;
+  int64_t count = 0;
+  for_each_column(labels, grid, 0, grid.inner(0), [&](int64_t, const auto& ids) {
+    for (int64_t i = 0; i < grid.size[0]; ++i) count += ids(i) != kNoInstance;
+  });
+  return count;
+}
+
 // `parallel_for(count, body)` runs body(begin, end) over a partition of
 // [0, count), possibly in parallel; body may be called from several threads.
 //
-// Fills state[numel] (C order) with each pixel's squared distances to and ids
-// of its two nearest distinct instances.
-template <typename Label, typename ToId, typename ParallelFor>
+// Computes each pixel's squared distances to and ids of its two nearest
+// distinct instances and hands them to sink(index, pair), once per pixel (C
+// order index), possibly from several threads. `state` (numel pairs) is the
+// working memory of the passes before the last.
+template <typename Label, typename ToId, typename ParallelFor, typename Sink>
 void two_nearest_squared(const StridedLabels<Label, ToId>& labels, const Grid& grid,
-                         NearestPair* state, ParallelFor&& parallel_for) {
+                         NearestPair* state, ParallelFor&& parallel_for, const Sink& sink) {
   if (grid.ndim == 0 || grid.numel() == 0) return;
-  // Pass 0: lines along axis 0, one per pixel of the remaining axes.
+  // Pass 0: lines along axis 0.
   const int64_t n0 = grid.size[0];
   const int64_t columns = grid.inner(0);
   parallel_for(columns, [&](int64_t begin, int64_t end) {
-    for (int64_t column = begin; column < end; ++column) {
-      // The column's index over axes 1.. gives its first label's offset.
-      int64_t offset = 0;
-      int64_t rest = column;
-      for (int d = grid.ndim - 1; d >= 1; --d) {
-        offset += (rest % grid.size[d]) * labels.stride[d];
-        rest /= grid.size[d];
-      }
-      const Label* first = labels.data + offset;
-      const int64_t stride = labels.stride[0];
-      const ToId to_id = labels.to_id;
-      const auto ids = [first, stride, to_id](int64_t i) { return to_id(first[i * stride]); };
+    for_each_column(labels, grid, begin, end, [&](int64_t column, const auto& ids) {
       scan_line(ids, n0, grid.spacing[0], state + column, columns);
-    }
+    });
   });
-// Later passes: each line is copied out, then rewritten in place.
+  if (grid.ndim == 1) {
+    parallel_for(n0, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) sink(i, state[i]);
+    });
+    return;
+  }
+  // Later passes: each line is gathered, then rewritten in place (the last
+  // pass hands its pairs to the sink instead).
   for (int axis = 1; axis < grid.ndim; ++axis) {
     const int64_t n = grid.size[axis];
     const int64_t inner = grid.inner(axis);
     const int64_t lines = grid.numel() / n;
     const double spacing = grid.spacing[axis];
+    const bool last = axis == grid.ndim - 1;
     parallel_for(lines, [&](int64_t begin, int64_t end) {
       std::vector<double> base(2 * n), key(2 * n);
       std::vector<InstanceId> ids(2 * n);
       std::vector<EnvelopePiece> scratch(envelope_scratch_pieces(n));
       const LineCandidates candidates{base.data(), key.data(), ids.data()};
       for (int64_t index = begin; index < end; ++index) {
-        NearestPair* line = state + (index / inner) * n * inner + index % inner;
-        gather_line(line, inner, n, spacing, candidates);
-        envelope_line(candidates, n, spacing, line, inner, scratch.data());
+        const int64_t first = (index / inner) * n * inner + index % inner;
+        gather_line(state + first, inner, n, spacing, candidates);
+        if (last) {
+          envelope_line(candidates, n, spacing, scratch.data(),
+                        [&](int64_t x, const NearestPair& pair) { sink(first + x * inner, pair); });
+        } else {
+          envelope_line(candidates, n, spacing, scratch.data(),
+                        StridedPairs{state + first, inner});
+        }
       }
     });
   }

@@ -121,22 +121,23 @@ SEGLOSS_INLINE void scan_line(const Ids& ids, int64_t n, double spacing, Nearest
   }
 }
 
-// A piece of the two-distinct-instance lower envelope of one line: from
-// `begin` to the next piece's begin (or the line's end), `first` and `second`
-// are the candidates with the smallest value and the smallest value among
-// other ids (-1: none). Candidate c is entry c % 2 of the line's position c / 2.
+// A piece of a piecewise description of one line, from `begin` to the next
+// piece's begin (or the line's end): a candidate (-1: none), and for the
+// second-nearest pieces also the id of the nearest candidate over the piece.
+// Candidate c is entry c % 2 of the line's position c / 2.
 struct EnvelopePiece {
   int64_t begin;
-  int32_t first, second;
+  InstanceId first_id;
+  int32_t candidate;
 };
 
 // The sweep along one line of n positions (n <= kMaxEnvelopeLine) holds
-// 2 * n + 2 pieces of scratch: the live envelope (at most one piece per
-// position, and one spare slot), and a copy of the part an insertion rebuilds
-// (and an end marker).
+// envelope_scratch_pieces(n) pieces of scratch: the nearest and second-nearest
+// envelopes (at most one piece per position each), and copies of the parts an
+// insertion rebuilds.
 constexpr int64_t kMaxEnvelopeLine = int64_t(1) << 30;
 
-SEGLOSS_INLINE int64_t envelope_scratch_pieces(int64_t n) { return 2 * n + 2; }
+SEGLOSS_INLINE int64_t envelope_scratch_pieces(int64_t n) { return 4 * (n + 2); }
 
 // Spacing bounds that keep every squared distance of a line of up to
 // kMaxEnvelopeLine pixels a normal, finite double (and 0 only at an instance).
@@ -202,119 +203,176 @@ class EnvelopeLine {
   double spacing_;
 };
 
-// Incremental construction of the envelope: candidates are inserted in order of
-// position. A new candidate p of id L changes a position's pair exactly where
-// it lies below L's own envelope and fewer than two other ids lie at or below
-// it. Each id's envelope rises faster to the left than p does (p is the
-// rightmost candidate yet), so both sets, and the positions p changes, form a
-// suffix of the line: an insertion rebuilds only the pieces of that suffix.
-// Every piece it walks over changes; in practice that is a few pieces at the
-// line's end, O(1) per candidate, as in Felzenszwalb and Huttenlocher's
-// one-label sweep (which this is when every candidate has the same id).
+// Incremental construction of the two envelopes of a line: candidates are
+// inserted in order of position. `first` is the lower envelope of all
+// candidates (Felzenszwalb and Huttenlocher's sweep). `second` holds, per
+// piece, the id of the first over the piece and the best candidate with
+// another id.
+//
+// A new candidate p of id L changes the pair (first F, second S) at x where it
+// lies below F (then p is first, and S becomes F if F's id is not L), or else
+// where F's id is not L and p lies below S (then p is second). Each id's
+// envelope rises faster to the left than p does (p is the rightmost candidate
+// yet), so both conditions hold on a suffix of the line.
+//
+// Keeping the second apart from the first is what makes the sweep cheap: along
+// a line, consecutive candidates mostly share the first's id (the same
+// instance is nearest), and then only the first changes; the second is rebuilt
+// only where the first's id changes or p becomes second.
 class EnvelopeBuilder {
  public:
   SEGLOSS_INLINE EnvelopeBuilder(const EnvelopeLine& line, int64_t n, EnvelopePiece* scratch)
-      : line_(line), n_(n), pieces_(scratch), spare_(scratch + n + 1), count_(1) {
-    pieces_[0] = EnvelopePiece{0, -1, -1};
+      : line_(line),
+        n_(n),
+        first_(scratch),
+        second_(scratch + (n + 2)),
+        old_first_(scratch + 2 * (n + 2)),
+        old_second_(scratch + 3 * (n + 2)),
+        first_count_(1),
+        second_count_(1) {
+    first_[0] = EnvelopePiece{0, kNoInstance, -1};
+    second_[0] = EnvelopePiece{0, kNoInstance, -1};
   }
 
   SEGLOSS_INLINE void insert(int32_t p) {
     const InstanceId id = line_.id(p);
-    // The changed suffix is empty if it misses the last position.
-    if (!changes(p, id, pieces_[count_ - 1], n_ - 1)) return;
-    // Pieces [i, count_) lie wholly in the suffix p changes.
-    int64_t i = count_;
-    while (i > 0 && changes(p, id, pieces_[i - 1], pieces_[i - 1].begin)) --i;
-    if (i == count_) {
-      // The common case: p changes only the tail of the last piece.
-      const EnvelopePiece kept = pieces_[count_ - 1];
-      if (line_.id(kept.first) == id) {
-        append(line_.crossing(p, kept.first, kept.begin, n_), p, kept.second);
-      } else {
-        const int64_t from = line_.crossing(p, kept.second, kept.begin, n_);
-        const int64_t first_from = line_.first_below(p, kept.first, from, n_);
-        if (first_from > from) append(from, kept.first, p);
-        if (first_from < n_) append(first_from, p, kept.first);
-      }
-      return;
+    // Nothing changes if the last position does not (the changes are a suffix).
+    {
+      const int32_t f = first_[first_count_ - 1].candidate;
+      const EnvelopePiece& s = second_[second_count_ - 1];
+      const bool changes_first = f < 0 || line_.below(p, f, n_ - 1);
+      if (!changes_first && (s.first_id == id || !line_.below(p, s.candidate, n_ - 1))) return;
     }
-    // Copy the changed part, including the tail of piece i - 1 from where p
-    // starts to change it (not at its begin; by its end if it is the last).
-    int64_t changed = 0;
-    if (i > 0) {
-      const EnvelopePiece& kept = pieces_[i - 1];
-      const int32_t rival = line_.id(kept.first) == id ? kept.first : kept.second;
-      const bool last = i == count_;
-      const int64_t end = last ? n_ : pieces_[i].begin;
-      if (last || line_.below(p, rival, end - 1)) {
-        const int64_t from = line_.crossing(p, rival, kept.begin, end);
-        spare_[changed++] = EnvelopePiece{from, kept.first, kept.second};
-      }
+    // The first: pop the pieces p lies below from their begin, split the one
+    // it lies below from inside it. old_first_ gets the replaced pieces, right
+    // to left; p is first from `split` on.
+    int64_t replaced = 0;
+    while (first_count_ > 0) {
+      const EnvelopePiece& top = first_[first_count_ - 1];
+      if (top.candidate >= 0 && !line_.below(p, top.candidate, top.begin)) break;
+      old_first_[replaced++] = top;
+      --first_count_;
     }
-    for (int64_t k = i; k < count_; ++k) spare_[changed++] = pieces_[k];
-    spare_[changed].begin = n_;  // the end of the last changed piece
-    count_ = i;
-    for (int64_t k = 0; k < changed; ++k) {
-      const EnvelopePiece old = spare_[k];
-      const int64_t end = spare_[k + 1].begin;
-      if (old.first < 0) {
-        append(old.begin, p, -1);
-        continue;
-      }
-      const bool other_id = line_.id(old.first) != id;
-      // Where p is not below the first: p becomes second if its id differs.
-      // (A first with p's id changes only where p is below it: everywhere here.)
-      const int64_t first_from =
-          other_id ? line_.first_below(p, old.first, old.begin, end) : old.begin;
-      if (first_from > old.begin) append(old.begin, old.first, other_id ? p : old.second);
-      // Where p is below the first: p is first, the best other id second.
-      if (first_from < end) append(first_from, p, other_id ? old.first : old.second);
+    int64_t split = 0;
+    if (first_count_ > 0) {
+      const EnvelopePiece& top = first_[first_count_ - 1];
+      const int64_t end = replaced > 0 ? old_first_[replaced - 1].begin : n_;
+      split = line_.first_below(p, top.candidate, top.begin, end);
+      if (split < end) old_first_[replaced++] = EnvelopePiece{split, kNoInstance, top.candidate};
     }
+    if (split < n_) first_[first_count_++] = EnvelopePiece{split, id, p};
+    // Where p became first, the second changes only if the old first's id was
+    // not p's; left of `split`, only if the first's id there is not p's.
+    bool first_id_changes = false;
+    for (int64_t k = 0; k < replaced; ++k) {
+      const int32_t f = old_first_[k].candidate;
+      first_id_changes |= f < 0 || line_.id(f) != id;
+    }
+    bool second_changes_left = false;
+    if (split > 0) {
+      // The first at split - 1: the piece under p's (or the top, if p is not first).
+      const int32_t f = first_[first_count_ - (split < n_ ? 2 : 1)].candidate;
+      second_changes_left = f < 0 || line_.id(f) != id;
+    }
+    if (first_id_changes || second_changes_left) update_second(p, id, split, replaced);
   }
 
-  // Writes each position's pair to out[x * out_stride].
-  SEGLOSS_INLINE void write(NearestPair* out, int64_t out_stride) const {
-    for (int64_t k = 0; k < count_; ++k) {
-      const EnvelopePiece piece = pieces_[k];
-      const int64_t end = k + 1 < count_ ? pieces_[k + 1].begin : n_;
-      for (int64_t x = piece.begin; x < end; ++x) {
-        NearestPair pair = no_instances();
-        if (piece.first >= 0) {
-          pair.d[0] = line_.value(piece.first, x);
-          pair.id[0] = line_.id(piece.first);
-        }
-        if (piece.second >= 0) {
-          pair.d[1] = line_.value(piece.second, x);
-          pair.id[1] = line_.id(piece.second);
-        }
-        out[x * out_stride] = pair;
+  // Hands each position's pair to write(x, pair).
+  template <typename Writer>
+  SEGLOSS_INLINE void write(const Writer& write) const {
+    int64_t i = 0, j = 0;
+    for (int64_t x = 0; x < n_; ++x) {
+      while (i + 1 < first_count_ && first_[i + 1].begin <= x) ++i;
+      while (j + 1 < second_count_ && second_[j + 1].begin <= x) ++j;
+      NearestPair pair = no_instances();
+      const int32_t f = first_[i].candidate, s = second_[j].candidate;
+      if (f >= 0) {
+        pair.d[0] = line_.value(f, x);
+        pair.id[0] = line_.id(f);
       }
+      if (s >= 0) {
+        pair.d[1] = line_.value(s, x);
+        pair.id[1] = line_.id(s);
+      }
+      write(x, pair);
     }
   }
 
  private:
-  // Whether inserting p (of id `id`) changes the pair of `piece` at x: p must
-  // beat the first if that has p's id, else the second.
-  SEGLOSS_INLINE bool changes(int32_t p, InstanceId id, const EnvelopePiece& piece,
-                              int64_t x) const {
-    if (piece.first < 0) return true;
-    return line_.below(p, line_.id(piece.first) == id ? piece.first : piece.second, x);
+  // Rebuilds the second from where p changes it: p became first on [split,
+  // n) over the old firsts old_first_[0, replaced) (right to left).
+  SEGLOSS_INLINE void update_second(int32_t p, InstanceId id, int64_t split,
+                                    int64_t replaced) {
+    // Take the second's pieces over [split, n) out, right to left.
+    int64_t taken = 0;
+    int64_t end = n_;
+    while (second_count_ > 0 && second_[second_count_ - 1].begin >= split) {
+      end = second_[second_count_ - 1].begin;
+      old_second_[taken++] = second_[--second_count_];
+    }
+    if (split < end && second_count_ > 0) {
+      // The piece that straddles `split`: its right part is rebuilt.
+      EnvelopePiece right = second_[second_count_ - 1];
+      right.begin = split;
+      old_second_[taken++] = right;
+    }
+    // Left of split: p becomes second over a suffix [from, split) where the
+    // first's id is not p's and p is below the second.
+    const int64_t right_pieces = taken;
+    int64_t from = split;
+    while (second_count_ > 0) {
+      const EnvelopePiece& piece = second_[second_count_ - 1];
+      if (piece.first_id == id) break;
+      const int64_t start = piece.candidate < 0
+                                ? piece.begin
+                                : line_.first_below(p, piece.candidate, piece.begin, from);
+      if (start > piece.begin) {  // p is second on the piece's tail only
+        if (start < from) old_second_[taken++] = EnvelopePiece{start, piece.first_id, piece.candidate};
+        from = start;
+        break;
+      }
+      old_second_[taken++] = piece;
+      from = piece.begin;
+      --second_count_;
+    }
+    // Rebuild left to right: [from, split) gets p as second, each piece with
+    // its first's id; [split, n) follows the old firsts.
+    for (int64_t k = taken; k-- > right_pieces;) {
+      append_second(old_second_[k].begin, old_second_[k].first_id, p);
+    }
+    int64_t f = replaced;  // old firsts, walked left to right
+    for (int64_t k = right_pieces; k-- > 0;) {
+      const EnvelopePiece& old = old_second_[k];
+      const int64_t piece_end = k > 0 ? old_second_[k - 1].begin : n_;
+      int64_t x = old.begin;
+      while (x < piece_end) {
+        while (f > 1 && old_first_[f - 2].begin <= x) --f;
+        const int32_t old_first = old_first_[f - 1].candidate;
+        const int64_t next = f > 1 ? old_first_[f - 2].begin : n_;
+        const bool other_id = old_first >= 0 && line_.id(old_first) != id;
+        append_second(x, id, other_id ? old_first : old.candidate);
+        x = next < piece_end ? next : piece_end;
+      }
+    }
   }
 
-  // Appends a piece unless the previous one has the same pair (then that one
-  // extends over it); without a branch, which would be unpredictable.
-  SEGLOSS_INLINE void append(int64_t begin, int32_t first, int32_t second) {
-    const EnvelopePiece& last = pieces_[count_ > 0 ? count_ - 1 : 0];
-    const bool same = (count_ > 0) & (last.first == first) & (last.second == second);
-    pieces_[count_] = EnvelopePiece{begin, first, second};
-    count_ += same ? 0 : 1;
+  // Appends a piece unless the previous one has the same first id and second
+  // (then that one extends over it).
+  SEGLOSS_INLINE void append_second(int64_t begin, InstanceId first_id, int32_t candidate) {
+    if (second_count_ > 0) {
+      const EnvelopePiece& last = second_[second_count_ - 1];
+      if (last.first_id == first_id && last.candidate == candidate) return;
+    }
+    second_[second_count_++] = EnvelopePiece{begin, first_id, candidate};
   }
 
   EnvelopeLine line_;
   int64_t n_;
-  EnvelopePiece* pieces_;  // the live envelope: pieces_[0, count_)
-  EnvelopePiece* spare_;   // the part being rebuilt
-  int64_t count_;
+  EnvelopePiece* first_;       // the nearest: first_[0, first_count_)
+  EnvelopePiece* second_;      // the second-nearest: second_[0, second_count_)
+  EnvelopePiece* old_first_;   // pieces of the first an insertion replaced
+  EnvelopePiece* old_second_;  // pieces of the second being rebuilt
+  int64_t first_count_, second_count_;
 };
 
 // Copies a line's pairs, in[q * in_stride] for q < n, into the flat arrays of
@@ -333,19 +391,29 @@ SEGLOSS_INLINE void gather_line(const NearestPair* in, int64_t in_stride, int64_
   }
 }
 
+// Writes a line's pairs to out[x * stride].
+struct StridedPairs {
+  NearestPair* out;
+  int64_t stride;
+  SEGLOSS_INLINE void operator()(int64_t x, const NearestPair& pair) const {
+    out[x * stride] = pair;
+  }
+};
+
 // A later pass along one line of n positions, gathered by gather_line from the
-// previous passes' pairs; writes the new pairs to out[x * out_stride] (which
-// may be where they were gathered from). `scratch` holds
+// previous passes' pairs; hands the new pairs to write(x, pair) (e.g.
+// StridedPairs over where they were gathered from). `scratch` holds
 // envelope_scratch_pieces(n) pieces.
+template <typename Writer>
 SEGLOSS_INLINE void envelope_line(const LineCandidates& candidates, int64_t n, double spacing,
-                                  NearestPair* out, int64_t out_stride, EnvelopePiece* scratch) {
+                                  EnvelopePiece* scratch, const Writer& write) {
   if (n <= 0) return;
   const EnvelopeLine line(candidates, spacing);
   EnvelopeBuilder envelope(line, n, scratch);
   for (int64_t c = 0; c < 2 * n; ++c) {
     if (candidates.id[c] != kNoInstance) envelope.insert(int32_t(c));
   }
-  envelope.write(out, out_stride);
+  envelope.write(write);
 }
 
 }  // namespace segloss::core

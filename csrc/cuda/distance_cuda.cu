@@ -75,7 +75,8 @@ __global__ void scan_kernel(const Label* labels, BatchGrid grid, NearestPair* st
 }
 
 // A later pass along `axis`: one thread per line of lines [first, first +
-// count) of the batch, each with its own slice of scratch.
+// count) of the batch, each with its own slice of scratch (4n doubles: base
+// and key values; 2n ids; the envelope's pieces).
 __global__ void envelope_kernel(NearestPair* state, BatchGrid grid, int axis, int64_t first,
                                 int64_t count, double* base_scratch, InstanceId* id_scratch,
                                 EnvelopePiece* piece_scratch) {
@@ -86,11 +87,13 @@ __global__ void envelope_kernel(NearestPair* state, BatchGrid grid, int axis, in
     const int64_t line_index = first + k;
     const int64_t image = line_index / lines_per_image, index = line_index % lines_per_image;
     NearestPair* line = state + image * grid.pixels + (index / inner) * n * inner + index % inner;
-    double* base = base_scratch + k * 2 * n;
-    InstanceId* ids = id_scratch + k * 2 * n;
-    core::gather_line(line, inner, n, base, ids);
-    core::envelope_line(base, ids, n, grid.spacing[axis], line, inner,
-                        piece_scratch + k * core::envelope_scratch_pieces(n));
+    const core::LineCandidates candidates{base_scratch + k * 4 * n,
+                                          base_scratch + k * 4 * n + 2 * n,
+                                          id_scratch + k * 2 * n};
+    core::gather_line(line, inner, n, grid.spacing[axis], candidates);
+    core::envelope_line(candidates, n, grid.spacing[axis],
+                        piece_scratch + k * core::envelope_scratch_pieces(n),
+                        core::StridedPairs{line, inner});
   }
 }
 
@@ -170,12 +173,13 @@ at::Tensor nearest_state(const at::Tensor& labels, const BatchGrid& grid) {
   for (int axis = 1; axis < grid.ndim; ++axis) {
     const int64_t n = grid.size[axis];
     const int64_t lines = grid.images * (grid.pixels / n);
-    const int64_t line_bytes = 2 * n * int64_t(sizeof(double) + sizeof(InstanceId)) +
+    // Per line: the candidates' base and key values, ids, and envelope pieces.
+    const int64_t line_bytes = 2 * n * int64_t(2 * sizeof(double) + sizeof(InstanceId)) +
                                core::envelope_scratch_pieces(n) * int64_t(sizeof(EnvelopePiece));
     const int64_t chunk = std::max<int64_t>(1, std::min(lines, kScratchBytes / line_bytes));
     at::Tensor scratch = at::empty({chunk * line_bytes}, labels.options().dtype(at::kByte));
     auto* base = reinterpret_cast<double*>(scratch.data_ptr<uint8_t>());
-    auto* ids = reinterpret_cast<InstanceId*>(base + chunk * 2 * n);
+    auto* ids = reinterpret_cast<InstanceId*>(base + chunk * 4 * n);
     auto* pieces = reinterpret_cast<EnvelopePiece*>(ids + chunk * 2 * n);
     for (int64_t first = 0; first < lines; first += chunk) {
       const int64_t count = std::min(chunk, lines - first);

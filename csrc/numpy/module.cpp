@@ -138,16 +138,16 @@ std::vector<py::ssize_t> shape_of(const py::array& array) {
   return std::vector<py::ssize_t>(array.shape(), array.shape() + array.ndim());
 }
 
-// Squared-distance state of an instance map; the GIL is released while it runs.
-template <typename Label>
-std::unique_ptr<NearestPair[]> nearest_state(const py::array& labels, const Grid& grid,
-                                             int threads) {
-  const auto strided = strided_labels<Label>(labels, "labels", core::LabelIsId{});
+// Runs the transform of an instance map (GIL released), handing every pixel's
+// pair to sink(index, pair).
+template <typename Label, typename ToId, typename Sink>
+void transform(const py::array& labels, const char* name, ToId to_id, const Grid& grid,
+               int threads, const Sink& sink) {
+  const auto strided = strided_labels<Label>(labels, name, to_id);
+  py::gil_scoped_release release;
   // Not zeroed: pass 0 writes every pixel.
   std::unique_ptr<NearestPair[]> state(new NearestPair[grid.numel()]);
-  py::gil_scoped_release release;
-  core::two_nearest_squared(strided, grid, state.get(), ChunkedThreads(threads));
-  return state;
+  core::two_nearest_squared(strided, grid, state.get(), ChunkedThreads(threads), sink);
 }
 
 py::tuple two_nearest(const py::array& labels, const std::vector<double>& sampling,
@@ -158,31 +158,28 @@ py::tuple two_nearest(const py::array& labels, const std::vector<double>& sampli
   py::tuple result;
   dispatch_integer(labels, "labels", /*allow_bool=*/false, [&](auto label_type) {
     using Label = decltype(label_type);
-    const auto state = nearest_state<Label>(labels, grid, threads);
-    py::array l1(labels.dtype(), shape_of(labels)), l2(labels.dtype(), shape_of(labels));
     double* d1_out = d1.mutable_data();
     double* d2_out = d2.mutable_data();
-    Label* l1_out = return_labels ? static_cast<Label*>(l1.mutable_data()) : nullptr;
-    Label* l2_out = return_labels ? static_cast<Label*>(l2.mutable_data()) : nullptr;
-    {
-      py::gil_scoped_release release;
-      const int64_t n = grid.numel();
-      for (int64_t i = 0; i < n; ++i) {
-        d1_out[i] = std::sqrt(state[i].d[0]);
-        d2_out[i] = std::sqrt(state[i].d[1]);
-      }
-      if (return_labels) {
-        for (int64_t i = 0; i < n; ++i) {
-          l1_out[i] = Label(state[i].id[0]);
-          l2_out[i] = Label(state[i].id[1]);
-        }
-      }
-    }
-    if (return_labels) {
-      result = py::make_tuple(d1, d2, l1, l2);
-    } else {
+    if (!return_labels) {
+      transform<Label>(labels, "labels", core::LabelIsId{}, grid, threads,
+                       [=](int64_t i, const NearestPair& pair) {
+                         d1_out[i] = std::sqrt(pair.d[0]);
+                         d2_out[i] = std::sqrt(pair.d[1]);
+                       });
       result = py::make_tuple(d1, d2);
+      return;
     }
+    py::array l1(labels.dtype(), shape_of(labels)), l2(labels.dtype(), shape_of(labels));
+    Label* l1_out = static_cast<Label*>(l1.mutable_data());
+    Label* l2_out = static_cast<Label*>(l2.mutable_data());
+    transform<Label>(labels, "labels", core::LabelIsId{}, grid, threads,
+                     [=](int64_t i, const NearestPair& pair) {
+                       d1_out[i] = std::sqrt(pair.d[0]);
+                       d2_out[i] = std::sqrt(pair.d[1]);
+                       l1_out[i] = Label(pair.id[0]);
+                       l2_out[i] = Label(pair.id[1]);
+                     });
+    result = py::make_tuple(d1, d2, l1, l2);
   });
   return result;
 }
@@ -215,16 +212,14 @@ py::array_t<double> distance_transform_edt(const py::array& input,
   py::array_t<double> distances(shape_of(input));
   dispatch_integer(input, "input", /*allow_bool=*/true, [&](auto value_type) {
     using Value = decltype(value_type);
-    const auto strided = strided_labels<Value>(input, "input", core::ZeroIsFeature{});
     double* out = distances.mutable_data();
-    py::gil_scoped_release release;
-    std::unique_ptr<NearestPair[]> state(new NearestPair[grid.numel()]);
-    core::two_nearest_squared(strided, grid, state.get(), ChunkedThreads(threads));
-    if (grid.numel() > 0 && state[0].id[0] == core::kNoInstance) {
+    const auto strided = strided_labels<Value>(input, "input", core::ZeroIsFeature{});
+    if (grid.numel() > 0 && core::count_instance_pixels(strided, grid) == 0) {
       phantom_feature_distances(grid, out);
       return;
     }
-    for (int64_t i = 0; i < grid.numel(); ++i) out[i] = std::sqrt(state[i].d[0]);
+    transform<Value>(input, "input", core::ZeroIsFeature{}, grid, threads,
+                     [=](int64_t i, const NearestPair& pair) { out[i] = std::sqrt(pair.d[0]); });
   });
   return distances;
 }
@@ -256,24 +251,23 @@ py::array_t<float> unet_weight_map(const py::array& labels, const std::vector<do
   py::array_t<float> result(shape_of(labels));
   dispatch_integer(labels, "labels", /*allow_bool=*/false, [&](auto label_type) {
     using Label = decltype(label_type);
-    const auto state = nearest_state<Label>(labels, grid, threads);
-    const core::UnetWeightParams params{w0, sigma, border_everywhere};
-    float* out = result.mutable_data();
-    const int64_t n = grid.numel();
-    py::gil_scoped_release release;
     core::ClassWeights class_weights{background_weight, foreground_weight};
     if (balanced) {
-      int64_t foreground = 0;
-      for (int64_t i = 0; i < n; ++i) foreground += core::is_instance_pixel(state[i]);
-      class_weights = core::balanced_class_weights(n, foreground);
+      const auto strided = strided_labels<Label>(labels, "labels", core::LabelIsId{});
+      class_weights =
+          core::balanced_class_weights(grid.numel(), core::count_instance_pixels(strided, grid));
     }
-    for (int64_t i = 0; i < n; ++i) {
-      const bool on_instance = core::is_instance_pixel(state[i]);
-      const double class_weight =
-          weights ? double(weights[i])
-                  : (on_instance ? class_weights.foreground : class_weights.background);
-      out[i] = core::unet_weight(state[i], on_instance, class_weight, params);
-    }
+    const core::UnetWeightParams params{w0, sigma, border_everywhere};
+    float* out = result.mutable_data();
+    transform<Label>(labels, "labels", core::LabelIsId{}, grid, threads,
+                     [=](int64_t i, const NearestPair& pair) {
+                       const bool on_instance = core::is_instance_pixel(pair);
+                       const double class_weight =
+                           weights ? double(weights[i])
+                                   : (on_instance ? class_weights.foreground
+                                                  : class_weights.background);
+                       out[i] = core::unet_weight(pair, on_instance, class_weight, params);
+                     });
   });
   return result;
 }

@@ -25,52 +25,47 @@ struct TorchThreads {
   }
 };
 
-// Runs the transform on every image of `labels` and hands each image's state
-// to `consume(image, state)`.
-template <typename Consume>
-void for_each_image_state(const at::Tensor& labels, const std::vector<double>& spacing,
-                          Consume&& consume) {
+// Runs the transform on every image of `labels` (`Label` its C++ type):
+// make_sink(image) gives the sink that receives that image's pairs
+// (sink(pixel index, pair)).
+template <typename Label, typename MakeSink>
+void for_each_image(const at::Tensor& labels, const std::vector<double>& spacing,
+                    MakeSink&& make_sink) {
   const core::Grid grid = image_grid(labels, spacing);
   const int64_t pixels = grid.numel();
   if (pixels == 0) return;
   // Not zeroed: pass 0 writes every pixel.
   std::unique_ptr<NearestPair[]> state(new NearestPair[pixels]);
-  AT_DISPATCH_V2(
-      labels.scalar_type(), "segloss_two_nearest_cpu", AT_WRAP([&] {
-        core::StridedLabels<scalar_t, core::LabelIsId> strided{nullptr, {}, core::LabelIsId{}};
-        for (int d = 0; d < grid.ndim; ++d) strided.stride[d] = labels.stride(d + 1);
-        for (int64_t n = 0; n < labels.size(0); ++n) {
-          strided.data = labels.const_data_ptr<scalar_t>() + n * labels.stride(0);
-          core::two_nearest_squared(strided, grid, state.get(), TorchThreads{});
-          consume(n, state.get());
-        }
-      }),
-      AT_EXPAND(AT_INTEGRAL_TYPES_V2));
+  core::StridedLabels<Label, core::LabelIsId> strided{nullptr, {}, core::LabelIsId{}};
+  for (int d = 0; d < grid.ndim; ++d) strided.stride[d] = labels.stride(d + 1);
+  for (int64_t n = 0; n < labels.size(0); ++n) {
+    strided.data = labels.const_data_ptr<Label>() + n * labels.stride(0);
+    core::two_nearest_squared(strided, grid, state.get(), TorchThreads{},
+                              make_sink(n, strided, grid));
+  }
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> two_nearest_distances_cpu(
     const at::Tensor& labels, std::optional<at::ArrayRef<double>> sampling, bool return_labels) {
   const std::vector<double> spacing = check_instance_labels(kTwoNearestOp, labels, sampling);
   std::vector<at::Tensor> out = empty_two_nearest_outputs(labels, return_labels);
-  const int64_t pixels = labels.dim() > 0 && labels.size(0) > 0 ? labels[0].numel() : 0;
+  const int64_t pixels = labels.size(0) > 0 ? labels[0].numel() : 0;
   AT_DISPATCH_V2(
-      labels.scalar_type(), "segloss_two_nearest_outputs_cpu", AT_WRAP([&] {
+      labels.scalar_type(), "segloss_two_nearest_cpu", AT_WRAP([&] {
         double* d1 = out[0].data_ptr<double>();
         double* d2 = out[1].data_ptr<double>();
         scalar_t* l1 = return_labels ? out[2].data_ptr<scalar_t>() : nullptr;
         scalar_t* l2 = return_labels ? out[3].data_ptr<scalar_t>() : nullptr;
-        for_each_image_state(labels, spacing, [&](int64_t n, const NearestPair* state) {
+        for_each_image<scalar_t>(labels, spacing, [&](int64_t n, const auto&, const auto&) {
           const int64_t offset = n * pixels;
-          at::parallel_for(0, pixels, 16384, [&](int64_t begin, int64_t end) {
-            for (int64_t i = begin; i < end; ++i) {
-              d1[offset + i] = std::sqrt(state[i].d[0]);
-              d2[offset + i] = std::sqrt(state[i].d[1]);
-              if (return_labels) {
-                l1[offset + i] = scalar_t(state[i].id[0]);
-                l2[offset + i] = scalar_t(state[i].id[1]);
-              }
+          return [=](int64_t i, const NearestPair& pair) {
+            d1[offset + i] = std::sqrt(pair.d[0]);
+            d2[offset + i] = std::sqrt(pair.d[1]);
+            if (l1 != nullptr) {
+              l1[offset + i] = scalar_t(pair.id[0]);
+              l2[offset + i] = scalar_t(pair.id[1]);
             }
-          });
+          };
         });
       }),
       AT_EXPAND(AT_INTEGRAL_TYPES_V2));
@@ -90,25 +85,27 @@ at::Tensor unet_weight_map_cpu(const at::Tensor& labels, double w0, double sigma
   const float* pixel_weight = pixel.defined() ? pixel.const_data_ptr<float>() : nullptr;
   float* weights = out.data_ptr<float>();
   const int64_t pixels = labels.size(0) > 0 ? labels[0].numel() : 0;
-  for_each_image_state(labels, spacing, [&](int64_t n, const NearestPair* state) {
-    core::ClassWeights class_weight = fixed_class_weights(class_weights);
-    if (balanced) {
-      int64_t foreground = 0;
-      for (int64_t i = 0; i < pixels; ++i) foreground += core::is_instance_pixel(state[i]);
-      class_weight = core::balanced_class_weights(pixels, foreground);
-    }
-    float* image = weights + n * pixels;
-    const float* image_pixel_weight = pixel_weight ? pixel_weight + n * pixels : nullptr;
-    at::parallel_for(0, pixels, 16384, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const bool on_instance = core::is_instance_pixel(state[i]);
-        const double wc = image_pixel_weight ? double(image_pixel_weight[i])
-                          : on_instance      ? class_weight.foreground
-                                             : class_weight.background;
-        image[i] = core::unet_weight(state[i], on_instance, wc, params);
-      }
-    });
-  });
+  const core::ClassWeights fixed = fixed_class_weights(class_weights);
+  AT_DISPATCH_V2(
+      labels.scalar_type(), "segloss_unet_weight_map_cpu", AT_WRAP([&] {
+        for_each_image<scalar_t>(labels, spacing, [&](int64_t n, const auto& strided,
+                                                      const core::Grid& grid) {
+          const core::ClassWeights class_weight =
+              balanced ? core::balanced_class_weights(
+                             pixels, core::count_instance_pixels(strided, grid))
+                       : fixed;
+          float* image = weights + n * pixels;
+          const float* image_pixel_weight = pixel_weight ? pixel_weight + n * pixels : nullptr;
+          return [=](int64_t i, const NearestPair& pair) {
+            const bool on_instance = core::is_instance_pixel(pair);
+            const double wc = image_pixel_weight ? double(image_pixel_weight[i])
+                              : on_instance      ? class_weight.foreground
+                                                 : class_weight.background;
+            image[i] = core::unet_weight(pair, on_instance, wc, params);
+          };
+        });
+      }),
+      AT_EXPAND(AT_INTEGRAL_TYPES_V2));
   return out;
 }
 
