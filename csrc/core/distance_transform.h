@@ -4,6 +4,7 @@
 // call it with their own thread pools.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -60,21 +61,26 @@ struct ZeroIsFeature {
   }
 };
 
-// Calls visit(column, ids) for the columns [begin, end) of `grid`: the lines
-// along axis 0, one per pixel of the remaining axes (in C order); ids(i) is
+// The offset of the first label of `column` (a line along axis 0; columns are
+// the pixels of the remaining axes in C order).
+template <typename Label, typename ToId>
+int64_t column_offset(const StridedLabels<Label, ToId>& labels, const Grid& grid,
+                      int64_t column) {
+  int64_t offset = 0;
+  for (int d = grid.ndim - 1; d >= 1; --d) {
+    offset += (column % grid.size[d]) * labels.stride[d];
+    column /= grid.size[d];
+  }
+  return offset;
+}
+
+// Calls visit(column, ids) for the columns [begin, end) of `grid`; ids(i) is
 // the id of the column's i-th pixel.
 template <typename Label, typename ToId, typename Visit>
 void for_each_column(const StridedLabels<Label, ToId>& labels, const Grid& grid, int64_t begin,
                      int64_t end, Visit&& visit) {
   for (int64_t column = begin; column < end; ++column) {
-    // The column's index over axes 1.. gives its first label's offset.
-    int64_t offset = 0;
-    int64_t rest = column;
-    for (int d = grid.ndim - 1; d >= 1; --d) {
-      offset += (rest % grid.size[d]) * labels.stride[d];
-      rest /= grid.size[d];
-    }
-    const Label* first = labels.data + offset;
+    const Label* first = labels.data + column_offset(labels, grid, column);
     const int64_t stride = labels.stride[0];
     const ToId to_id = labels.to_id;
     visit(column, [first, stride, to_id](int64_t i) { return to_id(first[i * stride]); });
@@ -103,13 +109,38 @@ template <typename Label, typename ToId, typename ParallelFor, typename Sink>
 void two_nearest_squared(const StridedLabels<Label, ToId>& labels, const Grid& grid,
                          NearestPair* state, ParallelFor&& parallel_for, const Sink& sink) {
   if (grid.ndim == 0 || grid.numel() == 0) return;
-  // Pass 0: lines along axis 0.
+  // Pass 0: lines along axis 0, swept row by row over blocks of columns (the
+  // same scan as scan_line, with contiguous reads and writes).
   const int64_t n0 = grid.size[0];
   const int64_t columns = grid.inner(0);
+  const double spacing0 = grid.spacing[0];
   parallel_for(columns, [&](int64_t begin, int64_t end) {
-    for_each_column(labels, grid, begin, end, [&](int64_t column, const auto& ids) {
-      scan_line(ids, n0, grid.spacing[0], state + column, columns);
-    });
+    constexpr int64_t kBlock = 512;
+    std::vector<int64_t> offsets(kBlock);
+    std::vector<LineScan> scans(kBlock);
+    for (int64_t block = begin; block < end; block += kBlock) {
+      const int64_t width = std::min(kBlock, end - block);
+      for (int64_t j = 0; j < width; ++j) offsets[j] = column_offset(labels, grid, block + j);
+      const auto row_ids = [&](int64_t i, int64_t j) {
+        return labels.to_id(labels.data[i * labels.stride[0] + offsets[j]]);
+      };
+      std::fill(scans.begin(), scans.end(), LineScan{});
+      for (int64_t i = 0; i < n0; ++i) {
+        NearestPair* row = state + i * columns + block;
+        for (int64_t j = 0; j < width; ++j) {
+          scans[j].see(i, row_ids(i, j));
+          row[j] = scans[j].pair(i, spacing0);
+        }
+      }
+      std::fill(scans.begin(), scans.end(), LineScan{});
+      for (int64_t i = n0 - 1; i >= 0; --i) {
+        NearestPair* row = state + i * columns + block;
+        for (int64_t j = 0; j < width; ++j) {
+          scans[j].see(i, row_ids(i, j));
+          scans[j].offer_to(row[j], i, spacing0);
+        }
+      }
+    }
   });
   if (grid.ndim == 1) {
     parallel_for(n0, [&](int64_t begin, int64_t end) {

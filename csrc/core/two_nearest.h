@@ -63,61 +63,68 @@ SEGLOSS_INLINE void offer(NearestPair& pair, double d, InstanceId id) {
   }
 }
 
+// Pass 0 scans each line along the first axis twice, forward and backward.
+// The best two distinct instances over a union are among the best two of each
+// part, so each pixel merges the best two on one side (the last instance seen
+// and the last one with another id) with the best two on the other.
+struct LineScan {
+  InstanceId last_id = kNoInstance, other_id = kNoInstance;
+  int64_t last_at = 0, other_at = 0;
+
+  // Sees instance `id` (kNoInstance: background) at line position i.
+  SEGLOSS_INLINE void see(int64_t i, InstanceId id) {
+    if (id == kNoInstance) return;
+    if (id != last_id) {
+      other_id = last_id;
+      other_at = last_at;
+      last_id = id;
+    }
+    last_at = i;
+  }
+
+  // The pair at position i from this side alone (the forward scan).
+  SEGLOSS_INLINE NearestPair pair(int64_t i, double spacing) const {
+    NearestPair result = no_instances();
+    if (last_id != kNoInstance) {
+      const double a = spacing * double(i - last_at);
+      result.d[0] = a * a;
+      result.id[0] = last_id;
+    }
+    if (other_id != kNoInstance) {
+      const double b = spacing * double(i - other_at);
+      result.d[1] = b * b;
+      result.id[1] = other_id;
+    }
+    return result;
+  }
+
+  // Merges this side's two into position i's pair (the backward scan).
+  SEGLOSS_INLINE void offer_to(NearestPair& result, int64_t i, double spacing) const {
+    if (last_id == kNoInstance) return;
+    const double a = spacing * double(last_at - i);
+    offer(result, a * a, last_id);
+    if (other_id != kNoInstance) {
+      const double b = spacing * double(other_at - i);
+      offer(result, b * b, other_id);
+    }
+  }
+};
+
 // Pass 0 along one line of `n` pixels: `ids(i)` is the instance id of the
 // line's i-th pixel (kNoInstance for background); writes each pixel's two
 // nearest distinct instances on the line to out[i * out_stride].
-//
-// The best two distinct instances over a union are among the best two of each
-// part, so each pixel merges the best two to its left (the last instance seen
-// and the last one with another id) with the best two to its right.
 template <typename Ids>
 SEGLOSS_INLINE void scan_line(const Ids& ids, int64_t n, double spacing, NearestPair* out,
                               int64_t out_stride) {
-  const InstanceId none = kNoInstance;
-  InstanceId last_id = none, other_id = none;
-  int64_t last_at = 0, other_at = 0;
+  LineScan forward;
   for (int64_t i = 0; i < n; ++i) {
-    const InstanceId id = ids(i);
-    if (id != none) {
-      if (id != last_id) {
-        other_id = last_id;
-        other_at = last_at;
-        last_id = id;
-      }
-      last_at = i;
-    }
-    NearestPair pair = no_instances();
-    if (last_id != none) {
-      const double a = spacing * double(i - last_at);
-      pair.d[0] = a * a;
-      pair.id[0] = last_id;
-    }
-    if (other_id != none) {
-      const double b = spacing * double(i - other_at);
-      pair.d[1] = b * b;
-      pair.id[1] = other_id;
-    }
-    out[i * out_stride] = pair;
+    forward.see(i, ids(i));
+    out[i * out_stride] = forward.pair(i, spacing);
   }
-  last_id = other_id = none;
+  LineScan backward;
   for (int64_t i = n - 1; i >= 0; --i) {
-    const InstanceId id = ids(i);
-    if (id != none) {
-      if (id != last_id) {
-        other_id = last_id;
-        other_at = last_at;
-        last_id = id;
-      }
-      last_at = i;
-    }
-    if (last_id == none) continue;
-    NearestPair& pair = out[i * out_stride];
-    const double a = spacing * double(last_at - i);
-    offer(pair, a * a, last_id);
-    if (other_id != none) {
-      const double b = spacing * double(other_at - i);
-      offer(pair, b * b, other_id);
-    }
+    backward.see(i, ids(i));
+    backward.offer_to(out[i * out_stride], i, spacing);
   }
 }
 
@@ -190,7 +197,8 @@ class EnvelopeLine {
   SEGLOSS_INLINE int64_t crossing(int32_t p, int32_t t, int64_t lo, int64_t hi) const {
     const double z =
         (key_[p] - key_[t]) / (2.0 * double(position(p) - position(t)));
-    int64_t x = z < double(lo + 1) ? lo + 1 : (z < double(hi - 1) ? int64_t(floor(z)) + 1 : hi - 1);
+    // (z >= lo + 1 > 0 where it is converted: truncation is the floor.)
+    int64_t x = z < double(lo + 1) ? lo + 1 : (z < double(hi - 1) ? int64_t(z) + 1 : hi - 1);
     while (x > lo + 1 && below(p, t, x - 1)) --x;
     while (x < hi - 1 && !below(p, t, x)) ++x;
     return x;
