@@ -211,6 +211,15 @@ def test_forked_worker_gives_the_same_result():
     np.testing.assert_array_equal(result, parent)
 
 
+@pytest.mark.parametrize("shape, cells", [((160, 210), 60), ((24, 40, 36), 25)], ids=["2d", "3d"])
+def test_larger_images_against_per_instance_scipy(shape, cells):
+    labels = random_disks(shape, cells, np.random.default_rng(sum(shape)))
+    check_two_nearest(labels, per_instance=scipy_per_instance(labels))
+    spacing = (1.3, 0.6) if len(shape) == 2 else (2.0, 0.7, 0.7)
+    check_two_nearest(labels, spacing, threads=2,
+                      per_instance=scipy_per_instance(labels, sampling=spacing))
+
+
 def test_coins_watershed_instances():
     pytest.importorskip("skimage")
     labels = coins_instances()
