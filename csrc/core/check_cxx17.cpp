@@ -1,9 +1,9 @@
 // Compiles every core header as C++17 with warnings as errors (see
 // CMakeLists.txt): the core must not depend on torch or on C++20.
 #include "bce.h"
-#include "distance_transform.h"
 #include "broadcast.h"
 #include "dice.h"
+#include "distance_transform.h"
 #include "float_math.h"
 #include "platform.h"
 #include "two_nearest.h"

@@ -3,9 +3,10 @@
 //
 // Every pixel carries the squared distance and the id of its two nearest
 // *distinct* instances found so far (NearestPair). The transform is separable:
-// pass 0 scans each line along the first axis (scan_line); every later axis
-// runs a lower-envelope sweep (envelope_line) on each line, whose candidates
-// are the two entries of every position on it.
+// pass 0 scans each line along the first axis (LineScan: scan_line per line,
+// or row by row over many lines in the CPU driver); every later axis runs a
+// lower-envelope sweep (envelope_line) on each line, whose candidates are the
+// two entries of every position on it.
 //
 // Keeping only the best two distinct ids per pixel between passes is exact: if
 // the true second-nearest instance B of a pixel x were dropped at some position
