@@ -222,16 +222,14 @@ at::Tensor unet_weight_map_cuda(const at::Tensor& labels, double w0, double sigm
                                 std::optional<at::ArrayRef<double>> class_weights, bool balanced,
                                 const std::optional<at::Tensor>& pixel_weights,
                                 bool border_everywhere) {
-  const std::vector<double> spacing = check_instance_labels(kWeightMapOp, labels, sampling);
-  const core::UnetWeightParams params = check_weight_map_arguments(
-      labels, w0, sigma, class_weights, balanced, pixel_weights, border_everywhere);
+  const WeightMapOperands ops = prepare_weight_map_operands(
+      labels, w0, sigma, sampling, class_weights, balanced, pixel_weights, border_everywhere);
   at::Tensor out = empty_weight_map(labels);
-  const BatchGrid grid = batch_grid(labels, spacing);
+  const BatchGrid grid = batch_grid(labels, ops.spacing);
   const int64_t total = grid.images * grid.pixels;
   if (total == 0) return out;
   const c10::cuda::CUDAGuard device_guard(labels.device());
   const at::Tensor state = nearest_state(labels, grid);
-  const at::Tensor pixel = prepare_pixel_weights(pixel_weights);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   at::Tensor counts;
   if (balanced) {
@@ -242,10 +240,11 @@ at::Tensor unet_weight_map_cuda(const at::Tensor& labels, double w0, double sigm
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   weight_map_kernel<<<grid_size(total, kMaxBlocks), kThreads, 0, stream>>>(
-      pairs_of(state), grid.pixels, total, params, fixed_class_weights(class_weights),
+      pairs_of(state), grid.pixels, total, ops.params, ops.fixed,
       balanced ? reinterpret_cast<const unsigned long long*>(counts.const_data_ptr<int64_t>())
                : nullptr,
-      pixel.defined() ? pixel.const_data_ptr<float>() : nullptr, out.data_ptr<float>());
+      ops.pixel_weights.defined() ? ops.pixel_weights.const_data_ptr<float>() : nullptr,
+      out.data_ptr<float>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
 }

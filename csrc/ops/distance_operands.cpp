@@ -86,18 +86,22 @@ core::Grid image_grid(const at::Tensor& labels, const std::vector<double>& spaci
   return grid;
 }
 
-core::ClassWeights fixed_class_weights(const std::optional<at::ArrayRef<double>>& class_weights) {
-  core::ClassWeights weights;
+WeightMapOperands prepare_weight_map_operands(
+    const at::Tensor& labels, double w0, double sigma,
+    const std::optional<at::ArrayRef<double>>& sampling,
+    const std::optional<at::ArrayRef<double>>& class_weights, bool balanced,
+    const std::optional<at::Tensor>& pixel_weights, bool border_everywhere) {
+  WeightMapOperands ops;
+  ops.spacing = check_instance_labels(kWeightMapOp, labels, sampling);
+  ops.params = check_weight_map_arguments(labels, w0, sigma, class_weights, balanced,
+                                          pixel_weights, border_everywhere);
   if (class_weights.has_value()) {
-    weights.background = (*class_weights)[0];
-    weights.foreground = (*class_weights)[1];
+    ops.fixed.background = (*class_weights)[0];
+    ops.fixed.foreground = (*class_weights)[1];
   }
-  return weights;
-}
-
-at::Tensor prepare_pixel_weights(const std::optional<at::Tensor>& pixel_weights) {
-  if (!is_given(pixel_weights)) return at::Tensor();
-  return pixel_weights->to(at::kFloat).contiguous();
+  ops.balanced = balanced;
+  if (is_given(pixel_weights)) ops.pixel_weights = pixel_weights->to(at::kFloat).contiguous();
+  return ops;
 }
 
 std::vector<at::Tensor> empty_two_nearest_outputs(const at::Tensor& labels, bool return_labels) {

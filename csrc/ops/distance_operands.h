@@ -32,11 +32,20 @@ core::UnetWeightParams check_weight_map_arguments(
 // One image's grid: the spatial sizes of `labels` and the spacing.
 core::Grid image_grid(const at::Tensor& labels, const std::vector<double>& spacing);
 
-// w_c by class when it is the same for every image: class_weights, or ones.
-core::ClassWeights fixed_class_weights(const std::optional<at::ArrayRef<double>>& class_weights);
+// The weight map's arguments as the kernels read them (the checks included).
+struct WeightMapOperands {
+  std::vector<double> spacing;
+  core::UnetWeightParams params;
+  core::ClassWeights fixed;  // w_c by class, unless balanced or per-pixel
+  bool balanced = false;     // w_c per image from core::balanced_class_weights
+  at::Tensor pixel_weights;  // per-pixel w_c, float32 and contiguous; or undefined
+};
 
-// pixel_weights as the kernels read them: float32, contiguous.
-at::Tensor prepare_pixel_weights(const std::optional<at::Tensor>& pixel_weights);
+WeightMapOperands prepare_weight_map_operands(
+    const at::Tensor& labels, double w0, double sigma,
+    const std::optional<at::ArrayRef<double>>& sampling,
+    const std::optional<at::ArrayRef<double>>& class_weights, bool balanced,
+    const std::optional<at::Tensor>& pixel_weights, bool border_everywhere);
 
 // The outputs: d1, d2 as float64 of labels' shape; l1, l2 in labels' dtype and
 // shape, or empty ([0]) unless return_labels.

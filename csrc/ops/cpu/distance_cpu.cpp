@@ -77,23 +77,22 @@ at::Tensor unet_weight_map_cpu(const at::Tensor& labels, double w0, double sigma
                                std::optional<at::ArrayRef<double>> class_weights, bool balanced,
                                const std::optional<at::Tensor>& pixel_weights,
                                bool border_everywhere) {
-  const std::vector<double> spacing = check_instance_labels(kWeightMapOp, labels, sampling);
-  const core::UnetWeightParams params = check_weight_map_arguments(
-      labels, w0, sigma, class_weights, balanced, pixel_weights, border_everywhere);
+  const WeightMapOperands ops = prepare_weight_map_operands(
+      labels, w0, sigma, sampling, class_weights, balanced, pixel_weights, border_everywhere);
   at::Tensor out = empty_weight_map(labels);
-  const at::Tensor pixel = prepare_pixel_weights(pixel_weights);
-  const float* pixel_weight = pixel.defined() ? pixel.const_data_ptr<float>() : nullptr;
+  const float* pixel_weight =
+      ops.pixel_weights.defined() ? ops.pixel_weights.const_data_ptr<float>() : nullptr;
   float* weights = out.data_ptr<float>();
   const int64_t pixels = labels.size(0) > 0 ? labels[0].numel() : 0;
-  const core::ClassWeights fixed = fixed_class_weights(class_weights);
   AT_DISPATCH_V2(
       labels.scalar_type(), "segloss_unet_weight_map_cpu", AT_WRAP([&] {
-        for_each_image<scalar_t>(labels, spacing, [&](int64_t n, const auto& strided,
-                                                      const core::Grid& grid) {
+        for_each_image<scalar_t>(labels, ops.spacing, [&](int64_t n, const auto& strided,
+                                                          const core::Grid& grid) {
           const core::ClassWeights class_weight =
-              balanced ? core::balanced_class_weights(
-                             pixels, core::count_instance_pixels(strided, grid))
-                       : fixed;
+              ops.balanced ? core::balanced_class_weights(
+                                 pixels, core::count_instance_pixels(strided, grid))
+                           : ops.fixed;
+          const core::UnetWeightParams params = ops.params;
           float* image = weights + n * pixels;
           const float* image_pixel_weight = pixel_weight ? pixel_weight + n * pixels : nullptr;
           return [=](int64_t i, const NearestPair& pair) {
