@@ -286,24 +286,26 @@ class EnvelopeBuilder {
     if (first_id_changes || second_changes_left) update_second(p, id, split, replaced);
   }
 
-  // Hands each position's pair to write(x, pair).
+  // Hands each position's pair to write(x, pair), over the runs where both
+  // envelopes keep their candidates.
   template <typename Writer>
   SEGLOSS_INLINE void write(const Writer& write) const {
     int64_t i = 0, j = 0;
-    for (int64_t x = 0; x < n_; ++x) {
-      while (i + 1 < first_count_ && first_[i + 1].begin <= x) ++i;
-      while (j + 1 < second_count_ && second_[j + 1].begin <= x) ++j;
-      NearestPair pair = no_instances();
+    for (int64_t x = 0; x < n_;) {
+      const int64_t first_end = i + 1 < first_count_ ? first_[i + 1].begin : n_;
+      const int64_t second_end = j + 1 < second_count_ ? second_[j + 1].begin : n_;
+      const int64_t end = first_end < second_end ? first_end : second_end;
       const int32_t f = first_[i].candidate, s = second_[j].candidate;
-      if (f >= 0) {
-        pair.d[0] = line_.value(f, x);
-        pair.id[0] = line_.id(f);
+      NearestPair pair = no_instances();
+      pair.id[0] = f >= 0 ? line_.id(f) : kNoInstance;
+      pair.id[1] = s >= 0 ? line_.id(s) : kNoInstance;
+      for (; x < end; ++x) {
+        if (f >= 0) pair.d[0] = line_.value(f, x);
+        if (s >= 0) pair.d[1] = line_.value(s, x);
+        write(x, pair);
       }
-      if (s >= 0) {
-        pair.d[1] = line_.value(s, x);
-        pair.id[1] = line_.id(s);
-      }
-      write(x, pair);
+      i += first_end == end;
+      j += second_end == end;
     }
   }
 
@@ -312,6 +314,16 @@ class EnvelopeBuilder {
   // n) over the old firsts old_first_[0, replaced) (right to left).
   SEGLOSS_INLINE void update_second(int32_t p, InstanceId id, int64_t split,
                                     int64_t replaced) {
+    if (split == n_) {
+      // The common case: p is not first anywhere and becomes second on the tail
+      // of the last piece only (it is below that piece's second at n - 1).
+      const EnvelopePiece top = second_[second_count_ - 1];
+      if (top.first_id != id && top.candidate >= 0 &&
+          !line_.below(p, top.candidate, top.begin)) {
+        append_second(line_.crossing(p, top.candidate, top.begin, n_), top.first_id, p);
+        return;
+      }
+    }
     // Take the second's pieces over [split, n) out, right to left.
     int64_t taken = 0;
     int64_t end = n_;
