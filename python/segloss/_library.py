@@ -15,8 +15,9 @@ def library_path() -> str:
     """
     spec = importlib.util.find_spec("segloss._C")
     if spec is None or spec.origin is None:
-        raise ImportError("segloss._C is not built; install segloss with "
-                          "`pip install --no-build-isolation .`")
+        raise ImportError("segloss._C (the torch ops) is not built: install segloss with "
+                          "`pip install --no-build-isolation .` where torch is installed "
+                          "(without torch only segloss.numpy is built)")
     return spec.origin
 
 
