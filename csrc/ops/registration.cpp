@@ -62,6 +62,14 @@ TORCH_LIBRARY(segloss, m) {
       "two_nearest_distances(Tensor labels, float[]? sampling=None, bool return_labels=False) "
       "-> (Tensor, Tensor, Tensor, Tensor)",
       tags);
+  // The shape-aware (U-Net) loss, binary form: BCE weighted per pixel by a
+  // given U-Net weight map or one computed from instance labels.
+  m.def(
+      "shape_aware_loss(Tensor input, Tensor target, Tensor? weight_map=None, *, "
+      "Tensor? instances=None, float w0=10.0, float sigma=5.0, float[]? sampling=None, "
+      "float[]? class_weights=None, bool balanced=False, bool from_logits=True, "
+      "str reduction=\"mean\") -> Tensor",
+      tags);
   // The U-Net weight map w_c + w0 exp(-(d1 + d2)^2 / (2 sigma^2)), float32.
   m.def(
       "unet_weight_map(Tensor labels, *, float w0=10.0, float sigma=5.0, float[]? sampling=None, "

@@ -7,7 +7,8 @@ from torch import Tensor
 
 from segloss import functional as F
 
-__all__ = ["BCELoss", "BCEWithLogitsLoss", "WeightedBCELoss", "DiceLoss", "DiceCELoss"]
+__all__ = ["BCELoss", "BCEWithLogitsLoss", "WeightedBCELoss", "DiceLoss", "DiceCELoss",
+           "ShapeAwareLoss"]
 
 _REDUCTIONS = ("none", "mean", "sum")
 
@@ -211,3 +212,59 @@ class DiceCELoss(_DiceOptions):
                  f"lambda_dice={self.lambda_dice}", f"lambda_ce={self.lambda_ce}",
                  *self._optional_repr(), f"reduction={self.reduction!r}"]
         return ", ".join(parts)
+
+
+class ShapeAwareLoss(torch.nn.Module):
+    r"""The shape-aware (U-Net) loss, binary form, owning the weight-map options.
+
+    ``forward(input, target, weight_map=None, instances=None)``: BCE weighted
+    per pixel by ``weight_map``, or by the U-Net weight map of ``instances``
+    computed on the input's device with this module's ``w0``, ``sigma``,
+    ``class_weights`` and ``sampling``; see :func:`segloss.shape_aware_loss`.
+    Scriptable.
+
+    Args:
+        w0, sigma: border weight and width (the U-Net paper's 10 and 5).
+        class_weights: ``None``, ``"balanced"`` or ``{0: w_background, 1: w_foreground}``.
+        sampling: spacing per spatial dim, or ``None`` (1).
+        from_logits: ``input`` holds logits (default) or probabilities.
+        reduction: ``"mean"``, ``"weighted_mean"``, ``"sum"`` or ``"none"``.
+    """
+
+    fixed_class_weights: Optional[List[float]]
+    sampling: Optional[List[float]]
+
+    def __init__(self, w0: float = 10.0, sigma: float = 5.0, class_weights=None,
+                 sampling: Optional[List[float]] = None, from_logits: bool = True,
+                 reduction: str = "mean") -> None:
+        super().__init__()
+        from segloss.distance import class_weight_arguments
+
+        if reduction not in ("none", "mean", "sum", "weighted_mean"):
+            raise ValueError("reduction must be 'none', 'mean', 'sum' or 'weighted_mean', got "
+                             f"{reduction!r}")
+        self.fixed_class_weights, self.balanced, _ = class_weight_arguments(
+            "segloss.nn.ShapeAwareLoss", class_weights, allow_pixel=False)
+        self.w0, self.sigma = float(w0), float(sigma)
+        self.sampling = None if sampling is None else [float(s) for s in sampling]
+        self.from_logits = from_logits
+        self.reduction = reduction
+
+    def forward(self, input: Tensor, target: Tensor, weight_map: Optional[Tensor] = None,
+                instances: Optional[Tensor] = None) -> Tensor:
+        if instances is None:  # a given map is used as it is
+            return torch.ops.segloss.shape_aware_loss(
+                input, target, weight_map, from_logits=self.from_logits,
+                reduction=self.reduction)
+        return torch.ops.segloss.shape_aware_loss(
+            input, target, weight_map, instances=instances, w0=self.w0, sigma=self.sigma,
+            sampling=self.sampling, class_weights=self.fixed_class_weights,
+            balanced=self.balanced, from_logits=self.from_logits, reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        weights = ("balanced" if self.balanced else
+                   f"{self.fixed_class_weights}" if self.fixed_class_weights is not None else None)
+        return (f"w0={self.w0}, sigma={self.sigma}, class_weights={weights}, "
+                f"sampling={self.sampling}, from_logits={self.from_logits}, "
+                f"reduction={self.reduction!r}")
+
