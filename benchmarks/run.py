@@ -31,7 +31,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +52,8 @@ class Case:
     ours: Loss
     reference_name: str
     reference: Loss
-    formula: Loss  # compiled with torch.compile
+    formula: Optional[Loss]  # compiled with torch.compile; None: no such anchor
+    repeats: Optional[int] = None  # fewer than --repeats for a slow reference
 
 
 def binary_target(shape, device):
@@ -162,7 +163,39 @@ def dice_ce_cases(device) -> List[Case]:
     ]
 
 
-SUITES = {"bce": bce_cases, "dice": dice_cases, "dice_ce": dice_ce_cases}
+def shape_aware_cases(device) -> List[Case]:
+    """The shape-aware loss on 8 images of 512x512 with about 100 cells each:
+    the usual pipeline (per-instance SciPy weight maps, then PyTorch's BCE
+    with weight=) against segloss with instances=; and with precomputed
+    weight maps, segloss against PyTorch's BCE with weight=."""
+    import numpy as np
+    import distance  # the cell images and the per-instance recipe
+
+    shape = (8, 1, 512, 512)
+    instances_np = np.stack([distance.cells(shape[2:], 100, seed) for seed in range(shape[0])])
+    instances = torch.from_numpy(instances_np).to(device)
+    weight_map = segloss.unet_weight_map(instances)[:, None]
+
+    def usual_pipeline(x, y):
+        maps = np.stack([distance.per_instance_recipe(labels) for labels in instances_np])
+        return F.binary_cross_entropy_with_logits(
+            x, y, weight=torch.from_numpy(maps)[:, None].to(x.device))
+
+    def bce_with_map(x, y):
+        return F.binary_cross_entropy_with_logits(x, y, weight=weight_map)
+
+    return [
+        Case("shape-aware, instances", shape, logits,
+             lambda x, y: segloss.shape_aware_loss(x, y, instances=instances),
+             "per-instance SciPy + torch BCE weight=", usual_pipeline, None, repeats=1),
+        Case("shape-aware, precomputed map", shape, logits,
+             lambda x, y: segloss.shape_aware_loss(x, y, weight_map),
+             "torch BCE weight=", bce_with_map, bce_with_map),
+    ]
+
+
+SUITES = {"bce": bce_cases, "dice": dice_cases, "dice_ce": dice_ce_cases,
+          "shape_aware": shape_aware_cases}
 
 
 def run_distance(argv: List[str]) -> None:
@@ -188,10 +221,12 @@ def run_suite(name: str, device: torch.device, args) -> None:
         x, y = case.make_inputs(case.shape, device)
         x.requires_grad_(True)
         row = harness.Row(case=case.name, shape=list(case.shape), dtype="float32")
-        time_it = lambda fn: harness.median_ms(fn, device, repeats=args.repeats)  # noqa: E731
+        repeats = case.repeats or args.repeats
+        time_it = lambda fn: harness.median_ms(  # noqa: E731
+            fn, device, warmup=min(3, repeats), repeats=repeats)
         candidates: Dict[str, Callable] = {"segloss": forward_backward(case.ours, x, y),
                                            "reference": forward_backward(case.reference, x, y)}
-        if not args.no_compile:
+        if not args.no_compile and case.formula is not None:
             torch._dynamo.reset()
             candidates["torch.compile"] = forward_backward(
                 torch.compile(case.formula, fullgraph=True), x, y)
@@ -218,7 +253,8 @@ def run_suite(name: str, device: torch.device, args) -> None:
     else:
         candidates = ["segloss", "reference", "torch.compile", "copy"]
         ratios = [("reference", "segloss"), ("torch.compile", "segloss"), ("segloss", "copy")]
-        what = f"forward+backward, median of {args.repeats}; time in ms"
+        what = (f"forward+backward, median of {args.repeats} (of fewer where a case says so); "
+                "time in ms")
     print(f"\n{name}: {harness.machine_description(device)}, torch {torch.__version__}, "
           f"float32, {what}")
     print(harness.markdown_table(rows, candidates, ratios))
