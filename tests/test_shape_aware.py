@@ -12,6 +12,7 @@ import segloss
 import segloss.nn
 import segloss.numpy as snp
 from distance_reference import random_disks
+from helpers import run_python
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.*deprecated:DeprecationWarning")
 
@@ -165,6 +166,26 @@ def test_torchscript_and_compile(gen, device):
     for got, want in zip(loss_and_grad(compiled), loss_and_grad(loss_fn)):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
     torch._dynamo.reset()
+
+
+def test_scripted_module_in_a_fresh_process(tmp_path, gen, device):
+    x, y, instances = _data("2d-channel", gen, dtype=torch.float32, device=device)
+    scripted = torch.jit.script(segloss.nn.ShapeAwareLoss(w0=5.0, class_weights={0: 1.0, 1: 2.0}))
+    expected = scripted(x, y, instances=instances)
+    scripted.save(str(tmp_path / "loss.pt"))
+    torch.save({"x": x.cpu(), "y": y.cpu(), "instances": instances.cpu(),
+                "expected": expected.cpu()}, tmp_path / "data.pt")
+    run_python(f"""
+import sys, torch
+torch.ops.load_library({segloss.library_path()!r})
+loss = torch.jit.load({str(tmp_path / 'loss.pt')!r})
+data = torch.load({str(tmp_path / 'data.pt')!r})
+x = data["x"].to({device!r}).requires_grad_()
+got = loss(x, data["y"].to({device!r}), instances=data["instances"].to({device!r}))
+got.backward()
+assert torch.equal(got.detach().cpu(), data["expected"]) and x.grad is not None
+assert "segloss" not in sys.modules
+""")
 
 
 X = torch.zeros(2, 1, 6, 7)
