@@ -1,20 +1,18 @@
 // The N-dimensional two-nearest-instance distance transform on the CPU, over
-// the per-line passes of two_nearest.h, and the U-Net weight map from its
-// result. Torch- and Python-free: the NumPy module and the torch CPU kernels
-// call it with their own thread pools.
+// the per-line passes of two_nearest.h. Torch- and Python-free: the NumPy
+// module and the torch CPU kernels call it with their own thread pools.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
 #include <vector>
 
+#include "platform.h"
 #include "two_nearest.h"
-#include "unet_weight.h"
 
 namespace segloss::core {
 
 constexpr int kMaxDistanceDims = 8;
-
 
 // A C-contiguous grid of pixels and its spacing per axis.
 struct Grid {
@@ -22,13 +20,13 @@ struct Grid {
   int64_t size[kMaxDistanceDims] = {};
   double spacing[kMaxDistanceDims] = {};
 
-  int64_t numel() const {
+  SEGLOSS_INLINE int64_t numel() const {
     int64_t n = 1;
     for (int d = 0; d < ndim; ++d) n *= size[d];
     return n;
   }
   // Product of the sizes of the axes after `axis`.
-  int64_t inner(int axis) const {
+  SEGLOSS_INLINE int64_t inner(int axis) const {
     int64_t n = 1;
     for (int d = axis + 1; d < ndim; ++d) n *= size[d];
     return n;
@@ -47,7 +45,7 @@ struct StridedLabels {
 // Instance maps: the label is the id (0: background).
 struct LabelIsId {
   template <typename Label>
-  InstanceId operator()(Label label) const {
+  SEGLOSS_INLINE InstanceId operator()(Label label) const {
     return InstanceId(label);
   }
 };
@@ -56,7 +54,7 @@ struct LabelIsId {
 // instance (as scipy.ndimage.distance_transform_edt measures to zeros).
 struct ZeroIsFeature {
   template <typename Label>
-  InstanceId operator()(Label value) const {
+  SEGLOSS_INLINE InstanceId operator()(Label value) const {
     return value == Label(0) ? InstanceId(1) : kNoInstance;
   }
 };
@@ -64,8 +62,8 @@ struct ZeroIsFeature {
 // The offset of the first label of `column` (a line along axis 0; columns are
 // the pixels of the remaining axes in C order).
 template <typename Label, typename ToId>
-int64_t column_offset(const StridedLabels<Label, ToId>& labels, const Grid& grid,
-                      int64_t column) {
+SEGLOSS_INLINE int64_t column_offset(const StridedLabels<Label, ToId>& labels, const Grid& grid,
+                                     int64_t column) {
   int64_t offset = 0;
   for (int d = grid.ndim - 1; d >= 1; --d) {
     offset += (column % grid.size[d]) * labels.stride[d];
@@ -74,27 +72,17 @@ int64_t column_offset(const StridedLabels<Label, ToId>& labels, const Grid& grid
   return offset;
 }
 
-// Calls visit(column, ids) for the columns [begin, end) of `grid`; ids(i) is
-// the id of the column's i-th pixel.
-template <typename Label, typename ToId, typename Visit>
-void for_each_column(const StridedLabels<Label, ToId>& labels, const Grid& grid, int64_t begin,
-                     int64_t end, Visit&& visit) {
-  for (int64_t column = begin; column < end; ++column) {
-    const Label* first = labels.data + column_offset(labels, grid, column);
-    const int64_t stride = labels.stride[0];
-    const ToId to_id = labels.to_id;
-    visit(column, [first, stride, to_id](int64_t i) { return to_id(first[i * stride]); });
-  }
-}
-
 // The number of pixels that belong to an instance.
 template <typename Label, typename ToId>
 int64_t count_instance_pixels(const StridedLabels<Label, ToId>& labels, const Grid& grid) {
   if (grid.ndim == 0 || grid.numel() == 0) return 0;
   int64_t count = 0;
-  for_each_column(labels, grid, 0, grid.inner(0), [&](int64_t, const auto& ids) {
-    for (int64_t i = 0; i < grid.size[0]; ++i) count += ids(i) != kNoInstance;
-  });
+  for (int64_t column = 0; column < grid.inner(0); ++column) {
+    const Label* first = labels.data + column_offset(labels, grid, column);
+    for (int64_t i = 0; i < grid.size[0]; ++i) {
+      count += labels.to_id(first[i * labels.stride[0]]) != kNoInstance;
+    }
+  }
   return count;
 }
 

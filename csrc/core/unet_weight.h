@@ -41,10 +41,16 @@ SEGLOSS_INLINE ClassWeights balanced_class_weights(int64_t pixels, int64_t foreg
 // positive doubles).
 SEGLOSS_INLINE bool is_instance_pixel(const NearestPair& pair) { return pair.d[0] == 0; }
 
-// `pair` holds squared distances; `class_weight` is w_c at this pixel.
-SEGLOSS_INLINE float unet_weight(const NearestPair& pair, bool on_instance, double class_weight,
+// The weight at a pixel whose two nearest instances are `pair` (squared
+// distances): w_c is *pixel_weight if given (per-pixel weights), else the
+// pixel's class weight.
+SEGLOSS_INLINE float unet_weight(const NearestPair& pair, const float* pixel_weight,
+                                 const ClassWeights& class_weights,
                                  const UnetWeightParams& params) {
-  double weight = class_weight;
+  const bool on_instance = is_instance_pixel(pair);
+  double weight = pixel_weight != nullptr ? double(*pixel_weight)
+                  : on_instance           ? class_weights.foreground
+                                          : class_weights.background;
   if ((params.border_everywhere || !on_instance) && pair.id[1] != kNoInstance) {
     const double gap = sqrt(pair.d[0]) + sqrt(pair.d[1]);
     weight += params.w0 * exp(-(gap * gap) / (2 * params.sigma * params.sigma));

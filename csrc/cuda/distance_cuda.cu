@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <tuple>
 
+#include "../core/distance_transform.h"
 #include "../core/two_nearest.h"
 #include "../core/unet_weight.h"
 #include "../ops/distance_operands.h"
@@ -32,21 +33,14 @@ constexpr int64_t kMaxBlocks = 65535;
 // Scratch of the envelope passes (the lines being swept at once), at most.
 constexpr int64_t kScratchBytes = int64_t(256) << 20;
 
-// The batch's layout: spatial sizes and spacing, label strides (dim 0 is the
-// batch).
+// The batch's layout: one image's grid, and the labels (an image's strides
+// in `labels`, `batch_stride` between images).
+template <typename Label>
 struct BatchGrid {
-  int ndim;
+  core::Grid image;
   int64_t images, pixels;
-  int64_t size[3];
-  double spacing[3];
-  int64_t label_stride[4];
-
-  // Product of the spatial sizes after `axis`.
-  __host__ __device__ int64_t inner(int axis) const {
-    int64_t n = 1;
-    for (int d = axis + 1; d < ndim; ++d) n *= size[d];
-    return n;
-  }
+  core::StridedLabels<Label, core::LabelIsId> labels;
+  int64_t batch_stride;
 };
 
 template <typename Label>
@@ -58,40 +52,36 @@ struct ColumnIds {
 
 // Pass 0: one thread per (image, line along the first spatial axis).
 template <typename Label>
-__global__ void scan_kernel(const Label* labels, BatchGrid grid, NearestPair* state) {
-  const int64_t columns = grid.inner(0);
+__global__ void scan_kernel(BatchGrid<Label> grid, NearestPair* state) {
+  const int64_t columns = grid.image.inner(0);
   SEGLOSS_GRID_STRIDE_LOOP(work, grid.images * columns) {
     const int64_t image = work / columns, column = work % columns;
-    int64_t offset = image * grid.label_stride[0];
-    int64_t rest = column;
-    for (int d = grid.ndim - 1; d >= 1; --d) {
-      offset += (rest % grid.size[d]) * grid.label_stride[d + 1];
-      rest /= grid.size[d];
-    }
-    const ColumnIds<Label> ids{labels + offset, grid.label_stride[1]};
-    core::scan_line(ids, grid.size[0], grid.spacing[0], state + image * grid.pixels + column,
-                    columns);
+    const ColumnIds<Label> ids{grid.labels.data + image * grid.batch_stride +
+                                   core::column_offset(grid.labels, grid.image, column),
+                               grid.labels.stride[0]};
+    core::scan_line(ids, grid.image.size[0], grid.image.spacing[0],
+                    state + image * grid.pixels + column, columns);
   }
 }
 
 // A later pass along `axis`: one thread per line of lines [first, first +
 // count) of the batch, each with its own slice of scratch (4n doubles: base
 // and key values; 2n ids; the envelope's pieces).
-__global__ void envelope_kernel(NearestPair* state, BatchGrid grid, int axis, int64_t first,
-                                int64_t count, double* base_scratch, InstanceId* id_scratch,
-                                EnvelopePiece* piece_scratch) {
-  const int64_t n = grid.size[axis];
-  const int64_t inner = grid.inner(axis);
-  const int64_t lines_per_image = grid.pixels / n;
+__global__ void envelope_kernel(NearestPair* state, core::Grid image, int64_t pixels, int axis,
+                                int64_t first, int64_t count, double* base_scratch,
+                                InstanceId* id_scratch, EnvelopePiece* piece_scratch) {
+  const int64_t n = image.size[axis];
+  const int64_t inner = image.inner(axis);
+  const int64_t lines_per_image = pixels / n;
   SEGLOSS_GRID_STRIDE_LOOP(k, count) {
     const int64_t line_index = first + k;
-    const int64_t image = line_index / lines_per_image, index = line_index % lines_per_image;
-    NearestPair* line = state + image * grid.pixels + (index / inner) * n * inner + index % inner;
+    const int64_t i = line_index / lines_per_image, index = line_index % lines_per_image;
+    NearestPair* line = state + i * pixels + (index / inner) * n * inner + index % inner;
     const core::LineCandidates candidates{base_scratch + k * 4 * n,
                                           base_scratch + k * 4 * n + 2 * n,
                                           id_scratch + k * 2 * n};
-    core::gather_line(line, inner, n, grid.spacing[axis], candidates);
-    core::envelope_line(candidates, n, grid.spacing[axis],
+    core::gather_line(line, inner, n, image.spacing[axis], candidates);
+    core::envelope_line(candidates, n, image.spacing[axis],
                         piece_scratch + k * core::envelope_scratch_pieces(n),
                         core::StridedPairs{line, inner});
   }
@@ -125,54 +115,36 @@ __global__ void weight_map_kernel(const NearestPair* state, int64_t pixels, int6
                                   const unsigned long long* instance_pixels,
                                   const float* pixel_weights, float* out) {
   SEGLOSS_GRID_STRIDE_LOOP(i, total) {
-    const NearestPair pair = state[i];
-    const bool on_instance = core::is_instance_pixel(pair);
-    double class_weight;
-    if (pixel_weights != nullptr) {
-      class_weight = pixel_weights[i];
-    } else {
-      const core::ClassWeights weights =
-          instance_pixels != nullptr
-              ? core::balanced_class_weights(pixels, int64_t(instance_pixels[i / pixels]))
-              : fixed;
-      class_weight = on_instance ? weights.foreground : weights.background;
-    }
-    out[i] = core::unet_weight(pair, on_instance, class_weight, params);
+    const core::ClassWeights weights =
+        instance_pixels != nullptr
+            ? core::balanced_class_weights(pixels, int64_t(instance_pixels[i / pixels]))
+            : fixed;
+    out[i] = core::unet_weight(state[i], pixel_weights ? pixel_weights + i : nullptr, weights,
+                               params);
   }
-}
-
-BatchGrid batch_grid(const at::Tensor& labels, const std::vector<double>& spacing) {
-  BatchGrid grid{};
-  grid.ndim = int(labels.dim() - 1);
-  grid.images = labels.size(0);
-  grid.pixels = 1;
-  for (int d = 0; d < grid.ndim; ++d) {
-    grid.size[d] = labels.size(d + 1);
-    grid.spacing[d] = spacing[d];
-    grid.pixels *= grid.size[d];
-  }
-  for (int d = 0; d < labels.dim(); ++d) grid.label_stride[d] = labels.stride(d);
-  return grid;
 }
 
 // The squared-distance state of every pixel of the batch (uint8 storage).
-at::Tensor nearest_state(const at::Tensor& labels, const BatchGrid& grid) {
-  const int64_t total = grid.images * grid.pixels;
-  at::Tensor state = at::empty({total * int64_t(sizeof(NearestPair))},
+at::Tensor nearest_state(const at::Tensor& labels, const core::Grid& image) {
+  const int64_t images = labels.size(0), pixels = image.numel();
+  at::Tensor state = at::empty({images * pixels * int64_t(sizeof(NearestPair))},
                                labels.options().dtype(at::kByte));
   auto* pairs = reinterpret_cast<NearestPair*>(state.data_ptr<uint8_t>());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_V2(
       labels.scalar_type(), "segloss_two_nearest_scan_cuda", AT_WRAP([&] {
-        const int64_t work = grid.images * grid.inner(0);
-        scan_kernel<scalar_t><<<grid_size(work, kMaxBlocks), kThreads, 0, stream>>>(
-            labels.const_data_ptr<scalar_t>(), grid, pairs);
+        BatchGrid<scalar_t> grid{image, images, pixels,
+                                 {labels.const_data_ptr<scalar_t>(), {}, core::LabelIsId{}},
+                                 labels.stride(0)};
+        for (int d = 0; d < image.ndim; ++d) grid.labels.stride[d] = labels.stride(d + 1);
+        const int64_t work = images * image.inner(0);
+        scan_kernel<scalar_t><<<grid_size(work, kMaxBlocks), kThreads, 0, stream>>>(grid, pairs);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }),
       AT_EXPAND(AT_INTEGRAL_TYPES_V2));
-  for (int axis = 1; axis < grid.ndim; ++axis) {
-    const int64_t n = grid.size[axis];
-    const int64_t lines = grid.images * (grid.pixels / n);
+  for (int axis = 1; axis < image.ndim; ++axis) {
+    const int64_t n = image.size[axis];
+    const int64_t lines = images * (pixels / n);
     // Per line: the candidates' base and key values, ids, and envelope pieces.
     const int64_t line_bytes = 2 * n * int64_t(2 * sizeof(double) + sizeof(InstanceId)) +
                                core::envelope_scratch_pieces(n) * int64_t(sizeof(EnvelopePiece));
@@ -184,7 +156,7 @@ at::Tensor nearest_state(const at::Tensor& labels, const BatchGrid& grid) {
     for (int64_t first = 0; first < lines; first += chunk) {
       const int64_t count = std::min(chunk, lines - first);
       envelope_kernel<<<grid_size(count, kMaxBlocks), kThreads, 0, stream>>>(
-          pairs, grid, axis, first, count, base, ids, pieces);
+          pairs, image, pixels, axis, first, count, base, ids, pieces);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   }
@@ -199,11 +171,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> two_nearest_distances
     const at::Tensor& labels, std::optional<at::ArrayRef<double>> sampling, bool return_labels) {
   const std::vector<double> spacing = check_instance_labels(kTwoNearestOp, labels, sampling);
   std::vector<at::Tensor> out = empty_two_nearest_outputs(labels, return_labels);
-  const BatchGrid grid = batch_grid(labels, spacing);
-  const int64_t total = grid.images * grid.pixels;
+  const core::Grid image = image_grid(labels, spacing);
+  const int64_t pixels = image.numel(), total = labels.size(0) * pixels;
   if (total == 0) return {out[0], out[1], out[2], out[3]};
   const c10::cuda::CUDAGuard device_guard(labels.device());
-  const at::Tensor state = nearest_state(labels, grid);
+  const at::Tensor state = nearest_state(labels, image);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_V2(
       labels.scalar_type(), "segloss_two_nearest_outputs_cuda", AT_WRAP([&] {
@@ -225,22 +197,22 @@ at::Tensor unet_weight_map_cuda(const at::Tensor& labels, double w0, double sigm
   const WeightMapOperands ops = prepare_weight_map_operands(
       labels, w0, sigma, sampling, class_weights, balanced, pixel_weights, border_everywhere);
   at::Tensor out = empty_weight_map(labels);
-  const BatchGrid grid = batch_grid(labels, ops.spacing);
-  const int64_t total = grid.images * grid.pixels;
+  const core::Grid image = image_grid(labels, ops.spacing);
+  const int64_t pixels = image.numel(), total = labels.size(0) * pixels;
   if (total == 0) return out;
   const c10::cuda::CUDAGuard device_guard(labels.device());
-  const at::Tensor state = nearest_state(labels, grid);
+  const at::Tensor state = nearest_state(labels, image);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   at::Tensor counts;
   if (balanced) {
-    counts = at::zeros({grid.images}, labels.options().dtype(at::kLong));
+    counts = at::zeros({labels.size(0)}, labels.options().dtype(at::kLong));
     count_instance_pixels_kernel<<<grid_size(total, kMaxBlocks), kThreads, 0, stream>>>(
-        pairs_of(state), grid.pixels, total,
+        pairs_of(state), pixels, total,
         reinterpret_cast<unsigned long long*>(counts.data_ptr<int64_t>()));
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   weight_map_kernel<<<grid_size(total, kMaxBlocks), kThreads, 0, stream>>>(
-      pairs_of(state), grid.pixels, total, ops.params, ops.fixed,
+      pairs_of(state), pixels, total, ops.params, ops.fixed,
       balanced ? reinterpret_cast<const unsigned long long*>(counts.const_data_ptr<int64_t>())
                : nullptr,
       ops.pixel_weights.defined() ? ops.pixel_weights.const_data_ptr<float>() : nullptr,

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "../core/distance_transform.h"
+#include "../core/unet_weight.h"
 
 namespace py = pybind11;
 
@@ -261,12 +262,8 @@ py::array_t<float> unet_weight_map(const py::array& labels, const std::vector<do
     float* out = result.mutable_data();
     transform<Label>(labels, "labels", core::LabelIsId{}, grid, threads,
                      [=](int64_t i, const NearestPair& pair) {
-                       const bool on_instance = core::is_instance_pixel(pair);
-                       const double class_weight =
-                           weights ? double(weights[i])
-                                   : (on_instance ? class_weights.foreground
-                                                  : class_weights.background);
-                       out[i] = core::unet_weight(pair, on_instance, class_weight, params);
+                       out[i] = core::unet_weight(pair, weights ? weights + i : nullptr,
+                                                  class_weights, params);
                      });
   });
   return result;

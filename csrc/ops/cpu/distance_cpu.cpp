@@ -96,11 +96,8 @@ at::Tensor unet_weight_map_cpu(const at::Tensor& labels, double w0, double sigma
           float* image = weights + n * pixels;
           const float* image_pixel_weight = pixel_weight ? pixel_weight + n * pixels : nullptr;
           return [=](int64_t i, const NearestPair& pair) {
-            const bool on_instance = core::is_instance_pixel(pair);
-            const double wc = image_pixel_weight ? double(image_pixel_weight[i])
-                              : on_instance      ? class_weight.foreground
-                                                 : class_weight.background;
-            image[i] = core::unet_weight(pair, on_instance, wc, params);
+            image[i] = core::unet_weight(
+                pair, image_pixel_weight ? image_pixel_weight + i : nullptr, class_weight, params);
           };
         });
       }),
