@@ -2,6 +2,7 @@
 // CMakeLists.txt): the core must not depend on torch or on C++20.
 #include "bce.h"
 #include "broadcast.h"
+#include "cross_entropy.h"
 #include "dice.h"
 #include "distance_transform.h"
 #include "float_math.h"

@@ -4,6 +4,8 @@
 #include <ATen/autocast_mode.h>
 #include <torch/library.h>
 
+#include <tuple>
+
 namespace segloss::ops {
 namespace {
 
@@ -38,7 +40,12 @@ using DiceCeSignature = at::Tensor(const at::Tensor&, const at::Tensor&, std::st
                                    const std::optional<at::Tensor>&, double, double,
                                    std::string_view);
 
+using CrossEntropySignature = std::tuple<at::Tensor, at::Tensor>(
+    const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
+    const std::optional<at::Tensor>&, int64_t, std::string_view);
+
 constexpr char kDice[] = "segloss::dice_loss";
+constexpr char kCrossEntropy[] = "segloss::_weighted_cross_entropy";
 constexpr char kDiceCe[] = "segloss::dice_ce_loss";
 
 template <c10::DispatchKey kKey, c10::DeviceType kDevice>
@@ -47,6 +54,8 @@ template <c10::DispatchKey kKey, c10::DeviceType kDevice>
 using DiceAutocast = Float32Autocast<kKey, kDevice, DiceSignature>;
 template <c10::DispatchKey kKey, c10::DeviceType kDevice>
 using DiceCeAutocast = Float32Autocast<kKey, kDevice, DiceCeSignature>;
+template <c10::DispatchKey kKey, c10::DeviceType kDevice>
+using CrossEntropyAutocast = Float32Autocast<kKey, kDevice, CrossEntropySignature>;
 
 }  // namespace
 
@@ -58,6 +67,9 @@ TORCH_LIBRARY_IMPL(segloss, AutocastCPU, m) {
          &DiceAutocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>::call<kDice>);
   m.impl("dice_ce_loss",
          &DiceCeAutocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>::call<kDiceCe>);
+  m.impl("_weighted_cross_entropy",
+         &CrossEntropyAutocast<c10::DispatchKey::AutocastCPU,
+                               c10::DeviceType::CPU>::call<kCrossEntropy>);
 }
 
 TORCH_LIBRARY_IMPL(segloss, AutocastCUDA, m) {
@@ -68,6 +80,9 @@ TORCH_LIBRARY_IMPL(segloss, AutocastCUDA, m) {
          &DiceAutocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>::call<kDice>);
   m.impl("dice_ce_loss",
          &DiceCeAutocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>::call<kDiceCe>);
+  m.impl("_weighted_cross_entropy",
+         &CrossEntropyAutocast<c10::DispatchKey::AutocastCUDA,
+                               c10::DeviceType::CUDA>::call<kCrossEntropy>);
 }
 
 }  // namespace segloss::ops

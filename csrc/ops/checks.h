@@ -42,4 +42,13 @@ inline bool broadcasts_to(c10::SymIntArrayRef from, c10::SymIntArrayRef to) {
   return true;
 }
 
+// A class-index target as the kernels read it: uint8, int32 and int64 in
+// place (bool viewed as uint8), other integer dtypes converted to int64.
+inline at::Tensor readable_labels(const at::Tensor& target) {
+  const at::ScalarType dtype = target.scalar_type();
+  if (dtype == at::kBool) return target.view(at::kByte);
+  if (dtype == at::kByte || dtype == at::kInt || dtype == at::kLong) return target;
+  return target.to(at::kLong);
+}
+
 }  // namespace segloss::ops

@@ -106,14 +106,7 @@ DiceOperands prepare_dice_operands(std::string_view op, const at::Tensor& input,
   ops.channels = input.size(1);
   ops.pixels = ops.batch * ops.channels == 0 ? 0 : input.numel() / (ops.batch * ops.channels);
   if (is_label_dtype(target.scalar_type())) {
-    // uint8, int32 and int64 maps are read in place (bool as uint8); others
-    // are converted to int64.
-    const auto dtype = target.scalar_type();
-    const at::Tensor labels = dtype == at::kBool ? target.view(at::kByte)
-                              : (dtype == at::kByte || dtype == at::kInt || dtype == at::kLong)
-                                  ? target
-                                  : target.to(at::kLong);
-    ops.labels = labels.reshape({ops.batch, ops.pixels}).contiguous();
+    ops.labels = readable_labels(target).reshape({ops.batch, ops.pixels}).contiguous();
   } else {
     ops.dense_target = target.to(input.scalar_type()).contiguous();
   }

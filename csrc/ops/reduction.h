@@ -7,14 +7,20 @@
 
 namespace segloss::ops {
 
-enum class Reduction { None, Mean, Sum };
+// WeightedMean (the weighted sum over the sum of the weights) only where an
+// op offers it: the shape-aware losses.
+enum class Reduction { None, Mean, Sum, WeightedMean };
 
-inline Reduction parse_reduction(std::string_view op, std::string_view reduction) {
+inline Reduction parse_reduction(std::string_view op, std::string_view reduction,
+                                 bool offers_weighted_mean = false) {
   if (reduction == "none") return Reduction::None;
   if (reduction == "mean") return Reduction::Mean;
   if (reduction == "sum") return Reduction::Sum;
-  TORCH_CHECK_VALUE(false, op, ": reduction must be 'none', 'mean' or 'sum', got '",
-                    reduction, "'");
+  if (offers_weighted_mean && reduction == "weighted_mean") return Reduction::WeightedMean;
+  TORCH_CHECK_VALUE(false, op, ": reduction must be ",
+                    offers_weighted_mean ? "'none', 'mean', 'sum' or 'weighted_mean'"
+                                         : "'none', 'mean' or 'sum'",
+                    ", got '", reduction, "'");
 }
 
 }  // namespace segloss::ops

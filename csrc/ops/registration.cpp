@@ -62,13 +62,26 @@ TORCH_LIBRARY(segloss, m) {
       "two_nearest_distances(Tensor labels, float[]? sampling=None, bool return_labels=False) "
       "-> (Tensor, Tensor, Tensor, Tensor)",
       tags);
-  // The shape-aware (U-Net) loss, binary form: BCE weighted per pixel by a
-  // given U-Net weight map or one computed from instance labels.
+  // The shape-aware (U-Net) loss: BCE (a float target) or softmax
+  // cross-entropy (a class-index target) weighted per pixel by a given U-Net
+  // weight map or one computed from instance labels.
   m.def(
       "shape_aware_loss(Tensor input, Tensor target, Tensor? weight_map=None, *, "
       "Tensor? instances=None, float w0=10.0, float sigma=5.0, float[]? sampling=None, "
       "float[]? class_weights=None, bool balanced=False, bool from_logits=True, "
-      "str reduction=\"mean\") -> Tensor",
+      "Tensor? weight=None, int ignore_index=-100, str reduction=\"mean\") -> Tensor",
+      tags);
+  // Its multi-class kernel: the loss and the reduction's divisor (the number
+  // of pixels not ignored for 'mean', their total weight for
+  // 'weighted_mean', else 1), which the backward takes back.
+  m.def(
+      "_weighted_cross_entropy(Tensor input, Tensor target, Tensor? weight_map, Tensor? weight, "
+      "int ignore_index, str reduction) -> (Tensor, Tensor)",
+      tags);
+  m.def(
+      "_weighted_cross_entropy_backward(Tensor grad_output, Tensor input, Tensor target, "
+      "Tensor? weight_map, Tensor? weight, int ignore_index, str reduction, "
+      "Tensor total_weight) -> Tensor",
       tags);
   // The U-Net weight map w_c + w0 exp(-(d1 + d2)^2 / (2 sigma^2)), float32.
   m.def(

@@ -1,13 +1,17 @@
-// shape_aware_loss, binary form: the article's shape-aware (U-Net) loss, BCE
-// weighted per pixel by the U-Net weight map. The map is given (weight_map,
-// e.g. from segloss.numpy in a DataLoader) or computed on the input's device
-// from instance labels (instances) by unet_weight_map; the loss is then the
-// fused BCE op with the map as its per-element weight (one pass forward, one
-// backward, nothing input-sized saved). The map is a constant: no gradient
-// flows to it.
+// shape_aware_loss: the article's shape-aware (U-Net) loss, a loss weighted
+// per pixel by the U-Net weight map. The map is given (weight_map, e.g. from
+// segloss.numpy in a DataLoader) or computed on the input's device from
+// instance labels (instances) by unet_weight_map. With a float target it is
+// the article's binary form, the fused BCE op with the map as its
+// per-element weight; with a class-index target it is the U-Net paper's
+// multi-class form, the fused weighted softmax cross-entropy. Either way one
+// pass forward, one backward, nothing input-sized saved; the map is a
+// constant (no gradient flows to it).
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
+
+#include <tuple>
 
 #include "checks.h"
 
@@ -57,22 +61,93 @@ bool has_channel_dim(const at::Tensor& input) {
   const bool channel = dim == 5 || (dim == 4 && input.sym_size(1) == 1);
   TORCH_CHECK_VALUE(!(dim == 5 && input.sym_size(1) != 1), kOp,
                     ": the binary shape-aware loss takes one channel, got input of shape ",
-                    input.sym_sizes());
+                    input.sym_sizes(),
+                    "; for C classes give a class-index target (the multi-class form)");
   return channel;
 }
 
-// A per-pixel tensor (weight_map or instances) of input's shape or of its
-// per-pixel shape (N, *spatial), as (N, *spatial).
+// A per-pixel tensor (weight_map or instances) of the per-pixel shape
+// (N, *spatial) or, when input has a channel dim, (N, 1, *spatial) (the
+// binary input's own shape); as (N, *spatial).
 at::Tensor per_pixel(const at::Tensor& tensor, std::string_view name, const at::Tensor& input,
                      bool channel) {
   check_same_device(kOp, name, tensor, input);
   std::vector<c10::SymInt> pixels(input.sym_sizes().begin(), input.sym_sizes().end());
   if (channel) pixels.erase(pixels.begin() + 1);
   if (tensor.sym_sizes() == c10::SymIntArrayRef(pixels)) return tensor;
-  TORCH_CHECK_VALUE(channel && tensor.sym_sizes() == input.sym_sizes(), kOp, ": ", name,
-                    " must have the input's shape ", input.sym_sizes(), " or its per-pixel shape ",
-                    c10::SymIntArrayRef(pixels), ", got ", tensor.sym_sizes());
+  TORCH_CHECK_VALUE(channel, kOp, ": ", name, " must have shape ", c10::SymIntArrayRef(pixels),
+                    " for input of shape ", input.sym_sizes(), ", got ", tensor.sym_sizes());
+  std::vector<c10::SymInt> with_channel = pixels;
+  with_channel.insert(with_channel.begin() + 1, c10::SymInt(1));
+  TORCH_CHECK_VALUE(tensor.sym_sizes() == c10::SymIntArrayRef(with_channel), kOp, ": ", name,
+                    " must have shape ", c10::SymIntArrayRef(pixels), " or ",
+                    c10::SymIntArrayRef(with_channel), " for input of shape ", input.sym_sizes(),
+                    ", got ", tensor.sym_sizes());
   return tensor.squeeze(1);
+}
+
+// The weight map as (N, *spatial), given or computed from the instances;
+// `channel`: whether input has a class/channel dim that the map lacks.
+at::Tensor weight_map_of(const at::Tensor& input, const std::optional<at::Tensor>& weight_map,
+                         const std::optional<at::Tensor>& instances, double w0, double sigma,
+                         std::optional<at::ArrayRef<double>> sampling,
+                         std::optional<at::ArrayRef<double>> class_weights, bool balanced,
+                         bool channel) {
+  TORCH_CHECK_VALUE(is_given(weight_map) != is_given(instances), kOp,
+                    ": give exactly one of weight_map (a precomputed U-Net weight map) and "
+                    "instances (instance labels to compute it from), got ",
+                    is_given(weight_map) ? "both" : "neither");
+  if (is_given(weight_map)) {
+    TORCH_CHECK_VALUE(!sampling.has_value() && !class_weights.has_value() && !balanced, kOp,
+                      ": sampling, class_weights and balanced apply to instances; a given "
+                      "weight_map is used as it is");
+    check_floating(kOp, "weight_map", *weight_map);
+    return per_pixel(weight_map->detach(), "weight_map", input, channel);
+  }
+  TORCH_CHECK_TYPE(at::isIntegralType(instances->scalar_type(), /*includeBool=*/false), kOp,
+                   ": instances must be a tensor of integer instance ids (0 is background), "
+                   "got ",
+                   instances->scalar_type());
+  return unet_weight_map(per_pixel(*instances, "instances", input, channel), w0, sigma, sampling,
+                         class_weights, balanced);
+}
+
+// The multi-class form: softmax cross-entropy over the C classes of input
+// (N, C, *spatial) with a class-index target, weighted per pixel by the map
+// and per class by `weight`, pixels labelled ignore_index left out.
+at::Tensor multi_class_loss(const at::Tensor& input, const at::Tensor& target,
+                            const at::Tensor& weights, const std::optional<at::Tensor>& weight,
+                            int64_t ignore_index, std::string_view reduction) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("segloss::_weighted_cross_entropy", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor>(
+                           const at::Tensor&, const at::Tensor&,
+                           const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+                           int64_t, std::string_view)>();
+  return std::get<0>(op.call(input, target, weights, weight, ignore_index, reduction));
+}
+
+// Checks the multi-class layout: input (N, C, *spatial) with C >= 2 classes
+// and 2 or 3 spatial dims, the target a class-index map without the C dim.
+void check_multi_class_layout(const at::Tensor& input, const at::Tensor& target,
+                              bool from_logits) {
+  TORCH_CHECK_VALUE(from_logits, kOp,
+                    ": with a class-index target the loss is the softmax cross-entropy of "
+                    "logits; from_logits=False applies to the binary form (a float target)");
+  TORCH_CHECK_VALUE(input.dim() == 4 || input.dim() == 5, kOp,
+                    ": with a class-index target, input must hold logits of shape "
+                    "[N, C, *spatial] with 2 or 3 spatial dims, got shape ",
+                    input.sym_sizes());
+  TORCH_CHECK_VALUE(target.sym_sizes() != input.sym_sizes(), kOp,
+                    ": target has the input's shape ", input.sym_sizes(), " but holds ",
+                    target.scalar_type(),
+                    " values: the binary form takes a float target (0 or 1), the multi-class "
+                    "form class indices of shape [N, *spatial]");
+  TORCH_CHECK_VALUE(input.sym_size(1) >= 2, kOp,
+                    ": the multi-class form needs at least 2 classes in dim 1 of input, got "
+                    "shape ",
+                    input.sym_sizes(),
+                    "; for one logit channel use the binary form with a float target");
 }
 
 at::Tensor shape_aware_loss(const at::Tensor& input, const at::Tensor& target,
@@ -80,31 +155,25 @@ at::Tensor shape_aware_loss(const at::Tensor& input, const at::Tensor& target,
                             const std::optional<at::Tensor>& instances, double w0, double sigma,
                             std::optional<at::ArrayRef<double>> sampling,
                             std::optional<at::ArrayRef<double>> class_weights, bool balanced,
-                            bool from_logits, std::string_view reduction) {
-  TORCH_CHECK_VALUE(is_given(weight_map) != is_given(instances), kOp,
-                    ": give exactly one of weight_map (a precomputed U-Net weight map) and "
-                    "instances (instance labels to compute it from), got ",
-                    is_given(weight_map) ? "both" : "neither");
+                            bool from_logits, const std::optional<at::Tensor>& weight,
+                            int64_t ignore_index, std::string_view reduction) {
   TORCH_CHECK_VALUE(reduction == "none" || reduction == "mean" || reduction == "sum" ||
                         reduction == "weighted_mean",
                     kOp, ": reduction must be 'none', 'mean', 'sum' or 'weighted_mean', got '",
                     reduction, "'");
-  const bool channel = has_channel_dim(input);
-  at::Tensor weights;
-  if (is_given(weight_map)) {
-    TORCH_CHECK_VALUE(!sampling.has_value() && !class_weights.has_value() && !balanced, kOp,
-                      ": sampling, class_weights and balanced apply to instances; a given "
-                      "weight_map is used as it is");
-    check_floating(kOp, "weight_map", *weight_map);
-    weights = per_pixel(weight_map->detach(), "weight_map", input, channel);
-  } else {
-    TORCH_CHECK_TYPE(at::isIntegralType(instances->scalar_type(), /*includeBool=*/false), kOp,
-                     ": instances must be a tensor of integer instance ids (0 is background), "
-                     "got ",
-                     instances->scalar_type());
-    weights = unet_weight_map(per_pixel(*instances, "instances", input, channel), w0, sigma,
-                              sampling, class_weights, balanced);
+  if (at::isIntegralType(target.scalar_type(), /*includeBool=*/true)) {
+    check_multi_class_layout(input, target, from_logits);
+    const at::Tensor weights = weight_map_of(input, weight_map, instances, w0, sigma, sampling,
+                                             class_weights, balanced, /*channel=*/true);
+    return multi_class_loss(input, target, weights, weight, ignore_index, reduction);
   }
+  TORCH_CHECK_VALUE(!is_given(weight) && ignore_index == -100, kOp,
+                    ": weight (per-class weights) and ignore_index apply to the multi-class "
+                    "form, whose target holds class indices; the binary form's target is a "
+                    "float tensor (use class_weights or weight_map to weight it)");
+  const bool channel = has_channel_dim(input);
+  at::Tensor weights = weight_map_of(input, weight_map, instances, w0, sigma, sampling,
+                                     class_weights, balanced, channel);
   if (channel) weights = weights.unsqueeze(1);
   if (reduction != "weighted_mean") return bce(from_logits, input, target, weights, reduction);
   // Normalised by the sum of the weights: sum(w l) / sum(w) = mean(w l) /

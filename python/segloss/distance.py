@@ -121,48 +121,76 @@ def shape_aware_loss(input: Tensor, target: Tensor, weight_map: Optional[Tensor]
                      instances: Optional[Tensor] = None, w0: float = 10.0, sigma: float = 5.0,
                      class_weights: Optional[Union[str, Mapping[int, float]]] = None,
                      sampling: Optional[Union[float, Sequence[float]]] = None,
-                     from_logits: bool = True, reduction: str = "mean") -> Tensor:
-    r"""The shape-aware (U-Net) loss, binary form: BCE weighted per pixel by the
-    U-Net weight map.
+                     from_logits: bool = True, weight: Optional[Tensor] = None,
+                     ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+    r"""The shape-aware (U-Net) loss: a loss weighted per pixel by the U-Net
+    weight map ``w = w_c + w0 exp(-(d1 + d2)^2 / (2 sigma^2))``.
+
+    Binary form (a float ``target``), the article's:
 
     .. math::
-        \ell = -w(x) \left[y \log \hat{y} + (1 - y) \log(1 - \hat{y})\right],\qquad
-        w = w_c + w_0 \exp\left(-\frac{(d_1 + d_2)^2}{2\sigma^2}\right)
+        \ell = -w(x) \left[y \log \hat{y} + (1 - y) \log(1 - \hat{y})\right]
+
+    Multi-class form (an integer ``target`` of class indices), the U-Net
+    paper's: softmax cross-entropy over the C classes of ``input``,
+
+    .. math::
+        \ell = -w(x)\, c_{t(x)} \log \operatorname{softmax}(x)_{t(x)}
+
+    with ``c`` the per-class ``weight`` (1 if not given); pixels labelled
+    ``ignore_index`` have loss 0 and do not count. No one-hot target and no
+    ``[N, C, ...]`` weight tensor is ever formed.
 
     Args:
-        input: logits (or probabilities with ``from_logits=False``),
+        input: binary: logits (or probabilities with ``from_logits=False``),
             ``Tensor[N, 1, *spatial]`` or ``Tensor[N, *spatial]``, 2 or 3
             spatial dims (a 4-D input with one channel is a batch of 2-D
-            images).
-        target: ``y``, the input's shape.
+            images). Multi-class: logits ``Tensor[N, C, *spatial]``, C >= 2.
+        target: binary: ``y``, the input's shape, floating point.
+            Multi-class: class indices in ``[0, C)`` (or ``ignore_index``),
+            ``[N, *spatial]`` or ``[N, 1, *spatial]``, any integer dtype.
         weight_map: the precomputed weight map (e.g. from
-            :func:`segloss.numpy.unet_weight_map` in a DataLoader), of the
-            input's shape or ``[N, *spatial]``.
+            :func:`segloss.numpy.unet_weight_map` in a DataLoader),
+            ``[N, *spatial]`` or ``[N, 1, *spatial]``.
         instances: instead of ``weight_map``: integer instance labels, of the
-            input's shape or ``[N, *spatial]``; the map is computed on the
-            input's device with ``w0``, ``sigma``, ``class_weights`` (None,
-            ``"balanced"`` or ``{0: w_background, 1: w_foreground}``) and
-            ``sampling``, exactly as :func:`segloss.unet_weight_map` does.
-        from_logits: ``input`` holds logits (default) or probabilities.
-        reduction: ``"mean"`` (the weighted sum over the number of pixels,
-            PyTorch's convention for ``weight=``), ``"weighted_mean"`` (over
-            the sum of the weights), ``"sum"`` or ``"none"``.
+            same shapes; the map is computed on the input's device with
+            ``w0``, ``sigma``, ``class_weights`` (None, ``"balanced"`` or
+            ``{0: w_background, 1: w_foreground}``, the map's ``w_c`` from
+            instance vs background) and ``sampling``, exactly as
+            :func:`segloss.unet_weight_map` does.
+        from_logits: ``input`` holds logits (default) or probabilities
+            (binary form only).
+        weight: multi-class only: per-class weights ``Tensor[C]`` multiplying
+            each pixel's loss by its true class's weight, as in
+            :func:`torch.nn.functional.cross_entropy`.
+        ignore_index: multi-class only: the target value of pixels left out.
+        reduction: ``"mean"``: the weighted sum over the number of pixels
+            (not ignored), PyTorch's convention for ``weight=`` in BCE;
+            ``"weighted_mean"``: over the sum of the weights ``w c`` of those
+            pixels (0 if it is 0), which is
+            :func:`torch.nn.functional.cross_entropy`'s class-weighted mean
+            when the map is 1; ``"sum"``; or ``"none"`` (per pixel: the
+            input's shape in the binary form, ``[N, *spatial]`` in the
+            multi-class form).
 
-    The weight map is a constant: no gradient flows to it. Exactly one of
-    ``weight_map`` and ``instances`` must be given. TorchScript code calls
-    ``torch.ops.segloss.shape_aware_loss`` (``class_weights`` as
-    ``[w_background, w_foreground]``, ``balanced=True``).
+    The weight map (and ``weight``) are constants: no gradient flows to
+    them. Exactly one of ``weight_map`` and ``instances`` must be given.
+    TorchScript code calls ``torch.ops.segloss.shape_aware_loss``
+    (``class_weights`` as ``[w_background, w_foreground]``,
+    ``balanced=True``).
     """
     fixed, balanced, _ = class_weight_arguments("segloss.shape_aware_loss", class_weights,
                                                 allow_pixel=False)
-    # The op's rule: [N, 1, *spatial] when 5-D, or 4-D with one channel.
-    channel = input.dim() == 5 or (input.dim() == 4 and input.shape[1] == 1)
     spacing: Optional[List[float]] = None
     if isinstance(sampling, Real):
+        # The op's rule: a class-index target, or a 5-D input, or a 4-D one
+        # with one channel, has a class/channel dim.
+        classes = not (target.is_floating_point() or target.is_complex())
+        channel = classes or input.dim() == 5 or (input.dim() == 4 and input.shape[1] == 1)
         spacing = [float(sampling)] * (input.dim() - 1 - int(channel))
     elif sampling is not None:
         spacing = [float(s) for s in sampling]
     return torch.ops.segloss.shape_aware_loss(
         input, target, weight_map, instances=instances, w0=float(w0), sigma=float(sigma),
         sampling=spacing, class_weights=fixed, balanced=balanced, from_logits=from_logits,
-        reduction=reduction)
+        weight=weight, ignore_index=int(ignore_index), reduction=reduction)

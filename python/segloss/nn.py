@@ -215,9 +215,10 @@ class DiceCELoss(_DiceOptions):
 
 
 class ShapeAwareLoss(torch.nn.Module):
-    r"""The shape-aware (U-Net) loss, binary form, owning the weight-map options.
+    r"""The shape-aware (U-Net) loss, owning the weight-map options.
 
-    ``forward(input, target, weight_map=None, instances=None)``: BCE weighted
+    ``forward(input, target, weight_map=None, instances=None)``: BCE (a float
+    ``target``) or softmax cross-entropy (a class-index ``target``) weighted
     per pixel by ``weight_map``, or by the U-Net weight map of ``instances``
     computed on the input's device with this module's ``w0``, ``sigma``,
     ``class_weights`` and ``sampling``; see :func:`segloss.shape_aware_loss`.
@@ -225,17 +226,24 @@ class ShapeAwareLoss(torch.nn.Module):
 
     Args:
         w0, sigma: border weight and width (the U-Net paper's 10 and 5).
-        class_weights: ``None``, ``"balanced"`` or ``{0: w_background, 1: w_foreground}``.
+        class_weights: the map's ``w_c``: ``None``, ``"balanced"`` or
+            ``{0: w_background, 1: w_foreground}``.
         sampling: spacing per spatial dim, or ``None`` (1).
-        from_logits: ``input`` holds logits (default) or probabilities.
+        from_logits: ``input`` holds logits (default) or probabilities
+            (binary form).
+        weight: per-class weights ``Tensor[C]`` of the multi-class form (a
+            buffer: it follows the module's device), or ``None``.
+        ignore_index: the target value the multi-class form leaves out.
         reduction: ``"mean"``, ``"weighted_mean"``, ``"sum"`` or ``"none"``.
     """
 
     fixed_class_weights: Optional[List[float]]
     sampling: Optional[List[float]]
+    weight: Optional[Tensor]
 
     def __init__(self, w0: float = 10.0, sigma: float = 5.0, class_weights=None,
                  sampling: Optional[List[float]] = None, from_logits: bool = True,
+                 weight: Optional[Tensor] = None, ignore_index: int = -100,
                  reduction: str = "mean") -> None:
         super().__init__()
         from segloss.distance import class_weight_arguments
@@ -248,23 +256,26 @@ class ShapeAwareLoss(torch.nn.Module):
         self.w0, self.sigma = float(w0), float(sigma)
         self.sampling = None if sampling is None else [float(s) for s in sampling]
         self.from_logits = from_logits
+        self.register_buffer("weight", None if weight is None else torch.as_tensor(weight))
+        self.ignore_index = int(ignore_index)
         self.reduction = reduction
 
     def forward(self, input: Tensor, target: Tensor, weight_map: Optional[Tensor] = None,
                 instances: Optional[Tensor] = None) -> Tensor:
         if instances is None:  # a given map is used as it is
             return torch.ops.segloss.shape_aware_loss(
-                input, target, weight_map, from_logits=self.from_logits,
-                reduction=self.reduction)
+                input, target, weight_map, from_logits=self.from_logits, weight=self.weight,
+                ignore_index=self.ignore_index, reduction=self.reduction)
         return torch.ops.segloss.shape_aware_loss(
             input, target, weight_map, instances=instances, w0=self.w0, sigma=self.sigma,
             sampling=self.sampling, class_weights=self.fixed_class_weights,
-            balanced=self.balanced, from_logits=self.from_logits, reduction=self.reduction)
+            balanced=self.balanced, from_logits=self.from_logits, weight=self.weight,
+            ignore_index=self.ignore_index, reduction=self.reduction)
 
     def extra_repr(self) -> str:
         weights = ("balanced" if self.balanced else
                    f"{self.fixed_class_weights}" if self.fixed_class_weights is not None else None)
         return (f"w0={self.w0}, sigma={self.sigma}, class_weights={weights}, "
                 f"sampling={self.sampling}, from_logits={self.from_logits}, "
-                f"reduction={self.reduction!r}")
+                f"ignore_index={self.ignore_index}, reduction={self.reduction!r}")
 

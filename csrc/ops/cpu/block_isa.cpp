@@ -3,6 +3,7 @@
 // torch's inline functions compiled with AVX-512 could be the copies the
 // linker keeps for the whole library.
 #include "bce_block.h"
+#include "cross_entropy_block.h"
 #include "dice_block.h"
 
 #define SEGLOSS_CONCAT_(a, b) a##b
@@ -16,6 +17,10 @@ BceBlockFunctions SEGLOSS_CONCAT(bce_block_functions_, SEGLOSS_CPU_ISA)() {
 
 DiceBlockFunctions SEGLOSS_CONCAT(dice_block_functions_, SEGLOSS_CPU_ISA)() {
   return {dice_block_loops<float>(), dice_block_loops<double>()};
+}
+
+CrossEntropyBlockFunctions SEGLOSS_CONCAT(cross_entropy_block_functions_, SEGLOSS_CPU_ISA)() {
+  return {cross_entropy_block_loops<float>(), cross_entropy_block_loops<double>()};
 }
 
 }  // namespace segloss::ops::cpu

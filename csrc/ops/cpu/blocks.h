@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "../../core/broadcast.h"
+#include "label_type.h"
 
 namespace segloss::ops::cpu {
 
@@ -83,6 +84,11 @@ acc_t sum_block(const acc_t* values, int64_t n) {
     for (int j = 0; j < width; ++j) lanes[j] += lanes[j + width];
   }
   return lanes[0];
+}
+
+// The LabelType of a readable_labels tensor.
+inline LabelType label_type_of(at::ScalarType dtype) {
+  return dtype == at::kByte ? kUint8Labels : dtype == at::kInt ? kInt32Labels : kInt64Labels;
 }
 
 // Calls body(block_index, begin, n, scratch) for the blocks of [0, numel) in

@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "../../core/dice.h"
+#include "label_type.h"
 
 namespace segloss::ops::cpu {
 
@@ -63,9 +64,6 @@ struct DiceBlockLoops {
   SigmoidCeGrad sigmoid_ce_grads[3];
   SoftmaxCeGradAdd softmax_ce_grad_add;
 };
-
-// The label dtypes read in place; others are converted to int64 first.
-enum LabelType : int { kUint8Labels = 0, kInt32Labels = 1, kInt64Labels = 2 };
 
 struct DiceBlockFunctions {
   DiceBlockLoops<float> f32;

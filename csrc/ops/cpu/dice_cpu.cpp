@@ -78,10 +78,7 @@ struct DiceUnit {
                      s.mask.data());
     }
     if (ops.labels.defined()) {
-      const at::ScalarType dtype = ops.labels.scalar_type();
-      label_type = dtype == at::kByte  ? cpu::kUint8Labels
-                   : dtype == at::kInt ? cpu::kInt32Labels
-                                       : cpu::kInt64Labels;
+      label_type = cpu::label_type_of(ops.labels.scalar_type());
       labels = static_cast<const char*>(ops.labels.const_data_ptr()) +
                pixel0 * ops.labels.element_size();
       int invalid = 0;

@@ -1,0 +1,291 @@
+// CUDA kernels of the weighted softmax cross-entropy (the multi-class
+// shape-aware loss): one thread per pixel walks its C logits (consecutive
+// threads read consecutive pixels of a class row: coalesced) with the
+// per-pixel math shared with the CPU (csrc/core/cross_entropy.h). Reductions
+// are deterministic: a fixed number of blocks each writes its partial sums,
+// then one block adds them in a fixed order.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "../core/cross_entropy.h"
+#include "../ops/cross_entropy_operands.h"
+#include "cuda_utils.cuh"
+
+namespace segloss::ops {
+namespace {
+
+using cuda::block_sum;
+using cuda::grid_size;
+using cuda::kThreads;
+
+constexpr int64_t kMaxReduceBlocks = 1024;  // fixed: the partials' order never changes
+constexpr int64_t kMaxElementwiseBlocks = 65535;
+
+// Partial sums per block: the loss, the counted pixels and their weight.
+enum PartialColumn : int { kLossSum = 0, kCounted = 1, kWeightSum = 2, kPartialColumns = 3 };
+
+template <typename scalar_t, typename label_t, typename acc_t>
+struct DeviceOperands {
+  const scalar_t* input;
+  const label_t* labels;
+  const acc_t* weight_map;  // or nullptr: 1
+  const acc_t* weight;      // or nullptr: 1
+  int64_t classes, pixels, total_pixels, ignore_index;
+
+  explicit DeviceOperands(const CrossEntropyOperands& ops)
+      : input(ops.input.const_data_ptr<scalar_t>()),
+        labels(ops.labels.const_data_ptr<label_t>()),
+        weight_map(ops.weight_map.defined() ? ops.weight_map.const_data_ptr<acc_t>() : nullptr),
+        weight(ops.weight.defined() ? ops.weight.const_data_ptr<acc_t>() : nullptr),
+        classes(ops.classes),
+        pixels(ops.pixels),
+        total_pixels(ops.batch * ops.pixels),
+        ignore_index(ops.ignore_index) {}
+
+  // Pixel p = n * S + s: its class (-1 if ignored, -2 if invalid) and
+  // coefficient, and the max and sum of exp(x - max) over its logits.
+  struct Pixel {
+    int64_t target;
+    acc_t coefficient, max_x, sum_exp;
+    const scalar_t* x;  // its class-0 logit; class c is c * pixels further
+  };
+
+  __device__ Pixel pixel(int64_t p) const {
+    Pixel px;
+    const int64_t label = int64_t(labels[p]);
+    const bool ignored = core::is_ignored_label(label, true, ignore_index);
+    const bool valid = core::is_class_label(label, classes);
+    px.target = ignored ? -1 : (valid ? label : -2);
+    const bool counted = px.target >= 0;
+    px.coefficient = !counted ? acc_t(0)
+                              : (weight_map == nullptr ? acc_t(1) : weight_map[p]) *
+                                    (weight == nullptr ? acc_t(1) : weight[label]);
+    const int64_t n = p / pixels;
+    px.x = input + n * classes * pixels + (p - n * pixels);
+    acc_t max_x = acc_t(px.x[0]);
+    for (int64_t c = 1; c < classes; ++c) {
+      const acc_t v = acc_t(px.x[c * pixels]);
+      max_x = v > max_x ? v : max_x;
+    }
+    acc_t sum = 0;
+    for (int64_t c = 0; c < classes; ++c) sum += core::exp_(acc_t(px.x[c * pixels]) - max_x);
+    px.max_x = max_x;
+    px.sum_exp = sum;
+    return px;
+  }
+
+  __device__ acc_t loss(const Pixel& px) const {
+    const acc_t x_target = px.target >= 0 ? acc_t(px.x[px.target * pixels]) : acc_t(0);
+    return core::weighted_nll(px.target < 0, px.coefficient,
+                              core::log_sum_exp(px.max_x, px.sum_exp), x_target);
+  }
+};
+
+template <typename scalar_t, typename label_t, typename acc_t>
+__global__ void loss_kernel(DeviceOperands<scalar_t, label_t, acc_t> d, scalar_t* loss,
+                            int* invalid) {
+  SEGLOSS_GRID_STRIDE_LOOP(p, d.total_pixels) {
+    const auto px = d.pixel(p);
+    if (px.target == -2) atomicOr(invalid, 1);
+    loss[p] = scalar_t(d.loss(px));
+  }
+}
+
+template <typename scalar_t, typename label_t, typename acc_t>
+__global__ void partial_sums_kernel(DeviceOperands<scalar_t, label_t, acc_t> d, acc_t* partials,
+                                    int* invalid) {
+  acc_t loss = 0, counted = 0, weight = 0;
+  SEGLOSS_GRID_STRIDE_LOOP(p, d.total_pixels) {
+    const auto px = d.pixel(p);
+    if (px.target == -2) atomicOr(invalid, 1);
+    loss += d.loss(px);
+    counted += px.target >= 0 ? acc_t(1) : acc_t(0);
+    weight += px.coefficient;
+  }
+  loss = block_sum(loss);
+  counted = block_sum(counted);
+  weight = block_sum(weight);
+  if (threadIdx.x == 0) {
+    partials[blockIdx.x * kPartialColumns + kLossSum] = loss;
+    partials[blockIdx.x * kPartialColumns + kCounted] = counted;
+    partials[blockIdx.x * kPartialColumns + kWeightSum] = weight;
+  }
+}
+
+// The divisor of the reduction and the reduced value, as on the CPU: a
+// weighted mean with no weight is 0, a mean over no pixels NaN.
+__host__ __device__ inline double divisor(Reduction reduction, double counted, double weight) {
+  return reduction == Reduction::Mean ? counted
+                                      : reduction == Reduction::WeightedMean ? weight : 1.0;
+}
+
+__host__ __device__ inline double reduce(Reduction reduction, double sum, double divide_by) {
+  return reduction == Reduction::WeightedMean && divide_by == 0 ? 0.0 : sum / divide_by;
+}
+
+// One block: adds the partials in double in a fixed order.
+template <typename scalar_t, typename acc_t>
+__global__ void finish_kernel(const acc_t* partials, int64_t blocks, Reduction reduction,
+                              scalar_t* loss, acc_t* total_weight) {
+  double sums[kPartialColumns] = {0, 0, 0};
+  for (int64_t b = threadIdx.x; b < blocks; b += blockDim.x) {
+    for (int k = 0; k < kPartialColumns; ++k) sums[k] += double(partials[b * kPartialColumns + k]);
+  }
+  for (int k = 0; k < kPartialColumns; ++k) sums[k] = block_sum(sums[k]);
+  if (threadIdx.x == 0) {
+    const double divide_by = divisor(reduction, sums[kCounted], sums[kWeightSum]);
+    *total_weight = acc_t(divide_by);
+    if (loss != nullptr) *loss = scalar_t(reduce(reduction, sums[kLossSum], divide_by));
+  }
+}
+
+// grad_output is per pixel for reduction 'none', else one value that the
+// reduction's divisor (total_weight) scales.
+template <typename scalar_t, typename label_t, typename acc_t>
+__global__ void grad_kernel(DeviceOperands<scalar_t, label_t, acc_t> d,
+                            const scalar_t* grad_output, Reduction reduction,
+                            const acc_t* total_weight, scalar_t* grad_input) {
+  const bool per_pixel = reduction == Reduction::None;
+  const acc_t reduced_scale =
+      per_pixel ? acc_t(0)
+                : acc_t(reduce(reduction, double(grad_output[0]), double(*total_weight)));
+  SEGLOSS_GRID_STRIDE_LOOP(p, d.total_pixels) {
+    const auto px = d.pixel(p);
+    const acc_t g = per_pixel ? acc_t(grad_output[p]) : reduced_scale;
+    const acc_t scale = px.target < 0 ? acc_t(0) : px.coefficient * g;
+    const acc_t inverse_sum = acc_t(1) / px.sum_exp;
+    scalar_t* out = grad_input + (px.x - d.input);
+    for (int64_t c = 0; c < d.classes; ++c) {
+      const acc_t e = core::exp_(acc_t(px.x[c * d.pixels]) - px.max_x);
+      out[c * d.pixels] = scalar_t(core::weighted_nll_grad(scale, e, inverse_sum, px.target == c));
+    }
+  }
+}
+
+// Calls body(label_t{}) for the labels' dtype (uint8, int32 or int64).
+template <typename Body>
+void dispatch_labels(at::ScalarType dtype, const Body& body) {
+  if (dtype == at::kByte) {
+    body(uint8_t{});
+  } else if (dtype == at::kInt) {
+    body(int32_t{});
+  } else {
+    body(int64_t{});
+  }
+}
+
+// A clear error for bad class indices costs one synchronisation.
+void check_labels(const at::Tensor& invalid, const CrossEntropyOperands& ops,
+                  cudaStream_t stream) {
+  int host_invalid = 0;
+  C10_CUDA_CHECK(cudaMemcpyAsync(&host_invalid, invalid.const_data_ptr<int>(), sizeof(int),
+                                 cudaMemcpyDeviceToHost, stream));
+  C10_CUDA_CHECK(cudaStreamSynchronize(stream));
+  TORCH_CHECK_INDEX(host_invalid == 0, kCrossEntropyOp,
+                    ": class indices in target must lie in [0, ", ops.classes,
+                    ") or equal ignore_index (", ops.ignore_index, ") for input with ",
+                    ops.classes, " classes");
+}
+
+template <typename scalar_t>
+void forward_launch(const CrossEntropyOperands& ops, at::Tensor& loss, at::Tensor& total_weight) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const int64_t total_pixels = ops.batch * ops.pixels;
+  const at::Tensor invalid = at::zeros({1}, ops.input.options().dtype(at::kInt));
+  const bool reduce_loss = ops.reduction != Reduction::None;
+  // The reduced loss's partials; for 'none' also, for total_weight.
+  const int64_t blocks = total_pixels == 0 ? 0 : grid_size(total_pixels, kMaxReduceBlocks);
+  const at::Tensor partials =
+      at::empty({blocks, kPartialColumns},
+                ops.input.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+  dispatch_labels(ops.labels.scalar_type(), [&](auto label) {
+    using label_t = decltype(label);
+    const DeviceOperands<scalar_t, label_t, acc_t> d(ops);
+    if (!reduce_loss && total_pixels > 0) {
+      loss_kernel<scalar_t, label_t, acc_t>
+          <<<grid_size(total_pixels, kMaxElementwiseBlocks), kThreads, 0, stream>>>(
+              d, loss.mutable_data_ptr<scalar_t>(), invalid.mutable_data_ptr<int>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    if (blocks > 0) {
+      partial_sums_kernel<scalar_t, label_t, acc_t><<<blocks, kThreads, 0, stream>>>(
+          d, partials.mutable_data_ptr<acc_t>(), invalid.mutable_data_ptr<int>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  });
+  finish_kernel<scalar_t, acc_t><<<1, kThreads, 0, stream>>>(
+      partials.const_data_ptr<acc_t>(), blocks, ops.reduction,
+      reduce_loss ? loss.mutable_data_ptr<scalar_t>() : nullptr,
+      total_weight.mutable_data_ptr<acc_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  check_labels(invalid, ops, stream);
+}
+
+template <typename scalar_t>
+void backward_launch(const CrossEntropyOperands& ops, const at::Tensor& grad_output,
+                     const at::Tensor& total_weight, at::Tensor& grad_input) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t total_pixels = ops.batch * ops.pixels;
+  if (total_pixels == 0) return;
+  const at::Tensor divisor_value = total_weight.to(c10::CppTypeToScalarType<acc_t>::value);
+  dispatch_labels(ops.labels.scalar_type(), [&](auto label) {
+    using label_t = decltype(label);
+    grad_kernel<scalar_t, label_t, acc_t>
+        <<<grid_size(total_pixels, kMaxElementwiseBlocks), kThreads, 0,
+           c10::cuda::getCurrentCUDAStream()>>>(
+            DeviceOperands<scalar_t, label_t, acc_t>(ops), grad_output.const_data_ptr<scalar_t>(),
+            ops.reduction, divisor_value.const_data_ptr<acc_t>(),
+            grad_input.mutable_data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> weighted_cross_entropy_cuda(
+    const at::Tensor& input, const at::Tensor& target,
+    const std::optional<at::Tensor>& weight_map, const std::optional<at::Tensor>& weight,
+    int64_t ignore_index, std::string_view reduction) {
+  const c10::cuda::CUDAGuard guard(input.device());
+  const CrossEntropyOperands ops =
+      prepare_cross_entropy_operands(input, target, weight_map, weight, ignore_index, reduction);
+  at::Tensor loss = empty_cross_entropy_loss(ops.input, ops.reduction);
+  at::Tensor total_weight = empty_cross_entropy_total_weight(ops.input);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ops.input.scalar_type(),
+                                  "segloss_weighted_cross_entropy_cuda",
+                                  [&] { forward_launch<scalar_t>(ops, loss, total_weight); });
+  return {loss, total_weight};
+}
+
+at::Tensor weighted_cross_entropy_backward_cuda(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& target,
+    const std::optional<at::Tensor>& weight_map, const std::optional<at::Tensor>& weight,
+    int64_t ignore_index, std::string_view reduction, const at::Tensor& total_weight) {
+  const c10::cuda::CUDAGuard guard(input.device());
+  const CrossEntropyOperands ops =
+      prepare_cross_entropy_operands(input, target, weight_map, weight, ignore_index, reduction);
+  const at::Tensor grad_out = prepare_cross_entropy_grad_output(grad_output, ops);
+  check_cross_entropy_total_weight(total_weight, ops.input);
+  at::Tensor grad_input = at::empty_like(ops.input, at::MemoryFormat::Contiguous);
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, ops.input.scalar_type(), "segloss_weighted_cross_entropy_backward_cuda",
+      [&] { backward_launch<scalar_t>(ops, grad_out, total_weight, grad_input); });
+  return grad_input;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(segloss, CUDA, m) {
+  m.impl("_weighted_cross_entropy", &weighted_cross_entropy_cuda);
+  m.impl("_weighted_cross_entropy_backward", &weighted_cross_entropy_backward_cuda);
+}
+
+}  // namespace segloss::ops

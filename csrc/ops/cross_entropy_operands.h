@@ -1,0 +1,64 @@
+// Validation and preparation of the weighted softmax cross-entropy op's
+// arguments (the multi-class shape-aware loss), shared by the CPU, CUDA and
+// Meta kernels so that every backend accepts and rejects the same inputs with
+// the same messages.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <string_view>
+
+#include "reduction.h"
+
+namespace segloss::ops {
+
+// The messages name the public op: the private one is its kernel.
+constexpr const char* kCrossEntropyOp = "segloss.shape_aware_loss";
+
+// The arguments as the kernels read them. The input is viewed as (N, C, S),
+// S the number of pixels (voxels) per image.
+struct CrossEntropyOperands {
+  at::Tensor input;       // contiguous, floating point
+  at::Tensor labels;      // contiguous (N, S) class indices: uint8, int32 or int64
+  at::Tensor weight_map;  // undefined, or contiguous (N, S) in the compute type
+  at::Tensor weight;      // undefined, or contiguous (C,) per-class weights, compute type
+  int64_t ignore_index = -100;
+  Reduction reduction = Reduction::Mean;
+  int64_t batch = 0, classes = 0, pixels = 0;
+};
+
+// Checks every argument without touching data (works on Meta tensors with
+// symbolic shapes). Returns the reduction.
+Reduction check_cross_entropy_arguments(const at::Tensor& input, const at::Tensor& target,
+                                        const std::optional<at::Tensor>& weight_map,
+                                        const std::optional<at::Tensor>& weight,
+                                        std::string_view reduction);
+
+// grad_output checked against the forward's loss: (N, *spatial) for 'none',
+// else 0-dim.
+void check_cross_entropy_grad_output(const at::Tensor& grad_output, const at::Tensor& input,
+                                     Reduction reduction);
+
+// The loss, input's dtype: (N, *spatial) for 'none', else 0-dim.
+at::Tensor empty_cross_entropy_loss(const at::Tensor& input, Reduction reduction);
+
+// The reduction's divisor: 0-dim, float32 (float64 for float64 input).
+at::Tensor empty_cross_entropy_total_weight(const at::Tensor& input);
+
+// The backward's total_weight: the forward's, 0-dim, on the input's device.
+void check_cross_entropy_total_weight(const at::Tensor& total_weight, const at::Tensor& input);
+
+CrossEntropyOperands prepare_cross_entropy_operands(const at::Tensor& input,
+                                                    const at::Tensor& target,
+                                                    const std::optional<at::Tensor>& weight_map,
+                                                    const std::optional<at::Tensor>& weight,
+                                                    int64_t ignore_index,
+                                                    std::string_view reduction);
+
+// check_cross_entropy_grad_output, then grad_output contiguous in the input's
+// dtype.
+at::Tensor prepare_cross_entropy_grad_output(const at::Tensor& grad_output,
+                                             const CrossEntropyOperands& operands);
+
+}  // namespace segloss::ops
