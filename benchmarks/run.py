@@ -184,13 +184,59 @@ def shape_aware_cases(device) -> List[Case]:
     def bce_with_map(x, y):
         return F.binary_cross_entropy_with_logits(x, y, weight=weight_map)
 
-    return [
+    cases = [
         Case("shape-aware, instances", shape, logits,
              lambda x, y: segloss.shape_aware_loss(x, y, instances=instances),
              "per-instance SciPy + torch BCE weight=", usual_pipeline, None, repeats=1),
         Case("shape-aware, precomputed map", shape, logits,
              lambda x, y: segloss.shape_aware_loss(x, y, weight_map),
              "torch BCE weight=", bce_with_map, bce_with_map),
+    ]
+    return cases + multi_class_shape_aware_cases(device)
+
+
+def class_indices(shape, device):
+    n, c, *spatial = shape
+    return torch.randn(shape, device=device), torch.randint(0, c, (n, *spatial), device=device)
+
+
+def multi_class_shape_aware_cases(device) -> List[Case]:
+    """The multi-class shape-aware loss on 2x4x128^3 logits with a class-index
+    target and a precomputed U-Net weight map (100 cells per volume), against
+    the composite users write: F.cross_entropy(reduction="none") * map; then
+    with per-class weights and ignored pixels."""
+    import numpy as np
+    import distance
+
+    shape = (2, 4, 128, 128, 128)
+    instances = torch.from_numpy(np.stack([distance.cells(shape[2:], 100, seed)
+                                           for seed in range(shape[0])]))
+    weight_map = segloss.unet_weight_map(instances).to(device)
+    class_weights = torch.tensor([0.5, 1.0, 2.0, 4.0], device=device)
+    ignore = 255
+
+    def composite(x, t):
+        return (F.cross_entropy(x, t, reduction="none") * weight_map).mean()
+
+    def with_ignored(make):
+        def make_inputs(shape, device):
+            x, t = make(shape, device)
+            return x, t.masked_fill(torch.rand(t.shape, device=device) < 0.1, ignore)
+        return make_inputs
+
+    def weighted_composite(x, t):
+        loss = F.cross_entropy(x, t, weight=class_weights, ignore_index=ignore, reduction="none")
+        return (loss * weight_map).sum() / (t != ignore).sum()
+
+    return [
+        Case("shape-aware, softmax, precomputed map", shape, class_indices,
+             lambda x, t: segloss.shape_aware_loss(x, t, weight_map),
+             "torch cross_entropy * map", composite, composite),
+        Case("shape-aware, softmax, map, class weights, ignore_index", shape,
+             with_ignored(class_indices),
+             lambda x, t: segloss.shape_aware_loss(x, t, weight_map, weight=class_weights,
+                                                   ignore_index=ignore),
+             "torch cross_entropy * map", weighted_composite, weighted_composite),
     ]
 
 
