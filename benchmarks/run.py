@@ -5,6 +5,7 @@
     ./dev bench --device cuda           # on a GPU (adds peak extra memory)
     ./dev bench --no-compile --repeats 10
     ./dev bench --suite dice --memory   # peak extra memory instead of time
+    ./dev bench --suite shape_aware --case softmax   # only the cases named so
 
 With --memory, each candidate's peak extra memory during one forward+backward
 (the input's gradient included) is measured in a child process in which
@@ -263,6 +264,8 @@ def forward_backward(loss_fn: Loss, x: torch.Tensor, y: torch.Tensor):
 def run_suite(name: str, device: torch.device, args) -> None:
     rows, extra_columns = [], []
     for case in SUITES[name](device):
+        if args.case and not any(part in case.name for part in args.case):
+            continue
         torch.manual_seed(0)
         x, y = case.make_inputs(case.shape, device)
         x.requires_grad_(True)
@@ -320,6 +323,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=None,
                         help="default: 20 (runner suites: their own default)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile anchor")
+    parser.add_argument("--case", action="append",
+                        help="run only the cases whose name contains this (repeatable)")
     parser.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "results"))
     parser.add_argument("--memory", action="store_true",
                         help="measure peak extra memory instead of time")

@@ -27,10 +27,12 @@ SEGLOSS_INLINE bool is_class_label(std::int64_t label, std::int64_t classes) {
   return label >= 0 && label < classes;
 }
 
-// log(sum_k exp(x_k)) from the maximum m of the x_k and sum_k exp(x_k - m).
+// log(sum_k exp(x_k)) from the maximum m of the x_k and s = sum_k exp(x_k - m).
+// s lies in [1, C] (its largest term is 1), so its log needs no special
+// values; a NaN logit makes s NaN, which s - s carries into the result.
 template <typename T>
 SEGLOSS_INLINE T log_sum_exp(T max_x, T sum_exp_shifted) {
-  return max_x + log_(sum_exp_shifted);
+  return max_x + log_normal_(sum_exp_shifted) + (sum_exp_shifted - sum_exp_shifted);
 }
 
 // The pixel's loss, a (lse - x_t); exactly 0 at ignored pixels, whatever the

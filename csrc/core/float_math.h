@@ -116,8 +116,14 @@ SEGLOSS_INLINE float log1p_unit_f(float t) {
   return log_normal_f(u, 0) + (t - (u - 1.0f));
 }
 
+// log(x) for a finite, normal x > 0 only (a NaN x gives an unspecified
+// finite value): no special-value selects, so loops that call it vectorise.
+SEGLOSS_INLINE float log_normal_f(float x) { return log_normal_f(x, 0); }
+
 // Overloads that let templated math pick the float or double version.
 SEGLOSS_INLINE float log_(float x) { return log_f(x); }
+SEGLOSS_INLINE float log_normal_(float x) { return log_normal_f(x); }
+SEGLOSS_INLINE double log_normal_(double x) { return ::log(x); }
 SEGLOSS_INLINE float log1p_(float x) { return log1p_f(x); }
 SEGLOSS_INLINE float log1p_unit_(float x) { return log1p_unit_f(x); }
 SEGLOSS_INLINE float exp_(float x) { return exp_f(x); }

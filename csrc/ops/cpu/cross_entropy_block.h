@@ -25,12 +25,12 @@ struct CrossEntropyBlockLoops {
                                 std::int64_t n, std::int64_t ignore_index, std::int64_t classes,
                                 std::int32_t* target, T* coefficient, int* invalid);
   // loss[i] = coefficient[i] (lse_i - x[target[i]]), 0 where ignored; `work`
-  // holds 2n values.
+  // holds 3n values.
   using Loss = void (*)(const T* x, std::int64_t row_stride, std::int64_t classes, std::int64_t n,
                         const std::int32_t* target, const T* coefficient, T* loss, T* work);
   // grad rows (grad_stride apart) = s_i (softmax_ik - [k == target[i]]), with
   // s_i = coefficient[i] * (grad_output ? grad_output[i] : 1) * scale, 0 where
-  // ignored; `work` holds 2n values.
+  // ignored; `work` holds 3n values.
   using Grad = void (*)(const T* x, std::int64_t row_stride, std::int64_t classes,
                         std::int64_t n, const std::int32_t* target, const T* coefficient,
                         const T* grad_output, T scale, T* grad, std::int64_t grad_stride,
@@ -99,19 +99,24 @@ void loss_block(const T* x, std::int64_t row_stride, std::int64_t classes, std::
                 const std::int32_t* target, const T* coefficient, T* loss, T* work) {
   T* max_x = work;
   T* sum = work + n;
+  T* x_target = work + 2 * n;
   max_over_rows(x, row_stride, classes, n, max_x);
-  for (std::int64_t i = 0; i < n; ++i) sum[i] = 0;
+  for (std::int64_t i = 0; i < n; ++i) sum[i] = x_target[i] = 0;
+  // The target's logit is picked up by a select in the same pass: g++
+  // vectorises no gather x[target[i] * row_stride + i].
   for (std::int64_t c = 0; c < classes; ++c) {
     const T* row = x + c * row_stride;
+    const std::int32_t k = std::int32_t(c);
 #pragma omp simd
-    for (std::int64_t i = 0; i < n; ++i) sum[i] += core::exp_(row[i] - max_x[i]);
+    for (std::int64_t i = 0; i < n; ++i) {
+      sum[i] += core::exp_(row[i] - max_x[i]);
+      x_target[i] = target[i] == k ? row[i] : x_target[i];
+    }
   }
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) {
-    const std::int32_t t = target[i];
-    const T x_target = x[(t < 0 ? 0 : t) * row_stride + i];
-    loss[i] = core::weighted_nll(t < 0, coefficient[i], core::log_sum_exp(max_x[i], sum[i]),
-                                 x_target);
+    loss[i] = core::weighted_nll(target[i] < 0, coefficient[i],
+                                 core::log_sum_exp(max_x[i], sum[i]), x_target[i]);
   }
 }
 

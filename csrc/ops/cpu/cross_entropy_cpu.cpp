@@ -54,7 +54,7 @@ struct Scratch {
     if (!coefficient.empty()) return;
     for (auto* rows : {&x, &grad}) rows->resize(classes * unit);
     for (auto* row : {&coefficient, &loss, &grad_output}) row->resize(unit);
-    work.resize(2 * unit);
+    work.resize(3 * unit);
     ones.assign(unit, acc_t(1));
     target.resize(unit);
   }
