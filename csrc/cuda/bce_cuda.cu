@@ -23,8 +23,8 @@ using cuda::block_sum;
 using cuda::grid_size;
 using cuda::kThreads;
 
-constexpr int64_t kMaxReduceBlocks = 1024;    // fixed: the partials' order never changes
-constexpr int64_t kMaxElementwiseBlocks = 65535;
+using cuda::kMaxElementwiseBlocks;
+using cuda::kMaxReduceBlocks;
 
 // The operands as raw pointers; absent weights read as 1.
 template <typename scalar_t>

@@ -28,8 +28,8 @@ using cuda::block_sum;
 using cuda::grid_size;
 using cuda::kThreads;
 
-constexpr int64_t kMaxReduceBlocks = 1024;  // fixed: the partials' order never changes
-constexpr int64_t kMaxElementwiseBlocks = 65535;
+using cuda::kMaxElementwiseBlocks;
+using cuda::kMaxReduceBlocks;
 
 // Partial sums per block: the loss, the counted pixels and their weight.
 enum PartialColumn : int { kLossSum = 0, kCounted = 1, kWeightSum = 2, kPartialColumns = 3 };

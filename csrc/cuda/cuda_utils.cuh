@@ -6,6 +6,10 @@
 namespace segloss::ops::cuda {
 
 constexpr int kThreads = 256;
+// Grid sizes of the reductions are capped at a fixed count so that the
+// partials, added in a fixed order, give the same bits on every run.
+constexpr int64_t kMaxReduceBlocks = 1024;
+constexpr int64_t kMaxElementwiseBlocks = 65535;
 
 inline int64_t grid_size(int64_t work_items, int64_t max_blocks) {
   const int64_t needed = (work_items + kThreads - 1) / kThreads;

@@ -4,7 +4,7 @@
 #include <ATen/autocast_mode.h>
 #include <torch/library.h>
 
-#include <tuple>
+#include "cross_entropy_operands.h"
 
 namespace segloss::ops {
 namespace {
@@ -40,10 +40,6 @@ using DiceCeSignature = at::Tensor(const at::Tensor&, const at::Tensor&, std::st
                                    const std::optional<at::Tensor>&, double, double,
                                    std::string_view);
 
-using CrossEntropySignature = std::tuple<at::Tensor, at::Tensor>(
-    const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
-    const std::optional<at::Tensor>&, int64_t, std::string_view);
-
 constexpr char kDice[] = "segloss::dice_loss";
 constexpr char kCrossEntropy[] = "segloss::_weighted_cross_entropy";
 constexpr char kDiceCe[] = "segloss::dice_ce_loss";
@@ -55,7 +51,7 @@ using DiceAutocast = Float32Autocast<kKey, kDevice, DiceSignature>;
 template <c10::DispatchKey kKey, c10::DeviceType kDevice>
 using DiceCeAutocast = Float32Autocast<kKey, kDevice, DiceCeSignature>;
 template <c10::DispatchKey kKey, c10::DeviceType kDevice>
-using CrossEntropyAutocast = Float32Autocast<kKey, kDevice, CrossEntropySignature>;
+using CrossEntropyAutocast = Float32Autocast<kKey, kDevice, WeightedCrossEntropySignature>;
 
 }  // namespace
 

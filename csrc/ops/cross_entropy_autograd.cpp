@@ -38,10 +38,7 @@ class WeightedCrossEntropy : public torch::autograd::Function<WeightedCrossEntro
     at::AutoDispatchBelowADInplaceOrView guard;
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("segloss::_weighted_cross_entropy", "")
-                         .typed<std::tuple<at::Tensor, at::Tensor>(
-                             const at::Tensor&, const at::Tensor&,
-                             const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-                             int64_t, std::string_view)>();
+                         .typed<WeightedCrossEntropySignature>();
     auto [loss, total_weight] = op.call(input, target, weight_map, weight, ignore_index,
                                         reduction);
     ctx->mark_non_differentiable({total_weight});

@@ -8,6 +8,7 @@
 
 #include <optional>
 #include <string_view>
+#include <tuple>
 
 #include "reduction.h"
 
@@ -15,6 +16,13 @@ namespace segloss::ops {
 
 // The messages name the public op: the private one is its kernel.
 constexpr const char* kCrossEntropyOp = "segloss.shape_aware_loss";
+
+// segloss::_weighted_cross_entropy's C++ signature: the loss and the
+// reduction's divisor.
+using WeightedCrossEntropySignature = std::tuple<at::Tensor, at::Tensor>(
+    const at::Tensor& input, const at::Tensor& target,
+    const std::optional<at::Tensor>& weight_map, const std::optional<at::Tensor>& weight,
+    int64_t ignore_index, std::string_view reduction);
 
 // The arguments as the kernels read them. The input is viewed as (N, C, S),
 // S the number of pixels (voxels) per image.

@@ -14,6 +14,7 @@
 #include <tuple>
 
 #include "checks.h"
+#include "cross_entropy_operands.h"
 
 namespace segloss::ops {
 namespace {
@@ -120,10 +121,7 @@ at::Tensor multi_class_loss(const at::Tensor& input, const at::Tensor& target,
                             int64_t ignore_index, std::string_view reduction) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("segloss::_weighted_cross_entropy", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor>(
-                           const at::Tensor&, const at::Tensor&,
-                           const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-                           int64_t, std::string_view)>();
+                       .typed<WeightedCrossEntropySignature>();
   return std::get<0>(op.call(input, target, weights, weight, ignore_index, reduction));
 }
 

@@ -7,8 +7,6 @@
 #pragma once
 
 #include <cstdint>
-#include <limits>
-#include <type_traits>
 
 #include "../../core/cross_entropy.h"
 #include "label_type.h"
@@ -56,19 +54,14 @@ void coefficients_block(const void* label_data, const T* weight_map, const T* cl
                         std::int64_t n, std::int64_t ignore_index, std::int64_t classes,
                         std::int32_t* target, T* coefficient, int* invalid) {
   const label_t* labels = static_cast<const label_t*>(label_data);
-  // Compared in int32 for the narrow types, as in mask_labels_block (g++ 12
-  // miscompiled the widened uint8 comparison in its AVX2/AVX-512 builds). An
-  // ignore_index outside that width matches no label.
-  using wide_t = std::conditional_t<sizeof(label_t) < 8, std::int32_t, std::int64_t>;
-  constexpr std::int64_t kLow = std::numeric_limits<wide_t>::min();
-  constexpr std::int64_t kHigh = std::numeric_limits<wide_t>::max();
-  const bool ignore = ignore_index >= kLow && ignore_index <= kHigh;
-  const wide_t ignored_label = ignore ? wide_t(ignore_index) : wide_t(0);
-  const wide_t class_count = classes < kHigh ? wide_t(classes) : wide_t(kHigh);
+  using Compare = LabelComparison<label_t>;
+  const Compare compare(/*has_ignore=*/true, ignore_index, classes);
+  const bool ignore = compare.ignore;
+  const typename Compare::wide_t ignored_label = compare.ignored_label, class_count = compare.count;
   int bad = 0;
 #pragma omp simd reduction(| : bad)
   for (std::int64_t i = 0; i < n; ++i) {
-    const wide_t label = wide_t(labels[i]);
+    const typename Compare::wide_t label = labels[i];
     const bool ignored = ignore && label == ignored_label;
     const bool in_range = label >= 0 && label < class_count;
     bad |= int(!ignored && !in_range);

@@ -7,8 +7,6 @@
 #pragma once
 
 #include <cstdint>
-#include <limits>
-#include <type_traits>
 
 #include "../../core/dice.h"
 #include "label_type.h"
@@ -177,20 +175,14 @@ void mask_labels_block(const void* label_data, const T* mask_in, std::int64_t n,
                        bool has_ignore, std::int64_t ignore_index, std::int64_t count,
                        T* mask_out, int* invalid) {
   const label_t* labels = static_cast<const label_t*>(label_data);
-  // Compare in int32 for the narrow types: with uint8 labels widened to
-  // int64, the AVX2 and AVX-512 builds of this loop (g++ 12) flagged valid
-  // labels as out of range. An ignore_index outside that width matches no
-  // label.
-  using wide_t = std::conditional_t<sizeof(label_t) < 8, std::int32_t, std::int64_t>;
-  constexpr std::int64_t kLow = std::numeric_limits<wide_t>::min();
-  constexpr std::int64_t kHigh = std::numeric_limits<wide_t>::max();
-  const bool ignore = has_ignore && ignore_index >= kLow && ignore_index <= kHigh;
-  const wide_t ignored_label = ignore ? wide_t(ignore_index) : wide_t(0);
-  const wide_t label_count = count < kHigh ? wide_t(count) : wide_t(kHigh);
+  using Compare = LabelComparison<label_t>;
+  const Compare compare(has_ignore, ignore_index, count);
+  const bool ignore = compare.ignore;
+  const typename Compare::wide_t ignored_label = compare.ignored_label, label_count = compare.count;
   int bad = 0;
 #pragma omp simd reduction(| : bad)
   for (std::int64_t i = 0; i < n; ++i) {
-    const wide_t label = wide_t(labels[i]);
+    const typename Compare::wide_t label = labels[i];
     const bool ignored = ignore && label == ignored_label;
     bad |= int(!ignored && (label < 0 || label >= label_count));
     mask_out[i] = ignored ? T(0) : mask_in[i];
@@ -201,7 +193,7 @@ void mask_labels_block(const void* label_data, const T* mask_in, std::int64_t n,
 template <typename T, typename label_t>
 void one_hot_row_block(const void* label_data, std::int64_t label, std::int64_t n, T* y) {
   const label_t* labels = static_cast<const label_t*>(label_data);
-  using wide_t = std::conditional_t<sizeof(label_t) < 8, std::int32_t, std::int64_t>;
+  using wide_t = typename LabelComparison<label_t>::wide_t;
   // Channel labels are small (< number of channels): they fit in wide_t.
   const wide_t channel_label = wide_t(label);
 #pragma omp simd
