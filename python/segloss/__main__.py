@@ -8,6 +8,7 @@ torch is imported only inside the commands that need it.
 """
 
 import argparse
+import os
 import sys
 from typing import List, Optional
 
@@ -106,7 +107,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:
+        # The reader went away (`segloss info | head`): stop quietly, as Unix
+        # tools do. stdout is pointed at /dev/null so that Python's final
+        # flush cannot raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":
