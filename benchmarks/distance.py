@@ -177,7 +177,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     recipe_note = "" if args.skip_recipe else "; per-instance SciPy: 1 run"
     what = (f"one call per candidate on int32 labels, one thread unless stated, median of "
             f"{args.repeats}{recipe_note}; time in ms")
-    print(f"\ndistance: {harness.machine_description(CPU)}, {time.strftime('%Y-%m-%d')}, "
+    print(f"\ndistance: {harness.machine_description(CPU, torch_threads=False)}, {time.strftime('%Y-%m-%d')}, "
           f"numpy {np.__version__}, scipy {scipy.__version__}, edt {version('edt')}; {what}")
     candidates = [c for c in CANDIDATES if any(c in row.ms for row in rows.values())]
     ratios = [(a, b) for a, b in RATIOS if a in candidates and b in candidates]
@@ -198,7 +198,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     harness.write_json(out, list(rows.values()), CPU, {
         "suite": "distance", "what": what, "numpy": np.__version__,
         "scipy": scipy.__version__, "edt": version("edt"), "recipe_matches": checks,
-        "segloss_d1d2_400_over_25_cells_512x512": cell_count_ratio})
+        "segloss_d1d2_400_over_25_cells_512x512": cell_count_ratio}, torch_threads=False)
     print(f"wrote {out}\n")
 
 

@@ -94,7 +94,9 @@ class Row:
         return None
 
 
-def machine_description(device: torch.device) -> str:
+def machine_description(device: torch.device, torch_threads: bool = True) -> str:
+    """The device's name; for the CPU with torch's thread count, or (for
+    suites whose candidates do not run on torch's threads) its core count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     cpu = platform.processor() or platform.machine()
@@ -106,6 +108,8 @@ def machine_description(device: torch.device) -> str:
                     break
     except OSError:
         pass
+    if not torch_threads:
+        return f"{cpu}, {os.cpu_count()} cores"
     return f"{cpu}, {torch.get_num_threads()} threads"
 
 
@@ -123,10 +127,11 @@ def markdown_table(rows: List[Row], candidates: List[str], ratios: List[tuple]) 
     return "\n".join(lines)
 
 
-def write_json(path: str, rows: List[Row], device: torch.device, extra: dict) -> None:
+def write_json(path: str, rows: List[Row], device: torch.device, extra: dict,
+               torch_threads: bool = True) -> None:
     payload = {
         "date": time.strftime("%Y-%m-%d"),
-        "machine": machine_description(device),
+        "machine": machine_description(device, torch_threads),
         "torch": torch.__version__,
         "device": str(device),
         **extra,
