@@ -148,6 +148,22 @@ void check_multi_class_layout(const at::Tensor& input, const at::Tensor& target,
                     "; for one logit channel use the binary form with a float target");
 }
 
+// The sum of a tensor's elements in an order fixed by its size alone: rows
+// of kRow elements, each summed by one thread, then the row sums likewise.
+// ATen's full reduction splits the work by the thread count, so its last
+// bits would depend on it (the fused ops' own sums are fixed-order too).
+at::Tensor fixed_order_sum(const at::Tensor& tensor, at::ScalarType dtype) {
+  constexpr int64_t kRow = 2048;  // whole rows stay below ATen's parallel grain
+  at::Tensor values = tensor.to(dtype).flatten();
+  while (values.sym_numel() > kRow) {
+    const c10::SymInt pad = (kRow - values.sym_numel() % kRow) % kRow;
+    values = at::constant_pad_nd_symint(values, {c10::SymInt(0), pad}, 0)
+                 .view_symint({c10::SymInt(-1), c10::SymInt(kRow)})
+                 .sum(1);
+  }
+  return values.sum();
+}
+
 at::Tensor shape_aware_loss(const at::Tensor& input, const at::Tensor& target,
                             const std::optional<at::Tensor>& weight_map,
                             const std::optional<at::Tensor>& instances, double w0, double sigma,
@@ -180,7 +196,7 @@ at::Tensor shape_aware_loss(const at::Tensor& input, const at::Tensor& target,
   const at::ScalarType accumulate =
       input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const at::Tensor mean = bce(from_logits, input, target, weights, "mean").to(accumulate);
-  const at::Tensor norm = weights.to(accumulate).mean();
+  const at::Tensor norm = fixed_order_sum(weights, accumulate) / weights.sym_numel();
   const at::Tensor nonzero = norm != 0;
   return at::where(nonzero, mean / at::where(nonzero, norm, at::ones_like(norm)),
                    at::zeros_like(mean))
