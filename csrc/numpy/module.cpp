@@ -131,6 +131,15 @@ void dispatch_integer(const py::array& array, const char* name, bool allow_bool,
                        "unsigned integer dtype), got dtype " + std::string(py::str(array.dtype())));
 }
 
+// NumPy allows arrays whose data is not aligned for their dtype (a uint8
+// buffer viewed as int32 from byte 1); reading them through typed pointers is
+// undefined behaviour (UBSan: misaligned load), so they are copied.
+py::array aligned(const py::array& array) {
+  const auto address = reinterpret_cast<std::uintptr_t>(array.data());
+  if (array.itemsize() <= 1 || address % array.itemsize() == 0) return array;
+  return py::module_::import("numpy").attr("require")(array, py::none(), "A");
+}
+
 void check_threads(int threads) {
   if (threads < 1) throw py::value_error("threads must be >= 1, got " + std::to_string(threads));
 }
@@ -151,8 +160,9 @@ void transform(const py::array& labels, const char* name, ToId to_id, const Grid
   core::two_nearest_squared(strided, grid, state.get(), ChunkedThreads(threads), sink);
 }
 
-py::tuple two_nearest(const py::array& labels, const std::vector<double>& sampling,
+py::tuple two_nearest(const py::array& labels_in, const std::vector<double>& sampling,
                       bool return_labels, int threads) {
+  const py::array labels = aligned(labels_in);
   check_threads(threads);
   const Grid grid = make_grid(labels, sampling, "labels");
   py::array_t<double> d1(shape_of(labels)), d2(shape_of(labels));
@@ -206,8 +216,9 @@ void phantom_feature_distances(const Grid& grid, double* out) {
   }
 }
 
-py::array_t<double> distance_transform_edt(const py::array& input,
+py::array_t<double> distance_transform_edt(const py::array& input_in,
                                            const std::vector<double>& sampling, int threads) {
+  const py::array input = aligned(input_in);
   check_threads(threads);
   const Grid grid = make_grid(input, sampling, "input");
   py::array_t<double> distances(shape_of(input));
@@ -228,7 +239,7 @@ py::array_t<double> distance_transform_edt(const py::array& input,
 // w_c is background_weight / foreground_weight by pixel class, or balanced
 // (core::balanced_class_weights), or, if given, pixel_weights (float32, C
 // order, the labels' shape).
-py::array_t<float> unet_weight_map(const py::array& labels, const std::vector<double>& sampling,
+py::array_t<float> unet_weight_map(const py::array& labels_in, const std::vector<double>& sampling,
                                    double w0, double sigma, bool border_everywhere,
                                    double background_weight, double foreground_weight,
                                    bool balanced, const std::optional<py::array>& pixel_weights,
@@ -238,10 +249,12 @@ py::array_t<float> unet_weight_map(const py::array& labels, const std::vector<do
     throw py::value_error("sigma must be positive and finite, got " + std::to_string(sigma));
   }
   if (!std::isfinite(w0)) throw py::value_error("w0 must be finite, got " + std::to_string(w0));
+  const py::array labels = aligned(labels_in);
   const Grid grid = make_grid(labels, sampling, "labels");
   const float* weights = nullptr;
+  py::array w;  // pixel_weights or its aligned copy, alive until the end
   if (pixel_weights) {
-    const py::array& w = *pixel_weights;
+    w = aligned(*pixel_weights);
     if (!py::isinstance<py::array_t<float>>(w) || !(w.flags() & py::array::c_style) ||
         shape_of(w) != shape_of(labels)) {
       throw py::value_error("pixel weights must be a C-contiguous float32 array of the labels' "
