@@ -136,6 +136,8 @@ def test_empty_batch_and_images_without_instances(device):
                                    F.binary_cross_entropy_with_logits(x, y))
     zero_weights = torch.zeros(1, 8, 8, device=device)
     assert segloss.shape_aware_loss(x, y, zero_weights, reduction="weighted_mean") == 0
+    empty = torch.zeros(0, 1, 8, 8, device=device)
+    assert segloss.shape_aware_loss(empty, empty, empty, reduction="weighted_mean") == 0
 
 
 def test_opcheck(gen, device):

@@ -190,16 +190,18 @@ at::Tensor shape_aware_loss(const at::Tensor& input, const at::Tensor& target,
                                      class_weights, balanced, channel);
   if (channel) weights = weights.unsqueeze(1);
   if (reduction != "weighted_mean") return bce(from_logits, input, target, weights, reduction);
-  // Normalised by the sum of the weights: sum(w l) / sum(w) = mean(w l) /
-  // mean(w), in float32 (float64 for float64 input) so that half-precision
-  // sums cannot overflow; 0 when every weight is 0.
+  // Normalised by the sum of the weights: sum(w l) / sum(w), with sum(w l)
+  // as mean(w l) times the count, in float32 (float64 for float64 input) so
+  // that half-precision sums cannot overflow; 0 when the weights sum to 0
+  // (also for an empty input, as in the multi-class form).
   const at::ScalarType accumulate =
       input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const at::Tensor mean = bce(from_logits, input, target, weights, "mean").to(accumulate);
-  const at::Tensor norm = fixed_order_sum(weights, accumulate) / weights.sym_numel();
-  const at::Tensor nonzero = norm != 0;
-  return at::where(nonzero, mean / at::where(nonzero, norm, at::ones_like(norm)),
-                   at::zeros_like(mean))
+  const at::Tensor total = fixed_order_sum(weights, accumulate);
+  const at::Tensor nonzero = total != 0;
+  const at::Tensor weighted_sum =
+      bce(from_logits, input, target, weights, "mean").to(accumulate) * weights.sym_numel();
+  return at::where(nonzero, weighted_sum / at::where(nonzero, total, at::ones_like(total)),
+                   at::zeros_like(total))
       .to(input.scalar_type());
 }
 
