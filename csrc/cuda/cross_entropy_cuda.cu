@@ -122,17 +122,6 @@ __global__ void partial_sums_kernel(DeviceOperands<scalar_t, label_t, acc_t> d, 
   }
 }
 
-// The divisor of the reduction and the reduced value, as on the CPU: a
-// weighted mean with no weight is 0, a mean over no pixels NaN.
-__host__ __device__ inline double divisor(Reduction reduction, double counted, double weight) {
-  return reduction == Reduction::Mean ? counted
-                                      : reduction == Reduction::WeightedMean ? weight : 1.0;
-}
-
-__host__ __device__ inline double reduce(Reduction reduction, double sum, double divide_by) {
-  return reduction == Reduction::WeightedMean && divide_by == 0 ? 0.0 : sum / divide_by;
-}
-
 // One block: adds the partials in double in a fixed order.
 template <typename scalar_t, typename acc_t>
 __global__ void finish_kernel(const acc_t* partials, int64_t blocks, Reduction reduction,
@@ -143,9 +132,9 @@ __global__ void finish_kernel(const acc_t* partials, int64_t blocks, Reduction r
   }
   for (int k = 0; k < kPartialColumns; ++k) sums[k] = block_sum(sums[k]);
   if (threadIdx.x == 0) {
-    const double divide_by = divisor(reduction, sums[kCounted], sums[kWeightSum]);
+    const double divide_by = cross_entropy_divisor(reduction, sums[kCounted], sums[kWeightSum]);
     *total_weight = acc_t(divide_by);
-    if (loss != nullptr) *loss = scalar_t(reduce(reduction, sums[kLossSum], divide_by));
+    if (loss != nullptr) *loss = scalar_t(cross_entropy_reduced(reduction, sums[kLossSum], divide_by));
   }
 }
 
@@ -158,7 +147,7 @@ __global__ void grad_kernel(DeviceOperands<scalar_t, label_t, acc_t> d,
   const bool per_pixel = reduction == Reduction::None;
   const acc_t reduced_scale =
       per_pixel ? acc_t(0)
-                : acc_t(reduce(reduction, double(grad_output[0]), double(*total_weight)));
+                : acc_t(cross_entropy_reduced(reduction, double(grad_output[0]), double(*total_weight)));
   SEGLOSS_GRID_STRIDE_LOOP(p, d.total_pixels) {
     const auto px = d.pixel(p);
     const acc_t g = per_pixel ? acc_t(grad_output[p]) : reduced_scale;
@@ -191,10 +180,7 @@ void check_labels(const at::Tensor& invalid, const CrossEntropyOperands& ops,
   C10_CUDA_CHECK(cudaMemcpyAsync(&host_invalid, invalid.const_data_ptr<int>(), sizeof(int),
                                  cudaMemcpyDeviceToHost, stream));
   C10_CUDA_CHECK(cudaStreamSynchronize(stream));
-  TORCH_CHECK_INDEX(host_invalid == 0, kCrossEntropyOp,
-                    ": class indices in target must lie in [0, ", ops.classes,
-                    ") or equal ignore_index (", ops.ignore_index, ") for input with ",
-                    ops.classes, " classes");
+  check_class_indices(host_invalid == 0, ops);
 }
 
 template <typename scalar_t>

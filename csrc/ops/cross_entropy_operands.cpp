@@ -85,6 +85,12 @@ void check_cross_entropy_grad_output(const at::Tensor& grad_output, const at::Te
   }
 }
 
+void check_class_indices(bool valid, const CrossEntropyOperands& ops) {
+  TORCH_CHECK_INDEX(valid, kOp, ": class indices in target must lie in [0, ", ops.classes,
+                    ") or equal ignore_index (", ops.ignore_index, ") for input with ",
+                    ops.classes, " classes");
+}
+
 at::Tensor empty_cross_entropy_loss(const at::Tensor& input, Reduction reduction) {
   if (reduction == Reduction::None) return at::empty_symint(pixel_shape(input), input.options());
   return at::empty({}, input.options());

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <tuple>
 
+#include "../core/platform.h"
 #include "reduction.h"
 
 namespace segloss::ops {
@@ -36,6 +37,21 @@ struct CrossEntropyOperands {
   int64_t batch = 0, classes = 0, pixels = 0;
 };
 
+// The reduction's divisor from the counted (not ignored) pixels and their
+// total weight, and the reduced value sum / divisor: a weighted mean with no
+// weight is 0 (no pixel carries any), a mean over no pixels NaN, as in
+// PyTorch. Shared by the CPU and CUDA kernels (host and device).
+SEGLOSS_INLINE double cross_entropy_divisor(Reduction reduction, double counted,
+                                            double total_weight) {
+  return reduction == Reduction::Mean           ? counted
+         : reduction == Reduction::WeightedMean ? total_weight
+                                                : 1.0;
+}
+
+SEGLOSS_INLINE double cross_entropy_reduced(Reduction reduction, double sum, double divisor) {
+  return reduction == Reduction::WeightedMean && divisor == 0 ? 0.0 : sum / divisor;
+}
+
 // Checks every argument without touching data (works on Meta tensors with
 // symbolic shapes). Returns the reduction.
 Reduction check_cross_entropy_arguments(const at::Tensor& input, const at::Tensor& target,
@@ -47,6 +63,10 @@ Reduction check_cross_entropy_arguments(const at::Tensor& input, const at::Tenso
 // else 0-dim.
 void check_cross_entropy_grad_output(const at::Tensor& grad_output, const at::Tensor& input,
                                      Reduction reduction);
+
+// Raises the error for class indices outside [0, C) that are not ignore_index
+// unless `valid` (the kernels' own finding).
+void check_class_indices(bool valid, const CrossEntropyOperands& ops);
 
 // The loss, input's dtype: (N, *spatial) for 'none', else 0-dim.
 at::Tensor empty_cross_entropy_loss(const at::Tensor& input, Reduction reduction);

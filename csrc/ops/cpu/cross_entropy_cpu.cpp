@@ -96,47 +96,33 @@ struct Unit {
   }
 };
 
+int64_t units_per_image(const CrossEntropyOperands& ops) {
+  const int64_t unit = unit_pixels(ops.classes);
+  return (ops.pixels + unit - 1) / unit;
+}
+
+int64_t unit_count(const CrossEntropyOperands& ops) { return ops.batch * units_per_image(ops); }
+
 // Calls body(unit, n, begin, length, scratch) for every unit, in parallel.
 template <typename acc_t, typename Body>
 void for_each_unit(const CrossEntropyOperands& ops, const Body& body) {
   const int64_t unit = unit_pixels(ops.classes);
-  const int64_t units_per_image = (ops.pixels + unit - 1) / unit;
-  at::parallel_for(0, ops.batch * units_per_image, 1, [&](int64_t first, int64_t last) {
+  const int64_t per_image = units_per_image(ops);
+  at::parallel_for(0, unit_count(ops), 1, [&](int64_t first, int64_t last) {
     Scratch<acc_t> scratch;
     scratch.ensure(ops.classes, unit);
     for (int64_t u = first; u < last; ++u) {
-      const int64_t n = u / units_per_image;
-      const int64_t begin = (u % units_per_image) * unit;
+      const int64_t n = u / per_image;
+      const int64_t begin = (u % per_image) * unit;
       body(u, n, begin, std::min(unit, ops.pixels - begin), scratch);
     }
   });
 }
 
-int64_t unit_count(const CrossEntropyOperands& ops) {
-  const int64_t unit = unit_pixels(ops.classes);
-  return ops.batch * ((ops.pixels + unit - 1) / unit);
-}
-
 void check_labels(const std::vector<char>& labels_valid, const CrossEntropyOperands& ops) {
-  TORCH_CHECK_INDEX(std::all_of(labels_valid.begin(), labels_valid.end(),
-                                [](char ok) { return ok != 0; }),
-                    kCrossEntropyOp, ": class indices in target must lie in [0, ", ops.classes,
-                    ") or equal ignore_index (", ops.ignore_index, ") for input with ",
-                    ops.classes, " classes");
-}
-
-// The divisor of the reduction from the counted pixels and their total weight.
-double divisor(Reduction reduction, double counted, double total_weight) {
-  if (reduction == Reduction::Mean) return counted;
-  if (reduction == Reduction::WeightedMean) return total_weight;
-  return 1;
-}
-
-// sum / divisor; a weighted mean with no weight is 0 (no pixel carries any),
-// a mean over no pixels is NaN, as in PyTorch.
-double reduce(Reduction reduction, double sum, double divide_by) {
-  if (reduction == Reduction::WeightedMean && divide_by == 0) return 0;
-  return sum / divide_by;
+  check_class_indices(
+      std::all_of(labels_valid.begin(), labels_valid.end(), [](char ok) { return ok != 0; }),
+      ops);
 }
 
 template <typename scalar_t>
@@ -174,9 +160,9 @@ void forward_kernel(const CrossEntropyOperands& ops, at::Tensor& loss, at::Tenso
     weight += double(weight_sums[u]);
     count += double(counted[u]);
   }
-  const double divide_by = divisor(ops.reduction, count, weight);
+  const double divide_by = cross_entropy_divisor(ops.reduction, count, weight);
   total_weight.fill_(divide_by);
-  if (reduce_loss) loss.fill_(reduce(ops.reduction, sum, divide_by));
+  if (reduce_loss) loss.fill_(cross_entropy_reduced(ops.reduction, sum, divide_by));
 }
 
 template <typename scalar_t>
@@ -188,7 +174,7 @@ void backward_kernel(const CrossEntropyOperands& ops, const at::Tensor& grad_out
   const scalar_t* grad_out = grad_output.const_data_ptr<scalar_t>();
   // The reduction's factor: d(reduced)/d(loss_i) / coefficient_i.
   const acc_t scale =
-      per_pixel ? acc_t(1) : acc_t(reduce(ops.reduction, double(grad_out[0]), total_weight));
+      per_pixel ? acc_t(1) : acc_t(cross_entropy_reduced(ops.reduction, double(grad_out[0]), total_weight));
   const int64_t C = ops.classes, S = ops.pixels;
   std::vector<char> labels_valid(unit_count(ops), 1);
 
