@@ -251,6 +251,9 @@ def dice_sums_torch(x, target, activation="sigmoid", gamma=1.0, ignore_index=Non
         p = x
     else:
         raise ValueError(activation)
+    # A pixel that does not count (m = 0) gets gradient exactly 0, as
+    # F.cross_entropy's ignore_index gives, even where dL/dI is not finite.
+    p = torch.where(m != 0, p, p.detach())
     return torch.stack([(m * p * y).sum(dims), (m * p.pow(gamma)).sum(dims),
                         (m * y.pow(gamma)).sum(dims)], dim=-1)
 
@@ -345,8 +348,14 @@ def cross_entropy_torch(x, target, *, activation="softmax", class_weights=None,
         labels, keep = _labels_and_keep(x, target, ignore_index, mask)
     if activation == "softmax":
         if dense:
-            per_pixel = F.cross_entropy(x, y, weight=w, reduction="none")
-            total = (per_pixel * keep).sum()
+            # F.cross_entropy(x, y, weight=w) with 0 log 0 = 0: a class
+            # without target mass adds nothing, whatever its logit (-inf too;
+            # PyTorch's probability form gives 0 * -inf = NaN there).
+            wy = y if w is None else y * w.view((1, C) + (1,) * (x.dim() - 2))
+            terms = torch.where(wy != 0, wy * F.log_softmax(x, 1), 0.0)
+            per_pixel = -terms.sum(1)
+            # where, not a product: pixels that do not count get gradient 0.
+            total = torch.where(keep, per_pixel, 0.0).sum()
             return total / keep.sum() if reduction == "mean" else total
         # Masked-out pixels become ignored ones.
         sentinel = -100 if ignore_index is None else int(ignore_index)
@@ -361,8 +370,8 @@ def cross_entropy_torch(x, target, *, activation="softmax", class_weights=None,
                 y = F.one_hot(safe, C).movedim(-1, 1).to(torch.float64)
         pos_weight = None if w is None else w.view((C,) + (1,) * (x.dim() - 2))
         per = F.binary_cross_entropy_with_logits(x, y, pos_weight=pos_weight, reduction="none")
-        m = keep.unsqueeze(1).to(torch.float64).expand_as(per)
-        total = (per * m).sum()
+        m = keep.unsqueeze(1).expand_as(per)
+        total = torch.where(m, per, 0.0).sum()
         return total / m.sum() if reduction == "mean" else total
     raise ValueError(activation)
 

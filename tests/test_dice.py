@@ -910,6 +910,32 @@ def test_bitwise_deterministic_across_runs_and_threads(activation, dtype, gen):
     assert_matches(first["mean"][0], ref)
 
 
+def test_tiny_smoothing_of_float64_input_counts(gen):
+    # float64 sums hold smooth_dr = 1e-100: nothing true, nothing predicted
+    # and no numerator smoothing score 1 - 0 / 1e-100 = 1, not the 0 / 0 rule.
+    x = torch.zeros(2, 2, 4, dtype=torch.float64)
+    loss = segloss.dice_loss(x, torch.zeros_like(x), activation="none", smooth_nr=0.0,
+                             smooth_dr=1e-100)
+    assert float(loss) == 1.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+@pytest.mark.parametrize("gamma", [1.0 + 2.0 ** -30, 1.0 + 1e-8])
+def test_gamma_just_above_one_has_a_finite_gradient_at_zero(gamma, dtype):
+    # gamma - 1 rounds to 0 in float32: d p^gamma / dp at p = 0 must still be
+    # 0 (as in float64), not 0 * log 0 = NaN.
+    x = torch.tensor([[[0.0, 0.25, 0.5], [1.0, 0.0, 0.75]]], dtype=dtype)
+    y = torch.tensor([[[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]]], dtype=dtype)
+    g = torch.tensor(1.0, dtype=torch.float64)
+    loss, grad = dice_forward_backward(x, y, g.to(dtype), activation="none", gamma=gamma)
+    ref_loss, ref_grad = dice_torch(x.double(), y.double(), activation="none", gamma=gamma,
+                                    grad_output=g)
+    assert torch.isfinite(grad).all()
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(loss.double(), ref_loss, **tol)
+    torch.testing.assert_close(grad.double(), ref_grad, **tol)
+
+
 # --------------------------------------------------------------------------
 # 8. Each CPU instruction set, selected in a fresh process by SEGLOSS_CPU_ISA.
 
@@ -987,6 +1013,12 @@ def _error_cases():
           {"gamma": float("inf")}),
         c("gamma-nan", ValueError, "gamma must be a finite number >= 1, got nan", (x, y),
           {"gamma": float("nan")}),
+        c("smooth-dr-below-float32", ValueError,
+          "smooth_dr = 1e-100 is below the smallest normal float32", (x, y),
+          {"smooth_dr": 1e-100}),
+        c("smooth-nr-subnormal-float32", ValueError,
+          "smooth_nr = 1e-40 is below the smallest normal float32", (x.half(), y.half()),
+          {"smooth_nr": 1e-40}),
         c("input-2d", RuntimeError,
           "input must have shape (N, C, *spatial) with 1 to 3 spatial dimensions, got shape "
           "[2, 3]", (x[:, :, 0, 0], y[:, :, 0, 0])),

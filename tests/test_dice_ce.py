@@ -602,6 +602,85 @@ def test_half_precision(activation, target, dtype, device, gen):
 
 
 # --------------------------------------------------------------------------
+# 5b. Infinite logits and empty means (found by tests/test_fuzz.py).
+
+def _loss_and_grad(x, t, **options):
+    leaf = x.detach().clone().requires_grad_()
+    loss = segloss.dice_ce_loss(leaf, t, **options)
+    (grad,) = torch.autograd.grad(loss, leaf)
+    return loss.detach(), grad
+
+
+@pytest.mark.parametrize("lambda_ce", [1.0, 0.0])
+def test_minus_inf_logit_of_another_class_is_finite(lambda_ce):
+    # Only the target's logit enters F.cross_entropy with class indices; a
+    # class without target mass must not make the sums 0 * inf = NaN.
+    x = torch.tensor([[[-float("inf"), 0.3, 2.0], [1.6, -float("inf"), 0.5],
+                       [0.1, 0.2, -float("inf")]]], dtype=torch.float64)
+    t = torch.tensor([[1, 0, 1]])
+    options = dict(lambda_ce=lambda_ce)
+    loss, grad = _loss_and_grad(x, t, **options)
+    ref_loss, ref_grad = dice_ce_torch(x, t, grad_output=torch.tensor(1.0, dtype=torch.float64),
+                                       **options)
+    assert torch.isfinite(ref_loss) and torch.isfinite(ref_grad).all()
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-12, atol=1e-12)
+
+
+def test_minus_inf_logit_with_soft_target_takes_zero_log_zero_as_zero():
+    # A probability target with mass 0 on a class of logit -inf: 0 log 0 = 0
+    # (PyTorch's probability form gives 0 * -inf = NaN; the limit is finite).
+    x = torch.tensor([[[-float("inf")], [1.6], [0.2]]], dtype=torch.float64)
+    t = torch.tensor([[[0.0], [0.7], [0.3]]], dtype=torch.float64)
+    loss, grad = _loss_and_grad(x, t, lambda_dice=0.0)
+    finite_x = x[:, 1:]
+    expected = -(t[:, 1:] * F.log_softmax(finite_x, 1)).sum()
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=0)
+    assert torch.isfinite(grad).all() and grad[0, 0, 0] == 0
+
+
+@pytest.mark.parametrize("logit", [-float("inf"), float("inf")])
+@pytest.mark.parametrize("label", [0.0, 1.0])
+def test_sigmoid_infinite_logits_as_torch(logit, label):
+    # The sigmoid CE is F.binary_cross_entropy_with_logits, also at +-inf
+    # (NaN where it computes -inf + inf or 0 * inf), like segloss.bce_loss.
+    x = torch.tensor([[[logit, 0.5]]], dtype=torch.float64)
+    t = torch.tensor([[[label, 1.0]]], dtype=torch.float64)
+    loss = segloss.dice_ce_loss(x, t, activation="sigmoid", lambda_dice=0.0)
+    expected = F.binary_cross_entropy_with_logits(x, t)
+    torch.testing.assert_close(loss, expected, equal_nan=True, rtol=1e-12, atol=0)
+    torch.testing.assert_close(segloss.binary_cross_entropy_with_logits(x, t), expected,
+                               equal_nan=True, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+def test_empty_cross_entropy_mean_gives_no_gradient_where_nothing_counts(activation, gen):
+    # Every pixel ignored but one, whose class is weighted 0 (softmax) or
+    # every pixel masked (sigmoid): the CE's mean divides by 0 and is NaN, as
+    # in PyTorch, but the pixels that do not count get gradient 0, as
+    # F.cross_entropy's ignore_index gives.
+    shape = (1, 3, 2, 3)
+    x = make_dice_input(activation, shape, gen)
+    t = torch.full((1, 2, 3), 255)
+    t[0, 0, 0] = 2
+    if activation == "softmax":
+        options = dict(ignore_index=255, class_weights=torch.tensor([1.0, 1.0, 0.0],
+                                                                     dtype=torch.float64))
+        counted = t != 255
+    else:
+        t = torch.clamp(t, max=2)
+        options = dict(mask=torch.zeros((1, 1, 2, 3)))
+        counted = torch.zeros_like(t, dtype=torch.bool)
+    loss, grad = _loss_and_grad(x, t, activation=activation, **options)
+    ref_loss, ref_grad = dice_ce_torch(x, t, activation=activation,
+                                       grad_output=torch.tensor(1.0, dtype=torch.float64),
+                                       **options)
+    assert torch.isnan(loss) and torch.isnan(ref_loss)
+    out = ~counted.unsqueeze(1).expand(shape)
+    assert (grad[out] == 0).all() and (ref_grad[out] == 0).all()
+
+
+# --------------------------------------------------------------------------
 # 6. Errors.
 
 def _error_data():
@@ -617,7 +696,10 @@ def _error_data():
     (dict(activation="relu"), ValueError, "activation must be 'sigmoid' or 'softmax'"),
     (dict(reduction="none"), ValueError, "reduction must be 'mean' or 'sum'"),
     (dict(reduction="avg"), ValueError, "reduction must be 'mean' or 'sum'"),
-], ids=["activation-none", "activation-relu", "reduction-none", "reduction-avg"])
+    (dict(smooth_dr=1e-100), ValueError, "smooth_dr = 1e-100 is below the smallest normal "
+     "float32"),
+], ids=["activation-none", "activation-relu", "reduction-none", "reduction-avg",
+        "tiny-smooth-dr"])
 def test_bad_options(entry, kwargs, exc, message):
     x, labels = _error_data()
     with pytest.raises(exc, match=re.escape(message)):
@@ -640,6 +722,18 @@ def test_bad_class_index(activation, bad, entry):
         fn(x, labels, activation=activation)
     # fine once ignored
     fn(x, labels, activation=activation, ignore_index=bad)
+
+
+@pytest.mark.parametrize("target", ["labels", "dense"])
+def test_softmax_over_one_channel_is_refused(target):
+    # A softmax over one channel is 1 everywhere; the CE would read a label
+    # map as a binary mask where F.cross_entropy allows only the label 0.
+    x = torch.randn(2, 1, 4, 5)
+    t = torch.zeros(2, 4, 5, dtype=torch.int64) if target == "labels" else torch.rand(2, 1, 4, 5)
+    with pytest.raises(ValueError, match=re.escape(
+            "activation='softmax' needs at least 2 channels, got input of shape [2, 1, 4, 5]")):
+        segloss.dice_ce_loss(x, t)
+    segloss.dice_ce_loss(x, t, activation="sigmoid")
 
 
 @pytest.mark.parametrize("argument", ["target", "mask"])

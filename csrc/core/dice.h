@@ -33,7 +33,20 @@ SEGLOSS_INLINE T power(T v, T gamma) {
   }
 }
 
-// d/dv v^gamma = gamma v^(gamma - 1); 0 at v = 0 for gamma > 1.
+// weight * value, but exactly 0 where the weight is 0 whatever the value
+// (+-inf, NaN): a class with no target mass at a pixel adds nothing to its
+// cross-entropy, so only the target's logit matters, as in
+// F.cross_entropy with class indices (a -inf logit of another class stays
+// finite); and a pixel that does not count (m = 0) gets a gradient of 0 even
+// when the mean's divisor is 0, as PyTorch's ignore_index gives.
+template <typename T>
+SEGLOSS_INLINE T weighted_term(T weight, T value) {
+  return weight == T(0) ? T(0) : weight * value;
+}
+
+// d/dv v^gamma = gamma v^(gamma - 1); 0 at v = 0 for gamma > 1. That 0 is
+// explicit because a gamma just above 1 (below 1 + 2^-24) rounds to 1 in
+// float, where (gamma - 1) log 0 would be 0 * -inf = NaN.
 template <GammaKind K, typename T>
 SEGLOSS_INLINE T power_derivative(T v, T gamma) {
   if constexpr (K == GammaKind::One) {
@@ -41,14 +54,16 @@ SEGLOSS_INLINE T power_derivative(T v, T gamma) {
   } else if constexpr (K == GammaKind::Two) {
     return T(2) * v;
   } else {
-    return gamma * exp_((gamma - T(1)) * log_(v));
+    return v == T(0) ? T(0) : gamma * exp_((gamma - T(1)) * log_(v));
   }
 }
 
-// dL/dp at one pixel of one channel, from dL/dI and dL/dP of its (n, c).
+// dL/dp at one pixel of one channel, from dL/dI and dL/dP of its (n, c);
+// exactly 0 at a pixel that does not count (m = 0), even where dL/dI is
+// +-inf (a float64 epilogue's -2 / smooth_dr, rounded to float).
 template <GammaKind K, typename T>
 SEGLOSS_INLINE T dice_grad_wrt_probability(T m, T p, T y, T dI, T dP, T gamma) {
-  return m * (dI * y + dP * power_derivative<K>(p, gamma));
+  return weighted_term(m, dI * y + dP * power_derivative<K>(p, gamma));
 }
 
 // -log(sigmoid(x)) and -log(1 - sigmoid(x)) for the cross-entropy half of
@@ -59,10 +74,31 @@ struct SigmoidNll {
   T negative;  // -log(1 - sigmoid(x))
 };
 
+// At x = -inf the negative term is NaN, not 0: PyTorch's BCE-with-logits (and
+// segloss.bce_loss, core::LogitsBce) computes (1 - y) x - log(sigmoid(x)),
+// which is -inf + inf there, and Dice + CE gives the same numbers. The
+// min(x, 0) - min(x, 0) term is 0 for every other x.
 template <typename T>
 SEGLOSS_INLINE SigmoidNll<T> sigmoid_nll(T x) {
   const T softplus_neg_abs = log1p_unit_(exp_(x < T(0) ? x : -x));  // log(1 + exp(-|x|))
-  return {softplus_neg_abs - (x < T(0) ? x : T(0)), softplus_neg_abs + (x > T(0) ? x : T(0))};
+  const T min_x_0 = x < T(0) ? x : T(0);
+  return {softplus_neg_abs - min_x_0,
+          softplus_neg_abs + (x > T(0) ? x : T(0)) + (min_x_0 - min_x_0)};
+}
+
+// d/dx of the sigmoid CE columns' terms at one element, from p = sigmoid(x)
+// and dL/d(negative NLL), dL/d(positive NLL): d(-log(1 - p))/dx = p and
+// d(-log p)/dx = p - 1.
+template <typename T>
+SEGLOSS_INLINE T sigmoid_ce_grad(T m, T y, T p, T d_negative, T d_positive) {
+  return weighted_term(m, d_negative * (T(1) - y) * p + d_positive * y * (p - T(1)));
+}
+
+// d/dx_k of the softmax CE column terms sum_c d_c m y_c (-log p_c) at one
+// pixel: m (p_k sum_c d_c y_c - d_k y_k), d_c = dL/d(positive NLL of channel c).
+template <typename T>
+SEGLOSS_INLINE T softmax_ce_grad(T m, T p_k, T sum_d_y, T d_k, T y_k) {
+  return weighted_term(m, p_k * sum_d_y - d_k * y_k);
 }
 
 // Columns of the per-(n, c) sums: Dice's three, then Dice + CE's four.

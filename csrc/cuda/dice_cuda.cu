@@ -154,7 +154,7 @@ __global__ void dice_partial_sums_kernel(DiceDevice<scalar_t, acc_t> d, int64_t 
         if constexpr (kColumns == core::kDiceCeColumns) {
           const acc_t x = d.input_at(n, c, s);
           if (d.activation == core::Activation::Softmax) {
-            sums[j][core::kPositiveNll] += m * y * (log_sum_exp - x);
+            sums[j][core::kPositiveNll] += core::weighted_term(m * y, log_sum_exp - x);
           } else {
             const core::SigmoidNll<acc_t> nll = core::sigmoid_nll(x);
             sums[j][core::kNegativeNll] += m * (acc_t(1) - y) * nll.negative;
@@ -228,8 +228,8 @@ __global__ void dice_sums_backward_kernel(DiceDevice<scalar_t, acc_t> d, int64_t
         const acc_t p = d.probability(n, c, s, max_x, inverse_sum);
         acc_t g = p * (grad_p(c, p) - dot);
         if (d.cross_entropy) {
-          g += m * (p * ce_total -
-                    d_column(c, core::kPositiveNll) * d.target_at(n, c, s, label));
+          g += core::softmax_ce_grad(m, p, ce_total, d_column(c, core::kPositiveNll),
+                                     d.target_at(n, c, s, label));
         }
         grad_input[(n * d.channels + c) * d.pixels + s] = scalar_t(g);
       }
@@ -239,10 +239,9 @@ __global__ void dice_sums_backward_kernel(DiceDevice<scalar_t, acc_t> d, int64_t
         acc_t g = grad_p(c, p);
         if (d.activation == core::Activation::Sigmoid) g *= core::sigmoid_derivative_from_output(p);
         if (d.cross_entropy) {
-          // d(-log(1 - p))/dx = p and d(-log p)/dx = p - 1.
-          const acc_t y = d.target_at(n, c, s, label);
-          g += m * (d_column(c, core::kNegativeNll) * (acc_t(1) - y) * p +
-                    d_column(c, core::kPositiveNll) * y * (p - acc_t(1)));
+          g += core::sigmoid_ce_grad(m, d.target_at(n, c, s, label), p,
+                                     d_column(c, core::kNegativeNll),
+                                     d_column(c, core::kPositiveNll));
         }
         grad_input[(n * d.channels + c) * d.pixels + s] = scalar_t(g);
       }

@@ -5,6 +5,8 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
+#include <limits>
+
 #include "../core/dice.h"
 #include "checks.h"
 #include "dice_operands.h"
@@ -39,6 +41,20 @@ at::Tensor dice_loss_from_sums(const at::Tensor& sums, double smooth_nr, double 
   TORCH_CHECK_VALUE(smooth_nr >= 0 && smooth_dr >= 0, kOp,
                     ": smooth_nr and smooth_dr must be >= 0, got ", smooth_nr, " and ",
                     smooth_dr);
+  // float32 sums (of float32 and half inputs) would hold a smaller smoothing
+  // term as 0 (or a subnormal): smooth_dr = 1e-100 would silently turn the
+  // 0 / 0 rule on where float64 scores 1 - smooth_nr / smooth_dr.
+  const auto check_float32_smoothing = [&](const char* name, double value) {
+    const double smallest = std::numeric_limits<float>::min();
+    TORCH_CHECK_VALUE(value == 0 || value >= smallest, kOp, ": ", name, " = ", value,
+                      " is below the smallest normal float32 (", smallest,
+                      "), which the float32 sums of float32, float16 and bfloat16 inputs "
+                      "would lose; use 0, a value >= ", smallest, ", or a float64 input");
+  };
+  if (sums.scalar_type() == at::kFloat) {
+    check_float32_smoothing("smooth_nr", smooth_nr);
+    check_float32_smoothing("smooth_dr", smooth_dr);
+  }
   if (is_given(class_weights)) {
     check_same_device(kOp, "class_weights", *class_weights, sums);
     check_floating(kOp, "class_weights", *class_weights);
@@ -132,6 +148,12 @@ at::Tensor dice_ce_loss(const at::Tensor& input, const at::Tensor& target,
                     activation, "'");
   TORCH_CHECK_VALUE(reduction == "mean" || reduction == "sum", kDiceCeOp,
                     ": reduction must be 'mean' or 'sum', got '", reduction, "'");
+  // A softmax over one channel is 1 everywhere: its Dice and its cross-entropy
+  // are constants, and a class-index target has only the label 0.
+  TORCH_CHECK_VALUE(activation != "softmax" || input.dim() < 2 || input.sym_size(1) != 1,
+                    kDiceCeOp, ": activation='softmax' needs at least 2 channels, got input of "
+                    "shape ", input.sym_sizes(), " (a softmax over one channel is 1 everywhere); "
+                    "use activation='sigmoid' for a binary mask");
   const core::Activation parsed_activation = parse_activation(kDiceCeOp, activation);
   const Reduction parsed_reduction = parse_reduction(kDiceCeOp, reduction);
   const at::Tensor sums =

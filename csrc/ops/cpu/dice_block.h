@@ -231,7 +231,7 @@ void softmax_ce_sums_block(const T* p, const T* x, const T* lse, const T* y, con
     intersection += m[i] * p[i] * y[i];
     prediction += m[i] * core::power<K>(p[i], gamma);
     truth += m[i] * core::power<K>(y[i], gamma);
-    positive += m[i] * y[i] * (lse[i] - x[i]);
+    positive += core::weighted_term(m[i] * y[i], lse[i] - x[i]);
     mass += m[i] * y[i];
     pixels += m[i];
   }
@@ -248,10 +248,9 @@ void sigmoid_ce_grad_block(const T* x, const T* y, const T* m, std::int64_t n, T
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) {
     const T p = core::sigmoid(x[i]);
-    // d(-log(1 - p))/dx = p and d(-log p)/dx = p - 1.
     grad[i] = core::dice_grad_wrt_probability<K>(m[i], p, y[i], dI, dP, gamma) *
                   core::sigmoid_derivative_from_output(p) +
-              m[i] * (dNeg * (T(1) - y[i]) * p + dPos * y[i] * (p - T(1)));
+              core::sigmoid_ce_grad(m[i], y[i], p, dNeg, dPos);
   }
 }
 
@@ -272,7 +271,9 @@ void softmax_ce_grad_add_block(const T* p, const T* const* y_rows, const T* m,
     const T dc = d_positive[c];
     T* out = grad + c * n;
 #pragma omp simd
-    for (std::int64_t i = 0; i < n; ++i) out[i] += m[i] * (pc[i] * work[i] - dc * y[i]);
+    for (std::int64_t i = 0; i < n; ++i) {
+      out[i] += core::softmax_ce_grad(m[i], pc[i], work[i], dc, y[i]);
+    }
   }
 }
 
