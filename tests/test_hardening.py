@@ -860,3 +860,74 @@ def test_label_views_with_element_offsets_past_2_32():
     np.testing.assert_array_equal(t2[0].numpy(), e2)
     np.testing.assert_allclose(segloss.unet_weight_map(labels)[0].numpy(), expected_weights,
                                rtol=1e-6, atol=0)
+
+
+# --------------------------------------------------------------------------
+# E. Misaligned memory: tensors viewed from a byte offset (torch.from_numpy of
+# a NumPy view, torch.frombuffer) are copied before the kernels read whole
+# elements from them. Normally the results only have to equal the aligned
+# run's; under scripts/sanitize, UBSan also fails any misaligned load.
+
+def misaligned(tensor: torch.Tensor) -> torch.Tensor:
+    """A CPU copy of `tensor` whose data starts one byte past an 8-aligned
+    address (and so is aligned for no element size above 1)."""
+    data = tensor.detach().contiguous().numpy()
+    raw = np.zeros(data.nbytes + 16, np.uint8)
+    start = (-raw.ctypes.data) % 8 + 1
+    view = raw[start:start + data.nbytes].view(data.dtype).reshape(data.shape)
+    view[...] = data
+    out = torch.from_numpy(view)
+    assert out.data_ptr() % 8 == 1 and torch.equal(out, tensor.detach())
+    return out
+
+
+def _misalignment_cases():
+    g = torch.Generator().manual_seed(6)
+    x = make_dice_input("softmax", SHAPE, g, torch.float32)
+    probabilities = torch.sigmoid(x)
+    soft = make_target(SHAPE, g, torch.float32)
+    classes = make_labels((2,) + SHAPE[2:], 3, g)
+    instances = _instances((2,) + SHAPE[2:], 3, dtype=torch.int64)
+    weight_map = segloss.unet_weight_map(instances)
+    weight = make_weight("full", SHAPE, g, torch.float32)
+    return {
+        "bce-logits": (lambda a, t, w: segloss.binary_cross_entropy_with_logits(
+            a, t, weight=w, pos_weight=w), (x, soft, weight)),
+        "bce-probability": (lambda a, t, w: segloss.binary_cross_entropy(a, t, weight=w),
+                            (probabilities, soft, weight)),
+        "dice-soft": (lambda a, t, m: segloss.dice_loss(a, t, mask=m),
+                      (x, soft, soft[:, :1].contiguous())),
+        "dice_ce-labels": (lambda a, t, w: segloss.dice_ce_loss(a, t, class_weights=w),
+                           (x, classes, torch.tensor([0.5, 1.0, 2.0]))),
+        "shape_aware-multiclass": (lambda a, t, w: segloss.shape_aware_loss(
+            a, t, weight_map=w), (x, classes, weight_map)),
+        "shape_aware-binary": (lambda a, t, w: segloss.shape_aware_loss(
+            a, t, weight_map=w), (x[:, :1].contiguous(), soft[:, :1].contiguous(),
+                                  weight_map.unsqueeze(1))),
+        "two_nearest_distances": (lambda labels: segloss.two_nearest_distances(
+            labels, return_labels=True), (instances,)),
+        "unet_weight_map": (lambda labels, w: segloss.unet_weight_map(
+            labels, class_weights=w), (instances, weight_map)),
+    }
+
+
+MISALIGNMENT_CASES = _misalignment_cases()
+
+
+@pytest.mark.parametrize("case", list(MISALIGNMENT_CASES))
+def test_misaligned_tensors_give_the_aligned_results(case):
+    run, args = MISALIGNMENT_CASES[case]
+
+    def results(tensors):
+        leaf = tensors[0]
+        if leaf.is_floating_point():
+            leaf = leaf.detach().requires_grad_()
+        out = run(leaf, *tensors[1:])
+        out = out if isinstance(out, tuple) else (out,)
+        if leaf.requires_grad:
+            out += torch.autograd.grad(out[0].sum(), leaf)
+        return tuple(o.detach() for o in out)
+
+    want = results(args)
+    got = results(tuple(misaligned(a) for a in args))
+    assert _same(got, want)

@@ -17,6 +17,7 @@
 #include "../core/distance_transform.h"
 #include "../core/two_nearest.h"
 #include "../core/unet_weight.h"
+#include "../ops/checks.h"
 #include "../ops/distance_operands.h"
 #include "cuda_utils.cuh"
 
@@ -125,7 +126,8 @@ __global__ void weight_map_kernel(const NearestPair* state, int64_t pixels, int6
 }
 
 // The squared-distance state of every pixel of the batch (uint8 storage).
-at::Tensor nearest_state(const at::Tensor& labels, const core::Grid& image) {
+at::Tensor nearest_state(const at::Tensor& labels_in, const core::Grid& image) {
+  const at::Tensor labels = aligned(labels_in);  // read in place, by strides
   const int64_t images = labels.size(0), pixels = image.numel();
   at::Tensor state = at::empty({images * pixels * int64_t(sizeof(NearestPair))},
                                labels.options().dtype(at::kByte));

@@ -22,7 +22,7 @@ void check_weight(std::string_view op, std::string_view name,
 void prepare_weight(const std::optional<at::Tensor>& weight, const at::Tensor& input,
                     at::Tensor* out, core::BroadcastIndexer* index) {
   if (!is_given(weight)) return;
-  at::Tensor expanded = weight->to(input.scalar_type()).expand(input.sizes());
+  at::Tensor expanded = aligned(weight->to(input.scalar_type())).expand(input.sizes());
   if (!core::make_broadcast_indexer(int(expanded.dim()), expanded.sizes().data(),
                                     expanded.strides().data(), index)) {
     // Too many dimensions to walk by strides: copy to the input's layout.
@@ -79,8 +79,8 @@ BceOperands prepare_bce_operands(std::string_view op, const at::Tensor& input,
                                  std::string_view reduction) {
   BceOperands operands;
   operands.reduction = check_bce_arguments(op, input, target, weight, pos_weight, reduction);
-  operands.input = input.contiguous();
-  operands.target = target.to(input.scalar_type()).contiguous();
+  operands.input = kernel_layout(input);
+  operands.target = kernel_layout(target.to(input.scalar_type()));
   prepare_weight(weight, input, &operands.weight, &operands.weight_index);
   prepare_weight(pos_weight, input, &operands.pos_weight, &operands.pos_weight_index);
   return operands;
@@ -89,7 +89,7 @@ BceOperands prepare_bce_operands(std::string_view op, const at::Tensor& input,
 at::Tensor prepare_bce_grad_output(std::string_view op, const at::Tensor& grad_output,
                                    const BceOperands& operands) {
   check_bce_grad_output(op, grad_output, operands.input, operands.reduction);
-  return grad_output.to(operands.input.scalar_type()).contiguous();
+  return kernel_layout(grad_output.to(operands.input.scalar_type()));
 }
 
 }  // namespace segloss::ops

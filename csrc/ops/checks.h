@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/core/SymIntArrayRef.h>
 
+#include <cstdint>
 #include <optional>
 #include <string_view>
 
@@ -40,6 +41,21 @@ inline bool broadcasts_to(c10::SymIntArrayRef from, c10::SymIntArrayRef to) {
     if (from[d] != 1 && from[d] != to[lead + d]) return false;
   }
   return true;
+}
+
+// `tensor` with its data aligned to its element size, copied if it is not.
+// Memory viewed at an odd address (torch.from_numpy of a NumPy view at a
+// byte offset, torch.frombuffer) would otherwise reach the kernels, whose
+// element loads are then undefined behaviour (UBSan reports them).
+inline at::Tensor aligned(const at::Tensor& tensor) {
+  const auto address = reinterpret_cast<std::uintptr_t>(tensor.const_data_ptr());
+  if (address % std::uintptr_t(tensor.element_size()) == 0) return tensor;
+  return tensor.clone();
+}
+
+// `tensor` as the kernels walk it: contiguous and aligned.
+inline at::Tensor kernel_layout(const at::Tensor& tensor) {
+  return aligned(tensor.contiguous());
 }
 
 // A class-index target as the kernels read it: uint8, int32 and int64 in

@@ -115,25 +115,25 @@ CrossEntropyOperands prepare_cross_entropy_operands(const at::Tensor& input,
                                                     std::string_view reduction) {
   CrossEntropyOperands ops;
   ops.reduction = check_cross_entropy_arguments(input, target, weight_map, weight, reduction);
-  ops.input = input.contiguous();
+  ops.input = kernel_layout(input);
   ops.batch = input.size(0);
   ops.classes = input.size(1);
   ops.pixels = 1;
   for (int64_t d = 2; d < input.dim(); ++d) ops.pixels *= input.size(d);
   ops.ignore_index = ignore_index;
-  ops.labels = readable_labels(target).reshape({ops.batch, ops.pixels}).contiguous();
+  ops.labels = kernel_layout(readable_labels(target).reshape({ops.batch, ops.pixels}));
   if (is_given(weight_map)) {
     ops.weight_map =
-        weight_map->to(compute_type(input)).reshape({ops.batch, ops.pixels}).contiguous();
+        kernel_layout(weight_map->to(compute_type(input)).reshape({ops.batch, ops.pixels}));
   }
-  if (is_given(weight)) ops.weight = weight->to(compute_type(input)).contiguous();
+  if (is_given(weight)) ops.weight = kernel_layout(weight->to(compute_type(input)));
   return ops;
 }
 
 at::Tensor prepare_cross_entropy_grad_output(const at::Tensor& grad_output,
                                              const CrossEntropyOperands& operands) {
   check_cross_entropy_grad_output(grad_output, operands.input, operands.reduction);
-  return grad_output.to(operands.input.scalar_type()).contiguous();
+  return kernel_layout(grad_output.to(operands.input.scalar_type()));
 }
 
 }  // namespace segloss::ops

@@ -101,14 +101,14 @@ DiceOperands prepare_dice_operands(std::string_view op, const at::Tensor& input,
   ops.gamma_kind = gamma_kind(op, gamma);
   ops.gamma = gamma;
   ops.ignore_index = ignore_index;
-  ops.input = input.contiguous();
+  ops.input = kernel_layout(input);
   ops.batch = input.size(0);
   ops.channels = input.size(1);
   ops.pixels = ops.batch * ops.channels == 0 ? 0 : input.numel() / (ops.batch * ops.channels);
   if (is_label_dtype(target.scalar_type())) {
-    ops.labels = readable_labels(target).reshape({ops.batch, ops.pixels}).contiguous();
+    ops.labels = kernel_layout(readable_labels(target).reshape({ops.batch, ops.pixels}));
   } else {
-    ops.dense_target = target.to(input.scalar_type()).contiguous();
+    ops.dense_target = kernel_layout(target.to(input.scalar_type()));
   }
   if (is_given(mask)) {
     std::vector<int64_t> shape(input.sizes().begin(), input.sizes().end());
@@ -143,7 +143,7 @@ at::Tensor prepare_dice_grad_sums(std::string_view op, const at::Tensor& grad_su
               ": grad_sums must have shape ", c10::SymIntArrayRef(shape), ", got ",
               grad_sums.sym_sizes());
   const auto dtype = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  return grad_sums.to(dtype).contiguous();
+  return kernel_layout(grad_sums.to(dtype));
 }
 
 }  // namespace segloss::ops

@@ -100,7 +100,7 @@ WeightMapOperands prepare_weight_map_operands(
     ops.fixed.foreground = (*class_weights)[1];
   }
   ops.balanced = balanced;
-  if (is_given(pixel_weights)) ops.pixel_weights = pixel_weights->to(at::kFloat).contiguous();
+  if (is_given(pixel_weights)) ops.pixel_weights = kernel_layout(pixel_weights->to(at::kFloat));
   return ops;
 }
 

@@ -10,6 +10,7 @@
 #include <memory>
 #include <tuple>
 
+#include "../checks.h"
 #include "../distance_operands.h"
 
 namespace segloss::ops {
@@ -29,8 +30,9 @@ struct TorchThreads {
 // make_sink(image) gives the sink that receives that image's pairs
 // (sink(pixel index, pair)).
 template <typename Label, typename MakeSink>
-void for_each_image(const at::Tensor& labels, const std::vector<double>& spacing,
+void for_each_image(const at::Tensor& labels_in, const std::vector<double>& spacing,
                     MakeSink&& make_sink) {
+  const at::Tensor labels = aligned(labels_in);  // read in place, by strides
   const core::Grid grid = image_grid(labels, spacing);
   const int64_t pixels = grid.numel();
   if (pixels == 0) return;
