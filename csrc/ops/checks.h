@@ -47,6 +47,7 @@ inline bool broadcasts_to(c10::SymIntArrayRef from, c10::SymIntArrayRef to) {
 // Memory viewed at an odd address (torch.from_numpy of a NumPy view at a
 // byte offset, torch.frombuffer) would otherwise reach the kernels, whose
 // element loads are then undefined behaviour (UBSan reports them).
+// (Only for tensors with data: not for the Meta kernels' inputs.)
 inline at::Tensor aligned(const at::Tensor& tensor) {
   const auto address = reinterpret_cast<std::uintptr_t>(tensor.const_data_ptr());
   if (address % std::uintptr_t(tensor.element_size()) == 0) return tensor;

@@ -25,7 +25,7 @@ at::Tensor dice_sums_backward_meta(const at::Tensor& grad_sums, const at::Tensor
                                    const std::optional<at::Tensor>& mask, bool cross_entropy) {
   check_dice_arguments(kSumsOp, input, target, activation, gamma, ignore_index, mask,
                        cross_entropy);
-  prepare_dice_grad_sums(kSumsOp, grad_sums, input, cross_entropy);
+  check_dice_grad_sums(kSumsOp, grad_sums, input, cross_entropy);
   return at::empty_symint(input.sym_sizes(),
                           input.options().memory_format(at::MemoryFormat::Contiguous));
 }

@@ -133,8 +133,8 @@ at::Tensor empty_dice_sums(const at::Tensor& input, bool cross_entropy) {
                           input.options().dtype(dtype));
 }
 
-at::Tensor prepare_dice_grad_sums(std::string_view op, const at::Tensor& grad_sums,
-                                  const at::Tensor& input, bool cross_entropy) {
+void check_dice_grad_sums(std::string_view op, const at::Tensor& grad_sums,
+                          const at::Tensor& input, bool cross_entropy) {
   check_same_device(op, "grad_sums", grad_sums, input);
   check_floating(op, "grad_sums", grad_sums);
   const int64_t columns = cross_entropy ? core::kDiceCeColumns : core::kDiceColumns;
@@ -142,6 +142,11 @@ at::Tensor prepare_dice_grad_sums(std::string_view op, const at::Tensor& grad_su
   TORCH_CHECK(grad_sums.sym_sizes() == c10::SymIntArrayRef(shape), op,
               ": grad_sums must have shape ", c10::SymIntArrayRef(shape), ", got ",
               grad_sums.sym_sizes());
+}
+
+at::Tensor prepare_dice_grad_sums(std::string_view op, const at::Tensor& grad_sums,
+                                  const at::Tensor& input, bool cross_entropy) {
+  check_dice_grad_sums(op, grad_sums, input, cross_entropy);
   const auto dtype = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   return kernel_layout(grad_sums.to(dtype));
 }

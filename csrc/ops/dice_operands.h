@@ -51,7 +51,11 @@ DiceOperands prepare_dice_operands(std::string_view op, const at::Tensor& input,
 // cross-entropy columns; float32 (float64 for float64 input).
 at::Tensor empty_dice_sums(const at::Tensor& input, bool cross_entropy);
 
-// grad_sums checked against empty_dice_sums's shape, contiguous, its dtype.
+// grad_sums checked against empty_dice_sums's shape (also by the Meta kernel).
+void check_dice_grad_sums(std::string_view op, const at::Tensor& grad_sums,
+                          const at::Tensor& input, bool cross_entropy);
+
+// grad_sums checked, laid out for the kernels, in the sums' dtype.
 at::Tensor prepare_dice_grad_sums(std::string_view op, const at::Tensor& grad_sums,
                                   const at::Tensor& input, bool cross_entropy);
 
