@@ -124,7 +124,9 @@ def dice_loss(
         gamma: exponent of the denominator's terms, any real ``>= 1`` (the
             article uses 2, MONAI's ``squared_pred=True``).
         smooth_nr, smooth_dr: smoothing added to numerator and denominator
-            (MONAI's names and defaults, 1e-5).
+            (MONAI's names and defaults, 1e-5); 0 or at least float32's
+            smallest normal (1.2e-38) unless the input is float64, since the
+            float32 sums would lose a smaller one.
         batch_dice: sum over the batch before the ratio (nnU-Net's ``batch_dice``).
         include_background: ``False`` drops channel 0 from the loss (softmax
             still runs over all channels).
@@ -188,11 +190,12 @@ def dice_ce_loss(
     - ``activation="softmax"``: ``cross_entropy`` with ``weight=class_weights``
       (for a class-index target the weighted mean
       ``sum w_y (-log p_y) / sum w_y``; for probability targets the mean over
-      pixels).
+      pixels), with ``0 log 0 = 0``: a class without target mass adds
+      nothing, so a ``-inf`` logit of another class stays finite.
 
     Args:
         input: logits ``Tensor[N, C, *spatial]``; ``activation`` is ``"softmax"``
-            (default) or ``"sigmoid"``.
+            (default, needs ``C >= 2``) or ``"sigmoid"``.
         target, gamma, smooth_nr, smooth_dr, batch_dice, include_background,
         class_weights, ignore_index, mask: as for :func:`dice_loss`.
         lambda_dice, lambda_ce: weights of the two terms.
