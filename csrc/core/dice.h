@@ -59,8 +59,8 @@ SEGLOSS_INLINE T power_derivative(T v, T gamma) {
 }
 
 // dL/dp at one pixel of one channel, from dL/dI and dL/dP of its (n, c);
-// exactly 0 at a pixel that does not count (m = 0), even where dL/dI is
-// +-inf (a float64 epilogue's -2 / smooth_dr, rounded to float).
+// exactly 0 at a pixel that does not count (m = 0), even where dL/dI or dL/dP
+// overflows to +-inf (a tiny smooth_dr: dL/dI = -2 / smooth_dr).
 template <GammaKind K, typename T>
 SEGLOSS_INLINE T dice_grad_wrt_probability(T m, T p, T y, T dI, T dP, T gamma) {
   return weighted_term(m, dI * y + dP * power_derivative<K>(p, gamma));
@@ -75,7 +75,7 @@ struct SigmoidNll {
 };
 
 // At x = -inf the negative term is NaN, not 0: PyTorch's BCE-with-logits (and
-// segloss.bce_loss, core::LogitsBce) computes (1 - y) x - log(sigmoid(x)),
+// segloss.binary_cross_entropy_with_logits, core::LogitsBce) computes (1 - y) x - log(sigmoid(x)),
 // which is -inf + inf there, and Dice + CE gives the same numbers. The
 // min(x, 0) - min(x, 0) term is 0 for every other x.
 template <typename T>
