@@ -692,8 +692,9 @@ def dice_sums_underflow(x64, t64, options, dtype):
 
 def dice_sum_gradients_overflow(x64, t64, options, dtype):
     """Whether dL/dI or dL/dP of some group lies beyond float32's range (the
-    float32 sums' gradients, for float32 and half inputs): a smooth_dr such as
-    1e-100 makes dL/dI = -2 / smooth_dr. The element gradients are then inf or
+    float32 sums' gradients, for float32 and half inputs): a tiny smooth_dr
+    such as 1e-37 makes dL/dI = -2 / smooth_dr and dL/dP = smooth_nr /
+    smooth_dr^2 overflow. The element gradients are then inf or
     NaN (inf * 0) where float64's are finite, as in any float32 arithmetic;
     the loss is still compared."""
     if dtype == torch.float64:
@@ -1292,13 +1293,9 @@ def np_pixel_weights(data, rng, shape):
     return values
 
 
-@fuzz(1.0)
-@given(data=st.data())
-def test_unet_weight_map_torch(data):
-    """segloss.unet_weight_map on label batches against the U-Net formula on
-    brute-force distances (float64, returned as float32)."""
-    rng = rng_of(data)
-    tensor, labels, n_spatial, expect = draw_label_batch(data, rng)
+def draw_weight_map_options(data, n_spatial, expect):
+    """w0, sigma, sampling and border_everywhere of a weight map, now and then
+    invalid (their names added to `expect`)."""
     kwargs = dict(w0=data.draw(st.floats(-5.0, 20.0), label="w0"),
                   sigma=data.draw(st.floats(0.3, 10.0), label="sigma"),
                   sampling=draw_sampling(data, n_spatial),
@@ -1311,6 +1308,17 @@ def test_unet_weight_map_torch(data):
         kwargs[bad] = data.draw(st.sampled_from([float("nan"), float("inf")] +
                                                 ([0.0, -1.0] if bad == "sigma" else [])))
         expect.add(bad)
+    return kwargs
+
+
+@fuzz(1.0)
+@given(data=st.data())
+def test_unet_weight_map_torch(data):
+    """segloss.unet_weight_map on label batches against the U-Net formula on
+    brute-force distances (float64, returned as float32)."""
+    rng = rng_of(data)
+    tensor, labels, n_spatial, expect = draw_label_batch(data, rng)
+    kwargs = draw_weight_map_options(data, n_spatial, expect)
     pixel = None
     if rarely(data, "pixel weights?", 4):
         pixel = np_pixel_weights(data, rng, labels.shape)
@@ -1395,19 +1403,8 @@ def test_unet_weight_map_numpy(data):
     distances."""
     rng = rng_of(data)
     labels, ndim, expect = draw_np_labels(data, rng)
-    kwargs = dict(w0=data.draw(st.floats(-5.0, 20.0), label="w0"),
-                  sigma=data.draw(st.floats(0.3, 10.0), label="sigma"),
-                  sampling=draw_sampling(data, ndim),
-                  border_everywhere=data.draw(st.booleans(), label="border_everywhere"),
-                  threads=data.draw(st.sampled_from([1, 1, 2, 3]), label="threads"))
-    if not sampling_valid(kwargs["sampling"], ndim):
-        expect.add("sampling")
-    bad = rarely(data, "bad w0 / sigma?") and data.draw(st.sampled_from(["w0", "sigma"]),
-                                                        label="bad w0 / sigma")
-    if bad:
-        kwargs[bad] = data.draw(st.sampled_from([float("nan"), float("inf")] +
-                                                ([0.0, -1.0] if bad == "sigma" else [])))
-        expect.add(bad)
+    kwargs = draw_weight_map_options(data, ndim, expect)
+    kwargs["threads"] = data.draw(st.sampled_from([1, 1, 2, 3]), label="threads")
     pixel = None
     if rarely(data, "pixel weights?", 4):
         pixel = np_pixel_weights(data, rng, labels.shape)
