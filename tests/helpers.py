@@ -9,11 +9,8 @@ from typing import Optional, Sequence
 
 import torch
 
-import segloss
+import segloss  # noqa: F401  (registers the torch.ops.segloss ops, as for users)
 from reference import LOGITS, PROBABILITY
-
-# The ops are registered once, here, for every test module.
-torch.ops.load_library(segloss.library_path())
 
 OPS = {
     PROBABILITY: torch.ops.segloss.binary_cross_entropy,

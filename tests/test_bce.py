@@ -722,14 +722,3 @@ def test_nn_modules_reject_unknown_reduction(cls):
     args = (2.0,) if cls == "WeightedBCELoss" else ()
     with pytest.raises(ValueError, match="reduction.*'avg'"):
         getattr(segloss.nn, cls)(*args, reduction="avg")
-
-
-# --------------------------------------------------------------------------
-# Packaging.
-
-
-def test_import_segloss_does_not_import_torch():
-    run_python("import sys, segloss\n"
-               "assert 'torch' not in sys.modules, 'import segloss imported torch'\n"
-               "assert segloss.library_path().endswith('.so')\n"
-               "assert 'torch' not in sys.modules, 'library_path imported torch'\n")

@@ -1,7 +1,5 @@
 // Every segloss op's schema, in one place. Backend files add kernels with
-// TORCH_LIBRARY_IMPL; this file also makes the library a Python extension
-// module so that `from segloss import _C` loads it.
-#include <Python.h>
+// TORCH_LIBRARY_IMPL.
 #include <torch/library.h>
 
 TORCH_LIBRARY(segloss, m) {
@@ -89,12 +87,4 @@ TORCH_LIBRARY(segloss, m) {
       "float[]? class_weights=None, bool balanced=False, Tensor? pixel_weights=None, "
       "bool border_everywhere=False) -> Tensor",
       tags);
-}
-
-// The ops register when the shared object loads; importing it as a Python
-// module needs only an (empty) module object.
-extern "C" PyObject* PyInit__C(void) {
-  static struct PyModuleDef module = {
-      PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr, nullptr, nullptr, nullptr, nullptr};
-  return PyModule_Create(&module);
 }

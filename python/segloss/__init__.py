@@ -1,13 +1,14 @@
 """segloss: fast exact image-segmentation losses for PyTorch.
 
-The loss functions (``segloss.binary_cross_entropy``, ...), the distance ops
-(``segloss.two_nearest_distances``, ``segloss.unet_weight_map``) and
-``segloss.nn`` need torch and load the compiled ops on first use;
-``import segloss`` itself does not import torch, so ``segloss.numpy`` (weight
-maps for data pipelines) works where torch is not installed.
+Where torch is installed, ``import segloss`` imports it and registers every
+``torch.ops.segloss`` op, so training code and TorchScript can call the ops
+directly. The loss functions (``segloss.dice_loss``, ...), the distance ops
+(``segloss.two_nearest_distances``, ...) and ``segloss.nn`` are imported on
+first access. Where torch is not installed, ``segloss.numpy`` (weight maps
+for data pipelines) and the ``segloss weight-map`` command work without it.
 """
 
-from segloss._library import library_path
+from segloss._library import cmake_prefix_path, library_path
 
 __version__ = "0.1.0"
 
@@ -15,7 +16,28 @@ _FUNCTIONAL = ("binary_cross_entropy", "binary_cross_entropy_with_logits", "dice
                "dice_ce_loss")
 _DISTANCE = ("two_nearest_distances", "unet_weight_map", "shape_aware_loss")
 
-__all__ = ["library_path", "nn", "numpy", *_FUNCTIONAL, *_DISTANCE]
+__all__ = ["cmake_prefix_path", "library_path", "nn", "numpy", *_FUNCTIONAL, *_DISTANCE]
+
+
+def _register_ops() -> None:
+    try:
+        import torch  # noqa: F401
+    except ModuleNotFoundError as e:
+        if e.name != "torch":
+            raise
+        return  # a data-pipeline install: segloss.numpy only
+    try:
+        from segloss._library import load_library
+
+        load_library()
+    except ImportError:
+        # torch is installed but the ops are not built (segloss was installed
+        # without torch): segloss.numpy still works, and the torch API raises
+        # this ImportError when it is used.
+        pass
+
+
+_register_ops()
 
 
 def __getattr__(name):

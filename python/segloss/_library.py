@@ -1,8 +1,20 @@
-"""Locating and loading the compiled op library (segloss._C)."""
+"""Locating and loading the compiled op library (libsegloss_ops.so)."""
 
 import importlib.util
+import os
 
-_loaded = False
+_OP_LIBRARY = "libsegloss_ops.so"
+
+
+def _package_dir() -> str:
+    # The compiled files sit beside segloss._C; in an editable install that is
+    # site-packages, not the source folder that holds segloss/__init__.py.
+    spec = importlib.util.find_spec("segloss._C")
+    if spec is None or spec.origin is None:
+        raise ImportError("segloss's torch ops are not built: install segloss with "
+                          "`pip install --no-build-isolation .` where torch is installed "
+                          "(without torch only segloss.numpy is built)")
+    return os.path.dirname(spec.origin)
 
 
 def library_path() -> str:
@@ -11,21 +23,24 @@ def library_path() -> str:
     ``torch.ops.load_library(segloss.library_path())`` alone registers every
     ``torch.ops.segloss`` op with its backward and shape inference, without
     importing segloss: that is how a TorchScript model that uses the ops is
-    served in another process or from C++.
+    served in another Python process. The library needs no Python; C++
+    programs link it through :func:`cmake_prefix_path`.
     """
-    spec = importlib.util.find_spec("segloss._C")
-    if spec is None or spec.origin is None:
-        raise ImportError("segloss._C (the torch ops) is not built: install segloss with "
-                          "`pip install --no-build-isolation .` where torch is installed "
-                          "(without torch only segloss.numpy is built)")
-    return spec.origin
+    return os.path.join(_package_dir(), _OP_LIBRARY)
+
+
+def cmake_prefix_path() -> str:
+    """The folder to add to ``CMAKE_PREFIX_PATH`` for
+    ``find_package(segloss CONFIG REQUIRED)``, which defines the imported
+    target ``segloss::segloss`` (as ``torch.utils.cmake_prefix_path`` does
+    for ``find_package(Torch)``)."""
+    return os.path.join(_package_dir(), "share", "cmake")
 
 
 def load_library() -> None:
-    """Registers the ops with torch (once). Imports torch."""
-    global _loaded
-    if not _loaded:
-        import torch
+    """Registers the ops with torch (once; later calls do nothing). Imports
+    torch and segloss._C, which loads the op library."""
+    _package_dir()  # a clear error where the ops are not built
+    import torch  # noqa: F401  (the op library needs libtorch loaded first)
 
-        torch.ops.load_library(library_path())
-        _loaded = True
+    import segloss._C  # noqa: F401
