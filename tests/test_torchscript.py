@@ -91,3 +91,69 @@ def test_scripted_model_runs_in_fresh_process_without_segloss(data, tmp_path):
                str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt"), cwd=tmp_path)
     results = torch.load(tmp_path / "out.pt")
     _assert_equal(results, _eager(model, x, y))
+
+
+# --------------------------------------------------------------------------
+# Every public functional form compiles with torch.jit.script, Python
+# conveniences included, and gives the eager result.
+
+def _labels():
+    labels = torch.zeros(2, 9, 11, dtype=torch.int32)
+    labels[:, 1:4, 1:4], labels[:, 5:8, 2:6], labels[1, 2:6, 7:10] = 1, 2, 3
+    return labels
+
+
+def _functional_calls():
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 3, 9, 11, generator=gen, dtype=torch.float64)
+    classes = torch.randint(0, 3, (2, 9, 11), generator=gen)
+    y = torch.rand(2, 3, 9, 11, generator=gen, dtype=torch.float64)
+    x1 = x[:, :1]
+    labels = _labels()
+    binary = (labels > 0).double().unsqueeze(1)
+    weight = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    return {
+        "binary_cross_entropy": (segloss.binary_cross_entropy,
+                                 (torch.sigmoid(x), y), {"reduction": "sum"}),
+        "binary_cross_entropy_with_logits": (segloss.binary_cross_entropy_with_logits,
+                                             (x, y), {"pos_weight": weight.view(3, 1, 1)}),
+        "dice_loss": (segloss.dice_loss, (x, classes),
+                      {"activation": "softmax", "include_background": False}),
+        "dice_ce_loss": (segloss.dice_ce_loss, (x, classes), {"class_weights": weight}),
+        "unet_weight_map": (segloss.unet_weight_map, (labels,),
+                            {"w0": 5.0, "class_weights": {0: 1.0, 1: 2.0}, "sampling": 1.5}),
+        "unet_weight_map balanced": (segloss.unet_weight_map, (labels,),
+                                     {"class_weights": "balanced", "sampling": [1.0, 2.0]}),
+        "shape_aware_loss binary": (segloss.shape_aware_loss, (x1, binary),
+                                    {"instances": labels, "class_weights": "balanced",
+                                     "sampling": 1.5, "reduction": "weighted_mean"}),
+        "shape_aware_loss multi-class": (segloss.shape_aware_loss, (x, classes),
+                                         {"instances": labels, "weight": weight,
+                                          "class_weights": {1: 3.0}}),
+    }
+
+
+@pytest.mark.parametrize("case", list(_functional_calls()))
+def test_every_functional_form_scripts(case):
+    fn, args, kwargs = _functional_calls()[case]
+    scripted = torch.jit.script(fn)
+    expected = fn(*args, **kwargs)
+    assert torch.equal(scripted(*args, **kwargs), expected)
+
+
+def _two_nearest(labels: torch.Tensor):
+    # return_labels is a constant at each call site (boolean dispatch, as for
+    # torch.nn.functional.max_pool2d's return_indices).
+    d1, d2 = segloss.two_nearest_distances(labels, 1.5)
+    e1, e2, l1, l2 = segloss.two_nearest_distances(labels, [1.0, 2.0], return_labels=True)
+    return d1, d2, e1, e2, l1, l2
+
+
+def test_two_nearest_distances_scripts():
+    labels = _labels()
+    got = torch.jit.script(_two_nearest)(labels)
+    expected = (*segloss.two_nearest_distances(labels, 1.5),
+                *segloss.two_nearest_distances(labels, (1.0, 2.0), return_labels=True))
+    assert len(got) == len(expected) == 6
+    for g, e in zip(got, expected):
+        assert torch.equal(g, e)

@@ -3,18 +3,19 @@
 Thin wrappers over ``torch.ops.segloss.two_nearest_distances`` and
 ``torch.ops.segloss.unet_weight_map`` with the arguments of
 :mod:`segloss.numpy` (whose results they equal), on CPU and CUDA tensors with
-a batch dimension; results are on the labels' device. They accept Python
-conveniences (a number for ``sampling``, ``class_weights="balanced"`` or a
-mapping), so TorchScript code calls the ops themselves (see their docstrings).
+a batch dimension; results are on the labels' device. Like every public
+function of segloss they compile with ``torch.jit.script``, Python
+conveniences included (a number for ``sampling``, ``class_weights="balanced"``
+or a dict).
 Not differentiable: the labels are integers, and per-pixel class weights are
 treated as constants.
 """
 
-from numbers import Real
-from typing import List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
+from torch._jit_internal import boolean_dispatch
 
 from segloss._library import load_library
 
@@ -22,16 +23,23 @@ load_library()
 
 __all__ = ["two_nearest_distances", "unet_weight_map", "shape_aware_loss"]
 
+# The Python conveniences as TorchScript types: a number or a list of
+# numbers; "balanced" or {0: w_background, 1: w_foreground} (any mapping
+# outside TorchScript), or per-pixel weights where allowed.
+Sampling = Optional[Union[float, List[float]]]
+ClassWeights = Optional[Union[str, Dict[int, float]]]
 
-def _sampling(sampling: Optional[Union[float, Sequence[float]]], labels: Tensor) -> Optional[List[float]]:
+
+def _spacing(sampling: Sampling, spatial_dims: int) -> Optional[List[float]]:
     if sampling is None:
         return None
-    if isinstance(sampling, Real):
-        return [float(sampling)] * max(labels.dim() - 1, 0)
+    if isinstance(sampling, (int, float)):
+        return [float(sampling)] * spatial_dims
     return [float(s) for s in sampling]
 
 
-def class_weight_arguments(op: str, class_weights, allow_pixel: bool
+def class_weight_arguments(op: str, class_weights: Optional[Union[str, Dict[int, float], Tensor]],
+                           allow_pixel: bool
                            ) -> Tuple[Optional[List[float]], bool, Optional[Tensor]]:
     """The ops' (class_weights, balanced, pixel_weights) from the Python
     class_weights: None, "balanced", {0: w_background, 1: w_foreground}, or
@@ -42,22 +50,43 @@ def class_weight_arguments(op: str, class_weights, allow_pixel: bool
         return None, False, None
     if isinstance(class_weights, str):
         if class_weights != "balanced":
-            raise ValueError(f"{op}: class_weights must be {kinds}, got {class_weights!r}")
+            raise ValueError(f"{op}: class_weights must be {kinds}, got '{class_weights}'")
         return None, True, None
-    if isinstance(class_weights, Mapping):
-        unknown = set(class_weights) - {0, 1}
-        if unknown:
-            raise ValueError(f"{op}: class_weights mapping must have keys 0 (background) and/or "
-                             f"1 (foreground), got keys {sorted(class_weights, key=repr)}")
-        return [float(class_weights.get(0, 1.0)), float(class_weights.get(1, 1.0))], False, None
-    if allow_pixel and isinstance(class_weights, Tensor):
+    if isinstance(class_weights, Tensor):
+        if not allow_pixel:
+            raise TypeError(f"{op}: class_weights must be {kinds}, got a Tensor")
         return None, False, class_weights
-    raise TypeError(f"{op}: class_weights must be {kinds}, got {type(class_weights).__name__}")
+    if not torch.jit.is_scripting():
+        if not isinstance(class_weights, Mapping):
+            raise TypeError(f"{op}: class_weights must be {kinds}, "
+                            f"got {type(class_weights).__name__}")
+    for key in class_weights.keys():
+        if key != 0 and key != 1:
+            raise ValueError(f"{op}: class_weights mapping must have keys 0 (background) and/or "
+                             f"1 (foreground), got keys {list(class_weights.keys())}")
+    return [float(class_weights.get(0, 1.0)), float(class_weights.get(1, 1.0))], False, None
 
 
-def two_nearest_distances(labels: Tensor, sampling: Optional[Union[float, Sequence[float]]] = None,
-                          return_labels: bool = False):
-    r"""Distances from every pixel to its nearest and second-nearest instance.
+def _two_nearest_distances(labels: Tensor, sampling: Sampling = None,
+                           return_labels: bool = False) -> Tuple[Tensor, Tensor]:
+    d1, d2, _, _ = torch.ops.segloss.two_nearest_distances(
+        labels, _spacing(sampling, max(labels.dim() - 1, 0)), False)
+    return d1, d2
+
+
+def _two_nearest_distances_and_labels(labels: Tensor, sampling: Sampling = None,
+                                      return_labels: bool = True
+                                      ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    return torch.ops.segloss.two_nearest_distances(
+        labels, _spacing(sampling, max(labels.dim() - 1, 0)), True)
+
+
+# Two return types, picked by return_labels: TorchScript's boolean dispatch.
+two_nearest_distances = boolean_dispatch(
+    arg_name="return_labels", arg_index=2, default=False,
+    if_true=_two_nearest_distances_and_labels, if_false=_two_nearest_distances,
+    module_name=__name__, func_name="two_nearest_distances")
+two_nearest_distances.__doc__ = r"""Distances from every pixel to its nearest and second-nearest instance.
 
     The batched torch form of :func:`segloss.numpy.two_nearest_distances`
     (same definitions and results).
@@ -73,18 +102,17 @@ def two_nearest_distances(labels: Tensor, sampling: Optional[Union[float, Sequen
         fewer than one / two instances), or with ``return_labels``
         ``(d1, d2, l1, l2)``, the ids in ``labels``' dtype (0: none).
 
-    TorchScript: ``torch.ops.segloss.two_nearest_distances(labels, sampling,
-    return_labels)`` returns the four tensors (the ids empty unless
+    TorchScript compiles calls whose ``return_labels`` is a constant (as for
+    ``torch.nn.functional.max_pool2d``'s ``return_indices``); the op itself,
+    ``torch.ops.segloss.two_nearest_distances(labels, sampling,
+    return_labels)``, always returns four tensors (the ids empty unless
     ``return_labels``).
     """
-    d1, d2, l1, l2 = torch.ops.segloss.two_nearest_distances(
-        labels, _sampling(sampling, labels), return_labels)
-    return (d1, d2, l1, l2) if return_labels else (d1, d2)
 
 
 def unet_weight_map(labels: Tensor, w0: float = 10.0, sigma: float = 5.0,
-                    class_weights: Optional[Union[str, Mapping[int, float], Tensor]] = None,
-                    sampling: Optional[Union[float, Sequence[float]]] = None,
+                    class_weights: Optional[Union[str, Dict[int, float], Tensor]] = None,
+                    sampling: Sampling = None,
                     border_everywhere: bool = False) -> Tensor:
     r"""The U-Net weight map ``w_c + w0 exp(-(d1 + d2)^2 / (2 sigma^2))``.
 
@@ -112,15 +140,15 @@ def unet_weight_map(labels: Tensor, w0: float = 10.0, sigma: float = 5.0,
     fixed, balanced, pixel = class_weight_arguments("segloss.unet_weight_map", class_weights,
                                                     allow_pixel=True)
     return torch.ops.segloss.unet_weight_map(
-        labels, w0=float(w0), sigma=float(sigma), sampling=_sampling(sampling, labels),
+        labels, w0=float(w0), sigma=float(sigma),
+        sampling=_spacing(sampling, max(labels.dim() - 1, 0)),
         class_weights=fixed, balanced=balanced, pixel_weights=pixel,
         border_everywhere=bool(border_everywhere))
 
 
-def shape_aware_loss(input: Tensor, target: Tensor, weight_map: Optional[Tensor] = None, *,
+def shape_aware_loss(input: Tensor, target: Tensor, weight_map: Optional[Tensor] = None,
                      instances: Optional[Tensor] = None, w0: float = 10.0, sigma: float = 5.0,
-                     class_weights: Optional[Union[str, Mapping[int, float]]] = None,
-                     sampling: Optional[Union[float, Sequence[float]]] = None,
+                     class_weights: ClassWeights = None, sampling: Sampling = None,
                      from_logits: bool = True, weight: Optional[Tensor] = None,
                      ignore_index: int = -100, reduction: str = "mean") -> Tensor:
     r"""The shape-aware (U-Net) loss: a loss weighted per pixel by the U-Net
@@ -175,21 +203,16 @@ def shape_aware_loss(input: Tensor, target: Tensor, weight_map: Optional[Tensor]
 
     The weight map (and ``weight``) are constants: no gradient flows to
     them. Exactly one of ``weight_map`` and ``instances`` must be given.
-    TorchScript code calls ``torch.ops.segloss.shape_aware_loss``
-    (``class_weights`` as ``[w_background, w_foreground]``,
-    ``balanced=True``).
+    Pass the options by keyword (they are not keyword-only only because
+    TorchScript cannot compile keyword-only arguments).
     """
     fixed, balanced, _ = class_weight_arguments("segloss.shape_aware_loss", class_weights,
                                                 allow_pixel=False)
-    spacing: Optional[List[float]] = None
-    if isinstance(sampling, Real):
-        # The op's rule: a class-index target, or a 5-D input, or a 4-D one
-        # with one channel, has a class/channel dim.
-        classes = not (target.is_floating_point() or target.is_complex())
-        channel = classes or input.dim() == 5 or (input.dim() == 4 and input.shape[1] == 1)
-        spacing = [float(sampling)] * (input.dim() - 1 - int(channel))
-    elif sampling is not None:
-        spacing = [float(s) for s in sampling]
+    # The op's rule: a class-index target, or a 5-D input, or a 4-D one with
+    # one channel, has a class/channel dim.
+    classes = not (target.is_floating_point() or target.is_complex())
+    channel = classes or input.dim() == 5 or (input.dim() == 4 and input.shape[1] == 1)
+    spacing = _spacing(sampling, input.dim() - 1 - int(channel))
     return torch.ops.segloss.shape_aware_loss(
         input, target, weight_map, instances=instances, w0=float(w0), sigma=float(sigma),
         sampling=spacing, class_weights=fixed, balanced=balanced, from_logits=from_logits,
