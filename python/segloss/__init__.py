@@ -22,10 +22,16 @@ __all__ = ["cmake_prefix_path", "library_path", "nn", "numpy", *_FUNCTIONAL, *_D
 def _register_ops() -> None:
     try:
         import torch  # noqa: F401
-    except ModuleNotFoundError as e:
-        if e.name != "torch":
-            raise
-        return  # a data-pipeline install: segloss.numpy only
+    except ImportError as e:
+        # A data-pipeline install: segloss.numpy only. A torch that is
+        # installed but does not import is said, not raised, so that
+        # segloss.numpy still works there.
+        if not (isinstance(e, ModuleNotFoundError) and e.name == "torch"):
+            import warnings
+
+            warnings.warn(f"segloss: `import torch` failed ({e}); only segloss.numpy is "
+                          "available", stacklevel=3)
+        return
     try:
         from segloss._library import load_library
 
