@@ -68,8 +68,8 @@ struct DeviceOperands {
     const bool ignored = core::is_ignored_label(label, true, ignore_index);
     const bool valid = core::is_class_label(label, classes);
     SEGLOSS_KERNEL_ASSERT(ignored || valid,
-                          "segloss.shape_aware_loss: class index %lld in target is outside "
-                          "[0, %lld) and is not ignore_index (%lld)",
+                          "segloss.shape_aware_loss: class index %lld in target; class indices "
+                          "in target must lie in [0, %lld) or equal ignore_index (%lld)",
                           (long long)label, (long long)classes, (long long)ignore_index);
     px.target = ignored || !valid ? -1 : label;
     const bool counted = px.target >= 0;

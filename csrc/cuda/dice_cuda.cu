@@ -138,8 +138,8 @@ __global__ void dice_partial_sums_kernel(DiceDevice<scalar_t, acc_t> d, int64_t 
   SEGLOSS_GRID_STRIDE_LOOP(s, d.pixels) {
     const int64_t label = d.label_at(n, s);
     SEGLOSS_KERNEL_ASSERT(d.labels == nullptr || d.label_is_valid(label),
-                          "segloss._dice_sums: class index %lld in target is outside [0, %lld) "
-                          "and is not ignore_index",
+                          "segloss._dice_sums: class index %lld in target; class indices in "
+                          "target must lie in [0, %lld) (or equal ignore_index)",
                           (long long)label, (long long)core::number_of_labels(d.channels));
     const acc_t m = d.mask_at(n, s, label);
     acc_t max_x = 0, inverse_sum = 1, log_sum_exp = 0;
