@@ -38,6 +38,9 @@ class OpCase:
     # Tiled launches past the grid limits: millions of elements, GPU runs only.
     large: bool = False
     float_inputs: Tuple[str, ...] = field(default=())  # the rest keep their dtype
+    # CUDA against the CPU in float32 (test_cuda_equality.py): looser for
+    # sums over millions of elements, which each side rounds in its own order.
+    float32_rtol: float = 2e-6
     # The exact cases' CPU reference: segloss.numpy, image by image.
     numpy_reference: Optional[Callable[[Inputs], Inputs]] = None
 
@@ -117,7 +120,8 @@ def _bce_case(form, shape, reduction, large=False):
 # Dice, Dice + CE and their fused sums
 
 def _dice_case(name, shape, *, activation, target, loss="dice_loss", label_dtype=torch.int64,
-               ignore=None, mask=False, large=False, dtypes=FLOAT_DTYPES, **options):
+               ignore=None, mask=False, large=False, dtypes=FLOAT_DTYPES, float32_rtol=2e-6,
+               **options):
     fn = getattr(segloss, loss)
     n, c = shape[0], shape[1]
     spatial = tuple(shape[2:])
@@ -151,7 +155,8 @@ def _dice_case(name, shape, *, activation, target, loss="dice_loss", label_dtype
         return {"loss": value.detach(), "grad": _grad(value, x, i["go"])}
 
     floats = ("x", "mask", "class_weights", "go") + (("t",) if target == "dense" else ())
-    return OpCase(name, make, run, large=large, dtypes=dtypes, float_inputs=floats)
+    return OpCase(name, make, run, large=large, dtypes=dtypes, float_inputs=floats,
+                  float32_rtol=float32_rtol)
 
 
 def _dice_sums_case(name, shape, *, activation, target, gamma, cross_entropy, ignore=None):
@@ -377,8 +382,10 @@ def cases():
         _dice_case("dice_ce-softmax-labels-65540-images-large", (65_540, 3, 5),
                    activation="softmax", target="labels", loss="dice_ce_loss", large=True,
                    dtypes=(torch.float32,)),
+        # One image's sums over 16.8 million pixels: each CUDA thread adds
+        # about 256 of them in float32 before the fixed-order tree.
         _dice_case("dice-sigmoid-17M-pixels-large", BIG_2D, activation="sigmoid", target="dense",
-                   large=True, dtypes=(torch.float32,)),
+                   large=True, dtypes=(torch.float32,), float32_rtol=1e-5),
         _shape_aware_multiclass_case("shape_aware-multiclass-17M-pixels-none-large",
                                      (1, 2, 4100, 4100), label_dtype=torch.uint8,
                                      reduction="none", ignore=255, large=True),

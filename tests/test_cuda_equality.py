@@ -12,7 +12,8 @@ under test against a reference.
   - float32: rtol 2e-6, atol 2e-6 x that magnitude: each side is within 1e-6
     of the float64 result (the suite's float32 tolerance), and nvcc fuses
     multiply-adds in the float polynomials where the baseline CPU build
-    cannot;
+    cannot (1e-5 for the Dice sums over 16.8 million pixels of one image,
+    rounded in float32 in another order on each side);
   - float16 / bfloat16: 2 eps of the dtype (each side rounds a float32
     result to the dtype).
 * cpu (this runs in CI, so the sweep's own machinery is tested without a
@@ -38,13 +39,13 @@ def _params():
             yield pytest.param(case, dtype, id=name)
 
 
-def _device_tolerance(dtype, expected: torch.Tensor):
+def _device_tolerance(case: OpCase, dtype, expected: torch.Tensor):
     finite = expected[torch.isfinite(expected)]
     scale = max(float(finite.abs().max()) if finite.numel() else 1.0, 1e-30)
     if dtype == torch.float64:
         return 1e-12, 1e-12 * scale
     if dtype == torch.float32:
-        return 2e-6, 2e-6 * scale
+        return case.float32_rtol, case.float32_rtol * scale
     eps = torch.finfo(dtype).eps
     return 2 * eps, 2 * eps * scale
 
@@ -73,7 +74,7 @@ def test_equals_reference(case: OpCase, dtype, device):
     if device == "cuda":
         got = _run(case, dtype, "cuda")
         want = _run(case, dtype, "cpu")
-        _compare(got, want, lambda e: _device_tolerance(dtype, e), case.exact, case.id)
+        _compare(got, want, lambda e: _device_tolerance(case, dtype, e), case.exact, case.id)
         return
     if case.large:
         pytest.skip("launches past the GPU's grid limits: GPU runs only")
