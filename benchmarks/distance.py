@@ -23,7 +23,16 @@ Candidates per case (one thread unless stated):
                        (timed once: it is slow)
   segloss 2 threads    snp.two_nearest_distances(labels, threads=2)
 
-Prints a markdown table and writes <out-dir>/distance-time-cpu.json.
+With --device cuda, also the torch ops on the GPU (the image as a batch of one):
+  segloss CUDA d1,d2       segloss.two_nearest_distances(labels)
+  segloss CUDA weight map  segloss.unet_weight_map(labels)
+  copy                     a device-to-device copy of the labels and of two
+                           float64 images (what d1, d2 write): the bandwidth
+                           yardstick
+  segloss CUDA d1,d2 MiB   its peak extra GPU memory
+
+Prints a markdown table and writes <out-dir>/distance-time-cpu.json (or
+distance-time-cuda.json).
 """
 
 import argparse
@@ -57,9 +66,11 @@ CASES: List[Tuple[Tuple[int, ...], int]] = [
 ]
 
 CANDIDATES = ["segloss d1,d2", "segloss weight map", "scipy EDT", "edt", "per-instance SciPy",
-              "segloss 2 threads"]
+              "segloss 2 threads", "segloss CUDA d1,d2", "segloss CUDA weight map", "copy",
+              "segloss CUDA d1,d2 MiB"]
 RATIOS = [("scipy EDT", "segloss d1,d2"), ("per-instance SciPy", "segloss weight map"),
-          ("segloss d1,d2", "segloss 2 threads"), ("segloss d1,d2", "edt")]
+          ("segloss d1,d2", "segloss 2 threads"), ("segloss d1,d2", "edt"),
+          ("segloss d1,d2", "segloss CUDA d1,d2"), ("segloss CUDA d1,d2", "copy")]
 
 
 def case_name(shape: Tuple[int, ...], n: int) -> str:
@@ -127,6 +138,20 @@ def once_ms(fn) -> Tuple[float, object]:
     return (time.perf_counter() - t0) * 1e3, result
 
 
+def time_gpu(row: "harness.Row", labels: np.ndarray, device: torch.device, repeats: int) -> None:
+    """The torch ops on the GPU, the copy yardstick and the op's peak memory."""
+    import segloss
+
+    batch = torch.from_numpy(labels)[None].to(device)
+    outputs = [torch.empty(batch.shape, dtype=torch.float64, device=device) for _ in range(2)]
+    time_it = lambda fn: harness.median_ms(fn, device, warmup=2, repeats=repeats)  # noqa: E731
+    row.ms["segloss CUDA d1,d2"] = time_it(lambda: segloss.two_nearest_distances(batch))
+    row.ms["segloss CUDA weight map"] = time_it(lambda: segloss.unet_weight_map(batch))
+    row.ms["copy"] = time_it(lambda: (batch.clone(), [o.clone() for o in outputs]))
+    row.ms["segloss CUDA d1,d2 MiB"] = harness.peak_extra_memory_mib(
+        lambda: segloss.two_nearest_distances(batch), device)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     names = [case_name(shape, n) for shape, n in CASES]
     parser = argparse.ArgumentParser(prog="distance.py", description=__doc__,
@@ -137,7 +162,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--cases", action="append", choices=names, metavar="NAME",
                         help=f"run only these cases (repeatable): {', '.join(names)}")
     parser.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "results"))
+    parser.add_argument("--device", default="cpu",
+                        help="cuda: also time the torch ops on the GPU")
     args = parser.parse_args(argv)
+    gpu = torch.device(args.device) if args.device != "cpu" else None
 
     edt = import_edt()
     if edt is None:
@@ -164,6 +192,8 @@ def main(argv: Optional[List[str]] = None) -> None:
             checks[name] = bool(np.allclose(recipe, ours, rtol=1e-5))
         row.ms["segloss 2 threads"] = time_it(
             lambda: snp.two_nearest_distances(labels, threads=2))
+        if gpu is not None:
+            time_gpu(row, labels, gpu, args.repeats)
         rows[name] = row
         print(f"{name:18s} " + "  ".join(f"{k} {v:.2f}" for k, v in row.ms.items()), flush=True)
         if name in checks:
@@ -177,7 +207,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     recipe_note = "" if args.skip_recipe else "; per-instance SciPy: 1 run"
     what = (f"one call per candidate on int32 labels, one thread unless stated, median of "
             f"{args.repeats}{recipe_note}; time in ms")
-    print(f"\ndistance: {harness.machine_description(CPU, torch_threads=False)}, {time.strftime('%Y-%m-%d')}, "
+    gpu_name = "" if gpu is None else f", GPU {harness.machine_description(gpu)}"
+    print(f"\ndistance: {harness.machine_description(CPU, torch_threads=False)}{gpu_name}, "
+          f"{time.strftime('%Y-%m-%d')}, "
           f"numpy {np.__version__}, scipy {scipy.__version__}, edt {version('edt')}; {what}")
     candidates = [c for c in CANDIDATES if any(c in row.ms for row in rows.values())]
     ratios = [(a, b) for a, b in RATIOS if a in candidates and b in candidates]
@@ -193,7 +225,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         print("recipe check: " + (f"FAILED for {', '.join(failed)}" if failed else
                                   "the recipe's weight map equals segloss's in every case"))
 
-    out = os.path.join(args.out_dir, "distance-time-cpu.json")
+    out = os.path.join(args.out_dir, f"distance-time-{'cpu' if gpu is None else gpu.type}.json")
     os.makedirs(args.out_dir, exist_ok=True)
     harness.write_json(out, list(rows.values()), CPU, {
         "suite": "distance", "what": what, "numpy": np.__version__,

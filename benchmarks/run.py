@@ -2,7 +2,7 @@
 
     ./dev bench                         # CPU, every suite, with torch.compile anchors
     ./dev bench --suite dice            # one suite (bce, dice, dice_ce, distance)
-    ./dev bench --device cuda           # on a GPU (adds peak extra memory)
+    ./dev bench --device cuda           # on a GPU (with each candidate's peak extra memory)
     ./dev bench --no-compile --repeats 10
     ./dev bench --suite dice --memory   # peak extra memory instead of time
     ./dev bench --suite shape_aware --case softmax   # only the cases named so
@@ -20,9 +20,10 @@ yardstick). Prints a markdown table per suite and writes
 benchmarks/results/<suite>-<device>.json.
 
 Runner suites (distance: segloss.numpy's distance transforms on the CPU,
-benchmarks/distance.py) have their own runner: they get --repeats (when
-given; otherwise the runner's own default) and --out-dir, and every option
-run.py does not know is passed through to them, e.g.
+and with --device cuda the torch ops on the GPU too, benchmarks/distance.py)
+have their own runner: they get --device, --repeats (when given; otherwise
+the runner's own default) and --out-dir, and every option run.py does not
+know is passed through to them, e.g.
 
     ./dev bench --suite distance --repeats 3 --skip-recipe --cases 512x512/100
 """
@@ -118,19 +119,36 @@ def class_map(shape, device, classes=4):
     return torch.randn(shape, device=device), torch.randint(0, c, (n, 1, *spatial), device=device)
 
 
-def dice_cases(device) -> List[Case]:
-    from monai.losses import DiceLoss as MonaiDiceLoss
+def monai_losses():
+    """MONAI's losses module, or None where MONAI is not installed (the GPU
+    machines): the references are then the same formulas in eager PyTorch."""
+    try:
+        from monai import losses
+    except ImportError:
+        return None
+    return losses
 
-    monai_sigmoid = MonaiDiceLoss(sigmoid=True)
-    monai_softmax = MonaiDiceLoss(softmax=True, to_onehot_y=True)
+
+NO_MONAI = "torch eager (MONAI not installed)"
+
+
+def dice_cases(device) -> List[Case]:
+    monai = monai_losses()
+    sigmoid = lambda x, y: dice_formula(x, y, "sigmoid")  # noqa: E731
+    softmax = lambda x, y: dice_formula(x, y, "softmax")  # noqa: E731
+    if monai is not None:
+        name, ref_sigmoid = "MONAI", monai.DiceLoss(sigmoid=True)
+        ref_softmax = monai.DiceLoss(softmax=True, to_onehot_y=True)
+    else:
+        name, ref_sigmoid, ref_softmax = NO_MONAI, sigmoid, softmax
     cases = []
     for shape in [(16, 1, 512, 512), (2, 1, 128, 128, 128)]:
         cases.append(Case("dice, sigmoid", shape, logits,
                           lambda x, y: segloss.dice_loss(x, y, activation="sigmoid"),
-                          "MONAI", monai_sigmoid, lambda x, y: dice_formula(x, y, "sigmoid")))
+                          name, ref_sigmoid, sigmoid))
     cases.append(Case("dice, softmax, label map", (2, 4, 128, 128, 128), class_map,
                       lambda x, y: segloss.dice_loss(x, y, activation="softmax"),
-                      "MONAI", monai_softmax, lambda x, y: dice_formula(x, y, "softmax")))
+                      name, ref_softmax, softmax))
     return cases
 
 
@@ -149,14 +167,16 @@ def nnunet_dice_and_ce(x, y, smooth: float = 1e-5):
 
 
 def dice_ce_cases(device) -> List[Case]:
-    from monai.losses import DiceCELoss as MonaiDiceCELoss
-
-    monai = MonaiDiceCELoss(softmax=True, to_onehot_y=True)
+    monai = monai_losses()
+    if monai is not None:
+        name, reference = "MONAI", monai.DiceCELoss(softmax=True, to_onehot_y=True)
+    else:
+        name, reference = NO_MONAI, nnunet_dice_and_ce
     shape = (2, 4, 128, 128, 128)
     return [
         Case("dice+ce, softmax, label map", shape, class_map,
              lambda x, y: segloss.dice_ce_loss(x, y, activation="softmax"),
-             "MONAI", monai, nnunet_dice_and_ce),
+             name, reference, nnunet_dice_and_ce),
         Case("dice+ce, softmax, label map, no background", shape, class_map,
              lambda x, y: segloss.dice_ce_loss(x, y, activation="softmax",
                                                include_background=False),
@@ -286,6 +306,9 @@ def run_suite(name: str, device: torch.device, args) -> None:
                 row.ms[f"{label} MiB"] = harness.peak_extra_memory_mib(step, device)
             else:
                 row.ms[label] = time_it(step)
+                if device.type == "cuda":  # the allocator's statistics: no second run needed
+                    x.grad = None
+                    row.ms[f"{label} MiB"] = harness.peak_extra_memory_mib(step, device)
         if not args.memory:
             xd = x.detach()
             row.ms["copy"] = time_it(lambda: (xd.clone(), y.clone()))
@@ -304,6 +327,9 @@ def run_suite(name: str, device: torch.device, args) -> None:
         ratios = [("reference", "segloss"), ("torch.compile", "segloss"), ("segloss", "copy")]
         what = (f"forward+backward, median of {args.repeats} (of fewer where a case says so); "
                 "time in ms")
+        if device.type == "cuda":
+            candidates += [f"{c} MiB" for c in extra_columns]
+            what += "; peak extra memory of one forward+backward in MiB"
     print(f"\n{name}: {harness.machine_description(device)}, torch {torch.__version__}, "
           f"float32, {what}")
     print(harness.markdown_table(rows, candidates, ratios))
@@ -349,9 +375,7 @@ def main(argv=None):
         elif args.memory:
             print(f"{name}: no --memory mode, skipped\n")
         else:
-            if device.type != "cpu":
-                print(f"{name}: CPU-only, runs on the CPU")
-            RUNNERS[name](runner_argv)
+            RUNNERS[name](runner_argv + ["--device", str(device)])
 
 
 if __name__ == "__main__":

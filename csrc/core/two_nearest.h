@@ -23,6 +23,7 @@
 #include <limits>
 
 #include "platform.h"
+#include "rounding.h"
 
 namespace segloss::core {
 
@@ -173,8 +174,9 @@ class EnvelopeLine {
   SEGLOSS_INLINE InstanceId id(int32_t c) const { return ids_[c]; }
 
   SEGLOSS_INLINE double value(int32_t c, int64_t x) const {
+    // Unfused (rounding.h): the same bits on CPU and GPU.
     const double offset = spacing_ * double(x - position(c));
-    return base_[c] + offset * offset;
+    return add_rn(base_[c], mul_rn(offset, offset));
   }
 
   // Whether candidate p, inserted after t (position(p) >= position(t)), is
@@ -406,7 +408,9 @@ SEGLOSS_INLINE void gather_line(const NearestPair* in, int64_t in_stride, int64_
     const double q_squared = double(q) * double(q);
     for (int k = 0; k < 2; ++k) {
       line.base[2 * q + k] = pair.d[k];
-      line.key[2 * q + k] = pair.d[k] * inverse_square + q_squared;
+      // Unfused, as in value(): the keys decide near-ties, so the ids too
+      // are the same on CPU and GPU.
+      line.key[2 * q + k] = add_rn(mul_rn(pair.d[k], inverse_square), q_squared);
       line.id[2 * q + k] = pair.id[k];
     }
   }

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "platform.h"
+#include "rounding.h"
 #include "two_nearest.h"
 
 namespace segloss::core {
@@ -52,8 +53,10 @@ SEGLOSS_INLINE float unet_weight(const NearestPair& pair, const float* pixel_wei
                   : on_instance           ? class_weights.foreground
                                           : class_weights.background;
   if ((params.border_everywhere || !on_instance) && pair.id[1] != kNoInstance) {
-    const double gap = sqrt(pair.d[0]) + sqrt(pair.d[1]);
-    weight += params.w0 * exp(-(gap * gap) / (2 * params.sigma * params.sigma));
+    // Unfused arithmetic and exp_rn (rounding.h): the same bits on CPU and GPU.
+    const double gap = add_rn(sqrt(pair.d[0]), sqrt(pair.d[1]));
+    const double exponent = -mul_rn(gap, gap) / mul_rn(2 * params.sigma, params.sigma);
+    weight = add_rn(weight, mul_rn(params.w0, exp_rn(exponent)));
   }
   return float(weight);
 }

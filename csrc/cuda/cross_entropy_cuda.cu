@@ -3,13 +3,15 @@
 // threads read consecutive pixels of a class row: coalesced) with the
 // per-pixel math shared with the CPU (csrc/core/cross_entropy.h). Reductions
 // are deterministic: a fixed number of blocks each writes its partial sums,
-// then one block adds them in a fixed order.
+// then one block adds them in a fixed order. A class index outside [0, C)
+// that is not ignore_index is a device-side assert (as in ATen's nll_loss),
+// forward and backward: no host synchronisation, so CUDA graphs can capture
+// the op (the CPU kernels raise IndexError instead).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
-#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -52,8 +54,8 @@ struct DeviceOperands {
         total_pixels(ops.batch * ops.pixels),
         ignore_index(ops.ignore_index) {}
 
-  // Pixel p = n * S + s: its class (-1 if ignored, -2 if invalid) and
-  // coefficient, and the max and sum of exp(x - max) over its logits.
+  // Pixel p = n * S + s: its class (-1 if ignored; an invalid one asserts)
+  // and coefficient, and the max and sum of exp(x - max) over its logits.
   struct Pixel {
     int64_t target;
     acc_t coefficient, max_x, sum_exp;
@@ -65,7 +67,11 @@ struct DeviceOperands {
     const int64_t label = int64_t(labels[p]);
     const bool ignored = core::is_ignored_label(label, true, ignore_index);
     const bool valid = core::is_class_label(label, classes);
-    px.target = ignored ? -1 : (valid ? label : -2);
+    SEGLOSS_KERNEL_ASSERT(ignored || valid,
+                          "segloss.shape_aware_loss: class index %lld in target; class indices "
+                          "in target must lie in [0, %lld) or equal ignore_index (%lld)",
+                          (long long)label, (long long)classes, (long long)ignore_index);
+    px.target = ignored || !valid ? -1 : label;
     const bool counted = px.target >= 0;
     px.coefficient = !counted ? acc_t(0)
                               : (weight_map == nullptr ? acc_t(1) : weight_map[p]) *
@@ -92,22 +98,18 @@ struct DeviceOperands {
 };
 
 template <typename scalar_t, typename label_t, typename acc_t>
-__global__ void loss_kernel(DeviceOperands<scalar_t, label_t, acc_t> d, scalar_t* loss,
-                            int* invalid) {
+__global__ void loss_kernel(DeviceOperands<scalar_t, label_t, acc_t> d, scalar_t* loss) {
   SEGLOSS_GRID_STRIDE_LOOP(p, d.total_pixels) {
     const auto px = d.pixel(p);
-    if (px.target == -2) atomicOr(invalid, 1);
     loss[p] = scalar_t(d.loss(px));
   }
 }
 
 template <typename scalar_t, typename label_t, typename acc_t>
-__global__ void partial_sums_kernel(DeviceOperands<scalar_t, label_t, acc_t> d, acc_t* partials,
-                                    int* invalid) {
+__global__ void partial_sums_kernel(DeviceOperands<scalar_t, label_t, acc_t> d, acc_t* partials) {
   acc_t loss = 0, counted = 0, weight = 0;
   SEGLOSS_GRID_STRIDE_LOOP(p, d.total_pixels) {
     const auto px = d.pixel(p);
-    if (px.target == -2) atomicOr(invalid, 1);
     loss += d.loss(px);
     counted += px.target >= 0 ? acc_t(1) : acc_t(0);
     weight += px.coefficient;
@@ -134,7 +136,7 @@ __global__ void finish_kernel(const acc_t* partials, int64_t blocks, Reduction r
   if (threadIdx.x == 0) {
     const double divide_by = cross_entropy_divisor(reduction, sums[kCounted], sums[kWeightSum]);
     *total_weight = acc_t(divide_by);
-    if (loss != nullptr) *loss = scalar_t(cross_entropy_reduced(reduction, sums[kLossSum], divide_by));
+    *loss = scalar_t(cross_entropy_reduced(reduction, sums[kLossSum], divide_by));
   }
 }
 
@@ -173,49 +175,43 @@ void dispatch_labels(at::ScalarType dtype, const Body& body) {
   }
 }
 
-// A clear error for bad class indices costs one synchronisation.
-void check_labels(const at::Tensor& invalid, const CrossEntropyOperands& ops,
-                  cudaStream_t stream) {
-  int host_invalid = 0;
-  C10_CUDA_CHECK(cudaMemcpyAsync(&host_invalid, invalid.const_data_ptr<int>(), sizeof(int),
-                                 cudaMemcpyDeviceToHost, stream));
-  C10_CUDA_CHECK(cudaStreamSynchronize(stream));
-  check_class_indices(host_invalid == 0, ops);
-}
-
+// Class indices are checked on the device (SEGLOSS_KERNEL_ASSERT in
+// DeviceOperands::pixel): no synchronisation, so the op can be captured in a
+// CUDA graph.
 template <typename scalar_t>
 void forward_launch(const CrossEntropyOperands& ops, at::Tensor& loss, at::Tensor& total_weight) {
   using acc_t = at::opmath_type<scalar_t>;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const int64_t total_pixels = ops.batch * ops.pixels;
-  const at::Tensor invalid = at::zeros({1}, ops.input.options().dtype(at::kInt));
-  const bool reduce_loss = ops.reduction != Reduction::None;
-  // The reduced loss's partials; for 'none' also, for total_weight.
+  if (ops.reduction == Reduction::None) {
+    // Per-pixel losses; the divisor is 1 (no partial sums needed for it).
+    total_weight.fill_(cross_entropy_divisor(ops.reduction, 0, 0));
+    if (total_pixels == 0) return;
+    dispatch_labels(ops.labels.scalar_type(), [&](auto label) {
+      using label_t = decltype(label);
+      loss_kernel<scalar_t, label_t, acc_t>
+          <<<grid_size(total_pixels, kMaxElementwiseBlocks), kThreads, 0, stream>>>(
+              DeviceOperands<scalar_t, label_t, acc_t>(ops), loss.mutable_data_ptr<scalar_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+    return;
+  }
   const int64_t blocks = total_pixels == 0 ? 0 : grid_size(total_pixels, kMaxReduceBlocks);
   const at::Tensor partials =
       at::empty({blocks, kPartialColumns},
                 ops.input.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
-  dispatch_labels(ops.labels.scalar_type(), [&](auto label) {
-    using label_t = decltype(label);
-    const DeviceOperands<scalar_t, label_t, acc_t> d(ops);
-    if (!reduce_loss && total_pixels > 0) {
-      loss_kernel<scalar_t, label_t, acc_t>
-          <<<grid_size(total_pixels, kMaxElementwiseBlocks), kThreads, 0, stream>>>(
-              d, loss.mutable_data_ptr<scalar_t>(), invalid.mutable_data_ptr<int>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
-    if (blocks > 0) {
+  if (blocks > 0) {
+    dispatch_labels(ops.labels.scalar_type(), [&](auto label) {
+      using label_t = decltype(label);
       partial_sums_kernel<scalar_t, label_t, acc_t><<<blocks, kThreads, 0, stream>>>(
-          d, partials.mutable_data_ptr<acc_t>(), invalid.mutable_data_ptr<int>());
+          DeviceOperands<scalar_t, label_t, acc_t>(ops), partials.mutable_data_ptr<acc_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
-  });
+    });
+  }
   finish_kernel<scalar_t, acc_t><<<1, kThreads, 0, stream>>>(
-      partials.const_data_ptr<acc_t>(), blocks, ops.reduction,
-      reduce_loss ? loss.mutable_data_ptr<scalar_t>() : nullptr,
+      partials.const_data_ptr<acc_t>(), blocks, ops.reduction, loss.mutable_data_ptr<scalar_t>(),
       total_weight.mutable_data_ptr<acc_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  check_labels(invalid, ops, stream);
 }
 
 template <typename scalar_t>

@@ -1,7 +1,21 @@
 // Launch helpers shared by the CUDA kernels.
 #pragma once
 
+#include <c10/macros/Macros.h>
+
 #include <cstdint>
+
+// Checks the data a kernel reads (class indices) on the device, as ATen's
+// nll_loss does: a failed check is a device-side assert, which the host sees
+// as a CUDA error at its next synchronisation, and the CUDA context is
+// unusable afterwards. A host-side check would copy a flag back and
+// synchronise the stream every call: a stall per training step, and not
+// allowed while a CUDA graph is captured.
+#ifdef CUDA_KERNEL_ASSERT_PRINTF
+#define SEGLOSS_KERNEL_ASSERT(cond, msg, ...) CUDA_KERNEL_ASSERT_PRINTF(cond, msg, __VA_ARGS__)
+#else
+#define SEGLOSS_KERNEL_ASSERT(cond, msg, ...) CUDA_KERNEL_ASSERT_MSG(cond, msg)
+#endif
 
 namespace segloss::ops::cuda {
 

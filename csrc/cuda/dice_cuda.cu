@@ -5,12 +5,13 @@
 // registers, reduce them in a fixed tree and write per-block partials; a
 // second kernel adds the partials in block order (deterministic, no float
 // atomics). Softmax is computed on the fly per pixel. Backward: one thread
-// per pixel, all channels.
+// per pixel, all channels. A class index out of range is a device-side
+// assert in the forward (the CPU raises): no host synchronisation, so CUDA
+// graphs can capture the op.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -125,7 +126,7 @@ struct DiceDevice {
 // channels c0 + j and the kColumns columns of core::DiceColumn.
 template <core::GammaKind K, int kColumns, typename scalar_t, typename acc_t>
 __global__ void dice_partial_sums_kernel(DiceDevice<scalar_t, acc_t> d, int64_t n0, int64_t c0,
-                                         acc_t* partials, int* invalid_label) {
+                                         acc_t* partials) {
   const int64_t n = n0 + blockIdx.y;
   const int64_t chunk = d.channels - c0 < kChunk ? d.channels - c0 : kChunk;
   acc_t sums[kChunk][kColumns];
@@ -136,7 +137,10 @@ __global__ void dice_partial_sums_kernel(DiceDevice<scalar_t, acc_t> d, int64_t 
   }
   SEGLOSS_GRID_STRIDE_LOOP(s, d.pixels) {
     const int64_t label = d.label_at(n, s);
-    if (d.labels != nullptr && !d.label_is_valid(label)) atomicOr(invalid_label, 1);
+    SEGLOSS_KERNEL_ASSERT(d.labels == nullptr || d.label_is_valid(label),
+                          "segloss._dice_sums: class index %lld in target; class indices in "
+                          "target must lie in [0, %lld) (or equal ignore_index)",
+                          (long long)label, (long long)core::number_of_labels(d.channels));
     const acc_t m = d.mask_at(n, s, label);
     acc_t max_x = 0, inverse_sum = 1, log_sum_exp = 0;
     if (d.activation == core::Activation::Softmax) {
@@ -273,7 +277,6 @@ void dice_sums_launch(const DiceOperands& ops, at::Tensor& sums) {
   const at::Tensor partials =
       at::empty({ops.batch, blocks, kChunk, columns},
                 ops.input.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
-  const at::Tensor invalid_label = at::zeros({1}, ops.input.options().dtype(at::kInt));
   for (int64_t c0 = 0; c0 < ops.channels; c0 += kChunk) {
     // gridDim.y is at most 65535: launch the images in groups.
     for (int64_t n0 = 0; n0 < ops.batch; n0 += kMaxGridY) {
@@ -282,12 +285,10 @@ void dice_sums_launch(const DiceOperands& ops, at::Tensor& sums) {
         const dim3 grid{unsigned(blocks), unsigned(images)};
         if (ops.cross_entropy) {
           dice_partial_sums_kernel<decltype(kind)::value, core::kDiceCeColumns, scalar_t, acc_t>
-              <<<grid, kThreads, 0, stream>>>(d, n0, c0, partials.mutable_data_ptr<acc_t>(),
-                                              invalid_label.mutable_data_ptr<int>());
+              <<<grid, kThreads, 0, stream>>>(d, n0, c0, partials.mutable_data_ptr<acc_t>());
         } else {
           dice_partial_sums_kernel<decltype(kind)::value, core::kDiceColumns, scalar_t, acc_t>
-              <<<grid, kThreads, 0, stream>>>(d, n0, c0, partials.mutable_data_ptr<acc_t>(),
-                                              invalid_label.mutable_data_ptr<int>());
+              <<<grid, kThreads, 0, stream>>>(d, n0, c0, partials.mutable_data_ptr<acc_t>());
         }
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
@@ -297,17 +298,6 @@ void dice_sums_launch(const DiceOperands& ops, at::Tensor& sums) {
                                                blocks, ops.channels, columns, c0,
                                                sums.mutable_data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-  if (ops.labels.defined()) {
-    // A clear error for bad class indices costs one synchronisation.
-    int host_invalid = 0;
-    C10_CUDA_CHECK(cudaMemcpyAsync(&host_invalid, invalid_label.const_data_ptr<int>(), sizeof(int),
-                                   cudaMemcpyDeviceToHost, stream));
-    C10_CUDA_CHECK(cudaStreamSynchronize(stream));
-    TORCH_CHECK(host_invalid == 0, kSumsOp, ": class indices in target must lie in [0, ",
-                core::number_of_labels(ops.channels), ")",
-                ops.ignore_index ? " or equal ignore_index" : "", " for input with ",
-                ops.channels, " channel(s)");
   }
 }
 

@@ -1,7 +1,7 @@
 // CUDA kernels of the distance-transform ops: the same per-line passes as the
 // CPU (csrc/core/two_nearest.h), one thread per line, over every image of the
 // batch at once; the results are identical to the CPU's, bit for bit (the same
-// double arithmetic in the same order).
+// double arithmetic in the same order, never fused: core/rounding.h).
 #include <ATen/Dispatch_v2.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>

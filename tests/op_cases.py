@@ -1,0 +1,397 @@
+"""One call of every segloss op, forward and backward, as data: the table that
+the CUDA-vs-CPU equality sweep (test_cuda_equality.py) and the CUDA-graph
+capture tests (test_cuda_graphs.py) walk.
+
+An OpCase makes its inputs on the CPU from a seeded generator (float64 for
+the floating ones, which `prepare` rounds to the dtype under test) and runs
+the op on them, returning named outputs: the forward results and the
+gradient of the input for a fixed upstream gradient (also an input).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+
+import segloss
+import segloss.numpy as snp
+from distance_reference import random_disks, voronoi_partition
+from helpers import _rand  # noqa: F401  (loads the op library)
+
+FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+Inputs = Dict[str, torch.Tensor]
+
+
+@dataclass
+class OpCase:
+    name: str
+    make: Callable[[torch.Generator], Inputs]
+    run: Callable[[Inputs], Inputs]
+    # Bitwise equal across devices (the math is shared and deterministic and
+    # rounded per operation, csrc/core/rounding.h); else within a tolerance.
+    exact: bool = False
+    dtypes: Tuple[torch.dtype, ...] = FLOAT_DTYPES
+    # Tiled launches past the grid limits: millions of elements, GPU runs only.
+    large: bool = False
+    float_inputs: Tuple[str, ...] = field(default=())  # the rest keep their dtype
+    # CUDA against the CPU in float32 (test_cuda_equality.py): looser for
+    # sums over millions of elements, which each side rounds in its own order.
+    float32_rtol: float = 2e-6
+    # The exact cases' CPU reference: segloss.numpy, image by image.
+    numpy_reference: Optional[Callable[[Inputs], Inputs]] = None
+
+    @property
+    def id(self) -> str:
+        return self.name
+
+
+def prepare(inputs: Inputs, names, dtype: torch.dtype, device, compute_dtype=None) -> Inputs:
+    """The inputs on `device`: the floating ones rounded to `dtype` (then, for
+    a reference, converted to `compute_dtype`), the others as they are."""
+    out = {}
+    for key, value in inputs.items():
+        if key in names:
+            value = value.to(dtype)
+            if compute_dtype is not None:
+                value = value.to(compute_dtype)
+        out[key] = value.to(device)
+    return out
+
+
+def _grad(loss: torch.Tensor, x: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
+    (grad,) = torch.autograd.grad(loss, x, grad_output)
+    return grad
+
+
+def _upstream(gen, shape):
+    """A fixed upstream gradient: random per element, or 1.25 for a 0-dim loss."""
+    if len(shape) == 0:
+        return torch.tensor(1.25, dtype=torch.float64)
+    return _rand(shape, gen, -1.5, 1.5)
+
+
+def _labels(gen, shape, count, dtype, ignore=None, ignore_fraction=0.1):
+    labels = torch.randint(0, count, shape, generator=gen)
+    if ignore is not None:
+        labels = torch.where(_rand(shape, gen) < ignore_fraction, ignore, labels)
+    return labels.to(dtype)
+
+
+def _instances(shape, seed=0, count=2):
+    rng = np.random.default_rng(seed)
+    images = [random_disks(shape, 6, rng), voronoi_partition(shape, 5, rng, gaps=True)]
+    return torch.from_numpy(np.stack(images[:count]))
+
+
+# --------------------------------------------------------------------------
+# Binary cross-entropy
+
+def _bce_case(form, shape, reduction, large=False):
+    op = (segloss.binary_cross_entropy if form == "probabilities"
+          else segloss.binary_cross_entropy_with_logits)
+    c = shape[1]
+
+    def make(gen):
+        x = (_rand(shape, gen, 0.02, 0.98) if form == "probabilities"
+             else 3 * torch.randn(shape, generator=gen, dtype=torch.float64))
+        inputs = {"x": x, "y": _rand(shape, gen)}
+        if not large:
+            inputs["weight"] = _rand((c,) + (1,) * (len(shape) - 2), gen, 0.5, 2.0)
+            inputs["pos_weight"] = _rand((c,) + (1,) * (len(shape) - 2), gen, 1.0, 3.0)
+        inputs["go"] = _upstream(gen, shape if reduction == "none" else ())
+        return inputs
+
+    def run(i):
+        x = i["x"].requires_grad_()
+        loss = op(x, i["y"], i.get("weight"), i.get("pos_weight"), reduction)
+        return {"loss": loss.detach(), "grad": _grad(loss, x, i["go"])}
+
+    dims = f"{len(shape) - 2}d"
+    return OpCase(f"bce-{form}-{dims}-{reduction}" + ("-large" if large else ""), make, run,
+                  large=large, float_inputs=("x", "y", "weight", "pos_weight", "go"),
+                  dtypes=(torch.float32,) if large else FLOAT_DTYPES)
+
+
+# --------------------------------------------------------------------------
+# Dice, Dice + CE and their fused sums
+
+def _dice_case(name, shape, *, activation, target, loss="dice_loss", label_dtype=torch.int64,
+               ignore=None, mask=False, large=False, dtypes=FLOAT_DTYPES, float32_rtol=2e-6,
+               **options):
+    fn = getattr(segloss, loss)
+    n, c = shape[0], shape[1]
+    spatial = tuple(shape[2:])
+    reduction = options.get("reduction", "mean")
+
+    def make(gen):
+        x = (_rand(shape, gen, 0.02, 0.98) if activation == "none"
+             else 2.5 * torch.randn(shape, generator=gen, dtype=torch.float64))
+        inputs = {"x": x}
+        if target == "dense":
+            inputs["t"] = _rand(shape, gen)
+        else:
+            inputs["t"] = _labels(gen, (n,) + spatial, 2 if c == 1 else c, label_dtype, ignore)
+        if mask:
+            inputs["mask"] = (_rand((n, 1) + spatial, gen) > 0.3).to(torch.float64)
+        if "class_weights" in options:
+            inputs["class_weights"] = _rand((c,), gen, 0.5, 2.0)
+        out_c = c - (0 if options.get("include_background", True) else 1)
+        out_shape = () if reduction != "none" else (
+            (out_c,) if options.get("batch_dice") else (n, out_c))
+        inputs["go"] = _upstream(gen, out_shape)
+        return inputs
+
+    def run(i):
+        x = i["x"].requires_grad_()
+        kwargs = {k: v for k, v in options.items() if k != "class_weights"}
+        if "class_weights" in i:
+            kwargs["class_weights"] = i["class_weights"]
+        value = fn(x, i["t"], activation=activation, ignore_index=ignore, mask=i.get("mask"),
+                   **kwargs)
+        return {"loss": value.detach(), "grad": _grad(value, x, i["go"])}
+
+    floats = ("x", "mask", "class_weights", "go") + (("t",) if target == "dense" else ())
+    return OpCase(name, make, run, large=large, dtypes=dtypes, float_inputs=floats,
+                  float32_rtol=float32_rtol)
+
+
+def _dice_sums_case(name, shape, *, activation, target, gamma, cross_entropy, ignore=None):
+    n, c = shape[0], shape[1]
+    spatial = tuple(shape[2:])
+    columns = 7 if cross_entropy else 3
+
+    def make(gen):
+        inputs = {"x": 2.5 * torch.randn(shape, generator=gen, dtype=torch.float64)}
+        inputs["t"] = (_rand(shape, gen) if target == "dense"
+                       else _labels(gen, (n, 1) + spatial, c, torch.int32, ignore))
+        inputs["grad_sums"] = _rand((n, c, columns), gen, -1.0, 1.0)
+        return inputs
+
+    def run(i):
+        args = (i["t"], activation, gamma, ignore, None, cross_entropy)
+        sums = torch.ops.segloss._dice_sums(i["x"], *args)
+        grad = torch.ops.segloss._dice_sums_backward(i["grad_sums"].to(sums.dtype), i["x"], *args)
+        return {"sums": sums, "grad": grad}
+
+    floats = ("x", "grad_sums") + (("t",) if target == "dense" else ())
+    return OpCase(name, make, run, float_inputs=floats)
+
+
+# --------------------------------------------------------------------------
+# Shape-aware losses and their multi-class kernel
+
+def _shape_aware_binary_case(name, spatial, *, instances, from_logits, reduction):
+    n = 2
+
+    def make(gen):
+        shape = (n, 1) + spatial
+        x = (2.5 * torch.randn(shape, generator=gen, dtype=torch.float64) if from_logits
+             else _rand(shape, gen, 0.02, 0.98))
+        inputs = {"x": x, "y": (_rand(shape, gen) > 0.5).to(torch.float64),
+                  "go": _upstream(gen, shape if reduction == "none" else ())}
+        if instances:
+            inputs["instances"] = _instances(spatial)
+        else:
+            inputs["map"] = _rand((n,) + spatial, gen, 1.0, 11.0)
+        return inputs
+
+    def run(i):
+        x = i["x"].requires_grad_()
+        loss = segloss.shape_aware_loss(x, i["y"], i.get("map"), instances=i.get("instances"),
+                                        class_weights="balanced" if instances else None,
+                                        from_logits=from_logits, reduction=reduction)
+        return {"loss": loss.detach(), "grad": _grad(loss, x, i["go"])}
+
+    return OpCase(name, make, run, float_inputs=("x", "y", "map", "go"))
+
+
+def _shape_aware_multiclass_case(name, shape, *, label_dtype, reduction, ignore=-100,
+                                 class_weight=True, large=False):
+    n, c = shape[0], shape[1]
+    spatial = tuple(shape[2:])
+
+    def make(gen):
+        inputs = {"x": 2.5 * torch.randn(shape, generator=gen, dtype=torch.float64),
+                  "t": _labels(gen, (n,) + spatial, c, label_dtype, ignore),
+                  "map": _rand((n,) + spatial, gen, 1.0, 11.0),
+                  "go": _upstream(gen, (n,) + spatial if reduction == "none" else ())}
+        if class_weight:
+            inputs["w"] = _rand((c,), gen, 0.5, 2.0)
+        return inputs
+
+    def run(i):
+        x = i["x"].requires_grad_()
+        loss = segloss.shape_aware_loss(x, i["t"], i["map"], weight=i.get("w"),
+                                        ignore_index=ignore, reduction=reduction)
+        return {"loss": loss.detach(), "grad": _grad(loss, x, i["go"])}
+
+    return OpCase(name, make, run, large=large, float_inputs=("x", "map", "w", "go"),
+                  dtypes=(torch.float32,) if large else FLOAT_DTYPES)
+
+
+def _weighted_ce_case(name, shape, *, label_dtype, reduction, ignore=255):
+    n, c = shape[0], shape[1]
+    spatial = tuple(shape[2:])
+
+    def make(gen):
+        return {"x": 2.5 * torch.randn(shape, generator=gen, dtype=torch.float64),
+                "t": _labels(gen, (n,) + spatial, c, label_dtype, ignore),
+                "map": _rand((n,) + spatial, gen, 1.0, 11.0),
+                "w": _rand((c,), gen, 0.5, 2.0),
+                "go": _upstream(gen, (n,) + spatial if reduction == "none" else ())}
+
+    def run(i):
+        args = (i["t"], i["map"], i["w"], ignore, reduction)
+        loss, total_weight = torch.ops.segloss._weighted_cross_entropy(i["x"], *args)
+        grad = torch.ops.segloss._weighted_cross_entropy_backward(i["go"], i["x"], *args,
+                                                                  total_weight)
+        return {"loss": loss, "total_weight": total_weight, "grad": grad}
+
+    return OpCase(name, make, run, float_inputs=("x", "map", "w", "go"))
+
+
+# --------------------------------------------------------------------------
+# Distance transform and weight map: bitwise
+
+def _two_nearest_case(name, labels_fn, sampling, label_dtype, large=False):
+    def make(gen):
+        return {"labels": labels_fn().to(label_dtype)}
+
+    def run(i):
+        d1, d2, l1, l2 = torch.ops.segloss.two_nearest_distances(i["labels"], sampling, True)
+        return {"d1": d1, "d2": d2, "l1": l1, "l2": l2}
+
+    def numpy_reference(i):
+        per_image = [snp.two_nearest_distances(image, sampling, return_labels=True)
+                     for image in i["labels"].numpy()]
+        return {key: torch.from_numpy(np.stack([r[k] for r in per_image]))
+                for k, key in enumerate(("d1", "d2", "l1", "l2"))}
+
+    return OpCase(name, make, run, exact=True, dtypes=(None,), large=large,
+                  numpy_reference=numpy_reference)
+
+
+def _weight_map_case(name, labels_fn, large=False, **options):
+    def make(gen):
+        inputs = {"labels": labels_fn()}
+        if options.get("pixel"):
+            inputs["pixel"] = _rand(tuple(inputs["labels"].shape), gen, 0.5, 2.0).float()
+        return inputs
+
+    def run(i):
+        kwargs = {k: v for k, v in options.items() if k != "pixel"}
+        if "pixel" in i:
+            kwargs["class_weights"] = i["pixel"]
+        return {"map": segloss.unet_weight_map(i["labels"], **kwargs)}
+
+    def numpy_reference(i):
+        kwargs = {k: v for k, v in options.items() if k != "pixel"}
+        maps = []
+        for n, image in enumerate(i["labels"].numpy()):
+            if "pixel" in i:
+                kwargs["class_weights"] = i["pixel"][n].numpy()
+            maps.append(snp.unet_weight_map(image, **kwargs))
+        return {"map": torch.from_numpy(np.stack(maps))}
+
+    return OpCase(name, make, run, exact=True, dtypes=(None,), large=large,
+                  numpy_reference=numpy_reference)
+
+
+def _long_lines():
+    """2 images of 1 x 8,400,000: the first pass has 16.8 million lines (one
+    per column), past 65,535 blocks of 256 threads, so the grid-stride loops
+    wrap (those of the outputs and the weight map too)."""
+    gen = torch.Generator().manual_seed(5)
+    labels = torch.randint(0, 40, (2, 1, 8_400_000), generator=gen, dtype=torch.int32)
+    return torch.where(labels < 37, 0, labels)  # about 7% instance pixels, 3 ids
+
+
+# Past 65,535 blocks of 256 threads: the element-wise kernels' grid-stride
+# loops wrap (kMaxElementwiseBlocks, csrc/cuda/cuda_utils.cuh).
+BIG_2D = (1, 1, 4100, 4100)  # 16.8 million > 65,535 * 256
+
+
+def cases():
+    shape2, shape3 = (3, 2, 37, 53), (2, 3, 7, 11, 13)
+    table = []
+    for form in ("probabilities", "logits"):
+        table += [_bce_case(form, shape2, "none"), _bce_case(form, shape2, "mean"),
+                  _bce_case(form, shape3, "sum")]
+    table += [
+        _dice_case("dice-sigmoid-dense-2d-gamma2-mask-none", (3, 2, 37, 53), activation="sigmoid",
+                   target="dense", gamma=2.0, mask=True, reduction="none"),
+        _dice_case("dice-none-activation-3d-gamma1.5-batch", shape3, activation="none",
+                   target="dense", gamma=1.5, batch_dice=True),
+        _dice_case("dice-sigmoid-binary-labels-uint8-3d", (2, 1, 7, 11, 13), activation="sigmoid",
+                   target="labels", label_dtype=torch.uint8),
+    ]
+    for label_dtype, ignore in ((torch.uint8, 255), (torch.int16, -1), (torch.int32, -1),
+                                (torch.int64, 99)):
+        name = str(label_dtype).split(".")[1]
+        table.append(_dice_case(f"dice-softmax-labels-{name}-3d", (2, 4, 7, 11, 13),
+                                activation="softmax", target="labels", label_dtype=label_dtype,
+                                ignore=ignore, include_background=False, class_weights=True))
+    table += [
+        _dice_case("dice_ce-softmax-labels-int64-2d", (3, 3, 37, 53), activation="softmax",
+                   target="labels", loss="dice_ce_loss", ignore=-1, mask=True),
+        _dice_case("dice_ce-sigmoid-dense-3d-sum-batch", shape3, activation="sigmoid",
+                   target="dense", loss="dice_ce_loss", reduction="sum", gamma=2.0,
+                   batch_dice=True),
+        _dice_sums_case("_dice_sums-softmax-labels-ce-2d", (3, 3, 37, 53), activation="softmax",
+                        target="labels", gamma=1.0, cross_entropy=True, ignore=255),
+        _dice_sums_case("_dice_sums-sigmoid-dense-3d-gamma1.5", shape3, activation="sigmoid",
+                        target="dense", gamma=1.5, cross_entropy=False),
+        _shape_aware_binary_case("shape_aware-binary-instances-2d", (37, 53), instances=True,
+                                 from_logits=True, reduction="mean"),
+        _shape_aware_binary_case("shape_aware-binary-map-probabilities-3d-none", (7, 11, 13),
+                                 instances=False, from_logits=False, reduction="none"),
+        _shape_aware_multiclass_case("shape_aware-multiclass-int64-2d-weighted_mean",
+                                     (3, 4, 37, 53), label_dtype=torch.int64,
+                                     reduction="weighted_mean"),
+        _shape_aware_multiclass_case("shape_aware-multiclass-int32-3d-none", (2, 3, 7, 11, 13),
+                                     label_dtype=torch.int32, reduction="none", ignore=-1),
+        _weighted_ce_case("_weighted_cross_entropy-uint8-2d-mean", (3, 5, 37, 53),
+                          label_dtype=torch.uint8, reduction="mean"),
+        _weighted_ce_case("_weighted_cross_entropy-int16-3d-sum", (2, 3, 7, 11, 13),
+                          label_dtype=torch.int16, reduction="sum", ignore=-5),
+    ]
+    labels2 = lambda: _instances((37, 53))  # noqa: E731
+    labels3 = lambda: _instances((9, 11, 13))  # noqa: E731
+    for label_dtype in (torch.int16, torch.int32, torch.int64, torch.uint8):
+        name = str(label_dtype).split(".")[1]
+        table.append(_two_nearest_case(f"two_nearest-2d-{name}", labels2, [1.0, 1.3], label_dtype))
+    table += [
+        _two_nearest_case("two_nearest-3d-int64", labels3, [0.7, 1.3, 1.1], torch.int64),
+        _two_nearest_case("two_nearest-3d-unit-int32", labels3, None, torch.int32),
+        _weight_map_case("unet_weight_map-2d-balanced-sampling", labels2, class_weights="balanced",
+                         sampling=[1.0, 1.3]),
+        _weight_map_case("unet_weight_map-2d-pixel-border_everywhere", labels2, pixel=True,
+                         border_everywhere=True, sigma=2.0),
+        _weight_map_case("unet_weight_map-3d-fixed-sampling", labels3,
+                         class_weights={0: 0.5, 1: 3.0}, sampling=[0.7, 1.3, 1.1], w0=4.0),
+    ]
+    # Launches past the grid limits (GPU runs only).
+    table += [
+        _bce_case("logits", BIG_2D, "none", large=True),
+        _dice_case("dice-sigmoid-dense-65540-images-large", (65_540, 2, 3), activation="sigmoid",
+                   target="dense", large=True, dtypes=(torch.float32,)),
+        _dice_case("dice_ce-softmax-labels-65540-images-large", (65_540, 3, 5),
+                   activation="softmax", target="labels", loss="dice_ce_loss", large=True,
+                   dtypes=(torch.float32,)),
+        # One image's sums over 16.8 million pixels: each CUDA thread adds
+        # about 256 of them in float32 before the fixed-order tree.
+        _dice_case("dice-sigmoid-17M-pixels-large", BIG_2D, activation="sigmoid", target="dense",
+                   large=True, dtypes=(torch.float32,), float32_rtol=1e-5),
+        _shape_aware_multiclass_case("shape_aware-multiclass-17M-pixels-none-large",
+                                     (1, 2, 4100, 4100), label_dtype=torch.uint8,
+                                     reduction="none", ignore=255, large=True),
+        _two_nearest_case("two_nearest-16.8M-lines-large", _long_lines, [1.0, 1.3], torch.int32,
+                          large=True),
+        _weight_map_case("unet_weight_map-16.8M-lines-large", _long_lines, large=True,
+                         class_weights="balanced"),
+    ]
+    return table
