@@ -17,6 +17,17 @@ namespace {
 
 constexpr const char* kOp = "segloss.dice_loss";
 
+// Per-channel weights (class_weights, ce_weight): floating point, shape [C],
+// on the sums' (the input's) device.
+void check_channel_weights(std::string_view op, std::string_view name, const at::Tensor& weights,
+                           const at::Tensor& sums) {
+  check_same_device(op, name, weights, sums);
+  check_floating(op, name, weights);
+  TORCH_CHECK(weights.dim() == 1 && weights.sym_size(0) == sums.sym_size(1), op, ": ", name,
+              " must have shape [C] = [", sums.sym_size(1),
+              "] (one weight per channel of the input), got ", weights.sym_sizes());
+}
+
 at::Tensor dice_sums(const at::Tensor& input, const at::Tensor& target,
                      std::string_view activation, double gamma,
                      std::optional<int64_t> ignore_index, const std::optional<at::Tensor>& mask,
@@ -55,13 +66,7 @@ at::Tensor dice_loss_from_sums(const at::Tensor& sums, double smooth_nr, double 
     check_float32_smoothing("smooth_nr", smooth_nr);
     check_float32_smoothing("smooth_dr", smooth_dr);
   }
-  if (is_given(class_weights)) {
-    check_same_device(kOp, "class_weights", *class_weights, sums);
-    check_floating(kOp, "class_weights", *class_weights);
-    TORCH_CHECK(class_weights->dim() == 1 && class_weights->sym_size(0) == sums.sym_size(1),
-                kOp, ": class_weights must have shape [C] = [", sums.sym_size(1),
-                "] (one weight per channel of the input), got ", class_weights->sym_sizes());
-  }
+  if (is_given(class_weights)) check_channel_weights(kOp, "class_weights", *class_weights, sums);
   TORCH_CHECK_VALUE(include_background || sums.sym_size(1) >= 2, kOp,
                     ": include_background=False drops channel 0, which leaves no channel of an "
                     "input with one channel");
@@ -110,15 +115,15 @@ at::Tensor dice_loss(const at::Tensor& input, const at::Tensor& target,
 constexpr const char* kDiceCeOp = "segloss.dice_ce_loss";
 
 // The cross-entropy from the sums' columns (core::DiceColumn), as PyTorch
-// computes it: BCE-with-logits with class_weights as pos_weight over every
-// element (sigmoid); weighted cross-entropy over the pixels (softmax), with
-// PyTorch's weighted mean for class-index targets.
+// computes it: BCE-with-logits with the class weights as pos_weight over
+// every element (sigmoid); weighted cross-entropy over the pixels (softmax),
+// with PyTorch's weighted mean for class-index targets.
 at::Tensor cross_entropy_from_sums(const at::Tensor& sums, core::Activation activation,
                                    bool class_index_target,
-                                   const std::optional<at::Tensor>& class_weights,
+                                   const std::optional<at::Tensor>& channel_weights,
                                    Reduction reduction) {
-  const at::Tensor weights = is_given(class_weights)
-                                 ? class_weights->to(sums.scalar_type())
+  const at::Tensor weights = is_given(channel_weights)
+                                 ? channel_weights->to(sums.scalar_type())
                                  : at::ones_symint({sums.sym_size(1)}, sums.options());
   const at::Tensor positive = sums.select(-1, core::kPositiveNll) * weights;  // (N, C)
   at::Tensor total, count;
@@ -141,7 +146,8 @@ at::Tensor dice_ce_loss(const at::Tensor& input, const at::Tensor& target,
                         const std::optional<at::Tensor>& class_weights,
                         std::optional<int64_t> ignore_index,
                         const std::optional<at::Tensor>& mask, double lambda_dice,
-                        double lambda_ce, std::string_view reduction) {
+                        double lambda_ce, std::string_view reduction,
+                        const std::optional<at::Tensor>& ce_weight) {
   TORCH_CHECK_VALUE(activation == "sigmoid" || activation == "softmax", kDiceCeOp,
                     ": activation must be 'sigmoid' or 'softmax' (the cross-entropy needs "
                     "logits), got '",
@@ -161,9 +167,12 @@ at::Tensor dice_ce_loss(const at::Tensor& input, const at::Tensor& target,
   const at::Tensor dice =
       dice_loss_from_sums(sums.narrow(-1, 0, core::kDiceColumns), smooth_nr, smooth_dr,
                           batch_dice, include_background, class_weights, reduction);
+  // ce_weight, when given, weighs the cross-entropy alone (MONAI's one-channel
+  // DiceCELoss(weight=) does that); else class_weights weighs both terms.
+  if (is_given(ce_weight)) check_channel_weights(kDiceCeOp, "ce_weight", *ce_weight, sums);
   const at::Tensor cross_entropy = cross_entropy_from_sums(
       sums, parsed_activation, at::isIntegralType(target.scalar_type(), /*includeBool=*/true),
-      class_weights, parsed_reduction);
+      is_given(ce_weight) ? ce_weight : class_weights, parsed_reduction);
   return (lambda_dice * dice + lambda_ce * cross_entropy).to(input.scalar_type());
 }
 

@@ -179,13 +179,18 @@ class DiceCELoss(_DiceOptions):
     r"""``lambda_dice * Dice + lambda_ce * CE`` from one read of the logits.
 
     See :func:`segloss.dice_ce_loss`; ``forward(input, target, mask=None)``.
+    ``class_weights`` and ``ce_weight`` (the CE's own class weights) are
+    buffers (follow ``.to(device)``).
     """
+
+    ce_weight: Optional[Tensor]
 
     def __init__(self, activation: str = "softmax", gamma: float = 1.0, smooth_nr: float = 1e-5,
                  smooth_dr: float = 1e-5, batch_dice: bool = False,
                  include_background: bool = True, class_weights: Optional[Tensor] = None,
                  ignore_index: Optional[int] = None, lambda_dice: float = 1.0,
-                 lambda_ce: float = 1.0, reduction: str = "mean") -> None:
+                 lambda_ce: float = 1.0, reduction: str = "mean",
+                 ce_weight: Optional[Tensor] = None) -> None:
         if activation not in ("sigmoid", "softmax"):
             raise ValueError(f"activation must be 'sigmoid' or 'softmax', got {activation!r}")
         if reduction not in ("mean", "sum"):
@@ -195,6 +200,7 @@ class DiceCELoss(_DiceOptions):
         self.lambda_dice = float(lambda_dice)
         self.lambda_ce = float(lambda_ce)
         self.reduction = reduction
+        self.register_buffer("ce_weight", ce_weight)
 
     def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         return F.dice_ce_loss(input, target, activation=self.activation, gamma=self.gamma,
@@ -203,14 +209,17 @@ class DiceCELoss(_DiceOptions):
                               include_background=self.include_background,
                               class_weights=self.class_weights, ignore_index=self.ignore_index,
                               mask=mask, lambda_dice=self.lambda_dice, lambda_ce=self.lambda_ce,
-                              reduction=self.reduction)
+                              reduction=self.reduction, ce_weight=self.ce_weight)
 
     def extra_repr(self) -> str:
         parts = [f"activation={self.activation!r}", f"gamma={self.gamma}",
                  f"batch_dice={self.batch_dice}",
                  f"include_background={self.include_background}",
                  f"lambda_dice={self.lambda_dice}", f"lambda_ce={self.lambda_ce}",
-                 *self._optional_repr(), f"reduction={self.reduction!r}"]
+                 *self._optional_repr()]
+        if self.ce_weight is not None:
+            parts.append(f"ce_weight=Tensor{list(self.ce_weight.shape)}")
+        parts.append(f"reduction={self.reduction!r}")
         return ", ".join(parts)
 
 
