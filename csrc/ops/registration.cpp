@@ -89,6 +89,8 @@ TORCH_LIBRARY(segloss, m) {
       "float[]? class_weights=None, bool balanced=False, Tensor? pixel_weights=None, "
       "bool border_everywhere=False) -> Tensor",
       tags);
+  // The instruction set the CPU kernels use: 'baseline', 'avx2' or 'avx512'.
+  m.def("_cpu_instruction_set() -> str");
 }
 
 // The ops register when the shared object loads; importing it as a Python

@@ -29,3 +29,16 @@ def load_library() -> None:
 
         torch.ops.load_library(library_path())
         _loaded = True
+
+
+def cpu_instruction_set() -> str:
+    """The instruction set the CPU kernels use: ``"baseline"`` (x86-64 or any
+    other CPU), ``"avx2"`` or ``"avx512"``, the widest the CPU has, capped by
+    the environment variable ``SEGLOSS_CPU_ISA`` (read once per process). A
+    cap above what the CPU has gives what it has; an unknown value is ignored
+    with a warning. Imports torch and loads the op library.
+    """
+    load_library()
+    import torch
+
+    return torch.ops.segloss._cpu_instruction_set()
