@@ -40,10 +40,11 @@ TORCH_LIBRARY(segloss, m) {
       "str reduction=\"mean\", Tensor? ce_weight=None) -> Tensor",
       tags);
   // (N, C, 3): sum m p y, sum m p^gamma, sum m y^gamma per image and channel;
-  // (N, C, 7) with cross_entropy (core::DiceColumn).
+  // (N, C, 7) with cross_entropy (core::DiceColumn). Error messages name
+  // `caller`, the public function that computes the sums.
   m.def(
       "_dice_sums(Tensor input, Tensor target, str activation, float gamma, int? ignore_index, "
-      "Tensor? mask, bool cross_entropy=False) -> Tensor",
+      "Tensor? mask, bool cross_entropy=False, str caller=\"segloss._dice_sums\") -> Tensor",
       tags);
   // The loss from the sums; the distributed Dice calls it after all-reducing them.
   m.def(
@@ -52,7 +53,8 @@ TORCH_LIBRARY(segloss, m) {
       tags);
   m.def(
       "_dice_sums_backward(Tensor grad_sums, Tensor input, Tensor target, str activation, "
-      "float gamma, int? ignore_index, Tensor? mask, bool cross_entropy=False) -> Tensor",
+      "float gamma, int? ignore_index, Tensor? mask, bool cross_entropy=False, "
+      "str caller=\"segloss._dice_sums\") -> Tensor",
       tags);
 
   // Exact distances to the nearest and second-nearest instance of a batch of

@@ -243,7 +243,8 @@ def _distributed_dice_loss(
     if not (dist.is_available() and dist.is_initialized()):
         raise RuntimeError("segloss.dice_loss: ddp=True needs an initialised torch.distributed "
                            "process group")
-    sums = torch.ops.segloss._dice_sums(input, target, activation, gamma, ignore_index, mask)
+    sums = torch.ops.segloss._dice_sums(input, target, activation, gamma, ignore_index, mask,
+                                        False, "segloss.dice_loss")
     global_sums = _AllReduceSum.apply(sums.sum(0, keepdim=True))
     loss = torch.ops.segloss._dice_loss_from_sums(global_sums, smooth_nr, smooth_dr, True,
                                                   include_background, class_weights, reduction)
