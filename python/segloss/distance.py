@@ -23,12 +23,31 @@ load_library()
 __all__ = ["two_nearest_distances", "unet_weight_map", "shape_aware_loss"]
 
 
-def _sampling(sampling: Optional[Union[float, Sequence[float]]], labels: Tensor) -> Optional[List[float]]:
+def _floats(op: str, name: str, values) -> List[float]:
+    """A sequence of numbers as floats; a TypeError naming `op` otherwise."""
+    try:
+        if isinstance(values, (str, bytes)):
+            raise TypeError
+        return [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: {name} must be a number or a sequence of numbers, got "
+                        f"{values!r}") from None
+
+
+def _float(op: str, name: str, value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: {name} must be a number, got {value!r}") from None
+
+
+def _sampling(op: str, sampling: Optional[Union[float, Sequence[float]]],
+              labels: Tensor) -> Optional[List[float]]:
     if sampling is None:
         return None
     if isinstance(sampling, Real):
         return [float(sampling)] * max(labels.dim() - 1, 0)
-    return [float(s) for s in sampling]
+    return _floats(op, "sampling", sampling)
 
 
 def class_weight_arguments(op: str, class_weights, allow_pixel: bool
@@ -78,7 +97,7 @@ def two_nearest_distances(labels: Tensor, sampling: Optional[Union[float, Sequen
     ``return_labels``).
     """
     d1, d2, l1, l2 = torch.ops.segloss.two_nearest_distances(
-        labels, _sampling(sampling, labels), return_labels)
+        labels, _sampling("segloss.two_nearest_distances", sampling, labels), return_labels)
     return (d1, d2, l1, l2) if return_labels else (d1, d2)
 
 
@@ -109,10 +128,11 @@ def unet_weight_map(labels: Tensor, w0: float = 10.0, sigma: float = 5.0,
     sampling=..., class_weights=[w_background, w_foreground], balanced=...,
     pixel_weights=..., border_everywhere=...)``.
     """
-    fixed, balanced, pixel = class_weight_arguments("segloss.unet_weight_map", class_weights,
-                                                    allow_pixel=True)
+    op = "segloss.unet_weight_map"
+    fixed, balanced, pixel = class_weight_arguments(op, class_weights, allow_pixel=True)
     return torch.ops.segloss.unet_weight_map(
-        labels, w0=float(w0), sigma=float(sigma), sampling=_sampling(sampling, labels),
+        labels, w0=_float(op, "w0", w0), sigma=_float(op, "sigma", sigma),
+        sampling=_sampling(op, sampling, labels),
         class_weights=fixed, balanced=balanced, pixel_weights=pixel,
         border_everywhere=bool(border_everywhere))
 
@@ -179,8 +199,8 @@ def shape_aware_loss(input: Tensor, target: Tensor, weight_map: Optional[Tensor]
     (``class_weights`` as ``[w_background, w_foreground]``,
     ``balanced=True``).
     """
-    fixed, balanced, _ = class_weight_arguments("segloss.shape_aware_loss", class_weights,
-                                                allow_pixel=False)
+    op = "segloss.shape_aware_loss"
+    fixed, balanced, _ = class_weight_arguments(op, class_weights, allow_pixel=False)
     spacing: Optional[List[float]] = None
     if isinstance(sampling, Real):
         # The op's rule: a class-index target, or a 5-D input, or a 4-D one
@@ -189,8 +209,9 @@ def shape_aware_loss(input: Tensor, target: Tensor, weight_map: Optional[Tensor]
         channel = classes or input.dim() == 5 or (input.dim() == 4 and input.shape[1] == 1)
         spacing = [float(sampling)] * (input.dim() - 1 - int(channel))
     elif sampling is not None:
-        spacing = [float(s) for s in sampling]
+        spacing = _floats(op, "sampling", sampling)
     return torch.ops.segloss.shape_aware_loss(
-        input, target, weight_map, instances=instances, w0=float(w0), sigma=float(sigma),
+        input, target, weight_map, instances=instances, w0=_float(op, "w0", w0),
+        sigma=_float(op, "sigma", sigma),
         sampling=spacing, class_weights=fixed, balanced=balanced, from_logits=from_logits,
         weight=weight, ignore_index=int(ignore_index), reduction=reduction)
