@@ -181,6 +181,8 @@ CASES = [
     _case("segloss.nn.ShapeAwareLoss",
           lambda: segloss.nn.ShapeAwareLoss(class_weights="equal"), ValueError,
           "nn-shape-aware-class-weights"),
+    _case("segloss.nn.ShapeAwareLoss", lambda: segloss.nn.ShapeAwareLoss(sampling=2.0),
+          TypeError, "nn-shape-aware-sampling"),
     _case("segloss.binary_cross_entropy_with_logits",
           lambda: segloss.nn.WeightedBCELoss(beta=2.0)(P, P.t()), RuntimeError,
           "nn-weighted-bce-forward"),

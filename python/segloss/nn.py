@@ -263,15 +263,15 @@ class ShapeAwareLoss(torch.nn.Module):
                  weight: Optional[Tensor] = None, ignore_index: int = -100,
                  reduction: str = "mean") -> None:
         super().__init__()
-        from segloss.distance import class_weight_arguments
+        from segloss.distance import _float, _floats, class_weight_arguments
 
         if reduction not in ("none", "mean", "sum", "weighted_mean"):
             raise ValueError(f"{_name(self)}: reduction must be 'none', 'mean', 'sum' or "
                              f"'weighted_mean', got {reduction!r}")
         self.fixed_class_weights, self.balanced, _ = class_weight_arguments(
             "segloss.nn.ShapeAwareLoss", class_weights, allow_pixel=False)
-        self.w0, self.sigma = float(w0), float(sigma)
-        self.sampling = None if sampling is None else [float(s) for s in sampling]
+        self.w0, self.sigma = _float(_name(self), "w0", w0), _float(_name(self), "sigma", sigma)
+        self.sampling = None if sampling is None else _floats(_name(self), "sampling", sampling)
         self.from_logits = from_logits
         self.register_buffer("weight", None if weight is None else torch.as_tensor(weight))
         self.ignore_index = int(ignore_index)
