@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+import helpers
 from helpers import CPU_ISAS, missing_cpu_flags, run_python, widest_cpu_isa
 
 
@@ -80,3 +81,18 @@ def test_an_unknown_cap_is_ignored_with_a_warning(value):
     assert (f"segloss: ignoring SEGLOSS_CPU_ISA='{value}', which is not one of 'baseline', "
             "'avx2' or 'avx512'") in proc.stderr
 
+
+
+def test_instruction_set_helper_skips_where_the_cpu_lacks_the_set(monkeypatch):
+    # tests/helpers.py's run_python_with_cpu_isa, as on a CPU with AVX2 but
+    # no FMA (its /proc/cpuinfo flags faked): the avx2 tests skip, unrun.
+    monkeypatch.setattr(helpers, "cpu_flags", lambda: frozenset({"sse2", "avx2"}))
+    assert helpers.missing_cpu_flags("avx2") == ["fma"] and helpers.widest_cpu_isa() == "baseline"
+    with pytest.raises(pytest.skip.Exception, match="lacks avx2"):
+        helpers.run_python_with_cpu_isa("avx2", "raise SystemExit(1)")
+
+
+def test_instruction_set_helper_fails_when_another_set_ran():
+    # A child whose report is not the set asked for fails the test.
+    with pytest.raises(AssertionError, match="asked for baseline"):
+        helpers.run_python_with_cpu_isa("baseline", "print('segloss CPU kernels: avx512')")
