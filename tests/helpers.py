@@ -7,6 +7,7 @@ import subprocess
 import sys
 from typing import Optional, Sequence
 
+import pytest
 import torch
 
 import segloss  # noqa: F401  (registers the torch.ops.segloss ops, as for users)
@@ -149,6 +150,62 @@ def run_python(code: str, *args: str, env_update: Optional[dict] = None,
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           env=env, timeout=timeout, cwd=cwd)
     assert proc.returncode == 0, f"child failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+# --------------------------------------------------------------------------
+# The CPU kernels' instruction sets.
+
+CPU_ISAS = ("baseline", "avx2", "avx512")
+# The CPU features each instruction-set build needs (CMakeLists.txt's -m
+# flags), as /proc/cpuinfo names them: read here independently of segloss's
+# own detection.
+_ISA_CPU_FLAGS = {"baseline": (), "avx2": ("avx2", "fma"),
+                  "avx512": ("avx512f", "avx512dq", "avx512bw", "avx512vl")}
+_ISA_REPORT = "segloss CPU kernels:"
+
+
+def cpu_flags() -> frozenset:
+    """The CPU's feature flags from /proc/cpuinfo's first "flags" line (x86
+    Linux); empty where there is none."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "flags":
+                    return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def missing_cpu_flags(isa: str) -> list:
+    """The CPU features that the `isa` build needs and this CPU lacks."""
+    flags = cpu_flags()
+    return [flag for flag in _ISA_CPU_FLAGS[isa] if flag not in flags]
+
+
+def widest_cpu_isa() -> str:
+    """The widest of CPU_ISAS that this CPU can run, from /proc/cpuinfo."""
+    return [isa for isa in CPU_ISAS if not missing_cpu_flags(isa)][-1]
+
+
+def run_python_with_cpu_isa(isa: str, code: str, *args: str, **kwargs
+                            ) -> subprocess.CompletedProcess:
+    """run_python(code, *args) in a process whose CPU kernels use instruction
+    set `isa` (SEGLOSS_CPU_ISA): skips the calling test where the CPU lacks
+    it, and checks through segloss's own report that the kernels did use it
+    (rather than silently running another)."""
+    missing = missing_cpu_flags(isa)
+    if missing:
+        pytest.skip(f"this CPU lacks {isa} (/proc/cpuinfo has no {', '.join(missing)})")
+    env_update = dict(kwargs.pop("env_update", None) or {}, SEGLOSS_CPU_ISA=isa)
+    report = ("\nfrom segloss._library import cpu_instruction_set\n"
+              f"print({_ISA_REPORT!r}, cpu_instruction_set())\n")
+    proc = run_python(code + report, *args, env_update=env_update, **kwargs)
+    reported = [line.split(_ISA_REPORT, 1)[1].strip() for line in proc.stdout.splitlines()
+                if line.startswith(_ISA_REPORT)]
+    assert reported == [isa], f"asked for {isa}, the CPU kernels used {reported}"
     return proc
 
 

@@ -379,15 +379,17 @@ def cross_entropy_torch(x, target, *, activation="softmax", class_weights=None,
 def dice_ce_torch(x, target, *, activation="softmax", gamma=1.0, smooth_nr=1e-5,
                   smooth_dr=1e-5, batch_dice=False, include_background=True,
                   class_weights=None, ignore_index=None, mask=None, lambda_dice=1.0,
-                  lambda_ce=1.0, reduction="mean", grad_output=None):
+                  lambda_ce=1.0, reduction="mean", ce_weight=None, grad_output=None):
     """float64 eager PyTorch on the CPU: (loss, autograd d loss / d x) of
-    lambda_dice * Dice + lambda_ce * CE; the gradient is None without grad_output."""
+    lambda_dice * Dice + lambda_ce * CE, the CE weighted by ce_weight if given,
+    else by class_weights; the gradient is None without grad_output."""
     x = x.detach().to("cpu", torch.float64).requires_grad_(grad_output is not None)
     dice = dice_torch_loss(x, target, activation=activation, gamma=gamma, smooth_nr=smooth_nr,
                            smooth_dr=smooth_dr, batch_dice=batch_dice,
                            include_background=include_background, class_weights=class_weights,
                            ignore_index=ignore_index, mask=mask, reduction=reduction)
-    ce = cross_entropy_torch(x, target, activation=activation, class_weights=class_weights,
+    ce = cross_entropy_torch(x, target, activation=activation,
+                             class_weights=class_weights if ce_weight is None else ce_weight,
                              ignore_index=ignore_index, mask=mask, reduction=reduction)
     loss = lambda_dice * dice + lambda_ce * ce
     grad = None

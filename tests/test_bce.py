@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 import segloss
-from helpers import (OP_NAMES, OPS, REDUCTIONS, assert_matches, forward_backward,
+from helpers import (CPU_ISAS, OP_NAMES, OPS, REDUCTIONS, assert_matches, forward_backward,
                      make_grad_output, make_input, make_target, make_weight, run_python,
-                     weight_shape)
+                     run_python_with_cpu_isa, weight_shape)
 from reference import KINDS, LOGITS, PROBABILITY, bce_grad_np, bce_np, reference
 
 FLOAT_DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -463,12 +463,12 @@ def _isa_cases(gen):
     return cases
 
 
-@pytest.mark.parametrize("isa", ["baseline", "avx2", "avx512"])
+@pytest.mark.parametrize("isa", CPU_ISAS)
 def test_each_cpu_instruction_set(isa, tmp_path, gen):
     cases = _isa_cases(gen)
     torch.save(cases, tmp_path / "cases.pt")
-    run_python(_ISA_CHILD, str(tmp_path / "cases.pt"), str(tmp_path / "results.pt"),
-               env_update={"SEGLOSS_CPU_ISA": isa})
+    run_python_with_cpu_isa(isa, _ISA_CHILD, str(tmp_path / "cases.pt"),
+                            str(tmp_path / "results.pt"))
     results = torch.load(tmp_path / "results.pt")
     assert results.keys() == cases.keys()
     for key, (kind, x, y, w, pw, reduction, g) in cases.items():

@@ -4,8 +4,9 @@ torch.ops.segloss._dice_sums(..., cross_entropy=True).
 
 loss = lambda_dice * Dice + lambda_ce * CE, the Dice exactly segloss.dice_loss's
 and the CE softmax cross-entropy (F.cross_entropy) or per-channel
-binary cross-entropy with logits (pos_weight = class_weights), over the pixels
-that the mask and ignore_index keep.
+binary cross-entropy with logits (pos_weight = the class weights), over the
+pixels that the mask and ignore_index keep. The CE's class weights are
+ce_weight when given, else class_weights.
 
 Every value is compared with an independent reference: MONAI's DiceCELoss, or
 the eager PyTorch composite reference.dice_ce_torch (reference.dice_torch_loss
@@ -24,8 +25,12 @@ MONAI 1.6.1 conventions adapted to (see dice.py's DiceCELoss):
 - DiceCELoss slices weight[1:] for its Dice when include_background=False
   itself, so `weight` is compared with and without the background.
 - with one channel MONAI's Dice ignores `weight` (BCE still uses it as
-  pos_weight) while segloss weights the Dice by class_weights[0]: compared
-  with MONAI's lambda_dice scaled by class_weights[0].
+  pos_weight): segloss's ce_weight=w reproduces it exactly; class_weights=w
+  also weights the Dice by w[0], compared with MONAI's lambda_dice scaled by
+  w[0].
+- MONAI has one `weight` for both terms: segloss's class_weights and
+  ce_weight differing are compared with two MONAI calls (lambda_ce=0 with
+  weight=class_weights, lambda_dice=0 with weight=ce_weight).
 - squared_pred (gamma = 2) computes T through vector norms of MONAI's float32
   one-hot (to_onehot_y), which rounds: for gamma = 2 MONAI's Dice half gets a
   float64 one-hot target, its CE half the label map (two calls, lambda_ce=0
@@ -58,19 +63,29 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.*deprecated:Deprecat
 
 REDUCTIONS = ("mean", "sum")
 LAMBDAS = [(1.0, 1.0), (0.3, 1.7)]
-# (spatial size, weighted, (lambda_dice, lambda_ce)) that each MONAI test goes through.
-MONAI_VARIANTS = [((6, 7), False, LAMBDAS[0]), ((6, 7), True, LAMBDAS[1]),
-                  ((3, 4, 5), False, LAMBDAS[1]), ((3, 4, 5), True, LAMBDAS[0])]
+# (spatial size, weights, (lambda_dice, lambda_ce)) that each MONAI test goes
+# through; weights: None, "class" (class_weights), "ce" (ce_weight) or
+# "class+ce" (both, different).
+MONAI_VARIANTS = [((6, 7), None, LAMBDAS[0]), ((6, 7), "class", LAMBDAS[1]),
+                  ((3, 4, 5), None, LAMBDAS[1]), ((3, 4, 5), "class", LAMBDAS[0]),
+                  ((6, 7), "ce", LAMBDAS[1]), ((3, 4, 5), "class+ce", LAMBDAS[0])]
 
 
 def _weights(c, gen, dtype=torch.float64, device="cpu"):
     return (0.5 + 1.5 * torch.rand(c, generator=gen, dtype=torch.float64)).to(device, dtype)
 
 
+def _weight_options(form, c, gen, dtype=torch.float64, device="cpu"):
+    """class_weights and ce_weight for a weights form of MONAI_VARIANTS."""
+    form = form or ""
+    return dict(class_weights=_weights(c, gen, dtype, device) if "class" in form else None,
+                ce_weight=_weights(c, gen, dtype, device) if "ce" in form else None)
+
+
 def _case(activation, gen, *, shape=(2, 3, 6, 7), target="labels", label_dtype=torch.int64,
           gamma=1.0, smooth=(1e-5, 1e-5), batch_dice=False, include_background=True,
-          class_weights=False, ignore_index=None, mask=None, lambdas=(1.0, 1.0),
-          reduction="mean", dtype=torch.float64, device="cpu"):
+          class_weights=False, ce_weight=False, ignore_index=None, mask=None,
+          lambdas=(1.0, 1.0), reduction="mean", dtype=torch.float64, device="cpu"):
     """(input, target, options): one Dice + CE problem, options as
     segloss.dice_ce_loss's keyword arguments."""
     x = make_dice_input(activation, shape, gen, dtype, device)
@@ -81,6 +96,8 @@ def _case(activation, gen, *, shape=(2, 3, 6, 7), target="labels", label_dtype=t
                    class_weights=_weights(shape[1], gen, dtype, device) if class_weights else None,
                    ignore_index=ignore_index, mask=make_mask(mask, shape, gen, device),
                    lambda_dice=lambdas[0], lambda_ce=lambdas[1], reduction=reduction)
+    if ce_weight:
+        options["ce_weight"] = _weights(shape[1], gen, dtype, device)
     return x, t, options
 
 
@@ -111,20 +128,27 @@ def _monai_onehot(labels, c):
     return F.one_hot(labels[:, 0].long(), c).movedim(-1, 1).to(torch.float64)
 
 
-def _monai_loss_and_grad(x, monai_target, dice_target, lambdas, **monai_options):
-    """MONAI's DiceCELoss and its autograd gradient; the Dice half gets
-    `dice_target` (a separate call with lambda_ce=0) when that is not None."""
+def _monai_loss_and_grad(x, monai_target, dice_target, lambdas, ce_weight=None,
+                         **monai_options):
+    """MONAI's DiceCELoss and its autograd gradient. The Dice half is a
+    separate call (lambda_ce=0) on `dice_target` when that is not None, and
+    the CE half one with weight=ce_weight when that is not None."""
     xm = x.detach().clone().requires_grad_()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if dice_target is None:
+        if dice_target is None and ce_weight is None:
             loss = MonaiDiceCELoss(lambda_dice=lambdas[0], lambda_ce=lambdas[1],
                                    **monai_options)(xm, monai_target)
         else:
-            dice_options = dict(monai_options, to_onehot_y=False)
+            dice_options = dict(monai_options)
+            if dice_target is not None:
+                dice_options["to_onehot_y"] = False
+            ce_options = dict(monai_options)
+            if ce_weight is not None:
+                ce_options["weight"] = ce_weight
             loss = (MonaiDiceCELoss(lambda_dice=lambdas[0], lambda_ce=0.0, **dice_options)(
-                        xm, dice_target)
-                    + MonaiDiceCELoss(lambda_dice=0.0, lambda_ce=lambdas[1], **monai_options)(
+                        xm, monai_target if dice_target is None else dice_target)
+                    + MonaiDiceCELoss(lambda_dice=0.0, lambda_ce=lambdas[1], **ce_options)(
                         xm, monai_target))
     (grad,) = torch.autograd.grad(loss, xm, _grad_output())
     return loss.detach(), grad
@@ -141,24 +165,24 @@ def _monai_loss_and_grad(x, monai_target, dice_target, lambdas, **monai_options)
 @pytest.mark.parametrize("form", ["to_onehot_y", "onehot"])
 def test_softmax_matches_monai(form, include_background, batch, gamma, reduction, gen):
     c = 4
-    for spatial, weighted, lambdas in MONAI_VARIANTS:
-        msg = f"{spatial} weighted={weighted} lambdas={lambdas}"
+    for spatial, weights, lambdas in MONAI_VARIANTS:
+        msg = f"{spatial} weights={weights} lambdas={lambdas}"
         shape = (2, c) + spatial
         x = make_dice_input("softmax", shape, gen)
         labels = make_dice_target("labels1", shape, gen)
         t = labels if form == "to_onehot_y" else _monai_onehot(labels, c)
+        weight_options = _weight_options(weights, c, gen)
         options = dict(activation="softmax", gamma=gamma, batch_dice=batch,
                        include_background=include_background, lambda_dice=lambdas[0],
-                       lambda_ce=lambdas[1], reduction=reduction)
+                       lambda_ce=lambdas[1], reduction=reduction, **weight_options)
+        # MONAI's weight weighs both terms: class_weights; ce_weight its CE alone.
         monai_options = dict(softmax=True, to_onehot_y=form == "to_onehot_y",
                              squared_pred=gamma == 2.0, batch=batch,
-                             include_background=include_background, reduction=reduction)
-        if weighted:
-            w = _weights(c, gen)
-            options["class_weights"] = monai_options["weight"] = w
+                             include_background=include_background, reduction=reduction,
+                             weight=weight_options["class_weights"])
         dice_target = _monai_onehot(labels, c) if form == "to_onehot_y" and gamma == 2.0 else None
-        expected, expected_grad = _monai_loss_and_grad(x, t, dice_target, lambdas,
-                                                       **monai_options)
+        expected, expected_grad = _monai_loss_and_grad(
+            x, t, dice_target, lambdas, ce_weight=weight_options["ce_weight"], **monai_options)
         loss, grad = dice_ce_forward_backward(x, t, _grad_output(), **options)
         assert_close_to_scale(loss, expected, 1e-10, f"{msg} loss")
         assert_close_to_scale(grad, expected_grad, 1e-10, f"{msg} grad")
@@ -170,21 +194,25 @@ def test_softmax_matches_monai(form, include_background, batch, gamma, reduction
 @pytest.mark.parametrize("batch", [False, True], ids=["per-image", "batch"])
 @pytest.mark.parametrize("target", ["binary", "labels1"])
 def test_sigmoid_one_channel_matches_monai(target, batch, gamma, reduction, gen):
-    for spatial, weighted, lambdas in MONAI_VARIANTS:
-        msg = f"{spatial} weighted={weighted} lambdas={lambdas}"
+    for spatial, weights, lambdas in MONAI_VARIANTS:
+        msg = f"{spatial} weights={weights} lambdas={lambdas}"
         shape = (2, 1) + spatial
         x = make_dice_input("sigmoid", shape, gen)
         t = make_dice_target(target, shape, gen)
+        weight_options = _weight_options(weights, 1, gen)
         options = dict(activation="sigmoid", gamma=gamma, batch_dice=batch,
-                       lambda_dice=lambdas[0], lambda_ce=lambdas[1], reduction=reduction)
+                       lambda_dice=lambdas[0], lambda_ce=lambdas[1], reduction=reduction,
+                       **weight_options)
+        # MONAI's one-channel weight is the BCE's pos_weight only, its Dice
+        # ignores it: exactly segloss's ce_weight. segloss's class_weights
+        # also weights the Dice (by w[0]), and the BCE unless ce_weight is given.
+        class_weights, ce_weight = weight_options["class_weights"], weight_options["ce_weight"]
         monai_options = dict(sigmoid=True, squared_pred=gamma == 2.0, batch=batch,
-                             reduction=reduction)
+                             reduction=reduction,
+                             weight=ce_weight if ce_weight is not None else class_weights)
         monai_lambdas = lambdas
-        if weighted:
-            # MONAI: pos_weight of the BCE only; segloss also weights the Dice.
-            w = _weights(1, gen)
-            options["class_weights"] = monai_options["weight"] = w
-            monai_lambdas = (lambdas[0] * float(w[0]), lambdas[1])
+        if class_weights is not None:
+            monai_lambdas = (lambdas[0] * float(class_weights[0]), lambdas[1])
         expected, expected_grad = _monai_loss_and_grad(x, t.double(), None, monai_lambdas,
                                                        **monai_options)
         loss, grad = dice_ce_forward_backward(x, t, _grad_output(), **options)
@@ -202,21 +230,23 @@ def test_sigmoid_multichannel_matches_monai_dice_plus_torch_bce(include_backgrou
     # MONAI's DiceCELoss uses softmax CE for C > 1 even with sigmoid=True: its
     # Dice half (lambda_ce=0) plus torch's BCEWithLogitsLoss, per-channel pos_weight.
     c = 3
-    for spatial, weighted, lambdas in MONAI_VARIANTS:
-        msg = f"{spatial} weighted={weighted} lambdas={lambdas}"
+    for spatial, weights, lambdas in MONAI_VARIANTS:
+        msg = f"{spatial} weights={weights} lambdas={lambdas}"
         shape = (2, c) + spatial
         x = make_dice_input("sigmoid", shape, gen)
         t = make_dice_target("binary", shape, gen)
-        w = _weights(c, gen) if weighted else None
+        weight_options = _weight_options(weights, c, gen)
+        w = weight_options["class_weights"]
+        pos_weight = weight_options["ce_weight"] if weight_options["ce_weight"] is not None else w
         options = dict(activation="sigmoid", gamma=gamma, batch_dice=batch,
-                       include_background=include_background, class_weights=w,
-                       lambda_dice=lambdas[0], lambda_ce=lambdas[1], reduction=reduction)
+                       include_background=include_background, lambda_dice=lambdas[0],
+                       lambda_ce=lambdas[1], reduction=reduction, **weight_options)
         xm = x.clone().requires_grad_()
         dice = MonaiDiceCELoss(sigmoid=True, squared_pred=gamma == 2.0, batch=batch,
                                include_background=include_background, weight=w,
                                reduction=reduction, lambda_dice=lambdas[0], lambda_ce=0.0)(xm, t)
         bce = torch.nn.BCEWithLogitsLoss(
-            pos_weight=None if w is None else w.view(c, *(1,) * len(spatial)),
+            pos_weight=None if pos_weight is None else pos_weight.view(c, *(1,) * len(spatial)),
             reduction=reduction)(xm, t)
         expected = dice + lambdas[1] * bce
         (expected_grad,) = torch.autograd.grad(expected, xm, _grad_output())
@@ -273,6 +303,18 @@ COMPOSITE_CASES = {
                                                   mask="n1s-bool", class_weights=True,
                                                   shape=(2, 3, 70, 70)),
     "multiblock-soft-weights": dict(target="soft", class_weights=True, shape=(2, 3, 70, 70)),
+    # ce_weight: the CE's own class weights, alone or beside class_weights.
+    "labels-ignore255-mask-ce-weight": dict(target="labels", ignore_index=255,
+                                            mask="n1s-float", ce_weight=True),
+    "labels1-uint8-weights-ce-weight-nobg-batch": dict(target="labels1",
+                                                       label_dtype=torch.uint8,
+                                                       class_weights=True, ce_weight=True,
+                                                       include_background=False,
+                                                       batch_dice=True),
+    "soft-weights-ce-weight-lambdas-3d": dict(target="soft", class_weights=True, ce_weight=True,
+                                              lambdas=(0.3, 1.7), shape=(2, 3, 3, 4, 5)),
+    "multiblock-labels-ce-weight": dict(target="labels", ignore_index=255, ce_weight=True,
+                                        shape=(2, 3, 70, 70)),
 }
 
 
@@ -290,7 +332,9 @@ def test_matches_torch_composite(case, activation, reduction, device, gen):
 @pytest.mark.parametrize("case", ["labels1-int32-ignore255",
                                   "labels-uint8-ignore255-mask-n1s-weights",
                                   "soft-weights-mask-nobg", "multiblock-soft-weights",
-                                  "multiblock-labels-ignore-mask-weights"])
+                                  "multiblock-labels-ignore-mask-weights",
+                                  "soft-weights-ce-weight-lambdas-3d",
+                                  "multiblock-labels-ce-weight"])
 @pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
 def test_float32_matches_torch_composite(case, activation, device, gen):
     x, t, options = _case(activation, gen, dtype=torch.float32, device=device,
@@ -312,15 +356,18 @@ def test_one_channel_label_map_is_the_binary_mask(target, activation, gen):
     assert_matches(dice_ce_forward_backward(x, t, **options)[0], ref_loss)
 
 
+@pytest.mark.parametrize("ce_weight", [False, True], ids=["class-weights", "ce-weight"])
 @pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-def test_parts_match_dice_numpy_and_torch_ce(activation, reduction, gen):
-    # lambda_ce = 0: the NumPy Dice reference; lambda_dice = 0: plain F.cross_entropy /
-    # F.binary_cross_entropy_with_logits, no mask.
+def test_parts_match_dice_numpy_and_torch_ce(activation, reduction, ce_weight, gen):
+    # lambda_ce = 0: the NumPy Dice reference (class_weights, never ce_weight);
+    # lambda_dice = 0: plain F.cross_entropy / F.binary_cross_entropy_with_logits,
+    # no mask, weighted by ce_weight if given, else class_weights.
     x, t, options = _case(activation, gen, target="labels", ignore_index=255,
-                          class_weights=True, reduction=reduction, include_background=False,
-                          gamma=1.5)
-    dice_options = {k: v for k, v in options.items() if not k.startswith("lambda")}
+                          class_weights=True, ce_weight=ce_weight, reduction=reduction,
+                          include_background=False, gamma=1.5)
+    dice_options = {k: v for k, v in options.items()
+                    if not k.startswith("lambda") and k != "ce_weight"}
     g = _grad_output()
     ref_loss, ref_grad = dice_reference(x, t, grad_output=g, **dice_options)
     loss, grad = dice_ce_forward_backward(x, t, g, **dict(options, lambda_ce=0.0))
@@ -328,7 +375,7 @@ def test_parts_match_dice_numpy_and_torch_ce(activation, reduction, gen):
     assert_matches(grad, ref_grad)
 
     xr = x.clone().requires_grad_()
-    w = options["class_weights"]
+    w = options["ce_weight"] if ce_weight else options["class_weights"]
     if activation == "softmax":
         ce = F.cross_entropy(xr, t, weight=w, ignore_index=255, reduction=reduction)
     else:
@@ -361,7 +408,8 @@ def test_dense_softmax_mean_divides_by_pixels_not_weights(gen):
 
 @pytest.mark.parametrize("entry", ["functional", "op", "module"])
 @pytest.mark.parametrize("case", ["labels-uint8-ignore255-mask-n1s-weights",
-                                  "soft-batch-gamma2-lambdas-3d", "labels-ignore-100-weights-nobg"])
+                                  "soft-batch-gamma2-lambdas-3d", "labels-ignore-100-weights-nobg",
+                                  "labels1-uint8-weights-ce-weight-nobg-batch"])
 def test_entry_points_match_torch_composite(entry, case, gen):
     for activation, reduction in itertools.product(["softmax", "sigmoid"], REDUCTIONS):
         x, t, options = _case(activation, gen, reduction=reduction, **COMPOSITE_CASES[case])
@@ -383,16 +431,22 @@ def test_masked_pixels_get_no_gradient(activation, gen):
 
 def _gradcheck_cases():
     options = [
-        # activation, target, ignore, mask, gamma, batch, bg, weighted, lambdas, reduction
-        ("softmax", "labels", None, None, 1.0, False, True, False, (1.0, 1.0), "mean"),
-        ("softmax", "labels", 255, "n1s-float", 2.0, True, False, True, (0.3, 1.7), "sum"),
-        ("softmax", "labels1", -100, "11s-bool", 1.7, False, True, True, (1.0, 1.0), "mean"),
-        ("softmax", "soft", None, "n1s-bool", 1.0, True, True, True, (2.0, 0.5), "mean"),
-        ("softmax", "soft", None, None, 2.0, False, False, False, (1.0, 1.0), "sum"),
-        ("sigmoid", "binary", None, None, 1.0, False, True, True, (1.0, 1.0), "mean"),
-        ("sigmoid", "soft", None, "n1s-float", 2.0, True, False, True, (0.3, 1.7), "sum"),
-        ("sigmoid", "labels", 255, "s-bool", 1.7, False, True, False, (1.0, 1.0), "mean"),
-        ("sigmoid", "labels", 0, None, 1.0, True, True, True, (1.0, 2.0), "sum"),
+        # activation, target, ignore, mask, gamma, batch, bg, weights (see
+        # MONAI_VARIANTS), lambdas, reduction
+        ("softmax", "labels", None, None, 1.0, False, True, None, (1.0, 1.0), "mean"),
+        ("softmax", "labels", 255, "n1s-float", 2.0, True, False, "class", (0.3, 1.7), "sum"),
+        ("softmax", "labels1", -100, "11s-bool", 1.7, False, True, "class", (1.0, 1.0), "mean"),
+        ("softmax", "soft", None, "n1s-bool", 1.0, True, True, "class", (2.0, 0.5), "mean"),
+        ("softmax", "soft", None, None, 2.0, False, False, None, (1.0, 1.0), "sum"),
+        ("softmax", "labels", 255, None, 1.0, False, True, "ce", (1.0, 1.0), "mean"),
+        ("softmax", "soft", None, "n1s-float", 1.5, False, False, "class+ce", (0.3, 1.7),
+         "mean"),
+        ("sigmoid", "binary", None, None, 1.0, False, True, "class", (1.0, 1.0), "mean"),
+        ("sigmoid", "soft", None, "n1s-float", 2.0, True, False, "class", (0.3, 1.7), "sum"),
+        ("sigmoid", "labels", 255, "s-bool", 1.7, False, True, None, (1.0, 1.0), "mean"),
+        ("sigmoid", "labels", 0, None, 1.0, True, True, "class", (1.0, 2.0), "sum"),
+        ("sigmoid", "binary", None, "11s-bool", 1.0, False, True, "ce", (1.0, 1.0), "mean"),
+        ("sigmoid", "labels", 255, None, 2.0, True, True, "class+ce", (1.0, 1.0), "sum"),
     ]
     return [pytest.param(*o, id="-".join(str(v) for v in o)) for o in options]
 
@@ -403,13 +457,14 @@ def _gradcheck(x, t, options, fast_mode):
                                     eps=1e-5, atol=1e-8, rtol=1e-6, fast_mode=fast_mode)
 
 
-@pytest.mark.parametrize("activation,target,ignore,mask,gamma,batch,bg,weighted,lambdas,"
+@pytest.mark.parametrize("activation,target,ignore,mask,gamma,batch,bg,weights,lambdas,"
                          "reduction", _gradcheck_cases())
-def test_gradcheck(activation, target, ignore, mask, gamma, batch, bg, weighted, lambdas,
+def test_gradcheck(activation, target, ignore, mask, gamma, batch, bg, weights, lambdas,
                    reduction, device, gen):
     x, t, options = _case(activation, gen, shape=(2, 3, 3, 4), target=target,
                           ignore_index=ignore, mask=mask, gamma=gamma, batch_dice=batch,
-                          include_background=bg, class_weights=weighted, lambdas=lambdas,
+                          include_background=bg, class_weights="class" in (weights or ""),
+                          ce_weight="ce" in (weights or ""), lambdas=lambdas,
                           reduction=reduction, device=device)
     _gradcheck(x, t, options, fast_mode=True)
 
@@ -426,29 +481,34 @@ def test_gradcheck_3d_and_one_channel(activation, device, gen):
                               ignore_index=255, mask="n1s-bool", class_weights=True,
                               device=device)
         _gradcheck(x, t, options, fast_mode=False)
+        # MONAI's one-channel DiceCELoss(sigmoid=True, weight=w): ce_weight alone.
+        x, t, options = _case("sigmoid", gen, shape=(2, 1, 3, 4, 5), target="binary",
+                              ce_weight=True, device=device)
+        _gradcheck(x, t, options, fast_mode=False)
 
 
 # (id, input dtype, shape, activation, gamma, target kind, label dtype, ignore_index, mask,
-#  weighted)
+#  weights (see MONAI_VARIANTS))
 OPCHECK_SAMPLES = [
     ("f64-softmax-labels-ignore-mask-w", torch.float64, (2, 3, 4, 5), "softmax", 1.0, "labels",
-     torch.int64, 255, "n1s-bool", True),
+     torch.int64, 255, "n1s-bool", "class"),
     ("f32-sigmoid-soft-g2", torch.float32, (2, 3, 4, 5), "sigmoid", 2.0, "soft", None, None,
-     None, False),
-    ("f32-softmax-soft-3d-11s-w", torch.float32, (2, 3, 3, 4, 5), "softmax", 1.5, "soft", None,
-     None, "11s-float", True),
-    ("bf16-sigmoid-C1-labels1-uint8", torch.bfloat16, (2, 1, 6, 7), "sigmoid", 1.0, "labels1",
-     torch.uint8, None, None, False),
+     None, None),
+    ("f32-softmax-soft-3d-11s-w-cew", torch.float32, (2, 3, 3, 4, 5), "softmax", 1.5, "soft",
+     None, None, "11s-float", "class+ce"),
+    ("bf16-sigmoid-C1-labels1-uint8-cew", torch.bfloat16, (2, 1, 6, 7), "sigmoid", 1.0,
+     "labels1", torch.uint8, None, None, "ce"),
     ("f16-softmax-1d-int32-ignore-n111", torch.float16, (3, 4, 9), "softmax", 3.0, "labels",
-     torch.int32, -100, "n111-float", False),
+     torch.int32, -100, "n111-float", None),
 ]
 
 
-def _opcheck_sample(dtype, shape, activation, gamma, kind, label_dtype, ignore, mask, weighted,
+def _opcheck_sample(dtype, shape, activation, gamma, kind, label_dtype, ignore, mask, weights,
                     gen, device):
     return _case(activation, gen, shape=shape, target=kind,
                  label_dtype=label_dtype or torch.int64, ignore_index=ignore, gamma=gamma,
-                 mask=mask, class_weights=weighted, dtype=dtype, device=device)
+                 mask=mask, class_weights="class" in (weights or ""),
+                 ce_weight="ce" in (weights or ""), dtype=dtype, device=device)
 
 
 @pytest.mark.parametrize("extra", [dict(), dict(batch_dice=True, reduction="sum",
@@ -506,6 +566,11 @@ COMPILE_CASES = {
         reduction="sum", shape=(2, 3, 3, 4, 5), lambdas=(0.3, 1.7)),
     "sigmoid-binary-11s-weights-gamma2": dict(
         activation="sigmoid", target="binary", mask="11s-float", class_weights=True, gamma=2.0),
+    "softmax-labels-weights-ce-weight": dict(
+        activation="softmax", target="labels", ignore_index=255, class_weights=True,
+        ce_weight=True),
+    "sigmoid-C1-binary-ce-weight-3d": dict(
+        activation="sigmoid", target="binary", ce_weight=True, shape=(2, 1, 3, 4, 5)),
 }
 
 
@@ -542,7 +607,7 @@ class DiceCEModel(torch.nn.Module):
         self.multiclass = segloss.nn.DiceCELoss(
             activation="softmax", gamma=1.5, batch_dice=True, include_background=False,
             class_weights=torch.tensor([7.0, 0.5, 2.0]), ignore_index=255, lambda_dice=0.3,
-            lambda_ce=1.7, reduction="sum")
+            lambda_ce=1.7, reduction="sum", ce_weight=torch.tensor([1.5, 0.25, 3.0]))
         self.binary = segloss.nn.DiceCELoss(activation="sigmoid", gamma=2.0, smooth_nr=0.0,
                                             smooth_dr=1e-3)
 
@@ -579,25 +644,27 @@ def test_scripted_dice_ce_equals_eager(gen, tmp_path):
     ref, _ = dice_ce_torch(x, labels, activation="softmax", gamma=1.5, batch_dice=True,
                            include_background=False,
                            class_weights=torch.tensor([7.0, 0.5, 2.0]), ignore_index=255,
-                           lambda_dice=0.3, lambda_ce=1.7, reduction="sum")
+                           lambda_dice=0.3, lambda_ce=1.7, reduction="sum",
+                           ce_weight=torch.tensor([1.5, 0.25, 3.0]))
     assert_matches(expected[1], ref, torch.float32)
 
 
 # --------------------------------------------------------------------------
 # 5. Half precision: sums in float32, the result in the input's dtype.
 
+@pytest.mark.parametrize("weights", ["class", "class+ce"])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
 @pytest.mark.parametrize("activation,target", [("softmax", "labels"), ("softmax", "soft"),
                                                ("sigmoid", "binary")])
-def test_half_precision(activation, target, dtype, device, gen):
+def test_half_precision(activation, target, dtype, weights, device, gen):
     shape = (2, 4, 64, 64)
     ignore = 255 if target == "labels" else None
     x = make_dice_input(activation, shape, gen, torch.float32).to(device, dtype)
     t = make_dice_target(target, shape, gen, None if target == "labels" else dtype, device,
                          ignore_index=ignore)
-    options = dict(activation=activation, ignore_index=ignore, class_weights=_weights(4, gen),
-                   mask=make_mask("n1s-float", shape, gen, device), gamma=1.5)
-    options["class_weights"] = options["class_weights"].to(device, dtype)
+    options = dict(activation=activation, ignore_index=ignore,
+                   mask=make_mask("n1s-float", shape, gen, device), gamma=1.5,
+                   **_weight_options(weights, 4, gen, dtype, device))
     g = torch.tensor(1.0, dtype=dtype, device=device)
     loss, grad = dice_ce_forward_backward(x, t, g, **options)
     assert loss.dtype == dtype and grad.dtype == dtype
@@ -718,6 +785,43 @@ def test_bad_options(entry, kwargs, exc, message):
             torch.ops.segloss.dice_ce_loss(x, labels, **kwargs)
         else:
             segloss.nn.DiceCELoss(**kwargs)(x, labels)
+
+
+@pytest.mark.parametrize("entry", ["functional", "op", "module"])
+@pytest.mark.parametrize("ce_weight,exc,message", [
+    (torch.ones(2), RuntimeError, "segloss.dice_ce_loss: ce_weight must have shape [C] = [3] "
+     "(one weight per channel of the input), got [2]"),
+    (torch.ones(3, 1), RuntimeError, "segloss.dice_ce_loss: ce_weight must have shape [C] = [3]"),
+    (torch.ones(3, dtype=torch.long), TypeError, "segloss.dice_ce_loss: ce_weight must be a "
+     "float32, float64, float16 or bfloat16 tensor, got Long"),
+    (torch.ones(3, device="meta"), RuntimeError,
+     "segloss.dice_ce_loss: ce_weight is on meta but input is on cpu"),
+], ids=["length", "2d", "long", "device"])
+def test_bad_ce_weight(entry, ce_weight, exc, message):
+    x, labels = _error_data()
+    with pytest.raises(exc, match=re.escape(message)):
+        if entry == "functional":
+            segloss.dice_ce_loss(x, labels, ce_weight=ce_weight)
+        elif entry == "op":
+            torch.ops.segloss.dice_ce_loss(x, labels, ce_weight=ce_weight)
+        else:
+            segloss.nn.DiceCELoss(ce_weight=ce_weight)(x, labels)
+
+
+def test_module_state_dtype_and_repr(gen):
+    w, ce_w = torch.tensor([1.0, 2.0, 0.5]), torch.tensor([0.25, 1.0, 4.0])
+    module = segloss.nn.DiceCELoss(class_weights=w, ignore_index=255, ce_weight=ce_w)
+    assert set(module.state_dict()) == {"class_weights", "ce_weight"}
+    assert repr(module) == (
+        "DiceCELoss(activation='softmax', gamma=1.0, batch_dice=False, include_background=True, "
+        "lambda_dice=1.0, lambda_ce=1.0, class_weights=Tensor[3], ignore_index=255, "
+        "ce_weight=Tensor[3], reduction='mean')")
+    assert "ce_weight" not in repr(segloss.nn.DiceCELoss())
+    module = module.to(torch.float64)
+    assert module.class_weights.dtype == module.ce_weight.dtype == torch.float64
+    x, t, options = _case("softmax", gen, target="labels", ignore_index=255)
+    options.update(class_weights=w, ce_weight=ce_w)
+    _check(x, t, options, entry="module")
 
 
 @pytest.mark.parametrize("entry", ["functional", "op"])

@@ -771,10 +771,12 @@ def dice_grad_output(options, shape, dtype, rng):
 
 
 def reference_options(x, options):
-    """The options as the reference sees them: class_weights in the input's dtype."""
+    """The options as the reference sees them: class_weights and ce_weight in
+    the input's dtype."""
     ref_options = dict(options)
-    if ref_options.get("class_weights") is not None:
-        ref_options["class_weights"] = options["class_weights"].to(x.dtype).double()
+    for name in ("class_weights", "ce_weight"):
+        if ref_options.get(name) is not None:
+            ref_options[name] = options[name].to(x.dtype).double()
     return ref_options
 
 
@@ -828,12 +830,14 @@ def ce_magnitudes(x64, t64, options, grad_output):
     """(loss magnitude, gradient magnitude per element) of the CE part of
     Dice + CE, reduced as the CE itself is. Softmax: softmax_ce_magnitude;
     its gradient p_c sum_k w_k y_k - w_c y_c. Sigmoid: bce_logits_magnitude, with
-    class_weights as pos_weight and sigmoid's rounding."""
+    the class weights (ce_weight, else class_weights) as pos_weight and
+    sigmoid's rounding."""
     n, c = x64.shape[:2]
     dims = (1, c) + (1,) * (x64.dim() - 2)
     y, keep = dense_target_and_keep(x64, t64, options)
     k = keep.unsqueeze(1)
-    cw = options.get("class_weights")
+    cw = options.get("ce_weight")
+    cw = options.get("class_weights") if cw is None else cw
     w = torch.ones(dims, dtype=torch.float64) if cw is None else cw.double().reshape(dims)
     p, cond = activated(x64, options["activation"])
     if options["activation"] == "softmax":
@@ -863,6 +867,16 @@ def test_dice_ce_loss(data):
     autograd gradient."""
     x, target, options, expect = draw_dice_problem(
         data, ["softmax", "sigmoid"], ["mean", "sum"], cross_entropy=True)
+    if data.draw(st.booleans(), label="ce_weight?"):  # the CE's own class weights
+        c = x.shape[1]
+        if rarely(data, "ce_weight of the wrong length?"):
+            c += 1
+            expect.add("ce_weight")
+        ce_w = rng_of(data).uniform(0.0, 3.0, c)
+        inject(data, ce_w, [0.0], max_count=1, label="ce weight zero")
+        ce_w = torch.from_numpy(ce_w).to(data.draw(st.sampled_from(FLOAT_DTYPES),
+                                                   label="ce_weight dtype"))
+        options["ce_weight"] = layout(data, ce_w, expand=False, label="ce_weight layout")
     options["lambda_dice"] = data.draw(st.sampled_from([1.0, 0.0, 0.3, 2.0]), label="lambda_dice")
     options["lambda_ce"] = data.draw(st.sampled_from([1.0, 0.0, 1.7]), label="lambda_ce")
     note(f"x={x!r}\ntarget={target!r}\noptions={options!r}")

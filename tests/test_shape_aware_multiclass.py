@@ -15,7 +15,7 @@ import segloss
 import segloss.nn
 import segloss.numpy as snp
 from distance_reference import random_disks
-from helpers import run_python
+from helpers import CPU_ISAS, run_python, run_python_with_cpu_isa
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.*deprecated:DeprecationWarning")
 
@@ -430,7 +430,7 @@ torch.save(results, sys.argv[2])
 """
 
 
-@pytest.mark.parametrize("isa", ["baseline", "avx2", "avx512"])
+@pytest.mark.parametrize("isa", CPU_ISAS)
 def test_each_cpu_instruction_set(isa, tmp_path, gen):
     cases = {}
     # 1517 pixels: no multiple of any vector width; C = 3 and 70 (smaller units).
@@ -446,8 +446,8 @@ def test_each_cpu_instruction_set(isa, tmp_path, gen):
                     cases[f"{shape}-{dtype}-{label_dtype}-{weighted}"] = (
                         x, t.to(label_dtype), w, weight, g)
     torch.save(cases, tmp_path / "cases.pt")
-    run_python(_ISA_CHILD, str(tmp_path / "cases.pt"), str(tmp_path / "results.pt"),
-               env_update={"SEGLOSS_CPU_ISA": isa})
+    run_python_with_cpu_isa(isa, _ISA_CHILD, str(tmp_path / "cases.pt"),
+                            str(tmp_path / "results.pt"))
     results = torch.load(tmp_path / "results.pt")
     assert results.keys() == cases.keys()
     for key, (x, t, w, weight, g) in cases.items():

@@ -30,7 +30,6 @@ using cuda::block_sum;
 using cuda::grid_size;
 using cuda::kThreads;
 
-constexpr const char* kSumsOp = "segloss._dice_sums";
 constexpr int kChunk = 8;                    // channels per forward pass over the pixels
 constexpr int64_t kMaxBlocksPerImage = 256;  // fixed: the partials' order never changes
 constexpr int64_t kMaxPixelBlocks = 65535;
@@ -320,10 +319,11 @@ void dice_sums_backward_launch(const DiceOperands& ops, const at::Tensor& grad_s
 at::Tensor dice_sums_cuda(const at::Tensor& input, const at::Tensor& target,
                           std::string_view activation, double gamma,
                           std::optional<int64_t> ignore_index,
-                          const std::optional<at::Tensor>& mask, bool cross_entropy) {
+                          const std::optional<at::Tensor>& mask, bool cross_entropy,
+                          std::string_view caller) {
   const c10::cuda::CUDAGuard guard(input.device());
   const DiceOperands ops = with_int64_labels(prepare_dice_operands(
-      kSumsOp, input, target, activation, gamma, ignore_index, mask, cross_entropy));
+      caller, input, target, activation, gamma, ignore_index, mask, cross_entropy));
   at::Tensor sums = empty_dice_sums(ops.input, cross_entropy);
   sums.zero_();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ops.input.scalar_type(),
@@ -335,11 +335,12 @@ at::Tensor dice_sums_cuda(const at::Tensor& input, const at::Tensor& target,
 at::Tensor dice_sums_backward_cuda(const at::Tensor& grad_sums, const at::Tensor& input,
                                    const at::Tensor& target, std::string_view activation,
                                    double gamma, std::optional<int64_t> ignore_index,
-                                   const std::optional<at::Tensor>& mask, bool cross_entropy) {
+                                   const std::optional<at::Tensor>& mask, bool cross_entropy,
+                                   std::string_view caller) {
   const c10::cuda::CUDAGuard guard(input.device());
   const DiceOperands ops = with_int64_labels(prepare_dice_operands(
-      kSumsOp, input, target, activation, gamma, ignore_index, mask, cross_entropy));
-  const at::Tensor dsums = prepare_dice_grad_sums(kSumsOp, grad_sums, ops.input, cross_entropy);
+      caller, input, target, activation, gamma, ignore_index, mask, cross_entropy));
+  const at::Tensor dsums = prepare_dice_grad_sums(caller, grad_sums, ops.input, cross_entropy);
   at::Tensor grad_input = at::empty(ops.input.sizes(), ops.input.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, ops.input.scalar_type(), "segloss_dice_sums_backward_cuda",

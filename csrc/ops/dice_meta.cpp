@@ -8,13 +8,12 @@
 namespace segloss::ops {
 namespace {
 
-constexpr const char* kSumsOp = "segloss._dice_sums";
-
 at::Tensor dice_sums_meta(const at::Tensor& input, const at::Tensor& target,
                           std::string_view activation, double gamma,
                           std::optional<int64_t> ignore_index,
-                          const std::optional<at::Tensor>& mask, bool cross_entropy) {
-  check_dice_arguments(kSumsOp, input, target, activation, gamma, ignore_index, mask,
+                          const std::optional<at::Tensor>& mask, bool cross_entropy,
+                          std::string_view caller) {
+  check_dice_arguments(caller, input, target, activation, gamma, ignore_index, mask,
                        cross_entropy);
   return empty_dice_sums(input, cross_entropy);
 }
@@ -22,10 +21,11 @@ at::Tensor dice_sums_meta(const at::Tensor& input, const at::Tensor& target,
 at::Tensor dice_sums_backward_meta(const at::Tensor& grad_sums, const at::Tensor& input,
                                    const at::Tensor& target, std::string_view activation,
                                    double gamma, std::optional<int64_t> ignore_index,
-                                   const std::optional<at::Tensor>& mask, bool cross_entropy) {
-  check_dice_arguments(kSumsOp, input, target, activation, gamma, ignore_index, mask,
+                                   const std::optional<at::Tensor>& mask, bool cross_entropy,
+                                   std::string_view caller) {
+  check_dice_arguments(caller, input, target, activation, gamma, ignore_index, mask,
                        cross_entropy);
-  check_dice_grad_sums(kSumsOp, grad_sums, input, cross_entropy);
+  check_dice_grad_sums(caller, grad_sums, input, cross_entropy);
   return at::empty_symint(input.sym_sizes(),
                           input.options().memory_format(at::MemoryFormat::Contiguous));
 }

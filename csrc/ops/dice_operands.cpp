@@ -96,6 +96,7 @@ DiceOperands prepare_dice_operands(std::string_view op, const at::Tensor& input,
                                    const std::optional<at::Tensor>& mask, bool cross_entropy) {
   check_dice_arguments(op, input, target, activation, gamma, ignore_index, mask, cross_entropy);
   DiceOperands ops;
+  ops.op = op;
   ops.cross_entropy = cross_entropy;
   ops.activation = parse_activation(op, activation);
   ops.gamma_kind = gamma_kind(op, gamma);

@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <optional>
+#include <string>
 #include <string_view>
 
 #include "../core/broadcast.h"
@@ -31,6 +32,7 @@ struct DiceOperands {
   std::optional<int64_t> ignore_index;
   bool cross_entropy = false;  // also the cross-entropy columns (Dice + CE)
   int64_t batch = 0, channels = 0, pixels = 0;
+  std::string op;  // the public function that the kernels' error messages name
 
   int columns() const { return cross_entropy ? core::kDiceCeColumns : core::kDiceColumns; }
 };

@@ -23,8 +23,8 @@ at::Tensor unet_weight_map_meta(const at::Tensor& labels, double w0, double sigm
                                 const std::optional<at::Tensor>& pixel_weights,
                                 bool border_everywhere) {
   check_instance_labels(kWeightMapOp, labels, sampling);
-  check_weight_map_arguments(labels, w0, sigma, class_weights, balanced, pixel_weights,
-                             border_everywhere);
+  check_weight_map_arguments(kWeightMapOp, labels, w0, sigma, class_weights, balanced,
+                             pixel_weights, border_everywhere);
   return empty_weight_map(labels);
 }
 

@@ -9,9 +9,11 @@
 namespace segloss::ops {
 
 std::vector<double> check_instance_labels(std::string_view op, const at::Tensor& labels,
-                                          const std::optional<at::ArrayRef<double>>& sampling) {
+                                          const std::optional<at::ArrayRef<double>>& sampling,
+                                          std::string_view name) {
   TORCH_CHECK_TYPE(at::isIntegralType(labels.scalar_type(), /*includeBool=*/false), op,
-                   ": labels must be a tensor of integer instance ids (any integer dtype; 0 is "
+                   ": ", name,
+                   " must be a tensor of integer instance ids (any integer dtype; 0 is "
                    "background), got ",
                    labels.scalar_type(),
                    labels.scalar_type() == at::kBool
@@ -19,18 +21,19 @@ std::vector<double> check_instance_labels(std::string_view op, const at::Tensor&
                        : "");
   const int64_t spatial = labels.dim() - 1;
   TORCH_CHECK_VALUE(spatial == 2 || spatial == 3, op,
-                    ": labels must be Tensor[N, H, W] or Tensor[N, D, H, W] (a batch of 2D or 3D "
+                    ": ", name,
+                    " must be Tensor[N, H, W] or Tensor[N, D, H, W] (a batch of 2D or 3D "
                     "instance maps), got ",
                     labels.dim(), " dimensions of shape ", labels.sym_sizes());
   for (int64_t d = 1; d < labels.dim(); ++d) {
-    TORCH_CHECK_VALUE(labels.sym_size(d) <= core::kMaxEnvelopeLine, op, ": labels dim ", d,
+    TORCH_CHECK_VALUE(labels.sym_size(d) <= core::kMaxEnvelopeLine, op, ": ", name, " dim ", d,
                       " has ", labels.sym_size(d), " pixels; at most ", core::kMaxEnvelopeLine,
                       " are supported");
   }
   std::vector<double> spacing(spatial, 1.0);
   if (sampling.has_value()) {
     TORCH_CHECK_VALUE(int64_t(sampling->size()) == spatial, op,
-                      ": sampling must have one value per spatial dim of labels (", spatial,
+                      ": sampling must have one value per spatial dim of ", name, " (", spatial,
                       "), got ", sampling->size(), ": ", *sampling);
     for (int64_t d = 0; d < spatial; ++d) {
       const double s = (*sampling)[d];
@@ -45,10 +48,9 @@ std::vector<double> check_instance_labels(std::string_view op, const at::Tensor&
 }
 
 core::UnetWeightParams check_weight_map_arguments(
-    const at::Tensor& labels, double w0, double sigma,
+    std::string_view op, const at::Tensor& labels, double w0, double sigma,
     const std::optional<at::ArrayRef<double>>& class_weights, bool balanced,
     const std::optional<at::Tensor>& pixel_weights, bool border_everywhere) {
-  const char* op = kWeightMapOp;
   TORCH_CHECK_VALUE(std::isfinite(w0), op, ": w0 must be finite, got ", w0);
   TORCH_CHECK_VALUE(std::isfinite(sigma) && sigma > 0, op,
                     ": sigma must be positive and finite, got ", sigma);
@@ -93,8 +95,8 @@ WeightMapOperands prepare_weight_map_operands(
     const std::optional<at::Tensor>& pixel_weights, bool border_everywhere) {
   WeightMapOperands ops;
   ops.spacing = check_instance_labels(kWeightMapOp, labels, sampling);
-  ops.params = check_weight_map_arguments(labels, w0, sigma, class_weights, balanced,
-                                          pixel_weights, border_everywhere);
+  ops.params = check_weight_map_arguments(kWeightMapOp, labels, w0, sigma, class_weights,
+                                          balanced, pixel_weights, border_everywhere);
   if (class_weights.has_value()) {
     ops.fixed.background = (*class_weights)[0];
     ops.fixed.foreground = (*class_weights)[1];

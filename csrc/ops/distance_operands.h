@@ -20,12 +20,14 @@ constexpr const char* kWeightMapOp = "segloss.unet_weight_map";
 // labels: Tensor[N, *spatial] of integer instance ids with 2 or 3 spatial
 // dims; sampling: one spacing per spatial dim, or absent (1). Returns the
 // spacing per spatial dim. Works on Meta tensors with symbolic shapes.
+// Messages name the public function `op` and call the labels `name`.
 std::vector<double> check_instance_labels(std::string_view op, const at::Tensor& labels,
-                                          const std::optional<at::ArrayRef<double>>& sampling);
+                                          const std::optional<at::ArrayRef<double>>& sampling,
+                                          std::string_view name = "labels");
 
-// The weight map's options; returns its parameters.
+// The weight map's options; returns its parameters. Messages name `op`.
 core::UnetWeightParams check_weight_map_arguments(
-    const at::Tensor& labels, double w0, double sigma,
+    std::string_view op, const at::Tensor& labels, double w0, double sigma,
     const std::optional<at::ArrayRef<double>>& class_weights, bool balanced,
     const std::optional<at::Tensor>& pixel_weights, bool border_everywhere);
 

@@ -35,13 +35,14 @@ TORCH_LIBRARY(segloss, m) {
       "float gamma=1.0, float smooth_nr=1e-05, float smooth_dr=1e-05, bool batch_dice=False, "
       "bool include_background=True, Tensor? class_weights=None, int? ignore_index=None, "
       "Tensor? mask=None, float lambda_dice=1.0, float lambda_ce=1.0, "
-      "str reduction=\"mean\") -> Tensor",
+      "str reduction=\"mean\", Tensor? ce_weight=None) -> Tensor",
       tags);
   // (N, C, 3): sum m p y, sum m p^gamma, sum m y^gamma per image and channel;
-  // (N, C, 7) with cross_entropy (core::DiceColumn).
+  // (N, C, 7) with cross_entropy (core::DiceColumn). Error messages name
+  // `caller`, the public function that computes the sums.
   m.def(
       "_dice_sums(Tensor input, Tensor target, str activation, float gamma, int? ignore_index, "
-      "Tensor? mask, bool cross_entropy=False) -> Tensor",
+      "Tensor? mask, bool cross_entropy=False, str caller=\"segloss._dice_sums\") -> Tensor",
       tags);
   // The loss from the sums; the distributed Dice calls it after all-reducing them.
   m.def(
@@ -50,7 +51,8 @@ TORCH_LIBRARY(segloss, m) {
       tags);
   m.def(
       "_dice_sums_backward(Tensor grad_sums, Tensor input, Tensor target, str activation, "
-      "float gamma, int? ignore_index, Tensor? mask, bool cross_entropy=False) -> Tensor",
+      "float gamma, int? ignore_index, Tensor? mask, bool cross_entropy=False, "
+      "str caller=\"segloss._dice_sums\") -> Tensor",
       tags);
 
   // Exact distances to the nearest and second-nearest instance of a batch of
@@ -87,4 +89,6 @@ TORCH_LIBRARY(segloss, m) {
       "float[]? class_weights=None, bool balanced=False, Tensor? pixel_weights=None, "
       "bool border_everywhere=False) -> Tensor",
       tags);
+  // The instruction set the CPU kernels use: 'baseline', 'avx2' or 'avx512'.
+  m.def("_cpu_instruction_set() -> str");
 }

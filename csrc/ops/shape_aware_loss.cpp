@@ -11,10 +11,14 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
+#include <string_view>
 #include <tuple>
+#include <typeinfo>
 
+#include "bce_operands.h"
 #include "checks.h"
 #include "cross_entropy_operands.h"
+#include "distance_operands.h"
 
 namespace segloss::ops {
 namespace {
@@ -25,6 +29,9 @@ using BceSignature = at::Tensor(const at::Tensor&, const at::Tensor&,
                                 const std::optional<at::Tensor>&,
                                 const std::optional<at::Tensor>&, std::string_view);
 
+// The binary form's BCE op, its arguments already checked by this op. The
+// one error only its kernel finds (on the CPU, a probability outside [0, 1])
+// is raised again as this op's, in the same words.
 at::Tensor bce(bool from_logits, const at::Tensor& input, const at::Tensor& target,
                const at::Tensor& weight, std::string_view reduction) {
   static auto with_logits = c10::Dispatcher::singleton()
@@ -33,8 +40,16 @@ at::Tensor bce(bool from_logits, const at::Tensor& input, const at::Tensor& targ
   static auto probabilities = c10::Dispatcher::singleton()
                                   .findSchemaOrThrow("segloss::binary_cross_entropy", "")
                                   .typed<BceSignature>();
-  return (from_logits ? with_logits : probabilities)
-      .call(input, target, weight, std::nullopt, reduction);
+  try {
+    return (from_logits ? with_logits : probabilities)
+        .call(input, target, weight, std::nullopt, reduction);
+  } catch (const c10::Error& error) {
+    const std::string_view callee =
+        from_logits ? bce_op_name<core::LogitsBce>() : bce_op_name<core::ProbabilityBce>();
+    const std::string_view message = error.what_without_backtrace();
+    if (typeid(error) != typeid(c10::Error) || message.substr(0, callee.size()) != callee) throw;
+    TORCH_CHECK(false, kOp, message.substr(callee.size()));
+  }
 }
 
 at::Tensor unet_weight_map(const at::Tensor& labels, double w0, double sigma,
@@ -109,8 +124,12 @@ at::Tensor weight_map_of(const at::Tensor& input, const std::optional<at::Tensor
                    ": instances must be a tensor of integer instance ids (0 is background), "
                    "got ",
                    instances->scalar_type());
-  return unet_weight_map(per_pixel(*instances, "instances", input, channel), w0, sigma, sampling,
-                         class_weights, balanced);
+  const at::Tensor labels = per_pixel(*instances, "instances", input, channel);
+  // unet_weight_map's own checks, naming this op and `instances`.
+  check_instance_labels(kOp, labels, sampling, "instances");
+  check_weight_map_arguments(kOp, labels, w0, sigma, class_weights, balanced, std::nullopt,
+                             /*border_everywhere=*/false);
+  return unet_weight_map(labels, w0, sigma, sampling, class_weights, balanced);
 }
 
 // The multi-class form: softmax cross-entropy over the C classes of input
@@ -186,6 +205,10 @@ at::Tensor shape_aware_loss(const at::Tensor& input, const at::Tensor& target,
                     "form, whose target holds class indices; the binary form's target is a "
                     "float tensor (use class_weights or weight_map to weight it)");
   const bool channel = has_channel_dim(input);
+  // The BCE op's checks of input and target, naming this op, before the map.
+  check_bce_arguments(kOp, input, target, std::nullopt, std::nullopt, "none");
+  TORCH_CHECK(!target.requires_grad(), kOp,
+              ": the gradient with respect to target is not implemented; pass target.detach()");
   at::Tensor weights = weight_map_of(input, weight_map, instances, w0, sigma, sampling,
                                      class_weights, balanced, channel);
   if (channel) weights = weights.unsqueeze(1);

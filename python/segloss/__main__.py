@@ -44,14 +44,17 @@ def _cmd_info(args: argparse.Namespace) -> int:
           + (f" ({torch.cuda.device_count()} device(s): {torch.cuda.get_device_name(0)})"
              if torch.cuda.is_available() else ""))
     try:
-        import segloss.functional  # noqa: F401  (loads the op library)
+        from segloss._library import cpu_instruction_set
 
+        isa = cpu_instruction_set()  # loads the op library
         has_cuda = torch._C._dispatch_has_kernel_for_dispatch_key(
             "segloss::binary_cross_entropy_with_logits", "CUDA")
         print(f"segloss CUDA ops {'compiled in' if has_cuda else 'not compiled in'}")
     except Exception as e:  # informational only
         print(f"segloss ops      could not be loaded: {e}")
         return 1
+    cap = os.environ.get("SEGLOSS_CPU_ISA")
+    print(f"CPU kernels      {isa}" + (f" (SEGLOSS_CPU_ISA={cap})" if cap else ""))
     print(f"CPU threads      {torch.get_num_threads()}")
     return 0
 

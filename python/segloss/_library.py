@@ -44,3 +44,16 @@ def load_library() -> None:
     import torch  # noqa: F401  (the op library needs libtorch loaded first)
 
     import segloss._C  # noqa: F401
+
+
+def cpu_instruction_set() -> str:
+    """The instruction set the CPU kernels use: ``"baseline"`` (x86-64 or any
+    other CPU), ``"avx2"`` or ``"avx512"``, the widest the CPU has, capped by
+    the environment variable ``SEGLOSS_CPU_ISA`` (read once per process). A
+    cap above what the CPU has gives what it has; an unknown value is ignored
+    with a warning. Imports torch and loads the op library.
+    """
+    load_library()
+    import torch
+
+    return torch.ops.segloss._cpu_instruction_set()

@@ -30,11 +30,30 @@ Sampling = Optional[Union[float, List[float]]]
 ClassWeights = Optional[Union[str, Dict[int, float]]]
 
 
-def _spacing(sampling: Sampling, spatial_dims: int) -> Optional[List[float]]:
+
+def _number(op: str, name: str, value: float) -> float:
+    if not torch.jit.is_scripting():  # TorchScript checks the type itself
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"{op}: {name} must be a number, got {value!r}") from None
+    return value
+
+
+def _spacing(op: str, sampling: Sampling, spatial_dims: int) -> Optional[List[float]]:
+    """The op's sampling: None, a number for every spatial dim, or one per dim."""
     if sampling is None:
         return None
     if isinstance(sampling, (int, float)):
         return [float(sampling)] * spatial_dims
+    if not torch.jit.is_scripting():
+        try:
+            if isinstance(sampling, (str, bytes)):
+                raise TypeError
+            return [float(v) for v in sampling]
+        except (TypeError, ValueError):
+            raise TypeError(f"{op}: sampling must be a number or a sequence of numbers, got "
+                            f"{sampling!r}") from None
     return [float(s) for s in sampling]
 
 
@@ -70,7 +89,8 @@ def class_weight_arguments(op: str, class_weights: Optional[Union[str, Dict[int,
 def _two_nearest_distances(labels: Tensor, sampling: Sampling = None,
                            return_labels: bool = False) -> Tuple[Tensor, Tensor]:
     d1, d2, _, _ = torch.ops.segloss.two_nearest_distances(
-        labels, _spacing(sampling, max(labels.dim() - 1, 0)), False)
+        labels, _spacing("segloss.two_nearest_distances", sampling, max(labels.dim() - 1, 0)),
+        False)
     return d1, d2
 
 
@@ -78,7 +98,8 @@ def _two_nearest_distances_and_labels(labels: Tensor, sampling: Sampling = None,
                                       return_labels: bool = True
                                       ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     return torch.ops.segloss.two_nearest_distances(
-        labels, _spacing(sampling, max(labels.dim() - 1, 0)), True)
+        labels, _spacing("segloss.two_nearest_distances", sampling, max(labels.dim() - 1, 0)),
+        True)
 
 
 # Two return types, picked by return_labels: TorchScript's boolean dispatch.
@@ -137,11 +158,11 @@ def unet_weight_map(labels: Tensor, w0: float = 10.0, sigma: float = 5.0,
     sampling=..., class_weights=[w_background, w_foreground], balanced=...,
     pixel_weights=..., border_everywhere=...)``.
     """
-    fixed, balanced, pixel = class_weight_arguments("segloss.unet_weight_map", class_weights,
-                                                    allow_pixel=True)
+    op = "segloss.unet_weight_map"
+    fixed, balanced, pixel = class_weight_arguments(op, class_weights, allow_pixel=True)
     return torch.ops.segloss.unet_weight_map(
-        labels, w0=float(w0), sigma=float(sigma),
-        sampling=_spacing(sampling, max(labels.dim() - 1, 0)),
+        labels, w0=_number(op, "w0", w0), sigma=_number(op, "sigma", sigma),
+        sampling=_spacing(op, sampling, max(labels.dim() - 1, 0)),
         class_weights=fixed, balanced=balanced, pixel_weights=pixel,
         border_everywhere=bool(border_everywhere))
 
@@ -206,14 +227,15 @@ def shape_aware_loss(input: Tensor, target: Tensor, weight_map: Optional[Tensor]
     Pass the options by keyword (they are not keyword-only only because
     TorchScript cannot compile keyword-only arguments).
     """
-    fixed, balanced, _ = class_weight_arguments("segloss.shape_aware_loss", class_weights,
-                                                allow_pixel=False)
+    op = "segloss.shape_aware_loss"
+    fixed, balanced, _ = class_weight_arguments(op, class_weights, allow_pixel=False)
     # The op's rule: a class-index target, or a 5-D input, or a 4-D one with
     # one channel, has a class/channel dim.
     classes = not (target.is_floating_point() or target.is_complex())
     channel = classes or input.dim() == 5 or (input.dim() == 4 and input.shape[1] == 1)
-    spacing = _spacing(sampling, input.dim() - 1 - int(channel))
+    spacing = _spacing(op, sampling, input.dim() - 1 - int(channel))
     return torch.ops.segloss.shape_aware_loss(
-        input, target, weight_map, instances=instances, w0=float(w0), sigma=float(sigma),
+        input, target, weight_map, instances=instances, w0=_number(op, "w0", w0),
+        sigma=_number(op, "sigma", sigma),
         sampling=spacing, class_weights=fixed, balanced=balanced, from_logits=from_logits,
         weight=weight, ignore_index=int(ignore_index), reduction=reduction)

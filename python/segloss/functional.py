@@ -177,6 +177,7 @@ def dice_ce_loss(
     lambda_dice: float = 1.0,
     lambda_ce: float = 1.0,
     reduction: str = "mean",
+    ce_weight: Optional[Tensor] = None,
 ) -> Tensor:
     r"""Dice + cross-entropy, ``lambda_dice * Dice + lambda_ce * CE``, from one
     read of the logits (nnU-Net's ``DC_and_CE_loss``, MONAI's ``DiceCELoss``).
@@ -186,12 +187,17 @@ def dice_ce_loss(
     masked and ignored pixels, and follows PyTorch:
 
     - ``activation="sigmoid"``: ``binary_cross_entropy_with_logits`` over every
-      element, with ``class_weights`` as the per-channel ``pos_weight``;
-    - ``activation="softmax"``: ``cross_entropy`` with ``weight=class_weights``
+      element, with the class weights ``w`` as the per-channel ``pos_weight``;
+    - ``activation="softmax"``: ``cross_entropy`` with ``weight=w``
       (for a class-index target the weighted mean
       ``sum w_y (-log p_y) / sum w_y``; for probability targets the mean over
       pixels), with ``0 log 0 = 0``: a class without target mass adds
       nothing, so a ``-inf`` logit of another class stays finite.
+
+    ``w`` is ``ce_weight`` when given, else ``class_weights``: ``class_weights``
+    alone weighs both terms (MONAI's ``DiceCELoss(weight=)`` with C > 1),
+    ``ce_weight`` alone only the CE (MONAI's one-channel
+    ``DiceCELoss(sigmoid=True, weight=)``, whose Dice ignores ``weight``).
 
     Args:
         input: logits ``Tensor[N, C, *spatial]``; ``activation`` is ``"softmax"``
@@ -200,6 +206,9 @@ def dice_ce_loss(
         class_weights, ignore_index, mask: as for :func:`dice_loss`.
         lambda_dice, lambda_ce: weights of the two terms.
         reduction: ``"mean"`` or ``"sum"``, for both terms.
+        ce_weight: ``Tensor[C]``, per-class weights of the CE term alone
+            (``cross_entropy``'s ``weight``, or the per-channel ``pos_weight``
+            with sigmoid); ``None`` (default): the CE uses ``class_weights``.
 
     Returns:
         A 0-dim tensor in ``input``'s dtype; differentiable with respect to
@@ -209,7 +218,7 @@ def dice_ce_loss(
         input, target, activation=activation, gamma=gamma, smooth_nr=smooth_nr,
         smooth_dr=smooth_dr, batch_dice=batch_dice, include_background=include_background,
         class_weights=class_weights, ignore_index=ignore_index, mask=mask,
-        lambda_dice=lambda_dice, lambda_ce=lambda_ce, reduction=reduction)
+        lambda_dice=lambda_dice, lambda_ce=lambda_ce, reduction=reduction, ce_weight=ce_weight)
 
 @torch.jit.unused
 def _distributed_dice_loss(
@@ -234,7 +243,8 @@ def _distributed_dice_loss(
     if not (dist.is_available() and dist.is_initialized()):
         raise RuntimeError("segloss.dice_loss: ddp=True needs an initialised torch.distributed "
                            "process group")
-    sums = torch.ops.segloss._dice_sums(input, target, activation, gamma, ignore_index, mask)
+    sums = torch.ops.segloss._dice_sums(input, target, activation, gamma, ignore_index, mask,
+                                        False, "segloss.dice_loss")
     global_sums = _AllReduceSum.apply(sums.sum(0, keepdim=True))
     loss = torch.ops.segloss._dice_loss_from_sums(global_sums, smooth_nr, smooth_dr, True,
                                                   include_background, class_weights, reduction)

@@ -13,9 +13,15 @@ __all__ = ["BCELoss", "BCEWithLogitsLoss", "WeightedBCELoss", "DiceLoss", "DiceC
 _REDUCTIONS = ("none", "mean", "sum")
 
 
-def _check_reduction(reduction: str) -> str:
+def _name(module: torch.nn.Module) -> str:
+    """The public name of a segloss.nn class, for its error messages."""
+    return f"segloss.nn.{type(module).__name__}"
+
+
+def _check_reduction(module: torch.nn.Module, reduction: str) -> str:
     if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        raise ValueError(f"{_name(module)}: reduction must be one of {_REDUCTIONS}, got "
+                         f"{reduction!r}")
     return reduction
 
 
@@ -29,7 +35,7 @@ class _BCEBase(torch.nn.Module):
         # Buffers follow the module across .to(device) and into state_dict.
         self.register_buffer("weight", weight)
         self.register_buffer("pos_weight", pos_weight)
-        self.reduction = _check_reduction(reduction)
+        self.reduction = _check_reduction(self, reduction)
 
     def extra_repr(self) -> str:
         parts = [f"reduction={self.reduction!r}"]
@@ -87,10 +93,10 @@ class WeightedBCELoss(torch.nn.Module):
         super().__init__()
         beta_tensor = torch.as_tensor(beta, dtype=torch.float32)
         if not bool((beta_tensor > 0).all()):
-            raise ValueError(f"beta must be positive, got {beta}")
+            raise ValueError(f"{_name(self)}: beta must be positive, got {beta}")
         self.register_buffer("beta", beta_tensor)
         self.from_logits = from_logits
-        self.reduction = _check_reduction(reduction)
+        self.reduction = _check_reduction(self, reduction)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         if self.from_logits:
@@ -113,7 +119,7 @@ class _DiceOptions(torch.nn.Module):
                  ignore_index: Optional[int]) -> None:
         super().__init__()
         if not gamma >= 1:
-            raise ValueError(f"gamma must be >= 1, got {gamma}")
+            raise ValueError(f"{_name(self)}: gamma must be >= 1, got {gamma}")
         self.activation = activation
         self.gamma = float(gamma)
         self.smooth_nr = float(smooth_nr)
@@ -147,13 +153,13 @@ class DiceLoss(_DiceOptions):
                  ignore_index: Optional[int] = None, reduction: str = "mean",
                  ddp: bool = False) -> None:
         if activation not in ("sigmoid", "softmax", "none"):
-            raise ValueError(
-                f"activation must be 'sigmoid', 'softmax' or 'none', got {activation!r}")
+            raise ValueError(f"{_name(self)}: activation must be 'sigmoid', 'softmax' or 'none', "
+                             f"got {activation!r}")
         super().__init__(activation, gamma, smooth_nr, smooth_dr, batch_dice,
                          include_background, class_weights, ignore_index)
-        self.reduction = _check_reduction(reduction)
+        self.reduction = _check_reduction(self, reduction)
         if ddp and not batch_dice:
-            raise ValueError("ddp=True needs batch_dice=True")
+            raise ValueError(f"{_name(self)}: ddp=True needs batch_dice=True")
         self.ddp = ddp
 
     def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
@@ -179,22 +185,30 @@ class DiceCELoss(_DiceOptions):
     r"""``lambda_dice * Dice + lambda_ce * CE`` from one read of the logits.
 
     See :func:`segloss.dice_ce_loss`; ``forward(input, target, mask=None)``.
+    ``class_weights`` and ``ce_weight`` (the CE's own class weights) are
+    buffers (follow ``.to(device)``).
     """
+
+    ce_weight: Optional[Tensor]
 
     def __init__(self, activation: str = "softmax", gamma: float = 1.0, smooth_nr: float = 1e-5,
                  smooth_dr: float = 1e-5, batch_dice: bool = False,
                  include_background: bool = True, class_weights: Optional[Tensor] = None,
                  ignore_index: Optional[int] = None, lambda_dice: float = 1.0,
-                 lambda_ce: float = 1.0, reduction: str = "mean") -> None:
+                 lambda_ce: float = 1.0, reduction: str = "mean",
+                 ce_weight: Optional[Tensor] = None) -> None:
         if activation not in ("sigmoid", "softmax"):
-            raise ValueError(f"activation must be 'sigmoid' or 'softmax', got {activation!r}")
+            raise ValueError(f"{_name(self)}: activation must be 'sigmoid' or 'softmax', got "
+                             f"{activation!r}")
         if reduction not in ("mean", "sum"):
-            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+            raise ValueError(f"{_name(self)}: reduction must be 'mean' or 'sum', got "
+                             f"{reduction!r}")
         super().__init__(activation, gamma, smooth_nr, smooth_dr, batch_dice,
                          include_background, class_weights, ignore_index)
         self.lambda_dice = float(lambda_dice)
         self.lambda_ce = float(lambda_ce)
         self.reduction = reduction
+        self.register_buffer("ce_weight", ce_weight)
 
     def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         return F.dice_ce_loss(input, target, activation=self.activation, gamma=self.gamma,
@@ -203,14 +217,17 @@ class DiceCELoss(_DiceOptions):
                               include_background=self.include_background,
                               class_weights=self.class_weights, ignore_index=self.ignore_index,
                               mask=mask, lambda_dice=self.lambda_dice, lambda_ce=self.lambda_ce,
-                              reduction=self.reduction)
+                              reduction=self.reduction, ce_weight=self.ce_weight)
 
     def extra_repr(self) -> str:
         parts = [f"activation={self.activation!r}", f"gamma={self.gamma}",
                  f"batch_dice={self.batch_dice}",
                  f"include_background={self.include_background}",
                  f"lambda_dice={self.lambda_dice}", f"lambda_ce={self.lambda_ce}",
-                 *self._optional_repr(), f"reduction={self.reduction!r}"]
+                 *self._optional_repr()]
+        if self.ce_weight is not None:
+            parts.append(f"ce_weight=Tensor{list(self.ce_weight.shape)}")
+        parts.append(f"reduction={self.reduction!r}")
         return ", ".join(parts)
 
 
@@ -246,15 +263,19 @@ class ShapeAwareLoss(torch.nn.Module):
                  weight: Optional[Tensor] = None, ignore_index: int = -100,
                  reduction: str = "mean") -> None:
         super().__init__()
-        from segloss.distance import class_weight_arguments
+        from segloss.distance import _number, _spacing, class_weight_arguments
 
         if reduction not in ("none", "mean", "sum", "weighted_mean"):
-            raise ValueError("reduction must be 'none', 'mean', 'sum' or 'weighted_mean', got "
-                             f"{reduction!r}")
+            raise ValueError(f"{_name(self)}: reduction must be 'none', 'mean', 'sum' or "
+                             f"'weighted_mean', got {reduction!r}")
         self.fixed_class_weights, self.balanced, _ = class_weight_arguments(
             "segloss.nn.ShapeAwareLoss", class_weights, allow_pixel=False)
-        self.w0, self.sigma = float(w0), float(sigma)
-        self.sampling = None if sampling is None else [float(s) for s in sampling]
+        self.w0 = _number(_name(self), "w0", w0)
+        self.sigma = _number(_name(self), "sigma", sigma)
+        if isinstance(sampling, (int, float)):  # the number of spatial dims is not known yet
+            raise TypeError(f"{_name(self)}: sampling must be a sequence of numbers, one per "
+                            f"spatial dim, got {sampling!r}")
+        self.sampling = _spacing(_name(self), sampling, 0)
         self.from_logits = from_logits
         self.register_buffer("weight", None if weight is None else torch.as_tensor(weight))
         self.ignore_index = int(ignore_index)

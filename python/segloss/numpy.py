@@ -36,7 +36,9 @@ ClassWeights = Optional[Union[str, Mapping[int, float], np.ndarray]]
 _MIN_SPACING, _MAX_SPACING = 1e-100, 1e100
 
 
-def _sampling(sampling: Sampling, ndim: int) -> list:
+# Every error message starts with the public function's name, `op`.
+
+def _sampling(op: str, sampling: Sampling, ndim: int) -> list:
     if sampling is None:
         return [1.0] * ndim
     if isinstance(sampling, numbers.Real):
@@ -47,21 +49,21 @@ def _sampling(sampling: Sampling, ndim: int) -> list:
                 raise TypeError
             values = [float(s) for s in sampling]
         except (TypeError, ValueError):
-            raise TypeError("sampling must be a number or a sequence of numbers, got "
+            raise TypeError(f"{op}: sampling must be a number or a sequence of numbers, got "
                             f"{type(sampling).__name__}") from None
         if len(values) != ndim:
-            raise ValueError(f"sampling must have one value per axis ({ndim}), got "
+            raise ValueError(f"{op}: sampling must have one value per axis ({ndim}), got "
                              f"{len(values)}: {list(sampling)}")
     for axis, value in enumerate(values):
         if not (_MIN_SPACING <= value <= _MAX_SPACING):
-            raise ValueError(f"sampling must be positive (between 1e-100 and 1e100), got "
+            raise ValueError(f"{op}: sampling must be positive (between 1e-100 and 1e100), got "
                              f"{value} for axis {axis}")
     return values
 
 
-def _threads(threads: int) -> int:
+def _threads(op: str, threads: int) -> int:
     if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
-        raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+        raise ValueError(f"{op}: threads must be an integer >= 1, got {threads!r}")
     return int(threads)
 
 
@@ -73,15 +75,16 @@ def _readable(array: np.ndarray) -> np.ndarray:
     return array
 
 
-def _instance_labels(labels) -> np.ndarray:
+def _instance_labels(op: str, labels) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.dtype.kind not in "iu":
         hint = (" (a binary mask? label its connected components first, e.g. with "
                 "scipy.ndimage.label or skimage.measure.label)" if labels.dtype.kind == "b" else "")
-        raise TypeError("labels must be an array of integer instance ids (any signed or unsigned "
-                        f"integer dtype; 0 is background), got dtype {labels.dtype}{hint}")
+        raise TypeError(f"{op}: labels must be an array of integer instance ids (any signed or "
+                        f"unsigned integer dtype; 0 is background), got dtype {labels.dtype}{hint}")
     if labels.ndim not in (2, 3):
-        raise ValueError(f"labels must be a 2D or 3D instance map, got {labels.ndim} dimensions "
+        raise ValueError(f"{op}: labels must be a 2D or 3D instance map, got {labels.ndim} "
+                         "dimensions "
                          f"(shape {labels.shape}); call once per image")
     return _readable(labels)
 
@@ -115,34 +118,35 @@ def two_nearest_distances(labels, sampling: Sampling = None, return_labels: bool
         ``l1`` is unspecified (``d1 == d2`` there), but it is the same on
         every run, thread count and device.
     """
-    labels = _instance_labels(labels)
-    return _numpy.two_nearest(labels, _sampling(sampling, labels.ndim), bool(return_labels),
-                              _threads(threads))
+    op = "segloss.numpy.two_nearest_distances"
+    labels = _instance_labels(op, labels)
+    return _numpy.two_nearest(labels, _sampling(op, sampling, labels.ndim), bool(return_labels),
+                              _threads(op, threads))
 
 
-def _class_weight_arguments(class_weights: ClassWeights, labels: np.ndarray):
+def _class_weight_arguments(op: str, class_weights: ClassWeights, labels: np.ndarray):
     """(background_weight, foreground_weight, balanced, pixel_weights or None)."""
     if class_weights is None:
         return 1.0, 1.0, False, None
     if isinstance(class_weights, str):
         if class_weights != "balanced":
-            raise ValueError("class_weights must be None, 'balanced', a mapping {0: background, "
-                             "1: foreground} or an array of per-pixel weights, got "
+            raise ValueError(f"{op}: class_weights must be None, 'balanced', a mapping "
+                             "{0: background, 1: foreground} or an array of per-pixel weights, got "
                              f"{class_weights!r}")
         return 1.0, 1.0, True, None
     if isinstance(class_weights, Mapping):
         unknown = set(class_weights) - {0, 1}
         if unknown:
-            raise ValueError("class_weights mapping must have keys 0 (background) and/or 1 "
+            raise ValueError(f"{op}: class_weights mapping must have keys 0 (background) and/or 1 "
                              f"(foreground), got keys {sorted(class_weights, key=repr)}")
         weights = [float(class_weights.get(0, 1.0)), float(class_weights.get(1, 1.0))]
         if not all(math.isfinite(w) for w in weights):
-            raise ValueError(f"class_weights must be finite, got {dict(class_weights)}")
+            raise ValueError(f"{op}: class_weights must be finite, got {dict(class_weights)}")
         return weights[0], weights[1], False, None
     pixel = np.asarray(class_weights)
     if pixel.dtype.kind not in "fiub" or pixel.shape != labels.shape:
-        raise ValueError("class_weights as an array must hold one real weight per pixel, of the "
-                         f"labels' shape {labels.shape}; got dtype {pixel.dtype}, shape "
+        raise ValueError(f"{op}: class_weights as an array must hold one real weight per pixel, "
+                         f"of the labels' shape {labels.shape}; got dtype {pixel.dtype}, shape "
                          f"{pixel.shape}")
     return 1.0, 1.0, False, np.ascontiguousarray(pixel, dtype=np.float32)
 
@@ -178,16 +182,17 @@ def unet_weight_map(labels, w0: float = 10.0, sigma: float = 5.0,
     Returns:
         float32 array of ``labels``' shape (computed in float64).
     """
-    labels = _instance_labels(labels)
+    op = "segloss.numpy.unet_weight_map"
+    labels = _instance_labels(op, labels)
     w0, sigma = float(w0), float(sigma)
     if not math.isfinite(w0):
-        raise ValueError(f"w0 must be finite, got {w0}")
+        raise ValueError(f"{op}: w0 must be finite, got {w0}")
     if not (math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"sigma must be positive and finite, got {sigma}")
-    background, foreground, balanced, pixel = _class_weight_arguments(class_weights, labels)
-    return _numpy.unet_weight_map(labels, _sampling(sampling, labels.ndim), w0, sigma,
+        raise ValueError(f"{op}: sigma must be positive and finite, got {sigma}")
+    background, foreground, balanced, pixel = _class_weight_arguments(op, class_weights, labels)
+    return _numpy.unet_weight_map(labels, _sampling(op, sampling, labels.ndim), w0, sigma,
                                   bool(border_everywhere), background, foreground, balanced,
-                                  pixel, _threads(threads))
+                                  pixel, _threads(op, threads))
 
 
 def distance_transform_edt(input, sampling: Sampling = None, *, threads: int = 1) -> np.ndarray:
@@ -207,4 +212,6 @@ def distance_transform_edt(input, sampling: Sampling = None, *, threads: int = 1
     if array.dtype.kind not in "biu":
         array = array != 0
     array = _readable(array)
-    return _numpy.distance_transform_edt(array, _sampling(sampling, array.ndim), _threads(threads))
+    op = "segloss.numpy.distance_transform_edt"
+    return _numpy.distance_transform_edt(array, _sampling(op, sampling, array.ndim),
+                                         _threads(op, threads))

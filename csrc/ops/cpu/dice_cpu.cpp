@@ -24,8 +24,6 @@ namespace {
 using cpu::kBlock;
 using cpu::load_block;
 
-constexpr const char* kSumsOp = "segloss._dice_sums";
-
 const cpu::DiceBlockFunctions& dice_functions() {
   static const cpu::DiceBlockFunctions functions = cpu::for_selected_isa(
       &cpu::dice_block_functions_baseline, &cpu::dice_block_functions_avx2,
@@ -187,7 +185,7 @@ void dice_sums_kernel(const DiceOperands& ops, at::Tensor& sums) {
 
   TORCH_CHECK(std::all_of(labels_in_range.begin(), labels_in_range.end(),
                           [](char ok) { return ok != 0; }),
-              kSumsOp, ": class indices in target must lie in [0, ", core::number_of_labels(C),
+              ops.op, ": class indices in target must lie in [0, ", core::number_of_labels(C),
               ")", ops.ignore_index ? " or equal ignore_index" : "", " for input with ", C,
               " channel(s)");
   acc_t* out = sums.mutable_data_ptr<acc_t>();
@@ -266,8 +264,9 @@ void dice_sums_backward_kernel(const DiceOperands& ops, const at::Tensor& grad_s
 at::Tensor dice_sums_cpu(const at::Tensor& input, const at::Tensor& target,
                          std::string_view activation, double gamma,
                          std::optional<int64_t> ignore_index,
-                         const std::optional<at::Tensor>& mask, bool cross_entropy) {
-  const DiceOperands ops = prepare_dice_operands(kSumsOp, input, target, activation, gamma,
+                         const std::optional<at::Tensor>& mask, bool cross_entropy,
+                         std::string_view caller) {
+  const DiceOperands ops = prepare_dice_operands(caller, input, target, activation, gamma,
                                                  ignore_index, mask, cross_entropy);
   at::Tensor sums = empty_dice_sums(ops.input, cross_entropy);
   sums.zero_();
@@ -280,10 +279,11 @@ at::Tensor dice_sums_cpu(const at::Tensor& input, const at::Tensor& target,
 at::Tensor dice_sums_backward_cpu(const at::Tensor& grad_sums, const at::Tensor& input,
                                   const at::Tensor& target, std::string_view activation,
                                   double gamma, std::optional<int64_t> ignore_index,
-                                  const std::optional<at::Tensor>& mask, bool cross_entropy) {
-  const DiceOperands ops = prepare_dice_operands(kSumsOp, input, target, activation, gamma,
+                                  const std::optional<at::Tensor>& mask, bool cross_entropy,
+                                  std::string_view caller) {
+  const DiceOperands ops = prepare_dice_operands(caller, input, target, activation, gamma,
                                                  ignore_index, mask, cross_entropy);
-  const at::Tensor dsums = prepare_dice_grad_sums(kSumsOp, grad_sums, ops.input, cross_entropy);
+  const at::Tensor dsums = prepare_dice_grad_sums(caller, grad_sums, ops.input, cross_entropy);
   at::Tensor grad_input = at::empty_like(ops.input, at::MemoryFormat::Contiguous);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, ops.input.scalar_type(), "segloss_dice_sums_backward_cpu",

@@ -8,8 +8,11 @@ namespace segloss::ops::cpu {
 
 enum class Isa { Baseline, Avx2, Avx512 };
 
-// The widest instruction set this CPU supports, capped by the environment
-// variable SEGLOSS_CPU_ISA (baseline, avx2 or avx512) when it is set. Read once.
+// The instruction set whose loops every CPU kernel uses: the widest this CPU
+// supports, capped by the environment variable SEGLOSS_CPU_ISA (baseline,
+// avx2 or avx512) when it is set; a cap above what the CPU has selects what it
+// has, an unknown value is ignored with a warning. Read once. The private op
+// segloss::_cpu_instruction_set() returns its name.
 Isa selected_isa();
 
 const char* isa_name(Isa isa);
