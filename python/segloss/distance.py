@@ -31,13 +31,33 @@ ClassWeights = Optional[Union[str, Dict[int, float]]]
 
 
 
+@torch.jit.unused
+def _checked_numbers(op: str, name: str, values: List[float]) -> List[float]:
+    # Outside TorchScript (which checks the types itself): any numbers, or a
+    # TypeError that names the function and the argument.
+    try:
+        if isinstance(values, (str, bytes)):
+            raise TypeError
+        return [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: {name} must be a number or a sequence of numbers, got "
+                        f"{values!r}") from None
+
+
+@torch.jit.unused
+def _checked_number(op: str, name: str, value: float) -> float:
+    try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: {name} must be a number, got {value!r}") from None
+
+
 def _number(op: str, name: str, value: float) -> float:
-    if not torch.jit.is_scripting():  # TorchScript checks the type itself
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise TypeError(f"{op}: {name} must be a number, got {value!r}") from None
-    return value
+    if not torch.jit.is_scripting():
+        return _checked_number(op, name, value)
+    return float(value)
 
 
 def _spacing(op: str, sampling: Sampling, spatial_dims: int) -> Optional[List[float]]:
@@ -47,13 +67,7 @@ def _spacing(op: str, sampling: Sampling, spatial_dims: int) -> Optional[List[fl
     if isinstance(sampling, (int, float)):
         return [float(sampling)] * spatial_dims
     if not torch.jit.is_scripting():
-        try:
-            if isinstance(sampling, (str, bytes)):
-                raise TypeError
-            return [float(v) for v in sampling]
-        except (TypeError, ValueError):
-            raise TypeError(f"{op}: sampling must be a number or a sequence of numbers, got "
-                            f"{sampling!r}") from None
+        return _checked_numbers(op, "sampling", sampling)
     return [float(s) for s in sampling]
 
 
