@@ -238,18 +238,37 @@ class _Terminal(io.StringIO):
 
 
 def test_progress_bar_on_a_terminal_and_quiet(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("tqdm")
     for seed in range(2):
         np.save(tmp_path / f"labels{seed}.npy", _labels(seed=seed))
+    (tmp_path / "broken.npy").write_bytes(b"not a .npy file")
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
-    assert _weight_map(tmp_path, "-o", tmp_path / "out") == 0
+    assert _weight_map(tmp_path, "-o", tmp_path / "out") == 1
     shown = terminal.getvalue()
-    assert "\r[" in shown and "] 2/2  0:0" in shown and "written" not in shown.split("\n")[0]
-    assert "2 written, 0 skipped, 0 failed" in shown
+    # tqdm's bar, redrawn in place; per-file lines only for failures, above the bar.
+    assert "\r100%|" in shown and "| 3/3 [" in shown and "file/s]" in shown
+    assert "written " not in shown
+    lines = [line.split("\r")[-1] for line in shown.splitlines()]
+    assert any(line.startswith(f"failed {tmp_path / 'broken.npy'}: ") for line in lines)
+    assert lines[-1].startswith("2 written, 0 skipped, 1 failed")
 
     monkeypatch.undo()
-    assert _weight_map(tmp_path, "-o", tmp_path / "quiet", "--quiet") == 0
-    assert capsys.readouterr().err == ""
+    assert _weight_map(tmp_path, "-o", tmp_path / "quiet", "--quiet") == 1
+    err = capsys.readouterr().err.splitlines()  # failures only
+    assert len(err) == 1 and err[0].startswith(f"failed {tmp_path / 'broken.npy'}: ")
+
+
+def test_plain_lines_on_a_terminal_without_tqdm(tmp_path, monkeypatch):
+    np.save(tmp_path / "labels.npy", _labels())
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # makes `import tqdm` fail
+    assert _weight_map(tmp_path, "-o", tmp_path / "out") == 0
+    written, summary = terminal.getvalue().splitlines()
+    assert written == f"written {tmp_path / 'labels.npy'} -> {tmp_path / 'out' / 'labels.npy'}"
+    assert summary.startswith("1 written, 0 skipped, 0 failed")
+    assert "\r" not in terminal.getvalue()
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

@@ -6,7 +6,8 @@
                        [--workers N] [--threads T] [--quiet]
 
 Torch-free: it needs NumPy and ``segloss.numpy`` only. Pillow (.png), tifffile
-(.tif, .tiff) and matplotlib (--preview) are optional and imported when needed.
+(.tif, .tiff), matplotlib (--preview) and tqdm (the progress bar) are optional
+and imported when needed.
 """
 
 import argparse
@@ -14,7 +15,6 @@ import importlib.util
 import math
 import multiprocessing
 import os
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -48,9 +48,9 @@ outputs:
   --overwrite. Outputs are written to a temporary file and renamed, so an
   interrupted run leaves no partial file.
 
-  A progress bar goes to stderr when it is a terminal, otherwise one line per
-  file; failures are always reported there (path: reason) and the other files
-  go on.
+  A progress bar (tqdm) goes to stderr when it is a terminal, otherwise (or
+  without tqdm installed) one line per file; failures are always reported there
+  (path: reason) and the other files go on.
 
 exit status:
   0 all written (or skipped), 1 some file failed, 2 usage error."""
@@ -377,48 +377,35 @@ def _plan(args: argparse.Namespace) -> List[Job]:
 # --- reporting --------------------------------------------------------------------------------
 
 class _Report:
-    """Progress and per-file lines on stderr, and the counts for the summary."""
+    """Progress and per-file lines on stderr, and the counts for the summary.
 
-    BAR_WIDTH = 30
+    On a terminal (with tqdm installed) a bar, and only failures as lines;
+    otherwise one plain line per file.
+    """
 
     def __init__(self, total: int, quiet: bool) -> None:
-        self.stream = sys.stderr
+        from segloss._progress import Progress
+
         self.quiet = quiet
-        self.bar = not quiet and self.stream.isatty()
-        self.total, self.done = total, 0
+        self.progress = Progress(total, unit="file", enabled=not quiet)
         self.counts = {"written": 0, "skipped": 0, "failed": 0}
         self.start = time.monotonic()
-        if self.bar:
-            self._draw()
 
     def file(self, status: str, line: str) -> None:
         """One finished file; ``line`` describes it (shown per file only without the bar)."""
-        self.done += 1
         self.counts[status] += 1
-        if status == "failed" or not (self.quiet or self.bar):
-            if self.bar:
-                self.stream.write("\r\x1b[K")  # clear the bar, print the line, redraw below
-            self.stream.write(line + "\n")
-        if self.bar:
-            self._draw()
-
-    def _draw(self) -> None:
-        filled = self.BAR_WIDTH * self.done // max(self.total, 1)
-        elapsed = int(time.monotonic() - self.start)
-        self.stream.write(f"\r[{'#' * filled}{'.' * (self.BAR_WIDTH - filled)}] "
-                          f"{self.done}/{self.total}  {elapsed // 60}:{elapsed % 60:02d}")
-        self.stream.flush()
+        if status == "failed" or not (self.quiet or self.progress.shown):
+            self.progress.write(line)
+        self.progress.update()
 
     def finish(self, output_dir: Path) -> None:
-        if self.bar:
-            self.stream.write("\n")
+        self.progress.close()
         if not self.quiet:
             counts = self.counts
             hint = " (outputs exist; use --overwrite)" if counts["skipped"] else ""
-            self.stream.write(f"{counts['written']} written, {counts['skipped']} skipped{hint}, "
-                              f"{counts['failed']} failed in {time.monotonic() - self.start:.1f} s"
-                              f" (output: {output_dir})\n")
-        self.stream.flush()
+            self.progress.write(f"{counts['written']} written, {counts['skipped']} skipped{hint}, "
+                                f"{counts['failed']} failed in {time.monotonic() - self.start:.1f}"
+                                f" s (output: {output_dir})")
 
 
 def run(args: argparse.Namespace) -> int:
