@@ -6,6 +6,8 @@
 #include <torch/library.h>
 
 #include <limits>
+#include <string>
+#include <string_view>
 
 #include "../core/dice.h"
 #include "checks.h"
@@ -14,8 +16,6 @@
 
 namespace segloss::ops {
 namespace {
-
-constexpr const char* kOp = "segloss.dice_loss";
 
 // Per-channel weights (class_weights, ce_weight): floating point, shape [C],
 // on the sums' (the input's) device.
@@ -42,16 +42,78 @@ at::Tensor dice_sums(std::string_view caller, const at::Tensor& input, const at:
   return op.call(input, target, activation, gamma, ignore_index, mask, cross_entropy, caller);
 }
 
-// The loss from the per-(n, c) sums (N, C, 3), its errors naming `op` (the
-// public function); also the last step of the distributed Dice, after the
-// sums are all-reduced across ranks.
-at::Tensor dice_loss_from_sums(std::string_view op, const at::Tensor& sums, double smooth_nr,
-                               double smooth_dr, bool batch_dice, bool include_background,
-                               const std::optional<at::Tensor>& class_weights,
-                               std::string_view reduction) {
-  const Reduction parsed = parse_reduction(op, reduction);
-  TORCH_CHECK(sums.dim() == 3 && sums.sym_size(2) == 3, op,
-              ": sums must have shape (N, C, 3), got ", sums.sym_sizes());
+// --------------------------------------------------------------------------
+// The region family: each loss is a formula over the per-(n, c) sums
+//   I = sum m p y,   P = sum m p^gamma,   T = sum m y^gamma
+// (the core::DiceColumn columns of _dice_sums), followed by one shared tail
+// (class weights, include_background, reduction). A new region loss is a
+// formula and a row of kRegionLosses, plus its public op.
+
+// The sums of one (n, c), or of one c over the batch with batch_dice.
+struct RegionSums {
+  at::Tensor intersection;  // I
+  at::Tensor prediction;    // P
+  at::Tensor truth;         // T
+};
+
+// The options only some region losses have; each loss reads its own.
+struct RegionParams {
+  double alpha = 0.5;        // tversky_loss: weight of the false positives
+  double beta = 0.5;         // tversky_loss: weight of the false negatives
+  double focal_gamma = 1.0;  // tversky_loss: exponent of each per-(n, c) term
+};
+
+// numerator / denominator, with 0 / 0 (nothing predicted, nothing true, no
+// smoothing) defined as 1, a perfect score, with zero gradient: the safe
+// denominator keeps the unused branch of the where finite, so its gradient
+// is 0, not NaN.
+at::Tensor score_or_perfect(const at::Tensor& numerator, const at::Tensor& denominator) {
+  const at::Tensor empty = denominator == 0;
+  return at::where(empty, at::ones_like(numerator), numerator / at::where(empty, 1, denominator));
+}
+
+using RegionFormula = at::Tensor (*)(const RegionSums&, double smooth_nr, double smooth_dr,
+                                     const RegionParams&);
+using RegionParamCheck = void (*)(std::string_view op, const RegionParams&);
+
+// 1 - (2 I + s_nr) / (P + T + s_dr)
+at::Tensor dice_formula(const RegionSums& s, double smooth_nr, double smooth_dr,
+                        const RegionParams&) {
+  return 1 - score_or_perfect(2 * s.intersection + smooth_nr,
+                              s.prediction + s.truth + smooth_dr);
+}
+
+struct RegionLoss {
+  std::string_view name;  // the public function, without "segloss."
+  std::string_view op;    // "segloss." + name, for the error messages
+  RegionFormula formula;
+  RegionParamCheck check_params;  // nullptr: no options of its own
+};
+
+constexpr RegionLoss kRegionLosses[] = {
+    {"dice_loss", "segloss.dice_loss", &dice_formula, nullptr},
+};
+
+const RegionLoss& region_loss_named(std::string_view name) {
+  for (const RegionLoss& loss : kRegionLosses) {
+    if (loss.name == name) return loss;
+  }
+  std::string known;
+  for (const RegionLoss& loss : kRegionLosses) {
+    known += known.empty() ? "'" : ", '";
+    known += std::string(loss.name) + "'";
+  }
+  TORCH_CHECK_VALUE(false, "segloss._region_loss_from_sums: loss must be one of ", known,
+                    ", got '", name, "'");
+}
+
+// The argument checks every region loss shares, its errors naming `op`.
+void check_region_arguments(std::string_view op, const at::Tensor& sums, double smooth_nr,
+                            double smooth_dr, bool include_background,
+                            const std::optional<at::Tensor>& class_weights) {
+  TORCH_CHECK(sums.dim() == 3 && sums.sym_size(2) == core::kDiceColumns, op,
+              ": sums must have shape (N, C, ", static_cast<int>(core::kDiceColumns), "), got ",
+              sums.sym_sizes());
   TORCH_CHECK_VALUE(smooth_nr >= 0 && smooth_dr >= 0, op,
                     ": smooth_nr and smooth_dr must be >= 0, got ", smooth_nr, " and ",
                     smooth_dr);
@@ -73,26 +135,27 @@ at::Tensor dice_loss_from_sums(std::string_view op, const at::Tensor& sums, doub
   TORCH_CHECK_VALUE(include_background || sums.sym_size(1) >= 2, op,
                     ": include_background=False drops channel 0, which leaves no channel of an "
                     "input with one channel");
-  at::Tensor intersection = sums.select(-1, 0);  // (N, C)
-  at::Tensor prediction = sums.select(-1, 1);
-  at::Tensor truth = sums.select(-1, 2);
-  if (batch_dice) {  // one Dice per channel over the whole batch: (C,)
-    intersection = intersection.sum(0);
-    prediction = prediction.sum(0);
-    truth = truth.sum(0);
+}
+
+// The named columns of the sums, summed over the batch for batch_dice.
+RegionSums region_sums(const at::Tensor& sums, bool batch_dice) {
+  RegionSums s{sums.select(-1, core::kIntersection), sums.select(-1, core::kPrediction),
+               sums.select(-1, core::kTruth)};  // (N, C)
+  if (batch_dice) {  // one value per channel over the whole batch: (C,)
+    s.intersection = s.intersection.sum(0);
+    s.prediction = s.prediction.sum(0);
+    s.truth = s.truth.sum(0);
   }
-  const at::Tensor numerator = 2 * intersection + smooth_nr;
-  const at::Tensor denominator = prediction + truth + smooth_dr;
-  // Nothing predicted, nothing true and no smoothing: defined as a perfect
-  // score with zero gradient (the safe denominator keeps the unused branch
-  // of the where finite, so its gradient is 0, not NaN).
-  const at::Tensor empty = denominator == 0;
-  const at::Tensor dice =
-      at::where(empty, at::ones_like(numerator), numerator / at::where(empty, 1, denominator));
-  at::Tensor loss = 1 - dice;  // (N, C) or (C,)
+  return s;
+}
+
+// The tail every region loss shares: class weights, include_background,
+// reduction of the per-(n, c) (or per-c) losses.
+at::Tensor region_tail(at::Tensor loss, const std::optional<at::Tensor>& class_weights,
+                       bool include_background, Reduction reduction) {
   if (is_given(class_weights)) loss = loss * class_weights->to(loss.scalar_type());
   if (!include_background) loss = loss.narrow_symint(-1, 1, loss.sym_size(-1) - 1);
-  switch (parsed) {
+  switch (reduction) {
     case Reduction::Mean:
       return loss.mean();
     case Reduction::Sum:
@@ -102,26 +165,62 @@ at::Tensor dice_loss_from_sums(std::string_view op, const at::Tensor& sums, doub
   }
 }
 
+// A region loss from the sums (N, C, 3), its errors naming `op` (the public
+// function); also the last step of the distributed losses (ddp=True), after
+// the sums are all-reduced across ranks.
+at::Tensor region_loss_from_sums(const RegionLoss& loss, std::string_view op,
+                                 const at::Tensor& sums, double smooth_nr, double smooth_dr,
+                                 bool batch_dice, bool include_background,
+                                 const std::optional<at::Tensor>& class_weights,
+                                 std::string_view reduction, const RegionParams& params) {
+  const Reduction parsed = parse_reduction(op, reduction);
+  check_region_arguments(op, sums, smooth_nr, smooth_dr, include_background, class_weights);
+  if (loss.check_params != nullptr) loss.check_params(op, params);
+  const at::Tensor per_class =
+      loss.formula(region_sums(sums, batch_dice), smooth_nr, smooth_dr, params);
+  return region_tail(per_class, class_weights, include_background, parsed);
+}
+
+// A public region loss: the fused sums, then its epilogue.
+at::Tensor region_loss(const RegionLoss& loss, const at::Tensor& input, const at::Tensor& target,
+                       std::string_view activation, double gamma, double smooth_nr,
+                       double smooth_dr, bool batch_dice, bool include_background,
+                       const std::optional<at::Tensor>& class_weights,
+                       std::optional<int64_t> ignore_index, const std::optional<at::Tensor>& mask,
+                       std::string_view reduction, const RegionParams& params = {}) {
+  // The loss's own options first: no pass over the input for a bad alpha.
+  if (loss.check_params != nullptr) loss.check_params(loss.op, params);
+  const at::Tensor sums = dice_sums(loss.op, input, target, activation, gamma, ignore_index,
+                                    mask, /*cross_entropy=*/false);
+  return region_loss_from_sums(loss, loss.op, sums, smooth_nr, smooth_dr, batch_dice,
+                               include_background, class_weights, reduction, params)
+      .to(input.scalar_type());
+}
+
 at::Tensor dice_loss(const at::Tensor& input, const at::Tensor& target,
                      std::string_view activation, double gamma, double smooth_nr,
                      double smooth_dr, bool batch_dice, bool include_background,
                      const std::optional<at::Tensor>& class_weights,
                      std::optional<int64_t> ignore_index, const std::optional<at::Tensor>& mask,
                      std::string_view reduction) {
-  const at::Tensor sums = dice_sums(kOp, input, target, activation, gamma, ignore_index, mask,
-                                    /*cross_entropy=*/false);
-  return dice_loss_from_sums(kOp, sums, smooth_nr, smooth_dr, batch_dice, include_background,
-                             class_weights, reduction)
-      .to(input.scalar_type());
+  return region_loss(region_loss_named("dice_loss"), input, target, activation, gamma,
+                     smooth_nr, smooth_dr, batch_dice, include_background, class_weights,
+                     ignore_index, mask, reduction);
 }
 
-// The private op _dice_loss_from_sums: called by dice_loss(ddp=True).
-at::Tensor dice_loss_from_sums_op(const at::Tensor& sums, double smooth_nr, double smooth_dr,
-                                  bool batch_dice, bool include_background,
-                                  const std::optional<at::Tensor>& class_weights,
-                                  std::string_view reduction) {
-  return dice_loss_from_sums(kOp, sums, smooth_nr, smooth_dr, batch_dice, include_background,
-                             class_weights, reduction);
+// The private op _region_loss_from_sums: the epilogue of the region loss
+// `loss` (its public name, e.g. "dice_loss"), called by the distributed
+// losses (ddp=True) on the all-reduced sums.
+at::Tensor region_loss_from_sums_op(const at::Tensor& sums, std::string_view loss,
+                                    double smooth_nr, double smooth_dr, bool batch_dice,
+                                    bool include_background,
+                                    const std::optional<at::Tensor>& class_weights,
+                                    std::string_view reduction, double alpha, double beta,
+                                    double focal_gamma) {
+  const RegionLoss& named = region_loss_named(loss);
+  return region_loss_from_sums(named, named.op, sums, smooth_nr, smooth_dr, batch_dice,
+                               include_background, class_weights, reduction,
+                               RegionParams{alpha, beta, focal_gamma});
 }
 
 constexpr const char* kDiceCeOp = "segloss.dice_ce_loss";
@@ -176,9 +275,9 @@ at::Tensor dice_ce_loss(const at::Tensor& input, const at::Tensor& target,
   const Reduction parsed_reduction = parse_reduction(kDiceCeOp, reduction);
   const at::Tensor sums = dice_sums(kDiceCeOp, input, target, activation, gamma, ignore_index,
                                     mask, /*cross_entropy=*/true);
-  const at::Tensor dice =
-      dice_loss_from_sums(kDiceCeOp, sums.narrow(-1, 0, core::kDiceColumns), smooth_nr,
-                          smooth_dr, batch_dice, include_background, class_weights, reduction);
+  const at::Tensor dice = region_loss_from_sums(
+      region_loss_named("dice_loss"), kDiceCeOp, sums.narrow(-1, 0, core::kDiceColumns),
+      smooth_nr, smooth_dr, batch_dice, include_background, class_weights, reduction, {});
   // ce_weight, when given, weighs the cross-entropy alone (MONAI's one-channel
   // DiceCELoss(weight=) does that); else class_weights weighs both terms.
   if (is_given(ce_weight)) check_channel_weights(kDiceCeOp, "ce_weight", *ce_weight, sums);
@@ -192,7 +291,7 @@ at::Tensor dice_ce_loss(const at::Tensor& input, const at::Tensor& target,
 
 TORCH_LIBRARY_IMPL(segloss, CompositeImplicitAutograd, m) {
   m.impl("dice_loss", &dice_loss);
-  m.impl("_dice_loss_from_sums", &dice_loss_from_sums_op);
+  m.impl("_region_loss_from_sums", &region_loss_from_sums_op);
   m.impl("dice_ce_loss", &dice_ce_loss);
 }
 

@@ -44,10 +44,13 @@ TORCH_LIBRARY(segloss, m) {
       "_dice_sums(Tensor input, Tensor target, str activation, float gamma, int? ignore_index, "
       "Tensor? mask, bool cross_entropy=False, str caller=\"segloss._dice_sums\") -> Tensor",
       tags);
-  // The loss from the sums; the distributed Dice calls it after all-reducing them.
+  // A region loss (`loss`: its public name, e.g. "dice_loss") from the sums;
+  // the distributed region losses call it after all-reducing the sums.
+  // alpha, beta and focal_gamma are read by tversky_loss only.
   m.def(
-      "_dice_loss_from_sums(Tensor sums, float smooth_nr, float smooth_dr, bool batch_dice, "
-      "bool include_background, Tensor? class_weights, str reduction) -> Tensor",
+      "_region_loss_from_sums(Tensor sums, str loss, float smooth_nr, float smooth_dr, "
+      "bool batch_dice, bool include_background, Tensor? class_weights, str reduction, "
+      "float alpha=0.5, float beta=0.5, float focal_gamma=1.0) -> Tensor",
       tags);
   m.def(
       "_dice_sums_backward(Tensor grad_sums, Tensor input, Tensor target, str activation, "

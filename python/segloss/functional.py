@@ -152,9 +152,10 @@ def dice_loss(
         respect to ``input`` only.
     """
     if ddp:
-        return _distributed_dice_loss(input, target, activation, gamma, smooth_nr, smooth_dr,
-                                      batch_dice, include_background, class_weights,
-                                      ignore_index, mask, reduction)
+        return _distributed_region_loss("dice_loss", input, target, activation, gamma,
+                                        smooth_nr, smooth_dr, batch_dice, include_background,
+                                        class_weights, ignore_index, mask, reduction, 0.5, 0.5,
+                                        1.0)
     return torch.ops.segloss.dice_loss(
         input, target, activation=activation, gamma=gamma, smooth_nr=smooth_nr,
         smooth_dr=smooth_dr, batch_dice=batch_dice, include_background=include_background,
@@ -221,7 +222,8 @@ def dice_ce_loss(
         lambda_dice=lambda_dice, lambda_ce=lambda_ce, reduction=reduction, ce_weight=ce_weight)
 
 @torch.jit.unused
-def _distributed_dice_loss(
+def _distributed_region_loss(
+    loss: str,
     input: Tensor,
     target: Tensor,
     activation: str,
@@ -234,21 +236,31 @@ def _distributed_dice_loss(
     ignore_index: Optional[int],
     mask: Optional[Tensor],
     reduction: str,
+    alpha: float,
+    beta: float,
+    focal_gamma: float,
 ) -> Tensor:
+    """The region loss `loss` (its public name, e.g. ``"dice_loss"``) of the
+    global batch: this rank's sums, all-reduced, then the loss's epilogue
+    (the private op ``_region_loss_from_sums``). alpha, beta and focal_gamma
+    are read by tversky_loss only (no defaults: TorchScript's ``unused``
+    stub has none)."""
     import torch.distributed as dist
 
+    name = f"segloss.{loss}"
     if not batch_dice:
-        raise ValueError("segloss.dice_loss: ddp=True needs batch_dice=True (a per-image Dice "
-                         "needs nothing from other ranks)")
+        raise ValueError(f"{name}: ddp=True needs batch_dice=True (a per-image loss needs "
+                         "nothing from other ranks)")
     if not (dist.is_available() and dist.is_initialized()):
-        raise RuntimeError("segloss.dice_loss: ddp=True needs an initialised torch.distributed "
-                           "process group")
+        raise RuntimeError(f"{name}: ddp=True needs an initialised torch.distributed process "
+                           "group")
     sums = torch.ops.segloss._dice_sums(input, target, activation, gamma, ignore_index, mask,
-                                        False, "segloss.dice_loss")
+                                        False, name)
     global_sums = _AllReduceSum.apply(sums.sum(0, keepdim=True))
-    loss = torch.ops.segloss._dice_loss_from_sums(global_sums, smooth_nr, smooth_dr, True,
-                                                  include_background, class_weights, reduction)
-    return loss.to(input.dtype)
+    value = torch.ops.segloss._region_loss_from_sums(
+        global_sums, loss, smooth_nr, smooth_dr, True, include_background, class_weights,
+        reduction, alpha=alpha, beta=beta, focal_gamma=focal_gamma)
+    return value.to(input.dtype)
 
 
 class _AllReduceSum(torch.autograd.Function):
