@@ -278,27 +278,85 @@ def dice_torch_loss(x, target, *, activation="sigmoid", gamma=1.0, smooth_nr=1e-
                     smooth_dr=1e-5, batch_dice=False, include_background=True,
                     class_weights=None, ignore_index=None, mask=None, reduction="mean"):
     """dice_torch's loss of a float64 CPU `x`, still attached to x's graph."""
+    return region_torch_loss("dice_loss", x, target, activation=activation, gamma=gamma,
+                             smooth_nr=smooth_nr, smooth_dr=smooth_dr, batch_dice=batch_dice,
+                             include_background=include_background, class_weights=class_weights,
+                             ignore_index=ignore_index, mask=mask, reduction=reduction)
+
+
+# --------------------------------------------------------------------------
+# The region losses: a formula per (n, c) over the sums (I, P, T), written
+# here from the papers and MONAI's definitions, then the weights, the
+# background and the reduction. A zero denominator is a perfect score.
+
+def _ratio_or_perfect(numerator, denominator):
+    empty = denominator == 0
+    return torch.where(empty, torch.ones_like(denominator),
+                       numerator / torch.where(empty, torch.ones_like(denominator), denominator))
+
+
+def _dice_term(I, P, T, smooth_nr, smooth_dr, **_):
+    return 1 - _ratio_or_perfect(2 * I + smooth_nr, P + T + smooth_dr)
+
+
+def _jaccard_term(I, P, T, smooth_nr, smooth_dr, **_):
+    union = P + T - I  # |p ∪ y| = |p| + |y| - |p ∩ y|
+    return 1 - _ratio_or_perfect(2 * I + smooth_nr, 2 * union + smooth_dr)
+
+
+def _tversky_term(I, P, T, smooth_nr, smooth_dr, alpha=0.5, beta=0.5, focal_gamma=1.0, **_):
+    tp, fp, fn = I, P - I, T - I
+    term = 1 - _ratio_or_perfect(tp + smooth_nr, tp + alpha * fp + beta * fn + smooth_dr)
+    if focal_gamma == 1.0:
+        return term
+    positive = term > 0
+    return torch.where(positive, torch.where(positive, term, torch.ones_like(term)) ** focal_gamma,
+                       torch.zeros_like(term))
+
+
+def _log_cosh_dice_term(I, P, T, smooth_nr, smooth_dr, **_):
+    # Plain log(cosh(d)) in float64: exact enough for the |d| of the tests.
+    return torch.log(torch.cosh(_dice_term(I, P, T, smooth_nr, smooth_dr)))
+
+
+REGION_TERMS = {"dice_loss": _dice_term, "jaccard_loss": _jaccard_term,
+                "tversky_loss": _tversky_term, "log_cosh_dice_loss": _log_cosh_dice_term}
+
+
+def region_torch_loss(loss, x, target, *, activation="sigmoid", gamma=1.0, smooth_nr=1e-5,
+                      smooth_dr=1e-5, batch_dice=False, include_background=True,
+                      class_weights=None, ignore_index=None, mask=None, reduction="mean",
+                      **params):
+    """The region loss `loss` (a segloss function name) of a float64 CPU `x`,
+    attached to x's graph; `params` are the loss's own options (alpha, beta,
+    focal_gamma)."""
     sums = dice_sums_torch(x, target, activation, gamma, ignore_index, mask)
     if batch_dice:
         sums = sums.sum(0)
     I, P, T = sums.unbind(-1)
-    den = P + T + smooth_dr
-    empty = den == 0
-    ratio = (2 * I + smooth_nr) / torch.where(empty, torch.ones_like(den), den)
-    per = torch.where(empty, torch.zeros_like(den), 1 - ratio)
+    per = REGION_TERMS[loss](I, P, T, smooth_nr=smooth_nr, smooth_dr=smooth_dr, **params)
     if class_weights is not None:
         per = per * class_weights.detach().to("cpu", torch.float64)
     if not include_background:
         per = per[..., 1:]
     if reduction == "mean":
-        loss = per.mean()
-    elif reduction == "sum":
-        loss = per.sum()
-    elif reduction == "none":
-        loss = per
-    else:
-        raise ValueError(reduction)
-    return loss
+        return per.mean()
+    if reduction == "sum":
+        return per.sum()
+    if reduction == "none":
+        return per
+    raise ValueError(reduction)
+
+
+def region_torch(loss, x, target, *, grad_output=None, **options):
+    """float64 eager PyTorch on the CPU: (loss, autograd d loss / d x) of the
+    region loss `loss`; the gradient is None without grad_output."""
+    x = x.detach().to("cpu", torch.float64).requires_grad_(grad_output is not None)
+    value = region_torch_loss(loss, x, target, **options)
+    grad = None
+    if grad_output is not None:
+        (grad,) = torch.autograd.grad(value, x, grad_output.detach().to("cpu", torch.float64))
+    return value.detach(), grad
 
 
 def dice_reference(x, target, grad_output=None, **options):

@@ -83,6 +83,56 @@ at::Tensor dice_formula(const RegionSums& s, double smooth_nr, double smooth_dr,
                               s.prediction + s.truth + smooth_dr);
 }
 
+// 1 - (I + s_nr) / (TP + alpha FP + beta FN + s_dr), TP = I, FP = P - I,
+// FN = T - I (gamma = 1 sums; MONAI's TverskyLoss), raised to focal_gamma
+// (focal Tversky). Under focal_gamma != 1 a term <= 0 (a perfect score, or
+// below 0 where smooth_nr > smooth_dr) counts as 0 with gradient 0: the
+// power's derivative there is infinite (focal_gamma < 1) or undefined.
+at::Tensor tversky_formula(const RegionSums& s, double smooth_nr, double smooth_dr,
+                           const RegionParams& params) {
+  const at::Tensor& tp = s.intersection;
+  const at::Tensor false_positives = s.prediction - tp;
+  const at::Tensor false_negatives = s.truth - tp;
+  const at::Tensor term =
+      1 - score_or_perfect(tp + smooth_nr, tp + params.alpha * false_positives +
+                                               params.beta * false_negatives + smooth_dr);
+  if (params.focal_gamma == 1) return term;
+  const at::Tensor positive = term > 0;
+  return at::where(positive, at::pow(at::where(positive, term, 1), params.focal_gamma), 0);
+}
+
+void check_tversky_params(std::string_view op, const RegionParams& params) {
+  TORCH_CHECK_VALUE(params.alpha >= 0, op, ": alpha must be >= 0, got ", params.alpha);
+  TORCH_CHECK_VALUE(params.beta >= 0, op, ": beta must be >= 0, got ", params.beta);
+  TORCH_CHECK_VALUE(params.focal_gamma > 0, op, ": focal_gamma must be > 0, got ",
+                    params.focal_gamma);
+}
+
+// 1 - (2 I + s_nr) / (2 (P + T - I) + s_dr): the soft IoU in MONAI's
+// DiceLoss(jaccard=True) convention (its numerator 2 tp, denominator
+// 2 (tp + fp + fn); squared_pred=True is gamma = 2).
+at::Tensor jaccard_formula(const RegionSums& s, double smooth_nr, double smooth_dr,
+                           const RegionParams&) {
+  return 1 - score_or_perfect(2 * s.intersection + smooth_nr,
+                              2 * (s.prediction + s.truth - s.intersection) + smooth_dr);
+}
+
+// log(cosh(d)) of the Dice loss d (Jadon 2020), stable for every finite d:
+// log1p(2 sinh(d / 2)^2) for |d| < 1 (cosh d - 1 without cancellation),
+// |d| + log1p(exp(-2 |d|)) - log 2 above (no overflow). Its derivative is
+// tanh(d), 0 at d = 0.
+at::Tensor log_cosh_dice_formula(const RegionSums& s, double smooth_nr, double smooth_dr,
+                                 const RegionParams& params) {
+  const at::Tensor d = dice_formula(s, smooth_nr, smooth_dr, params);
+  const at::Tensor magnitude = d.abs();
+  const at::Tensor small = magnitude < 1;
+  const at::Tensor half_sinh = at::sinh(at::where(small, d, 0) / 2);
+  const at::Tensor near = at::log1p(2 * half_sinh * half_sinh);
+  const at::Tensor large = at::where(small, 1, magnitude);
+  const at::Tensor far = large + at::log1p(at::exp(-2 * large)) - std::log(2.0);
+  return at::where(small, near, far);
+}
+
 struct RegionLoss {
   std::string_view name;  // the public function, without "segloss."
   std::string_view op;    // "segloss." + name, for the error messages
@@ -92,6 +142,9 @@ struct RegionLoss {
 
 constexpr RegionLoss kRegionLosses[] = {
     {"dice_loss", "segloss.dice_loss", &dice_formula, nullptr},
+    {"tversky_loss", "segloss.tversky_loss", &tversky_formula, &check_tversky_params},
+    {"jaccard_loss", "segloss.jaccard_loss", &jaccard_formula, nullptr},
+    {"log_cosh_dice_loss", "segloss.log_cosh_dice_loss", &log_cosh_dice_formula, nullptr},
 };
 
 const RegionLoss& region_loss_named(std::string_view name) {
@@ -208,6 +261,42 @@ at::Tensor dice_loss(const at::Tensor& input, const at::Tensor& target,
                      ignore_index, mask, reduction);
 }
 
+// The public region losses other than Dice: each its row of kRegionLosses
+// through region_loss. Tversky's FP = P - I needs gamma = 1 sums.
+at::Tensor tversky_loss(const at::Tensor& input, const at::Tensor& target,
+                        std::string_view activation, double alpha, double beta,
+                        double focal_gamma, double smooth_nr, double smooth_dr, bool batch_dice,
+                        bool include_background, const std::optional<at::Tensor>& class_weights,
+                        std::optional<int64_t> ignore_index,
+                        const std::optional<at::Tensor>& mask, std::string_view reduction) {
+  return region_loss(region_loss_named("tversky_loss"), input, target, activation, /*gamma=*/1.0, smooth_nr, smooth_dr,
+                     batch_dice, include_background, class_weights, ignore_index, mask,
+                     reduction, RegionParams{alpha, beta, focal_gamma});
+}
+
+at::Tensor jaccard_loss(const at::Tensor& input, const at::Tensor& target,
+                        std::string_view activation, double gamma, double smooth_nr,
+                        double smooth_dr, bool batch_dice, bool include_background,
+                        const std::optional<at::Tensor>& class_weights,
+                        std::optional<int64_t> ignore_index,
+                        const std::optional<at::Tensor>& mask, std::string_view reduction) {
+  return region_loss(region_loss_named("jaccard_loss"), input, target, activation, gamma,
+                     smooth_nr, smooth_dr, batch_dice, include_background, class_weights,
+                     ignore_index, mask, reduction);
+}
+
+at::Tensor log_cosh_dice_loss(const at::Tensor& input, const at::Tensor& target,
+                              std::string_view activation, double gamma, double smooth_nr,
+                              double smooth_dr, bool batch_dice, bool include_background,
+                              const std::optional<at::Tensor>& class_weights,
+                              std::optional<int64_t> ignore_index,
+                              const std::optional<at::Tensor>& mask,
+                              std::string_view reduction) {
+  return region_loss(region_loss_named("log_cosh_dice_loss"), input, target, activation, gamma,
+                     smooth_nr, smooth_dr, batch_dice, include_background, class_weights,
+                     ignore_index, mask, reduction);
+}
+
 // The private op _region_loss_from_sums: the epilogue of the region loss
 // `loss` (its public name, e.g. "dice_loss"), called by the distributed
 // losses (ddp=True) on the all-reduced sums.
@@ -293,6 +382,9 @@ TORCH_LIBRARY_IMPL(segloss, CompositeImplicitAutograd, m) {
   m.impl("dice_loss", &dice_loss);
   m.impl("_region_loss_from_sums", &region_loss_from_sums_op);
   m.impl("dice_ce_loss", &dice_ce_loss);
+  m.impl("tversky_loss", &tversky_loss);
+  m.impl("jaccard_loss", &jaccard_loss);
+  m.impl("log_cosh_dice_loss", &log_cosh_dice_loss);
 }
 
 }  // namespace segloss::ops

@@ -29,6 +29,26 @@ TORCH_LIBRARY(segloss, m) {
       "bool include_background=True, Tensor? class_weights=None, int? ignore_index=None, "
       "Tensor? mask=None, str reduction=\"mean\") -> Tensor",
       tags);
+  // The other region losses: formulas over the same sums as dice_loss.
+  m.def(
+      "tversky_loss(Tensor input, Tensor target, *, str activation=\"sigmoid\", "
+      "float alpha=0.5, float beta=0.5, float focal_gamma=1.0, float smooth_nr=1e-05, "
+      "float smooth_dr=1e-05, bool batch_dice=False, bool include_background=True, "
+      "Tensor? class_weights=None, int? ignore_index=None, Tensor? mask=None, "
+      "str reduction=\"mean\") -> Tensor",
+      tags);
+  m.def(
+      "jaccard_loss(Tensor input, Tensor target, *, str activation=\"sigmoid\", "
+      "float gamma=1.0, float smooth_nr=1e-05, float smooth_dr=1e-05, bool batch_dice=False, "
+      "bool include_background=True, Tensor? class_weights=None, int? ignore_index=None, "
+      "Tensor? mask=None, str reduction=\"mean\") -> Tensor",
+      tags);
+  m.def(
+      "log_cosh_dice_loss(Tensor input, Tensor target, *, str activation=\"sigmoid\", "
+      "float gamma=1.0, float smooth_nr=1e-05, float smooth_dr=1e-05, bool batch_dice=False, "
+      "bool include_background=True, Tensor? class_weights=None, int? ignore_index=None, "
+      "Tensor? mask=None, str reduction=\"mean\") -> Tensor",
+      tags);
   // Dice + cross-entropy: one pass over the logits for both.
   m.def(
       "dice_ce_loss(Tensor input, Tensor target, *, str activation=\"softmax\", "
