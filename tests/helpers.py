@@ -324,7 +324,8 @@ def dice_forward_backward(x, target, grad_output=None, entry="functional", loss=
         mask = options.pop("mask", None)
         module = {"dice_loss": segloss.nn.DiceLoss, "dice_ce_loss": segloss.nn.DiceCELoss,
                   "tversky_loss": segloss.nn.TverskyLoss, "jaccard_loss": segloss.nn.JaccardLoss,
-                  "log_cosh_dice_loss": segloss.nn.LogCoshDiceLoss}[loss]
+                  "log_cosh_dice_loss": segloss.nn.LogCoshDiceLoss,
+                  "generalized_dice_loss": segloss.nn.GeneralizedDiceLoss}[loss]
         value = module(**options)(x, target, mask)
     else:
         raise ValueError(entry)

@@ -8,6 +8,7 @@ torch's own float64 result and autograd gradient; the probability form with
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
@@ -323,6 +324,36 @@ REGION_TERMS = {"dice_loss": _dice_term, "jaccard_loss": _jaccard_term,
                 "tversky_loss": _tversky_term, "log_cosh_dice_loss": _log_cosh_dice_term}
 
 
+def _generalized_dice(I, P, T, class_weights, include_background, smooth_nr, smooth_dr,
+                      w_type="square"):
+    """Sudre et al.'s generalized Dice of each image (row; one row with
+    batch_dice), MONAI's rule for absent classes: an infinite weight becomes
+    the row's largest finite one (0 if none)."""
+    if not include_background:
+        I, P, T = I[..., 1:], P[..., 1:], T[..., 1:]
+    rows = [(I, P, T)] if I.dim() == 1 else list(zip(I, P, T))
+    values = []
+    for i, p, t in rows:
+        weights = []
+        for volume in t.detach().tolist():
+            if w_type == "uniform":
+                weights.append(1.0)
+            elif volume == 0:
+                weights.append(math.inf)
+            else:
+                weights.append(1.0 / volume ** 2 if w_type == "square" else 1.0 / volume)
+        finite = [w for w in weights if math.isfinite(w)]
+        weights = [w if math.isfinite(w) else max(finite, default=0.0) for w in weights]
+        w = torch.tensor(weights, dtype=torch.float64)
+        if class_weights is not None:
+            cw = class_weights.detach().to("cpu", torch.float64)
+            w = w * (cw if include_background else cw[1:])
+        numerator = 2 * (w * i).sum() + smooth_nr
+        denominator = (w * (p + t)).sum() + smooth_dr
+        values.append(1 - _ratio_or_perfect(numerator, denominator))
+    return torch.stack(values) if I.dim() > 1 else values[0]
+
+
 def region_torch_loss(loss, x, target, *, activation="sigmoid", gamma=1.0, smooth_nr=1e-5,
                       smooth_dr=1e-5, batch_dice=False, include_background=True,
                       class_weights=None, ignore_index=None, mask=None, reduction="mean",
@@ -334,11 +365,17 @@ def region_torch_loss(loss, x, target, *, activation="sigmoid", gamma=1.0, smoot
     if batch_dice:
         sums = sums.sum(0)
     I, P, T = sums.unbind(-1)
-    per = REGION_TERMS[loss](I, P, T, smooth_nr=smooth_nr, smooth_dr=smooth_dr, **params)
-    if class_weights is not None:
-        per = per * class_weights.detach().to("cpu", torch.float64)
-    if not include_background:
-        per = per[..., 1:]
+    if loss == "generalized_dice_loss":
+        per = _generalized_dice(I, P, T, class_weights, include_background, smooth_nr,
+                                smooth_dr, **params)
+        if batch_dice:
+            per = per.reshape(1)
+    else:
+        per = REGION_TERMS[loss](I, P, T, smooth_nr=smooth_nr, smooth_dr=smooth_dr, **params)
+        if class_weights is not None:
+            per = per * class_weights.detach().to("cpu", torch.float64)
+        if not include_background:
+            per = per[..., 1:]
     if reduction == "mean":
         return per.mean()
     if reduction == "sum":

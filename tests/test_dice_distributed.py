@@ -1,5 +1,5 @@
 """The distributed region losses (ddp=True: Dice, Tversky, Jaccard, log-cosh
-Dice): 2 processes on the gloo backend on the CPU give the loss and, after
+Dice, generalized Dice): 2 processes on the gloo backend on the CPU give the loss and, after
 DistributedDataParallel averages them, the parameter gradients of
 single-process training on the concatenated batch."""
 
@@ -83,6 +83,10 @@ CASES = {
     "log_cosh_dice-softmax-labels-sum": dict(
         loss="log_cosh_dice_loss", activation="softmax", target="labels",
         options=dict(ignore_index=255, reduction="sum", smooth_nr=0.0, smooth_dr=1e-3)),
+    "generalized_dice-softmax-labels-simple-nobg-weights": dict(
+        loss="generalized_dice_loss", activation="softmax", target="labels",
+        options=dict(w_type="simple", include_background=False, ignore_index=255,
+                     class_weights=torch.tensor([7.0, 1.0, 2.0], dtype=torch.float64))),
 }
 
 

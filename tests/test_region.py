@@ -1,10 +1,11 @@
 """The region losses other than Dice: segloss.tversky_loss (and focal
-Tversky), segloss.jaccard_loss and segloss.log_cosh_dice_loss, their ops,
-nn modules and the shared private epilogue _region_loss_from_sums.
+Tversky), segloss.jaccard_loss, segloss.log_cosh_dice_loss and
+segloss.generalized_dice_loss, their ops, nn modules and the shared private
+epilogue _region_loss_from_sums.
 
 Table-driven over LOSSES. Every value is compared with an independent
 reference: MONAI (TverskyLoss, DiceLoss(jaccard=True), log(cosh()) of
-DiceLoss(reduction="none")) or the float64 eager formulas of
+DiceLoss(reduction="none"), GeneralizedDiceLoss) or the float64 eager formulas of
 reference.region_torch_loss differentiated by autograd. Only the TorchScript
 and torch.compile tests compare segloss with itself.
 """
@@ -17,9 +18,10 @@ import torch
 import torch._dynamo
 try:
     from monai.losses import DiceLoss as MonaiDiceLoss
+    from monai.losses import GeneralizedDiceLoss as MonaiGeneralizedDiceLoss
     from monai.losses import TverskyLoss as MonaiTverskyLoss
 except ImportError:  # MONAI is optional (absent on the GPU machines): its comparisons skip
-    MonaiDiceLoss = MonaiTverskyLoss = None
+    MonaiDiceLoss = MonaiGeneralizedDiceLoss = MonaiTverskyLoss = None
 
 import segloss
 from helpers import (MONAI_FORMS, assert_close_to_scale, assert_matches, dice_forward_backward,
@@ -37,16 +39,36 @@ REDUCTIONS = ("mean", "sum", "none")
 
 class Spec:
     """One region loss: its function name, nn module, whether it exposes
-    Dice's gamma, and sets of its own options to test."""
+    Dice's gamma, sets of its own options to test, and whether it combines
+    the classes into one value per image (generalized Dice)."""
 
-    def __init__(self, name, module, has_gamma, params):
+    def __init__(self, name, module, has_gamma, params, per_image=False):
         self.name = name
         self.module = module
         self.has_gamma = has_gamma
         self.params = params  # list of dicts of the loss's own options
+        self.per_image = per_image
 
     def gammas(self):
         return (1.0, 2.0, 1.5) if self.has_gamma else (1.0,)
+
+    def loss_shape(self, shape, batch_dice, include_background, reduction):
+        if not self.per_image:
+            return dice_loss_shape(shape, batch_dice, include_background, reduction)
+        if reduction != "none":
+            return ()
+        return (1,) if batch_dice else (shape[0],)
+
+    def grad_output(self, shape, gen, dtype=torch.float64, *, batch_dice, include_background,
+                    reduction):
+        if not self.per_image:
+            return make_dice_grad_output(shape, gen, dtype, batch_dice=batch_dice,
+                                         include_background=include_background,
+                                         reduction=reduction)
+        out_shape = self.loss_shape(shape, batch_dice, include_background, reduction)
+        if reduction == "none":
+            return (-1.5 + 3 * torch.rand(out_shape, generator=gen, dtype=torch.float64)).to(dtype)
+        return torch.tensor(1.25, dtype=dtype)
 
 
 LOSSES = {
@@ -55,7 +77,11 @@ LOSSES = {
                           dict(alpha=0.5, beta=0.5, focal_gamma=2.0)]),
     "jaccard_loss": Spec("jaccard_loss", segloss.nn.JaccardLoss, True, [dict()]),
     "log_cosh_dice_loss": Spec("log_cosh_dice_loss", segloss.nn.LogCoshDiceLoss, True, [dict()]),
+    "generalized_dice_loss": Spec("generalized_dice_loss", segloss.nn.GeneralizedDiceLoss, False,
+                                  [dict(w_type="square"), dict(w_type="simple"),
+                                   dict(w_type="uniform")], per_image=True),
 }
+PER_CLASS = [name for name in LOSSES if not LOSSES[name].per_image]
 NAMES = list(LOSSES)
 
 
@@ -106,23 +132,27 @@ def _monai_params():
             if gamma not in (1.0, 2.0):
                 continue  # MONAI has squared_pred only
             for i, params in enumerate(spec.params):
-                yield pytest.param(name, gamma, params, id=f"{name}-g{gamma}-p{i}")
+                for form_param in monai_cases():
+                    form, include_background = form_param.values
+                    if spec.per_image and MONAI_FORMS[form][3] is not None:
+                        continue  # MONAI's GeneralizedDiceLoss has no ignore_index
+                    yield pytest.param(name, gamma, params, form, include_background,
+                                       id=f"{name}-g{gamma}-p{i}-{form_param.id}")
 
 
 @needs_monai
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 @pytest.mark.parametrize("batch", [False, True], ids=["per-image", "batch"])
-@pytest.mark.parametrize("form,include_background", list(monai_cases()))
-@pytest.mark.parametrize("name,gamma,params", list(_monai_params()))
+@pytest.mark.parametrize("name,gamma,params,form,include_background", list(_monai_params()))
 def test_matches_monai(name, gamma, params, form, include_background, batch, reduction, gen):
     spec = LOSSES[name]
     activation, c, kind, ignore = MONAI_FORMS[form]
     for spatial, smooth, weighted in itertools.product([(6, 7), (3, 4, 5)],
                                                        [(1e-5, 1e-5), (0.3, 1.7)],
                                                        [False, True]):
-        if weighted and c == 1:
-            continue  # MONAI ignores `weight` when one channel is kept
+        if weighted and (c == 1 or spec.per_image):
+            continue  # MONAI ignores `weight` when one channel is kept; GDL has none
         msg = f"{spatial} smooth={smooth} weighted={weighted}"
         shape = (2, c) + spatial
         x = make_dice_input(activation, shape, gen)
@@ -142,20 +172,28 @@ def test_matches_monai(name, gamma, params, form, include_background, batch, red
                 monai_target = monai_onehot(t, c, ignore)
         if ignore is not None:
             monai_options["ignore_index"] = ignore
-        g = make_dice_grad_output(shape, gen, batch_dice=batch,
-                                  include_background=include_background, reduction=reduction)
+        g = spec.grad_output(shape, gen, batch_dice=batch, include_background=include_background,
+                             reduction=reduction)
         loss, grad = dice_forward_backward(x, t, g, loss=name, **options)
 
         xm = x.clone().requires_grad_()
-        kept_weights = None
-        if weighted:
-            kept_weights = weights if include_background else weights[1:]
-        monai_loss = _reduce(_monai_per_class(name, params, gamma, monai_options, xm,
-                                              monai_target), kept_weights, reduction)
+        tol = 1e-10
+        if spec.per_image:
+            # MONAI's GDL reduces by itself; its weights are float32 (1e-8 relative)
+            monai_loss = MonaiGeneralizedDiceLoss(reduction=reduction, **params,
+                                                  **monai_options)(xm, monai_target)
+            monai_loss = monai_loss.reshape(loss.shape)
+            tol = 1e-7
+        else:
+            kept_weights = None
+            if weighted:
+                kept_weights = weights if include_background else weights[1:]
+            monai_loss = _reduce(_monai_per_class(name, params, gamma, monai_options, xm,
+                                                  monai_target), kept_weights, reduction)
         (monai_grad,) = torch.autograd.grad(monai_loss, xm, g)
-        assert loss.shape == dice_loss_shape(shape, batch, include_background, reduction)
-        assert_close_to_scale(loss, monai_loss, 1e-10, f"{msg} loss")
-        assert_close_to_scale(grad, monai_grad, 1e-10, f"{msg} grad")
+        assert loss.shape == spec.loss_shape(shape, batch, include_background, reduction)
+        assert_close_to_scale(loss, monai_loss, tol, f"{msg} loss")
+        assert_close_to_scale(grad, monai_grad, tol, f"{msg} grad")
 
 
 @needs_monai
@@ -233,8 +271,8 @@ def _problem(name, case, activation, gen, *, gamma=1.0, params=None, dtype=torch
                        else None,
                        ignore_index=ignore, mask=make_mask(mask, shape, gen),
                        reduction=reduction)
-    g = make_dice_grad_output(shape, gen, dtype, batch_dice=batch, include_background=bg,
-                              reduction=reduction)
+    g = LOSSES[name].grad_output(shape, gen, dtype, batch_dice=batch, include_background=bg,
+                                 reduction=reduction)
     return x, t, g, options
 
 
@@ -289,7 +327,7 @@ def test_half_large_input_stays_finite(name, dtype, gen):
 # log-cosh's stability.
 
 @pytest.mark.parametrize("batch_dice", [False, True])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", PER_CLASS)
 def test_nothing_predicted_nothing_true_unsmoothed_is_a_perfect_score(name, batch_dice):
     # Activation "none" with p = 0 and y = 0 in channel 1: 0 / 0 there.
     x = torch.full((2, 2, 4, 5), 0.3, dtype=torch.float64)
@@ -309,7 +347,7 @@ def test_nothing_predicted_nothing_true_unsmoothed_is_a_perfect_score(name, batc
     assert_matches(loss.detach(), ref)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", PER_CLASS)
 def test_empty_target_with_default_smoothing(name, gen):
     # A channel without target scores s_nr / (... + s_dr) in its ratio: near
     # 1 (loss near 0) when nothing is predicted, else a loss near its maximum
@@ -325,6 +363,31 @@ def test_empty_target_with_default_smoothing(name, gen):
     assert loss[0, 1] > 0.99 * ceiling
     loss[0, 1].backward()
     assert torch.all(x.grad[:, 1] > 0)  # lowering the logits lowers the loss
+
+
+@pytest.mark.parametrize("w_type", ["square", "simple", "uniform"])
+def test_generalized_dice_of_absent_classes(w_type):
+    # Image 0: class 0 present, class 1 absent (weight: the largest finite
+    # one, so its false positives count); image 1: every class absent (all
+    # weights 0 for square/simple: loss 1 - s_nr / s_dr = 0, gradient 0).
+    x = torch.full((2, 2, 4, 5), 0.3, dtype=torch.float64, requires_grad=True)
+    t = torch.zeros(2, 2, 4, 5, dtype=torch.float64)
+    t[0, 0, :2] = 1.0
+    loss = segloss.generalized_dice_loss(x, t, activation="none", w_type=w_type,
+                                         reduction="none")
+    ref, _ = region_torch("generalized_dice_loss", x, t, activation="none", w_type=w_type,
+                          reduction="none")
+    assert_matches(loss.detach(), ref)
+    loss.sum().backward()
+    assert torch.all(x.grad[0, 1] > 0)  # the absent class's false positives are penalised
+    if w_type != "uniform":
+        assert loss[1] == 0 and torch.equal(x.grad[1], torch.zeros_like(x.grad[1]))
+    # unsmoothed, nothing predicted, nothing true: a perfect score, never NaN
+    x0 = torch.zeros(1, 2, 4, 5, dtype=torch.float64, requires_grad=True)
+    loss = segloss.generalized_dice_loss(x0, t[1:], activation="none", w_type=w_type,
+                                         smooth_nr=0.0, smooth_dr=0.0)
+    loss.backward()
+    assert loss == 0 and torch.isfinite(x0.grad).all()
 
 
 def test_focal_tversky_at_a_perfect_score_has_zero_gradient():
@@ -447,7 +510,7 @@ def test_opcheck_region_loss_from_sums(name, gen):
     sums.requires_grad_()
     w = make_class_weights(4, gen)
     for args in [(sums, name, 1e-5, 1e-5, True, False, w, "mean"),
-                 (sums, name, 0.0, 1.0, False, True, None, "none", 0.3, 0.8, 0.75)]:
+                 (sums, name, 0.0, 1.0, False, True, None, "none", 0.3, 0.8, 0.75, "simple")]:
         torch.library.opcheck(torch.ops.segloss._region_loss_from_sums.default, args)
 
 
@@ -466,16 +529,21 @@ class RegionModel(torch.nn.Module):
         self.jaccard = segloss.nn.JaccardLoss(gamma=2.0, smooth_nr=0.0, smooth_dr=1e-3)
         self.log_cosh = segloss.nn.LogCoshDiceLoss(activation="softmax", ignore_index=255,
                                                    reduction="sum")
+        self.generalized = segloss.nn.GeneralizedDiceLoss(activation="softmax", w_type="simple",
+                                                          ignore_index=255, reduction="none")
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor, y: torch.Tensor,
                 mask: torch.Tensor):
         per_class = self.tversky(x, labels)
-        modules = per_class.sum() + self.jaccard(x[:, 1:2], y, mask) + self.log_cosh(x, labels)
+        modules = (per_class.sum() + self.jaccard(x[:, 1:2], y, mask) + self.log_cosh(x, labels)
+                   + self.generalized(x, labels, mask).sum())
         functional = (
             segloss.tversky_loss(x, labels, activation="sigmoid", alpha=0.9, beta=0.1,
                                  ignore_index=255, mask=mask)
             + segloss.jaccard_loss(x, labels, activation="softmax", gamma=1.5, ignore_index=255)
-            + segloss.log_cosh_dice_loss(x[:, 1:2], y, mask=mask, batch_dice=True))
+            + segloss.log_cosh_dice_loss(x[:, 1:2], y, mask=mask, batch_dice=True)
+            + segloss.generalized_dice_loss(x, labels, activation="softmax", batch_dice=True,
+                                            include_background=False, ignore_index=255))
         return modules + functional, per_class
 
 
@@ -513,7 +581,7 @@ def _run_model(model, data):
 
 def _assert_equal(results, expected):
     """Equal losses; input gradients equal up to the order in which the
-    TorchScript interpreter accumulates the six losses' contributions."""
+    TorchScript interpreter accumulates the eight losses' contributions."""
     assert results.keys() == expected.keys()
     for key, value in expected.items():
         assert results[key].dtype == value.dtype and results[key].shape == value.shape, key
@@ -619,6 +687,9 @@ def test_module_reprs_and_state():
     assert repr(segloss.nn.JaccardLoss(gamma=2, batch_dice=True, ddp=True)) == (
         "JaccardLoss(activation='sigmoid', gamma=2.0, smooth_nr=1e-05, smooth_dr=1e-05, "
         "batch_dice=True, include_background=True, reduction='mean', ddp=True)")
+    assert repr(segloss.nn.GeneralizedDiceLoss(activation="softmax", w_type="simple")) == (
+        "GeneralizedDiceLoss(activation='softmax', w_type='simple', smooth_nr=1e-05, "
+        "smooth_dr=1e-05, batch_dice=False, include_background=True, reduction='mean')")
     assert repr(segloss.nn.LogCoshDiceLoss(reduction="none")) == (
         "LogCoshDiceLoss(activation='sigmoid', gamma=1.0, smooth_nr=1e-05, smooth_dr=1e-05, "
         "batch_dice=False, include_background=True, reduction='none')")
@@ -649,6 +720,9 @@ def _error_cases():
         yield pytest.param("tversky_loss", ValueError,
                            f"segloss.tversky_loss: {arg} must be {rule}, got {value:g}",
                            {arg: value}, id=f"tversky_loss-{arg}{value}")
+    yield pytest.param("generalized_dice_loss", ValueError,
+                       "segloss.generalized_dice_loss: w_type must be 'square', 'simple' or "
+                       "'uniform', got 'cube'", dict(w_type="cube"), id="generalized-w_type")
 
 
 @pytest.mark.parametrize("entry", ["op", "functional"])
@@ -673,7 +747,8 @@ def test_private_epilogue_names_the_loss_and_rejects_unknown_ones():
                                                  None, "mean", 0.5, -1.0, 1.0)
     with pytest.raises(ValueError, match="segloss._region_loss_from_sums: loss must be one of "
                                          "'dice_loss', 'tversky_loss', 'jaccard_loss', "
-                                         "'log_cosh_dice_loss', got 'focal_loss'"):
+                                         "'log_cosh_dice_loss', 'generalized_dice_loss', got "
+                                         "'focal_loss'"):
         torch.ops.segloss._region_loss_from_sums(sums, "focal_loss", 1e-5, 1e-5, True, True,
                                                  None, "mean")
 
@@ -693,6 +768,7 @@ def test_tversky_module_rejects_bad_arguments(kwargs, message):
 
 @pytest.mark.parametrize("module", [segloss.nn.JaccardLoss, segloss.nn.LogCoshDiceLoss])
 def test_dice_like_modules_reject_bad_arguments(module):
+    """gamma, checked by the options the region modules share."""
     with pytest.raises(ValueError, match=f"segloss.nn.{module.__name__}: gamma must be >= 1"):
         module(gamma=0.5)
 
@@ -704,3 +780,9 @@ def test_ddp_needs_batch_dice_and_a_process_group(name):
         fn(X, SOFT, ddp=True)
     with pytest.raises(RuntimeError, match=f"segloss.{name}: ddp=True needs an initialised"):
         fn(X, SOFT, batch_dice=True, ddp=True)
+
+
+def test_generalized_dice_module_rejects_an_unknown_w_type():
+    with pytest.raises(ValueError, match="segloss.nn.GeneralizedDiceLoss: w_type must be "
+                                         "'square', 'simple' or 'uniform', got 'cube'"):
+        segloss.nn.GeneralizedDiceLoss(w_type="cube")

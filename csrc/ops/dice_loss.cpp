@@ -1,6 +1,8 @@
-// dice_loss: the fused per-(n, c) sums (_dice_sums, one pass over the input
-// with its analytic backward) followed by a small epilogue on (N, C) values
-// in ordinary ATen ops, which autograd differentiates and torch.compile fuses.
+// dice_loss and the other region losses (Tversky, Jaccard, log-cosh Dice,
+// generalized Dice), and dice_ce_loss: the fused per-(n, c) sums
+// (_dice_sums, one pass over the input with its analytic backward) followed
+// by a small epilogue on (N, C) values in ordinary ATen ops, which autograd
+// differentiates and torch.compile fuses.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
@@ -47,7 +49,9 @@ at::Tensor dice_sums(std::string_view caller, const at::Tensor& input, const at:
 //   I = sum m p y,   P = sum m p^gamma,   T = sum m y^gamma
 // (the core::DiceColumn columns of _dice_sums), followed by one shared tail
 // (class weights, include_background, reduction). A new region loss is a
-// formula and a row of kRegionLosses, plus its public op.
+// formula and a row of kRegionLosses, plus its public op. A loss that
+// combines the classes into one ratio (generalized Dice) has a combined
+// formula instead, which takes the kept classes and their weights.
 
 // The sums of one (n, c), or of one c over the batch with batch_dice.
 struct RegionSums {
@@ -61,6 +65,7 @@ struct RegionParams {
   double alpha = 0.5;        // tversky_loss: weight of the false positives
   double beta = 0.5;         // tversky_loss: weight of the false negatives
   double focal_gamma = 1.0;  // tversky_loss: exponent of each per-(n, c) term
+  std::string_view w_type = "square";  // generalized_dice_loss: the class weights' rule
 };
 
 // numerator / denominator, with 0 / 0 (nothing predicted, nothing true, no
@@ -75,6 +80,12 @@ at::Tensor score_or_perfect(const at::Tensor& numerator, const at::Tensor& denom
 using RegionFormula = at::Tensor (*)(const RegionSums&, double smooth_nr, double smooth_dr,
                                      const RegionParams&);
 using RegionParamCheck = void (*)(std::string_view op, const RegionParams&);
+// A loss that combines the classes into one ratio per image (or per batch):
+// it gets the kept channels' sums and class weights, and returns (N,) (or
+// (1,) with batch_dice).
+using CombinedFormula = at::Tensor (*)(const RegionSums&,
+                                       const std::optional<at::Tensor>& class_weights,
+                                       double smooth_nr, double smooth_dr, const RegionParams&);
 
 // 1 - (2 I + s_nr) / (P + T + s_dr)
 at::Tensor dice_formula(const RegionSums& s, double smooth_nr, double smooth_dr,
@@ -133,11 +144,47 @@ at::Tensor log_cosh_dice_formula(const RegionSums& s, double smooth_nr, double s
   return at::where(small, near, far);
 }
 
+void check_generalized_dice_params(std::string_view op, const RegionParams& params) {
+  TORCH_CHECK_VALUE(
+      params.w_type == "square" || params.w_type == "simple" || params.w_type == "uniform", op,
+      ": w_type must be 'square', 'simple' or 'uniform', got '", params.w_type, "'");
+}
+
+// MONAI's GeneralizedDiceLoss (Sudre et al. 2017):
+//   1 - (2 sum_c w_c I_c + s_nr) / (sum_c w_c (P_c + T_c) + s_dr)
+// with w_c = 1 / T_c^2 ("square"), 1 / T_c ("simple") or 1 ("uniform"),
+// times class_weights; an infinite w_c (a class absent from the target)
+// becomes the largest finite w of its image (of the batch with batch_dice),
+// 0 when there is none. The weights depend on the target only: no gradient.
+at::Tensor generalized_dice_formula(const RegionSums& s,
+                                    const std::optional<at::Tensor>& class_weights,
+                                    double smooth_nr, double smooth_dr,
+                                    const RegionParams& params) {
+  const at::Tensor truth = s.truth.detach();
+  at::Tensor w = params.w_type == "square"   ? at::reciprocal(truth * truth)
+                 : params.w_type == "simple" ? at::reciprocal(truth)
+                                             : at::ones_like(truth);
+  const at::Tensor infinite = at::isinf(w);
+  w = at::where(infinite, 0, w);
+  w = at::where(infinite, w.amax(-1, /*keepdim=*/true), w);
+  if (is_given(class_weights)) w = w * class_weights->to(w.scalar_type());
+  at::Tensor numerator = 2 * (w * s.intersection).sum(-1) + smooth_nr;
+  at::Tensor denominator = (w * (s.prediction + s.truth)).sum(-1) + smooth_dr;
+  if (numerator.dim() == 0) {  // batch_dice: one value for the batch, (1,)
+    numerator = numerator.unsqueeze(0);
+    denominator = denominator.unsqueeze(0);
+  }
+  return 1 - score_or_perfect(numerator, denominator);
+}
+
+// One row per region loss: `formula` per (n, c), or `combined` over the
+// classes (then the class weights and include_background apply inside it).
 struct RegionLoss {
   std::string_view name;  // the public function, without "segloss."
   std::string_view op;    // "segloss." + name, for the error messages
   RegionFormula formula;
   RegionParamCheck check_params;  // nullptr: no options of its own
+  CombinedFormula combined = nullptr;
 };
 
 constexpr RegionLoss kRegionLosses[] = {
@@ -145,6 +192,8 @@ constexpr RegionLoss kRegionLosses[] = {
     {"tversky_loss", "segloss.tversky_loss", &tversky_formula, &check_tversky_params},
     {"jaccard_loss", "segloss.jaccard_loss", &jaccard_formula, nullptr},
     {"log_cosh_dice_loss", "segloss.log_cosh_dice_loss", &log_cosh_dice_formula, nullptr},
+    {"generalized_dice_loss", "segloss.generalized_dice_loss", nullptr,
+     &check_generalized_dice_params, &generalized_dice_formula},
 };
 
 const RegionLoss& region_loss_named(std::string_view name) {
@@ -229,6 +278,19 @@ at::Tensor region_loss_from_sums(const RegionLoss& loss, std::string_view op,
   const Reduction parsed = parse_reduction(op, reduction);
   check_region_arguments(op, sums, smooth_nr, smooth_dr, include_background, class_weights);
   if (loss.check_params != nullptr) loss.check_params(op, params);
+  if (loss.combined != nullptr) {
+    at::Tensor kept = sums;
+    std::optional<at::Tensor> kept_weights = class_weights;
+    if (!include_background) {
+      kept = sums.narrow_symint(1, 1, sums.sym_size(1) - 1);
+      if (is_given(class_weights)) {
+        kept_weights = class_weights->narrow_symint(0, 1, class_weights->sym_size(0) - 1);
+      }
+    }
+    const at::Tensor per_group = loss.combined(region_sums(kept, batch_dice), kept_weights,
+                                               smooth_nr, smooth_dr, params);
+    return region_tail(per_group, std::nullopt, /*include_background=*/true, parsed);
+  }
   const at::Tensor per_class =
       loss.formula(region_sums(sums, batch_dice), smooth_nr, smooth_dr, params);
   return region_tail(per_class, class_weights, include_background, parsed);
@@ -269,9 +331,10 @@ at::Tensor tversky_loss(const at::Tensor& input, const at::Tensor& target,
                         bool include_background, const std::optional<at::Tensor>& class_weights,
                         std::optional<int64_t> ignore_index,
                         const std::optional<at::Tensor>& mask, std::string_view reduction) {
-  return region_loss(region_loss_named("tversky_loss"), input, target, activation, /*gamma=*/1.0, smooth_nr, smooth_dr,
-                     batch_dice, include_background, class_weights, ignore_index, mask,
-                     reduction, RegionParams{alpha, beta, focal_gamma});
+  return region_loss(region_loss_named("tversky_loss"), input, target, activation,
+                     /*gamma=*/1.0, smooth_nr, smooth_dr, batch_dice, include_background,
+                     class_weights, ignore_index, mask, reduction,
+                     RegionParams{alpha, beta, focal_gamma});
 }
 
 at::Tensor jaccard_loss(const at::Tensor& input, const at::Tensor& target,
@@ -297,6 +360,22 @@ at::Tensor log_cosh_dice_loss(const at::Tensor& input, const at::Tensor& target,
                      ignore_index, mask, reduction);
 }
 
+// Generalized Dice: gamma = 1 sums (the weights are of the target's volume).
+at::Tensor generalized_dice_loss(const at::Tensor& input, const at::Tensor& target,
+                                 std::string_view activation, std::string_view w_type,
+                                 double smooth_nr, double smooth_dr, bool batch_dice,
+                                 bool include_background,
+                                 const std::optional<at::Tensor>& class_weights,
+                                 std::optional<int64_t> ignore_index,
+                                 const std::optional<at::Tensor>& mask,
+                                 std::string_view reduction) {
+  RegionParams params;
+  params.w_type = w_type;
+  return region_loss(region_loss_named("generalized_dice_loss"), input, target, activation,
+                     /*gamma=*/1.0, smooth_nr, smooth_dr, batch_dice, include_background,
+                     class_weights, ignore_index, mask, reduction, params);
+}
+
 // The private op _region_loss_from_sums: the epilogue of the region loss
 // `loss` (its public name, e.g. "dice_loss"), called by the distributed
 // losses (ddp=True) on the all-reduced sums.
@@ -305,11 +384,11 @@ at::Tensor region_loss_from_sums_op(const at::Tensor& sums, std::string_view los
                                     bool include_background,
                                     const std::optional<at::Tensor>& class_weights,
                                     std::string_view reduction, double alpha, double beta,
-                                    double focal_gamma) {
+                                    double focal_gamma, std::string_view w_type) {
   const RegionLoss& named = region_loss_named(loss);
   return region_loss_from_sums(named, named.op, sums, smooth_nr, smooth_dr, batch_dice,
                                include_background, class_weights, reduction,
-                               RegionParams{alpha, beta, focal_gamma});
+                               RegionParams{alpha, beta, focal_gamma, w_type});
 }
 
 constexpr const char* kDiceCeOp = "segloss.dice_ce_loss";
@@ -385,6 +464,7 @@ TORCH_LIBRARY_IMPL(segloss, CompositeImplicitAutograd, m) {
   m.impl("tversky_loss", &tversky_loss);
   m.impl("jaccard_loss", &jaccard_loss);
   m.impl("log_cosh_dice_loss", &log_cosh_dice_loss);
+  m.impl("generalized_dice_loss", &generalized_dice_loss);
 }
 
 }  // namespace segloss::ops

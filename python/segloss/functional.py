@@ -10,7 +10,8 @@ from segloss._library import load_library
 load_library()
 
 __all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits", "dice_loss",
-           "dice_ce_loss", "tversky_loss", "jaccard_loss", "log_cosh_dice_loss"]
+           "dice_ce_loss", "tversky_loss", "jaccard_loss", "log_cosh_dice_loss",
+           "generalized_dice_loss"]
 
 
 def binary_cross_entropy(
@@ -155,7 +156,7 @@ def dice_loss(
         return _distributed_region_loss("dice_loss", input, target, activation, gamma,
                                         smooth_nr, smooth_dr, batch_dice, include_background,
                                         class_weights, ignore_index, mask, reduction, 0.5, 0.5,
-                                        1.0)
+                                        1.0, "square")
     return torch.ops.segloss.dice_loss(
         input, target, activation=activation, gamma=gamma, smooth_nr=smooth_nr,
         smooth_dr=smooth_dr, batch_dice=batch_dice, include_background=include_background,
@@ -217,7 +218,7 @@ def tversky_loss(
         return _distributed_region_loss("tversky_loss", input, target, activation, 1.0,
                                         smooth_nr, smooth_dr, batch_dice, include_background,
                                         class_weights, ignore_index, mask, reduction, alpha,
-                                        beta, focal_gamma)
+                                        beta, focal_gamma, "square")
     return torch.ops.segloss.tversky_loss(
         input, target, activation=activation, alpha=alpha, beta=beta, focal_gamma=focal_gamma,
         smooth_nr=smooth_nr, smooth_dr=smooth_dr, batch_dice=batch_dice,
@@ -265,7 +266,7 @@ def jaccard_loss(
         return _distributed_region_loss("jaccard_loss", input, target, activation, gamma,
                                         smooth_nr, smooth_dr, batch_dice, include_background,
                                         class_weights, ignore_index, mask, reduction, 0.5, 0.5,
-                                        1.0)
+                                        1.0, "square")
     return torch.ops.segloss.jaccard_loss(
         input, target, activation=activation, gamma=gamma, smooth_nr=smooth_nr,
         smooth_dr=smooth_dr, batch_dice=batch_dice, include_background=include_background,
@@ -307,9 +308,69 @@ def log_cosh_dice_loss(
         return _distributed_region_loss("log_cosh_dice_loss", input, target, activation, gamma,
                                         smooth_nr, smooth_dr, batch_dice, include_background,
                                         class_weights, ignore_index, mask, reduction, 0.5, 0.5,
-                                        1.0)
+                                        1.0, "square")
     return torch.ops.segloss.log_cosh_dice_loss(
         input, target, activation=activation, gamma=gamma, smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr, batch_dice=batch_dice, include_background=include_background,
+        class_weights=class_weights, ignore_index=ignore_index, mask=mask, reduction=reduction)
+
+
+def generalized_dice_loss(
+    input: Tensor,
+    target: Tensor,
+    activation: str = "sigmoid",
+    w_type: str = "square",
+    smooth_nr: float = 1e-5,
+    smooth_dr: float = 1e-5,
+    batch_dice: bool = False,
+    include_background: bool = True,
+    class_weights: Optional[Tensor] = None,
+    ignore_index: Optional[int] = None,
+    mask: Optional[Tensor] = None,
+    reduction: str = "mean",
+    ddp: bool = False,
+) -> Tensor:
+    r"""Generalized Dice loss (Sudre et al. 2017) in MONAI's
+    ``GeneralizedDiceLoss`` convention: one ratio over the classes per image
+    (or over the batch with ``batch_dice=True``), not a mean of per-class losses.
+
+    With ``I_c``, ``P_c``, ``T_c`` the sums of :func:`dice_loss` (``gamma =
+    1``) over the kept classes (``include_background=False`` drops channel 0
+    first):
+
+    .. math::
+        \ell_n = 1 - \frac{2 \sum_c w_c I_c + s_{nr}}{\sum_c w_c (P_c + T_c) + s_{dr}},
+        \qquad w_c = 1 / T_c^2,\ 1 / T_c \text{ or } 1
+
+    for ``w_type="square"``, ``"simple"`` or ``"uniform"``, times
+    ``class_weights`` when given. A class absent from the target (an
+    infinite ``w_c``) gets the largest finite weight of its image (of the
+    batch with ``batch_dice``), or 0 when every class is absent (then the
+    image scores ``1 - s_nr / s_dr`` whatever is predicted). The weights
+    depend on the target only (no gradient flows through them). A
+    denominator of 0 scores a perfect 0 with gradient 0.
+
+    Equal to MONAI's ``GeneralizedDiceLoss`` (which rounds the weights to
+    float32 even for float64 inputs: equal to about 1e-8 relative).
+
+    Args:
+        input, target, activation, smooth_nr, smooth_dr, batch_dice,
+        include_background, class_weights, ignore_index, mask, ddp: as for
+            :func:`dice_loss`.
+        w_type: ``"square"`` (default), ``"simple"`` or ``"uniform"``.
+        reduction: ``"mean"`` or ``"sum"`` over the images, or ``"none"``:
+            ``Tensor[N]`` (``Tensor[1]`` with ``batch_dice=True``).
+
+    Returns:
+        The loss in ``input``'s dtype; differentiable with respect to ``input``.
+    """
+    if ddp:
+        return _distributed_region_loss("generalized_dice_loss", input, target, activation, 1.0,
+                                        smooth_nr, smooth_dr, batch_dice, include_background,
+                                        class_weights, ignore_index, mask, reduction, 0.5, 0.5,
+                                        1.0, w_type)
+    return torch.ops.segloss.generalized_dice_loss(
+        input, target, activation=activation, w_type=w_type, smooth_nr=smooth_nr,
         smooth_dr=smooth_dr, batch_dice=batch_dice, include_background=include_background,
         class_weights=class_weights, ignore_index=ignore_index, mask=mask, reduction=reduction)
 
@@ -390,12 +451,13 @@ def _distributed_region_loss(
     alpha: float,
     beta: float,
     focal_gamma: float,
+    w_type: str,
 ) -> Tensor:
     """The region loss `loss` (its public name, e.g. ``"dice_loss"``) of the
     global batch: this rank's sums, all-reduced, then the loss's epilogue
     (the private op ``_region_loss_from_sums``). alpha, beta and focal_gamma
-    are read by tversky_loss only (no defaults: TorchScript's ``unused``
-    stub has none)."""
+    are read by tversky_loss only, w_type by generalized_dice_loss (no
+    defaults: TorchScript's ``unused`` stub has none)."""
     import torch.distributed as dist
 
     name = f"segloss.{loss}"
@@ -410,7 +472,7 @@ def _distributed_region_loss(
     global_sums = _AllReduceSum.apply(sums.sum(0, keepdim=True))
     value = torch.ops.segloss._region_loss_from_sums(
         global_sums, loss, smooth_nr, smooth_dr, True, include_background, class_weights,
-        reduction, alpha=alpha, beta=beta, focal_gamma=focal_gamma)
+        reduction, alpha=alpha, beta=beta, focal_gamma=focal_gamma, w_type=w_type)
     return value.to(input.dtype)
 
 

@@ -8,7 +8,8 @@ from torch import Tensor
 from segloss import functional as F
 
 __all__ = ["BCELoss", "BCEWithLogitsLoss", "WeightedBCELoss", "DiceLoss", "DiceCELoss",
-           "TverskyLoss", "JaccardLoss", "LogCoshDiceLoss", "ShapeAwareLoss"]
+           "TverskyLoss", "JaccardLoss", "LogCoshDiceLoss", "GeneralizedDiceLoss",
+           "ShapeAwareLoss"]
 
 _REDUCTIONS = ("none", "mean", "sum")
 
@@ -264,6 +265,38 @@ class TverskyLoss(_RegionLoss):
     def extra_repr(self) -> str:
         return self._repr([f"alpha={self.alpha}", f"beta={self.beta}",
                            f"focal_gamma={self.focal_gamma}"])
+
+
+class GeneralizedDiceLoss(_RegionLoss):
+    r"""Generalized Dice loss, ``1 - (2 sum_c w_c I_c + smooth_nr) / (sum_c w_c (P_c + T_c) +
+    smooth_dr)`` per image, ``w_c = 1 / T_c^2`` (MONAI's ``GeneralizedDiceLoss``).
+
+    See :func:`segloss.generalized_dice_loss`; ``forward(input, target, mask=None)``.
+    """
+
+    def __init__(self, activation: str = "sigmoid", w_type: str = "square",
+                 smooth_nr: float = 1e-5, smooth_dr: float = 1e-5, batch_dice: bool = False,
+                 include_background: bool = True, class_weights: Optional[Tensor] = None,
+                 ignore_index: Optional[int] = None, reduction: str = "mean",
+                 ddp: bool = False) -> None:
+        super().__init__(activation, 1.0, smooth_nr, smooth_dr, batch_dice, include_background,
+                         class_weights, ignore_index, reduction, ddp)
+        if w_type not in ("square", "simple", "uniform"):
+            raise ValueError(f"{_name(self)}: w_type must be 'square', 'simple' or 'uniform', "
+                             f"got {w_type!r}")
+        self.w_type = w_type
+
+    def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        return F.generalized_dice_loss(input, target, activation=self.activation,
+                                       w_type=self.w_type, smooth_nr=self.smooth_nr,
+                                       smooth_dr=self.smooth_dr, batch_dice=self.batch_dice,
+                                       include_background=self.include_background,
+                                       class_weights=self.class_weights,
+                                       ignore_index=self.ignore_index, mask=mask,
+                                       reduction=self.reduction, ddp=self.ddp)
+
+    def extra_repr(self) -> str:
+        return self._repr([f"w_type={self.w_type!r}"])
 
 
 class DiceCELoss(_DiceOptions):
