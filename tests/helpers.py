@@ -309,7 +309,8 @@ def make_dice_grad_output(shape, gen, dtype=torch.float64, device="cpu", *, batc
 
 def dice_forward_backward(x, target, grad_output=None, entry="functional", loss="dice_loss",
                           **options):
-    """segloss's Dice loss (or, with loss="dice_ce_loss", Dice + CE) and input
+    """segloss's Dice loss (or, with loss="dice_ce_loss", Dice + CE, or another
+    region loss by its function name) and input
     gradient (None when grad_output is None), through `entry`: 'functional'
     (segloss.<loss>), 'op' (torch.ops.segloss.<loss>) or 'module'
     (segloss.nn.DiceLoss / DiceCELoss)."""
@@ -321,7 +322,10 @@ def dice_forward_backward(x, target, grad_output=None, entry="functional", loss=
     elif entry == "module":
         options = dict(options)
         mask = options.pop("mask", None)
-        module = {"dice_loss": segloss.nn.DiceLoss, "dice_ce_loss": segloss.nn.DiceCELoss}[loss]
+        module = {"dice_loss": segloss.nn.DiceLoss, "dice_ce_loss": segloss.nn.DiceCELoss,
+                  "tversky_loss": segloss.nn.TverskyLoss, "jaccard_loss": segloss.nn.JaccardLoss,
+                  "log_cosh_dice_loss": segloss.nn.LogCoshDiceLoss,
+                  "generalized_dice_loss": segloss.nn.GeneralizedDiceLoss}[loss]
         value = module(**options)(x, target, mask)
     else:
         raise ValueError(entry)
@@ -339,3 +343,50 @@ def assert_close_to_scale(actual, expected, tol, msg=""):
     torch.testing.assert_close(actual.detach().to("cpu", torch.float64), expected, rtol=tol,
                                atol=tol * max(scale, 1e-30), equal_nan=True,
                                msg=lambda m: f"{msg}\n{m}")
+
+
+def make_class_weights(c, gen, dtype=torch.float64, device="cpu"):
+    """Per-channel weights in [0.5, 2]."""
+    return (0.5 + 1.5 * torch.rand(c, generator=gen, dtype=torch.float64)).to(device, dtype)
+
+
+# --------------------------------------------------------------------------
+# The forms in which the region losses (Dice, Jaccard, Tversky, ...) are
+# compared with MONAI.
+
+MONAI_FORMS = {
+    # id: (activation, C, target kind, ignore_index)
+    "sigmoid-multilabel": ("sigmoid", 3, "binary", None),
+    "sigmoid-soft": ("sigmoid", 3, "soft", None),
+    "sigmoid-C1-labels": ("sigmoid", 1, "labels1", None),
+    "softmax-onehot": ("softmax", 4, "onehot", None),
+    "softmax-to_onehot_y": ("softmax", 4, "labels1", None),
+    "softmax-to_onehot_y-ignore255": ("softmax", 4, "labels1", 255),
+    "softmax-to_onehot_y-ignore0": ("softmax", 4, "labels1", 0),
+}
+
+
+def monai_cases(forms=None):
+    """(form, include_background) parameters over MONAI_FORMS (or `forms`)."""
+    for form in forms or MONAI_FORMS:
+        c = MONAI_FORMS[form][1]
+        for include_background in (True, False):
+            if c == 1 and not include_background:
+                continue  # MONAI ignores include_background=False for one channel
+            yield pytest.param(form, include_background,
+                               id=f"{form}-{'bg' if include_background else 'nobg'}")
+
+
+def monai_onehot(labels, c, ignore_index):
+    """The float64 one-hot target that MONAI treats as to_onehot_y would the
+    (N, 1, *spatial) labels. MONAI's own one-hot is float32, which its
+    squared_pred path (vector norms) turns into float32 rounding of T; so
+    for gamma = 2 the test gives it this instead. An ignore_index outside
+    [0, C) becomes an all-zero pixel (MONAI's "sentinel" masking), one inside
+    stays a one-hot pixel of that class (MONAI masks that class's pixels)."""
+    labels = labels[:, 0]
+    valid = torch.ones_like(labels, dtype=torch.bool)
+    if ignore_index is not None and not 0 <= ignore_index < c:
+        valid = labels != ignore_index
+    onehot = torch.nn.functional.one_hot(torch.where(valid, labels, 0), c).movedim(-1, 1)
+    return onehot.to(torch.float64) * valid.unsqueeze(1)

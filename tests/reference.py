@@ -8,6 +8,7 @@ torch's own float64 result and autograd gradient; the probability form with
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import numpy as np
@@ -278,27 +279,121 @@ def dice_torch_loss(x, target, *, activation="sigmoid", gamma=1.0, smooth_nr=1e-
                     smooth_dr=1e-5, batch_dice=False, include_background=True,
                     class_weights=None, ignore_index=None, mask=None, reduction="mean"):
     """dice_torch's loss of a float64 CPU `x`, still attached to x's graph."""
+    return region_torch_loss("dice_loss", x, target, activation=activation, gamma=gamma,
+                             smooth_nr=smooth_nr, smooth_dr=smooth_dr, batch_dice=batch_dice,
+                             include_background=include_background, class_weights=class_weights,
+                             ignore_index=ignore_index, mask=mask, reduction=reduction)
+
+
+# --------------------------------------------------------------------------
+# The region losses: a formula per (n, c) over the sums (I, P, T), written
+# here from the papers and MONAI's definitions, then the weights, the
+# background and the reduction. A zero denominator is a perfect score.
+
+def _ratio_or_perfect(numerator, denominator):
+    empty = denominator == 0
+    return torch.where(empty, torch.ones_like(denominator),
+                       numerator / torch.where(empty, torch.ones_like(denominator), denominator))
+
+
+def _dice_term(I, P, T, smooth_nr, smooth_dr, **_):
+    return 1 - _ratio_or_perfect(2 * I + smooth_nr, P + T + smooth_dr)
+
+
+def _jaccard_term(I, P, T, smooth_nr, smooth_dr, **_):
+    union = P + T - I  # |p ∪ y| = |p| + |y| - |p ∩ y|
+    return 1 - _ratio_or_perfect(2 * I + smooth_nr, 2 * union + smooth_dr)
+
+
+def _tversky_term(I, P, T, smooth_nr, smooth_dr, alpha=0.5, beta=0.5, focal_gamma=1.0, **_):
+    tp, fp, fn = I, P - I, T - I
+    term = 1 - _ratio_or_perfect(tp + smooth_nr, tp + alpha * fp + beta * fn + smooth_dr)
+    if focal_gamma == 1.0:
+        return term
+    positive = term > 0
+    return torch.where(positive, torch.where(positive, term, torch.ones_like(term)) ** focal_gamma,
+                       torch.zeros_like(term))
+
+
+def _log_cosh_dice_term(I, P, T, smooth_nr, smooth_dr, **_):
+    # Plain log(cosh(d)) in float64: exact enough for the |d| of the tests.
+    return torch.log(torch.cosh(_dice_term(I, P, T, smooth_nr, smooth_dr)))
+
+
+REGION_TERMS = {"dice_loss": _dice_term, "jaccard_loss": _jaccard_term,
+                "tversky_loss": _tversky_term, "log_cosh_dice_loss": _log_cosh_dice_term}
+
+
+def _generalized_dice(I, P, T, class_weights, include_background, smooth_nr, smooth_dr,
+                      w_type="square"):
+    """Sudre et al.'s generalized Dice of each image (row; one row with
+    batch_dice), MONAI's rule for absent classes: an infinite weight becomes
+    the row's largest finite one (0 if none)."""
+    if not include_background:
+        I, P, T = I[..., 1:], P[..., 1:], T[..., 1:]
+    rows = [(I, P, T)] if I.dim() == 1 else list(zip(I, P, T))
+    values = []
+    for i, p, t in rows:
+        weights = []
+        for volume in t.detach().tolist():
+            if w_type == "uniform":
+                weights.append(1.0)
+            elif volume == 0:
+                weights.append(math.inf)
+            else:
+                weights.append(1.0 / volume ** 2 if w_type == "square" else 1.0 / volume)
+        finite = [w for w in weights if math.isfinite(w)]
+        weights = [w if math.isfinite(w) else max(finite, default=0.0) for w in weights]
+        w = torch.tensor(weights, dtype=torch.float64)
+        if class_weights is not None:
+            cw = class_weights.detach().to("cpu", torch.float64)
+            w = w * (cw if include_background else cw[1:])
+        numerator = 2 * (w * i).sum() + smooth_nr
+        denominator = (w * (p + t)).sum() + smooth_dr
+        values.append(1 - _ratio_or_perfect(numerator, denominator))
+    return torch.stack(values) if I.dim() > 1 else values[0]
+
+
+def region_torch_loss(loss, x, target, *, activation="sigmoid", gamma=1.0, smooth_nr=1e-5,
+                      smooth_dr=1e-5, batch_dice=False, include_background=True,
+                      class_weights=None, ignore_index=None, mask=None, reduction="mean",
+                      **params):
+    """The region loss `loss` (a segloss function name) of a float64 CPU `x`,
+    attached to x's graph; `params` are the loss's own options (alpha, beta,
+    focal_gamma)."""
     sums = dice_sums_torch(x, target, activation, gamma, ignore_index, mask)
     if batch_dice:
         sums = sums.sum(0)
     I, P, T = sums.unbind(-1)
-    den = P + T + smooth_dr
-    empty = den == 0
-    ratio = (2 * I + smooth_nr) / torch.where(empty, torch.ones_like(den), den)
-    per = torch.where(empty, torch.zeros_like(den), 1 - ratio)
-    if class_weights is not None:
-        per = per * class_weights.detach().to("cpu", torch.float64)
-    if not include_background:
-        per = per[..., 1:]
-    if reduction == "mean":
-        loss = per.mean()
-    elif reduction == "sum":
-        loss = per.sum()
-    elif reduction == "none":
-        loss = per
+    if loss == "generalized_dice_loss":
+        per = _generalized_dice(I, P, T, class_weights, include_background, smooth_nr,
+                                smooth_dr, **params)
+        if batch_dice:
+            per = per.reshape(1)
     else:
-        raise ValueError(reduction)
-    return loss
+        per = REGION_TERMS[loss](I, P, T, smooth_nr=smooth_nr, smooth_dr=smooth_dr, **params)
+        if class_weights is not None:
+            per = per * class_weights.detach().to("cpu", torch.float64)
+        if not include_background:
+            per = per[..., 1:]
+    if reduction == "mean":
+        return per.mean()
+    if reduction == "sum":
+        return per.sum()
+    if reduction == "none":
+        return per
+    raise ValueError(reduction)
+
+
+def region_torch(loss, x, target, *, grad_output=None, **options):
+    """float64 eager PyTorch on the CPU: (loss, autograd d loss / d x) of the
+    region loss `loss`; the gradient is None without grad_output."""
+    x = x.detach().to("cpu", torch.float64).requires_grad_(grad_output is not None)
+    value = region_torch_loss(loss, x, target, **options)
+    grad = None
+    if grad_output is not None:
+        (grad,) = torch.autograd.grad(value, x, grad_output.detach().to("cpu", torch.float64))
+    return value.detach(), grad
 
 
 def dice_reference(x, target, grad_output=None, **options):

@@ -24,9 +24,13 @@ except ImportError:  # MONAI is optional (absent on the GPU machines): its compa
     MonaiDiceLoss = None
 
 import segloss
-from helpers import (CPU_ISAS, assert_close_to_scale, assert_matches, dice_forward_backward,
-                     dice_loss_shape, make_dice_grad_output, make_dice_input, make_dice_target,
-                     make_labels, make_mask, run_python, run_python_with_cpu_isa)
+from helpers import (CPU_ISAS, MONAI_FORMS, assert_close_to_scale, assert_matches,
+                     dice_forward_backward, dice_loss_shape, make_dice_grad_output,
+                     make_dice_input, make_dice_target, make_labels, make_mask, run_python,
+                     run_python_with_cpu_isa)
+from helpers import make_class_weights as _weights
+from helpers import monai_cases as _monai_cases
+from helpers import monai_onehot as _monai_onehot
 from reference import ACTIVATIONS, dice_np, dice_reference, dice_sums_torch, dice_torch
 
 needs_monai = pytest.mark.skipif(MonaiDiceLoss is None, reason="needs MONAI")
@@ -37,10 +41,6 @@ REDUCTIONS = ("mean", "sum", "none")
 GAMMAS = (1.0, 2.0, 1.5, 3.0)
 SHAPE_2D = (2, 3, 6, 7)
 SHAPE_3D = (2, 3, 3, 4, 5)
-
-
-def _weights(c, gen, dtype=torch.float64, device="cpu"):
-    return (0.5 + 1.5 * torch.rand(c, generator=gen, dtype=torch.float64)).to(device, dtype)
 
 
 def _case(activation, gen, *, shape=SHAPE_2D, target="soft", label_dtype=torch.int64,
@@ -85,42 +85,6 @@ def _check(x, t, g, options, reference=dice_reference, entry="functional", tol_d
 # squared_pred a class-index target goes to MONAI as a float64 one-hot
 # (_monai_onehot) rather than through to_onehot_y (float32), and a one-channel
 # integer target as floats (vector_norm needs floats).
-
-MONAI_FORMS = {
-    # id: (activation, C, target kind, ignore_index)
-    "sigmoid-multilabel": ("sigmoid", 3, "binary", None),
-    "sigmoid-soft": ("sigmoid", 3, "soft", None),
-    "sigmoid-C1-labels": ("sigmoid", 1, "labels1", None),
-    "softmax-onehot": ("softmax", 4, "onehot", None),
-    "softmax-to_onehot_y": ("softmax", 4, "labels1", None),
-    "softmax-to_onehot_y-ignore255": ("softmax", 4, "labels1", 255),
-    "softmax-to_onehot_y-ignore0": ("softmax", 4, "labels1", 0),
-}
-
-
-def _monai_cases():
-    for form, (_, c, _, _) in MONAI_FORMS.items():
-        for include_background in (True, False):
-            if c == 1 and not include_background:
-                continue  # MONAI ignores include_background=False for one channel
-            yield pytest.param(form, include_background,
-                               id=f"{form}-{'bg' if include_background else 'nobg'}")
-
-
-def _monai_onehot(labels, c, ignore_index):
-    """The float64 one-hot target that MONAI treats as to_onehot_y would the
-    (N, 1, *spatial) labels. MONAI's own one-hot is float32, which its
-    squared_pred path (vector norms) turns into float32 rounding of T; so
-    for gamma = 2 the test gives it this instead. An ignore_index outside
-    [0, C) becomes an all-zero pixel (MONAI's "sentinel" masking), one inside
-    stays a one-hot pixel of that class (MONAI masks that class's pixels)."""
-    labels = labels[:, 0]
-    valid = torch.ones_like(labels, dtype=torch.bool)
-    if ignore_index is not None and not 0 <= ignore_index < c:
-        valid = labels != ignore_index
-    onehot = torch.nn.functional.one_hot(torch.where(valid, labels, 0), c).movedim(-1, 1)
-    return onehot.to(torch.float64) * valid.unsqueeze(1)
-
 
 @needs_monai
 @pytest.mark.filterwarnings("ignore::UserWarning")

@@ -1,6 +1,7 @@
-"""The distributed Dice (ddp=True): 2 processes on the gloo backend on the CPU
-give the loss and, after DistributedDataParallel averages them, the parameter
-gradients of single-process training on the concatenated batch."""
+"""The distributed region losses (ddp=True: Dice, Tversky, Jaccard, log-cosh
+Dice, generalized Dice): 2 processes on the gloo backend on the CPU give the loss and, after
+DistributedDataParallel averages them, the parameter gradients of
+single-process training on the concatenated batch."""
 
 import os
 import socket
@@ -27,8 +28,9 @@ ddp_model = torch.nn.parallel.DistributedDataParallel(model)
 share = data["x"].shape[0] // world
 x = data["x"][rank * share:(rank + 1) * share].clone().requires_grad_()
 target = data["target"][rank * share:(rank + 1) * share]
-loss = segloss.dice_loss(ddp_model(x), target, batch_dice=True, ddp=True, **data["options"])
-loss.backward()
+loss_fn = getattr(segloss, data["loss"])
+loss = loss_fn(ddp_model(x), target, batch_dice=True, ddp=True, **data["options"])
+loss.sum().backward()  # the sum of the per-class losses for reduction="none"
 torch.save({"loss": loss.detach(), "grads": [p.grad for p in model.parameters()],
             "input_grad": x.grad}, out_path)
 dist.barrier()  # no rank leaves while another still talks to it
@@ -62,12 +64,29 @@ def _run_ranks(tmp_path, data):
 
 
 CASES = {
+    # id: the loss (segloss function name, default dice_loss), the input's
+    # activation, the target kind and the loss's options
     "sigmoid-soft-mean": dict(activation="sigmoid", target="soft", options={}),
     "softmax-labels-weights-nobg-sum": dict(
         activation="softmax", target="labels",
         options=dict(activation="softmax", include_background=False, ignore_index=255,
                      class_weights=torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64),
                      reduction="sum", gamma=2.0)),
+    "tversky-focal-softmax-labels-nobg-none": dict(
+        loss="tversky_loss", activation="softmax", target="labels",
+        options=dict(alpha=0.3, beta=0.7, focal_gamma=0.75, include_background=False,
+                     ignore_index=255, reduction="none")),
+    "jaccard-sigmoid-soft-gamma2-weights": dict(
+        loss="jaccard_loss", activation="sigmoid", target="soft",
+        options=dict(gamma=2.0, class_weights=torch.tensor([0.5, 1.0, 2.0],
+                                                           dtype=torch.float64))),
+    "log_cosh_dice-softmax-labels-sum": dict(
+        loss="log_cosh_dice_loss", activation="softmax", target="labels",
+        options=dict(ignore_index=255, reduction="sum", smooth_nr=0.0, smooth_dr=1e-3)),
+    "generalized_dice-softmax-labels-simple-nobg-weights": dict(
+        loss="generalized_dice_loss", activation="softmax", target="labels",
+        options=dict(w_type="simple", include_background=False, ignore_index=255,
+                     class_weights=torch.tensor([7.0, 1.0, 2.0], dtype=torch.float64))),
 }
 
 
@@ -85,13 +104,15 @@ def test_ddp_equals_single_process_on_the_concatenated_batch(case, tmp_path, gen
     torch.manual_seed(0)
     model = torch.nn.Conv2d(channels, channels, 3, padding=1).double()
 
+    name = spec.get("loss", "dice_loss")
     ranks = _run_ranks(tmp_path, {"x": x, "target": target, "channels": channels,
-                                  "state": model.state_dict(), "options": options})
+                                  "state": model.state_dict(), "options": options,
+                                  "loss": name})
 
     # The same model and loss in one process on the whole batch.
     x_single = x.clone().requires_grad_()
-    loss = segloss.dice_loss(model(x_single), target, batch_dice=True, **options)
-    loss.backward()
+    loss = getattr(segloss, name)(model(x_single), target, batch_dice=True, **options)
+    loss.sum().backward()
     share = shape[0] // WORLD_SIZE
     for rank, result in enumerate(ranks):
         torch.testing.assert_close(result["loss"], loss.detach(), rtol=1e-12, atol=1e-12)

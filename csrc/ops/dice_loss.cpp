@@ -1,11 +1,15 @@
-// dice_loss: the fused per-(n, c) sums (_dice_sums, one pass over the input
-// with its analytic backward) followed by a small epilogue on (N, C) values
-// in ordinary ATen ops, which autograd differentiates and torch.compile fuses.
+// dice_loss and the other region losses (Tversky, Jaccard, log-cosh Dice,
+// generalized Dice), and dice_ce_loss: the fused per-(n, c) sums
+// (_dice_sums, one pass over the input with its analytic backward) followed
+// by a small epilogue on (N, C) values in ordinary ATen ops, which autograd
+// differentiates and torch.compile fuses.
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
 #include <limits>
+#include <string>
+#include <string_view>
 
 #include "../core/dice.h"
 #include "checks.h"
@@ -14,8 +18,6 @@
 
 namespace segloss::ops {
 namespace {
-
-constexpr const char* kOp = "segloss.dice_loss";
 
 // Per-channel weights (class_weights, ce_weight): floating point, shape [C],
 // on the sums' (the input's) device.
@@ -42,16 +44,178 @@ at::Tensor dice_sums(std::string_view caller, const at::Tensor& input, const at:
   return op.call(input, target, activation, gamma, ignore_index, mask, cross_entropy, caller);
 }
 
-// The loss from the per-(n, c) sums (N, C, 3), its errors naming `op` (the
-// public function); also the last step of the distributed Dice, after the
-// sums are all-reduced across ranks.
-at::Tensor dice_loss_from_sums(std::string_view op, const at::Tensor& sums, double smooth_nr,
-                               double smooth_dr, bool batch_dice, bool include_background,
-                               const std::optional<at::Tensor>& class_weights,
-                               std::string_view reduction) {
-  const Reduction parsed = parse_reduction(op, reduction);
-  TORCH_CHECK(sums.dim() == 3 && sums.sym_size(2) == 3, op,
-              ": sums must have shape (N, C, 3), got ", sums.sym_sizes());
+// --------------------------------------------------------------------------
+// The region family: each loss is a formula over the per-(n, c) sums
+//   I = sum m p y,   P = sum m p^gamma,   T = sum m y^gamma
+// (the core::DiceColumn columns of _dice_sums), followed by one shared tail
+// (class weights, include_background, reduction). A new region loss is a
+// formula and a row of kRegionLosses, plus its public op. A loss that
+// combines the classes into one ratio (generalized Dice) has a combined
+// formula instead, which takes the kept classes and their weights.
+
+// The sums of one (n, c), or of one c over the batch with batch_dice.
+struct RegionSums {
+  at::Tensor intersection;  // I
+  at::Tensor prediction;    // P
+  at::Tensor truth;         // T
+};
+
+// The options only some region losses have; each loss reads its own.
+struct RegionParams {
+  double alpha = 0.5;        // tversky_loss: weight of the false positives
+  double beta = 0.5;         // tversky_loss: weight of the false negatives
+  double focal_gamma = 1.0;  // tversky_loss: exponent of each per-(n, c) term
+  std::string_view w_type = "square";  // generalized_dice_loss: the class weights' rule
+};
+
+// numerator / denominator, with 0 / 0 (nothing predicted, nothing true, no
+// smoothing) defined as 1, a perfect score, with zero gradient: the safe
+// denominator keeps the unused branch of the where finite, so its gradient
+// is 0, not NaN.
+at::Tensor score_or_perfect(const at::Tensor& numerator, const at::Tensor& denominator) {
+  const at::Tensor empty = denominator == 0;
+  return at::where(empty, at::ones_like(numerator), numerator / at::where(empty, 1, denominator));
+}
+
+using RegionFormula = at::Tensor (*)(const RegionSums&, double smooth_nr, double smooth_dr,
+                                     const RegionParams&);
+using RegionParamCheck = void (*)(std::string_view op, const RegionParams&);
+// A loss that combines the classes into one ratio per image (or per batch):
+// it gets the kept channels' sums and class weights, and returns (N,) (or
+// (1,) with batch_dice).
+using CombinedFormula = at::Tensor (*)(const RegionSums&,
+                                       const std::optional<at::Tensor>& class_weights,
+                                       double smooth_nr, double smooth_dr, const RegionParams&);
+
+// 1 - (2 I + s_nr) / (P + T + s_dr)
+at::Tensor dice_formula(const RegionSums& s, double smooth_nr, double smooth_dr,
+                        const RegionParams&) {
+  return 1 - score_or_perfect(2 * s.intersection + smooth_nr,
+                              s.prediction + s.truth + smooth_dr);
+}
+
+// 1 - (I + s_nr) / (TP + alpha FP + beta FN + s_dr), TP = I, FP = P - I,
+// FN = T - I (gamma = 1 sums; MONAI's TverskyLoss), raised to focal_gamma
+// (focal Tversky). Under focal_gamma != 1 a term <= 0 (a perfect score, or
+// below 0 where smooth_nr > smooth_dr) counts as 0 with gradient 0: the
+// power's derivative there is infinite (focal_gamma < 1) or undefined.
+at::Tensor tversky_formula(const RegionSums& s, double smooth_nr, double smooth_dr,
+                           const RegionParams& params) {
+  const at::Tensor& tp = s.intersection;
+  const at::Tensor false_positives = s.prediction - tp;
+  const at::Tensor false_negatives = s.truth - tp;
+  const at::Tensor term =
+      1 - score_or_perfect(tp + smooth_nr, tp + params.alpha * false_positives +
+                                               params.beta * false_negatives + smooth_dr);
+  if (params.focal_gamma == 1) return term;
+  const at::Tensor positive = term > 0;
+  return at::where(positive, at::pow(at::where(positive, term, 1), params.focal_gamma), 0);
+}
+
+void check_tversky_params(std::string_view op, const RegionParams& params) {
+  TORCH_CHECK_VALUE(params.alpha >= 0, op, ": alpha must be >= 0, got ", params.alpha);
+  TORCH_CHECK_VALUE(params.beta >= 0, op, ": beta must be >= 0, got ", params.beta);
+  TORCH_CHECK_VALUE(params.focal_gamma > 0, op, ": focal_gamma must be > 0, got ",
+                    params.focal_gamma);
+}
+
+// 1 - (2 I + s_nr) / (2 (P + T - I) + s_dr): the soft IoU in MONAI's
+// DiceLoss(jaccard=True) convention (its numerator 2 tp, denominator
+// 2 (tp + fp + fn); squared_pred=True is gamma = 2).
+at::Tensor jaccard_formula(const RegionSums& s, double smooth_nr, double smooth_dr,
+                           const RegionParams&) {
+  return 1 - score_or_perfect(2 * s.intersection + smooth_nr,
+                              2 * (s.prediction + s.truth - s.intersection) + smooth_dr);
+}
+
+// log(cosh(d)) of the Dice loss d (Jadon 2020), stable for every finite d:
+// log1p(2 sinh(d / 2)^2) for |d| < 1 (cosh d - 1 without cancellation),
+// |d| + log1p(exp(-2 |d|)) - log 2 above (no overflow). Its derivative is
+// tanh(d), 0 at d = 0.
+at::Tensor log_cosh_dice_formula(const RegionSums& s, double smooth_nr, double smooth_dr,
+                                 const RegionParams& params) {
+  const at::Tensor d = dice_formula(s, smooth_nr, smooth_dr, params);
+  const at::Tensor magnitude = d.abs();
+  const at::Tensor small = magnitude < 1;
+  const at::Tensor half_sinh = at::sinh(at::where(small, d, 0) / 2);
+  const at::Tensor near = at::log1p(2 * half_sinh * half_sinh);
+  const at::Tensor large = at::where(small, 1, magnitude);
+  const at::Tensor far = large + at::log1p(at::exp(-2 * large)) - std::log(2.0);
+  return at::where(small, near, far);
+}
+
+void check_generalized_dice_params(std::string_view op, const RegionParams& params) {
+  TORCH_CHECK_VALUE(
+      params.w_type == "square" || params.w_type == "simple" || params.w_type == "uniform", op,
+      ": w_type must be 'square', 'simple' or 'uniform', got '", params.w_type, "'");
+}
+
+// MONAI's GeneralizedDiceLoss (Sudre et al. 2017):
+//   1 - (2 sum_c w_c I_c + s_nr) / (sum_c w_c (P_c + T_c) + s_dr)
+// with w_c = 1 / T_c^2 ("square"), 1 / T_c ("simple") or 1 ("uniform"),
+// times class_weights; an infinite w_c (a class absent from the target)
+// becomes the largest finite w of its image (of the batch with batch_dice),
+// 0 when there is none. The weights depend on the target only: no gradient.
+at::Tensor generalized_dice_formula(const RegionSums& s,
+                                    const std::optional<at::Tensor>& class_weights,
+                                    double smooth_nr, double smooth_dr,
+                                    const RegionParams& params) {
+  const at::Tensor truth = s.truth.detach();
+  at::Tensor w = params.w_type == "square"   ? at::reciprocal(truth * truth)
+                 : params.w_type == "simple" ? at::reciprocal(truth)
+                                             : at::ones_like(truth);
+  const at::Tensor infinite = at::isinf(w);
+  w = at::where(infinite, 0, w);
+  w = at::where(infinite, w.amax(-1, /*keepdim=*/true), w);
+  if (is_given(class_weights)) w = w * class_weights->to(w.scalar_type());
+  at::Tensor numerator = 2 * (w * s.intersection).sum(-1) + smooth_nr;
+  at::Tensor denominator = (w * (s.prediction + s.truth)).sum(-1) + smooth_dr;
+  if (numerator.dim() == 0) {  // batch_dice: one value for the batch, (1,)
+    numerator = numerator.unsqueeze(0);
+    denominator = denominator.unsqueeze(0);
+  }
+  return 1 - score_or_perfect(numerator, denominator);
+}
+
+// One row per region loss: `formula` per (n, c), or `combined` over the
+// classes (then the class weights and include_background apply inside it).
+struct RegionLoss {
+  std::string_view name;  // the public function, without "segloss."
+  std::string_view op;    // "segloss." + name, for the error messages
+  RegionFormula formula;
+  RegionParamCheck check_params;  // nullptr: no options of its own
+  CombinedFormula combined = nullptr;
+};
+
+constexpr RegionLoss kRegionLosses[] = {
+    {"dice_loss", "segloss.dice_loss", &dice_formula, nullptr},
+    {"tversky_loss", "segloss.tversky_loss", &tversky_formula, &check_tversky_params},
+    {"jaccard_loss", "segloss.jaccard_loss", &jaccard_formula, nullptr},
+    {"log_cosh_dice_loss", "segloss.log_cosh_dice_loss", &log_cosh_dice_formula, nullptr},
+    {"generalized_dice_loss", "segloss.generalized_dice_loss", nullptr,
+     &check_generalized_dice_params, &generalized_dice_formula},
+};
+
+const RegionLoss& region_loss_named(std::string_view name) {
+  for (const RegionLoss& loss : kRegionLosses) {
+    if (loss.name == name) return loss;
+  }
+  std::string known;
+  for (const RegionLoss& loss : kRegionLosses) {
+    known += known.empty() ? "'" : ", '";
+    known += std::string(loss.name) + "'";
+  }
+  TORCH_CHECK_VALUE(false, "segloss._region_loss_from_sums: loss must be one of ", known,
+                    ", got '", name, "'");
+}
+
+// The argument checks every region loss shares, its errors naming `op`.
+void check_region_arguments(std::string_view op, const at::Tensor& sums, double smooth_nr,
+                            double smooth_dr, bool include_background,
+                            const std::optional<at::Tensor>& class_weights) {
+  TORCH_CHECK(sums.dim() == 3 && sums.sym_size(2) == core::kDiceColumns, op,
+              ": sums must have shape (N, C, ", static_cast<int>(core::kDiceColumns), "), got ",
+              sums.sym_sizes());
   TORCH_CHECK_VALUE(smooth_nr >= 0 && smooth_dr >= 0, op,
                     ": smooth_nr and smooth_dr must be >= 0, got ", smooth_nr, " and ",
                     smooth_dr);
@@ -73,26 +237,27 @@ at::Tensor dice_loss_from_sums(std::string_view op, const at::Tensor& sums, doub
   TORCH_CHECK_VALUE(include_background || sums.sym_size(1) >= 2, op,
                     ": include_background=False drops channel 0, which leaves no channel of an "
                     "input with one channel");
-  at::Tensor intersection = sums.select(-1, 0);  // (N, C)
-  at::Tensor prediction = sums.select(-1, 1);
-  at::Tensor truth = sums.select(-1, 2);
-  if (batch_dice) {  // one Dice per channel over the whole batch: (C,)
-    intersection = intersection.sum(0);
-    prediction = prediction.sum(0);
-    truth = truth.sum(0);
+}
+
+// The named columns of the sums, summed over the batch for batch_dice.
+RegionSums region_sums(const at::Tensor& sums, bool batch_dice) {
+  RegionSums s{sums.select(-1, core::kIntersection), sums.select(-1, core::kPrediction),
+               sums.select(-1, core::kTruth)};  // (N, C)
+  if (batch_dice) {  // one value per channel over the whole batch: (C,)
+    s.intersection = s.intersection.sum(0);
+    s.prediction = s.prediction.sum(0);
+    s.truth = s.truth.sum(0);
   }
-  const at::Tensor numerator = 2 * intersection + smooth_nr;
-  const at::Tensor denominator = prediction + truth + smooth_dr;
-  // Nothing predicted, nothing true and no smoothing: defined as a perfect
-  // score with zero gradient (the safe denominator keeps the unused branch
-  // of the where finite, so its gradient is 0, not NaN).
-  const at::Tensor empty = denominator == 0;
-  const at::Tensor dice =
-      at::where(empty, at::ones_like(numerator), numerator / at::where(empty, 1, denominator));
-  at::Tensor loss = 1 - dice;  // (N, C) or (C,)
+  return s;
+}
+
+// The tail every region loss shares: class weights, include_background,
+// reduction of the per-(n, c) (or per-c) losses.
+at::Tensor region_tail(at::Tensor loss, const std::optional<at::Tensor>& class_weights,
+                       bool include_background, Reduction reduction) {
   if (is_given(class_weights)) loss = loss * class_weights->to(loss.scalar_type());
   if (!include_background) loss = loss.narrow_symint(-1, 1, loss.sym_size(-1) - 1);
-  switch (parsed) {
+  switch (reduction) {
     case Reduction::Mean:
       return loss.mean();
     case Reduction::Sum:
@@ -102,26 +267,128 @@ at::Tensor dice_loss_from_sums(std::string_view op, const at::Tensor& sums, doub
   }
 }
 
+// A region loss from the sums (N, C, 3), its errors naming `op` (the public
+// function); also the last step of the distributed losses (ddp=True), after
+// the sums are all-reduced across ranks.
+at::Tensor region_loss_from_sums(const RegionLoss& loss, std::string_view op,
+                                 const at::Tensor& sums, double smooth_nr, double smooth_dr,
+                                 bool batch_dice, bool include_background,
+                                 const std::optional<at::Tensor>& class_weights,
+                                 std::string_view reduction, const RegionParams& params) {
+  const Reduction parsed = parse_reduction(op, reduction);
+  check_region_arguments(op, sums, smooth_nr, smooth_dr, include_background, class_weights);
+  if (loss.check_params != nullptr) loss.check_params(op, params);
+  if (loss.combined != nullptr) {
+    at::Tensor kept = sums;
+    std::optional<at::Tensor> kept_weights = class_weights;
+    if (!include_background) {
+      kept = sums.narrow_symint(1, 1, sums.sym_size(1) - 1);
+      if (is_given(class_weights)) {
+        kept_weights = class_weights->narrow_symint(0, 1, class_weights->sym_size(0) - 1);
+      }
+    }
+    const at::Tensor per_group = loss.combined(region_sums(kept, batch_dice), kept_weights,
+                                               smooth_nr, smooth_dr, params);
+    return region_tail(per_group, std::nullopt, /*include_background=*/true, parsed);
+  }
+  const at::Tensor per_class =
+      loss.formula(region_sums(sums, batch_dice), smooth_nr, smooth_dr, params);
+  return region_tail(per_class, class_weights, include_background, parsed);
+}
+
+// A public region loss: the fused sums, then its epilogue.
+at::Tensor region_loss(const RegionLoss& loss, const at::Tensor& input, const at::Tensor& target,
+                       std::string_view activation, double gamma, double smooth_nr,
+                       double smooth_dr, bool batch_dice, bool include_background,
+                       const std::optional<at::Tensor>& class_weights,
+                       std::optional<int64_t> ignore_index, const std::optional<at::Tensor>& mask,
+                       std::string_view reduction, const RegionParams& params = {}) {
+  // The loss's own options first: no pass over the input for a bad alpha.
+  if (loss.check_params != nullptr) loss.check_params(loss.op, params);
+  const at::Tensor sums = dice_sums(loss.op, input, target, activation, gamma, ignore_index,
+                                    mask, /*cross_entropy=*/false);
+  return region_loss_from_sums(loss, loss.op, sums, smooth_nr, smooth_dr, batch_dice,
+                               include_background, class_weights, reduction, params)
+      .to(input.scalar_type());
+}
+
 at::Tensor dice_loss(const at::Tensor& input, const at::Tensor& target,
                      std::string_view activation, double gamma, double smooth_nr,
                      double smooth_dr, bool batch_dice, bool include_background,
                      const std::optional<at::Tensor>& class_weights,
                      std::optional<int64_t> ignore_index, const std::optional<at::Tensor>& mask,
                      std::string_view reduction) {
-  const at::Tensor sums = dice_sums(kOp, input, target, activation, gamma, ignore_index, mask,
-                                    /*cross_entropy=*/false);
-  return dice_loss_from_sums(kOp, sums, smooth_nr, smooth_dr, batch_dice, include_background,
-                             class_weights, reduction)
-      .to(input.scalar_type());
+  return region_loss(region_loss_named("dice_loss"), input, target, activation, gamma,
+                     smooth_nr, smooth_dr, batch_dice, include_background, class_weights,
+                     ignore_index, mask, reduction);
 }
 
-// The private op _dice_loss_from_sums: called by dice_loss(ddp=True).
-at::Tensor dice_loss_from_sums_op(const at::Tensor& sums, double smooth_nr, double smooth_dr,
-                                  bool batch_dice, bool include_background,
-                                  const std::optional<at::Tensor>& class_weights,
-                                  std::string_view reduction) {
-  return dice_loss_from_sums(kOp, sums, smooth_nr, smooth_dr, batch_dice, include_background,
-                             class_weights, reduction);
+// The public region losses other than Dice: each its row of kRegionLosses
+// through region_loss. Tversky's FP = P - I needs gamma = 1 sums.
+at::Tensor tversky_loss(const at::Tensor& input, const at::Tensor& target,
+                        std::string_view activation, double alpha, double beta,
+                        double focal_gamma, double smooth_nr, double smooth_dr, bool batch_dice,
+                        bool include_background, const std::optional<at::Tensor>& class_weights,
+                        std::optional<int64_t> ignore_index,
+                        const std::optional<at::Tensor>& mask, std::string_view reduction) {
+  return region_loss(region_loss_named("tversky_loss"), input, target, activation,
+                     /*gamma=*/1.0, smooth_nr, smooth_dr, batch_dice, include_background,
+                     class_weights, ignore_index, mask, reduction,
+                     RegionParams{alpha, beta, focal_gamma});
+}
+
+at::Tensor jaccard_loss(const at::Tensor& input, const at::Tensor& target,
+                        std::string_view activation, double gamma, double smooth_nr,
+                        double smooth_dr, bool batch_dice, bool include_background,
+                        const std::optional<at::Tensor>& class_weights,
+                        std::optional<int64_t> ignore_index,
+                        const std::optional<at::Tensor>& mask, std::string_view reduction) {
+  return region_loss(region_loss_named("jaccard_loss"), input, target, activation, gamma,
+                     smooth_nr, smooth_dr, batch_dice, include_background, class_weights,
+                     ignore_index, mask, reduction);
+}
+
+at::Tensor log_cosh_dice_loss(const at::Tensor& input, const at::Tensor& target,
+                              std::string_view activation, double gamma, double smooth_nr,
+                              double smooth_dr, bool batch_dice, bool include_background,
+                              const std::optional<at::Tensor>& class_weights,
+                              std::optional<int64_t> ignore_index,
+                              const std::optional<at::Tensor>& mask,
+                              std::string_view reduction) {
+  return region_loss(region_loss_named("log_cosh_dice_loss"), input, target, activation, gamma,
+                     smooth_nr, smooth_dr, batch_dice, include_background, class_weights,
+                     ignore_index, mask, reduction);
+}
+
+// Generalized Dice: gamma = 1 sums (the weights are of the target's volume).
+at::Tensor generalized_dice_loss(const at::Tensor& input, const at::Tensor& target,
+                                 std::string_view activation, std::string_view w_type,
+                                 double smooth_nr, double smooth_dr, bool batch_dice,
+                                 bool include_background,
+                                 const std::optional<at::Tensor>& class_weights,
+                                 std::optional<int64_t> ignore_index,
+                                 const std::optional<at::Tensor>& mask,
+                                 std::string_view reduction) {
+  RegionParams params;
+  params.w_type = w_type;
+  return region_loss(region_loss_named("generalized_dice_loss"), input, target, activation,
+                     /*gamma=*/1.0, smooth_nr, smooth_dr, batch_dice, include_background,
+                     class_weights, ignore_index, mask, reduction, params);
+}
+
+// The private op _region_loss_from_sums: the epilogue of the region loss
+// `loss` (its public name, e.g. "dice_loss"), called by the distributed
+// losses (ddp=True) on the all-reduced sums.
+at::Tensor region_loss_from_sums_op(const at::Tensor& sums, std::string_view loss,
+                                    double smooth_nr, double smooth_dr, bool batch_dice,
+                                    bool include_background,
+                                    const std::optional<at::Tensor>& class_weights,
+                                    std::string_view reduction, double alpha, double beta,
+                                    double focal_gamma, std::string_view w_type) {
+  const RegionLoss& named = region_loss_named(loss);
+  return region_loss_from_sums(named, named.op, sums, smooth_nr, smooth_dr, batch_dice,
+                               include_background, class_weights, reduction,
+                               RegionParams{alpha, beta, focal_gamma, w_type});
 }
 
 constexpr const char* kDiceCeOp = "segloss.dice_ce_loss";
@@ -176,9 +443,9 @@ at::Tensor dice_ce_loss(const at::Tensor& input, const at::Tensor& target,
   const Reduction parsed_reduction = parse_reduction(kDiceCeOp, reduction);
   const at::Tensor sums = dice_sums(kDiceCeOp, input, target, activation, gamma, ignore_index,
                                     mask, /*cross_entropy=*/true);
-  const at::Tensor dice =
-      dice_loss_from_sums(kDiceCeOp, sums.narrow(-1, 0, core::kDiceColumns), smooth_nr,
-                          smooth_dr, batch_dice, include_background, class_weights, reduction);
+  const at::Tensor dice = region_loss_from_sums(
+      region_loss_named("dice_loss"), kDiceCeOp, sums.narrow(-1, 0, core::kDiceColumns),
+      smooth_nr, smooth_dr, batch_dice, include_background, class_weights, reduction, {});
   // ce_weight, when given, weighs the cross-entropy alone (MONAI's one-channel
   // DiceCELoss(weight=) does that); else class_weights weighs both terms.
   if (is_given(ce_weight)) check_channel_weights(kDiceCeOp, "ce_weight", *ce_weight, sums);
@@ -192,8 +459,12 @@ at::Tensor dice_ce_loss(const at::Tensor& input, const at::Tensor& target,
 
 TORCH_LIBRARY_IMPL(segloss, CompositeImplicitAutograd, m) {
   m.impl("dice_loss", &dice_loss);
-  m.impl("_dice_loss_from_sums", &dice_loss_from_sums_op);
+  m.impl("_region_loss_from_sums", &region_loss_from_sums_op);
   m.impl("dice_ce_loss", &dice_ce_loss);
+  m.impl("tversky_loss", &tversky_loss);
+  m.impl("jaccard_loss", &jaccard_loss);
+  m.impl("log_cosh_dice_loss", &log_cosh_dice_loss);
+  m.impl("generalized_dice_loss", &generalized_dice_loss);
 }
 
 }  // namespace segloss::ops

@@ -29,6 +29,33 @@ TORCH_LIBRARY(segloss, m) {
       "bool include_background=True, Tensor? class_weights=None, int? ignore_index=None, "
       "Tensor? mask=None, str reduction=\"mean\") -> Tensor",
       tags);
+  // The other region losses: formulas over the same sums as dice_loss.
+  m.def(
+      "tversky_loss(Tensor input, Tensor target, *, str activation=\"sigmoid\", "
+      "float alpha=0.5, float beta=0.5, float focal_gamma=1.0, float smooth_nr=1e-05, "
+      "float smooth_dr=1e-05, bool batch_dice=False, bool include_background=True, "
+      "Tensor? class_weights=None, int? ignore_index=None, Tensor? mask=None, "
+      "str reduction=\"mean\") -> Tensor",
+      tags);
+  m.def(
+      "jaccard_loss(Tensor input, Tensor target, *, str activation=\"sigmoid\", "
+      "float gamma=1.0, float smooth_nr=1e-05, float smooth_dr=1e-05, bool batch_dice=False, "
+      "bool include_background=True, Tensor? class_weights=None, int? ignore_index=None, "
+      "Tensor? mask=None, str reduction=\"mean\") -> Tensor",
+      tags);
+  m.def(
+      "log_cosh_dice_loss(Tensor input, Tensor target, *, str activation=\"sigmoid\", "
+      "float gamma=1.0, float smooth_nr=1e-05, float smooth_dr=1e-05, bool batch_dice=False, "
+      "bool include_background=True, Tensor? class_weights=None, int? ignore_index=None, "
+      "Tensor? mask=None, str reduction=\"mean\") -> Tensor",
+      tags);
+  // Generalized Dice: one ratio over the classes per image (or batch).
+  m.def(
+      "generalized_dice_loss(Tensor input, Tensor target, *, str activation=\"sigmoid\", "
+      "str w_type=\"square\", float smooth_nr=1e-05, float smooth_dr=1e-05, "
+      "bool batch_dice=False, bool include_background=True, Tensor? class_weights=None, "
+      "int? ignore_index=None, Tensor? mask=None, str reduction=\"mean\") -> Tensor",
+      tags);
   // Dice + cross-entropy: one pass over the logits for both.
   m.def(
       "dice_ce_loss(Tensor input, Tensor target, *, str activation=\"softmax\", "
@@ -44,10 +71,14 @@ TORCH_LIBRARY(segloss, m) {
       "_dice_sums(Tensor input, Tensor target, str activation, float gamma, int? ignore_index, "
       "Tensor? mask, bool cross_entropy=False, str caller=\"segloss._dice_sums\") -> Tensor",
       tags);
-  // The loss from the sums; the distributed Dice calls it after all-reducing them.
+  // A region loss (`loss`: its public name, e.g. "dice_loss") from the sums;
+  // the distributed region losses call it after all-reducing the sums.
+  // alpha, beta and focal_gamma are read by tversky_loss only, w_type by
+  // generalized_dice_loss.
   m.def(
-      "_dice_loss_from_sums(Tensor sums, float smooth_nr, float smooth_dr, bool batch_dice, "
-      "bool include_background, Tensor? class_weights, str reduction) -> Tensor",
+      "_region_loss_from_sums(Tensor sums, str loss, float smooth_nr, float smooth_dr, "
+      "bool batch_dice, bool include_background, Tensor? class_weights, str reduction, "
+      "float alpha=0.5, float beta=0.5, float focal_gamma=1.0, str w_type=\"square\") -> Tensor",
       tags);
   m.def(
       "_dice_sums_backward(Tensor grad_sums, Tensor input, Tensor target, str activation, "

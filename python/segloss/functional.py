@@ -10,7 +10,8 @@ from segloss._library import load_library
 load_library()
 
 __all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits", "dice_loss",
-           "dice_ce_loss"]
+           "dice_ce_loss", "tversky_loss", "jaccard_loss", "log_cosh_dice_loss",
+           "generalized_dice_loss"]
 
 
 def binary_cross_entropy(
@@ -152,14 +153,226 @@ def dice_loss(
         respect to ``input`` only.
     """
     if ddp:
-        return _distributed_dice_loss(input, target, activation, gamma, smooth_nr, smooth_dr,
-                                      batch_dice, include_background, class_weights,
-                                      ignore_index, mask, reduction)
+        return _distributed_region_loss("dice_loss", input, target, activation, gamma,
+                                        smooth_nr, smooth_dr, batch_dice, include_background,
+                                        class_weights, ignore_index, mask, reduction, 0.5, 0.5,
+                                        1.0, "square")
     return torch.ops.segloss.dice_loss(
         input, target, activation=activation, gamma=gamma, smooth_nr=smooth_nr,
         smooth_dr=smooth_dr, batch_dice=batch_dice, include_background=include_background,
         class_weights=class_weights, ignore_index=ignore_index, mask=mask, reduction=reduction)
 
+
+
+def tversky_loss(
+    input: Tensor,
+    target: Tensor,
+    activation: str = "sigmoid",
+    alpha: float = 0.5,
+    beta: float = 0.5,
+    focal_gamma: float = 1.0,
+    smooth_nr: float = 1e-5,
+    smooth_dr: float = 1e-5,
+    batch_dice: bool = False,
+    include_background: bool = True,
+    class_weights: Optional[Tensor] = None,
+    ignore_index: Optional[int] = None,
+    mask: Optional[Tensor] = None,
+    reduction: str = "mean",
+    ddp: bool = False,
+) -> Tensor:
+    r"""Tversky loss (Salehi et al. 2017), and focal Tversky with ``focal_gamma``
+    (Abraham & Khan 2019 use ``focal_gamma=0.75``); fused like :func:`dice_loss`.
+
+    For each image ``n`` and channel ``c`` (or each channel over the batch
+    with ``batch_dice=True``), with ``TP = I = \sum m p y``,
+    ``FP = \sum m p - TP = \sum m p (1 - y)``, ``FN = \sum m y - TP``:
+
+    .. math::
+        \ell_{nc} = \left(1 - \frac{TP + s_{nr}}
+                                   {TP + \alpha FP + \beta FN + s_{dr}}\right)^{\gamma_f}
+
+    then ``class_weights``, ``include_background`` and ``reduction`` as for
+    :func:`dice_loss`. ``alpha`` weighs the false positives and ``beta`` the
+    false negatives (MONAI's ``TverskyLoss`` convention; ``alpha = beta =
+    0.5`` is Dice with ``gamma=1``, ``alpha = beta = 1`` is Jaccard in the
+    ``TP / (TP + FP + FN)`` form). Equal to MONAI's ``TverskyLoss`` with
+    ``focal_gamma=1``. A denominator of 0 (nothing predicted, nothing true,
+    no smoothing) scores a perfect 0 with gradient 0; with ``focal_gamma !=
+    1`` a term ``<= 0`` counts as 0 with gradient 0 (the power's derivative
+    is infinite at 0 for ``focal_gamma < 1``).
+
+    Args:
+        input, target, activation, smooth_nr, smooth_dr, batch_dice,
+        include_background, class_weights, ignore_index, mask, reduction, ddp:
+            as for :func:`dice_loss` (the sums use ``gamma = 1``: ``FP = P -
+            TP`` needs it).
+        alpha: weight of the false positives, ``>= 0``.
+        beta: weight of the false negatives, ``>= 0``.
+        focal_gamma: exponent of each per-(n, c) term, ``> 0``.
+
+    Returns:
+        The loss in ``input``'s dtype; differentiable with respect to ``input``.
+    """
+    if ddp:
+        return _distributed_region_loss("tversky_loss", input, target, activation, 1.0,
+                                        smooth_nr, smooth_dr, batch_dice, include_background,
+                                        class_weights, ignore_index, mask, reduction, alpha,
+                                        beta, focal_gamma, "square")
+    return torch.ops.segloss.tversky_loss(
+        input, target, activation=activation, alpha=alpha, beta=beta, focal_gamma=focal_gamma,
+        smooth_nr=smooth_nr, smooth_dr=smooth_dr, batch_dice=batch_dice,
+        include_background=include_background, class_weights=class_weights,
+        ignore_index=ignore_index, mask=mask, reduction=reduction)
+
+
+def jaccard_loss(
+    input: Tensor,
+    target: Tensor,
+    activation: str = "sigmoid",
+    gamma: float = 1.0,
+    smooth_nr: float = 1e-5,
+    smooth_dr: float = 1e-5,
+    batch_dice: bool = False,
+    include_background: bool = True,
+    class_weights: Optional[Tensor] = None,
+    ignore_index: Optional[int] = None,
+    mask: Optional[Tensor] = None,
+    reduction: str = "mean",
+    ddp: bool = False,
+) -> Tensor:
+    r"""Soft Jaccard (IoU) loss in MONAI's ``DiceLoss(jaccard=True)`` convention.
+
+    With ``I``, ``P``, ``T`` as for :func:`dice_loss`:
+
+    .. math::
+        \ell_{nc} = 1 - \frac{2I + s_{nr}}{2(P + T - I) + s_{dr}}
+
+    (MONAI's numerator ``2 tp`` and denominator ``2 (tp + fp + fn)``: the
+    smoothing terms count half as much as in ``(I + s) / (P + T - I + s)``);
+    ``gamma=2`` is MONAI's ``squared_pred=True``. Equal to MONAI's
+    ``DiceLoss(jaccard=True)``. A denominator of 0 scores a perfect 0 with
+    gradient 0.
+
+    Args:
+        input, target, activation, gamma, smooth_nr, smooth_dr, batch_dice,
+        include_background, class_weights, ignore_index, mask, reduction, ddp:
+            as for :func:`dice_loss`.
+
+    Returns:
+        The loss in ``input``'s dtype; differentiable with respect to ``input``.
+    """
+    if ddp:
+        return _distributed_region_loss("jaccard_loss", input, target, activation, gamma,
+                                        smooth_nr, smooth_dr, batch_dice, include_background,
+                                        class_weights, ignore_index, mask, reduction, 0.5, 0.5,
+                                        1.0, "square")
+    return torch.ops.segloss.jaccard_loss(
+        input, target, activation=activation, gamma=gamma, smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr, batch_dice=batch_dice, include_background=include_background,
+        class_weights=class_weights, ignore_index=ignore_index, mask=mask, reduction=reduction)
+
+
+def log_cosh_dice_loss(
+    input: Tensor,
+    target: Tensor,
+    activation: str = "sigmoid",
+    gamma: float = 1.0,
+    smooth_nr: float = 1e-5,
+    smooth_dr: float = 1e-5,
+    batch_dice: bool = False,
+    include_background: bool = True,
+    class_weights: Optional[Tensor] = None,
+    ignore_index: Optional[int] = None,
+    mask: Optional[Tensor] = None,
+    reduction: str = "mean",
+    ddp: bool = False,
+) -> Tensor:
+    r"""Log-cosh Dice loss (Jadon 2020): ``log(cosh(d))`` of each per-(n, c)
+    Dice loss ``d`` of :func:`dice_loss`, before the class weights and the
+    reduction.
+
+    Computed stably for every ``d`` (``log1p(2 sinh(d/2)^2)`` for ``|d| < 1``,
+    ``|d| + log1p(exp(-2|d|)) - log 2`` above); its derivative is
+    ``tanh(d)`` times Dice's.
+
+    Args:
+        input, target, activation, gamma, smooth_nr, smooth_dr, batch_dice,
+        include_background, class_weights, ignore_index, mask, reduction, ddp:
+            as for :func:`dice_loss`.
+
+    Returns:
+        The loss in ``input``'s dtype; differentiable with respect to ``input``.
+    """
+    if ddp:
+        return _distributed_region_loss("log_cosh_dice_loss", input, target, activation, gamma,
+                                        smooth_nr, smooth_dr, batch_dice, include_background,
+                                        class_weights, ignore_index, mask, reduction, 0.5, 0.5,
+                                        1.0, "square")
+    return torch.ops.segloss.log_cosh_dice_loss(
+        input, target, activation=activation, gamma=gamma, smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr, batch_dice=batch_dice, include_background=include_background,
+        class_weights=class_weights, ignore_index=ignore_index, mask=mask, reduction=reduction)
+
+
+def generalized_dice_loss(
+    input: Tensor,
+    target: Tensor,
+    activation: str = "sigmoid",
+    w_type: str = "square",
+    smooth_nr: float = 1e-5,
+    smooth_dr: float = 1e-5,
+    batch_dice: bool = False,
+    include_background: bool = True,
+    class_weights: Optional[Tensor] = None,
+    ignore_index: Optional[int] = None,
+    mask: Optional[Tensor] = None,
+    reduction: str = "mean",
+    ddp: bool = False,
+) -> Tensor:
+    r"""Generalized Dice loss (Sudre et al. 2017) in MONAI's
+    ``GeneralizedDiceLoss`` convention: one ratio over the classes per image
+    (or over the batch with ``batch_dice=True``), not a mean of per-class losses.
+
+    With ``I_c``, ``P_c``, ``T_c`` the sums of :func:`dice_loss` (``gamma =
+    1``) over the kept classes (``include_background=False`` drops channel 0
+    first):
+
+    .. math::
+        \ell_n = 1 - \frac{2 \sum_c w_c I_c + s_{nr}}{\sum_c w_c (P_c + T_c) + s_{dr}},
+        \qquad w_c = 1 / T_c^2,\ 1 / T_c \text{ or } 1
+
+    for ``w_type="square"``, ``"simple"`` or ``"uniform"``, times
+    ``class_weights`` when given. A class absent from the target (an
+    infinite ``w_c``) gets the largest finite weight of its image (of the
+    batch with ``batch_dice``), or 0 when every class is absent (then the
+    image scores ``1 - s_nr / s_dr`` whatever is predicted). The weights
+    depend on the target only (no gradient flows through them). A
+    denominator of 0 scores a perfect 0 with gradient 0.
+
+    Equal to MONAI's ``GeneralizedDiceLoss`` (which rounds the weights to
+    float32 even for float64 inputs: equal to about 1e-8 relative).
+
+    Args:
+        input, target, activation, smooth_nr, smooth_dr, batch_dice,
+        include_background, class_weights, ignore_index, mask, ddp: as for
+            :func:`dice_loss`.
+        w_type: ``"square"`` (default), ``"simple"`` or ``"uniform"``.
+        reduction: ``"mean"`` or ``"sum"`` over the images, or ``"none"``:
+            ``Tensor[N]`` (``Tensor[1]`` with ``batch_dice=True``).
+
+    Returns:
+        The loss in ``input``'s dtype; differentiable with respect to ``input``.
+    """
+    if ddp:
+        return _distributed_region_loss("generalized_dice_loss", input, target, activation, 1.0,
+                                        smooth_nr, smooth_dr, batch_dice, include_background,
+                                        class_weights, ignore_index, mask, reduction, 0.5, 0.5,
+                                        1.0, w_type)
+    return torch.ops.segloss.generalized_dice_loss(
+        input, target, activation=activation, w_type=w_type, smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr, batch_dice=batch_dice, include_background=include_background,
+        class_weights=class_weights, ignore_index=ignore_index, mask=mask, reduction=reduction)
 
 
 def dice_ce_loss(
@@ -221,7 +434,8 @@ def dice_ce_loss(
         lambda_dice=lambda_dice, lambda_ce=lambda_ce, reduction=reduction, ce_weight=ce_weight)
 
 @torch.jit.unused
-def _distributed_dice_loss(
+def _distributed_region_loss(
+    loss: str,
     input: Tensor,
     target: Tensor,
     activation: str,
@@ -234,21 +448,32 @@ def _distributed_dice_loss(
     ignore_index: Optional[int],
     mask: Optional[Tensor],
     reduction: str,
+    alpha: float,
+    beta: float,
+    focal_gamma: float,
+    w_type: str,
 ) -> Tensor:
+    """The region loss `loss` (its public name, e.g. ``"dice_loss"``) of the
+    global batch: this rank's sums, all-reduced, then the loss's epilogue
+    (the private op ``_region_loss_from_sums``). alpha, beta and focal_gamma
+    are read by tversky_loss only, w_type by generalized_dice_loss (no
+    defaults: TorchScript's ``unused`` stub has none)."""
     import torch.distributed as dist
 
+    name = f"segloss.{loss}"
     if not batch_dice:
-        raise ValueError("segloss.dice_loss: ddp=True needs batch_dice=True (a per-image Dice "
-                         "needs nothing from other ranks)")
+        raise ValueError(f"{name}: ddp=True needs batch_dice=True (a per-image loss needs "
+                         "nothing from other ranks)")
     if not (dist.is_available() and dist.is_initialized()):
-        raise RuntimeError("segloss.dice_loss: ddp=True needs an initialised torch.distributed "
-                           "process group")
+        raise RuntimeError(f"{name}: ddp=True needs an initialised torch.distributed process "
+                           "group")
     sums = torch.ops.segloss._dice_sums(input, target, activation, gamma, ignore_index, mask,
-                                        False, "segloss.dice_loss")
+                                        False, name)
     global_sums = _AllReduceSum.apply(sums.sum(0, keepdim=True))
-    loss = torch.ops.segloss._dice_loss_from_sums(global_sums, smooth_nr, smooth_dr, True,
-                                                  include_background, class_weights, reduction)
-    return loss.to(input.dtype)
+    value = torch.ops.segloss._region_loss_from_sums(
+        global_sums, loss, smooth_nr, smooth_dr, True, include_background, class_weights,
+        reduction, alpha=alpha, beta=beta, focal_gamma=focal_gamma, w_type=w_type)
+    return value.to(input.dtype)
 
 
 class _AllReduceSum(torch.autograd.Function):

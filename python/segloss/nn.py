@@ -8,6 +8,7 @@ from torch import Tensor
 from segloss import functional as F
 
 __all__ = ["BCELoss", "BCEWithLogitsLoss", "WeightedBCELoss", "DiceLoss", "DiceCELoss",
+           "TverskyLoss", "JaccardLoss", "LogCoshDiceLoss", "GeneralizedDiceLoss",
            "ShapeAwareLoss"]
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -139,7 +140,37 @@ class _DiceOptions(torch.nn.Module):
         return parts
 
 
-class DiceLoss(_DiceOptions):
+class _RegionLoss(_DiceOptions):
+    """The options of the region losses (Dice, Jaccard, log-cosh Dice,
+    Tversky): Dice's, the reduction and ddp, checked and stored once."""
+
+    def __init__(self, activation: str, gamma: float, smooth_nr: float, smooth_dr: float,
+                 batch_dice: bool, include_background: bool, class_weights: Optional[Tensor],
+                 ignore_index: Optional[int], reduction: str, ddp: bool) -> None:
+        if activation not in ("sigmoid", "softmax", "none"):
+            raise ValueError(f"{_name(self)}: activation must be 'sigmoid', 'softmax' or 'none', "
+                             f"got {activation!r}")
+        super().__init__(activation, gamma, smooth_nr, smooth_dr, batch_dice,
+                         include_background, class_weights, ignore_index)
+        self.reduction = _check_reduction(self, reduction)
+        if ddp and not batch_dice:
+            raise ValueError(f"{_name(self)}: ddp=True needs batch_dice=True")
+        self.ddp = ddp
+
+    def _repr(self, own: List[str]) -> str:
+        """The repr's parts: activation, then the loss's own options, then
+        the shared ones."""
+        parts = [f"activation={self.activation!r}", *own,
+                 f"smooth_nr={self.smooth_nr}", f"smooth_dr={self.smooth_dr}",
+                 f"batch_dice={self.batch_dice}",
+                 f"include_background={self.include_background}", *self._optional_repr(),
+                 f"reduction={self.reduction!r}"]
+        if self.ddp:
+            parts.append("ddp=True")
+        return ", ".join(parts)
+
+
+class DiceLoss(_RegionLoss):
     r"""Dice loss, ``1 - (2 sum(p y) + smooth_nr) / (sum(p^gamma) + sum(y^gamma) + smooth_dr)``.
 
     See :func:`segloss.dice_loss` for the arguments and shapes;
@@ -152,15 +183,8 @@ class DiceLoss(_DiceOptions):
                  include_background: bool = True, class_weights: Optional[Tensor] = None,
                  ignore_index: Optional[int] = None, reduction: str = "mean",
                  ddp: bool = False) -> None:
-        if activation not in ("sigmoid", "softmax", "none"):
-            raise ValueError(f"{_name(self)}: activation must be 'sigmoid', 'softmax' or 'none', "
-                             f"got {activation!r}")
         super().__init__(activation, gamma, smooth_nr, smooth_dr, batch_dice,
-                         include_background, class_weights, ignore_index)
-        self.reduction = _check_reduction(self, reduction)
-        if ddp and not batch_dice:
-            raise ValueError(f"{_name(self)}: ddp=True needs batch_dice=True")
-        self.ddp = ddp
+                         include_background, class_weights, ignore_index, reduction, ddp)
 
     def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         return F.dice_loss(input, target, activation=self.activation, gamma=self.gamma,
@@ -171,14 +195,108 @@ class DiceLoss(_DiceOptions):
                            mask=mask, reduction=self.reduction, ddp=self.ddp)
 
     def extra_repr(self) -> str:
-        parts = [f"activation={self.activation!r}", f"gamma={self.gamma}",
-                 f"smooth_nr={self.smooth_nr}", f"smooth_dr={self.smooth_dr}",
-                 f"batch_dice={self.batch_dice}",
-                 f"include_background={self.include_background}", *self._optional_repr(),
-                 f"reduction={self.reduction!r}"]
-        if self.ddp:
-            parts.append("ddp=True")
-        return ", ".join(parts)
+        return self._repr([f"gamma={self.gamma}"])
+
+
+class JaccardLoss(DiceLoss):
+    r"""Soft Jaccard (IoU) loss, ``1 - (2 I + smooth_nr) / (2 (P + T - I) + smooth_dr)``
+    (MONAI's ``DiceLoss(jaccard=True)``).
+
+    Same options as :class:`DiceLoss`; see :func:`segloss.jaccard_loss`.
+    """
+
+    def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        return F.jaccard_loss(input, target, activation=self.activation, gamma=self.gamma,
+                              smooth_nr=self.smooth_nr, smooth_dr=self.smooth_dr,
+                              batch_dice=self.batch_dice,
+                              include_background=self.include_background,
+                              class_weights=self.class_weights, ignore_index=self.ignore_index,
+                              mask=mask, reduction=self.reduction, ddp=self.ddp)
+
+
+class LogCoshDiceLoss(DiceLoss):
+    r"""Log-cosh Dice loss, ``log(cosh(dice loss))`` per image and class (Jadon 2020).
+
+    Same options as :class:`DiceLoss`; see :func:`segloss.log_cosh_dice_loss`.
+    """
+
+    def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        return F.log_cosh_dice_loss(input, target, activation=self.activation, gamma=self.gamma,
+                                    smooth_nr=self.smooth_nr, smooth_dr=self.smooth_dr,
+                                    batch_dice=self.batch_dice,
+                                    include_background=self.include_background,
+                                    class_weights=self.class_weights,
+                                    ignore_index=self.ignore_index, mask=mask,
+                                    reduction=self.reduction, ddp=self.ddp)
+
+
+class TverskyLoss(_RegionLoss):
+    r"""(Focal) Tversky loss, ``(1 - (TP + smooth_nr) / (TP + alpha FP + beta FN + smooth_dr))
+    ** focal_gamma`` per image and class (MONAI's ``TverskyLoss`` with ``focal_gamma=1``).
+
+    See :func:`segloss.tversky_loss`; ``forward(input, target, mask=None)``.
+    """
+
+    def __init__(self, activation: str = "sigmoid", alpha: float = 0.5, beta: float = 0.5,
+                 focal_gamma: float = 1.0, smooth_nr: float = 1e-5, smooth_dr: float = 1e-5,
+                 batch_dice: bool = False, include_background: bool = True,
+                 class_weights: Optional[Tensor] = None, ignore_index: Optional[int] = None,
+                 reduction: str = "mean", ddp: bool = False) -> None:
+        super().__init__(activation, 1.0, smooth_nr, smooth_dr, batch_dice, include_background,
+                         class_weights, ignore_index, reduction, ddp)
+        for name, value in (("alpha", alpha), ("beta", beta)):
+            if not value >= 0:
+                raise ValueError(f"{_name(self)}: {name} must be >= 0, got {value}")
+        if not focal_gamma > 0:
+            raise ValueError(f"{_name(self)}: focal_gamma must be > 0, got {focal_gamma}")
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.focal_gamma = float(focal_gamma)
+
+    def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        return F.tversky_loss(input, target, activation=self.activation, alpha=self.alpha,
+                              beta=self.beta, focal_gamma=self.focal_gamma,
+                              smooth_nr=self.smooth_nr, smooth_dr=self.smooth_dr,
+                              batch_dice=self.batch_dice,
+                              include_background=self.include_background,
+                              class_weights=self.class_weights, ignore_index=self.ignore_index,
+                              mask=mask, reduction=self.reduction, ddp=self.ddp)
+
+    def extra_repr(self) -> str:
+        return self._repr([f"alpha={self.alpha}", f"beta={self.beta}",
+                           f"focal_gamma={self.focal_gamma}"])
+
+
+class GeneralizedDiceLoss(_RegionLoss):
+    r"""Generalized Dice loss, ``1 - (2 sum_c w_c I_c + smooth_nr) / (sum_c w_c (P_c + T_c) +
+    smooth_dr)`` per image, ``w_c = 1 / T_c^2`` (MONAI's ``GeneralizedDiceLoss``).
+
+    See :func:`segloss.generalized_dice_loss`; ``forward(input, target, mask=None)``.
+    """
+
+    def __init__(self, activation: str = "sigmoid", w_type: str = "square",
+                 smooth_nr: float = 1e-5, smooth_dr: float = 1e-5, batch_dice: bool = False,
+                 include_background: bool = True, class_weights: Optional[Tensor] = None,
+                 ignore_index: Optional[int] = None, reduction: str = "mean",
+                 ddp: bool = False) -> None:
+        super().__init__(activation, 1.0, smooth_nr, smooth_dr, batch_dice, include_background,
+                         class_weights, ignore_index, reduction, ddp)
+        if w_type not in ("square", "simple", "uniform"):
+            raise ValueError(f"{_name(self)}: w_type must be 'square', 'simple' or 'uniform', "
+                             f"got {w_type!r}")
+        self.w_type = w_type
+
+    def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        return F.generalized_dice_loss(input, target, activation=self.activation,
+                                       w_type=self.w_type, smooth_nr=self.smooth_nr,
+                                       smooth_dr=self.smooth_dr, batch_dice=self.batch_dice,
+                                       include_background=self.include_background,
+                                       class_weights=self.class_weights,
+                                       ignore_index=self.ignore_index, mask=mask,
+                                       reduction=self.reduction, ddp=self.ddp)
+
+    def extra_repr(self) -> str:
+        return self._repr([f"w_type={self.w_type!r}"])
 
 
 class DiceCELoss(_DiceOptions):
