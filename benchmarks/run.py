@@ -1,7 +1,7 @@
 """Forward+backward timings of segloss's ops against the references in the same run.
 
     ./dev bench                         # CPU, every suite, with torch.compile anchors
-    ./dev bench --suite dice            # one suite (bce, dice, dice_ce, distance)
+    ./dev bench --suite dice            # one suite (bce, dice, dice_ce, region, shape_aware, distance)
     ./dev bench --device cuda           # on a GPU (with each candidate's peak extra memory)
     ./dev bench --no-compile --repeats 10
     ./dev bench --suite dice --memory   # peak extra memory instead of time
@@ -152,6 +152,71 @@ def dice_cases(device) -> List[Case]:
     return cases
 
 
+def region_formula(x, y, loss: str, alpha: float = 0.3, beta: float = 0.7,
+                   smooth: float = 1e-5):
+    """A region loss over softmax probabilities and a one-hot target in
+    PyTorch ops (MONAI's conventions), for torch.compile and as the eager
+    reference where MONAI is absent."""
+    p = torch.softmax(x, 1)
+    y = F.one_hot(y[:, 0].long(), x.shape[1]).movedim(-1, 1).to(p.dtype)
+    dims = tuple(range(2, x.dim()))
+    tp, predicted, truth = (p * y).sum(dims), p.sum(dims), y.sum(dims)
+    if loss == "tversky":
+        fp, fn = predicted - tp, truth - tp
+        return (1 - (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)).mean()
+    if loss == "jaccard":
+        return (1 - (2 * tp + smooth) / (2 * (predicted + truth - tp) + smooth)).mean()
+    dice = 1 - (2 * tp + smooth) / (predicted + truth + smooth)
+    if loss == "log-cosh dice":
+        return torch.log(torch.cosh(dice)).mean()
+    # generalized Dice, w_type "square": weights over classes per image
+    weights = 1 / truth.square()
+    finite = torch.where(torch.isinf(weights), 0, weights)
+    weights = torch.where(torch.isinf(weights), finite.amax(1, keepdim=True), weights)
+    numerator = 2 * (weights * tp).sum(1) + smooth
+    denominator = (weights * (predicted + truth)).sum(1) + smooth
+    return (1 - numerator / denominator).mean()
+
+
+def region_cases(device) -> List[Case]:
+    """The region losses on 2x4x128^3, softmax over a label map: each against
+    segloss's own dice_loss on the same input (they share its one pass over
+    the logits, so they should cost the same) and against MONAI's class."""
+    monai = monai_losses()
+    shape = (2, 4, 128, 128, 128)
+    losses = {
+        "tversky": (lambda x, y: segloss.tversky_loss(x, y, activation="softmax", alpha=0.3,
+                                                      beta=0.7),
+                    monai and monai.TverskyLoss(softmax=True, to_onehot_y=True, alpha=0.3,
+                                                beta=0.7)),
+        "jaccard": (lambda x, y: segloss.jaccard_loss(x, y, activation="softmax"),
+                    monai and monai.DiceLoss(softmax=True, to_onehot_y=True, jaccard=True)),
+        "log-cosh dice": (lambda x, y: segloss.log_cosh_dice_loss(x, y, activation="softmax"),
+                          None),
+        "generalized dice": (lambda x, y: segloss.generalized_dice_loss(x, y,
+                                                                         activation="softmax"),
+                             monai and monai.GeneralizedDiceLoss(softmax=True, to_onehot_y=True)),
+    }
+    names = {"tversky": "tversky_loss", "jaccard": "jaccard_loss",
+             "log-cosh dice": "log_cosh_dice_loss", "generalized dice": "generalized_dice_loss"}
+    dice = lambda x, y: segloss.dice_loss(x, y, activation="softmax")  # noqa: E731
+    cases = []
+    for loss, (ours, monai_reference) in losses.items():
+        if names[loss] not in segloss.__all__:
+            continue  # not built yet
+        formula = (lambda loss: lambda x, y: region_formula(x, y, loss))(loss)
+        cases.append(Case(f"{loss}, softmax, label map, vs dice_loss", shape, class_map, ours,
+                          "segloss dice_loss", dice, None))
+        if monai_reference is not None:
+            cases.append(Case(f"{loss}, softmax, label map", shape, class_map, ours, "MONAI",
+                              monai_reference, formula))
+        else:
+            cases.append(Case(f"{loss}, softmax, label map", shape, class_map, ours,
+                              "torch eager" if monai is not None else NO_MONAI, formula,
+                              formula))
+    return cases
+
+
 def nnunet_dice_and_ce(x, y, smooth: float = 1e-5):
     """nnU-Net's DC_and_CE_loss in eager ops: soft Dice on softmax without the
     background (as -dice) plus cross-entropy, on a one-hot target."""
@@ -262,7 +327,7 @@ def multi_class_shape_aware_cases(device) -> List[Case]:
 
 
 SUITES = {"bce": bce_cases, "dice": dice_cases, "dice_ce": dice_ce_cases,
-          "shape_aware": shape_aware_cases}
+          "region": region_cases, "shape_aware": shape_aware_cases}
 
 
 def run_distance(argv: List[str]) -> None:
