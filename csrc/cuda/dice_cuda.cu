@@ -19,6 +19,7 @@
 
 #include <type_traits>
 
+#include "../core/cross_entropy.h"
 #include "../core/dice.h"
 #include "../ops/dice_operands.h"
 #include "cuda_utils.cuh"
@@ -76,12 +77,15 @@ struct DiceDevice {
   __device__ int64_t label_at(int64_t n, int64_t s) const {
     return labels == nullptr ? 0 : labels[n * pixels + s];
   }
+  // The label rule the CPU kernels use (core/cross_entropy.h).
   __device__ bool label_is_valid(int64_t label) const {
-    return (has_ignore && label == ignore_index) ||
-           (label >= 0 && label < core::number_of_labels(channels));
+    return core::is_ignored_label(label, has_ignore, ignore_index) ||
+           core::is_class_label(label, core::number_of_labels(channels));
   }
   __device__ acc_t mask_at(int64_t n, int64_t s, int64_t label) const {
-    if (labels != nullptr && has_ignore && label == ignore_index) return acc_t(0);
+    if (labels != nullptr && core::is_ignored_label(label, has_ignore, ignore_index)) {
+      return acc_t(0);
+    }
     return mask == nullptr ? acc_t(1) : acc_t(mask[mask_index.offset(n * pixels + s)]);
   }
   __device__ acc_t input_at(int64_t n, int64_t c, int64_t s) const {
