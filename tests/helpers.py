@@ -390,3 +390,42 @@ def monai_onehot(labels, c, ignore_index):
         valid = labels != ignore_index
     onehot = torch.nn.functional.one_hot(torch.where(valid, labels, 0), c).movedim(-1, 1)
     return onehot.to(torch.float64) * valid.unsqueeze(1)
+
+
+# --------------------------------------------------------------------------
+# A scripted model of Dice-family losses, forward(x, labels, y, mask) ->
+# (loss, per_class), run eagerly and in a fresh process that only loads the
+# op library (test_dice.py, test_region.py).
+
+SCRIPTED_DICE_CHILD = r"""
+import sys
+import torch
+
+model_path, library_path, inputs_path, out_path = sys.argv[1:]
+torch.ops.load_library(library_path)
+model = torch.jit.load(model_path)
+inputs = torch.load(inputs_path)
+x = inputs["x"].requires_grad_()
+loss, per_class = model(x, inputs["labels"], inputs["y"], inputs["mask"])
+loss.backward()
+torch.save({"loss": loss.detach(), "per_class": per_class.detach(), "grad": x.grad}, out_path)
+assert "segloss" not in sys.modules, "the child imported segloss"
+"""
+
+
+def make_scripted_dice_data(gen):
+    """The scripted model's inputs: softmax logits [2, 3, 9, 11], labels with
+    ignore_index 255, a binary target [2, 1, 9, 11] and a bool mask."""
+    shape = (2, 3, 9, 11)
+    return {"x": make_dice_input("softmax", shape, gen, torch.float32),
+            "labels": make_labels((2, 9, 11), 3, gen, ignore_index=255),
+            "y": make_dice_target("binary", (2, 1, 9, 11), gen, torch.float32),
+            "mask": make_mask("n1s-bool", shape, gen)}
+
+
+def run_scripted_dice_model(model, data):
+    """The model's loss, per-class output and input gradient on `data`."""
+    x = data["x"].clone().requires_grad_()
+    loss, per_class = model(x, data["labels"], data["y"], data["mask"])
+    loss.backward()
+    return {"loss": loss.detach(), "per_class": per_class.detach(), "grad": x.grad}

@@ -28,6 +28,8 @@ from helpers import (CPU_ISAS, MONAI_FORMS, assert_close_to_scale, assert_matche
                      dice_forward_backward, dice_loss_shape, make_dice_grad_output,
                      make_dice_input, make_dice_target, make_labels, make_mask, run_python,
                      run_python_with_cpu_isa)
+from helpers import (SCRIPTED_DICE_CHILD, make_scripted_dice_data,
+                     run_scripted_dice_model)
 from helpers import make_class_weights as _weights
 from helpers import monai_cases as _monai_cases
 from helpers import monai_onehot as _monai_onehot
@@ -500,37 +502,9 @@ class DiceModel(torch.nn.Module):
         return per_class.sum() + binary + functional, per_class
 
 
-_SCRIPT_CHILD = r"""
-import sys
-import torch
-
-model_path, library_path, inputs_path, out_path = sys.argv[1:]
-torch.ops.load_library(library_path)
-model = torch.jit.load(model_path)
-inputs = torch.load(inputs_path)
-x = inputs["x"].requires_grad_()
-loss, per_class = model(x, inputs["labels"], inputs["y"], inputs["mask"])
-loss.backward()
-torch.save({"loss": loss.detach(), "per_class": per_class.detach(), "grad": x.grad}, out_path)
-assert "segloss" not in sys.modules, "the child imported segloss"
-"""
-
-
 @pytest.fixture
 def script_data(gen):
-    shape = (2, 3, 9, 11)
-    x = make_dice_input("softmax", shape, gen, torch.float32)
-    labels = make_labels((2, 9, 11), 3, gen, ignore_index=255)
-    y = make_dice_target("binary", (2, 1, 9, 11), gen, torch.float32)
-    mask = make_mask("n1s-bool", shape, gen)
-    return {"x": x, "labels": labels, "y": y, "mask": mask}
-
-
-def _script_eager(model, data):
-    x = data["x"].clone().requires_grad_()
-    loss, per_class = model(x, data["labels"], data["y"], data["mask"])
-    loss.backward()
-    return {"loss": loss.detach(), "per_class": per_class.detach(), "grad": x.grad}
+    return make_scripted_dice_data(gen)
 
 
 def _assert_equal(results, expected):
@@ -546,9 +520,9 @@ def test_scripted_dice_in_process_equals_eager(script_data, tmp_path):
     assert "segloss::dice_loss" in str(scripted.inlined_graph)
     scripted.save(str(tmp_path / "model.pt"))
     loaded = torch.jit.load(str(tmp_path / "model.pt"))
-    expected = _script_eager(model, script_data)
-    _assert_equal(_script_eager(scripted, script_data), expected)
-    _assert_equal(_script_eager(loaded, script_data), expected)
+    expected = run_scripted_dice_model(model, script_data)
+    _assert_equal(run_scripted_dice_model(scripted, script_data), expected)
+    _assert_equal(run_scripted_dice_model(loaded, script_data), expected)
     # and eager is right
     x, labels = script_data["x"], script_data["labels"]
     ref, _ = dice_reference(x, labels, activation="softmax", gamma=1.5, batch_dice=True,
@@ -561,9 +535,9 @@ def test_scripted_dice_runs_in_fresh_process_without_segloss(script_data, tmp_pa
     model = DiceModel()
     torch.jit.script(model).save(str(tmp_path / "model.pt"))
     torch.save(script_data, tmp_path / "inputs.pt")
-    run_python(_SCRIPT_CHILD, str(tmp_path / "model.pt"), segloss.library_path(),
+    run_python(SCRIPTED_DICE_CHILD, str(tmp_path / "model.pt"), segloss.library_path(),
                str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt"), cwd=tmp_path)
-    _assert_equal(torch.load(tmp_path / "out.pt"), _script_eager(model, script_data))
+    _assert_equal(torch.load(tmp_path / "out.pt"), run_scripted_dice_model(model, script_data))
 
 
 def test_dice_module_state_dtype_and_repr(gen):

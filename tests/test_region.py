@@ -26,8 +26,10 @@ except ImportError:  # MONAI is optional (absent on the GPU machines): its compa
 import segloss
 from helpers import (MONAI_FORMS, assert_close_to_scale, assert_matches, dice_forward_backward,
                      dice_loss_shape, make_class_weights, make_dice_grad_output, make_dice_input,
-                     make_dice_target, make_labels, make_mask, monai_cases, monai_onehot,
+                     make_dice_target, make_mask, monai_cases, monai_onehot,
                      run_python)
+from helpers import (SCRIPTED_DICE_CHILD, make_scripted_dice_data,
+                     run_scripted_dice_model)
 from reference import ACTIVATIONS, region_torch
 
 needs_monai = pytest.mark.skipif(MonaiDiceLoss is None, reason="needs MONAI")
@@ -547,36 +549,9 @@ class RegionModel(torch.nn.Module):
         return modules + functional, per_class
 
 
-_SCRIPT_CHILD = r"""
-import sys
-import torch
-
-model_path, library_path, inputs_path, out_path = sys.argv[1:]
-torch.ops.load_library(library_path)
-model = torch.jit.load(model_path)
-inputs = torch.load(inputs_path)
-x = inputs["x"].requires_grad_()
-loss, per_class = model(x, inputs["labels"], inputs["y"], inputs["mask"])
-loss.backward()
-torch.save({"loss": loss.detach(), "per_class": per_class.detach(), "grad": x.grad}, out_path)
-assert "segloss" not in sys.modules, "the child imported segloss"
-"""
-
-
 @pytest.fixture
 def script_data(gen):
-    shape = (2, 3, 9, 11)
-    return {"x": make_dice_input("softmax", shape, gen, torch.float32),
-            "labels": make_labels((2, 9, 11), 3, gen, ignore_index=255),
-            "y": make_dice_target("binary", (2, 1, 9, 11), gen, torch.float32),
-            "mask": make_mask("n1s-bool", shape, gen)}
-
-
-def _run_model(model, data):
-    x = data["x"].clone().requires_grad_()
-    loss, per_class = model(x, data["labels"], data["y"], data["mask"])
-    loss.backward()
-    return {"loss": loss.detach(), "per_class": per_class.detach(), "grad": x.grad}
+    return make_scripted_dice_data(gen)
 
 
 def _assert_equal(results, expected):
@@ -599,9 +574,9 @@ def test_scripted_in_process_equals_eager(script_data, tmp_path):
         assert f"segloss::{name}" in graph, name
     scripted.save(str(tmp_path / "model.pt"))
     loaded = torch.jit.load(str(tmp_path / "model.pt"))
-    expected = _run_model(model, script_data)
-    _assert_equal(_run_model(scripted, script_data), expected)
-    _assert_equal(_run_model(loaded, script_data), expected)
+    expected = run_scripted_dice_model(model, script_data)
+    _assert_equal(run_scripted_dice_model(scripted, script_data), expected)
+    _assert_equal(run_scripted_dice_model(loaded, script_data), expected)
     ref, _ = region_torch("tversky_loss", script_data["x"], script_data["labels"],
                           activation="softmax", alpha=0.3, beta=0.7, focal_gamma=0.75,
                           batch_dice=True, include_background=False,
@@ -614,9 +589,9 @@ def test_scripted_runs_in_fresh_process_without_segloss(script_data, tmp_path):
     model = RegionModel()
     torch.jit.script(model).save(str(tmp_path / "model.pt"))
     torch.save(script_data, tmp_path / "inputs.pt")
-    run_python(_SCRIPT_CHILD, str(tmp_path / "model.pt"), segloss.library_path(),
+    run_python(SCRIPTED_DICE_CHILD, str(tmp_path / "model.pt"), segloss.library_path(),
                str(tmp_path / "inputs.pt"), str(tmp_path / "out.pt"), cwd=tmp_path)
-    _assert_equal(torch.load(tmp_path / "out.pt"), _run_model(model, script_data))
+    _assert_equal(torch.load(tmp_path / "out.pt"), run_scripted_dice_model(model, script_data))
 
 
 @pytest.mark.parametrize("name", NAMES)
