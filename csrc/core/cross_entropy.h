@@ -13,27 +13,11 @@
 #include <cstdint>
 
 #include "float_math.h"
+#include "labels.h"
 #include "platform.h"
+#include "softmax.h"
 
 namespace segloss::core {
-
-// What a target label means: ignored, a class in [0, classes), or invalid.
-SEGLOSS_INLINE bool is_ignored_label(std::int64_t label, bool has_ignore,
-                                     std::int64_t ignore_index) {
-  return has_ignore && label == ignore_index;
-}
-
-SEGLOSS_INLINE bool is_class_label(std::int64_t label, std::int64_t classes) {
-  return label >= 0 && label < classes;
-}
-
-// log(sum_k exp(x_k)) from the maximum m of the x_k and s = sum_k exp(x_k - m).
-// s lies in [1, C] (its largest term is 1), so its log needs no special
-// values; a NaN logit makes s NaN, which s - s carries into the result.
-template <typename T>
-SEGLOSS_INLINE T log_sum_exp(T max_x, T sum_exp_shifted) {
-  return max_x + log_normal_(sum_exp_shifted) + (sum_exp_shifted - sum_exp_shifted);
-}
 
 // The pixel's loss, a (lse - x_t); exactly 0 at ignored pixels, whatever the
 // logits hold (as torch.nn.functional.cross_entropy).

@@ -12,7 +12,9 @@
 
 #include "bce.h"
 #include "float_math.h"
+#include "labels.h"
 #include "platform.h"
+#include "softmax.h"
 
 namespace segloss::core {
 
@@ -114,16 +116,61 @@ enum DiceColumn : int {
   kDiceCeColumns = 7,
 };
 
-// The label value that means "foreground" for channel c of a class-index
-// target: with one channel the map is the binary mask itself (label 1),
-// otherwise channel c is label c.
-SEGLOSS_INLINE std::int64_t label_of_channel(std::int64_t channels, std::int64_t c) {
-  return channels == 1 ? 1 : c;
+// What one pixel adds to each column of its (n, c): the sums are these terms
+// summed over the pixels. The one definition of the columns; the CPU loops
+// and the CUDA kernels only add the terms up.
+template <typename T>
+struct ColumnTerms {
+  T intersection, prediction, truth;  // the Dice columns
+  T negative_nll, positive_nll, target_mass, pixels;  // Dice + CE's
+};
+
+// The Dice columns' terms at a pixel with mask m, activated input p, target y.
+template <GammaKind K, typename T>
+SEGLOSS_INLINE ColumnTerms<T> dice_terms(T m, T p, T y, T gamma) {
+  ColumnTerms<T> t{};
+  t.intersection = m * p * y;
+  t.prediction = m * power<K>(p, gamma);
+  t.truth = m * power<K>(y, gamma);
+  return t;
 }
 
-// Valid labels lie in [0, number_of_labels(channels)) (or equal ignore_index).
-SEGLOSS_INLINE std::int64_t number_of_labels(std::int64_t channels) {
-  return channels == 1 ? 2 : channels;
+// Dice + CE's terms with a sigmoid: the cross-entropy from the logit x.
+template <GammaKind K, typename T>
+SEGLOSS_INLINE ColumnTerms<T> sigmoid_dice_ce_terms(T m, T p, T y, T x, T gamma) {
+  ColumnTerms<T> t = dice_terms<K>(m, p, y, gamma);
+  const SigmoidNll<T> nll = sigmoid_nll(x);
+  t.negative_nll = m * (T(1) - y) * nll.negative;
+  t.positive_nll = m * y * nll.positive;
+  t.target_mass = m * y;
+  t.pixels = m;
+  return t;
+}
+
+// Dice + CE's terms with a softmax: -log p = lse - x, lse the pixel's
+// log-sum-exp; the negative column stays 0.
+template <GammaKind K, typename T>
+SEGLOSS_INLINE ColumnTerms<T> softmax_dice_ce_terms(T m, T p, T y, T x, T lse, T gamma) {
+  ColumnTerms<T> t = dice_terms<K>(m, p, y, gamma);
+  t.positive_nll = weighted_term(m * y, lse - x);
+  t.target_mass = m * y;
+  t.pixels = m;
+  return t;
+}
+
+// Adds a pixel's terms to the running sums of one (n, c): sums[k] for the
+// kColumns columns (kDiceColumns or kDiceCeColumns).
+template <int kColumns, typename T>
+SEGLOSS_INLINE void add_terms(T* sums, const ColumnTerms<T>& t) {
+  sums[kIntersection] += t.intersection;
+  sums[kPrediction] += t.prediction;
+  sums[kTruth] += t.truth;
+  if constexpr (kColumns == kDiceCeColumns) {
+    sums[kNegativeNll] += t.negative_nll;
+    sums[kPositiveNll] += t.positive_nll;
+    sums[kTargetMass] += t.target_mass;
+    sums[kPixels] += t.pixels;
+  }
 }
 
 // sigmoid'(x) from p = sigmoid(x).

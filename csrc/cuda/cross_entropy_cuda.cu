@@ -79,12 +79,9 @@ struct DeviceOperands {
     const int64_t n = p / pixels;
     px.x = input + n * classes * pixels + (p - n * pixels);
     acc_t max_x = acc_t(px.x[0]);
-    for (int64_t c = 1; c < classes; ++c) {
-      const acc_t v = acc_t(px.x[c * pixels]);
-      max_x = v > max_x ? v : max_x;
-    }
+    for (int64_t c = 1; c < classes; ++c) max_x = core::larger_of(max_x, acc_t(px.x[c * pixels]));
     acc_t sum = 0;
-    for (int64_t c = 0; c < classes; ++c) sum += core::exp_(acc_t(px.x[c * pixels]) - max_x);
+    for (int64_t c = 0; c < classes; ++c) sum += core::shifted_exp(acc_t(px.x[c * pixels]), max_x);
     px.max_x = max_x;
     px.sum_exp = sum;
     return px;
@@ -157,7 +154,7 @@ __global__ void grad_kernel(DeviceOperands<scalar_t, label_t, acc_t> d,
     const acc_t inverse_sum = acc_t(1) / px.sum_exp;
     scalar_t* out = grad_input + (px.x - d.input);
     for (int64_t c = 0; c < d.classes; ++c) {
-      const acc_t e = core::exp_(acc_t(px.x[c * d.pixels]) - px.max_x);
+      const acc_t e = core::shifted_exp(acc_t(px.x[c * d.pixels]), px.max_x);
       out[c * d.pixels] = scalar_t(core::weighted_nll_grad(scale, e, inverse_sum, px.target == c));
     }
   }

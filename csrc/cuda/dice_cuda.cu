@@ -19,7 +19,6 @@
 
 #include <type_traits>
 
-#include "../core/cross_entropy.h"
 #include "../core/dice.h"
 #include "../ops/dice_operands.h"
 #include "cuda_utils.cuh"
@@ -77,10 +76,10 @@ struct DiceDevice {
   __device__ int64_t label_at(int64_t n, int64_t s) const {
     return labels == nullptr ? 0 : labels[n * pixels + s];
   }
-  // The label rule the CPU kernels use (core/cross_entropy.h).
+  // The label rule the CPU kernels use (core/labels.h).
   __device__ bool label_is_valid(int64_t label) const {
-    return core::is_ignored_label(label, has_ignore, ignore_index) ||
-           core::is_class_label(label, core::number_of_labels(channels));
+    return core::is_valid_label(label, has_ignore, ignore_index,
+                                core::number_of_labels(channels));
   }
   __device__ acc_t mask_at(int64_t n, int64_t s, int64_t label) const {
     if (labels != nullptr && core::is_ignored_label(label, has_ignore, ignore_index)) {
@@ -100,15 +99,12 @@ struct DiceDevice {
   __device__ void softmax_stats(int64_t n, int64_t s, acc_t* max_x, acc_t* inverse_sum,
                                 acc_t* log_sum_exp) const {
     acc_t m = input_at(n, 0, s);
-    for (int64_t c = 1; c < channels; ++c) {
-      const acc_t x = input_at(n, c, s);
-      m = x > m ? x : m;
-    }
+    for (int64_t c = 1; c < channels; ++c) m = core::larger_of(m, input_at(n, c, s));
     acc_t sum = 0;
-    for (int64_t c = 0; c < channels; ++c) sum += core::exp_(input_at(n, c, s) - m);
+    for (int64_t c = 0; c < channels; ++c) sum += core::shifted_exp(input_at(n, c, s), m);
     *max_x = m;
     *inverse_sum = acc_t(1) / sum;
-    *log_sum_exp = m + core::log_(sum);
+    *log_sum_exp = core::log_sum_exp(m, sum);
   }
   // The activated input at (n, c, s), given the pixel's softmax statistics.
   __device__ acc_t probability(int64_t n, int64_t c, int64_t s, acc_t max_x,
@@ -118,7 +114,7 @@ struct DiceDevice {
       case core::Activation::Sigmoid:
         return core::sigmoid(x);
       case core::Activation::Softmax:
-        return core::exp_(x - max_x) * inverse_sum;
+        return core::shifted_exp(x, max_x) * inverse_sum;
       default:
         return x;
     }
@@ -155,31 +151,29 @@ __global__ void dice_partial_sums_kernel(DiceDevice<scalar_t, acc_t> d, int64_t 
         const int64_t c = c0 + j;
         const acc_t p = d.probability(n, c, s, max_x, inverse_sum);
         const acc_t y = d.target_at(n, c, s, label);
-        sums[j][core::kIntersection] += m * p * y;
-        sums[j][core::kPrediction] += m * core::power<K>(p, d.gamma);
-        sums[j][core::kTruth] += m * core::power<K>(y, d.gamma);
         if constexpr (kColumns == core::kDiceCeColumns) {
           const acc_t x = d.input_at(n, c, s);
-          if (d.activation == core::Activation::Softmax) {
-            sums[j][core::kPositiveNll] += core::weighted_term(m * y, log_sum_exp - x);
-          } else {
-            const core::SigmoidNll<acc_t> nll = core::sigmoid_nll(x);
-            sums[j][core::kNegativeNll] += m * (acc_t(1) - y) * nll.negative;
-            sums[j][core::kPositiveNll] += m * y * nll.positive;
-          }
-          sums[j][core::kTargetMass] += m * y;
-          sums[j][core::kPixels] += m;
+          core::add_terms<kColumns>(
+              sums[j], d.activation == core::Activation::Softmax
+                           ? core::softmax_dice_ce_terms<K>(m, p, y, x, log_sum_exp, d.gamma)
+                           : core::sigmoid_dice_ce_terms<K>(m, p, y, x, d.gamma));
+        } else {
+          core::add_terms<kColumns>(sums[j], core::dice_terms<K>(m, p, y, d.gamma));
         }
       }
     }
   }
   acc_t* out = partials + (n * gridDim.x + blockIdx.x) * kChunk * kColumns;  // gridDim.x == blocks
+  // Only the chunk's channels: the block sums (each with its barriers) are the
+  // kernel's tail, and `chunk` is the same for the whole block.
 #pragma unroll
   for (int j = 0; j < kChunk; ++j) {
+    if (j < chunk) {
 #pragma unroll
-    for (int k = 0; k < kColumns; ++k) {
-      const acc_t total = block_sum(sums[j][k]);
-      if (threadIdx.x == 0) out[j * kColumns + k] = total;
+      for (int k = 0; k < kColumns; ++k) {
+        const acc_t total = block_sum(sums[j][k]);
+        if (threadIdx.x == 0) out[j * kColumns + k] = total;
+      }
     }
   }
 }
@@ -233,7 +227,7 @@ __global__ void dice_sums_backward_kernel(DiceDevice<scalar_t, acc_t> d, int64_t
       }
       for (int64_t c = 0; c < d.channels; ++c) {
         const acc_t p = d.probability(n, c, s, max_x, inverse_sum);
-        acc_t g = p * (grad_p(c, p) - dot);
+        acc_t g = core::softmax_jvp(p, grad_p(c, p), dot);
         if (d.cross_entropy) {
           g += core::softmax_ce_grad(m, p, ce_total, d_column(c, core::kPositiveNll),
                                      d.target_at(n, c, s, label));

@@ -62,8 +62,8 @@ void coefficients_block(const void* label_data, const T* weight_map, const T* cl
 #pragma omp simd reduction(| : bad)
   for (std::int64_t i = 0; i < n; ++i) {
     const typename Compare::wide_t label = labels[i];
-    const bool ignored = ignore && label == ignored_label;
-    const bool in_range = label >= 0 && label < class_count;
+    const bool ignored = core::is_ignored_label(label, ignore, ignored_label);
+    const bool in_range = core::is_class_label(label, class_count);
     bad |= int(!ignored && !in_range);
     const bool counted = !ignored && in_range;
     const std::int32_t t = counted ? std::int32_t(label) : std::int32_t(-1);
@@ -83,7 +83,7 @@ void max_over_rows(const T* x, std::int64_t row_stride, std::int64_t classes, st
   for (std::int64_t c = 1; c < classes; ++c) {
     const T* row = x + c * row_stride;
 #pragma omp simd
-    for (std::int64_t i = 0; i < n; ++i) max_x[i] = row[i] > max_x[i] ? row[i] : max_x[i];
+    for (std::int64_t i = 0; i < n; ++i) max_x[i] = core::larger_of(max_x[i], row[i]);
   }
 }
 
@@ -102,7 +102,7 @@ void loss_block(const T* x, std::int64_t row_stride, std::int64_t classes, std::
     const std::int32_t k = std::int32_t(c);
 #pragma omp simd
     for (std::int64_t i = 0; i < n; ++i) {
-      sum[i] += core::exp_(row[i] - max_x[i]);
+      sum[i] += core::shifted_exp(row[i], max_x[i]);
       x_target[i] = target[i] == k ? row[i] : x_target[i];
     }
   }
@@ -127,7 +127,7 @@ void grad_block(const T* x, std::int64_t row_stride, std::int64_t classes, std::
     T* out = grad + c * grad_stride;
 #pragma omp simd
     for (std::int64_t i = 0; i < n; ++i) {
-      out[i] = core::exp_(row[i] - max_x[i]);
+      out[i] = core::shifted_exp(row[i], max_x[i]);
       sum[i] += out[i];
     }
   }

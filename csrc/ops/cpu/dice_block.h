@@ -88,10 +88,11 @@ void dice_sums_block(const T* x, const T* y, const T* m, std::int64_t n, T gamma
   T intersection = 0, prediction = 0, truth = 0;
 #pragma omp simd reduction(+ : intersection, prediction, truth)
   for (std::int64_t i = 0; i < n; ++i) {
-    const T p = activate<kSigmoid>(x[i]);
-    intersection += m[i] * p * y[i];
-    prediction += m[i] * core::power<K>(p, gamma);
-    truth += m[i] * core::power<K>(y[i], gamma);
+    const core::ColumnTerms<T> t =
+        core::dice_terms<K>(m[i], activate<kSigmoid>(x[i]), y[i], gamma);
+    intersection += t.intersection;
+    prediction += t.prediction;
+    truth += t.truth;
   }
   sums[0] = intersection;
   sums[1] = prediction;
@@ -113,19 +114,19 @@ void dice_grad_block(const T* x, const T* y, const T* m, std::int64_t n, T gamma
 template <typename T>
 void softmax_block(const T* x, std::int64_t x_row_stride, std::int64_t channels, std::int64_t n,
                    T* p, T* work, T* lse) {
-  // Subtracting the per-pixel maximum keeps exp from overflowing.
+  // The steps of core/softmax.h, each over the row of n pixels.
   T* max_x = work;
   for (std::int64_t i = 0; i < n; ++i) max_x[i] = x[i];
   for (std::int64_t c = 1; c < channels; ++c) {
     const T* row = x + c * x_row_stride;
 #pragma omp simd
-    for (std::int64_t i = 0; i < n; ++i) max_x[i] = row[i] > max_x[i] ? row[i] : max_x[i];
+    for (std::int64_t i = 0; i < n; ++i) max_x[i] = core::larger_of(max_x[i], row[i]);
   }
   for (std::int64_t c = 0; c < channels; ++c) {
     const T* row = x + c * x_row_stride;
     T* out = p + c * n;
 #pragma omp simd
-    for (std::int64_t i = 0; i < n; ++i) out[i] = core::exp_(row[i] - max_x[i]);
+    for (std::int64_t i = 0; i < n; ++i) out[i] = core::shifted_exp(row[i], max_x[i]);
   }
   if (lse != nullptr) {
 #pragma omp simd
@@ -140,7 +141,7 @@ void softmax_block(const T* x, std::int64_t x_row_stride, std::int64_t channels,
   }
   if (lse != nullptr) {
 #pragma omp simd
-    for (std::int64_t i = 0; i < n; ++i) lse[i] += core::log_(inverse_sum[i]);
+    for (std::int64_t i = 0; i < n; ++i) lse[i] = core::log_sum_exp(lse[i], inverse_sum[i]);
   }
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) inverse_sum[i] = T(1) / inverse_sum[i];
@@ -166,7 +167,7 @@ void softmax_grad_block(const T* p, const T* grad_p, std::int64_t channels, std:
     const T* gc = grad_p + c * n;
     T* out = grad + c * n;
 #pragma omp simd
-    for (std::int64_t i = 0; i < n; ++i) out[i] = pc[i] * (gc[i] - work[i]);
+    for (std::int64_t i = 0; i < n; ++i) out[i] = core::softmax_jvp(pc[i], gc[i], work[i]);
   }
 }
 
@@ -183,9 +184,8 @@ void mask_labels_block(const void* label_data, const T* mask_in, std::int64_t n,
 #pragma omp simd reduction(| : bad)
   for (std::int64_t i = 0; i < n; ++i) {
     const typename Compare::wide_t label = labels[i];
-    const bool ignored = ignore && label == ignored_label;
-    bad |= int(!ignored && (label < 0 || label >= label_count));
-    mask_out[i] = ignored ? T(0) : mask_in[i];
+    bad |= int(!core::is_valid_label(label, ignore, ignored_label, label_count));
+    mask_out[i] = core::is_ignored_label(label, ignore, ignored_label) ? T(0) : mask_in[i];
   }
   *invalid |= bad;
 }
@@ -207,15 +207,15 @@ void sigmoid_ce_sums_block(const T* x, const T* y, const T* m, std::int64_t n, T
     pixels = 0;
 #pragma omp simd reduction(+ : intersection, prediction, truth, negative, positive, mass, pixels)
   for (std::int64_t i = 0; i < n; ++i) {
-    const T p = core::sigmoid(x[i]);
-    const core::SigmoidNll<T> nll = core::sigmoid_nll(x[i]);
-    intersection += m[i] * p * y[i];
-    prediction += m[i] * core::power<K>(p, gamma);
-    truth += m[i] * core::power<K>(y[i], gamma);
-    negative += m[i] * (T(1) - y[i]) * nll.negative;
-    positive += m[i] * y[i] * nll.positive;
-    mass += m[i] * y[i];
-    pixels += m[i];
+    const core::ColumnTerms<T> t =
+        core::sigmoid_dice_ce_terms<K>(m[i], core::sigmoid(x[i]), y[i], x[i], gamma);
+    intersection += t.intersection;
+    prediction += t.prediction;
+    truth += t.truth;
+    negative += t.negative_nll;
+    positive += t.positive_nll;
+    mass += t.target_mass;
+    pixels += t.pixels;
   }
   const T values[core::kDiceCeColumns] = {intersection, prediction, truth, negative,
                                           positive,     mass,       pixels};
@@ -228,12 +228,14 @@ void softmax_ce_sums_block(const T* p, const T* x, const T* lse, const T* y, con
   T intersection = 0, prediction = 0, truth = 0, positive = 0, mass = 0, pixels = 0;
 #pragma omp simd reduction(+ : intersection, prediction, truth, positive, mass, pixels)
   for (std::int64_t i = 0; i < n; ++i) {
-    intersection += m[i] * p[i] * y[i];
-    prediction += m[i] * core::power<K>(p[i], gamma);
-    truth += m[i] * core::power<K>(y[i], gamma);
-    positive += core::weighted_term(m[i] * y[i], lse[i] - x[i]);
-    mass += m[i] * y[i];
-    pixels += m[i];
+    const core::ColumnTerms<T> t =
+        core::softmax_dice_ce_terms<K>(m[i], p[i], y[i], x[i], lse[i], gamma);
+    intersection += t.intersection;
+    prediction += t.prediction;
+    truth += t.truth;
+    positive += t.positive_nll;
+    mass += t.target_mass;
+    pixels += t.pixels;
   }
   const T values[core::kDiceCeColumns] = {intersection, prediction, truth, T(0),
                                           positive,     mass,       pixels};
