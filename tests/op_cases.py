@@ -159,20 +159,23 @@ def _dice_case(name, shape, *, activation, target, loss="dice_loss", label_dtype
                   float32_rtol=float32_rtol)
 
 
-def _dice_sums_case(name, shape, *, activation, target, gamma, cross_entropy, ignore=None):
+def _dice_sums_case(name, shape, *, activation, target, gamma, cross_entropy, ignore=None,
+                    soft_label=False):
     n, c = shape[0], shape[1]
     spatial = tuple(shape[2:])
-    columns = 7 if cross_entropy else 3
+    columns = 7 if cross_entropy else 4 if soft_label else 3
 
     def make(gen):
-        inputs = {"x": 2.5 * torch.randn(shape, generator=gen, dtype=torch.float64)}
+        inputs = {"x": _rand(shape, gen, 0.02, 0.98) if activation == "none"
+                  else 2.5 * torch.randn(shape, generator=gen, dtype=torch.float64)}
         inputs["t"] = (_rand(shape, gen) if target == "dense"
                        else _labels(gen, (n, 1) + spatial, c, torch.int32, ignore))
         inputs["grad_sums"] = _rand((n, c, columns), gen, -1.0, 1.0)
         return inputs
 
     def run(i):
-        args = (i["t"], activation, gamma, ignore, None, cross_entropy)
+        args = (i["t"], activation, gamma, ignore, None, cross_entropy, "segloss._dice_sums",
+                soft_label)
         sums = torch.ops.segloss._dice_sums(i["x"], *args)
         grad = torch.ops.segloss._dice_sums_backward(i["grad_sums"].to(sums.dtype), i["x"], *args)
         return {"sums": sums, "grad": grad}
@@ -362,6 +365,17 @@ def cases():
                         target="labels", gamma=1.0, cross_entropy=True, ignore=255),
         _dice_sums_case("_dice_sums-sigmoid-dense-3d-gamma1.5", shape3, activation="sigmoid",
                         target="dense", gamma=1.5, cross_entropy=False),
+        # soft_label=True: the fourth column, sum m |p - y|^gamma.
+        _dice_case("dice-softmax-dense-2d-soft_label", shape2, activation="softmax",
+                   target="dense", mask=True, soft_label=True),
+        _dice_case("tversky-softmax-labels-3d-soft_label", (2, 4, 7, 11, 13),
+                   activation="softmax", target="labels", loss="tversky_loss", ignore=255,
+                   alpha=0.2, beta=0.8, soft_label=True, reduction="none"),
+        _dice_case("generalized_dice-sigmoid-dense-3d-soft_label", shape3, activation="sigmoid",
+                   target="dense", loss="generalized_dice_loss", soft_label=True),
+        _dice_sums_case("_dice_sums-none-dense-2d-soft_label-gamma1.5", (3, 3, 37, 53),
+                        activation="none", target="dense", gamma=1.5, cross_entropy=False,
+                        soft_label=True),
         _shape_aware_binary_case("shape_aware-binary-instances-2d", (37, 53), instances=True,
                                  from_logits=True, reduction="mean"),
         _shape_aware_binary_case("shape_aware-binary-map-probabilities-3d-none", (7, 11, 13),

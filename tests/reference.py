@@ -221,9 +221,11 @@ def dice_np(x, target, *, activation="sigmoid", gamma=1.0, smooth_nr=1e-5, smoot
     return loss, dx
 
 
-def dice_sums_torch(x, target, activation="sigmoid", gamma=1.0, ignore_index=None, mask=None):
+def dice_sums_torch(x, target, activation="sigmoid", gamma=1.0, ignore_index=None, mask=None,
+                    soft_label=False):
     """The (N, C, 3) sums (I, P, T) of a float64 CPU `x`, in eager PyTorch
-    (differentiable with respect to x)."""
+    (differentiable with respect to x); with soft_label, (N, C, 4): and
+    D = sum m |p - y|^gamma."""
     N, C = x.shape[:2]
     dims = list(range(2, x.dim()))
     if not target.dtype.is_floating_point:
@@ -255,8 +257,10 @@ def dice_sums_torch(x, target, activation="sigmoid", gamma=1.0, ignore_index=Non
     # A pixel that does not count (m = 0) gets gradient exactly 0, as
     # F.cross_entropy's ignore_index gives, even where dL/dI is not finite.
     p = torch.where(m != 0, p, p.detach())
-    return torch.stack([(m * p * y).sum(dims), (m * p.pow(gamma)).sum(dims),
-                        (m * y.pow(gamma)).sum(dims)], dim=-1)
+    columns = [(m * p * y).sum(dims), (m * p.pow(gamma)).sum(dims), (m * y.pow(gamma)).sum(dims)]
+    if soft_label:
+        columns.append((m * (p - y).abs().pow(gamma)).sum(dims))
+    return torch.stack(columns, dim=-1)
 
 
 def dice_torch(x, target, *, activation="sigmoid", gamma=1.0, smooth_nr=1e-5, smooth_dr=1e-5,
@@ -357,14 +361,19 @@ def _generalized_dice(I, P, T, class_weights, include_background, smooth_nr, smo
 def region_torch_loss(loss, x, target, *, activation="sigmoid", gamma=1.0, smooth_nr=1e-5,
                       smooth_dr=1e-5, batch_dice=False, include_background=True,
                       class_weights=None, ignore_index=None, mask=None, reduction="mean",
-                      **params):
+                      soft_label=False, **params):
     """The region loss `loss` (a segloss function name) of a float64 CPU `x`,
     attached to x's graph; `params` are the loss's own options (alpha, beta,
-    focal_gamma)."""
-    sums = dice_sums_torch(x, target, activation, gamma, ignore_index, mask)
+    focal_gamma). With soft_label, MONAI's soft-label true positives
+    (P + T - D) / 2 take I's place."""
+    sums = dice_sums_torch(x, target, activation, gamma, ignore_index, mask, soft_label)
     if batch_dice:
         sums = sums.sum(0)
-    I, P, T = sums.unbind(-1)
+    if soft_label:
+        _, P, T, D = sums.unbind(-1)
+        I = (P + T - D) / 2
+    else:
+        I, P, T = sums.unbind(-1)
     if loss == "generalized_dice_loss":
         per = _generalized_dice(I, P, T, class_weights, include_background, smooth_nr,
                                 smooth_dr, **params)

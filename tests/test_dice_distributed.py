@@ -87,6 +87,12 @@ CASES = {
         loss="generalized_dice_loss", activation="softmax", target="labels",
         options=dict(w_type="simple", include_background=False, ignore_index=255,
                      class_weights=torch.tensor([7.0, 1.0, 2.0], dtype=torch.float64))),
+    # soft_label=True: the fourth column (sum m |p - y|) is all-reduced too.
+    "dice-soft_label-sigmoid-soft-gamma1.5": dict(
+        activation="sigmoid", target="soft", options=dict(soft_label=True, gamma=1.5)),
+    "tversky-soft_label-softmax-soft-none": dict(
+        loss="tversky_loss", activation="softmax", target="soft",
+        options=dict(alpha=0.2, beta=0.8, soft_label=True, reduction="none")),
 }
 
 

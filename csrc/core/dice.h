@@ -2,9 +2,11 @@
 //
 // For each (n, c) the forward accumulates
 //   I = sum m p y,   P = sum m p^gamma,   T = sum m y^gamma
-// over the pixels, with p the activated input, y the target and m the mask
-// (0 for masked or ignored pixels). The backward turns dL/dI and dL/dP into
-//   dL/dp = m (dL/dI y + dL/dP gamma p^(gamma - 1))
+// (and D = sum m |p - y|^gamma for the soft-label losses) over the pixels,
+// with p the activated input, y the target and m the mask (0 for masked or
+// ignored pixels). The backward turns dL/dI, dL/dP (and dL/dD) into
+//   dL/dp = m (dL/dI y + dL/dP gamma p^(gamma - 1)
+//              + dL/dD gamma |p - y|^(gamma - 1) sign(p - y))
 // and then through the activation.
 #pragma once
 
@@ -68,6 +70,27 @@ SEGLOSS_INLINE T dice_grad_wrt_probability(T m, T p, T y, T dI, T dP, T gamma) {
   return weighted_term(m, dI * y + dP * power_derivative<K>(p, gamma));
 }
 
+// |p - y|, the base of the soft-label column D.
+template <typename T>
+SEGLOSS_INLINE T absolute_difference(T p, T y) {
+  return p > y ? p - y : y - p;
+}
+
+// d/dp |p - y|^gamma = gamma |p - y|^(gamma - 1) sign(p - y), 0 at p = y
+// (sign(0) = 0, as torch's abs and vector_norm backward give).
+template <GammaKind K, typename T>
+SEGLOSS_INLINE T difference_derivative(T p, T y, T gamma) {
+  const T sign = p > y ? T(1) : (p < y ? T(-1) : T(0));
+  return sign * power_derivative<K>(absolute_difference(p, y), gamma);
+}
+
+// dL/dp of the soft-label sums (I, P, T, D), as dice_grad_wrt_probability.
+template <GammaKind K, typename T>
+SEGLOSS_INLINE T soft_dice_grad_wrt_probability(T m, T p, T y, T dI, T dP, T dD, T gamma) {
+  return weighted_term(m, dI * y + dP * power_derivative<K>(p, gamma) +
+                              dD * difference_derivative<K>(p, y, gamma));
+}
+
 // -log(sigmoid(x)) and -log(1 - sigmoid(x)) for the cross-entropy half of
 // Dice + CE, stable for every finite x: softplus(-x) and softplus(x).
 template <typename T>
@@ -103,18 +126,32 @@ SEGLOSS_INLINE T softmax_ce_grad(T m, T p_k, T sum_d_y, T d_k, T y_k) {
   return weighted_term(m, p_k * sum_d_y - d_k * y_k);
 }
 
-// Columns of the per-(n, c) sums: Dice's three, then Dice + CE's four.
+// Columns of the per-(n, c) sums: Dice's three, then either the soft-label
+// losses' one or Dice + CE's four (one SumsLayout each).
 enum DiceColumn : int {
   kIntersection = 0,     // sum m p y
   kPrediction = 1,       // sum m p^gamma
   kTruth = 2,            // sum m y^gamma
-  kNegativeNll = 3,      // sum m (1 - y) (-log(1 - p)), sigmoid only
+  kDifference = 3,       // sum m |p - y|^gamma (SoftDice)
+  kNegativeNll = 3,      // sum m (1 - y) (-log(1 - p)), sigmoid only (DiceCe)
   kPositiveNll = 4,      // sum m y (-log p)
   kTargetMass = 5,       // sum m y
   kPixels = 6,           // sum m
   kDiceColumns = 3,
+  kSoftDiceColumns = 4,
   kDiceCeColumns = 7,
 };
+
+// Which columns the sums op computes: the region losses' (Dice), with the
+// soft-label column (SoftDice: MONAI's soft_label=True, TP = (P + T - D) / 2),
+// or Dice + CE's.
+enum class SumsLayout { Dice, SoftDice, DiceCe };
+
+SEGLOSS_INLINE int column_count(SumsLayout layout) {
+  return layout == SumsLayout::Dice       ? kDiceColumns
+         : layout == SumsLayout::SoftDice ? kSoftDiceColumns
+                                          : kDiceCeColumns;
+}
 
 // What one pixel adds to each column of its (n, c): the sums are these terms
 // summed over the pixels. The one definition of the columns; the CPU loops
@@ -122,6 +159,7 @@ enum DiceColumn : int {
 template <typename T>
 struct ColumnTerms {
   T intersection, prediction, truth;  // the Dice columns
+  T difference;                       // the soft-label column
   T negative_nll, positive_nll, target_mass, pixels;  // Dice + CE's
 };
 
@@ -132,6 +170,14 @@ SEGLOSS_INLINE ColumnTerms<T> dice_terms(T m, T p, T y, T gamma) {
   t.intersection = m * p * y;
   t.prediction = m * power<K>(p, gamma);
   t.truth = m * power<K>(y, gamma);
+  return t;
+}
+
+// The soft-label losses' terms: Dice's and m |p - y|^gamma.
+template <GammaKind K, typename T>
+SEGLOSS_INLINE ColumnTerms<T> soft_dice_terms(T m, T p, T y, T gamma) {
+  ColumnTerms<T> t = dice_terms<K>(m, p, y, gamma);
+  t.difference = m * power<K>(absolute_difference(p, y), gamma);
   return t;
 }
 
@@ -159,12 +205,13 @@ SEGLOSS_INLINE ColumnTerms<T> softmax_dice_ce_terms(T m, T p, T y, T x, T lse, T
 }
 
 // Adds a pixel's terms to the running sums of one (n, c): sums[k] for the
-// kColumns columns (kDiceColumns or kDiceCeColumns).
+// kColumns columns (the column_count of a SumsLayout).
 template <int kColumns, typename T>
 SEGLOSS_INLINE void add_terms(T* sums, const ColumnTerms<T>& t) {
   sums[kIntersection] += t.intersection;
   sums[kPrediction] += t.prediction;
   sums[kTruth] += t.truth;
+  if constexpr (kColumns == kSoftDiceColumns) sums[kDifference] += t.difference;
   if constexpr (kColumns == kDiceCeColumns) {
     sums[kNegativeNll] += t.negative_nll;
     sums[kPositiveNll] += t.positive_nll;

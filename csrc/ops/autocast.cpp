@@ -27,10 +27,20 @@ using LossSignature = at::Tensor(const at::Tensor&, const at::Tensor&,
                                  const std::optional<at::Tensor>&,
                                  const std::optional<at::Tensor>&, std::string_view);
 
+// dice_loss, jaccard_loss, log_cosh_dice_loss; Tversky's alpha, beta and
+// focal_gamma, and generalized Dice's w_type, take gamma's place.
 using DiceSignature = at::Tensor(const at::Tensor&, const at::Tensor&, std::string_view, double,
                                  double, double, bool, bool, const std::optional<at::Tensor>&,
                                  std::optional<int64_t>, const std::optional<at::Tensor>&,
-                                 std::string_view);
+                                 std::string_view, bool);
+using TverskySignature = at::Tensor(const at::Tensor&, const at::Tensor&, std::string_view,
+                                    double, double, double, double, double, bool, bool,
+                                    const std::optional<at::Tensor>&, std::optional<int64_t>,
+                                    const std::optional<at::Tensor>&, std::string_view, bool);
+using GeneralizedDiceSignature =
+    at::Tensor(const at::Tensor&, const at::Tensor&, std::string_view, std::string_view, double,
+               double, bool, bool, const std::optional<at::Tensor>&, std::optional<int64_t>,
+               const std::optional<at::Tensor>&, std::string_view, bool);
 
 constexpr char kBce[] = "segloss::binary_cross_entropy";
 constexpr char kBceWithLogits[] = "segloss::binary_cross_entropy_with_logits";
@@ -41,6 +51,10 @@ using DiceCeSignature = at::Tensor(const at::Tensor&, const at::Tensor&, std::st
                                    std::string_view, const std::optional<at::Tensor>&);
 
 constexpr char kDice[] = "segloss::dice_loss";
+constexpr char kJaccard[] = "segloss::jaccard_loss";
+constexpr char kLogCoshDice[] = "segloss::log_cosh_dice_loss";
+constexpr char kTversky[] = "segloss::tversky_loss";
+constexpr char kGeneralizedDice[] = "segloss::generalized_dice_loss";
 constexpr char kCrossEntropy[] = "segloss::_weighted_cross_entropy";
 constexpr char kDiceCe[] = "segloss::dice_ce_loss";
 
@@ -48,6 +62,10 @@ template <c10::DispatchKey kKey, c10::DeviceType kDevice>
 using LossAutocast = Float32Autocast<kKey, kDevice, LossSignature>;
 template <c10::DispatchKey kKey, c10::DeviceType kDevice>
 using DiceAutocast = Float32Autocast<kKey, kDevice, DiceSignature>;
+template <c10::DispatchKey kKey, c10::DeviceType kDevice>
+using TverskyAutocast = Float32Autocast<kKey, kDevice, TverskySignature>;
+template <c10::DispatchKey kKey, c10::DeviceType kDevice>
+using GeneralizedDiceAutocast = Float32Autocast<kKey, kDevice, GeneralizedDiceSignature>;
 template <c10::DispatchKey kKey, c10::DeviceType kDevice>
 using DiceCeAutocast = Float32Autocast<kKey, kDevice, DiceCeSignature>;
 template <c10::DispatchKey kKey, c10::DeviceType kDevice>
@@ -61,6 +79,15 @@ TORCH_LIBRARY_IMPL(segloss, AutocastCPU, m) {
   m.impl("binary_cross_entropy_with_logits", &Cast::call<kBceWithLogits>);
   m.impl("dice_loss",
          &DiceAutocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>::call<kDice>);
+  m.impl("jaccard_loss",
+         &DiceAutocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>::call<kJaccard>);
+  m.impl("log_cosh_dice_loss",
+         &DiceAutocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>::call<kLogCoshDice>);
+  m.impl("tversky_loss",
+         &TverskyAutocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>::call<kTversky>);
+  m.impl("generalized_dice_loss",
+         &GeneralizedDiceAutocast<c10::DispatchKey::AutocastCPU,
+                                  c10::DeviceType::CPU>::call<kGeneralizedDice>);
   m.impl("dice_ce_loss",
          &DiceCeAutocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>::call<kDiceCe>);
   m.impl("_weighted_cross_entropy",
@@ -74,6 +101,15 @@ TORCH_LIBRARY_IMPL(segloss, AutocastCUDA, m) {
   m.impl("binary_cross_entropy_with_logits", &Cast::call<kBceWithLogits>);
   m.impl("dice_loss",
          &DiceAutocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>::call<kDice>);
+  m.impl("jaccard_loss",
+         &DiceAutocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>::call<kJaccard>);
+  m.impl("log_cosh_dice_loss",
+         &DiceAutocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>::call<kLogCoshDice>);
+  m.impl("tversky_loss",
+         &TverskyAutocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>::call<kTversky>);
+  m.impl("generalized_dice_loss",
+         &GeneralizedDiceAutocast<c10::DispatchKey::AutocastCUDA,
+                                  c10::DeviceType::CUDA>::call<kGeneralizedDice>);
   m.impl("dice_ce_loss",
          &DiceCeAutocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>::call<kDiceCe>);
   m.impl("_weighted_cross_entropy",

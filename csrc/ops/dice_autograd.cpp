@@ -15,11 +15,11 @@ using torch::autograd::variable_list;
 
 using SumsSignature = at::Tensor(const at::Tensor&, const at::Tensor&, std::string_view, double,
                                  std::optional<int64_t>, const std::optional<at::Tensor>&, bool,
-                                 std::string_view);
+                                 std::string_view, bool);
 using SumsBackwardSignature = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                          std::string_view, double, std::optional<int64_t>,
                                          const std::optional<at::Tensor>&, bool,
-                                         std::string_view);
+                                         std::string_view, bool);
 
 void check_no_grad(std::string_view caller, const char* name, const at::Tensor& tensor) {
   TORCH_CHECK(!(tensor.defined() && tensor.requires_grad()), caller,
@@ -33,21 +33,22 @@ class DiceSumsFunction : public torch::autograd::Function<DiceSumsFunction> {
                             const at::Tensor& target, std::string_view activation, double gamma,
                             std::optional<int64_t> ignore_index,
                             const std::optional<at::Tensor>& mask, bool cross_entropy,
-                            std::string_view caller) {
+                            std::string_view caller, bool soft_label) {
     check_no_grad(caller, "target", target);
     check_no_grad(caller, "mask", mask.value_or(at::Tensor()));
     at::AutoDispatchBelowADInplaceOrView guard;
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("segloss::_dice_sums", "")
                          .typed<SumsSignature>();
-    at::Tensor sums =
-        op.call(input, target, activation, gamma, ignore_index, mask, cross_entropy, caller);
+    at::Tensor sums = op.call(input, target, activation, gamma, ignore_index, mask,
+                              cross_entropy, caller, soft_label);
     ctx->save_for_backward({input, target, mask.value_or(at::Tensor())});
     ctx->saved_data["activation"] = std::string(activation);
     ctx->saved_data["gamma"] = gamma;
     ctx->saved_data["ignore_index"] = ignore_index;
     ctx->saved_data["cross_entropy"] = cross_entropy;
     ctx->saved_data["caller"] = std::string(caller);
+    ctx->saved_data["soft_label"] = soft_label;
     return sums;
   }
 
@@ -62,8 +63,9 @@ class DiceSumsFunction : public torch::autograd::Function<DiceSumsFunction> {
         ctx->saved_data["gamma"].toDouble(),
         ignore.isNone() ? std::nullopt : std::optional<int64_t>(ignore.toInt()),
         saved[2].defined() ? std::optional<at::Tensor>(saved[2]) : std::nullopt,
-        ctx->saved_data["cross_entropy"].toBool(), ctx->saved_data["caller"].toStringRef());
-    return {grad_input,   at::Tensor(), at::Tensor(), at::Tensor(),
+        ctx->saved_data["cross_entropy"].toBool(), ctx->saved_data["caller"].toStringRef(),
+        ctx->saved_data["soft_label"].toBool());
+    return {grad_input,   at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
             at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
@@ -72,9 +74,9 @@ at::Tensor dice_sums_autograd(const at::Tensor& input, const at::Tensor& target,
                               std::string_view activation, double gamma,
                               std::optional<int64_t> ignore_index,
                               const std::optional<at::Tensor>& mask, bool cross_entropy,
-                              std::string_view caller) {
+                              std::string_view caller, bool soft_label) {
   return DiceSumsFunction::apply(input, target, activation, gamma, ignore_index, mask,
-                                 cross_entropy, caller);
+                                 cross_entropy, caller, soft_label);
 }
 
 }  // namespace

@@ -34,30 +34,35 @@ void check_channel_weights(std::string_view op, std::string_view name, const at:
 at::Tensor dice_sums(std::string_view caller, const at::Tensor& input, const at::Tensor& target,
                      std::string_view activation, double gamma,
                      std::optional<int64_t> ignore_index, const std::optional<at::Tensor>& mask,
-                     bool cross_entropy) {
+                     bool cross_entropy, bool soft_label) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("segloss::_dice_sums", "")
                        .typed<at::Tensor(const at::Tensor&, const at::Tensor&, std::string_view,
                                          double, std::optional<int64_t>,
                                          const std::optional<at::Tensor>&, bool,
-                                         std::string_view)>();
-  return op.call(input, target, activation, gamma, ignore_index, mask, cross_entropy, caller);
+                                         std::string_view, bool)>();
+  return op.call(input, target, activation, gamma, ignore_index, mask, cross_entropy, caller,
+                 soft_label);
 }
 
 // --------------------------------------------------------------------------
 // The region family: each loss is a formula over the per-(n, c) sums
-//   I = sum m p y,   P = sum m p^gamma,   T = sum m y^gamma
-// (the core::DiceColumn columns of _dice_sums), followed by one shared tail
-// (class weights, include_background, reduction). A new region loss is a
-// formula and a row of kRegionLosses, plus its public op. A loss that
-// combines the classes into one ratio (generalized Dice) has a combined
-// formula instead, which takes the kept classes and their weights.
+//   TP,   P = sum m p^gamma,   T = sum m y^gamma
+// with TP = I = sum m p y, or with soft labels (MONAI's soft_label=True)
+// TP = (P + T - D) / 2, D = sum m |p - y|^gamma, which is I for hard labels
+// (and for every target with gamma = 2) but no longer counts a soft target
+// as partly wrong where p = y. These are the core::DiceColumn columns of
+// _dice_sums, followed by one shared tail (class weights,
+// include_background, reduction). A new region loss is a formula and a row
+// of kRegionLosses, plus its public op. A loss that combines the classes into
+// one ratio (generalized Dice) has a combined formula instead, which takes
+// the kept classes and their weights.
 
 // The sums of one (n, c), or of one c over the batch with batch_dice.
 struct RegionSums {
-  at::Tensor intersection;  // I
-  at::Tensor prediction;    // P
-  at::Tensor truth;         // T
+  at::Tensor true_positives;  // TP
+  at::Tensor prediction;      // P
+  at::Tensor truth;           // T
 };
 
 // The options only some region losses have; each loss reads its own.
@@ -90,18 +95,18 @@ using CombinedFormula = at::Tensor (*)(const RegionSums&,
 // 1 - (2 I + s_nr) / (P + T + s_dr)
 at::Tensor dice_formula(const RegionSums& s, double smooth_nr, double smooth_dr,
                         const RegionParams&) {
-  return 1 - score_or_perfect(2 * s.intersection + smooth_nr,
+  return 1 - score_or_perfect(2 * s.true_positives + smooth_nr,
                               s.prediction + s.truth + smooth_dr);
 }
 
-// 1 - (I + s_nr) / (TP + alpha FP + beta FN + s_dr), TP = I, FP = P - I,
-// FN = T - I (gamma = 1 sums; MONAI's TverskyLoss), raised to focal_gamma
+// 1 - (TP + s_nr) / (TP + alpha FP + beta FN + s_dr), FP = P - TP,
+// FN = T - TP (gamma = 1 sums; MONAI's TverskyLoss), raised to focal_gamma
 // (focal Tversky). Under focal_gamma != 1 a term <= 0 (a perfect score, or
 // below 0 where smooth_nr > smooth_dr) counts as 0 with gradient 0: the
 // power's derivative there is infinite (focal_gamma < 1) or undefined.
 at::Tensor tversky_formula(const RegionSums& s, double smooth_nr, double smooth_dr,
                            const RegionParams& params) {
-  const at::Tensor& tp = s.intersection;
+  const at::Tensor& tp = s.true_positives;
   const at::Tensor false_positives = s.prediction - tp;
   const at::Tensor false_negatives = s.truth - tp;
   const at::Tensor term =
@@ -119,13 +124,13 @@ void check_tversky_params(std::string_view op, const RegionParams& params) {
                     params.focal_gamma);
 }
 
-// 1 - (2 I + s_nr) / (2 (P + T - I) + s_dr): the soft IoU in MONAI's
+// 1 - (2 TP + s_nr) / (2 (P + T - TP) + s_dr): the soft IoU in MONAI's
 // DiceLoss(jaccard=True) convention (its numerator 2 tp, denominator
 // 2 (tp + fp + fn); squared_pred=True is gamma = 2).
 at::Tensor jaccard_formula(const RegionSums& s, double smooth_nr, double smooth_dr,
                            const RegionParams&) {
-  return 1 - score_or_perfect(2 * s.intersection + smooth_nr,
-                              2 * (s.prediction + s.truth - s.intersection) + smooth_dr);
+  return 1 - score_or_perfect(2 * s.true_positives + smooth_nr,
+                              2 * (s.prediction + s.truth - s.true_positives) + smooth_dr);
 }
 
 // log(cosh(d)) of the Dice loss d (Jadon 2020), stable for every finite d:
@@ -151,7 +156,7 @@ void check_generalized_dice_params(std::string_view op, const RegionParams& para
 }
 
 // MONAI's GeneralizedDiceLoss (Sudre et al. 2017):
-//   1 - (2 sum_c w_c I_c + s_nr) / (sum_c w_c (P_c + T_c) + s_dr)
+//   1 - (2 sum_c w_c TP_c + s_nr) / (sum_c w_c (P_c + T_c) + s_dr)
 // with w_c = 1 / T_c^2 ("square"), 1 / T_c ("simple") or 1 ("uniform"),
 // times class_weights; an infinite w_c (a class absent from the target)
 // becomes the largest finite w of its image (of the batch with batch_dice),
@@ -168,7 +173,7 @@ at::Tensor generalized_dice_formula(const RegionSums& s,
   w = at::where(infinite, 0, w);
   w = at::where(infinite, w.amax(-1, /*keepdim=*/true), w);
   if (is_given(class_weights)) w = w * class_weights->to(w.scalar_type());
-  at::Tensor numerator = 2 * (w * s.intersection).sum(-1) + smooth_nr;
+  at::Tensor numerator = 2 * (w * s.true_positives).sum(-1) + smooth_nr;
   at::Tensor denominator = (w * (s.prediction + s.truth)).sum(-1) + smooth_dr;
   if (numerator.dim() == 0) {  // batch_dice: one value for the batch, (1,)
     numerator = numerator.unsqueeze(0);
@@ -213,9 +218,11 @@ const RegionLoss& region_loss_named(std::string_view name) {
 void check_region_arguments(std::string_view op, const at::Tensor& sums, double smooth_nr,
                             double smooth_dr, bool include_background,
                             const std::optional<at::Tensor>& class_weights) {
-  TORCH_CHECK(sums.dim() == 3 && sums.sym_size(2) == core::kDiceColumns, op,
-              ": sums must have shape (N, C, ", static_cast<int>(core::kDiceColumns), "), got ",
-              sums.sym_sizes());
+  TORCH_CHECK(sums.dim() == 3 && (sums.sym_size(2) == core::kDiceColumns ||
+                                  sums.sym_size(2) == core::kSoftDiceColumns),
+              op, ": sums must have shape (N, C, ", static_cast<int>(core::kDiceColumns),
+              ") or, with soft labels, (N, C, ", static_cast<int>(core::kSoftDiceColumns),
+              "), got ", sums.sym_sizes());
   TORCH_CHECK_VALUE(smooth_nr >= 0 && smooth_dr >= 0, op,
                     ": smooth_nr and smooth_dr must be >= 0, got ", smooth_nr, " and ",
                     smooth_dr);
@@ -239,14 +246,18 @@ void check_region_arguments(std::string_view op, const at::Tensor& sums, double 
                     "input with one channel");
 }
 
-// The named columns of the sums, summed over the batch for batch_dice.
+// The named columns of the sums (soft labels: four columns), summed over the
+// batch for batch_dice.
 RegionSums region_sums(const at::Tensor& sums, bool batch_dice) {
-  RegionSums s{sums.select(-1, core::kIntersection), sums.select(-1, core::kPrediction),
-               sums.select(-1, core::kTruth)};  // (N, C)
-  if (batch_dice) {  // one value per channel over the whole batch: (C,)
-    s.intersection = s.intersection.sum(0);
-    s.prediction = s.prediction.sum(0);
-    s.truth = s.truth.sum(0);
+  const auto column = [&](int k) {
+    const at::Tensor values = sums.select(-1, k);  // (N, C)
+    return batch_dice ? values.sum(0) : values;    // (C,): one value per channel
+  };
+  RegionSums s{at::Tensor(), column(core::kPrediction), column(core::kTruth)};
+  if (sums.sym_size(2) == core::kSoftDiceColumns) {
+    s.true_positives = (s.prediction + s.truth - column(core::kDifference)) / 2;
+  } else {
+    s.true_positives = column(core::kIntersection);
   }
   return s;
 }
@@ -267,7 +278,7 @@ at::Tensor region_tail(at::Tensor loss, const std::optional<at::Tensor>& class_w
   }
 }
 
-// A region loss from the sums (N, C, 3), its errors naming `op` (the public
+// A region loss from the sums (N, C, 3) or (N, C, 4), its errors naming `op` (the public
 // function); also the last step of the distributed losses (ddp=True), after
 // the sums are all-reduced across ranks.
 at::Tensor region_loss_from_sums(const RegionLoss& loss, std::string_view op,
@@ -302,11 +313,12 @@ at::Tensor region_loss(const RegionLoss& loss, const at::Tensor& input, const at
                        double smooth_dr, bool batch_dice, bool include_background,
                        const std::optional<at::Tensor>& class_weights,
                        std::optional<int64_t> ignore_index, const std::optional<at::Tensor>& mask,
-                       std::string_view reduction, const RegionParams& params = {}) {
+                       std::string_view reduction, bool soft_label,
+                       const RegionParams& params = {}) {
   // The loss's own options first: no pass over the input for a bad alpha.
   if (loss.check_params != nullptr) loss.check_params(loss.op, params);
   const at::Tensor sums = dice_sums(loss.op, input, target, activation, gamma, ignore_index,
-                                    mask, /*cross_entropy=*/false);
+                                    mask, /*cross_entropy=*/false, soft_label);
   return region_loss_from_sums(loss, loss.op, sums, smooth_nr, smooth_dr, batch_dice,
                                include_background, class_weights, reduction, params)
       .to(input.scalar_type());
@@ -317,23 +329,24 @@ at::Tensor dice_loss(const at::Tensor& input, const at::Tensor& target,
                      double smooth_dr, bool batch_dice, bool include_background,
                      const std::optional<at::Tensor>& class_weights,
                      std::optional<int64_t> ignore_index, const std::optional<at::Tensor>& mask,
-                     std::string_view reduction) {
+                     std::string_view reduction, bool soft_label) {
   return region_loss(region_loss_named("dice_loss"), input, target, activation, gamma,
                      smooth_nr, smooth_dr, batch_dice, include_background, class_weights,
-                     ignore_index, mask, reduction);
+                     ignore_index, mask, reduction, soft_label);
 }
 
 // The public region losses other than Dice: each its row of kRegionLosses
-// through region_loss. Tversky's FP = P - I needs gamma = 1 sums.
+// through region_loss. Tversky's FP = P - TP needs gamma = 1 sums.
 at::Tensor tversky_loss(const at::Tensor& input, const at::Tensor& target,
                         std::string_view activation, double alpha, double beta,
                         double focal_gamma, double smooth_nr, double smooth_dr, bool batch_dice,
                         bool include_background, const std::optional<at::Tensor>& class_weights,
                         std::optional<int64_t> ignore_index,
-                        const std::optional<at::Tensor>& mask, std::string_view reduction) {
+                        const std::optional<at::Tensor>& mask, std::string_view reduction,
+                        bool soft_label) {
   return region_loss(region_loss_named("tversky_loss"), input, target, activation,
                      /*gamma=*/1.0, smooth_nr, smooth_dr, batch_dice, include_background,
-                     class_weights, ignore_index, mask, reduction,
+                     class_weights, ignore_index, mask, reduction, soft_label,
                      RegionParams{alpha, beta, focal_gamma});
 }
 
@@ -342,10 +355,11 @@ at::Tensor jaccard_loss(const at::Tensor& input, const at::Tensor& target,
                         double smooth_dr, bool batch_dice, bool include_background,
                         const std::optional<at::Tensor>& class_weights,
                         std::optional<int64_t> ignore_index,
-                        const std::optional<at::Tensor>& mask, std::string_view reduction) {
+                        const std::optional<at::Tensor>& mask, std::string_view reduction,
+                        bool soft_label) {
   return region_loss(region_loss_named("jaccard_loss"), input, target, activation, gamma,
                      smooth_nr, smooth_dr, batch_dice, include_background, class_weights,
-                     ignore_index, mask, reduction);
+                     ignore_index, mask, reduction, soft_label);
 }
 
 at::Tensor log_cosh_dice_loss(const at::Tensor& input, const at::Tensor& target,
@@ -354,10 +368,10 @@ at::Tensor log_cosh_dice_loss(const at::Tensor& input, const at::Tensor& target,
                               const std::optional<at::Tensor>& class_weights,
                               std::optional<int64_t> ignore_index,
                               const std::optional<at::Tensor>& mask,
-                              std::string_view reduction) {
+                              std::string_view reduction, bool soft_label) {
   return region_loss(region_loss_named("log_cosh_dice_loss"), input, target, activation, gamma,
                      smooth_nr, smooth_dr, batch_dice, include_background, class_weights,
-                     ignore_index, mask, reduction);
+                     ignore_index, mask, reduction, soft_label);
 }
 
 // Generalized Dice: gamma = 1 sums (the weights are of the target's volume).
@@ -368,12 +382,12 @@ at::Tensor generalized_dice_loss(const at::Tensor& input, const at::Tensor& targ
                                  const std::optional<at::Tensor>& class_weights,
                                  std::optional<int64_t> ignore_index,
                                  const std::optional<at::Tensor>& mask,
-                                 std::string_view reduction) {
+                                 std::string_view reduction, bool soft_label) {
   RegionParams params;
   params.w_type = w_type;
   return region_loss(region_loss_named("generalized_dice_loss"), input, target, activation,
                      /*gamma=*/1.0, smooth_nr, smooth_dr, batch_dice, include_background,
-                     class_weights, ignore_index, mask, reduction, params);
+                     class_weights, ignore_index, mask, reduction, soft_label, params);
 }
 
 // The private op _region_loss_from_sums: the epilogue of the region loss
@@ -442,7 +456,7 @@ at::Tensor dice_ce_loss(const at::Tensor& input, const at::Tensor& target,
   const core::Activation parsed_activation = parse_activation(kDiceCeOp, activation);
   const Reduction parsed_reduction = parse_reduction(kDiceCeOp, reduction);
   const at::Tensor sums = dice_sums(kDiceCeOp, input, target, activation, gamma, ignore_index,
-                                    mask, /*cross_entropy=*/true);
+                                    mask, /*cross_entropy=*/true, /*soft_label=*/false);
   const at::Tensor dice = region_loss_from_sums(
       region_loss_named("dice_loss"), kDiceCeOp, sums.narrow(-1, 0, core::kDiceColumns),
       smooth_nr, smooth_dr, batch_dice, include_background, class_weights, reduction, {});

@@ -12,20 +12,20 @@ at::Tensor dice_sums_meta(const at::Tensor& input, const at::Tensor& target,
                           std::string_view activation, double gamma,
                           std::optional<int64_t> ignore_index,
                           const std::optional<at::Tensor>& mask, bool cross_entropy,
-                          std::string_view caller) {
-  check_dice_arguments(caller, input, target, activation, gamma, ignore_index, mask,
-                       cross_entropy);
-  return empty_dice_sums(input, cross_entropy);
+                          std::string_view caller, bool soft_label) {
+  const core::SumsLayout layout = sums_layout(caller, cross_entropy, soft_label);
+  check_dice_arguments(caller, input, target, activation, gamma, ignore_index, mask, layout);
+  return empty_dice_sums(input, layout);
 }
 
 at::Tensor dice_sums_backward_meta(const at::Tensor& grad_sums, const at::Tensor& input,
                                    const at::Tensor& target, std::string_view activation,
                                    double gamma, std::optional<int64_t> ignore_index,
                                    const std::optional<at::Tensor>& mask, bool cross_entropy,
-                                   std::string_view caller) {
-  check_dice_arguments(caller, input, target, activation, gamma, ignore_index, mask,
-                       cross_entropy);
-  check_dice_grad_sums(caller, grad_sums, input, cross_entropy);
+                                   std::string_view caller, bool soft_label) {
+  const core::SumsLayout layout = sums_layout(caller, cross_entropy, soft_label);
+  check_dice_arguments(caller, input, target, activation, gamma, ignore_index, mask, layout);
+  check_dice_grad_sums(caller, grad_sums, input, layout);
   return at::empty_symint(input.sym_sizes(),
                           input.options().memory_format(at::MemoryFormat::Contiguous));
 }

@@ -39,6 +39,15 @@ core::Activation parse_activation(std::string_view op, std::string_view activati
                     activation, "'");
 }
 
+core::SumsLayout sums_layout(std::string_view op, bool cross_entropy, bool soft_label) {
+  TORCH_CHECK_VALUE(!(cross_entropy && soft_label), op,
+                    ": the sums have either the soft-label column or the cross-entropy "
+                    "columns, not both");
+  return cross_entropy ? core::SumsLayout::DiceCe
+         : soft_label  ? core::SumsLayout::SoftDice
+                       : core::SumsLayout::Dice;
+}
+
 core::GammaKind gamma_kind(std::string_view op, double gamma) {
   TORCH_CHECK_VALUE(std::isfinite(gamma) && gamma >= 1, op,
                     ": gamma must be a finite number >= 1, got ", gamma);
@@ -50,9 +59,9 @@ core::GammaKind gamma_kind(std::string_view op, double gamma) {
 void check_dice_arguments(std::string_view op, const at::Tensor& input, const at::Tensor& target,
                           std::string_view activation, double gamma,
                           const std::optional<int64_t>& ignore_index,
-                          const std::optional<at::Tensor>& mask, bool cross_entropy) {
+                          const std::optional<at::Tensor>& mask, core::SumsLayout layout) {
   const core::Activation parsed = parse_activation(op, activation);
-  TORCH_CHECK_VALUE(!cross_entropy || parsed != core::Activation::None, op,
+  TORCH_CHECK_VALUE(layout != core::SumsLayout::DiceCe || parsed != core::Activation::None, op,
                     ": the cross-entropy needs logits: activation must be 'sigmoid' or "
                     "'softmax', got '",
                     activation, "'");
@@ -93,11 +102,11 @@ void check_dice_arguments(std::string_view op, const at::Tensor& input, const at
 DiceOperands prepare_dice_operands(std::string_view op, const at::Tensor& input,
                                    const at::Tensor& target, std::string_view activation,
                                    double gamma, const std::optional<int64_t>& ignore_index,
-                                   const std::optional<at::Tensor>& mask, bool cross_entropy) {
-  check_dice_arguments(op, input, target, activation, gamma, ignore_index, mask, cross_entropy);
+                                   const std::optional<at::Tensor>& mask, core::SumsLayout layout) {
+  check_dice_arguments(op, input, target, activation, gamma, ignore_index, mask, layout);
   DiceOperands ops;
   ops.op = op;
-  ops.cross_entropy = cross_entropy;
+  ops.layout = layout;
   ops.activation = parse_activation(op, activation);
   ops.gamma_kind = gamma_kind(op, gamma);
   ops.gamma = gamma;
@@ -127,18 +136,18 @@ DiceOperands prepare_dice_operands(std::string_view op, const at::Tensor& input,
   return ops;
 }
 
-at::Tensor empty_dice_sums(const at::Tensor& input, bool cross_entropy) {
+at::Tensor empty_dice_sums(const at::Tensor& input, core::SumsLayout layout) {
   const auto dtype = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  const int64_t columns = cross_entropy ? core::kDiceCeColumns : core::kDiceColumns;
+  const int64_t columns = core::column_count(layout);
   return at::empty_symint({input.sym_size(0), input.sym_size(1), columns},
                           input.options().dtype(dtype));
 }
 
 void check_dice_grad_sums(std::string_view op, const at::Tensor& grad_sums,
-                          const at::Tensor& input, bool cross_entropy) {
+                          const at::Tensor& input, core::SumsLayout layout) {
   check_same_device(op, "grad_sums", grad_sums, input);
   check_floating(op, "grad_sums", grad_sums);
-  const int64_t columns = cross_entropy ? core::kDiceCeColumns : core::kDiceColumns;
+  const int64_t columns = core::column_count(layout);
   const std::vector<c10::SymInt> shape = {input.sym_size(0), input.sym_size(1), columns};
   TORCH_CHECK(grad_sums.sym_sizes() == c10::SymIntArrayRef(shape), op,
               ": grad_sums must have shape ", c10::SymIntArrayRef(shape), ", got ",
@@ -146,8 +155,8 @@ void check_dice_grad_sums(std::string_view op, const at::Tensor& grad_sums,
 }
 
 at::Tensor prepare_dice_grad_sums(std::string_view op, const at::Tensor& grad_sums,
-                                  const at::Tensor& input, bool cross_entropy) {
-  check_dice_grad_sums(op, grad_sums, input, cross_entropy);
+                                  const at::Tensor& input, core::SumsLayout layout) {
+  check_dice_grad_sums(op, grad_sums, input, layout);
   const auto dtype = input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   return kernel_layout(grad_sums.to(dtype));
 }

@@ -30,35 +30,41 @@ struct DiceOperands {
   core::GammaKind gamma_kind = core::GammaKind::One;
   double gamma = 1;
   std::optional<int64_t> ignore_index;
-  bool cross_entropy = false;  // also the cross-entropy columns (Dice + CE)
+  core::SumsLayout layout = core::SumsLayout::Dice;  // which columns
   int64_t batch = 0, channels = 0, pixels = 0;
   std::string op;  // the public function that the kernels' error messages name
 
-  int columns() const { return cross_entropy ? core::kDiceCeColumns : core::kDiceColumns; }
+  int columns() const { return core::column_count(layout); }
+  bool cross_entropy() const { return layout == core::SumsLayout::DiceCe; }
+  bool soft_label() const { return layout == core::SumsLayout::SoftDice; }
 };
+
+// The sums ops' column flags as a layout: the soft-label column or the
+// cross-entropy columns (not both: no public loss needs both).
+core::SumsLayout sums_layout(std::string_view op, bool cross_entropy, bool soft_label);
 
 // Checks every argument without touching data (works on Meta tensors with
 // symbolic shapes).
 void check_dice_arguments(std::string_view op, const at::Tensor& input, const at::Tensor& target,
                           std::string_view activation, double gamma,
                           const std::optional<int64_t>& ignore_index,
-                          const std::optional<at::Tensor>& mask, bool cross_entropy);
+                          const std::optional<at::Tensor>& mask, core::SumsLayout layout);
 
 DiceOperands prepare_dice_operands(std::string_view op, const at::Tensor& input,
                                    const at::Tensor& target, std::string_view activation,
                                    double gamma, const std::optional<int64_t>& ignore_index,
-                                   const std::optional<at::Tensor>& mask, bool cross_entropy);
+                                   const std::optional<at::Tensor>& mask, core::SumsLayout layout);
 
-// The per-(n, c) sums (core::DiceColumn): (N, C, 3), or (N, C, 7) with the
-// cross-entropy columns; float32 (float64 for float64 input).
-at::Tensor empty_dice_sums(const at::Tensor& input, bool cross_entropy);
+// The per-(n, c) sums (core::DiceColumn): (N, C, column_count(layout));
+// float32 (float64 for float64 input).
+at::Tensor empty_dice_sums(const at::Tensor& input, core::SumsLayout layout);
 
 // grad_sums checked against empty_dice_sums's shape (also by the Meta kernel).
 void check_dice_grad_sums(std::string_view op, const at::Tensor& grad_sums,
-                          const at::Tensor& input, bool cross_entropy);
+                          const at::Tensor& input, core::SumsLayout layout);
 
 // grad_sums checked, laid out for the kernels, in the sums' dtype.
 at::Tensor prepare_dice_grad_sums(std::string_view op, const at::Tensor& grad_sums,
-                                  const at::Tensor& input, bool cross_entropy);
+                                  const at::Tensor& input, core::SumsLayout layout);
 
 }  // namespace segloss::ops

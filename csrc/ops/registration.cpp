@@ -27,7 +27,7 @@ TORCH_LIBRARY(segloss, m) {
       "dice_loss(Tensor input, Tensor target, *, str activation=\"sigmoid\", float gamma=1.0, "
       "float smooth_nr=1e-05, float smooth_dr=1e-05, bool batch_dice=False, "
       "bool include_background=True, Tensor? class_weights=None, int? ignore_index=None, "
-      "Tensor? mask=None, str reduction=\"mean\") -> Tensor",
+      "Tensor? mask=None, str reduction=\"mean\", bool soft_label=False) -> Tensor",
       tags);
   // The other region losses: formulas over the same sums as dice_loss.
   m.def(
@@ -35,26 +35,27 @@ TORCH_LIBRARY(segloss, m) {
       "float alpha=0.5, float beta=0.5, float focal_gamma=1.0, float smooth_nr=1e-05, "
       "float smooth_dr=1e-05, bool batch_dice=False, bool include_background=True, "
       "Tensor? class_weights=None, int? ignore_index=None, Tensor? mask=None, "
-      "str reduction=\"mean\") -> Tensor",
+      "str reduction=\"mean\", bool soft_label=False) -> Tensor",
       tags);
   m.def(
       "jaccard_loss(Tensor input, Tensor target, *, str activation=\"sigmoid\", "
       "float gamma=1.0, float smooth_nr=1e-05, float smooth_dr=1e-05, bool batch_dice=False, "
       "bool include_background=True, Tensor? class_weights=None, int? ignore_index=None, "
-      "Tensor? mask=None, str reduction=\"mean\") -> Tensor",
+      "Tensor? mask=None, str reduction=\"mean\", bool soft_label=False) -> Tensor",
       tags);
   m.def(
       "log_cosh_dice_loss(Tensor input, Tensor target, *, str activation=\"sigmoid\", "
       "float gamma=1.0, float smooth_nr=1e-05, float smooth_dr=1e-05, bool batch_dice=False, "
       "bool include_background=True, Tensor? class_weights=None, int? ignore_index=None, "
-      "Tensor? mask=None, str reduction=\"mean\") -> Tensor",
+      "Tensor? mask=None, str reduction=\"mean\", bool soft_label=False) -> Tensor",
       tags);
   // Generalized Dice: one ratio over the classes per image (or batch).
   m.def(
       "generalized_dice_loss(Tensor input, Tensor target, *, str activation=\"sigmoid\", "
       "str w_type=\"square\", float smooth_nr=1e-05, float smooth_dr=1e-05, "
       "bool batch_dice=False, bool include_background=True, Tensor? class_weights=None, "
-      "int? ignore_index=None, Tensor? mask=None, str reduction=\"mean\") -> Tensor",
+      "int? ignore_index=None, Tensor? mask=None, str reduction=\"mean\", "
+      "bool soft_label=False) -> Tensor",
       tags);
   // Dice + cross-entropy: one pass over the logits for both.
   m.def(
@@ -65,11 +66,13 @@ TORCH_LIBRARY(segloss, m) {
       "str reduction=\"mean\", Tensor? ce_weight=None) -> Tensor",
       tags);
   // (N, C, 3): sum m p y, sum m p^gamma, sum m y^gamma per image and channel;
-  // (N, C, 7) with cross_entropy (core::DiceColumn). Error messages name
-  // `caller`, the public function that computes the sums.
+  // (N, C, 4) with soft_label (and sum m |p - y|^gamma), (N, C, 7) with
+  // cross_entropy (core::DiceColumn). Error messages name `caller`, the public
+  // function that computes the sums.
   m.def(
       "_dice_sums(Tensor input, Tensor target, str activation, float gamma, int? ignore_index, "
-      "Tensor? mask, bool cross_entropy=False, str caller=\"segloss._dice_sums\") -> Tensor",
+      "Tensor? mask, bool cross_entropy=False, str caller=\"segloss._dice_sums\", "
+      "bool soft_label=False) -> Tensor",
       tags);
   // A region loss (`loss`: its public name, e.g. "dice_loss") from the sums;
   // the distributed region losses call it after all-reducing the sums.
@@ -83,7 +86,7 @@ TORCH_LIBRARY(segloss, m) {
   m.def(
       "_dice_sums_backward(Tensor grad_sums, Tensor input, Tensor target, str activation, "
       "float gamma, int? ignore_index, Tensor? mask, bool cross_entropy=False, "
-      "str caller=\"segloss._dice_sums\") -> Tensor",
+      "str caller=\"segloss._dice_sums\", bool soft_label=False) -> Tensor",
       tags);
 
   // Exact distances to the nearest and second-nearest instance of a batch of

@@ -95,6 +95,7 @@ def dice_loss(
     mask: Optional[Tensor] = None,
     reduction: str = "mean",
     ddp: bool = False,
+    soft_label: bool = False,
 ) -> Tensor:
     r"""Dice loss, fused: one pass over the input forward, one backward.
 
@@ -146,6 +147,13 @@ def dice_loss(
             ``DistributedDataParallel`` averages the parameters' gradients they
             equal single-process training on the concatenated batch. Not
             available in TorchScript.
+        soft_label: MONAI's soft-label formulation (``soft_label=True``, after
+            Wang & Blaschko's JDT losses): the true positives are
+            ``TP = (P + T - D) / 2`` with ``D = \sum m |p - y|^\gamma``
+            instead of ``I``, so the loss is 0 exactly where ``p == y`` for
+            soft targets too (the default form is not minimal there). Equal
+            to ``I`` for hard (0/1) targets and for ``gamma=2``. Assumes
+            ``p, y >= 0`` (probabilities). Costs one more sum in the same pass.
 
     Returns:
         The loss in ``input``'s dtype; sums accumulate in float32 (float64 for
@@ -156,11 +164,12 @@ def dice_loss(
         return _distributed_region_loss("dice_loss", input, target, activation, gamma,
                                         smooth_nr, smooth_dr, batch_dice, include_background,
                                         class_weights, ignore_index, mask, reduction, 0.5, 0.5,
-                                        1.0, "square")
+                                        1.0, "square", soft_label)
     return torch.ops.segloss.dice_loss(
         input, target, activation=activation, gamma=gamma, smooth_nr=smooth_nr,
         smooth_dr=smooth_dr, batch_dice=batch_dice, include_background=include_background,
-        class_weights=class_weights, ignore_index=ignore_index, mask=mask, reduction=reduction)
+        class_weights=class_weights, ignore_index=ignore_index, mask=mask, reduction=reduction,
+        soft_label=soft_label)
 
 
 
@@ -180,6 +189,7 @@ def tversky_loss(
     mask: Optional[Tensor] = None,
     reduction: str = "mean",
     ddp: bool = False,
+    soft_label: bool = False,
 ) -> Tensor:
     r"""Tversky loss (Salehi et al. 2017), and focal Tversky with ``focal_gamma``
     (Abraham & Khan 2019 use ``focal_gamma=0.75``); fused like :func:`dice_loss`.
@@ -204,9 +214,9 @@ def tversky_loss(
 
     Args:
         input, target, activation, smooth_nr, smooth_dr, batch_dice,
-        include_background, class_weights, ignore_index, mask, reduction, ddp:
-            as for :func:`dice_loss` (the sums use ``gamma = 1``: ``FP = P -
-            TP`` needs it).
+        include_background, class_weights, ignore_index, mask, reduction, ddp,
+        soft_label: as for :func:`dice_loss` (the sums use ``gamma = 1``:
+            ``FP = P - TP`` needs it).
         alpha: weight of the false positives, ``>= 0``.
         beta: weight of the false negatives, ``>= 0``.
         focal_gamma: exponent of each per-(n, c) term, ``> 0``.
@@ -218,12 +228,12 @@ def tversky_loss(
         return _distributed_region_loss("tversky_loss", input, target, activation, 1.0,
                                         smooth_nr, smooth_dr, batch_dice, include_background,
                                         class_weights, ignore_index, mask, reduction, alpha,
-                                        beta, focal_gamma, "square")
+                                        beta, focal_gamma, "square", soft_label)
     return torch.ops.segloss.tversky_loss(
         input, target, activation=activation, alpha=alpha, beta=beta, focal_gamma=focal_gamma,
         smooth_nr=smooth_nr, smooth_dr=smooth_dr, batch_dice=batch_dice,
         include_background=include_background, class_weights=class_weights,
-        ignore_index=ignore_index, mask=mask, reduction=reduction)
+        ignore_index=ignore_index, mask=mask, reduction=reduction, soft_label=soft_label)
 
 
 def jaccard_loss(
@@ -240,6 +250,7 @@ def jaccard_loss(
     mask: Optional[Tensor] = None,
     reduction: str = "mean",
     ddp: bool = False,
+    soft_label: bool = False,
 ) -> Tensor:
     r"""Soft Jaccard (IoU) loss in MONAI's ``DiceLoss(jaccard=True)`` convention.
 
@@ -256,8 +267,8 @@ def jaccard_loss(
 
     Args:
         input, target, activation, gamma, smooth_nr, smooth_dr, batch_dice,
-        include_background, class_weights, ignore_index, mask, reduction, ddp:
-            as for :func:`dice_loss`.
+        include_background, class_weights, ignore_index, mask, reduction, ddp,
+        soft_label: as for :func:`dice_loss`.
 
     Returns:
         The loss in ``input``'s dtype; differentiable with respect to ``input``.
@@ -266,11 +277,12 @@ def jaccard_loss(
         return _distributed_region_loss("jaccard_loss", input, target, activation, gamma,
                                         smooth_nr, smooth_dr, batch_dice, include_background,
                                         class_weights, ignore_index, mask, reduction, 0.5, 0.5,
-                                        1.0, "square")
+                                        1.0, "square", soft_label)
     return torch.ops.segloss.jaccard_loss(
         input, target, activation=activation, gamma=gamma, smooth_nr=smooth_nr,
         smooth_dr=smooth_dr, batch_dice=batch_dice, include_background=include_background,
-        class_weights=class_weights, ignore_index=ignore_index, mask=mask, reduction=reduction)
+        class_weights=class_weights, ignore_index=ignore_index, mask=mask, reduction=reduction,
+        soft_label=soft_label)
 
 
 def log_cosh_dice_loss(
@@ -287,6 +299,7 @@ def log_cosh_dice_loss(
     mask: Optional[Tensor] = None,
     reduction: str = "mean",
     ddp: bool = False,
+    soft_label: bool = False,
 ) -> Tensor:
     r"""Log-cosh Dice loss (Jadon 2020): ``log(cosh(d))`` of each per-(n, c)
     Dice loss ``d`` of :func:`dice_loss`, before the class weights and the
@@ -298,8 +311,8 @@ def log_cosh_dice_loss(
 
     Args:
         input, target, activation, gamma, smooth_nr, smooth_dr, batch_dice,
-        include_background, class_weights, ignore_index, mask, reduction, ddp:
-            as for :func:`dice_loss`.
+        include_background, class_weights, ignore_index, mask, reduction, ddp,
+        soft_label: as for :func:`dice_loss`.
 
     Returns:
         The loss in ``input``'s dtype; differentiable with respect to ``input``.
@@ -308,11 +321,12 @@ def log_cosh_dice_loss(
         return _distributed_region_loss("log_cosh_dice_loss", input, target, activation, gamma,
                                         smooth_nr, smooth_dr, batch_dice, include_background,
                                         class_weights, ignore_index, mask, reduction, 0.5, 0.5,
-                                        1.0, "square")
+                                        1.0, "square", soft_label)
     return torch.ops.segloss.log_cosh_dice_loss(
         input, target, activation=activation, gamma=gamma, smooth_nr=smooth_nr,
         smooth_dr=smooth_dr, batch_dice=batch_dice, include_background=include_background,
-        class_weights=class_weights, ignore_index=ignore_index, mask=mask, reduction=reduction)
+        class_weights=class_weights, ignore_index=ignore_index, mask=mask, reduction=reduction,
+        soft_label=soft_label)
 
 
 def generalized_dice_loss(
@@ -329,6 +343,7 @@ def generalized_dice_loss(
     mask: Optional[Tensor] = None,
     reduction: str = "mean",
     ddp: bool = False,
+    soft_label: bool = False,
 ) -> Tensor:
     r"""Generalized Dice loss (Sudre et al. 2017) in MONAI's
     ``GeneralizedDiceLoss`` convention: one ratio over the classes per image
@@ -355,8 +370,8 @@ def generalized_dice_loss(
 
     Args:
         input, target, activation, smooth_nr, smooth_dr, batch_dice,
-        include_background, class_weights, ignore_index, mask, ddp: as for
-            :func:`dice_loss`.
+        include_background, class_weights, ignore_index, mask, ddp, soft_label:
+            as for :func:`dice_loss`.
         w_type: ``"square"`` (default), ``"simple"`` or ``"uniform"``.
         reduction: ``"mean"`` or ``"sum"`` over the images, or ``"none"``:
             ``Tensor[N]`` (``Tensor[1]`` with ``batch_dice=True``).
@@ -368,11 +383,12 @@ def generalized_dice_loss(
         return _distributed_region_loss("generalized_dice_loss", input, target, activation, 1.0,
                                         smooth_nr, smooth_dr, batch_dice, include_background,
                                         class_weights, ignore_index, mask, reduction, 0.5, 0.5,
-                                        1.0, w_type)
+                                        1.0, w_type, soft_label)
     return torch.ops.segloss.generalized_dice_loss(
         input, target, activation=activation, w_type=w_type, smooth_nr=smooth_nr,
         smooth_dr=smooth_dr, batch_dice=batch_dice, include_background=include_background,
-        class_weights=class_weights, ignore_index=ignore_index, mask=mask, reduction=reduction)
+        class_weights=class_weights, ignore_index=ignore_index, mask=mask, reduction=reduction,
+        soft_label=soft_label)
 
 
 def dice_ce_loss(
@@ -452,6 +468,7 @@ def _distributed_region_loss(
     beta: float,
     focal_gamma: float,
     w_type: str,
+    soft_label: bool,
 ) -> Tensor:
     """The region loss `loss` (its public name, e.g. ``"dice_loss"``) of the
     global batch: this rank's sums, all-reduced, then the loss's epilogue
@@ -468,7 +485,7 @@ def _distributed_region_loss(
         raise RuntimeError(f"{name}: ddp=True needs an initialised torch.distributed process "
                            "group")
     sums = torch.ops.segloss._dice_sums(input, target, activation, gamma, ignore_index, mask,
-                                        False, name)
+                                        False, name, soft_label)
     global_sums = _AllReduceSum.apply(sums.sum(0, keepdim=True))
     value = torch.ops.segloss._region_loss_from_sums(
         global_sums, loss, smooth_nr, smooth_dr, True, include_background, class_weights,

@@ -146,7 +146,8 @@ class _RegionLoss(_DiceOptions):
 
     def __init__(self, activation: str, gamma: float, smooth_nr: float, smooth_dr: float,
                  batch_dice: bool, include_background: bool, class_weights: Optional[Tensor],
-                 ignore_index: Optional[int], reduction: str, ddp: bool) -> None:
+                 ignore_index: Optional[int], reduction: str, ddp: bool,
+                 soft_label: bool) -> None:
         if activation not in ("sigmoid", "softmax", "none"):
             raise ValueError(f"{_name(self)}: activation must be 'sigmoid', 'softmax' or 'none', "
                              f"got {activation!r}")
@@ -156,6 +157,7 @@ class _RegionLoss(_DiceOptions):
         if ddp and not batch_dice:
             raise ValueError(f"{_name(self)}: ddp=True needs batch_dice=True")
         self.ddp = ddp
+        self.soft_label = soft_label
 
     def _repr(self, own: List[str]) -> str:
         """The repr's parts: activation, then the loss's own options, then
@@ -167,6 +169,8 @@ class _RegionLoss(_DiceOptions):
                  f"reduction={self.reduction!r}"]
         if self.ddp:
             parts.append("ddp=True")
+        if self.soft_label:
+            parts.append("soft_label=True")
         return ", ".join(parts)
 
 
@@ -182,9 +186,10 @@ class DiceLoss(_RegionLoss):
                  smooth_dr: float = 1e-5, batch_dice: bool = False,
                  include_background: bool = True, class_weights: Optional[Tensor] = None,
                  ignore_index: Optional[int] = None, reduction: str = "mean",
-                 ddp: bool = False) -> None:
+                 ddp: bool = False, soft_label: bool = False) -> None:
         super().__init__(activation, gamma, smooth_nr, smooth_dr, batch_dice,
-                         include_background, class_weights, ignore_index, reduction, ddp)
+                         include_background, class_weights, ignore_index, reduction, ddp,
+                         soft_label)
 
     def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         return F.dice_loss(input, target, activation=self.activation, gamma=self.gamma,
@@ -192,7 +197,8 @@ class DiceLoss(_RegionLoss):
                            batch_dice=self.batch_dice,
                            include_background=self.include_background,
                            class_weights=self.class_weights, ignore_index=self.ignore_index,
-                           mask=mask, reduction=self.reduction, ddp=self.ddp)
+                           mask=mask, reduction=self.reduction, ddp=self.ddp,
+                           soft_label=self.soft_label)
 
     def extra_repr(self) -> str:
         return self._repr([f"gamma={self.gamma}"])
@@ -211,7 +217,8 @@ class JaccardLoss(DiceLoss):
                               batch_dice=self.batch_dice,
                               include_background=self.include_background,
                               class_weights=self.class_weights, ignore_index=self.ignore_index,
-                              mask=mask, reduction=self.reduction, ddp=self.ddp)
+                              mask=mask, reduction=self.reduction, ddp=self.ddp,
+                              soft_label=self.soft_label)
 
 
 class LogCoshDiceLoss(DiceLoss):
@@ -227,7 +234,8 @@ class LogCoshDiceLoss(DiceLoss):
                                     include_background=self.include_background,
                                     class_weights=self.class_weights,
                                     ignore_index=self.ignore_index, mask=mask,
-                                    reduction=self.reduction, ddp=self.ddp)
+                                    reduction=self.reduction, ddp=self.ddp,
+                                    soft_label=self.soft_label)
 
 
 class TverskyLoss(_RegionLoss):
@@ -241,9 +249,9 @@ class TverskyLoss(_RegionLoss):
                  focal_gamma: float = 1.0, smooth_nr: float = 1e-5, smooth_dr: float = 1e-5,
                  batch_dice: bool = False, include_background: bool = True,
                  class_weights: Optional[Tensor] = None, ignore_index: Optional[int] = None,
-                 reduction: str = "mean", ddp: bool = False) -> None:
+                 reduction: str = "mean", ddp: bool = False, soft_label: bool = False) -> None:
         super().__init__(activation, 1.0, smooth_nr, smooth_dr, batch_dice, include_background,
-                         class_weights, ignore_index, reduction, ddp)
+                         class_weights, ignore_index, reduction, ddp, soft_label)
         for name, value in (("alpha", alpha), ("beta", beta)):
             if not value >= 0:
                 raise ValueError(f"{_name(self)}: {name} must be >= 0, got {value}")
@@ -260,7 +268,8 @@ class TverskyLoss(_RegionLoss):
                               batch_dice=self.batch_dice,
                               include_background=self.include_background,
                               class_weights=self.class_weights, ignore_index=self.ignore_index,
-                              mask=mask, reduction=self.reduction, ddp=self.ddp)
+                              mask=mask, reduction=self.reduction, ddp=self.ddp,
+                              soft_label=self.soft_label)
 
     def extra_repr(self) -> str:
         return self._repr([f"alpha={self.alpha}", f"beta={self.beta}",
@@ -278,9 +287,9 @@ class GeneralizedDiceLoss(_RegionLoss):
                  smooth_nr: float = 1e-5, smooth_dr: float = 1e-5, batch_dice: bool = False,
                  include_background: bool = True, class_weights: Optional[Tensor] = None,
                  ignore_index: Optional[int] = None, reduction: str = "mean",
-                 ddp: bool = False) -> None:
+                 ddp: bool = False, soft_label: bool = False) -> None:
         super().__init__(activation, 1.0, smooth_nr, smooth_dr, batch_dice, include_background,
-                         class_weights, ignore_index, reduction, ddp)
+                         class_weights, ignore_index, reduction, ddp, soft_label)
         if w_type not in ("square", "simple", "uniform"):
             raise ValueError(f"{_name(self)}: w_type must be 'square', 'simple' or 'uniform', "
                              f"got {w_type!r}")
@@ -293,7 +302,8 @@ class GeneralizedDiceLoss(_RegionLoss):
                                        include_background=self.include_background,
                                        class_weights=self.class_weights,
                                        ignore_index=self.ignore_index, mask=mask,
-                                       reduction=self.reduction, ddp=self.ddp)
+                                       reduction=self.reduction, ddp=self.ddp,
+                                       soft_label=self.soft_label)
 
     def extra_repr(self) -> str:
         return self._repr([f"w_type={self.w_type!r}"])

@@ -16,10 +16,12 @@ namespace segloss::ops::cpu {
 template <typename T>
 struct DiceBlockLoops {
   // sums[0..2] = (sum m p y, sum m p^gamma, sum m y^gamma) over the n pixels,
-  // p = sigmoid(x) (index 0) or x itself (index 1); indexed by GammaKind.
+  // and sums[3] = sum m |p - y|^gamma for soft labels; indexed by soft
+  // labels, then p = sigmoid(x) (0) or x itself (1), then GammaKind.
   using Sums = void (*)(const T* x, const T* y, const T* m, std::int64_t n, T gamma, T* sums);
-  // grad[i] = act'(x_i) m_i (dI y_i + dP gamma p_i^(gamma - 1)).
-  using Grad = void (*)(const T* x, const T* y, const T* m, std::int64_t n, T gamma, T dI, T dP,
+  // grad[i] = act'(x_i) dL/dp_i (core::dice_grad_wrt_probability, or its soft
+  // form) from d = dL/d(column) of the row's (n, c); indexed as Sums.
+  using Grad = void (*)(const T* x, const T* y, const T* m, std::int64_t n, T gamma, const T* d,
                         T* grad);
   // p rows (n values each) = softmax over the C rows of x; `work` holds n
   // values; lse (if not null) = log(sum(exp(x))) per pixel.
@@ -51,8 +53,8 @@ struct DiceBlockLoops {
                               T* mask_out, int* invalid);
   // y[i] = labels[i] == label ? 1 : 0.
   using OneHotRow = void (*)(const void* labels, std::int64_t label, std::int64_t n, T* y);
-  Sums sums[2][3];
-  Grad grads[2][3];
+  Sums sums[2][2][3];
+  Grad grads[2][2][3];
   Softmax softmax;
   SoftmaxGrad softmax_grad;
   MaskLabels mask_labels[3];  // by LabelType
@@ -83,29 +85,49 @@ inline T activate(T x) {
   }
 }
 
-template <bool kSigmoid, core::GammaKind K, typename T>
+template <bool kSoft, bool kSigmoid, core::GammaKind K, typename T>
 void dice_sums_block(const T* x, const T* y, const T* m, std::int64_t n, T gamma, T* sums) {
-  T intersection = 0, prediction = 0, truth = 0;
+  T intersection = 0, prediction = 0, truth = 0, difference = 0;
+  if constexpr (kSoft) {
+#pragma omp simd reduction(+ : intersection, prediction, truth, difference)
+    for (std::int64_t i = 0; i < n; ++i) {
+      const core::ColumnTerms<T> t =
+          core::soft_dice_terms<K>(m[i], activate<kSigmoid>(x[i]), y[i], gamma);
+      intersection += t.intersection;
+      prediction += t.prediction;
+      truth += t.truth;
+      difference += t.difference;
+    }
+    sums[core::kDifference] = difference;
+  } else {
 #pragma omp simd reduction(+ : intersection, prediction, truth)
-  for (std::int64_t i = 0; i < n; ++i) {
-    const core::ColumnTerms<T> t =
-        core::dice_terms<K>(m[i], activate<kSigmoid>(x[i]), y[i], gamma);
-    intersection += t.intersection;
-    prediction += t.prediction;
-    truth += t.truth;
+    for (std::int64_t i = 0; i < n; ++i) {
+      const core::ColumnTerms<T> t =
+          core::dice_terms<K>(m[i], activate<kSigmoid>(x[i]), y[i], gamma);
+      intersection += t.intersection;
+      prediction += t.prediction;
+      truth += t.truth;
+    }
   }
-  sums[0] = intersection;
-  sums[1] = prediction;
-  sums[2] = truth;
+  sums[core::kIntersection] = intersection;
+  sums[core::kPrediction] = prediction;
+  sums[core::kTruth] = truth;
 }
 
-template <bool kSigmoid, core::GammaKind K, typename T>
-void dice_grad_block(const T* x, const T* y, const T* m, std::int64_t n, T gamma, T dI, T dP,
+template <bool kSoft, bool kSigmoid, core::GammaKind K, typename T>
+void dice_grad_block(const T* x, const T* y, const T* m, std::int64_t n, T gamma, const T* d,
                      T* grad) {
+  const T dI = d[core::kIntersection], dP = d[core::kPrediction];
+  const T dD = kSoft ? d[core::kDifference] : T(0);
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) {
     const T p = activate<kSigmoid>(x[i]);
-    T g = core::dice_grad_wrt_probability<K>(m[i], p, y[i], dI, dP, gamma);
+    T g;
+    if constexpr (kSoft) {
+      g = core::soft_dice_grad_wrt_probability<K>(m[i], p, y[i], dI, dP, dD, gamma);
+    } else {
+      g = core::dice_grad_wrt_probability<K>(m[i], p, y[i], dI, dP, gamma);
+    }
     if constexpr (kSigmoid) g *= core::sigmoid_derivative_from_output(p);
     grad[i] = g;
   }
@@ -279,22 +301,30 @@ void softmax_ce_grad_add_block(const T* p, const T* const* y_rows, const T* m,
   }
 }
 
+// The Sums and Grad rows of one soft-label setting.
+template <bool kSoft, typename T>
+void set_dice_row_loops(DiceBlockLoops<T>& loops) {
+  using core::GammaKind;
+  loops.sums[kSoft][0][0] = &dice_sums_block<kSoft, true, GammaKind::One, T>;
+  loops.sums[kSoft][0][1] = &dice_sums_block<kSoft, true, GammaKind::Two, T>;
+  loops.sums[kSoft][0][2] = &dice_sums_block<kSoft, true, GammaKind::General, T>;
+  loops.sums[kSoft][1][0] = &dice_sums_block<kSoft, false, GammaKind::One, T>;
+  loops.sums[kSoft][1][1] = &dice_sums_block<kSoft, false, GammaKind::Two, T>;
+  loops.sums[kSoft][1][2] = &dice_sums_block<kSoft, false, GammaKind::General, T>;
+  loops.grads[kSoft][0][0] = &dice_grad_block<kSoft, true, GammaKind::One, T>;
+  loops.grads[kSoft][0][1] = &dice_grad_block<kSoft, true, GammaKind::Two, T>;
+  loops.grads[kSoft][0][2] = &dice_grad_block<kSoft, true, GammaKind::General, T>;
+  loops.grads[kSoft][1][0] = &dice_grad_block<kSoft, false, GammaKind::One, T>;
+  loops.grads[kSoft][1][1] = &dice_grad_block<kSoft, false, GammaKind::Two, T>;
+  loops.grads[kSoft][1][2] = &dice_grad_block<kSoft, false, GammaKind::General, T>;
+}
+
 template <typename T>
 DiceBlockLoops<T> dice_block_loops() {
   using core::GammaKind;
   DiceBlockLoops<T> loops;
-  loops.sums[0][0] = &dice_sums_block<true, GammaKind::One, T>;
-  loops.sums[0][1] = &dice_sums_block<true, GammaKind::Two, T>;
-  loops.sums[0][2] = &dice_sums_block<true, GammaKind::General, T>;
-  loops.sums[1][0] = &dice_sums_block<false, GammaKind::One, T>;
-  loops.sums[1][1] = &dice_sums_block<false, GammaKind::Two, T>;
-  loops.sums[1][2] = &dice_sums_block<false, GammaKind::General, T>;
-  loops.grads[0][0] = &dice_grad_block<true, GammaKind::One, T>;
-  loops.grads[0][1] = &dice_grad_block<true, GammaKind::Two, T>;
-  loops.grads[0][2] = &dice_grad_block<true, GammaKind::General, T>;
-  loops.grads[1][0] = &dice_grad_block<false, GammaKind::One, T>;
-  loops.grads[1][1] = &dice_grad_block<false, GammaKind::Two, T>;
-  loops.grads[1][2] = &dice_grad_block<false, GammaKind::General, T>;
+  set_dice_row_loops<false>(loops);
+  set_dice_row_loops<true>(loops);
   loops.softmax = &softmax_block<T>;
   loops.softmax_grad = &softmax_grad_block<T>;
   loops.mask_labels[kUint8Labels] = &mask_labels_block<T, std::uint8_t>;

@@ -145,7 +145,7 @@ void dice_sums_kernel(const DiceOperands& ops, at::Tensor& sums) {
   using acc_t = at::opmath_type<scalar_t>;
   const auto& loops = dice_loops<acc_t>();
   const int gamma = int(ops.gamma_kind);
-  const auto sum_row = loops.sums[row_activation_index(ops.activation)][gamma];
+  const auto sum_row = loops.sums[ops.soft_label()][row_activation_index(ops.activation)][gamma];
   const bool softmax = ops.activation == core::Activation::Softmax;
   const int64_t C = ops.channels;
   const int64_t columns = ops.columns();
@@ -162,7 +162,7 @@ void dice_sums_kernel(const DiceOperands& ops, at::Tensor& sums) {
     const acc_t* x = unit.input_rows(&x_stride);
     const acc_t* p = x;  // the rows that the Dice terms read
     int64_t p_stride = x_stride;
-    acc_t* lse = ops.cross_entropy ? scratch.lse.data() : nullptr;
+    acc_t* lse = ops.cross_entropy() ? scratch.lse.data() : nullptr;
     if (softmax) {
       loops.softmax(x, x_stride, C, length, scratch.p.data(), scratch.work.data(), lse);
       p = scratch.p.data();
@@ -171,7 +171,7 @@ void dice_sums_kernel(const DiceOperands& ops, at::Tensor& sums) {
     for (int64_t c = 0; c < C; ++c) {
       acc_t* out = &partials[(u * C + c) * columns];
       const acc_t* y = unit.target_row(c);
-      if (!ops.cross_entropy) {
+      if (!ops.cross_entropy()) {
         sum_row(p + c * p_stride, y, unit.mask, length, acc_t(ops.gamma), out);
       } else if (softmax) {
         loops.softmax_ce_sums[gamma](p + c * p_stride, x + c * x_stride, lse, y, unit.mask,
@@ -206,7 +206,8 @@ void dice_sums_backward_kernel(const DiceOperands& ops, const at::Tensor& grad_s
   using acc_t = at::opmath_type<scalar_t>;
   const auto& loops = dice_loops<acc_t>();
   const int gamma_index = int(ops.gamma_kind);
-  const auto grad_row = loops.grads[row_activation_index(ops.activation)][gamma_index];
+  const auto grad_row =
+      loops.grads[ops.soft_label()][row_activation_index(ops.activation)][gamma_index];
   const int64_t C = ops.channels;
   const int64_t columns = ops.columns();
   const acc_t* dsums = grad_sums.const_data_ptr<acc_t>();
@@ -228,13 +229,12 @@ void dice_sums_backward_kernel(const DiceOperands& ops, const at::Tensor& grad_s
       std::vector<acc_t>& d_positive = s.d_positive;
       for (int64_t c = 0; c < C; ++c) {
         y_rows[c] = unit.target_row(c);
-        grad_row(s.p.data() + c * length, y_rows[c], unit.mask, length, gamma,
-                 ds[c * columns + core::kIntersection], ds[c * columns + core::kPrediction],
+        grad_row(s.p.data() + c * length, y_rows[c], unit.mask, length, gamma, ds + c * columns,
                  s.grad_p.data() + c * length);
-        if (ops.cross_entropy) d_positive[c] = ds[c * columns + core::kPositiveNll];
+        if (ops.cross_entropy()) d_positive[c] = ds[c * columns + core::kPositiveNll];
       }
       loops.softmax_grad(s.p.data(), s.grad_p.data(), C, length, s.grad.data(), s.work.data());
-      if (ops.cross_entropy) {
+      if (ops.cross_entropy()) {
         loops.softmax_ce_grad_add(s.p.data(), y_rows.data(), unit.mask, d_positive.data(), C,
                                   length, s.grad.data(), s.work.data());
       }
@@ -249,12 +249,11 @@ void dice_sums_backward_kernel(const DiceOperands& ops, const at::Tensor& grad_s
       scalar_t* dst = out + c * ops.pixels;
       acc_t* g = cpu::block_output(dst, s.grad.data());
       const acc_t* d = ds + c * columns;
-      if (ops.cross_entropy) {
+      if (ops.cross_entropy()) {
         loops.sigmoid_ce_grads[gamma_index](x + c * row_stride, unit.target_row(c), unit.mask,
                                             length, gamma, d, g);
       } else {
-        grad_row(x + c * row_stride, unit.target_row(c), unit.mask, length, gamma,
-                 d[core::kIntersection], d[core::kPrediction], g);
+        grad_row(x + c * row_stride, unit.target_row(c), unit.mask, length, gamma, d, g);
       }
       cpu::store_block(g, length, dst);
     }
@@ -265,10 +264,11 @@ at::Tensor dice_sums_cpu(const at::Tensor& input, const at::Tensor& target,
                          std::string_view activation, double gamma,
                          std::optional<int64_t> ignore_index,
                          const std::optional<at::Tensor>& mask, bool cross_entropy,
-                         std::string_view caller) {
-  const DiceOperands ops = prepare_dice_operands(caller, input, target, activation, gamma,
-                                                 ignore_index, mask, cross_entropy);
-  at::Tensor sums = empty_dice_sums(ops.input, cross_entropy);
+                         std::string_view caller, bool soft_label) {
+  const DiceOperands ops =
+      prepare_dice_operands(caller, input, target, activation, gamma, ignore_index, mask,
+                            sums_layout(caller, cross_entropy, soft_label));
+  at::Tensor sums = empty_dice_sums(ops.input, ops.layout);
   sums.zero_();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ops.input.scalar_type(),
                                   "segloss_dice_sums_cpu",
@@ -280,10 +280,11 @@ at::Tensor dice_sums_backward_cpu(const at::Tensor& grad_sums, const at::Tensor&
                                   const at::Tensor& target, std::string_view activation,
                                   double gamma, std::optional<int64_t> ignore_index,
                                   const std::optional<at::Tensor>& mask, bool cross_entropy,
-                                  std::string_view caller) {
-  const DiceOperands ops = prepare_dice_operands(caller, input, target, activation, gamma,
-                                                 ignore_index, mask, cross_entropy);
-  const at::Tensor dsums = prepare_dice_grad_sums(caller, grad_sums, ops.input, cross_entropy);
+                                  std::string_view caller, bool soft_label) {
+  const DiceOperands ops =
+      prepare_dice_operands(caller, input, target, activation, gamma, ignore_index, mask,
+                            sums_layout(caller, cross_entropy, soft_label));
+  const at::Tensor dsums = prepare_dice_grad_sums(caller, grad_sums, ops.input, ops.layout);
   at::Tensor grad_input = at::empty_like(ops.input, at::MemoryFormat::Contiguous);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, ops.input.scalar_type(), "segloss_dice_sums_backward_cpu",
