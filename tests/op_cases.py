@@ -331,6 +331,14 @@ def cases():
                    target="dense", gamma=1.5, batch_dice=True),
         _dice_case("dice-sigmoid-binary-labels-uint8-3d", (2, 1, 7, 11, 13), activation="sigmoid",
                    target="labels", label_dtype=torch.uint8),
+        # More channels than one CUDA chunk (8 for Dice, 4 for Dice + CE): the
+        # softmax pre-pass and several chunks; labels read in place.
+        _dice_case("dice-softmax-labels-uint8-2d-12-channels", (2, 12, 37, 53),
+                   activation="softmax", target="labels", label_dtype=torch.uint8, ignore=255,
+                   reduction="none"),
+        _dice_case("dice_ce-softmax-labels-int32-3d-6-channels", (2, 6, 7, 11, 13),
+                   activation="softmax", target="labels", loss="dice_ce_loss",
+                   label_dtype=torch.int32, mask=True),
     ]
     for label_dtype, ignore in ((torch.uint8, 255), (torch.int16, -1), (torch.int32, -1),
                                 (torch.int64, 99)):

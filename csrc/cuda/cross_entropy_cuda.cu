@@ -27,6 +27,7 @@ namespace segloss::ops {
 namespace {
 
 using cuda::block_sum;
+using cuda::dispatch_labels;
 using cuda::grid_size;
 using cuda::kThreads;
 
@@ -157,18 +158,6 @@ __global__ void grad_kernel(DeviceOperands<scalar_t, label_t, acc_t> d,
       const acc_t e = core::shifted_exp(acc_t(px.x[c * d.pixels]), px.max_x);
       out[c * d.pixels] = scalar_t(core::weighted_nll_grad(scale, e, inverse_sum, px.target == c));
     }
-  }
-}
-
-// Calls body(label_t{}) for the labels' dtype (uint8, int32 or int64).
-template <typename Body>
-void dispatch_labels(at::ScalarType dtype, const Body& body) {
-  if (dtype == at::kByte) {
-    body(uint8_t{});
-  } else if (dtype == at::kInt) {
-    body(int32_t{});
-  } else {
-    body(int64_t{});
   }
 }
 

@@ -1,6 +1,7 @@
 // Launch helpers shared by the CUDA kernels.
 #pragma once
 
+#include <c10/core/ScalarType.h>
 #include <c10/macros/Macros.h>
 
 #include <cstdint>
@@ -48,6 +49,19 @@ __device__ acc_t block_sum(acc_t value) {
   const acc_t result = shared[0];
   __syncthreads();  // the next call may overwrite shared[]
   return result;
+}
+
+// Calls body(label_t{}) for a class-index dtype the kernels read in place
+// (uint8, int32 or int64; readable_labels converts the others).
+template <typename Body>
+void dispatch_labels(c10::ScalarType dtype, const Body& body) {
+  if (dtype == c10::ScalarType::Byte) {
+    body(uint8_t{});
+  } else if (dtype == c10::ScalarType::Int) {
+    body(int32_t{});
+  } else {
+    body(int64_t{});
+  }
 }
 
 }  // namespace segloss::ops::cuda

@@ -1,13 +1,15 @@
 // CUDA kernels of the Dice sums (_dice_sums and its backward), over the
 // per-pixel math shared with the CPU (csrc/core/dice.h).
 //
-// Forward: blocks of one image accumulate up to kChunk channels' (I, P, T) in
+// Forward: blocks of one image accumulate a chunk of channels' columns in
 // registers, reduce them in a fixed tree and write per-block partials; a
 // second kernel adds the partials in block order (deterministic, no float
-// atomics). Softmax is computed on the fly per pixel. Backward: one thread
-// per pixel, all channels. A class index out of range is a device-side
-// assert in the forward (the CPU raises): no host synchronisation, so CUDA
-// graphs can capture the op.
+// atomics). The softmax statistics of a pixel are computed on the fly when
+// one chunk holds every channel, else once by a pre-pass into a buffer that
+// each chunk reads. Class indices are read in place in their own dtype.
+// Backward: one thread per pixel, all channels. A class index out of range
+// is a device-side assert in the forward (the CPU raises): no host
+// synchronisation, so CUDA graphs can capture the op.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
@@ -30,38 +32,55 @@ using cuda::block_sum;
 using cuda::grid_size;
 using cuda::kThreads;
 
-constexpr int kChunk = 8;                    // channels per forward pass over the pixels
+using cuda::dispatch_labels;
+
+// Channels per forward pass over the pixels: each thread keeps chunk x
+// columns running sums in registers (24 for Dice, 32 with soft labels, 28
+// for Dice + CE: 7 columns of 8 channels needed 168 registers a thread).
+constexpr int chunk_channels(int columns) { return columns == core::kDiceCeColumns ? 4 : 8; }
+// Blocks of kThreads per SM that the forward must fit (the registers it may
+// use: 65536 / (kThreads x blocks)). ptxas -v (sm_90, CUDA 13.0): float Dice
+// fits 64 registers with no spills (unbounded it took 128: two blocks, 25%
+// occupancy); the soft-label and Dice + CE sums take 86 to 111 under the
+// bound of 128, no spills; float64 takes 140 to 154 unbounded (a bound of 64
+// spills hundreds of bytes).
+template <int kColumns, typename acc_t>
+constexpr int min_blocks_per_sm() {
+  if constexpr (std::is_same_v<acc_t, double>) {
+    return 1;
+  } else {
+    return kColumns == core::kDiceColumns ? 4 : 2;
+  }
+}
 constexpr int64_t kMaxBlocksPerImage = 256;  // fixed: the partials' order never changes
 constexpr int64_t kMaxPixelBlocks = 65535;
 constexpr int64_t kMaxGridY = 65535;
+// Per pixel in the softmax pre-pass's buffer: the maximum and sum exp(x - max).
+constexpr int kStats = 2;
 
-// The CUDA kernels read class indices as int64.
-DiceOperands with_int64_labels(DiceOperands ops) {
-  if (ops.labels.defined()) ops.labels = ops.labels.to(at::kLong);
-  return ops;
-}
-
-// The operands as raw pointers, and the per-pixel reads.
-template <typename scalar_t, typename acc_t>
+// The operands as raw pointers, and the per-pixel reads. label_t: the class
+// indices' dtype (uint8 for a dense target, which has none).
+template <typename scalar_t, typename label_t, typename acc_t>
 struct DiceDevice {
   const scalar_t* input;
   const scalar_t* dense_target;  // or nullptr
-  const int64_t* labels;         // or nullptr
+  const label_t* labels;         // or nullptr
   const scalar_t* mask;          // or nullptr
+  const acc_t* softmax_stats_buffer = nullptr;  // (N, S, kStats), or computed per pixel
   core::BroadcastIndexer mask_index;
   int64_t channels, pixels;
   int64_t ignore_index;
   bool has_ignore;
   core::Activation activation;
   acc_t gamma;
-  bool cross_entropy;
+  bool cross_entropy, soft_label;
   int64_t columns;
 
   explicit DiceDevice(const DiceOperands& ops)
       : input(ops.input.const_data_ptr<scalar_t>()),
         dense_target(ops.dense_target.defined() ? ops.dense_target.const_data_ptr<scalar_t>()
                                                 : nullptr),
-        labels(ops.labels.defined() ? ops.labels.const_data_ptr<int64_t>() : nullptr),
+        labels(ops.labels.defined() ? ops.labels.const_data_ptr<label_t>() : nullptr),
         mask(ops.mask.defined() ? ops.mask.const_data_ptr<scalar_t>() : nullptr),
         mask_index(ops.mask_index),
         channels(ops.channels),
@@ -70,11 +89,12 @@ struct DiceDevice {
         has_ignore(ops.ignore_index.has_value()),
         activation(ops.activation),
         gamma(acc_t(ops.gamma)),
-        cross_entropy(ops.cross_entropy),
+        cross_entropy(ops.cross_entropy()),
+        soft_label(ops.soft_label()),
         columns(ops.columns()) {}
 
   __device__ int64_t label_at(int64_t n, int64_t s) const {
-    return labels == nullptr ? 0 : labels[n * pixels + s];
+    return labels == nullptr ? 0 : int64_t(labels[n * pixels + s]);
   }
   // The label rule the CPU kernels use (core/labels.h).
   __device__ bool label_is_valid(int64_t label) const {
@@ -94,14 +114,28 @@ struct DiceDevice {
     if (labels != nullptr) return label == core::label_of_channel(channels, c) ? acc_t(1) : acc_t(0);
     return acc_t(dense_target[(n * channels + c) * pixels + s]);
   }
-  // Softmax normaliser at a pixel: the maximum, 1 / sum(exp(x - max)) and
-  // log(sum(exp(x))).
-  __device__ void softmax_stats(int64_t n, int64_t s, acc_t* max_x, acc_t* inverse_sum,
-                                acc_t* log_sum_exp) const {
+  // Steps 1 and 2 of core/softmax.h at a pixel: the maximum and
+  // sum(exp(x - max)) over its channels.
+  __device__ void softmax_max_and_sum(int64_t n, int64_t s, acc_t* max_x, acc_t* sum) const {
     acc_t m = input_at(n, 0, s);
     for (int64_t c = 1; c < channels; ++c) m = core::larger_of(m, input_at(n, c, s));
-    acc_t sum = 0;
-    for (int64_t c = 0; c < channels; ++c) sum += core::shifted_exp(input_at(n, c, s), m);
+    acc_t total = 0;
+    for (int64_t c = 0; c < channels; ++c) total += core::shifted_exp(input_at(n, c, s), m);
+    *max_x = m;
+    *sum = total;
+  }
+  // Softmax normaliser at a pixel: the maximum, 1 / sum(exp(x - max)) and
+  // log(sum(exp(x))); from the pre-pass's buffer when there is one.
+  __device__ void softmax_stats(int64_t n, int64_t s, acc_t* max_x, acc_t* inverse_sum,
+                                acc_t* log_sum_exp) const {
+    acc_t m, sum;
+    if (softmax_stats_buffer != nullptr) {
+      const acc_t* stats = softmax_stats_buffer + (n * pixels + s) * kStats;
+      m = stats[0];
+      sum = stats[1];
+    } else {
+      softmax_max_and_sum(n, s, &m, &sum);
+    }
     *max_x = m;
     *inverse_sum = acc_t(1) / sum;
     *log_sum_exp = core::log_sum_exp(m, sum);
@@ -121,11 +155,23 @@ struct DiceDevice {
   }
 };
 
+// One thread per pixel: the softmax pre-pass, (max, sum exp(x - max)).
+template <typename scalar_t, typename label_t, typename acc_t>
+__global__ void softmax_stats_kernel(DiceDevice<scalar_t, label_t, acc_t> d, int64_t batch,
+                                     acc_t* stats) {
+  SEGLOSS_GRID_STRIDE_LOOP(i, batch * d.pixels) {
+    d.softmax_max_and_sum(i / d.pixels, i % d.pixels, stats + i * kStats,
+                          stats + i * kStats + 1);
+  }
+}
+
 // grid (blocks_per_image, images from n0); partials[n][block][j][k] for
 // channels c0 + j and the kColumns columns of core::DiceColumn.
-template <core::GammaKind K, int kColumns, typename scalar_t, typename acc_t>
-__global__ void dice_partial_sums_kernel(DiceDevice<scalar_t, acc_t> d, int64_t n0, int64_t c0,
-                                         acc_t* partials) {
+template <core::GammaKind K, int kColumns, typename scalar_t, typename label_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads, (min_blocks_per_sm<kColumns, acc_t>()))
+    dice_partial_sums_kernel(DiceDevice<scalar_t, label_t, acc_t> d, int64_t n0,
+                                         int64_t c0, acc_t* partials) {
+  constexpr int kChunk = chunk_channels(kColumns);
   const int64_t n = n0 + blockIdx.y;
   const int64_t chunk = d.channels - c0 < kChunk ? d.channels - c0 : kChunk;
   acc_t sums[kChunk][kColumns];
@@ -157,6 +203,8 @@ __global__ void dice_partial_sums_kernel(DiceDevice<scalar_t, acc_t> d, int64_t 
               sums[j], d.activation == core::Activation::Softmax
                            ? core::softmax_dice_ce_terms<K>(m, p, y, x, log_sum_exp, d.gamma)
                            : core::sigmoid_dice_ce_terms<K>(m, p, y, x, d.gamma));
+        } else if constexpr (kColumns == core::kSoftDiceColumns) {
+          core::add_terms<kColumns>(sums[j], core::soft_dice_terms<K>(m, p, y, d.gamma));
         } else {
           core::add_terms<kColumns>(sums[j], core::dice_terms<K>(m, p, y, d.gamma));
         }
@@ -183,22 +231,23 @@ template <typename acc_t>
 __global__ void dice_finish_sums_kernel(const acc_t* partials, int64_t batch, int64_t blocks,
                                         int64_t channels, int64_t columns, int64_t c0,
                                         acc_t* sums) {
-  SEGLOSS_GRID_STRIDE_LOOP(i, batch * kChunk * columns) {
-    const int64_t n = i / (kChunk * columns);
-    const int64_t jk = i % (kChunk * columns);
+  const int64_t chunk = chunk_channels(int(columns));
+  SEGLOSS_GRID_STRIDE_LOOP(i, batch * chunk * columns) {
+    const int64_t n = i / (chunk * columns);
+    const int64_t jk = i % (chunk * columns);
     const int64_t c = c0 + jk / columns;
     if (c >= channels) continue;
     double total = 0;
     for (int64_t b = 0; b < blocks; ++b) {
-      total += double(partials[(n * blocks + b) * kChunk * columns + jk]);
+      total += double(partials[(n * blocks + b) * chunk * columns + jk]);
     }
     sums[(n * channels + c) * columns + jk % columns] = acc_t(total);
   }
 }
 
 // One thread per pixel (n, s), all channels.
-template <core::GammaKind K, typename scalar_t, typename acc_t>
-__global__ void dice_sums_backward_kernel(DiceDevice<scalar_t, acc_t> d, int64_t batch,
+template <core::GammaKind K, typename scalar_t, typename label_t, typename acc_t>
+__global__ void dice_sums_backward_kernel(DiceDevice<scalar_t, label_t, acc_t> d, int64_t batch,
                                           const acc_t* grad_sums, scalar_t* grad_input) {
   SEGLOSS_GRID_STRIDE_LOOP(i, batch * d.pixels) {
     const int64_t n = i / d.pixels;
@@ -209,9 +258,11 @@ __global__ void dice_sums_backward_kernel(DiceDevice<scalar_t, acc_t> d, int64_t
     auto d_column = [&](int64_t c, int k) { return ds[c * d.columns + k]; };
     // dL/dp of the Dice terms for channel c at this pixel.
     auto grad_p = [&](int64_t c, acc_t p) {
-      return core::dice_grad_wrt_probability<K>(m, p, d.target_at(n, c, s, label),
-                                                d_column(c, core::kIntersection),
-                                                d_column(c, core::kPrediction), d.gamma);
+      const acc_t y = d.target_at(n, c, s, label);
+      const acc_t dI = d_column(c, core::kIntersection), dP = d_column(c, core::kPrediction);
+      return d.soft_label ? core::soft_dice_grad_wrt_probability<K>(
+                                m, p, y, dI, dP, d_column(c, core::kDifference), d.gamma)
+                          : core::dice_grad_wrt_probability<K>(m, p, y, dI, dP, d.gamma);
     };
     if (d.activation == core::Activation::Softmax) {
       acc_t max_x, inverse_sum, log_sum_exp;
@@ -263,34 +314,62 @@ void dispatch_gamma(core::GammaKind kind, const Body& body) {
   }
 }
 
-template <typename scalar_t>
+// The class indices' dtype for dispatch_labels (a dense target reads none).
+at::ScalarType label_dtype(const DiceOperands& ops) {
+  return ops.labels.defined() ? ops.labels.scalar_type() : at::kByte;
+}
+
+// Calls body(std::integral_constant<int, columns>{}) for the operands' layout.
+template <typename Body>
+void dispatch_columns(core::SumsLayout layout, const Body& body) {
+  switch (layout) {
+    case core::SumsLayout::DiceCe:
+      return body(std::integral_constant<int, core::kDiceCeColumns>{});
+    case core::SumsLayout::SoftDice:
+      return body(std::integral_constant<int, core::kSoftDiceColumns>{});
+    default:
+      return body(std::integral_constant<int, core::kDiceColumns>{});
+  }
+}
+
+template <typename scalar_t, typename label_t>
 void dice_sums_launch(const DiceOperands& ops, at::Tensor& sums) {
   using acc_t = at::opmath_type<scalar_t>;
-  const DiceDevice<scalar_t, acc_t> d(ops);
+  DiceDevice<scalar_t, label_t, acc_t> d(ops);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   if (ops.batch == 0 || ops.channels == 0) return;
   const int64_t blocks = grid_size(ops.pixels, kMaxBlocksPerImage);
   const int64_t columns = ops.columns();
-  const at::Tensor partials =
-      at::empty({ops.batch, blocks, kChunk, columns},
-                ops.input.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
-  for (int64_t c0 = 0; c0 < ops.channels; c0 += kChunk) {
+  const int64_t chunk = chunk_channels(int(columns));
+  const auto acc_options = ops.input.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+  const at::Tensor partials = at::empty({ops.batch, blocks, chunk, columns}, acc_options);
+  // More channels than one chunk: the softmax statistics once per pixel, not
+  // once per chunk (which read every channel of the pixel again).
+  at::Tensor stats;
+  if (ops.activation == core::Activation::Softmax && ops.channels > chunk &&
+      ops.pixels > 0) {
+    stats = at::empty({ops.batch, ops.pixels, kStats}, acc_options);
+    softmax_stats_kernel<scalar_t, label_t, acc_t>
+        <<<grid_size(ops.batch * ops.pixels, kMaxPixelBlocks), kThreads, 0, stream>>>(
+            d, ops.batch, stats.mutable_data_ptr<acc_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    d.softmax_stats_buffer = stats.const_data_ptr<acc_t>();
+  }
+  for (int64_t c0 = 0; c0 < ops.channels; c0 += chunk) {
     // gridDim.y is at most 65535: launch the images in groups.
     for (int64_t n0 = 0; n0 < ops.batch; n0 += kMaxGridY) {
       const int64_t images = ops.batch - n0 < kMaxGridY ? ops.batch - n0 : kMaxGridY;
       dispatch_gamma(ops.gamma_kind, [&](auto kind) {
-        const dim3 grid{unsigned(blocks), unsigned(images)};
-        if (ops.cross_entropy) {
-          dice_partial_sums_kernel<decltype(kind)::value, core::kDiceCeColumns, scalar_t, acc_t>
+        dispatch_columns(ops.layout, [&](auto layout_columns) {
+          const dim3 grid{unsigned(blocks), unsigned(images)};
+          dice_partial_sums_kernel<decltype(kind)::value, decltype(layout_columns)::value,
+                                   scalar_t, label_t, acc_t>
               <<<grid, kThreads, 0, stream>>>(d, n0, c0, partials.mutable_data_ptr<acc_t>());
-        } else {
-          dice_partial_sums_kernel<decltype(kind)::value, core::kDiceColumns, scalar_t, acc_t>
-              <<<grid, kThreads, 0, stream>>>(d, n0, c0, partials.mutable_data_ptr<acc_t>());
-        }
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        });
       });
     }
-    dice_finish_sums_kernel<acc_t><<<grid_size(ops.batch * kChunk * columns, 1024), kThreads, 0,
+    dice_finish_sums_kernel<acc_t><<<grid_size(ops.batch * chunk * columns, 1024), kThreads, 0,
                                      stream>>>(partials.const_data_ptr<acc_t>(), ops.batch,
                                                blocks, ops.channels, columns, c0,
                                                sums.mutable_data_ptr<acc_t>());
@@ -298,15 +377,15 @@ void dice_sums_launch(const DiceOperands& ops, at::Tensor& sums) {
   }
 }
 
-template <typename scalar_t>
+template <typename scalar_t, typename label_t>
 void dice_sums_backward_launch(const DiceOperands& ops, const at::Tensor& grad_sums,
                                at::Tensor& grad_input) {
   using acc_t = at::opmath_type<scalar_t>;
-  const DiceDevice<scalar_t, acc_t> d(ops);
+  const DiceDevice<scalar_t, label_t, acc_t> d(ops);
   const int64_t work = ops.batch * ops.pixels;
   if (work == 0 || ops.channels == 0) return;
   dispatch_gamma(ops.gamma_kind, [&](auto kind) {
-    dice_sums_backward_kernel<decltype(kind)::value, scalar_t, acc_t>
+    dice_sums_backward_kernel<decltype(kind)::value, scalar_t, label_t, acc_t>
         <<<grid_size(work, kMaxPixelBlocks), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
             d, ops.batch, grad_sums.const_data_ptr<acc_t>(),
             grad_input.mutable_data_ptr<scalar_t>());
@@ -318,15 +397,19 @@ at::Tensor dice_sums_cuda(const at::Tensor& input, const at::Tensor& target,
                           std::string_view activation, double gamma,
                           std::optional<int64_t> ignore_index,
                           const std::optional<at::Tensor>& mask, bool cross_entropy,
-                          std::string_view caller) {
+                          std::string_view caller, bool soft_label) {
   const c10::cuda::CUDAGuard guard(input.device());
-  const DiceOperands ops = with_int64_labels(prepare_dice_operands(
-      caller, input, target, activation, gamma, ignore_index, mask, cross_entropy));
-  at::Tensor sums = empty_dice_sums(ops.input, cross_entropy);
+  const DiceOperands ops =
+      prepare_dice_operands(caller, input, target, activation, gamma, ignore_index, mask,
+                            sums_layout(caller, cross_entropy, soft_label));
+  at::Tensor sums = empty_dice_sums(ops.input, ops.layout);
   sums.zero_();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ops.input.scalar_type(),
-                                  "segloss_dice_sums_cuda",
-                                  [&] { dice_sums_launch<scalar_t>(ops, sums); });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, ops.input.scalar_type(), "segloss_dice_sums_cuda", [&] {
+        dispatch_labels(label_dtype(ops), [&](auto label) {
+          dice_sums_launch<scalar_t, decltype(label)>(ops, sums);
+        });
+      });
   return sums;
 }
 
@@ -334,15 +417,19 @@ at::Tensor dice_sums_backward_cuda(const at::Tensor& grad_sums, const at::Tensor
                                    const at::Tensor& target, std::string_view activation,
                                    double gamma, std::optional<int64_t> ignore_index,
                                    const std::optional<at::Tensor>& mask, bool cross_entropy,
-                                   std::string_view caller) {
+                                   std::string_view caller, bool soft_label) {
   const c10::cuda::CUDAGuard guard(input.device());
-  const DiceOperands ops = with_int64_labels(prepare_dice_operands(
-      caller, input, target, activation, gamma, ignore_index, mask, cross_entropy));
-  const at::Tensor dsums = prepare_dice_grad_sums(caller, grad_sums, ops.input, cross_entropy);
+  const DiceOperands ops =
+      prepare_dice_operands(caller, input, target, activation, gamma, ignore_index, mask,
+                            sums_layout(caller, cross_entropy, soft_label));
+  const at::Tensor dsums = prepare_dice_grad_sums(caller, grad_sums, ops.input, ops.layout);
   at::Tensor grad_input = at::empty(ops.input.sizes(), ops.input.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, ops.input.scalar_type(), "segloss_dice_sums_backward_cuda",
-      [&] { dice_sums_backward_launch<scalar_t>(ops, dsums, grad_input); });
+      at::kHalf, at::kBFloat16, ops.input.scalar_type(), "segloss_dice_sums_backward_cuda", [&] {
+        dispatch_labels(label_dtype(ops), [&](auto label) {
+          dice_sums_backward_launch<scalar_t, decltype(label)>(ops, dsums, grad_input);
+        });
+      });
   return grad_input;
 }
 
