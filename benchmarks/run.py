@@ -178,6 +178,22 @@ def region_formula(x, y, loss: str, alpha: float = 0.3, beta: float = 0.7,
     return (1 - numerator / denominator).mean()
 
 
+def soft_class_target(shape, device):
+    """Logits and a soft target over the classes (label smoothing, averaged
+    annotations): a softmax of random values."""
+    return torch.randn(shape, device=device), torch.softmax(torch.randn(shape, device=device), 1)
+
+
+def soft_dice_formula(x, y, smooth: float = 1e-5):
+    """MONAI's soft-label Dice (soft_label=True) in PyTorch ops, for
+    torch.compile and as the eager reference where MONAI is absent."""
+    p = torch.softmax(x, 1)
+    dims = tuple(range(2, x.dim()))
+    predicted, truth = p.sum(dims), y.sum(dims)
+    tp = (predicted + truth - (p - y).abs().sum(dims)) / 2
+    return (1 - (2 * tp + smooth) / (predicted + truth + smooth)).mean()
+
+
 def region_cases(device) -> List[Case]:
     """The region losses on 2x4x128^3, softmax over a label map: each against
     segloss's own dice_loss on the same input (they share its one pass over
@@ -214,6 +230,14 @@ def region_cases(device) -> List[Case]:
             cases.append(Case(f"{loss}, softmax, label map", shape, class_map, ours,
                               "torch eager" if monai is not None else NO_MONAI, formula,
                               formula))
+    # soft_label=True: one more column in the same pass.
+    soft = lambda x, y: segloss.dice_loss(x, y, activation="softmax", soft_label=True)  # noqa
+    cases.append(Case("dice soft_label, softmax, soft target, vs dice_loss", shape,
+                      soft_class_target, soft, "segloss dice_loss", dice, None))
+    cases.append(Case("dice soft_label, softmax, soft target", shape, soft_class_target, soft,
+                      "MONAI" if monai is not None else NO_MONAI,
+                      monai.DiceLoss(softmax=True, soft_label=True) if monai is not None
+                      else soft_dice_formula, soft_dice_formula))
     return cases
 
 

@@ -335,6 +335,18 @@ def dice_forward_backward(x, target, grad_output=None, entry="functional", loss=
     return value.detach(), grad
 
 
+def assert_region_entries_match(loss, x, target, grad_output, options):
+    """The region loss `loss` through each entry point (functional, op,
+    module) equals the float64 eager reference, loss and input gradient."""
+    from reference import region_torch
+    ref_loss, ref_grad = region_torch(loss, x, target, grad_output=grad_output, **options)
+    for entry in ("functional", "op", "module"):
+        value, grad = dice_forward_backward(x, target, grad_output, entry, loss=loss, **options)
+        assert value.dtype == x.dtype
+        assert_matches(value, ref_loss, msg=f"{entry} loss")
+        assert_matches(grad, ref_grad, msg=f"{entry} grad")
+
+
 def assert_close_to_scale(actual, expected, tol, msg=""):
     """|actual - expected| <= tol * (|expected| + max |expected|), NaN == NaN."""
     expected = expected.detach().to("cpu", torch.float64)

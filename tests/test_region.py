@@ -24,7 +24,8 @@ except ImportError:  # MONAI is optional (absent on the GPU machines): its compa
     MonaiDiceLoss = MonaiGeneralizedDiceLoss = MonaiTverskyLoss = None
 
 import segloss
-from helpers import (MONAI_FORMS, assert_close_to_scale, assert_matches, dice_forward_backward,
+from helpers import (MONAI_FORMS, assert_close_to_scale, assert_matches,
+                     assert_region_entries_match, dice_forward_backward,
                      dice_loss_shape, make_class_weights, make_dice_grad_output, make_dice_input,
                      make_dice_target, make_mask, monai_cases, monai_onehot,
                      run_python)
@@ -284,13 +285,7 @@ def _problem(name, case, activation, gen, *, gamma=1.0, params=None, dtype=torch
 @pytest.mark.parametrize("name,gamma,params", list(_reference_params()))
 def test_matches_reference(name, gamma, params, activation, case, gen):
     x, t, g, options = _problem(name, case, activation, gen, gamma=gamma, params=params)
-    for entry in ("functional", "op", "module"):
-        opts = dict(options)
-        loss, grad = dice_forward_backward(x, t, g, entry, loss=name, **opts)
-        ref_loss, ref_grad = region_torch(name, x, t, grad_output=g, **options)
-        assert loss.dtype == x.dtype
-        assert_matches(loss, ref_loss, msg=f"{entry} loss")
-        assert_matches(grad, ref_grad, msg=f"{entry} grad")
+    assert_region_entries_match(name, x, t, g, options)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16],
@@ -543,7 +538,8 @@ class RegionModel(torch.nn.Module):
             segloss.tversky_loss(x, labels, activation="sigmoid", alpha=0.9, beta=0.1,
                                  ignore_index=255, mask=mask)
             + segloss.jaccard_loss(x, labels, activation="softmax", gamma=1.5, ignore_index=255)
-            + segloss.log_cosh_dice_loss(x[:, 1:2], y, mask=mask, batch_dice=True)
+            + segloss.log_cosh_dice_loss(x[:, 1:2], y, mask=mask, batch_dice=True,
+                                         soft_label=True)
             + segloss.generalized_dice_loss(x, labels, activation="softmax", batch_dice=True,
                                             include_background=False, ignore_index=255))
         return modules + functional, per_class

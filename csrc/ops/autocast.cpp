@@ -58,63 +58,34 @@ constexpr char kGeneralizedDice[] = "segloss::generalized_dice_loss";
 constexpr char kCrossEntropy[] = "segloss::_weighted_cross_entropy";
 constexpr char kDiceCe[] = "segloss::dice_ce_loss";
 
+// Every loss op at the autocast key kKey of device kDevice.
 template <c10::DispatchKey kKey, c10::DeviceType kDevice>
-using LossAutocast = Float32Autocast<kKey, kDevice, LossSignature>;
-template <c10::DispatchKey kKey, c10::DeviceType kDevice>
-using DiceAutocast = Float32Autocast<kKey, kDevice, DiceSignature>;
-template <c10::DispatchKey kKey, c10::DeviceType kDevice>
-using TverskyAutocast = Float32Autocast<kKey, kDevice, TverskySignature>;
-template <c10::DispatchKey kKey, c10::DeviceType kDevice>
-using GeneralizedDiceAutocast = Float32Autocast<kKey, kDevice, GeneralizedDiceSignature>;
-template <c10::DispatchKey kKey, c10::DeviceType kDevice>
-using DiceCeAutocast = Float32Autocast<kKey, kDevice, DiceCeSignature>;
-template <c10::DispatchKey kKey, c10::DeviceType kDevice>
-using CrossEntropyAutocast = Float32Autocast<kKey, kDevice, WeightedCrossEntropySignature>;
+void register_float32_autocast(torch::Library& m) {
+  using Loss = Float32Autocast<kKey, kDevice, LossSignature>;
+  using Dice = Float32Autocast<kKey, kDevice, DiceSignature>;
+  using Tversky = Float32Autocast<kKey, kDevice, TverskySignature>;
+  using GeneralizedDice = Float32Autocast<kKey, kDevice, GeneralizedDiceSignature>;
+  using DiceCe = Float32Autocast<kKey, kDevice, DiceCeSignature>;
+  using CrossEntropy = Float32Autocast<kKey, kDevice, WeightedCrossEntropySignature>;
+  m.impl("binary_cross_entropy", &Loss::template call<kBce>);
+  m.impl("binary_cross_entropy_with_logits", &Loss::template call<kBceWithLogits>);
+  m.impl("dice_loss", &Dice::template call<kDice>);
+  m.impl("jaccard_loss", &Dice::template call<kJaccard>);
+  m.impl("log_cosh_dice_loss", &Dice::template call<kLogCoshDice>);
+  m.impl("tversky_loss", &Tversky::template call<kTversky>);
+  m.impl("generalized_dice_loss", &GeneralizedDice::template call<kGeneralizedDice>);
+  m.impl("dice_ce_loss", &DiceCe::template call<kDiceCe>);
+  m.impl("_weighted_cross_entropy", &CrossEntropy::template call<kCrossEntropy>);
+}
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(segloss, AutocastCPU, m) {
-  using Cast = LossAutocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>;
-  m.impl("binary_cross_entropy", &Cast::call<kBce>);
-  m.impl("binary_cross_entropy_with_logits", &Cast::call<kBceWithLogits>);
-  m.impl("dice_loss",
-         &DiceAutocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>::call<kDice>);
-  m.impl("jaccard_loss",
-         &DiceAutocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>::call<kJaccard>);
-  m.impl("log_cosh_dice_loss",
-         &DiceAutocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>::call<kLogCoshDice>);
-  m.impl("tversky_loss",
-         &TverskyAutocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>::call<kTversky>);
-  m.impl("generalized_dice_loss",
-         &GeneralizedDiceAutocast<c10::DispatchKey::AutocastCPU,
-                                  c10::DeviceType::CPU>::call<kGeneralizedDice>);
-  m.impl("dice_ce_loss",
-         &DiceCeAutocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>::call<kDiceCe>);
-  m.impl("_weighted_cross_entropy",
-         &CrossEntropyAutocast<c10::DispatchKey::AutocastCPU,
-                               c10::DeviceType::CPU>::call<kCrossEntropy>);
+  register_float32_autocast<c10::DispatchKey::AutocastCPU, c10::DeviceType::CPU>(m);
 }
 
 TORCH_LIBRARY_IMPL(segloss, AutocastCUDA, m) {
-  using Cast = LossAutocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>;
-  m.impl("binary_cross_entropy", &Cast::call<kBce>);
-  m.impl("binary_cross_entropy_with_logits", &Cast::call<kBceWithLogits>);
-  m.impl("dice_loss",
-         &DiceAutocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>::call<kDice>);
-  m.impl("jaccard_loss",
-         &DiceAutocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>::call<kJaccard>);
-  m.impl("log_cosh_dice_loss",
-         &DiceAutocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>::call<kLogCoshDice>);
-  m.impl("tversky_loss",
-         &TverskyAutocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>::call<kTversky>);
-  m.impl("generalized_dice_loss",
-         &GeneralizedDiceAutocast<c10::DispatchKey::AutocastCUDA,
-                                  c10::DeviceType::CUDA>::call<kGeneralizedDice>);
-  m.impl("dice_ce_loss",
-         &DiceCeAutocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>::call<kDiceCe>);
-  m.impl("_weighted_cross_entropy",
-         &CrossEntropyAutocast<c10::DispatchKey::AutocastCUDA,
-                               c10::DeviceType::CUDA>::call<kCrossEntropy>);
+  register_float32_autocast<c10::DispatchKey::AutocastCUDA, c10::DeviceType::CUDA>(m);
 }
 
 }  // namespace segloss::ops

@@ -85,30 +85,29 @@ inline T activate(T x) {
   }
 }
 
+// A region row's terms: Dice's, and the soft-label column's with kSoft.
+template <bool kSoft, core::GammaKind K, typename T>
+inline core::ColumnTerms<T> region_terms(T m, T p, T y, T gamma) {
+  if constexpr (kSoft) {
+    return core::soft_dice_terms<K>(m, p, y, gamma);
+  } else {
+    return core::dice_terms<K>(m, p, y, gamma);
+  }
+}
+
 template <bool kSoft, bool kSigmoid, core::GammaKind K, typename T>
 void dice_sums_block(const T* x, const T* y, const T* m, std::int64_t n, T gamma, T* sums) {
   T intersection = 0, prediction = 0, truth = 0, difference = 0;
-  if constexpr (kSoft) {
 #pragma omp simd reduction(+ : intersection, prediction, truth, difference)
-    for (std::int64_t i = 0; i < n; ++i) {
-      const core::ColumnTerms<T> t =
-          core::soft_dice_terms<K>(m[i], activate<kSigmoid>(x[i]), y[i], gamma);
-      intersection += t.intersection;
-      prediction += t.prediction;
-      truth += t.truth;
-      difference += t.difference;
-    }
-    sums[core::kDifference] = difference;
-  } else {
-#pragma omp simd reduction(+ : intersection, prediction, truth)
-    for (std::int64_t i = 0; i < n; ++i) {
-      const core::ColumnTerms<T> t =
-          core::dice_terms<K>(m[i], activate<kSigmoid>(x[i]), y[i], gamma);
-      intersection += t.intersection;
-      prediction += t.prediction;
-      truth += t.truth;
-    }
+  for (std::int64_t i = 0; i < n; ++i) {
+    const core::ColumnTerms<T> t =
+        region_terms<kSoft, K>(m[i], activate<kSigmoid>(x[i]), y[i], gamma);
+    intersection += t.intersection;
+    prediction += t.prediction;
+    truth += t.truth;
+    if constexpr (kSoft) difference += t.difference;
   }
+  if constexpr (kSoft) sums[core::kDifference] = difference;
   sums[core::kIntersection] = intersection;
   sums[core::kPrediction] = prediction;
   sums[core::kTruth] = truth;
