@@ -127,9 +127,10 @@ def gradient_magnitude(expected):
     return torch.full_like(e, scale)
 
 
-def assert_error_names(call, names):
+def assert_error_names(call, names, op=None):
     """call() raises one of ERRORS whose message names one of `names` (as a
-    word: "weight" is not named by a message about "pos_weight")."""
+    word: "weight" is not named by a message about "pos_weight"), and `op`
+    (e.g. "segloss.tversky_loss") where given."""
     event("an error expected")
     try:
         call()
@@ -137,6 +138,8 @@ def assert_error_names(call, names):
         message = str(error)
         assert any(re.search(rf"\b{name}\b", message) for name in names), (
             f"{type(error).__name__} {message!r} names none of {sorted(names)}")
+        assert op is None or op in message, (
+            f"{type(error).__name__} {message!r} does not name {op}")
         return
     raise AssertionError(f"expected an error naming one of {sorted(names)}, got a result")
 
@@ -658,108 +661,329 @@ def activated(x64, activation):
     return p, torch.where(torch.isfinite(cond), cond, 1.0)
 
 
-def dice_epilogue(sums, options, reduction):
-    """The Dice loss from the (N, C, 3) sums (I, P, T), as reference.dice_torch_loss
-    computes it, for differentiating with respect to the sums."""
-    if options["batch_dice"]:
-        sums = sums.sum(0)
-    I, P, T = sums.unbind(-1)
-    den = P + T + options["smooth_dr"]
-    empty = den == 0
-    per = torch.where(empty, 0.0, 1 - (2 * I + options["smooth_nr"]) / torch.where(empty, 1.0,
-                                                                                   den))
+# The region losses' epilogue, written from their documented formulas (not
+# from segloss): per group (an (n, c); a c with batch_dice; an image, or the
+# batch, for generalized Dice) a ratio numerator / denominator of the sums
+# I = sum m p y, P = sum m p^gamma, T = sum m y^gamma, its term 1 - ratio (0
+# for 0 / 0: nothing predicted, nothing true, no smoothing is a perfect
+# score), an outer function of the term (focal Tversky's power, log-cosh),
+# then the class weights, include_background and the reduction. The same code
+# is the reference (on the float64 sums of x, differentiated by autograd) and
+# the tolerance model's epilogue (on the float64 sums of p).
+
+REGION_LOSSES = ("tversky", "jaccard", "log_cosh_dice", "generalized_dice")  # and "dice"
+
+
+def region_column(sums, options):
+    """col(k): column k (0: I, 1: P, 2: T) of the (N, C, 3) sums per group,
+    summed over the batch with batch_dice."""
+    def col(k):
+        column = sums[..., k]
+        return column.sum(0) if options["batch_dice"] else column
+    return col
+
+
+def region_ratio(col, options, loss):
+    """(numerator, denominator) per group of the region loss `loss`, from
+    col(k) (a column of the sums per group; each call one occurrence of it)."""
+    s_nr, s_dr = options["smooth_nr"], options["smooth_dr"]
+    if loss in ("dice", "log_cosh_dice"):
+        return 2 * col(0) + s_nr, col(1) + col(2) + s_dr
+    if loss == "jaccard":  # MONAI's 2 tp / 2 (tp + fp + fn): the union is P + T - I
+        return 2 * col(0) + s_nr, 2 * (col(1) + col(2) - col(0)) + s_dr
+    if loss == "tversky":  # tp = I, fp = P - I, fn = T - I (gamma = 1 sums)
+        alpha, beta = options["alpha"], options["beta"]
+        return (col(0) + s_nr,
+                col(0) + alpha * (col(1) - col(0)) + beta * (col(2) - col(0)) + s_dr)
+    assert loss == "generalized_dice", loss
+    first = 0 if options["include_background"] else 1
+    I, P, T = (col(k)[..., first:] for k in range(3))
+    volume = T.detach()  # the weights depend on the target only: no gradient
+    w = {"square": lambda: 1 / volume ** 2, "simple": lambda: 1 / volume,
+         "uniform": lambda: torch.ones_like(volume)}[options["w_type"]]()
+    # MONAI's rule: an absent class (infinite weight) takes the largest finite
+    # weight of its image (of the batch), 0 when every class is absent.
+    infinite = torch.isinf(w)
+    w = torch.where(infinite, torch.where(infinite, 0.0, w).amax(-1, keepdim=True), w)
     if options.get("class_weights") is not None:
-        per = per * options["class_weights"]
-    if not options["include_background"]:
-        per = per[..., 1:]
+        w = w * options["class_weights"][first:]
+    # One ratio per image ((N,)), or one for the batch ((1,)).
+    return ((2 * (w * I).sum(-1) + s_nr).reshape(-1),
+            ((w * (P + T)).sum(-1) + s_dr).reshape(-1))
+
+
+def region_term(num, den):
+    """1 - num / den per group, 0 where den = 0 (a perfect score, gradient 0)."""
+    empty = den == 0
+    return torch.where(empty, 0.0, 1 - num / torch.where(empty, 1.0, den))
+
+
+def log_cosh(d):
+    """log(cosh(d)) in float64 for every d: -log1p(-tanh(d)^2) / 2 for |d| < 1
+    (plain log(cosh(d)) rounds d^2 / 2 away for a tiny d), |d| - log 2 +
+    log1p(exp(-2 |d|)) above (cosh overflows past |d| = 710). NaN stays NaN."""
+    small = d.abs() < 1
+    th = torch.tanh(torch.where(small, d, 0.0))
+    big = torch.where(small, 1.0, d.abs())
+    return torch.where(small, -0.5 * torch.log1p(-th * th),
+                       big - math.log(2.0) + torch.log1p(torch.exp(-2 * big)))
+
+
+def region_outer(term, options, loss):
+    """Each group's loss from its term: focal Tversky's term^focal_gamma, a
+    term <= 0 counting as 0 with gradient 0 (as documented; a NaN term is not
+    <= 0 and stays NaN); log(cosh(term)) for log-cosh Dice; else the term."""
+    if loss == "tversky" and options["focal_gamma"] != 1:
+        positive = term > 0
+        powered = torch.where(positive, term, 1.0) ** options["focal_gamma"]
+        return torch.where(positive, powered, torch.where(term <= 0, 0.0, term))
+    if loss == "log_cosh_dice":
+        return log_cosh(term)
+    return term
+
+
+def outer_is_identity(options, loss):
+    return loss not in ("tversky", "log_cosh_dice") or (
+        loss == "tversky" and options["focal_gamma"] == 1)
+
+
+def region_tail(per, options, reduction, loss):
+    """Class weights and include_background (generalized Dice applies them
+    inside its ratio), then the reduction."""
+    if loss != "generalized_dice":
+        if options.get("class_weights") is not None:
+            per = per * options["class_weights"]
+        if not options["include_background"]:
+            per = per[..., 1:]
     return {"none": per, "sum": per.sum(), "mean": per.mean()}[reduction]
 
 
-def dice_sums_underflow(x64, t64, options, dtype):
-    """Whether a Dice group's sums P + T are positive but below 1e-30 while
-    smooth_dr does not dominate them: the float32 sums (of float32 and half
-    inputs, as documented) round such p^gamma of a tiny p to 0, and segloss
-    scores the group by its 0 / 0 rule where float64 does not."""
+def region_epilogue(sums, options, reduction, loss="dice"):
+    """The region loss `loss` ("dice" or one of REGION_LOSSES) from the (N, C,
+    3) float64 sums (I, P, T), differentiable with respect to them; `options`
+    holds the loss's own options (alpha, beta, focal_gamma; w_type)."""
+    num, den = region_ratio(region_column(sums, options), options, loss)
+    return region_tail(region_outer(region_term(num, den), options, loss), options, reduction,
+                       loss)
+
+
+def dice_epilogue(sums, options, reduction):
+    """The Dice loss from the (N, C, 3) sums (I, P, T), as reference.dice_torch_loss
+    computes it, for differentiating with respect to the sums."""
+    return region_epilogue(sums, options, reduction, "dice")
+
+
+def dice_sums_underflow(x64, t64, options, dtype, loss="dice"):
+    """Whether a group's denominator without smooth_dr (P + T for Dice) is
+    nonzero but below 1e-30 while smooth_dr does not dominate it: the float32
+    sums (of float32 and half inputs, as documented) round such p^gamma of a
+    tiny p to 0, and segloss scores the group by its 0 / 0 rule where float64
+    does not. For generalized Dice also a class volume T below 1e-18, whose
+    weight 1 / T^2 overflows float32 (an infinite weight: MONAI's rule)."""
     if dtype == torch.float64:
         return False
-    sums = dice_sums_torch(x64, t64, options["activation"], options["gamma"],
+    sums = dice_sums_torch(x64, t64, options["activation"], options.get("gamma", 1.0),
                            options.get("ignore_index"), options.get("mask"))
-    if options["batch_dice"]:
-        sums = sums.sum(0)
-    den = sums[..., 1] + sums[..., 2]
-    return bool(((den > 0) & (den < 1e-30) & (den > 1e-6 * options["smooth_dr"])).any())
+    col = region_column(sums, options)
+    den = region_ratio(col, dict(options, smooth_dr=0.0), loss)[1].abs()
+    tiny = bool(((den > 0) & (den < 1e-30) & (den > 1e-6 * options["smooth_dr"])).any())
+    if loss == "generalized_dice" and options["w_type"] != "uniform":
+        tiny |= bool(((col(2) > 0) & (col(2) < 1e-18)).any())
+    return tiny
 
 
-def dice_sum_gradients_overflow(x64, t64, options, dtype):
+def dice_sum_gradients_overflow(x64, t64, options, dtype, loss="dice"):
     """Whether dL/dI or dL/dP of some group lies beyond float32's range (the
     float32 sums' gradients, for float32 and half inputs): a tiny smooth_dr
     such as 1e-37 makes dL/dI = -2 / smooth_dr and dL/dP = smooth_nr /
     smooth_dr^2 overflow. The element gradients are then inf or
     NaN (inf * 0) where float64's are finite, as in any float32 arithmetic;
-    the loss is still compared."""
+    the loss is still compared.
+
+    For the losses other than Dice also where a group's own 1 / den or
+    num / den^2 overflows before its weight: a group that weighs 0 (a dropped
+    background, a zero class weight, generalized Dice's weights when every
+    class is absent) then gets 0 * inf = NaN where float64 has 0 (segloss's
+    dice_loss does too; see the fuzz report)."""
     if dtype == torch.float64:
         return False
-    sums = dice_sums_torch(x64, t64, options["activation"], options["gamma"],
+    sums = dice_sums_torch(x64, t64, options["activation"], options.get("gamma", 1.0),
                            options.get("ignore_index"), options.get("mask"))
     sums = sums.detach().requires_grad_()
-    loss = dice_epilogue(sums, options, "none")
-    (d_sums,) = torch.autograd.grad(loss, sums, torch.ones_like(loss))
-    return bool((d_sums[..., :2].abs() > torch.finfo(torch.float32).max).any())
+    value = region_epilogue(sums, options, "none", loss)
+    (d_sums,) = torch.autograd.grad(value, sums, torch.ones_like(value))
+    largest = torch.finfo(torch.float32).max
+    overflow = bool((d_sums[..., :2].abs() > largest).any())
+    if loss != "dice":
+        with torch.no_grad():
+            num, den = region_ratio(region_column(sums, options), options, loss)
+            safe = torch.where(den == 0, 1.0, den)
+            own = torch.maximum((1 / safe).abs(), (num / safe / safe).abs())
+            overflow |= bool((torch.where(den == 0, 0.0, own) > largest).any())
+    return overflow
 
 
-def dice_magnitudes(x64, t64, options, grad_output, lambda_dice=1.0):
-    """(loss magnitude, gradient magnitude per element) of the Dice loss: the
-    size of the terms each is computed from, for a tolerance that tells float32
-    cancellation from bugs.
+def outer_spread(term, e, options, loss):
+    """(|phi'(term)|, the largest change of phi and of phi' over [term - e,
+    term + e]) of the outer function phi: focal Tversky's power (monotone, as
+    its derivative is on each side of 0; for focal_gamma < 1 that derivative
+    is unbounded just above 0: infinite where the interval reaches there) or
+    log(cosh()) (convex and even: its largest change is at an end; tanh is
+    monotone)."""
+    if loss == "log_cosh_dice":
+        phi, slope = log_cosh, torch.tanh
+    else:
+        fg = options["focal_gamma"]
 
-    Loss, per group: |w_c| (1 + |ratio|) (1 - ratio loses precision relative to
-    1), plus the error of the sums from the activation's own rounding,
-    sum |d loss / d p| |p| cond. Gradient: dp = dI y + dP gamma p^(gamma - 1)
-    (the two terms cancel), then softmax's p_c (dp_c - sum_k p_k dp_k) (which
-    cancels as p_c nears 1), sigmoid's dp p (1 - p), each p off by its cond."""
+        def phi(t):
+            return torch.where(t > 0, torch.where(t > 0, t, 1.0) ** fg, 0.0)
+
+        def slope(t):
+            return torch.where(t > 0, fg * torch.where(t > 0, t, 1.0) ** (fg - 1), 0.0)
+    lo, hi = term - e, term + e
+    change = torch.maximum((phi(hi) - phi(term)).abs(), (phi(lo) - phi(term)).abs())
+    slope_change = torch.maximum((slope(hi) - slope(term)).abs(),
+                                 (slope(lo) - slope(term)).abs())
+    if loss == "tversky" and options["focal_gamma"] < 1:
+        slope_change = torch.where((lo <= 0) & (hi > 0), math.inf, slope_change)
+    return slope(term).abs(), change, slope_change
+
+
+def region_magnitudes(x64, t64, options, grad_output, loss="dice", dtype=torch.float64,
+                      lambda_dice=1.0):
+    """(loss magnitude, gradient magnitude per element, whether the gradient is
+    ill-conditioned) of the region loss `loss`: the size of the terms each is
+    computed from, for a tolerance that tells float32 cancellation from bugs.
+
+    Per group, with t its term 1 - ratio and w its class weight:
+    - the arithmetic: 1 + |ratio| (1 - ratio loses precision relative to 1);
+      for the losses other than Dice also sum |d t / d S| |S| over every
+      occurrence of a sum S in the ratio (Jaccard's union P + T - I and
+      Tversky's fp = P - I, fn = T - I cancel);
+    - the activation's rounding: sum |d t / d p| |p| cond.
+    The loss is off by |w| times that (Dice's model), or, under an outer
+    function phi (focal power, log-cosh), by |w| times phi's largest change
+    over t +- e, e = RTOL[dtype] times that (a group whose sums are all 0
+    computes t from the smoothing alone: e is float32's error of it).
+
+    Gradient: the sums' gradients (|d L / d S| per occurrence; phi'(t) times
+    1 + the excess condition of the numerator and the denominator, plus
+    phi''s largest change over t +- e; a phi' unbounded there makes the
+    gradient ill-conditioned), then dp = dI y + dP gamma p^(gamma - 1) (the two
+    terms cancel), then softmax's p_c (dp_c - sum_k p_k dp_k) (which cancels
+    as p_c nears 1), sigmoid's dp p (1 - p), each p off by its cond."""
     p, cond = activated(x64, options["activation"])
     y, keep = dense_target_and_keep(x64, t64, options)
     m = keep.unsqueeze(1).double()
-    gamma = options["gamma"]
+    gamma = options.get("gamma", 1.0)
+    reduction = options["reduction"]
     sums = dice_sums_torch(p, t64, "none", gamma, options.get("ignore_index"),
-                           options.get("mask")).detach().requires_grad_()
+                           options.get("mask")).detach()
+    occurrences = []
 
-    def dp_size(reduction, g):
-        (d_sums,) = torch.autograd.grad(dice_epilogue(sums, options, reduction), sums, g)
-        dI, dP = (d_sums[..., k].reshape(d_sums.shape[:2] + (1,) * (x64.dim() - 2)).abs()
-                  for k in (0, 1))
+    def col(k):  # each occurrence of a sum in the ratio a leaf of its own
+        leaf = sums[..., k].clone().requires_grad_()
+        occurrences.append((k, leaf))
+        return leaf.sum(0) if options["batch_dice"] else leaf
+
+    num, den = region_ratio(col, options, loss)
+    term = region_term(num, den)
+
+    def sum_gradients(out, upstream):
+        """|d (upstream . out) / d S| per (n, c, column), summed over the occurrences."""
+        grads = torch.autograd.grad(out, [leaf for _, leaf in occurrences], upstream,
+                                    retain_graph=True, allow_unused=True)
+        d = torch.zeros_like(sums)
+        for (k, _), grad in zip(occurrences, grads):
+            if grad is not None:
+                d[..., k] += grad.abs()
+        return d
+
+    def dp_size(d):
+        dI, dP = (d[..., k].reshape(d.shape[:2] + (1,) * (x64.dim() - 2)) for k in (0, 1))
         return m * (dI * y.abs() + dP * gamma * p.abs() ** (gamma - 1))
 
-    # Per group: unit upstream gradients, so that dp_size holds each group's own terms.
-    groups = dice_epilogue(sums, options, "none")
+    def groups_of(per_nc):  # (N, C) values added up per group
+        if loss == "generalized_dice":
+            kept = per_nc if options["include_background"] else per_nc[..., 1:]
+            return kept.sum((0, 1)).reshape(1) if options["batch_dice"] else kept.sum(-1)
+        return per_nc.sum(0) if options["batch_dice"] else per_nc
+
+    def tail_gradient(upstream, reduction):  # d (upstream . tail) / d (each group's loss)
+        z = torch.zeros_like(term, requires_grad=True)
+        (g,) = torch.autograd.grad(region_tail(z, options, reduction, loss), z, upstream)
+        return g
+
     spatial = tuple(range(2, x64.dim()))
-    rounding = (dp_size("none", torch.ones_like(groups)) * p.abs() * cond).sum(spatial)
+    # Per group: unit upstream gradients, so that each group's terms are its own.
+    unit_weights = tail_gradient(
+        torch.ones_like(region_tail(term.detach(), options, "none", loss)), "none").abs()
+    rounding = groups_of((dp_size(sum_gradients(term, unit_weights)) * p.abs() * cond)
+                         .sum(spatial))
+    if loss != "dice":
+        unit = sum_gradients(term, torch.ones_like(term))
+
+        def excess(part, smoothing):  # the size of its terms over its own size, less 1
+            terms = groups_of((sum_gradients(part, torch.ones_like(part)) * sums.abs()).sum(-1))
+            return torch.where(part == 0, 0.0, (terms + smoothing) / part.abs() - 1).clamp(min=0)
+
+        # d t / d S is off by the numerator's and twice the denominator's relative error.
+        condition = 1 + excess(num, options["smooth_nr"]) + 2 * excess(den, options["smooth_dr"])
     with torch.no_grad():
-        if options["batch_dice"]:
-            rounding = rounding.sum(0)
-            grouped = sums.sum(0)
-        else:
-            grouped = sums
-        I, P, T = grouped.unbind(-1)
-        den = P + T + options["smooth_dr"]
-        ratio = torch.where(den == 0, 0.0, (2 * I + options["smooth_nr"]) / torch.where(
-            den == 0, 1.0, den))
+        ratio = torch.where(den == 0, 0.0, num / torch.where(den == 0, 1.0, den))
         cw = options.get("class_weights")
         w = torch.ones(x64.shape[1], dtype=torch.float64) if cw is None else cw.abs()
-        per = w * (1 + ratio.abs()) + rounding
-        if not options["include_background"]:
+        if loss == "generalized_dice":  # its class weights are inside its ratio
+            w = torch.ones_like(term)
+        size = 1 + ratio.abs()
+        factor = None  # Dice's: the sums' gradients as they are
+        if loss != "dice":
+            size = size + groups_of((unit * sums.abs()).sum(-1))
+            factor = condition
+        if outer_is_identity(options, loss):
+            per = w * size + rounding
+        else:
+            own_rounding = groups_of((dp_size(unit) * p.abs() * cond).sum(spatial))
+            e = RTOL[dtype] * (size + own_rounding)
+            # A group whose sums are all 0 (in float32 too) computes its term
+            # from the smoothing alone, in the sums' dtype.
+            sums_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+            smoothing = [torch.tensor(options[k], dtype=torch.float64)
+                         for k in ("smooth_nr", "smooth_dr")]
+            smoothing_error = (region_term(*(s.to(sums_dtype) for s in smoothing)).double()
+                               - region_term(*smoothing)).abs()
+            e = torch.where(groups_of(sums.abs().sum(-1)) == 0, smoothing_error, e)
+            slope, change, slope_change = outer_spread(term, e, options, loss)
+            per = w * (change / RTOL[dtype] + region_outer(term, options, loss).abs())
+            factor = slope * condition + slope_change / RTOL[dtype]
+        if loss != "generalized_dice" and not options["include_background"]:
             per = per[..., 1:]
-        loss = {"none": per, "sum": per.sum(),
-                "mean": per.sum() / max(per.numel(), 1)}[options["reduction"]]
+        loss_size = {"none": per, "sum": per.sum(),
+                     "mean": per.sum() / max(per.numel(), 1)}[reduction]
 
-    dp = dp_size(options["reduction"], grad_output.double()) * abs(lambda_dice)
+    upstream = tail_gradient(grad_output.double(), reduction).abs()
+    ill = False
+    if factor is not None:
+        ill = bool((torch.isinf(factor) & (upstream != 0)).any())
+        upstream = upstream * torch.where(torch.isinf(factor), 0.0, factor)
+    dp = dp_size(sum_gradients(term, upstream)) * abs(lambda_dice)
     if options["activation"] == "softmax":
         grad = p.abs() * cond * (dp + (p.abs() * cond * dp).sum(1, keepdim=True))
     elif options["activation"] == "sigmoid":
         grad = dp * p.abs() * (1 + p.abs()) * cond
     else:
         grad = dp
-    return abs(lambda_dice) * loss, grad.detach()
+    return abs(lambda_dice) * loss_size, grad.detach(), ill
+
+
+def dice_magnitudes(x64, t64, options, grad_output, lambda_dice=1.0):
+    """(loss magnitude, gradient magnitude per element) of the Dice loss
+    (region_magnitudes): per group |w_c| (1 + |ratio|) plus the sums' error
+    from the activation's rounding; the gradient from dp = dI y + dP gamma
+    p^(gamma - 1) through the activation."""
+    loss, grad, _ = region_magnitudes(x64, t64, options, grad_output, "dice",
+                                      lambda_dice=lambda_dice)
+    return loss, grad
 
 
 def dice_grad_output(options, shape, dtype, rng):
@@ -811,6 +1035,123 @@ def test_dice_loss(data):
     assert_close(loss, ref_loss, loss_mag, "loss")
     if dice_sum_gradients_overflow(x64, t64, ref_options, x.dtype):
         event("gradient left out: float32 overflow")
+        return
+    assert_close(grad, ref_grad, torch.maximum(gradient_magnitude(ref_grad), grad_mag),
+                 "gradient")
+
+def draw_region_options(data, loss, options, expect):
+    """The options of the region loss `loss` beyond Dice's into `options`
+    (Tversky and generalized Dice have no gamma: their sums use gamma = 1).
+    Returns the name of a bad one, drawn in about one case of twenty (the
+    loss checks its own options first), else None."""
+    if loss in ("tversky", "generalized_dice"):
+        options.pop("gamma")
+        expect.discard("gamma")
+    bad = None
+    if loss == "tversky":
+        weight = st.one_of(st.sampled_from([0.5, 0.3, 0.7, 0.0, 1.0, 2.0]), st.floats(0.0, 2.0))
+        options["alpha"] = data.draw(weight, label="alpha")
+        options["beta"] = data.draw(weight, label="beta")
+        options["focal_gamma"] = data.draw(
+            st.one_of(st.sampled_from([1.0, 0.75, 2.0, 0.5, 3.0]),
+                      st.floats(0.0, 3.0, exclude_min=True)), label="focal_gamma")
+        if rarely(data, "bad Tversky option?"):
+            bad = data.draw(st.sampled_from(["alpha", "beta", "focal_gamma"]), label="bad option")
+            values = ([0.0, -1.0, -1e-300, float("nan")] if bad == "focal_gamma" else
+                      [-1e-5, -1.0, -float("inf"), float("nan")])
+            options[bad] = data.draw(st.sampled_from(values), label=f"bad {bad}")
+    elif loss == "generalized_dice":
+        options["w_type"] = data.draw(st.sampled_from(["square", "simple", "uniform"]),
+                                      label="w_type")
+        if rarely(data, "bad w_type?"):
+            options["w_type"] = data.draw(st.sampled_from(["cube", "Square", ""]),
+                                          label="bad w_type")
+            bad = "w_type"
+    return bad
+
+
+def region_grad_output(loss, options, shape, dtype, rng):
+    """The upstream gradient: generalized Dice's "none" is one value per image
+    (one for the batch with batch_dice)."""
+    if loss != "generalized_dice" or options["reduction"] != "none":
+        return dice_grad_output(options, shape, dtype, rng)
+    out = (1,) if options["batch_dice"] else (shape[0],)
+    return torch.from_numpy(rng.uniform(-1.5, 1.5, out)).to(dtype)
+
+
+def region_reference_options(x, options):
+    """reference_options, and for float32 and half inputs Tversky's alpha and
+    beta rounded to float32, as segloss's float32 epilogue multiplies by them
+    (so one below float32's range is 0 there)."""
+    ref_options = reference_options(x, options)
+    if x.dtype != torch.float64:
+        for name in ("alpha", "beta"):
+            if name in ref_options:
+                ref_options[name] = float(torch.tensor(ref_options[name], dtype=torch.float32))
+    return ref_options
+
+
+@fuzz(1.5)
+@given(data=st.data())
+@pytest.mark.parametrize("loss", REGION_LOSSES)
+def test_region_loss(loss, data):
+    """segloss.tversky_loss (and focal Tversky), jaccard_loss, log_cosh_dice_loss
+    and generalized_dice_loss against region_epilogue (their formulas in
+    float64) over reference.dice_sums_torch's eager sums, and its autograd
+    gradient, within region_magnitudes' tolerance; a bad option of their own
+    raises a ValueError naming segloss.<loss> and the option."""
+    name = f"segloss.{loss}_loss"
+    function = getattr(segloss, f"{loss}_loss")
+    x, target, options, expect = draw_dice_problem(data, ["sigmoid", "softmax", "none"],
+                                                   ["mean", "sum", "none"])
+    bad = draw_region_options(data, loss, options, expect)
+    note(f"x={x!r}\ntarget={target!r}\noptions={options!r}")
+    if bad is not None:  # checked first, before the input: a ValueError naming both
+        event(f"bad {bad}")
+        with pytest.raises(ValueError) as error:
+            function(x, target, **options)
+        message = str(error.value)
+        assert name in message and re.search(rf"\b{bad}\b", message), message
+        return
+    if dice_validity_error(x, target, options) is not None:
+        expect.add("target")
+    if expect:
+        assert_error_names(lambda: function(x, target, **options), expect, op=name)
+        return
+    rng = rng_of(data)
+    g = region_grad_output(loss, options, x.shape, x.dtype, rng)
+    leaf = x.detach().requires_grad_()
+    value = function(leaf, target, **options)
+    (grad,) = torch.autograd.grad(value, leaf, g)
+    assert value.dtype == x.dtype and grad.dtype == x.dtype
+
+    x64 = x.detach().double()
+    ref_options = region_reference_options(x, options)
+    t64 = target.to(x.dtype).double() if target.dtype.is_floating_point else target
+    if dice_sums_underflow(x64, t64, ref_options, x.dtype, loss):
+        event("left out: float32 sums underflow")
+        return
+    x_ref = x64.clone().requires_grad_()
+    sums = dice_sums_torch(x_ref, t64, options["activation"], options.get("gamma", 1.0),
+                           options.get("ignore_index"), options.get("mask"))
+    if loss == "tversky" and options["focal_gamma"] != 1:
+        terms = region_term(*region_ratio(region_column(sums.detach(), ref_options),
+                                          ref_options, loss))
+        if bool(terms.isnan().any()):
+            # segloss's focal power scores a NaN term (from a NaN input) 0
+            # where the documented rule (a term <= 0 counts as 0) keeps NaN,
+            # and dice_loss, or focal_gamma = 1, gives NaN: left out, reported.
+            event("left out: a NaN term under focal_gamma != 1")
+            return
+    ref_value = region_epilogue(sums, ref_options, options["reduction"], loss)
+    (ref_grad,) = torch.autograd.grad(ref_value, x_ref, g.double())
+    loss_mag, grad_mag, ill = region_magnitudes(x64, t64, ref_options, g, loss, x.dtype)
+    assert_close(value, ref_value.detach(), loss_mag, "loss")
+    if dice_sum_gradients_overflow(x64, t64, ref_options, x.dtype, loss):
+        event("gradient left out: float32 overflow")
+        return
+    if ill:  # focal_gamma < 1 with a term within its error of 0: phi' unbounded there
+        event("gradient left out: a focal term at 0 within its error")
         return
     assert_close(grad, ref_grad, torch.maximum(gradient_magnitude(ref_grad), grad_mag),
                  "gradient")
