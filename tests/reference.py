@@ -314,9 +314,10 @@ def _tversky_term(I, P, T, smooth_nr, smooth_dr, alpha=0.5, beta=0.5, focal_gamm
     term = 1 - _ratio_or_perfect(tp + smooth_nr, tp + alpha * fp + beta * fn + smooth_dr)
     if focal_gamma == 1.0:
         return term
+    # A term <= 0 counts as 0 (gradient 0); NaN stays NaN.
     positive = term > 0
     return torch.where(positive, torch.where(positive, term, torch.ones_like(term)) ** focal_gamma,
-                       torch.zeros_like(term))
+                       torch.where(term.isnan(), term, torch.zeros_like(term)))
 
 
 def _log_cosh_dice_term(I, P, T, smooth_nr, smooth_dr, **_):

@@ -646,7 +646,12 @@ def test_aot_eager_dynamic_shapes_compile_once(gen, _fresh_dynamo):
 def test_inductor_equals_eager(gen, _fresh_dynamo):
     fn, data = _compile_data("softmax-labels-ignore-mask-none", gen)
     compiled = torch.compile(fn, backend="inductor", fullgraph=True)
-    _assert_same(_compile_run(compiled, *data), _compile_run(fn, *data))
+    # Inductor fuses the float64 epilogue (a division may become a product
+    # with the reciprocal): equal to rounding, which the softmax backward
+    # amplifies where its terms cancel.
+    for a, e in zip(_compile_run(compiled, *data), _compile_run(fn, *data)):
+        assert a.shape == e.shape and a.dtype == e.dtype
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-8)
 
 
 # --------------------------------------------------------------------------

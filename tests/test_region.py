@@ -428,6 +428,46 @@ def test_log_cosh_is_stable_and_accurate_for_every_dice(smooth_nr, gen):
     torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-300)
 
 
+@pytest.mark.parametrize("name,options", [
+    ("dice_loss", dict(smooth_nr=1.0, smooth_dr=1e-20, include_background=False)),
+    ("tversky_loss", dict(smooth_nr=1.0, smooth_dr=1e-20,
+                          class_weights=torch.tensor([0.0, 1.0]))),
+    ("generalized_dice_loss", dict(smooth_nr=1.0, smooth_dr=1e-37, activation="none")),
+])
+def test_float32_group_that_weighs_nothing_has_zero_gradient(name, options):
+    # Found by the fuzz: num / den^2 of a group that weighs 0 (dropped, weight
+    # 0, or generalized Dice with every class absent) overflows float32, and
+    # its gradient was 0 * inf = NaN; the epilogue runs in float64.
+    if name == "generalized_dice_loss":
+        x, t = torch.tensor([[[0.9505]]]), torch.tensor([[0]])
+    else:
+        x, t = torch.tensor([[[-1e4], [1.6011]]]), torch.tensor([[1]])
+    g = torch.tensor(1.0)
+    loss, grad = dice_forward_backward(x, t, g, loss=name, **options)
+    ref_loss, ref_grad = region_torch(name, x.double(), t, grad_output=g.double(), **{
+        k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in options.items()})
+    assert torch.isfinite(grad).all()
+    assert_matches(loss, ref_loss, torch.float32)
+    assert_matches(grad, ref_grad, torch.float32)
+
+
+def test_focal_tversky_keeps_a_nan_term():
+    # Found by the fuzz: a NaN term scored 0 under focal_gamma != 1.
+    x = torch.tensor([[[0.3, float("nan")]]])
+    y = torch.tensor([[[1.0, 0.0]]])
+    for focal_gamma in (0.75, 1.0, 2.0):
+        assert torch.isnan(segloss.tversky_loss(x, y, focal_gamma=focal_gamma))
+
+
+def test_float32_tversky_keeps_an_alpha_below_float32_range():
+    # Found by the fuzz: alpha = 1e-300 was 0 in a float32 epilogue. Here
+    # TP = 0, FN = 0, FP > 0: the loss is 1 for every alpha > 0, 0 at alpha = 0.
+    x, y = torch.tensor([[[-3.0, -2.0]]]), torch.zeros(1, 1, 2)
+    options = dict(beta=0.0, smooth_nr=0.0, smooth_dr=0.0)
+    assert float(segloss.tversky_loss(x, y, alpha=1e-300, **options)) == 1.0
+    assert float(segloss.tversky_loss(x, y, alpha=0.0, **options)) == 0.0
+
+
 def test_log_cosh_of_a_tiny_dice_loss_keeps_its_relative_accuracy():
     # d ~ 1e-6: cosh(d) - 1 ~ 5e-13 would lose digits as cosh(d) - 1.
     x = torch.full((1, 1, 4, 4), 0.999999, dtype=torch.float64)

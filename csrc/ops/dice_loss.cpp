@@ -113,8 +113,10 @@ at::Tensor tversky_formula(const RegionSums& s, double smooth_nr, double smooth_
       1 - score_or_perfect(tp + smooth_nr, tp + params.alpha * false_positives +
                                                params.beta * false_negatives + smooth_dr);
   if (params.focal_gamma == 1) return term;
+  // A NaN term (from a NaN input) stays NaN, as with focal_gamma = 1.
   const at::Tensor positive = term > 0;
-  return at::where(positive, at::pow(at::where(positive, term, 1), params.focal_gamma), 0);
+  return at::where(positive, at::pow(at::where(positive, term, 1), params.focal_gamma),
+                   at::where(at::isnan(term), term, 0));
 }
 
 void check_tversky_params(std::string_view op, const RegionParams& params) {
@@ -289,22 +291,31 @@ at::Tensor region_loss_from_sums(const RegionLoss& loss, std::string_view op,
   const Reduction parsed = parse_reduction(op, reduction);
   check_region_arguments(op, sums, smooth_nr, smooth_dr, include_background, class_weights);
   if (loss.check_params != nullptr) loss.check_params(op, params);
+  // The epilogue runs in float64 whatever the sums' dtype: on (N, C) values
+  // it costs nothing, and float32 would overflow where float64 does not. A
+  // tiny smooth_dr makes num / den^2 exceed float32 in a group that weighs 0
+  // (a dropped background, a zero class weight), whose gradient would then be
+  // 0 * inf = NaN; an alpha below float32's range would count as 0.
+  const at::Tensor exact = sums.to(at::kDouble);
+  at::Tensor loss_value;
   if (loss.combined != nullptr) {
-    at::Tensor kept = sums;
+    at::Tensor kept = exact;
     std::optional<at::Tensor> kept_weights = class_weights;
     if (!include_background) {
-      kept = sums.narrow_symint(1, 1, sums.sym_size(1) - 1);
+      kept = exact.narrow_symint(1, 1, exact.sym_size(1) - 1);
       if (is_given(class_weights)) {
         kept_weights = class_weights->narrow_symint(0, 1, class_weights->sym_size(0) - 1);
       }
     }
     const at::Tensor per_group = loss.combined(region_sums(kept, batch_dice), kept_weights,
                                                smooth_nr, smooth_dr, params);
-    return region_tail(per_group, std::nullopt, /*include_background=*/true, parsed);
+    loss_value = region_tail(per_group, std::nullopt, /*include_background=*/true, parsed);
+  } else {
+    const at::Tensor per_class =
+        loss.formula(region_sums(exact, batch_dice), smooth_nr, smooth_dr, params);
+    loss_value = region_tail(per_class, class_weights, include_background, parsed);
   }
-  const at::Tensor per_class =
-      loss.formula(region_sums(sums, batch_dice), smooth_nr, smooth_dr, params);
-  return region_tail(per_class, class_weights, include_background, parsed);
+  return loss_value.to(sums.scalar_type());
 }
 
 // A public region loss: the fused sums, then its epilogue.
