@@ -112,14 +112,11 @@ __global__ void partial_sums_kernel(DeviceOperands<scalar_t, label_t, acc_t> d, 
     counted += px.target >= 0 ? acc_t(1) : acc_t(0);
     weight += px.coefficient;
   }
-  loss = block_sum(loss);
-  counted = block_sum(counted);
-  weight = block_sum(weight);
-  if (threadIdx.x == 0) {
-    partials[blockIdx.x * kPartialColumns + kLossSum] = loss;
-    partials[blockIdx.x * kPartialColumns + kCounted] = counted;
-    partials[blockIdx.x * kPartialColumns + kWeightSum] = weight;
-  }
+  acc_t values[kPartialColumns];
+  values[kLossSum] = loss;
+  values[kCounted] = counted;
+  values[kWeightSum] = weight;
+  cuda::block_sums_to(values, partials + blockIdx.x * kPartialColumns);
 }
 
 // One block: adds the partials in double in a fixed order.

@@ -51,6 +51,38 @@ __device__ acc_t block_sum(acc_t value) {
   return result;
 }
 
+// Sums each of kCount per-thread values over the block (kThreads threads)
+// in a fixed order, and thread k < kCount writes the total of value k to
+// out[k]: a shuffle tree within each warp, then the warps' totals in warp
+// order. Two barriers for all kCount values, where block_sum costs
+// log2(kThreads) + 2 per value (the tail of a kernel that reduces many
+// columns, e.g. the Dice sums' chunk of channels x columns).
+template <int kCount, typename acc_t>
+__device__ __forceinline__ void block_sums_to(const acc_t (&values)[kCount], acc_t* out) {
+  constexpr int kWarpSize = 32;
+  constexpr int kWarps = kThreads / kWarpSize;
+  static_assert(kCount <= kThreads, "one thread writes each total");
+  __shared__ acc_t warp_totals[kWarps][kCount];
+  const int lane = threadIdx.x % kWarpSize;
+  const int warp = threadIdx.x / kWarpSize;
+#pragma unroll
+  for (int k = 0; k < kCount; ++k) {
+    acc_t v = values[k];
+#pragma unroll
+    for (int offset = kWarpSize / 2; offset > 0; offset /= 2) {
+      v += __shfl_down_sync(0xffffffffu, v, offset);
+    }
+    if (lane == 0) warp_totals[warp][k] = v;
+  }
+  __syncthreads();
+  if (threadIdx.x < kCount) {
+    acc_t total = warp_totals[0][threadIdx.x];
+    for (int w = 1; w < kWarps; ++w) total += warp_totals[w][threadIdx.x];
+    out[threadIdx.x] = total;
+  }
+  __syncthreads();  // the next call may overwrite warp_totals
+}
+
 // Calls body(label_t{}) for a class-index dtype the kernels read in place
 // (uint8, int32 or int64; readable_labels converts the others).
 template <typename Body>

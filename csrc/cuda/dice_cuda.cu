@@ -28,7 +28,6 @@
 namespace segloss::ops {
 namespace {
 
-using cuda::block_sum;
 using cuda::grid_size;
 using cuda::kThreads;
 
@@ -41,7 +40,7 @@ constexpr int chunk_channels(int columns) { return columns == core::kDiceCeColum
 // Blocks of kThreads per SM that the forward must fit (the registers it may
 // use: 65536 / (kThreads x blocks)). ptxas -v (sm_90, CUDA 13.0): float Dice
 // fits 64 registers with no spills (unbounded it took 128: two blocks, 25%
-// occupancy); the soft-label and Dice + CE sums take 86 to 111 under the
+// occupancy); the soft-label and Dice + CE sums take 86 to 115 under the
 // bound of 128, no spills; float64 takes 140 to 154 unbounded (a bound of 64
 // spills hundreds of bytes).
 template <int kColumns, typename acc_t>
@@ -211,19 +210,15 @@ __global__ void __launch_bounds__(kThreads, (min_blocks_per_sm<kColumns, acc_t>(
       }
     }
   }
-  acc_t* out = partials + (n * gridDim.x + blockIdx.x) * kChunk * kColumns;  // gridDim.x == blocks
-  // Only the chunk's channels: the block sums (each with its barriers) are the
-  // kernel's tail, and `chunk` is the same for the whole block.
+  // The chunk's running sums in one block reduction (two barriers); the
+  // slots of channels beyond the chunk hold zeros and are never read.
+  acc_t flat[kChunk * kColumns];
 #pragma unroll
   for (int j = 0; j < kChunk; ++j) {
-    if (j < chunk) {
 #pragma unroll
-      for (int k = 0; k < kColumns; ++k) {
-        const acc_t total = block_sum(sums[j][k]);
-        if (threadIdx.x == 0) out[j * kColumns + k] = total;
-      }
-    }
+    for (int k = 0; k < kColumns; ++k) flat[j * kColumns + k] = sums[j][k];
   }
+  cuda::block_sums_to(flat, partials + (n * gridDim.x + blockIdx.x) * kChunk * kColumns);
 }
 
 // One thread per (n, j, k): adds the image's block partials in block order.
