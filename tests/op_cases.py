@@ -163,7 +163,7 @@ def _dice_sums_case(name, shape, *, activation, target, gamma, cross_entropy, ig
                     soft_label=False):
     n, c = shape[0], shape[1]
     spatial = tuple(shape[2:])
-    columns = 7 if cross_entropy else 4 if soft_label else 3
+    columns = 8 if cross_entropy else 4 if soft_label else 3
 
     def make(gen):
         inputs = {"x": _rand(shape, gen, 0.02, 0.98) if activation == "none"

@@ -438,8 +438,9 @@ def _labels_and_keep(x, target, ignore_index, mask):
 
 
 def cross_entropy_torch(x, target, *, activation="softmax", class_weights=None,
-                        ignore_index=None, mask=None, reduction="mean"):
-    """The CE half of Dice + CE for a float64 CPU `x` (attached to x's graph)."""
+                        ignore_index=None, mask=None, reduction="mean", label_smoothing=0.0):
+    """The CE half of Dice + CE for a float64 CPU `x` (attached to x's graph);
+    label_smoothing is F.cross_entropy's own."""
     N, C = x.shape[:2]
     w = None if class_weights is None else class_weights.detach().to("cpu", torch.float64)
     dense = target.dtype.is_floating_point
@@ -452,6 +453,12 @@ def cross_entropy_torch(x, target, *, activation="softmax", class_weights=None,
     else:
         labels, keep = _labels_and_keep(x, target, ignore_index, mask)
     if activation == "softmax":
+        if dense and label_smoothing > 0:
+            # Every class has target mass e / C: PyTorch's probability form.
+            per_pixel = F.cross_entropy(x, y, weight=w, reduction="none",
+                                        label_smoothing=label_smoothing)
+            total = torch.where(keep, per_pixel, 0.0).sum()
+            return total / keep.sum() if reduction == "mean" else total
         if dense:
             # F.cross_entropy(x, y, weight=w) with 0 log 0 = 0: a class
             # without target mass adds nothing, whatever its logit (-inf too;
@@ -465,7 +472,8 @@ def cross_entropy_torch(x, target, *, activation="softmax", class_weights=None,
         # Masked-out pixels become ignored ones.
         sentinel = -100 if ignore_index is None else int(ignore_index)
         masked = torch.where(keep, labels, torch.full_like(labels, sentinel))
-        return F.cross_entropy(x, masked, weight=w, ignore_index=sentinel, reduction=reduction)
+        return F.cross_entropy(x, masked, weight=w, ignore_index=sentinel, reduction=reduction,
+                               label_smoothing=label_smoothing)
     if activation == "sigmoid":
         if not dense:
             safe = torch.where(keep, labels, torch.zeros_like(labels))
@@ -484,7 +492,8 @@ def cross_entropy_torch(x, target, *, activation="softmax", class_weights=None,
 def dice_ce_torch(x, target, *, activation="softmax", gamma=1.0, smooth_nr=1e-5,
                   smooth_dr=1e-5, batch_dice=False, include_background=True,
                   class_weights=None, ignore_index=None, mask=None, lambda_dice=1.0,
-                  lambda_ce=1.0, reduction="mean", ce_weight=None, grad_output=None):
+                  lambda_ce=1.0, reduction="mean", ce_weight=None, label_smoothing=0.0,
+                  grad_output=None):
     """float64 eager PyTorch on the CPU: (loss, autograd d loss / d x) of
     lambda_dice * Dice + lambda_ce * CE, the CE weighted by ce_weight if given,
     else by class_weights; the gradient is None without grad_output."""
@@ -495,7 +504,8 @@ def dice_ce_torch(x, target, *, activation="softmax", gamma=1.0, smooth_nr=1e-5,
                            ignore_index=ignore_index, mask=mask, reduction=reduction)
     ce = cross_entropy_torch(x, target, activation=activation,
                              class_weights=class_weights if ce_weight is None else ce_weight,
-                             ignore_index=ignore_index, mask=mask, reduction=reduction)
+                             ignore_index=ignore_index, mask=mask, reduction=reduction,
+                             label_smoothing=label_smoothing)
     loss = lambda_dice * dice + lambda_ce * ce
     grad = None
     if grad_output is not None:

@@ -532,7 +532,7 @@ def test_opcheck_dice_sums_cross_entropy(sample, cross_entropy, device, gen):
     torch.library.opcheck(torch.ops.segloss._dice_sums.default, (x.requires_grad_(),) + args)
     sums = torch.ops.segloss._dice_sums(x.detach(), *args)
     sums_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    assert sums.shape == x.shape[:2] + (7 if cross_entropy else 3,)
+    assert sums.shape == x.shape[:2] + (8 if cross_entropy else 3,)
     assert sums.dtype == sums_dtype
     # The first three columns are Dice's (I, P, T) either way.
     expected = dice_sums_torch(x.detach().to("cpu", torch.float64), t, *args[1:5])

@@ -1149,7 +1149,9 @@ def ce_magnitudes(x64, t64, options, grad_output):
     w = torch.ones(dims, dtype=torch.float64) if cw is None else cw.double().reshape(dims)
     p, cond = activated(x64, options["activation"])
     if options["activation"] == "softmax":
-        wy = (w * y).abs()
+        # Label smoothing e is the CE of the target (1 - e) y + e / C.
+        smoothing = options.get("label_smoothing", 0.0)
+        wy = (w * ((1 - smoothing) * y + smoothing / c)).abs()
         terms = torch.where(keep, softmax_ce_magnitude(x64, wy), 0.0).sum()
         # Class indices: the weighted mean over sum w_y; probabilities: over pixels.
         count = (w * y).sum(1)[keep].sum() if not t64.dtype.is_floating_point else keep.sum()
@@ -1185,6 +1187,14 @@ def test_dice_ce_loss(data):
         ce_w = torch.from_numpy(ce_w).to(data.draw(st.sampled_from(FLOAT_DTYPES),
                                                    label="ce_weight dtype"))
         options["ce_weight"] = layout(data, ce_w, expand=False, label="ce_weight layout")
+    if data.draw(st.booleans(), label="label_smoothing?"):
+        smoothing = data.draw(st.sampled_from([0.0, 0.1, 0.5, 1.0]), label="label_smoothing")
+        if rarely(data, "label_smoothing out of [0, 1]?"):
+            smoothing = data.draw(st.sampled_from([-0.1, 1.5]), label="bad label_smoothing")
+            expect.add("label_smoothing")
+        if smoothing != 0.0 and options["activation"] != "softmax":
+            expect.add("label_smoothing")  # the softmax CE's option only
+        options["label_smoothing"] = smoothing
     options["lambda_dice"] = data.draw(st.sampled_from([1.0, 0.0, 0.3, 2.0]), label="lambda_dice")
     options["lambda_ce"] = data.draw(st.sampled_from([1.0, 0.0, 1.7]), label="lambda_ce")
     note(f"x={x!r}\ntarget={target!r}\noptions={options!r}")

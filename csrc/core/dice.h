@@ -119,11 +119,18 @@ SEGLOSS_INLINE T sigmoid_ce_grad(T m, T y, T p, T d_negative, T d_positive) {
   return weighted_term(m, d_negative * (T(1) - y) * p + d_positive * y * (p - T(1)));
 }
 
-// d/dx_k of the softmax CE column terms sum_c d_c m y_c (-log p_c) at one
-// pixel: m (p_k sum_c d_c y_c - d_k y_k), d_c = dL/d(positive NLL of channel c).
+// The softmax CE columns' terms at one pixel are sum_c a_c m (-log p_c) with
+// a_c = d_c y_c + e_c, d_c = dL/d(positive NLL of channel c) and
+// e_c = dL/d(smoothing NLL of channel c) (which counts every class).
 template <typename T>
-SEGLOSS_INLINE T softmax_ce_grad(T m, T p_k, T sum_d_y, T d_k, T y_k) {
-  return weighted_term(m, p_k * sum_d_y - d_k * y_k);
+SEGLOSS_INLINE T softmax_ce_coefficient(T d_positive, T y, T d_smoothing) {
+  return d_positive * y + d_smoothing;
+}
+
+// d/dx_k of those terms: m (p_k sum_c a_c - a_k).
+template <typename T>
+SEGLOSS_INLINE T softmax_ce_grad(T m, T p_k, T sum_a, T a_k) {
+  return weighted_term(m, p_k * sum_a - a_k);
 }
 
 // Columns of the per-(n, c) sums: Dice's three, then either the soft-label
@@ -137,9 +144,10 @@ enum DiceColumn : int {
   kPositiveNll = 4,      // sum m y (-log p)
   kTargetMass = 5,       // sum m y
   kPixels = 6,           // sum m
+  kSmoothingNll = 7,     // sum m (-log p), softmax only: label smoothing's term
   kDiceColumns = 3,
   kSoftDiceColumns = 4,
-  kDiceCeColumns = 7,
+  kDiceCeColumns = 8,
 };
 
 // Which columns the sums op computes: the region losses' (Dice), with the
@@ -160,7 +168,7 @@ template <typename T>
 struct ColumnTerms {
   T intersection, prediction, truth;  // the Dice columns
   T difference;                       // the soft-label column
-  T negative_nll, positive_nll, target_mass, pixels;  // Dice + CE's
+  T negative_nll, positive_nll, target_mass, pixels, smoothing_nll;  // Dice + CE's
 };
 
 // The Dice columns' terms at a pixel with mask m, activated input p, target y.
@@ -199,6 +207,7 @@ template <GammaKind K, typename T>
 SEGLOSS_INLINE ColumnTerms<T> softmax_dice_ce_terms(T m, T p, T y, T x, T lse, T gamma) {
   ColumnTerms<T> t = dice_terms<K>(m, p, y, gamma);
   t.positive_nll = weighted_term(m * y, lse - x);
+  t.smoothing_nll = weighted_term(m, lse - x);
   t.target_mass = m * y;
   t.pixels = m;
   return t;
@@ -217,6 +226,7 @@ SEGLOSS_INLINE void add_terms(T* sums, const ColumnTerms<T>& t) {
     sums[kPositiveNll] += t.positive_nll;
     sums[kTargetMass] += t.target_mass;
     sums[kPixels] += t.pixels;
+    sums[kSmoothingNll] += t.smoothing_nll;
   }
 }
 

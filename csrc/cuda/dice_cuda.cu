@@ -262,22 +262,23 @@ __global__ void dice_sums_backward_kernel(DiceDevice<scalar_t, label_t, acc_t> d
     if (d.activation == core::Activation::Softmax) {
       acc_t max_x, inverse_sum, log_sum_exp;
       d.softmax_stats(n, s, &max_x, &inverse_sum, &log_sum_exp);
+      // The CE columns' coefficient a_c of channel c (core::softmax_ce_coefficient).
+      auto ce_coefficient = [&](int64_t c) {
+        return core::softmax_ce_coefficient(d_column(c, core::kPositiveNll),
+                                            d.target_at(n, c, s, label),
+                                            d_column(c, core::kSmoothingNll));
+      };
       acc_t dot = 0;       // sum_k p_k dL/dp_k
-      acc_t ce_total = 0;  // sum_c dL/d(positive NLL_c) y_c
+      acc_t ce_total = 0;  // sum_c a_c
       for (int64_t c = 0; c < d.channels; ++c) {
         const acc_t p = d.probability(n, c, s, max_x, inverse_sum);
         dot += p * grad_p(c, p);
-        if (d.cross_entropy) {
-          ce_total += d_column(c, core::kPositiveNll) * d.target_at(n, c, s, label);
-        }
+        if (d.cross_entropy) ce_total += ce_coefficient(c);
       }
       for (int64_t c = 0; c < d.channels; ++c) {
         const acc_t p = d.probability(n, c, s, max_x, inverse_sum);
         acc_t g = core::softmax_jvp(p, grad_p(c, p), dot);
-        if (d.cross_entropy) {
-          g += core::softmax_ce_grad(m, p, ce_total, d_column(c, core::kPositiveNll),
-                                     d.target_at(n, c, s, label));
-        }
+        if (d.cross_entropy) g += core::softmax_ce_grad(m, p, ce_total, ce_coefficient(c));
         grad_input[(n * d.channels + c) * d.pixels + s] = scalar_t(g);
       }
     } else {

@@ -48,7 +48,7 @@ using DiceCeSignature = at::Tensor(const at::Tensor&, const at::Tensor&, std::st
                                    double, double, double, bool, bool,
                                    const std::optional<at::Tensor>&, std::optional<int64_t>,
                                    const std::optional<at::Tensor>&, double, double,
-                                   std::string_view, const std::optional<at::Tensor>&);
+                                   std::string_view, const std::optional<at::Tensor>&, double);
 
 constexpr char kDice[] = "segloss::dice_loss";
 constexpr char kJaccard[] = "segloss::jaccard_loss";

@@ -421,11 +421,13 @@ constexpr const char* kDiceCeOp = "segloss.dice_ce_loss";
 // The cross-entropy from the sums' columns (core::DiceColumn), as PyTorch
 // computes it: BCE-with-logits with the class weights as pos_weight over
 // every element (sigmoid); weighted cross-entropy over the pixels (softmax),
-// with PyTorch's weighted mean for class-index targets.
+// with PyTorch's weighted mean for class-index targets. Label smoothing
+// (softmax) as F.cross_entropy(label_smoothing=e): (1 - e) times the CE plus
+// e / C times sum_c w_c (-log p_c), over the same divisor.
 at::Tensor cross_entropy_from_sums(const at::Tensor& sums, core::Activation activation,
                                    bool class_index_target,
                                    const std::optional<at::Tensor>& channel_weights,
-                                   Reduction reduction) {
+                                   Reduction reduction, double label_smoothing) {
   const at::Tensor weights = is_given(channel_weights)
                                  ? channel_weights->to(sums.scalar_type())
                                  : at::ones_symint({sums.sym_size(1)}, sums.options());
@@ -434,12 +436,17 @@ at::Tensor cross_entropy_from_sums(const at::Tensor& sums, core::Activation acti
   if (activation == core::Activation::Sigmoid) {
     total = (sums.select(-1, core::kNegativeNll) + positive).sum();
     count = sums.select(-1, core::kPixels).sum();
-  } else if (class_index_target) {
-    total = positive.sum();
-    count = (sums.select(-1, core::kTargetMass) * weights).sum();
   } else {
     total = positive.sum();
-    count = sums.select(-1, core::kPixels).select(-1, 0).sum();  // included pixels
+    count = class_index_target
+                ? (sums.select(-1, core::kTargetMass) * weights).sum()
+                : sums.select(-1, core::kPixels).select(-1, 0).sum();  // included pixels
+    // Only when asked: the smoothing column is +inf where a logit is -inf.
+    if (label_smoothing > 0) {
+      const at::Tensor smoothing = (sums.select(-1, core::kSmoothingNll) * weights).sum();
+      total = (1 - label_smoothing) * total +
+              label_smoothing * smoothing / c10::Scalar(sums.sym_size(1));
+    }
   }
   return reduction == Reduction::Mean ? total / count : total;
 }
@@ -451,13 +458,19 @@ at::Tensor dice_ce_loss(const at::Tensor& input, const at::Tensor& target,
                         std::optional<int64_t> ignore_index,
                         const std::optional<at::Tensor>& mask, double lambda_dice,
                         double lambda_ce, std::string_view reduction,
-                        const std::optional<at::Tensor>& ce_weight) {
+                        const std::optional<at::Tensor>& ce_weight, double label_smoothing) {
   TORCH_CHECK_VALUE(activation == "sigmoid" || activation == "softmax", kDiceCeOp,
                     ": activation must be 'sigmoid' or 'softmax' (the cross-entropy needs "
                     "logits), got '",
                     activation, "'");
   TORCH_CHECK_VALUE(reduction == "mean" || reduction == "sum", kDiceCeOp,
                     ": reduction must be 'mean' or 'sum', got '", reduction, "'");
+  TORCH_CHECK_VALUE(label_smoothing >= 0 && label_smoothing <= 1, kDiceCeOp,
+                    ": label_smoothing must lie in [0, 1], got ", label_smoothing);
+  TORCH_CHECK_VALUE(label_smoothing == 0 || activation == "softmax", kDiceCeOp,
+                    ": label_smoothing applies to the softmax cross-entropy "
+                    "(F.cross_entropy's label_smoothing), got activation='",
+                    activation, "'");
   // A softmax over one channel is 1 everywhere: its Dice and its cross-entropy
   // are constants, and a class-index target has only the label 0.
   TORCH_CHECK_VALUE(activation != "softmax" || input.dim() < 2 || input.sym_size(1) != 1,
@@ -476,7 +489,7 @@ at::Tensor dice_ce_loss(const at::Tensor& input, const at::Tensor& target,
   if (is_given(ce_weight)) check_channel_weights(kDiceCeOp, "ce_weight", *ce_weight, sums);
   const at::Tensor cross_entropy = cross_entropy_from_sums(
       sums, parsed_activation, at::isIntegralType(target.scalar_type(), /*includeBool=*/true),
-      is_given(ce_weight) ? ce_weight : class_weights, parsed_reduction);
+      is_given(ce_weight) ? ce_weight : class_weights, parsed_reduction, label_smoothing);
   return (lambda_dice * dice + lambda_ce * cross_entropy).to(input.scalar_type());
 }
 

@@ -63,10 +63,10 @@ TORCH_LIBRARY(segloss, m) {
       "float gamma=1.0, float smooth_nr=1e-05, float smooth_dr=1e-05, bool batch_dice=False, "
       "bool include_background=True, Tensor? class_weights=None, int? ignore_index=None, "
       "Tensor? mask=None, float lambda_dice=1.0, float lambda_ce=1.0, "
-      "str reduction=\"mean\", Tensor? ce_weight=None) -> Tensor",
+      "str reduction=\"mean\", Tensor? ce_weight=None, float label_smoothing=0.0) -> Tensor",
       tags);
   // (N, C, 3): sum m p y, sum m p^gamma, sum m y^gamma per image and channel;
-  // (N, C, 4) with soft_label (and sum m |p - y|^gamma), (N, C, 7) with
+  // (N, C, 4) with soft_label (and sum m |p - y|^gamma), (N, C, 8) with
   // cross_entropy (core::DiceColumn). Error messages name `caller`, the public
   // function that computes the sums.
   m.def(

@@ -407,6 +407,7 @@ def dice_ce_loss(
     lambda_ce: float = 1.0,
     reduction: str = "mean",
     ce_weight: Optional[Tensor] = None,
+    label_smoothing: float = 0.0,
 ) -> Tensor:
     r"""Dice + cross-entropy, ``lambda_dice * Dice + lambda_ce * CE``, from one
     read of the logits (nnU-Net's ``DC_and_CE_loss``, MONAI's ``DiceCELoss``).
@@ -438,6 +439,10 @@ def dice_ce_loss(
         ce_weight: ``Tensor[C]``, per-class weights of the CE term alone
             (``cross_entropy``'s ``weight``, or the per-channel ``pos_weight``
             with sigmoid); ``None`` (default): the CE uses ``class_weights``.
+        label_smoothing: in ``[0, 1]``, softmax only: the CE of
+            ``F.cross_entropy(label_smoothing=)`` (MONAI's
+            ``DiceCELoss(label_smoothing=)``), ``(1 - e) CE + e / C *
+            sum_c w_c (-log p_c)`` over CE's divisor; the Dice term is unchanged.
 
     Returns:
         A 0-dim tensor in ``input``'s dtype; differentiable with respect to
@@ -447,7 +452,8 @@ def dice_ce_loss(
         input, target, activation=activation, gamma=gamma, smooth_nr=smooth_nr,
         smooth_dr=smooth_dr, batch_dice=batch_dice, include_background=include_background,
         class_weights=class_weights, ignore_index=ignore_index, mask=mask,
-        lambda_dice=lambda_dice, lambda_ce=lambda_ce, reduction=reduction, ce_weight=ce_weight)
+        lambda_dice=lambda_dice, lambda_ce=lambda_ce, reduction=reduction, ce_weight=ce_weight,
+        label_smoothing=label_smoothing)
 
 @torch.jit.unused
 def _distributed_region_loss(

@@ -324,15 +324,22 @@ class DiceCELoss(_DiceOptions):
                  include_background: bool = True, class_weights: Optional[Tensor] = None,
                  ignore_index: Optional[int] = None, lambda_dice: float = 1.0,
                  lambda_ce: float = 1.0, reduction: str = "mean",
-                 ce_weight: Optional[Tensor] = None) -> None:
+                 ce_weight: Optional[Tensor] = None, label_smoothing: float = 0.0) -> None:
         if activation not in ("sigmoid", "softmax"):
             raise ValueError(f"{_name(self)}: activation must be 'sigmoid' or 'softmax', got "
                              f"{activation!r}")
         if reduction not in ("mean", "sum"):
             raise ValueError(f"{_name(self)}: reduction must be 'mean' or 'sum', got "
                              f"{reduction!r}")
+        if not 0 <= label_smoothing <= 1:
+            raise ValueError(f"{_name(self)}: label_smoothing must lie in [0, 1], got "
+                             f"{label_smoothing}")
+        if label_smoothing > 0 and activation != "softmax":
+            raise ValueError(f"{_name(self)}: label_smoothing applies to the softmax "
+                             f"cross-entropy, got activation={activation!r}")
         super().__init__(activation, gamma, smooth_nr, smooth_dr, batch_dice,
                          include_background, class_weights, ignore_index)
+        self.label_smoothing = float(label_smoothing)
         self.lambda_dice = float(lambda_dice)
         self.lambda_ce = float(lambda_ce)
         self.reduction = reduction
@@ -345,7 +352,8 @@ class DiceCELoss(_DiceOptions):
                               include_background=self.include_background,
                               class_weights=self.class_weights, ignore_index=self.ignore_index,
                               mask=mask, lambda_dice=self.lambda_dice, lambda_ce=self.lambda_ce,
-                              reduction=self.reduction, ce_weight=self.ce_weight)
+                              reduction=self.reduction, ce_weight=self.ce_weight,
+                              label_smoothing=self.label_smoothing)
 
     def extra_repr(self) -> str:
         parts = [f"activation={self.activation!r}", f"gamma={self.gamma}",
@@ -355,6 +363,8 @@ class DiceCELoss(_DiceOptions):
                  *self._optional_repr()]
         if self.ce_weight is not None:
             parts.append(f"ce_weight=Tensor{list(self.ce_weight.shape)}")
+        if self.label_smoothing:
+            parts.append(f"label_smoothing={self.label_smoothing}")
         parts.append(f"reduction={self.reduction!r}")
         return ", ".join(parts)
 

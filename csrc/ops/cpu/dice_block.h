@@ -27,21 +27,22 @@ struct DiceBlockLoops {
   // values; lse (if not null) = log(sum(exp(x))) per pixel.
   using Softmax = void (*)(const T* x, std::int64_t x_row_stride, std::int64_t channels,
                            std::int64_t n, T* p, T* work, T* lse);
-  // Dice + CE, sigmoid: the 7 columns of core::DiceColumn over the n pixels.
+  // Dice + CE, sigmoid: the 8 columns of core::DiceColumn over the n pixels.
   using SigmoidCeSums = void (*)(const T* x, const T* y, const T* m, std::int64_t n, T gamma,
                                  T* sums);
-  // Dice + CE, softmax: the 7 columns for one channel from its probabilities
+  // Dice + CE, softmax: the 8 columns for one channel from its probabilities
   // p, logits x and the pixels' lse (-log p = lse - x).
   using SoftmaxCeSums = void (*)(const T* p, const T* x, const T* lse, const T* y, const T* m,
                                  std::int64_t n, T gamma, T* sums);
   // Dice + CE, sigmoid: grad[i] from dL/d(column) d[0..6].
   using SigmoidCeGrad = void (*)(const T* x, const T* y, const T* m, std::int64_t n, T gamma,
                                  const T* d, T* grad);
-  // Dice + CE, softmax: adds the CE term m (p_k sum_c d_c y_c - d_k y_k) to the
-  // gradient rows, d_c = dL/d(positive NLL of channel c); `work` holds n values.
+  // Dice + CE, softmax: adds the CE term m (p_k sum_c a_c - a_k) to the
+  // gradient rows, a_c = d_c y_c + e_c from d_c = dL/d(positive NLL of channel
+  // c) and e_c = dL/d(smoothing NLL of channel c); `work` holds n values.
   using SoftmaxCeGradAdd = void (*)(const T* p, const T* const* y_rows, const T* m,
-                                    const T* d_positive, std::int64_t channels, std::int64_t n,
-                                    T* grad, T* work);
+                                    const T* d_positive, const T* d_smoothing,
+                                    std::int64_t channels, std::int64_t n, T* grad, T* work);
   // grad rows = p (dL/dp - sum_k p_k dL/dp_k), rows of n values; `work` holds n values.
   using SoftmaxGrad = void (*)(const T* p, const T* grad_p, std::int64_t channels,
                                std::int64_t n, T* grad, T* work);
@@ -238,16 +239,17 @@ void sigmoid_ce_sums_block(const T* x, const T* y, const T* m, std::int64_t n, T
     mass += t.target_mass;
     pixels += t.pixels;
   }
-  const T values[core::kDiceCeColumns] = {intersection, prediction, truth, negative,
-                                          positive,     mass,       pixels};
+  const T values[core::kDiceCeColumns] = {intersection, prediction, truth,  negative,
+                                          positive,     mass,       pixels, T(0)};
   for (int k = 0; k < core::kDiceCeColumns; ++k) sums[k] = values[k];
 }
 
 template <core::GammaKind K, typename T>
 void softmax_ce_sums_block(const T* p, const T* x, const T* lse, const T* y, const T* m,
                            std::int64_t n, T gamma, T* sums) {
-  T intersection = 0, prediction = 0, truth = 0, positive = 0, mass = 0, pixels = 0;
-#pragma omp simd reduction(+ : intersection, prediction, truth, positive, mass, pixels)
+  T intersection = 0, prediction = 0, truth = 0, positive = 0, mass = 0, pixels = 0,
+    smoothing = 0;
+#pragma omp simd reduction(+ : intersection, prediction, truth, positive, mass, pixels, smoothing)
   for (std::int64_t i = 0; i < n; ++i) {
     const core::ColumnTerms<T> t =
         core::softmax_dice_ce_terms<K>(m[i], p[i], y[i], x[i], lse[i], gamma);
@@ -257,9 +259,10 @@ void softmax_ce_sums_block(const T* p, const T* x, const T* lse, const T* y, con
     positive += t.positive_nll;
     mass += t.target_mass;
     pixels += t.pixels;
+    smoothing += t.smoothing_nll;
   }
-  const T values[core::kDiceCeColumns] = {intersection, prediction, truth, T(0),
-                                          positive,     mass,       pixels};
+  const T values[core::kDiceCeColumns] = {intersection, prediction, truth,  T(0),
+                                          positive,     mass,       pixels, smoothing};
   for (int k = 0; k < core::kDiceCeColumns; ++k) sums[k] = values[k];
 }
 
@@ -279,23 +282,24 @@ void sigmoid_ce_grad_block(const T* x, const T* y, const T* m, std::int64_t n, T
 
 template <typename T>
 void softmax_ce_grad_add_block(const T* p, const T* const* y_rows, const T* m,
-                               const T* d_positive, std::int64_t channels, std::int64_t n,
-                               T* grad, T* work) {
+                               const T* d_positive, const T* d_smoothing,
+                               std::int64_t channels, std::int64_t n, T* grad, T* work) {
   for (std::int64_t i = 0; i < n; ++i) work[i] = 0;
   for (std::int64_t c = 0; c < channels; ++c) {
     const T* y = y_rows[c];
-    const T dc = d_positive[c];
+    const T dc = d_positive[c], ec = d_smoothing[c];
 #pragma omp simd
-    for (std::int64_t i = 0; i < n; ++i) work[i] += dc * y[i];
+    for (std::int64_t i = 0; i < n; ++i) work[i] += core::softmax_ce_coefficient(dc, y[i], ec);
   }
   for (std::int64_t c = 0; c < channels; ++c) {
     const T* pc = p + c * n;
     const T* y = y_rows[c];
-    const T dc = d_positive[c];
+    const T dc = d_positive[c], ec = d_smoothing[c];
     T* out = grad + c * n;
 #pragma omp simd
     for (std::int64_t i = 0; i < n; ++i) {
-      out[i] += core::softmax_ce_grad(m[i], pc[i], work[i], dc, y[i]);
+      out[i] += core::softmax_ce_grad(m[i], pc[i], work[i],
+                                      core::softmax_ce_coefficient(dc, y[i], ec));
     }
   }
 }

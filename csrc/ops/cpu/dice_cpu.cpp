@@ -43,6 +43,7 @@ struct DiceScratch {
   std::vector<acc_t> x, p, y, grad_p, grad, mask, work, lse, ones;
   std::vector<const acc_t*> y_rows;  // each channel's target row
   std::vector<acc_t> d_positive;     // each channel's dL/d(positive NLL)
+  std::vector<acc_t> d_smoothing;    // each channel's dL/d(smoothing NLL)
 
   void ensure(int64_t channels) {
     if (!x.empty()) return;
@@ -51,6 +52,7 @@ struct DiceScratch {
     ones.assign(kBlock, acc_t(1));
     y_rows.resize(channels);
     d_positive.resize(channels);
+    d_smoothing.resize(channels);
   }
 };
 
@@ -231,11 +233,15 @@ void dice_sums_backward_kernel(const DiceOperands& ops, const at::Tensor& grad_s
         y_rows[c] = unit.target_row(c);
         grad_row(s.p.data() + c * length, y_rows[c], unit.mask, length, gamma, ds + c * columns,
                  s.grad_p.data() + c * length);
-        if (ops.cross_entropy()) d_positive[c] = ds[c * columns + core::kPositiveNll];
+        if (ops.cross_entropy()) {
+          d_positive[c] = ds[c * columns + core::kPositiveNll];
+          s.d_smoothing[c] = ds[c * columns + core::kSmoothingNll];
+        }
       }
       loops.softmax_grad(s.p.data(), s.grad_p.data(), C, length, s.grad.data(), s.work.data());
       if (ops.cross_entropy()) {
-        loops.softmax_ce_grad_add(s.p.data(), y_rows.data(), unit.mask, d_positive.data(), C,
+        loops.softmax_ce_grad_add(s.p.data(), y_rows.data(), unit.mask, d_positive.data(),
+                                  s.d_smoothing.data(), C,
                                   length, s.grad.data(), s.work.data());
       }
       for (int64_t c = 0; c < C; ++c) {
