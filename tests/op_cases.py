@@ -349,6 +349,9 @@ def cases():
     table += [
         _dice_case("dice_ce-softmax-labels-int64-2d", (3, 3, 37, 53), activation="softmax",
                    target="labels", loss="dice_ce_loss", ignore=-1, mask=True),
+        _dice_case("dice_ce-softmax-labels-2d-label_smoothing", (3, 3, 37, 53),
+                   activation="softmax", target="labels", loss="dice_ce_loss", ignore=255,
+                   class_weights=True, label_smoothing=0.1),
         _dice_case("dice_ce-sigmoid-dense-3d-sum-batch", shape3, activation="sigmoid",
                    target="dense", loss="dice_ce_loss", reduction="sum", gamma=2.0,
                    batch_dice=True),

@@ -40,7 +40,7 @@ constexpr int chunk_channels(int columns) { return columns == core::kDiceCeColum
 // Blocks of kThreads per SM that the forward must fit (the registers it may
 // use: 65536 / (kThreads x blocks)). ptxas -v (sm_90, CUDA 13.0): float Dice
 // fits 64 registers with no spills (unbounded it took 128: two blocks, 25%
-// occupancy); the soft-label and Dice + CE sums take 86 to 115 under the
+// occupancy); the soft-label and Dice + CE sums take 90 to 115 under the
 // bound of 128, no spills; float64 takes 140 to 154 unbounded (a bound of 64
 // spills hundreds of bytes).
 template <int kColumns, typename acc_t>
