@@ -347,6 +347,21 @@ def assert_region_entries_match(loss, x, target, grad_output, options):
         assert_matches(grad, ref_grad, msg=f"{entry} grad")
 
 
+def assert_aot_eager_equals_eager(fn, x, target):
+    """fn(x, target) compiled with torch.compile(backend="aot_eager",
+    fullgraph=True) gives eager's loss and input gradient, bit for bit."""
+    import torch._dynamo
+    torch._dynamo.reset()
+    try:
+        compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
+        xs = [x.detach().clone().requires_grad_() for _ in range(2)]
+        values = [compiled(xs[0], target), fn(xs[1], target)]
+        grads = [torch.autograd.grad(v, xi)[0] for v, xi in zip(values, xs)]
+        assert torch.equal(values[0], values[1]) and torch.equal(grads[0], grads[1])
+    finally:
+        torch._dynamo.reset()
+
+
 def assert_close_to_scale(actual, expected, tol, msg=""):
     """|actual - expected| <= tol * (|expected| + max |expected|), NaN == NaN."""
     expected = expected.detach().to("cpu", torch.float64)

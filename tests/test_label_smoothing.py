@@ -12,14 +12,14 @@ import warnings
 
 import pytest
 import torch
-import torch._dynamo
 try:
     from monai.losses import DiceCELoss as MonaiDiceCELoss
 except ImportError:  # MONAI is optional (absent on the GPU machines): its comparisons skip
     MonaiDiceCELoss = None
 
 import segloss
-from helpers import (assert_close_to_scale, assert_matches, dice_forward_backward,
+from helpers import (assert_aot_eager_equals_eager, assert_close_to_scale, assert_matches,
+                     dice_forward_backward,
                      make_class_weights, make_dice_input, make_dice_target, make_mask)
 from reference import dice_ce_torch
 
@@ -157,19 +157,13 @@ def test_module_repr_and_scripting(gen):
 
 
 def test_compile_fullgraph_equals_eager(gen):
-    torch._dynamo.reset()
     x = make_dice_input("softmax", (2, 3, 6, 7), gen, torch.float32)
     t = make_dice_target("labels", (2, 3, 6, 7), gen)
 
     def fn(x, t):
         return segloss.dice_ce_loss(x, t, label_smoothing=0.1)
 
-    compiled = torch.compile(fn, backend="aot_eager", fullgraph=True)
-    xs = [x.clone().requires_grad_() for _ in range(2)]
-    values = [compiled(xs[0], t), fn(xs[1], t)]
-    grads = [torch.autograd.grad(v, xi)[0] for v, xi in zip(values, xs)]
-    assert torch.equal(values[0], values[1]) and torch.equal(grads[0], grads[1])
-    torch._dynamo.reset()
+    assert_aot_eager_equals_eager(fn, x, t)
 
 
 @pytest.mark.parametrize("value", [-0.1, 1.5, float("nan")])

@@ -13,7 +13,6 @@ import itertools
 
 import pytest
 import torch
-import torch._dynamo
 try:
     from monai.losses import DiceLoss as MonaiDiceLoss
     from monai.losses import GeneralizedDiceLoss as MonaiGeneralizedDiceLoss
@@ -22,7 +21,8 @@ except ImportError:  # MONAI is optional (absent on the GPU machines): its compa
     MonaiDiceLoss = MonaiGeneralizedDiceLoss = MonaiTverskyLoss = None
 
 import segloss
-from helpers import (assert_close_to_scale, assert_matches, assert_region_entries_match,
+from helpers import (assert_aot_eager_equals_eager, assert_close_to_scale, assert_matches,
+                     assert_region_entries_match,
                      dice_forward_backward,
                      make_class_weights, make_dice_input, make_dice_target, make_mask,
                      monai_onehot)
@@ -337,16 +337,9 @@ def test_scripted_model_equals_eager(gen):
 
 
 def test_compile_fullgraph_equals_eager(gen):
-    torch._dynamo.reset()
     x = make_dice_input("softmax", (2, 3, 6, 7), gen, torch.float32)
     t = make_dice_target("soft", (2, 3, 6, 7), gen, torch.float32)
-    model = SoftModel()
-    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
-    xs = [x.clone().requires_grad_() for _ in range(2)]
-    values = [compiled(xs[0], t), model(xs[1], t)]
-    grads = [torch.autograd.grad(v, xi)[0] for v, xi in zip(values, xs)]
-    assert torch.equal(values[0], values[1]) and torch.equal(grads[0], grads[1])
-    torch._dynamo.reset()
+    assert_aot_eager_equals_eager(SoftModel(), x, t)
 
 
 @pytest.mark.parametrize("function", ["dice_loss", "jaccard_loss", "log_cosh_dice_loss",
