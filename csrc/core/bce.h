@@ -8,6 +8,7 @@
 
 #include "float_math.h"
 #include "platform.h"
+#include "pointwise_params.h"
 
 namespace segloss::core {
 
@@ -36,11 +37,33 @@ SEGLOSS_INLINE T clamped_log_term(T log_value) {
   return log_value < T(-100) ? T(-100) : log_value;
 }
 
-// Loss and d(loss)/d(input) when the input is a probability p in [0, 1]:
-//   loss = -pos_weight * y * log(p) - (1 - y) * log(1 - p)
-struct ProbabilityBce {
+// What a pointwise loss policy does not override: no parameters, an optional
+// per-element operand `a` (read as 1 when absent), every input in the domain.
+// A policy provides loss(x, y, a, params) and grad(x, y, a, params), the loss
+// and its derivative with respect to x, inline for host and device.
+struct PointwisePolicy {
+  static constexpr const char* kAux = "aux";  // the public name of the operand `a`
+  static constexpr bool kAuxRequired = false;
+  static constexpr int kMinParams = 0;        // how many of (gamma, alpha) it takes
+  static constexpr int kMaxParams = 0;
+  static constexpr const char* kDomain = "";  // what out_of_domain rejects, for the error
+
   template <typename T>
-  static SEGLOSS_INLINE T loss(T p, T y, T pos_weight) {
+  static SEGLOSS_INLINE bool out_of_domain(T) {
+    return false;
+  }
+  // Why the parameters are invalid, or nullptr.
+  static const char* invalid_params(const PointwiseParams<double>&) { return nullptr; }
+};
+
+// Loss and d(loss)/d(input) when the input is a probability p in [0, 1]:
+//   loss = -pos_weight * y * log(p) - (1 - y) * log(1 - p),  a = pos_weight
+struct ProbabilityBce : PointwisePolicy {
+  static constexpr const char* kAux = "pos_weight";
+  static constexpr const char* kDomain = "a probability in [0, 1]";
+
+  template <typename T>
+  static SEGLOSS_INLINE T loss(T p, T y, T pos_weight, const PointwiseParams<T>&) {
     const T log_p = clamped_log_term(log_(p));
     const T log_1mp = clamped_log_term(log1p_(-p));
     return (y - T(1)) * log_1mp - (pos_weight * y) * log_p;
@@ -50,7 +73,7 @@ struct ProbabilityBce {
   // away from 0 as in PyTorch's BCE backward, whose epsilon is the float
   // 1e-12f also for double inputs.
   template <typename T>
-  static SEGLOSS_INLINE T grad(T p, T y, T pos_weight) {
+  static SEGLOSS_INLINE T grad(T p, T y, T pos_weight, const PointwiseParams<T>&) {
     const T epsilon = T(1e-12f);
     const T denominator = (T(1) - p) * p;
     const T safe = denominator < epsilon ? epsilon : denominator;
@@ -65,25 +88,22 @@ struct ProbabilityBce {
 };
 
 // Loss and d(loss)/d(input) when the input is a logit x:
-//   loss = (1 - y) * x - (1 + (pos_weight - 1) * y) * log(sigmoid(x))
+//   loss = (1 - y) * x - (1 + (pos_weight - 1) * y) * log(sigmoid(x)),  a = pos_weight
 // which equals -pos_weight * y * log(sigmoid(x)) - (1 - y) * log(1 - sigmoid(x)).
-struct LogitsBce {
+struct LogitsBce : PointwisePolicy {
+  static constexpr const char* kAux = "pos_weight";
+
   template <typename T>
-  static SEGLOSS_INLINE T loss(T x, T y, T pos_weight) {
+  static SEGLOSS_INLINE T loss(T x, T y, T pos_weight, const PointwiseParams<T>&) {
     const T log_weight = (pos_weight - T(1)) * y + T(1);
     return (T(1) - y) * x - log_weight * log_sigmoid(x);
   }
 
   // (1 + (pos_weight - 1) * y) * sigmoid(x) - pos_weight * y
   template <typename T>
-  static SEGLOSS_INLINE T grad(T x, T y, T pos_weight) {
+  static SEGLOSS_INLINE T grad(T x, T y, T pos_weight, const PointwiseParams<T>&) {
     const T log_weight = (pos_weight - T(1)) * y + T(1);
     return log_weight * sigmoid(x) - pos_weight * y;
-  }
-
-  template <typename T>
-  static SEGLOSS_INLINE bool out_of_domain(T) {
-    return false;
   }
 };
 

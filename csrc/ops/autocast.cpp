@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "cross_entropy_operands.h"
+#include "pointwise_operands.h"
 
 namespace segloss::ops {
 namespace {
@@ -23,10 +24,6 @@ struct Float32Autocast<kAutocastKey, kDevice, Ret(Args...)> {
   }
 };
 
-using LossSignature = at::Tensor(const at::Tensor&, const at::Tensor&,
-                                 const std::optional<at::Tensor>&,
-                                 const std::optional<at::Tensor>&, std::string_view);
-
 // dice_loss, jaccard_loss, log_cosh_dice_loss; Tversky's alpha, beta and
 // focal_gamma, and generalized Dice's w_type, take gamma's place.
 using DiceSignature = at::Tensor(const at::Tensor&, const at::Tensor&, std::string_view, double,
@@ -42,8 +39,7 @@ using GeneralizedDiceSignature =
                double, bool, bool, const std::optional<at::Tensor>&, std::optional<int64_t>,
                const std::optional<at::Tensor>&, std::string_view, bool);
 
-constexpr char kBce[] = "segloss::binary_cross_entropy";
-constexpr char kBceWithLogits[] = "segloss::binary_cross_entropy_with_logits";
+constexpr char kPointwise[] = "segloss::_pointwise_loss";
 using DiceCeSignature = at::Tensor(const at::Tensor&, const at::Tensor&, std::string_view,
                                    double, double, double, bool, bool,
                                    const std::optional<at::Tensor>&, std::optional<int64_t>,
@@ -61,14 +57,14 @@ constexpr char kDiceCe[] = "segloss::dice_ce_loss";
 // Every loss op at the autocast key kKey of device kDevice.
 template <c10::DispatchKey kKey, c10::DeviceType kDevice>
 void register_float32_autocast(torch::Library& m) {
-  using Loss = Float32Autocast<kKey, kDevice, LossSignature>;
+  using Pointwise = Float32Autocast<kKey, kDevice, PointwiseLossSignature>;
   using Dice = Float32Autocast<kKey, kDevice, DiceSignature>;
   using Tversky = Float32Autocast<kKey, kDevice, TverskySignature>;
   using GeneralizedDice = Float32Autocast<kKey, kDevice, GeneralizedDiceSignature>;
   using DiceCe = Float32Autocast<kKey, kDevice, DiceCeSignature>;
   using CrossEntropy = Float32Autocast<kKey, kDevice, WeightedCrossEntropySignature>;
-  m.impl("binary_cross_entropy", &Loss::template call<kBce>);
-  m.impl("binary_cross_entropy_with_logits", &Loss::template call<kBceWithLogits>);
+  // Every pointwise loss, the BCE ops included (composites of it).
+  m.impl("_pointwise_loss", &Pointwise::template call<kPointwise>);
   m.impl("dice_loss", &Dice::template call<kDice>);
   m.impl("jaccard_loss", &Dice::template call<kJaccard>);
   m.impl("log_cosh_dice_loss", &Dice::template call<kLogCoshDice>);

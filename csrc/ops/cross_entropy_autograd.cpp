@@ -1,5 +1,5 @@
 // Autograd for the weighted softmax cross-entropy, registered in C++ at the
-// Autograd key (as bce_autograd.cpp). Gradients flow to the logits only: the
+// Autograd key (as pointwise_autograd.cpp). Gradients flow to the logits only: the
 // weight map and the class weights are constants.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>

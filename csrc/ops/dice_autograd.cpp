@@ -1,4 +1,4 @@
-// Autograd of the Dice sums, in C++ at the Autograd key (see bce_autograd.cpp):
+// Autograd of the Dice sums, in C++ at the Autograd key (see pointwise_autograd.cpp):
 // the backward is the private op _dice_sums_backward. Gradients flow to the
 // input only; the target and mask are data.
 #include <ATen/core/dispatch/Dispatcher.h>

@@ -12,7 +12,22 @@ TORCH_LIBRARY(segloss, m) {
       "binary_cross_entropy_with_logits(Tensor input, Tensor target, Tensor? weight=None, "
       "Tensor? pos_weight=None, str reduction=\"mean\") -> Tensor",
       tags);
-  // Gradients with respect to `input`; private, called by the autograd kernels.
+  // Every per-element loss (the rows of core/pointwise.h: `loss` names one)
+  // with an optional broadcast weight and per-element operand `aux`
+  // (pos_weight, alpha, ...) and scalar parameters (gamma, then alpha, as the
+  // row takes them). Error messages name `caller`, the public function. The
+  // public pointwise losses are composites of it.
+  m.def(
+      "_pointwise_loss(Tensor input, Tensor target, Tensor? weight, Tensor? aux, "
+      "str reduction, str loss, float[] params, str caller) -> Tensor",
+      tags);
+  // Its gradient with respect to `input`; called by its autograd kernel.
+  m.def(
+      "_pointwise_loss_backward(Tensor grad_output, Tensor input, Tensor target, "
+      "Tensor? weight, Tensor? aux, str reduction, str loss, float[] params, "
+      "str caller) -> Tensor",
+      tags);
+  // The BCE ops' gradients with respect to `input`, kept by name.
   m.def(
       "_binary_cross_entropy_backward(Tensor grad_output, Tensor input, Tensor target, "
       "Tensor? weight, Tensor? pos_weight, str reduction) -> Tensor",

@@ -13,43 +13,27 @@
 
 #include <string_view>
 #include <tuple>
-#include <typeinfo>
 
-#include "bce_operands.h"
 #include "checks.h"
 #include "cross_entropy_operands.h"
 #include "distance_operands.h"
+#include "pointwise_operands.h"
 
 namespace segloss::ops {
 namespace {
 
 constexpr const char* kOp = "segloss.shape_aware_loss";
 
-using BceSignature = at::Tensor(const at::Tensor&, const at::Tensor&,
-                                const std::optional<at::Tensor>&,
-                                const std::optional<at::Tensor>&, std::string_view);
-
-// The binary form's BCE op, its arguments already checked by this op. The
-// one error only its kernel finds (on the CPU, a probability outside [0, 1])
-// is raised again as this op's, in the same words.
+// The binary form's BCE: the pointwise op, its errors naming this op.
 at::Tensor bce(bool from_logits, const at::Tensor& input, const at::Tensor& target,
                const at::Tensor& weight, std::string_view reduction) {
-  static auto with_logits = c10::Dispatcher::singleton()
-                                .findSchemaOrThrow("segloss::binary_cross_entropy_with_logits", "")
-                                .typed<BceSignature>();
-  static auto probabilities = c10::Dispatcher::singleton()
-                                  .findSchemaOrThrow("segloss::binary_cross_entropy", "")
-                                  .typed<BceSignature>();
-  try {
-    return (from_logits ? with_logits : probabilities)
-        .call(input, target, weight, std::nullopt, reduction);
-  } catch (const c10::Error& error) {
-    const std::string_view callee =
-        from_logits ? bce_op_name<core::LogitsBce>() : bce_op_name<core::ProbabilityBce>();
-    const std::string_view message = error.what_without_backtrace();
-    if (typeid(error) != typeid(c10::Error) || message.substr(0, callee.size()) != callee) throw;
-    TORCH_CHECK(false, kOp, message.substr(callee.size()));
-  }
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("segloss::_pointwise_loss", "")
+                       .typed<PointwiseLossSignature>();
+  const core::PointwiseLoss loss =
+      from_logits ? core::PointwiseLoss::BceWithLogits : core::PointwiseLoss::Bce;
+  return op.call(input, target, weight, std::nullopt, reduction, core::pointwise_loss_name(loss),
+                 {}, kOp);
 }
 
 at::Tensor unet_weight_map(const at::Tensor& labels, double w0, double sigma,
@@ -206,7 +190,8 @@ at::Tensor shape_aware_loss(const at::Tensor& input, const at::Tensor& target,
                     "float tensor (use class_weights or weight_map to weight it)");
   const bool channel = has_channel_dim(input);
   // The BCE op's checks of input and target, naming this op, before the map.
-  check_bce_arguments(kOp, input, target, std::nullopt, std::nullopt, "none");
+  check_pointwise_arguments(kOp, input, target, std::nullopt, std::nullopt, "none",
+                            core::pointwise_loss_name(core::PointwiseLoss::BceWithLogits), {});
   TORCH_CHECK(!target.requires_grad(), kOp,
               ": the gradient with respect to target is not implemented; pass target.detach()");
   at::Tensor weights = weight_map_of(input, weight_map, instances, w0, sigma, sampling,

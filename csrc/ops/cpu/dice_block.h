@@ -1,5 +1,5 @@
 // The per-block loops of the CPU Dice kernels; torch-free and built once per
-// instruction set like bce_block.h (see there for why everything here has
+// instruction set like pointwise_block.h (see there for why everything here has
 // internal linkage).
 //
 // A block is up to n pixels of one image; "rows" are the block's values for

@@ -1,0 +1,86 @@
+// The per-block loops of the CPU pointwise losses (core/pointwise.h): torch-
+// free, so that block_isa.cpp can compile them once per instruction set
+// (baseline, AVX2, AVX-512) and the op picks the widest the CPU has at run
+// time. One loss loop and one gradient loop per row of the table.
+//
+// Everything here has internal linkage (static / anonymous namespace): each
+// instruction-set build keeps its own copy, and the linker can never hand a
+// baseline caller an AVX-512 instance.
+#pragma once
+
+#include <cstdint>
+
+#include "../../core/pointwise.h"
+
+namespace segloss::ops::cpu {
+
+// Block loops for one compute type T (float or double), indexed by
+// core::PointwiseLoss.
+template <typename T>
+struct PointwiseBlockLoops {
+  // loss[i] = w[i] * loss(x[i], y[i], a[i]); sets *out_of_domain if any input
+  // lies outside the loss's domain.
+  using Loss = void (*)(const T* input, const T* target, const T* weight, const T* aux,
+                        core::PointwiseParams<T> params, T* loss, std::int64_t n,
+                        int* out_of_domain);
+  // grad[i] = grad(x[i], y[i], a[i]) * w[i] * (grad_output ? grad_output[i] : scale)
+  using Grad = void (*)(const T* input, const T* target, const T* weight, const T* aux,
+                        core::PointwiseParams<T> params, const T* grad_output, T scale, T* grad,
+                        std::int64_t n);
+  Loss loss[core::kPointwiseLossCount];
+  Grad grad[core::kPointwiseLossCount];
+};
+
+struct PointwiseBlockFunctions {
+  PointwiseBlockLoops<float> f32;
+  PointwiseBlockLoops<double> f64;
+};
+
+// One per instruction-set build (see CMakeLists.txt).
+PointwiseBlockFunctions pointwise_block_functions_baseline();
+PointwiseBlockFunctions pointwise_block_functions_avx2();
+PointwiseBlockFunctions pointwise_block_functions_avx512();
+
+namespace {
+
+template <class Policy, typename T>
+void loss_block(const T* x, const T* y, const T* w, const T* a, core::PointwiseParams<T> params,
+                T* loss, std::int64_t n, int* out_of_domain) {
+  int bad = 0;
+#pragma omp simd reduction(| : bad)
+  for (std::int64_t i = 0; i < n; ++i) {
+    loss[i] = w[i] * Policy::loss(x[i], y[i], a[i], params);
+    bad |= int(Policy::out_of_domain(x[i]));
+  }
+  *out_of_domain |= bad;
+}
+
+template <class Policy, typename T>
+void grad_block(const T* x, const T* y, const T* w, const T* a, core::PointwiseParams<T> params,
+                const T* grad_output, T scale, T* grad, std::int64_t n) {
+  if (grad_output == nullptr) {
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) {
+      grad[i] = Policy::grad(x[i], y[i], a[i], params) * w[i] * scale;
+    }
+  } else {
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) {
+      grad[i] = Policy::grad(x[i], y[i], a[i], params) * w[i] * grad_output[i];
+    }
+  }
+}
+
+template <typename T>
+PointwiseBlockLoops<T> pointwise_block_loops() {
+  PointwiseBlockLoops<T> loops{};
+#define SEGLOSS_POINTWISE_LOOPS(id, name, policy)                                    \
+  loops.loss[int(core::PointwiseLoss::id)] = &loss_block<core::policy, T>;           \
+  loops.grad[int(core::PointwiseLoss::id)] = &grad_block<core::policy, T>;
+  SEGLOSS_POINTWISE_LOSSES(SEGLOSS_POINTWISE_LOOPS)
+#undef SEGLOSS_POINTWISE_LOOPS
+  return loops;
+}
+
+}  // namespace
+}  // namespace segloss::ops::cpu
