@@ -1,6 +1,8 @@
 """Loss functions over the ``torch.ops.segloss`` ops; all TorchScript-scriptable."""
 
-from typing import Optional
+from typing import List, Optional, Union
+
+import warnings
 
 import torch
 from torch import Tensor
@@ -11,7 +13,7 @@ load_library()
 
 __all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits", "dice_loss",
            "dice_ce_loss", "tversky_loss", "jaccard_loss", "log_cosh_dice_loss",
-           "generalized_dice_loss"]
+           "generalized_dice_loss", "focal_loss"]
 
 
 def binary_cross_entropy(
@@ -454,6 +456,261 @@ def dice_ce_loss(
         class_weights=class_weights, ignore_index=ignore_index, mask=mask,
         lambda_dice=lambda_dice, lambda_ce=lambda_ce, reduction=reduction, ce_weight=ce_weight,
         label_smoothing=label_smoothing)
+
+def _spatial_dims(x: Tensor) -> List[int]:
+    return list(range(2, x.dim()))
+
+
+def focal_loss(
+    input: Tensor,
+    target: Tensor,
+    gamma: float = 2.0,
+    alpha: Optional[Union[float, List[float]]] = None,
+    activation: str = "sigmoid",
+    include_background: bool = True,
+    class_weights: Optional[Tensor] = None,
+    ignore_index: Optional[int] = None,
+    mask: Optional[Tensor] = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Focal loss (Lin et al. 2017), ``-alpha_t (1 - p_t)^gamma log p_t``, as
+    MONAI's ``FocalLoss`` computes it, in one pass forward and one backward.
+
+    - ``activation="sigmoid"``: every element is a binary problem,
+      ``p = sigmoid(x)``; ``target`` has ``input``'s shape (binary or soft).
+      Equal to MONAI ``FocalLoss(use_softmax=False)`` and, for binary targets,
+      to ``torchvision.ops.sigmoid_focal_loss``. For soft targets the
+      modulating factor is MONAI's ``sigmoid(x (1 - 2y))^gamma``;
+      torchvision's is ``(1 - p_t)^gamma`` with ``p_t = p y + (1 - p)(1 - y)``.
+      A scalar ``alpha`` weighs positives ``alpha`` and negatives
+      ``1 - alpha`` (``alpha y + (1 - alpha)(1 - y)``); a per-class list
+      weighs elements with ``y == 1`` by their class's value (MONAI).
+    - ``activation="softmax"``: ``p = softmax(x)`` over the channels and a
+      class-index ``target`` (``[N, 1, *spatial]`` or ``[N, *spatial]``);
+      no one-hot tensor is made. Equal to MONAI ``FocalLoss(use_softmax=True,
+      to_onehot_y=True)``: a scalar ``alpha`` weighs class 0 by ``1 - alpha``
+      and the others by ``alpha`` (ignored, with a warning, when
+      ``include_background=False``, as MONAI does), a list weighs each class.
+      ``include_background=False`` drops channel 0 before the softmax, as
+      MONAI. ``kornia.losses.focal_loss`` is the sum over the channels of
+      ``reduction="none"`` (with kornia's alpha on every class: pass
+      ``alpha=[a] * C``).
+
+    ``gamma = 0`` gives the (alpha-weighted) BCE / cross-entropy exactly; any
+    ``gamma >= 0`` has finite gradients, also for ``0 < gamma < 1`` where
+    ``p_t`` is 0 or 1 (kornia's are NaN there).
+
+    Reductions (MONAI's): ``"mean"`` divides the sum by the number of
+    elements, ``N * C * prod(spatial)`` (with ``ignore_index``: by the
+    elements not ignored for sigmoid, by the pixels not ignored for softmax,
+    as MONAI); ``"sum"`` is MONAI's: the spatial mean of each image and
+    channel, summed over both (torchvision's ``"sum"`` is the plain sum, ours
+    times ``prod(spatial)``); ``"none"``: ``[N, C, *spatial]`` (zero except at
+    each pixel's target channel for softmax).
+
+    Args:
+        input: logits ``Tensor[N, C, *spatial]``, 1 to 3 spatial dims, float32,
+            float64, float16 or bfloat16 (float32 accumulation).
+        target: as described above.
+        gamma: the focusing exponent, ``>= 0``.
+        alpha: ``None``, a float in ``[0, 1]`` or one value in ``[0, 1]`` per
+            channel (after ``include_background`` drops channel 0).
+        activation: ``"sigmoid"`` or ``"softmax"``.
+        include_background: ``False`` drops channel 0 of input and target
+            (for ``C > 1``).
+        class_weights: ``Tensor[C]`` (after dropping channel 0), non-negative
+            weights of each channel's loss (MONAI's ``weight``).
+        ignore_index: sigmoid: elements whose target equals it; softmax:
+            pixels whose class index equals it. They add nothing.
+        mask: ``Tensor[N, 1, *spatial]`` or input-shaped (sigmoid), ``{0, 1}``
+            float or bool: pixels to use; like ``ignore_index`` for the means.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Returns:
+        The loss in ``input``'s dtype; differentiable with respect to ``input``.
+    """
+    name = "segloss.focal_loss"
+    if not gamma >= 0:
+        raise ValueError(f"{name}: gamma must be >= 0, got {gamma}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got '{reduction}'")
+    if input.dim() < 3 or input.dim() > 5:
+        raise ValueError(f"{name}: input must be [N, C, *spatial] with 1 to 3 spatial dims, "
+                         f"got shape {list(input.shape)}")
+    alpha_scalar: Optional[float] = None
+    alpha_list: Optional[List[float]] = None
+    if isinstance(alpha, (list, tuple)):
+        alpha_list = [float(a) for a in alpha]
+        for a in alpha_list:
+            if not (a >= 0.0 and a <= 1.0):
+                raise ValueError(f"{name}: every alpha must be in [0, 1], got {alpha_list}")
+    elif alpha is not None:
+        alpha_scalar = float(alpha)
+        if not (alpha_scalar >= 0.0 and alpha_scalar <= 1.0):
+            raise ValueError(f"{name}: alpha must be in [0, 1], got {alpha_scalar}")
+    if activation == "sigmoid":
+        return _sigmoid_focal_loss(input, target, gamma, alpha_scalar, alpha_list,
+                                   include_background, class_weights, ignore_index, mask,
+                                   reduction)
+    if activation == "softmax":
+        return _softmax_focal_loss(input, target, gamma, alpha_scalar, alpha_list,
+                                   include_background, class_weights, ignore_index, mask,
+                                   reduction)
+    raise ValueError(f"{name}: activation must be 'sigmoid' or 'softmax', got '{activation}'")
+
+
+def _per_class(name: str, what: str, values: Tensor, channels: int, input: Tensor) -> Tensor:
+    """`values` ([C]) as a [1, C, 1, ...] float tensor on input's device."""
+    if values.dim() != 1 or values.shape[0] != channels:
+        raise ValueError(f"{name}: {what} must hold one value per channel ({channels}), got "
+                         f"shape {list(values.shape)}")
+    shape = [1, channels] + [1] * (input.dim() - 2)
+    return values.to(device=input.device, dtype=torch.float32).view(shape)
+
+
+def _sigmoid_focal_loss(input: Tensor, target: Tensor, gamma: float,
+                        alpha_scalar: Optional[float], alpha_list: Optional[List[float]],
+                        include_background: bool, class_weights: Optional[Tensor],
+                        ignore_index: Optional[int], mask: Optional[Tensor],
+                        reduction: str) -> Tensor:
+    name = "segloss.focal_loss"
+    if target.shape != input.shape:
+        raise ValueError(f"{name}: with activation='sigmoid', target must have the input's "
+                         f"shape {list(input.shape)}, got {list(target.shape)} (use "
+                         "activation='softmax' for a class-index target)")
+    if not target.is_floating_point():
+        target = target.to(input.dtype)
+    # Elements that count: not ignored (MONAI's mask of the original target)
+    # and inside `mask`.
+    counted: Optional[Tensor] = None
+    if ignore_index is not None:
+        counted = target != ignore_index
+        target = torch.where(counted, target, torch.zeros_like(target))
+    if mask is not None:
+        m = mask.to(device=input.device) != 0
+        counted = m.expand(input.shape) if counted is None else counted & m
+    if not include_background and input.shape[1] > 1:
+        input = input[:, 1:]
+        target = target[:, 1:]
+        if counted is not None:
+            counted = counted[:, 1:]
+    channels = input.shape[1]
+    weight: Optional[Tensor] = None
+    if counted is not None:
+        weight = counted.to(torch.float32)
+    if class_weights is not None:
+        cw = _per_class(name, "class_weights", class_weights, channels, input)
+        if bool((cw < 0).any()):
+            raise ValueError(f"{name}: class_weights must be non-negative")
+        weight = cw if weight is None else weight * cw
+    aux: Optional[Tensor] = None
+    params = [gamma]
+    if alpha_list is not None:
+        aux = _per_class(name, "alpha", torch.tensor(alpha_list), channels, input)
+    elif alpha_scalar is not None:
+        params = [gamma, alpha_scalar]
+    spatial = 1
+    for d in _spatial_dims(input):
+        spatial *= input.shape[d]
+    if reduction == "none":
+        return torch.ops.segloss._pointwise_loss(input, target, weight, aux, "none",
+                                                 "sigmoid_focal_loss", params, name)
+    if reduction == "sum":
+        # MONAI: each image and channel's spatial mean (over the elements
+        # counted), summed.
+        if counted is None:
+            total = torch.ops.segloss._pointwise_loss(input, target, weight, aux, "sum",
+                                                      "sigmoid_focal_loss", params, name)
+            return total / spatial
+        count = counted.expand(input.shape).sum(_spatial_dims(input), keepdim=True)
+        per_image = 1.0 / count.to(torch.float32).clamp_min(1.1920928955078125e-07)
+        weight = per_image if weight is None else weight * per_image
+        return torch.ops.segloss._pointwise_loss(input, target, weight, aux, "sum",
+                                                 "sigmoid_focal_loss", params, name)
+    if counted is None:
+        return torch.ops.segloss._pointwise_loss(input, target, weight, aux, "mean",
+                                                 "sigmoid_focal_loss", params, name)
+    total = torch.ops.segloss._pointwise_loss(input, target, weight, aux, "sum",
+                                              "sigmoid_focal_loss", params, name)
+    count = counted.expand(input.shape).sum().to(torch.float32).clamp_min(1.1920928955078125e-07)
+    return (total / count).to(total.dtype)
+
+
+def _softmax_focal_loss(input: Tensor, target: Tensor, gamma: float,
+                        alpha_scalar: Optional[float], alpha_list: Optional[List[float]],
+                        include_background: bool, class_weights: Optional[Tensor],
+                        ignore_index: Optional[int], mask: Optional[Tensor],
+                        reduction: str) -> Tensor:
+    name = "segloss.focal_loss"
+    if target.is_floating_point():
+        raise ValueError(f"{name}: with activation='softmax', target must hold class "
+                         f"indices ([N, 1, *spatial] or [N, *spatial]), got {target.dtype}")
+    if target.dim() == input.dim():
+        if target.shape[1] != 1:
+            raise ValueError(f"{name}: a class-index target must be [N, 1, *spatial] or "
+                             f"[N, *spatial], got shape {list(target.shape)}")
+        target = target.squeeze(1)
+    n_classes = input.shape[1]
+    if n_classes < 2:
+        raise ValueError(f"{name}: activation='softmax' needs at least 2 channels, got "
+                         f"input of shape {list(input.shape)}")
+    labels = target.to(torch.int64)
+    counted = torch.ones_like(labels, dtype=torch.bool)
+    if ignore_index is not None:
+        counted = labels != ignore_index
+    if mask is not None:
+        m = mask.to(device=input.device) != 0
+        if m.dim() == input.dim():
+            m = m.squeeze(1)
+        counted = counted & m
+    # The op's ignore_index: ignored pixels, and class-0 pixels without the
+    # background (MONAI: their one-hot row is all zero after dropping it).
+    skip = -1
+    if not include_background:
+        if alpha_scalar is not None:
+            warnings.warn("segloss.focal_loss: include_background=False, scalar alpha "
+                          "ignored with softmax (as MONAI)")
+            alpha_scalar = None
+        input = input[:, 1:]
+        labels = torch.where(counted & (labels != 0), labels - 1, torch.full_like(labels, skip))
+    else:
+        labels = torch.where(counted, labels, torch.full_like(labels, skip))
+    channels = input.shape[1]
+    per_class: Optional[Tensor] = None
+    if alpha_list is not None:
+        per_class = _per_class(name, "alpha", torch.tensor(alpha_list), channels, input).flatten()
+    elif alpha_scalar is not None:
+        per_class = torch.tensor([1.0 - alpha_scalar] + [alpha_scalar] * (channels - 1),
+                                 device=input.device)
+    if class_weights is not None:
+        cw = _per_class(name, "class_weights", class_weights, channels, input).flatten()
+        if bool((cw < 0).any()):
+            raise ValueError(f"{name}: class_weights must be non-negative")
+        per_class = cw if per_class is None else per_class * cw
+    spatial = 1
+    for d in _spatial_dims(input):
+        spatial *= input.shape[d]
+    weight_map: Optional[Tensor] = None
+    if reduction == "none":
+        loss, _ = torch.ops.segloss._weighted_cross_entropy(input, labels, None, per_class, skip,
+                                                            "none", gamma, 0.0)
+        full = torch.zeros(input.shape, dtype=loss.dtype, device=loss.device)
+        index = torch.where(labels == skip, torch.zeros_like(labels), labels).unsqueeze(1)
+        return full.scatter(1, index, loss.unsqueeze(1))
+    if reduction == "sum" and (ignore_index is not None or mask is not None):
+        # MONAI: each image's spatial mean over its counted pixels.
+        count = counted.flatten(1).sum(1).to(torch.float32).clamp_min(1.1920928955078125e-07)
+        weight_map = (1.0 / count).view([-1] + [1] * (labels.dim() - 1)).expand(labels.shape)
+    total, _ = torch.ops.segloss._weighted_cross_entropy(input, labels, weight_map, per_class,
+                                                         skip, "sum", gamma, 0.0)
+    if reduction == "sum":
+        if weight_map is not None:
+            return total
+        return total / spatial
+    if ignore_index is None and mask is None:
+        return total / (input.numel())
+    return total / counted.sum().to(torch.float32).clamp_min(1.1920928955078125e-07)
+
 
 @torch.jit.unused
 def _distributed_region_loss(
