@@ -107,4 +107,26 @@ struct LogitsBce : PointwisePolicy {
   }
 };
 
+// Jadon's balanced cross-entropy of a logit x, with a = beta, a constant of
+// the target (1 - mean(y) of the image or batch, computed by the caller):
+//   loss = -[beta y log sigmoid(x) + (1 - beta)(1 - y) log(1 - sigmoid(x))]
+// with log(1 - sigmoid(x)) = log sigmoid(x) - x.
+struct BalancedLogitsBce : PointwisePolicy {
+  static constexpr const char* kAux = "beta";
+  static constexpr bool kAuxRequired = true;
+
+  template <typename T>
+  static SEGLOSS_INLINE T loss(T x, T y, T beta, const PointwiseParams<T>&) {
+    const T log_p = log_sigmoid(x);
+    return -(beta * y) * log_p - ((T(1) - beta) * (T(1) - y)) * (log_p - x);
+  }
+
+  // (1 - beta)(1 - y) sigmoid(x) - beta y (1 - sigmoid(x))
+  template <typename T>
+  static SEGLOSS_INLINE T grad(T x, T y, T beta, const PointwiseParams<T>&) {
+    const T p = sigmoid(x);
+    return ((T(1) - beta) * (T(1) - y)) * p - (beta * y) * (T(1) - p);
+  }
+};
+
 }  // namespace segloss::core

@@ -19,7 +19,8 @@ namespace segloss::core {
 #define SEGLOSS_POINTWISE_LOSSES(ROW)                                        \
   ROW(Bce, "binary_cross_entropy", ProbabilityBce)                          \
   ROW(BceWithLogits, "binary_cross_entropy_with_logits", LogitsBce)         \
-  ROW(SigmoidFocal, "sigmoid_focal_loss", SigmoidFocal)
+  ROW(SigmoidFocal, "sigmoid_focal_loss", SigmoidFocal)                     \
+  ROW(BalancedBceWithLogits, "balanced_bce_with_logits", BalancedLogitsBce)
 
 enum class PointwiseLoss : int {
 #define SEGLOSS_POINTWISE_ENUMERATOR(id, name, policy) id,

@@ -13,7 +13,7 @@ load_library()
 
 __all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits", "dice_loss",
            "dice_ce_loss", "tversky_loss", "jaccard_loss", "log_cosh_dice_loss",
-           "generalized_dice_loss", "focal_loss"]
+           "generalized_dice_loss", "focal_loss", "balanced_bce_with_logits"]
 
 
 def binary_cross_entropy(
@@ -81,6 +81,51 @@ def binary_cross_entropy_with_logits(
     return torch.ops.segloss.binary_cross_entropy_with_logits(
         input, target, weight, pos_weight, reduction
     )
+
+
+def balanced_bce_with_logits(
+    input: Tensor,
+    target: Tensor,
+    per_image: bool = True,
+    weight: Optional[Tensor] = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Balanced binary cross-entropy of logits (Jadon 2020; pytorch-toolbelt's
+    ``BalancedBCEWithLogitsLoss`` with ``gamma=1``):
+
+    .. math::
+        \ell = -w \left[\beta\, y \log \sigma(x)
+                 + (1 - \beta)(1 - y) \log(1 - \sigma(x))\right],
+        \qquad \beta = 1 - \operatorname{mean}(y)
+
+    ``beta`` is a constant of the target (no gradient), the fraction of
+    negatives: of each image with ``per_image=True`` (the mean over all
+    dimensions but the first), of the whole batch otherwise
+    (pytorch-toolbelt's). Rare positives weigh more.
+
+    Args:
+        input: logits ``x``, ``Tensor[N, *]``, float32, float64, float16 or
+            bfloat16.
+        target: ``y`` in ``[0, 1]``, input's shape.
+        per_image: ``beta`` per image (default) or over the batch.
+        weight: ``w``, per-element weight broadcastable to ``input``.
+        reduction: ``"none"``, ``"mean"`` or ``"sum"``.
+
+    Returns:
+        The loss in ``input``'s dtype, accumulated in float32 (float64 for
+        float64 inputs). Differentiable with respect to ``input`` only.
+    """
+    name = "segloss.balanced_bce_with_logits"
+    if target.shape != input.shape or input.dim() == 0:
+        raise ValueError(f"{name}: target must have the input's shape {list(input.shape)} "
+                         f"(at least 1-D: [N, *]), got {list(target.shape)}")
+    y = target.detach().to(torch.float64 if input.dtype == torch.float64 else torch.float32)
+    if per_image and input.dim() > 1:
+        beta = 1.0 - y.mean(list(range(1, y.dim())), keepdim=True)
+    else:
+        beta = (1.0 - y.mean()).view([1] * y.dim())
+    return torch.ops.segloss._pointwise_loss(input, target, weight, beta, reduction,
+                                             "balanced_bce_with_logits", [], name)
 
 
 def dice_loss(

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from segloss import functional as F
 
-__all__ = ["BCELoss", "BCEWithLogitsLoss", "WeightedBCELoss", "DiceLoss", "DiceCELoss",
+__all__ = ["BCELoss", "BCEWithLogitsLoss", "WeightedBCELoss", "BalancedBCEWithLogitsLoss", "DiceLoss", "DiceCELoss",
            "TverskyLoss", "JaccardLoss", "LogCoshDiceLoss", "GeneralizedDiceLoss",
            "ShapeAwareLoss"]
 
@@ -108,6 +108,28 @@ class WeightedBCELoss(torch.nn.Module):
     def extra_repr(self) -> str:
         beta = self.beta.item() if self.beta.numel() == 1 else f"Tensor{list(self.beta.shape)}"
         return f"beta={beta}, from_logits={self.from_logits}, reduction={self.reduction!r}"
+
+
+class BalancedBCEWithLogitsLoss(torch.nn.Module):
+    r"""Balanced BCE of logits, ``beta = 1 - mean(y)`` from the target; see
+    :func:`segloss.balanced_bce_with_logits`.
+
+    Args:
+        per_image: ``beta`` of each image (default) or of the batch
+            (pytorch-toolbelt's ``BalancedBCEWithLogitsLoss``).
+        reduction: ``"none"``, ``"mean"`` or ``"sum"``.
+    """
+
+    def __init__(self, per_image: bool = True, reduction: str = "mean") -> None:
+        super().__init__()
+        self.per_image = per_image
+        self.reduction = _check_reduction(self, reduction)
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.balanced_bce_with_logits(input, target, self.per_image, None, self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"per_image={self.per_image}, reduction={self.reduction!r}"
 
 
 class _DiceOptions(torch.nn.Module):
