@@ -610,7 +610,8 @@ def _per_class(name: str, what: str, values: Tensor, channels: int, input: Tenso
         raise ValueError(f"{name}: {what} must hold one value per channel ({channels}), got "
                          f"shape {list(values.shape)}")
     shape = [1, channels] + [1] * (input.dim() - 2)
-    return values.to(device=input.device, dtype=torch.float32).view(shape)
+    dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
+    return values.to(device=input.device, dtype=dtype).view(shape)
 
 
 def _sigmoid_focal_loss(input: Tensor, target: Tensor, gamma: float,
@@ -651,7 +652,7 @@ def _sigmoid_focal_loss(input: Tensor, target: Tensor, gamma: float,
     aux: Optional[Tensor] = None
     params = [gamma]
     if alpha_list is not None:
-        aux = _per_class(name, "alpha", torch.tensor(alpha_list), channels, input)
+        aux = _per_class(name, "alpha", torch.tensor(alpha_list, dtype=torch.float64), channels, input)
     elif alpha_scalar is not None:
         params = [gamma, alpha_scalar]
     spatial = 1
@@ -723,10 +724,10 @@ def _softmax_focal_loss(input: Tensor, target: Tensor, gamma: float,
     channels = input.shape[1]
     per_class: Optional[Tensor] = None
     if alpha_list is not None:
-        per_class = _per_class(name, "alpha", torch.tensor(alpha_list), channels, input).flatten()
+        per_class = _per_class(name, "alpha", torch.tensor(alpha_list, dtype=torch.float64), channels, input).flatten()
     elif alpha_scalar is not None:
         per_class = torch.tensor([1.0 - alpha_scalar] + [alpha_scalar] * (channels - 1),
-                                 device=input.device)
+                                 dtype=torch.float64, device=input.device)
     if class_weights is not None:
         cw = _per_class(name, "class_weights", class_weights, channels, input).flatten()
         if bool((cw < 0).any()):

@@ -1,0 +1,351 @@
+"""segloss.focal_loss and segloss.balanced_bce_with_logits, the pointwise
+family's new rows (and the softmax focal loss over the multi-class
+cross-entropy kernel).
+
+References: float64 torch formulas written here from the definitions
+(F.binary_cross_entropy_with_logits, torch.sigmoid, log_softmax), whose
+gradients come from torch autograd; MONAI's FocalLoss (which computes in
+float32); F.binary_cross_entropy_with_logits and F.cross_entropy for
+gamma = 0. Only the TorchScript and torch.compile tests compare segloss with
+itself.
+"""
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+try:
+    from monai.losses import FocalLoss as MonaiFocalLoss
+except ImportError:  # MONAI is optional (absent on the GPU machines)
+    MonaiFocalLoss = None
+
+import segloss
+from helpers import assert_aot_eager_equals_eager, assert_matches, run_python
+
+needs_monai = pytest.mark.skipif(MonaiFocalLoss is None, reason="needs MONAI")
+pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.*deprecated:DeprecationWarning")
+
+GAMMAS = (0.0, 0.5, 1.0, 2.0, 5.0)
+SHAPES = {"2d": (2, 3, 6, 7), "3d": (2, 2, 3, 4, 5)}
+
+
+def _data(shape, gen, dtype=torch.float64, soft=False):
+    x = (torch.randn(shape, generator=gen, dtype=torch.float64) * 3).to(dtype)
+    if soft:
+        y = torch.rand(shape, generator=gen, dtype=torch.float64)
+    else:
+        y = (torch.rand(shape, generator=gen, dtype=torch.float64) > 0.6).double()
+    return x, y.to(dtype)
+
+
+def _spatial(x):
+    return list(range(2, x.dim()))
+
+
+def sigmoid_focal_reference(x, y, gamma, alpha=None, class_weights=None, reduction="mean"):
+    """MONAI's sigmoid focal loss from its definition, in float64."""
+    x, y = x.double(), y.double()
+    bce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    loss = torch.sigmoid(x * (1 - 2 * y)) ** gamma * bce
+    shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
+    if isinstance(alpha, (list, tuple)):
+        a = torch.tensor(alpha, dtype=torch.float64).view(shape)
+        loss = torch.where(y == 1, a, torch.ones_like(a)) * loss
+    elif alpha is not None:
+        loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
+    if class_weights is not None:
+        loss = loss * class_weights.double().view(shape)
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.mean(_spatial(x)).sum()
+    return loss.mean()
+
+
+def _focal_forward_backward(fn, x, *args, **kwargs):
+    xr = x.detach().clone().requires_grad_()
+    loss = fn(xr, *args, **kwargs)
+    g = torch.linspace(0.5, 1.5, loss.numel(), dtype=loss.dtype).view(loss.shape)
+    (grad,) = torch.autograd.grad(loss, xr, g)
+    return loss, grad
+
+
+# --------------------------------------------------------------------------
+# Sigmoid focal loss.
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("alpha", [None, 0.25, "list"])
+@pytest.mark.parametrize("gamma", GAMMAS)
+@pytest.mark.parametrize("spatial", list(SHAPES))
+def test_sigmoid_matches_float64_formula(spatial, gamma, alpha, reduction, gen):
+    shape = SHAPES[spatial]
+    x, y = _data(shape, gen, soft=(gamma == 2.0))
+    a = [0.2, 0.7, 0.9][:shape[1]] if alpha == "list" else alpha
+    loss, grad = _focal_forward_backward(segloss.focal_loss, x, y, gamma, a, reduction=reduction)
+    ref_loss, ref_grad = _focal_forward_backward(sigmoid_focal_reference, x, y, gamma, a,
+                                                 reduction=reduction)
+    assert_matches(loss, ref_loss)
+    assert_matches(grad, ref_grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_sigmoid_low_precision_accumulates_in_float32(dtype, reduction, gen):
+    x, y = _data((2, 2, 16, 16), gen, dtype)
+    loss, grad = _focal_forward_backward(segloss.focal_loss, x, y, 2.0, 0.25,
+                                         reduction=reduction)
+    assert loss.dtype == grad.dtype == dtype
+    ref_loss, ref_grad = _focal_forward_backward(sigmoid_focal_reference, x, y, 2.0, 0.25,
+                                                 reduction=reduction)
+    assert_matches(loss, ref_loss, dtype)
+    assert_matches(grad, ref_grad.to(dtype), dtype)
+
+
+@needs_monai
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("options", [
+    {}, {"alpha": 0.25}, {"alpha": [0.3, 0.6]}, {"include_background": False},
+    {"include_background": False, "alpha": 0.75}, {"class_weights": [0.5, 2.0, 1.0]},
+    {"gamma": 0.5}], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+@pytest.mark.parametrize("spatial", list(SHAPES))
+def test_sigmoid_matches_monai(spatial, options, reduction, gen):
+    shape = (2, 3) + SHAPES[spatial][2:]
+    x, y = _data(shape, gen)
+    options = dict(options)
+    gamma = options.pop("gamma", 2.0)
+    if isinstance(options.get("alpha"), list) and options.get("include_background", True):
+        options["alpha"] = options["alpha"] + [0.5]
+    cw = options.pop("class_weights", None)
+    monai_options = dict(options, weight=cw) if cw is not None else options
+    xm = x.clone().requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = MonaiFocalLoss(gamma=gamma, reduction=reduction, **monai_options)(xm, y)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), xm)
+    if cw is not None:
+        options["class_weights"] = torch.tensor(cw)
+    xs = x.clone().requires_grad_()
+    loss = segloss.focal_loss(xs, y, gamma, **options, reduction=reduction)
+    (grad,) = torch.autograd.grad(loss.sum(), xs)
+    # MONAI computes in float32.
+    torch.testing.assert_close(loss, expected.double(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-6)
+
+
+@needs_monai
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_sigmoid_ignore_index_matches_monai_label_encoded(reduction, gen):
+    x, y = _data((3, 1, 8, 9), gen)
+    y[0, 0, 2:5, :] = 255
+    y[2, 0, :, 1] = 255
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = MonaiFocalLoss(gamma=2.0, ignore_index=255, reduction=reduction)(x, y)
+    loss = segloss.focal_loss(x, y, 2.0, ignore_index=255, reduction=reduction)
+    torch.testing.assert_close(loss, expected.double(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_sigmoid_gamma_0_is_bce(reduction, gen):
+    x, y = _data((2, 3, 5, 6), gen)
+    loss = segloss.focal_loss(x, y, 0.0, reduction="none")
+    assert_matches(loss, F.binary_cross_entropy_with_logits(x, y, reduction="none"))
+
+
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_sigmoid_finite_gradients_where_p_t_is_0_or_1(gamma):
+    # p_t rounds to exactly 0 or 1 in float64 (and float32): kornia's
+    # (1 - p)^gamma gives NaN gradients there for 0 < gamma < 1.
+    x = torch.tensor([[[-1e4, -60.0, 60.0, 1e4]]], dtype=torch.float64).expand(2, 2, 4)
+    for y_value in (0.0, 1.0):
+        y = torch.full_like(x, y_value)
+        for dtype in (torch.float64, torch.float32):
+            xr = x.to(dtype).clone().requires_grad_()
+            loss = segloss.focal_loss(xr, y.to(dtype), gamma, 0.25, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, xr)
+            assert torch.isfinite(loss) and torch.isfinite(grad).all(), (gamma, y_value, dtype)
+
+
+def test_sigmoid_nan_logit_gives_nan():
+    x = torch.tensor([[[0.5, float("nan")]]], dtype=torch.float64)
+    y = torch.tensor([[[1.0, 0.0]]], dtype=torch.float64)
+    loss = segloss.focal_loss(x, y, 2.0, reduction="none")
+    assert torch.isfinite(loss[..., 0]).all() and torch.isnan(loss[..., 1]).all()
+
+
+@pytest.mark.parametrize("gamma", [0.5, 2.0])
+@pytest.mark.parametrize("alpha", [None, 0.25, [0.3, 0.8]])
+def test_sigmoid_gradcheck(gamma, alpha, gen):
+    x, y = _data((2, 2, 3, 4), gen, soft=True)
+    torch.autograd.gradcheck(lambda v: segloss.focal_loss(v, y, gamma, alpha),
+                             (x.clone().requires_grad_(),))
+    torch.autograd.gradcheck(lambda v: segloss.focal_loss(v, y, gamma, alpha, reduction="none"),
+                             (x.clone().requires_grad_(),))
+
+
+def test_sigmoid_mask_and_non_contiguous(gen):
+    x, y = _data((2, 3, 8, 10), gen)
+    mask = torch.rand(2, 1, 8, 10, generator=gen) > 0.3
+    xt, yt = x.transpose(2, 3), y.transpose(2, 3)  # non-contiguous
+    loss = segloss.focal_loss(xt, yt, 2.0, mask=mask.transpose(2, 3))
+    per_element = sigmoid_focal_reference(x, y, 2.0, reduction="none")
+    m = mask.expand(x.shape).double()
+    assert_matches(loss, (per_element * m).sum() / m.sum())
+
+
+def test_empty_input():
+    x = torch.zeros(0, 2, 4, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.zeros(0, 2, 4, 4, dtype=torch.float64)
+    assert segloss.focal_loss(x, y, reduction="none").shape == x.shape
+    loss = segloss.focal_loss(x, y, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, x)
+    assert grad.shape == x.shape
+
+
+# --------------------------------------------------------------------------
+# Balanced BCE.
+
+def balanced_reference(x, y, per_image=True, weight=None, reduction="mean"):
+    x, y = x.double(), y.double()
+    if per_image:
+        beta = 1 - y.mean(list(range(1, y.dim())), keepdim=True)
+    else:
+        beta = 1 - y.mean()
+    loss = -(beta * y * F.logsigmoid(x) + (1 - beta) * (1 - y) * F.logsigmoid(-x))
+    if weight is not None:
+        loss = loss * weight.double()
+    return {"none": loss, "sum": loss.sum(), "mean": loss.mean()}[reduction]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("per_image", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("spatial", list(SHAPES))
+def test_balanced_matches_float64_formula(spatial, weighted, per_image, reduction, gen):
+    shape = SHAPES[spatial]
+    x, y = _data(shape, gen, soft=weighted)
+    w = torch.rand((1, shape[1]) + (1,) * (len(shape) - 2), generator=gen,
+                   dtype=torch.float64) if weighted else None
+    loss, grad = _focal_forward_backward(segloss.balanced_bce_with_logits, x, y, per_image, w,
+                                         reduction)
+    ref_loss, ref_grad = _focal_forward_backward(balanced_reference, x, y, per_image, w,
+                                                 reduction)
+    assert_matches(loss, ref_loss)
+    assert_matches(grad, ref_grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_balanced_low_precision(dtype, gen):
+    x, y = _data((2, 1, 16, 16), gen, dtype)
+    loss, grad = _focal_forward_backward(segloss.balanced_bce_with_logits, x, y)
+    ref_loss, ref_grad = _focal_forward_backward(balanced_reference, x, y)
+    assert_matches(loss, ref_loss, dtype)
+    assert_matches(grad, ref_grad.to(dtype), dtype)
+
+
+def test_balanced_gradcheck_and_module(gen):
+    x, y = _data((3, 1, 4, 5), gen)
+    torch.autograd.gradcheck(lambda v: segloss.balanced_bce_with_logits(v, y),
+                             (x.clone().requires_grad_(),))
+    module = segloss.nn.BalancedBCEWithLogitsLoss(per_image=False, reduction="sum")
+    assert_matches(module(x, y), balanced_reference(x, y, False, reduction="sum"))
+    assert_matches(torch.jit.script(module)(x, y), balanced_reference(x, y, False,
+                                                                     reduction="sum"))
+
+
+# --------------------------------------------------------------------------
+# The op: opcheck, torch.compile, TorchScript in a fresh process, errors.
+
+@pytest.mark.parametrize("case", ["focal", "focal-alpha", "focal-alpha-list", "balanced",
+                                  "focal-none"])
+def test_opcheck_pointwise_rows(case, gen):
+    x, y = _data((2, 3, 4, 5), gen)
+    aux, params, loss, reduction = None, [2.0], "sigmoid_focal_loss", "mean"
+    if case == "focal-alpha":
+        params = [2.0, 0.25]
+    elif case == "focal-alpha-list":
+        aux = torch.rand(1, 3, 1, 1, generator=gen, dtype=torch.float64)
+    elif case == "balanced":
+        aux, params, loss = 1 - y.mean((1, 2, 3), keepdim=True), [], "balanced_bce_with_logits"
+    elif case == "focal-none":
+        reduction = "none"
+    args = (x.requires_grad_(), y, None, aux, reduction, loss, params, "test")
+    torch.library.opcheck(torch.ops.segloss._pointwise_loss.default, args)
+    g = torch.ones(x.shape if reduction == "none" else (), dtype=x.dtype)
+    torch.library.opcheck(torch.ops.segloss._pointwise_loss_backward.default,
+                          (g, x.detach()) + args[1:])
+
+
+def test_compile_fullgraph(gen):
+    x, y = _data((2, 2, 6, 6), gen, torch.float32)
+    assert_aot_eager_equals_eager(lambda v, t: segloss.focal_loss(v, t, 2.0, 0.25), x, y)
+    assert_aot_eager_equals_eager(lambda v, t: segloss.balanced_bce_with_logits(v, t), x, y)
+
+
+class _Losses(torch.nn.Module):
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (segloss.focal_loss(x, y, 2.0, [0.25, 0.75])
+                + segloss.balanced_bce_with_logits(x, y, reduction="sum"))
+
+
+_CHILD = """
+import sys, torch
+model_path, library_path, inputs_path = sys.argv[1:]
+torch.ops.load_library(library_path)
+assert "segloss" not in sys.modules
+x, y, expected = torch.load(inputs_path)
+model = torch.jit.load(model_path)
+x.requires_grad_()
+loss = model(x, y)
+loss.backward()
+assert torch.equal(loss.detach(), expected[0]) and torch.equal(x.grad, expected[1])
+print("ok")
+"""
+
+
+def test_scripted_in_fresh_process(tmp_path, gen):
+    x, y = _data((2, 2, 5, 6), gen)
+    scripted = torch.jit.script(_Losses())
+    xr = x.clone().requires_grad_()
+    loss = scripted(xr, y)
+    loss.backward()
+    scripted.save(str(tmp_path / "model.pt"))
+    torch.save((x, y, (loss.detach(), xr.grad)), tmp_path / "inputs.pt")
+    out = run_python(_CHILD, str(tmp_path / "model.pt"), segloss.library_path(),
+                     str(tmp_path / "inputs.pt"))
+    assert "ok" in out
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"gamma": -1.0}, "segloss.focal_loss: gamma must be >= 0"),
+    ({"alpha": 1.5}, "segloss.focal_loss: alpha must be in \\[0, 1\\]"),
+    ({"alpha": [0.5, -0.1, 0.2]}, "segloss.focal_loss: every alpha must be in \\[0, 1\\]"),
+    ({"alpha": [0.5, 0.5]}, "segloss.focal_loss: alpha must hold one value per channel \\(3\\)"),
+    ({"class_weights": torch.ones(2)}, "class_weights must hold one value per channel"),
+    ({"activation": "relu"}, "activation must be 'sigmoid' or 'softmax'"),
+    ({"reduction": "max"}, "reduction must be 'mean', 'sum' or 'none'"),
+])
+def test_focal_bad_arguments(kwargs, match, gen):
+    x, y = _data((2, 3, 4, 4), gen)
+    with pytest.raises(ValueError, match=match):
+        segloss.focal_loss(x, y, **kwargs)
+
+
+def test_bad_shapes_name_the_function(gen):
+    x, y = _data((2, 3, 4, 4), gen)
+    with pytest.raises(ValueError, match="segloss.focal_loss: with activation='sigmoid', "
+                       "target must have the input's shape"):
+        segloss.focal_loss(x, y[:, :2])
+    with pytest.raises(ValueError, match="segloss.balanced_bce_with_logits: target must have "
+                       "the input's shape"):
+        segloss.balanced_bce_with_logits(x, y[:1])
+    with pytest.raises(ValueError, match="segloss.test: gamma must be >= 0"):
+        torch.ops.segloss._pointwise_loss(x, y, None, None, "mean", "sigmoid_focal_loss",
+                                          [-2.0], "segloss.test")
+    with pytest.raises(ValueError, match="segloss.test: unknown pointwise loss 'nope'"):
+        torch.ops.segloss._pointwise_loss(x, y, None, None, "mean", "nope", [], "segloss.test")
+    with pytest.raises(ValueError, match="segloss.test: beta is required"):
+        torch.ops.segloss._pointwise_loss(x, y, None, None, "mean", "balanced_bce_with_logits",
+                                          [], "segloss.test")
