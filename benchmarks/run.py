@@ -1,7 +1,7 @@
 """Forward+backward timings of segloss's ops against the references in the same run.
 
     ./dev bench                         # CPU, every suite, with torch.compile anchors
-    ./dev bench --suite dice            # one suite (bce, dice, dice_ce, region, shape_aware, distance)
+    ./dev bench --suite dice            # one suite (bce, focal, dice, dice_ce, region, shape_aware, distance)
     ./dev bench --device cuda           # on a GPU (with each candidate's peak extra memory)
     ./dev bench --no-compile --repeats 10
     ./dev bench --suite dice --memory   # peak extra memory instead of time
@@ -273,6 +273,54 @@ def dice_ce_cases(device) -> List[Case]:
     ]
 
 
+def torchvision_sigmoid_focal_loss(x, y, alpha: float = 0.25, gamma: float = 2.0):
+    """torchvision.ops.sigmoid_focal_loss(reduction="mean"), its ops as
+    torchvision writes them (torchvision is not installable beside this CPU
+    torch: no matching wheel on PyPI)."""
+    p = torch.sigmoid(x)
+    ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    p_t = p * y + (1 - p) * (1 - y)
+    loss = ce * ((1 - p_t) ** gamma)
+    alpha_t = alpha * y + (1 - alpha) * (1 - y)
+    return (alpha_t * loss).mean()
+
+
+def softmax_focal_formula(x, y, gamma: float = 2.0):
+    """MONAI's softmax focal loss (one-hot target, mean over N * C * S) in
+    PyTorch ops, for torch.compile and as the reference where MONAI is absent."""
+    log_p = torch.log_softmax(x, 1)
+    onehot = F.one_hot(y[:, 0].long(), x.shape[1]).movedim(-1, 1).to(x.dtype)
+    return (-(1 - log_p.exp()).pow(gamma) * log_p * onehot).mean()
+
+
+def balanced_bce_formula(x, y):
+    beta = 1 - y.mean(tuple(range(1, y.dim())), keepdim=True)
+    return -(beta * y * F.logsigmoid(x) + (1 - beta) * (1 - y) * F.logsigmoid(-x)).mean()
+
+
+def focal_cases(device) -> List[Case]:
+    monai = monai_losses()
+    if monai is not None:
+        name, softmax_reference = "MONAI", monai.FocalLoss(use_softmax=True, to_onehot_y=True)
+    else:
+        name, softmax_reference = NO_MONAI, softmax_focal_formula
+    cases = []
+    for shape in [(16, 1, 512, 512), (2, 1, 128, 128, 128)]:
+        cases += [
+            Case("sigmoid focal", shape, logits,
+                 lambda x, y: segloss.focal_loss(x, y, 2.0, 0.25),
+                 "torchvision's formula, eager", torchvision_sigmoid_focal_loss,
+                 torchvision_sigmoid_focal_loss),
+            Case("balanced bce", shape, logits,
+                 lambda x, y: segloss.balanced_bce_with_logits(x, y),
+                 "torch eager", balanced_bce_formula, balanced_bce_formula),
+        ]
+    cases.append(Case("softmax focal, label map", (2, 4, 128, 128, 128), class_map,
+                      lambda x, y: segloss.focal_loss(x, y, 2.0, activation="softmax"),
+                      name, softmax_reference, softmax_focal_formula))
+    return cases
+
+
 def shape_aware_cases(device) -> List[Case]:
     """The shape-aware loss on 8 images of 512x512 with about 100 cells each:
     the usual pipeline (per-instance SciPy weight maps, then PyTorch's BCE
@@ -350,8 +398,8 @@ def multi_class_shape_aware_cases(device) -> List[Case]:
     ]
 
 
-SUITES = {"bce": bce_cases, "dice": dice_cases, "dice_ce": dice_ce_cases,
-          "region": region_cases, "shape_aware": shape_aware_cases}
+SUITES = {"bce": bce_cases, "focal": focal_cases, "dice": dice_cases,
+          "dice_ce": dice_ce_cases, "region": region_cases, "shape_aware": shape_aware_cases}
 
 
 def run_distance(argv: List[str]) -> None:

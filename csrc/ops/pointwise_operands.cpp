@@ -44,9 +44,9 @@ PointwiseLossChoice parse_loss(std::string_view caller, std::string_view loss,
   if (count > 0) choice.params.gamma = params[0];
   if (count > 1) {
     choice.params.alpha = params[1];
-    choice.params.has_alpha = true;
+    choice.params.has_alpha = 1;
   }
-  choice.params.has_aux = has_aux;
+  choice.params.has_aux = has_aux ? 1 : 0;
   core::visit_pointwise_policy(choice.loss, [&](auto policy) {
     using Policy = decltype(policy);
     TORCH_CHECK_VALUE(count >= Policy::kMinParams && count <= Policy::kMaxParams, caller,
@@ -57,7 +57,7 @@ PointwiseLossChoice parse_loss(std::string_view caller, std::string_view loss,
     const char* invalid = Policy::invalid_params(choice.params);
     TORCH_CHECK_VALUE(invalid == nullptr, caller, ": ", invalid, ", got gamma=",
                       choice.params.gamma,
-                      choice.params.has_alpha ? ", alpha=" + std::to_string(choice.params.alpha)
+                      choice.params.has_alpha != 0 ? ", alpha=" + std::to_string(choice.params.alpha)
                                               : std::string());
   });
   return choice;

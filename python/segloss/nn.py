@@ -7,7 +7,8 @@ from torch import Tensor
 
 from segloss import functional as F
 
-__all__ = ["BCELoss", "BCEWithLogitsLoss", "WeightedBCELoss", "BalancedBCEWithLogitsLoss", "DiceLoss", "DiceCELoss",
+__all__ = ["BCELoss", "BCEWithLogitsLoss", "WeightedBCELoss", "BalancedBCEWithLogitsLoss",
+           "FocalLoss", "DiceLoss", "DiceCELoss",
            "TverskyLoss", "JaccardLoss", "LogCoshDiceLoss", "GeneralizedDiceLoss",
            "ShapeAwareLoss"]
 
@@ -130,6 +131,57 @@ class BalancedBCEWithLogitsLoss(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"per_image={self.per_image}, reduction={self.reduction!r}"
+
+
+class FocalLoss(torch.nn.Module):
+    r"""Focal loss, ``-alpha_t (1 - p_t)^gamma log p_t``, sigmoid or softmax;
+    MONAI's ``FocalLoss`` values and reductions. See :func:`segloss.focal_loss`
+    for the arguments; ``forward(input, target, mask=None)``.
+
+    MONAI ``FocalLoss(gamma=, alpha=, weight=, use_softmax=, to_onehot_y=True)``
+    is ``FocalLoss(gamma=, alpha=, class_weights=, activation="softmax")``
+    with a class-index target (no one-hot).
+    """
+
+    class_weights: Optional[Tensor]
+    alpha_scalar: Optional[float]
+    alpha_list: Optional[List[float]]
+
+    def __init__(self, gamma: float = 2.0, alpha=None, activation: str = "sigmoid",
+                 include_background: bool = True, class_weights: Optional[Tensor] = None,
+                 ignore_index: Optional[int] = None, reduction: str = "mean") -> None:
+        super().__init__()
+        if not gamma >= 0:
+            raise ValueError(f"{_name(self)}: gamma must be >= 0, got {gamma}")
+        if activation not in ("sigmoid", "softmax"):
+            raise ValueError(f"{_name(self)}: activation must be 'sigmoid' or 'softmax', got "
+                             f"{activation!r}")
+        self.gamma = float(gamma)
+        self.alpha_scalar = None
+        self.alpha_list = None
+        if isinstance(alpha, (list, tuple)):
+            self.alpha_list = [float(a) for a in alpha]
+        elif alpha is not None:
+            self.alpha_scalar = float(alpha)
+        self.activation = activation
+        self.include_background = include_background
+        self.register_buffer("class_weights", class_weights)
+        self.ignore_index = ignore_index
+        self.reduction = _check_reduction(self, reduction)
+
+    def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        if self.alpha_list is not None:
+            return F.focal_loss(input, target, self.gamma, self.alpha_list, self.activation,
+                                self.include_background, self.class_weights, self.ignore_index,
+                                mask, self.reduction)
+        return F.focal_loss(input, target, self.gamma, self.alpha_scalar, self.activation,
+                            self.include_background, self.class_weights, self.ignore_index,
+                            mask, self.reduction)
+
+    def extra_repr(self) -> str:
+        alpha = self.alpha_list if self.alpha_list is not None else self.alpha_scalar
+        return (f"gamma={self.gamma}, alpha={alpha}, activation={self.activation!r}, "
+                f"reduction={self.reduction!r}")
 
 
 class _DiceOptions(torch.nn.Module):
