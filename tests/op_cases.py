@@ -213,7 +213,7 @@ def _shape_aware_binary_case(name, spatial, *, instances, from_logits, reduction
 
 
 def _shape_aware_multiclass_case(name, shape, *, label_dtype, reduction, ignore=-100,
-                                 class_weight=True, large=False):
+                                 class_weight=True, large=False, label_smoothing=0.0):
     n, c = shape[0], shape[1]
     spatial = tuple(shape[2:])
 
@@ -229,7 +229,8 @@ def _shape_aware_multiclass_case(name, shape, *, label_dtype, reduction, ignore=
     def run(i):
         x = i["x"].requires_grad_()
         loss = segloss.shape_aware_loss(x, i["t"], i["map"], weight=i.get("w"),
-                                        ignore_index=ignore, reduction=reduction)
+                                        ignore_index=ignore, reduction=reduction,
+                                        label_smoothing=label_smoothing)
         return {"loss": loss.detach(), "grad": _grad(loss, x, i["go"])}
 
     return OpCase(name, make, run, large=large, float_inputs=("x", "map", "w", "go"),
@@ -403,7 +404,7 @@ def cases():
         _weighted_ce_case("_weighted_cross_entropy-int16-3d-sum", (2, 3, 7, 11, 13),
                           label_dtype=torch.int16, reduction="sum", ignore=-5),
         # The focal form (gamma > 0; wide logits: p_t near 1 and 0) and label
-        # smoothing of the op itself.
+        # smoothing.
         _weighted_ce_case("_weighted_cross_entropy-int64-2d-weighted_mean-gamma2",
                           (3, 5, 37, 53), label_dtype=torch.int64, reduction="weighted_mean",
                           gamma=2.0, scale=8.0),
@@ -412,6 +413,9 @@ def cases():
         _weighted_ce_case("_weighted_cross_entropy-int32-2d-mean-label_smoothing",
                           (3, 5, 37, 53), label_dtype=torch.int32, reduction="mean",
                           label_smoothing=0.2),
+        _shape_aware_multiclass_case("shape_aware-multiclass-int64-3d-sum-label_smoothing",
+                                     (2, 3, 7, 11, 13), label_dtype=torch.int64,
+                                     reduction="sum", ignore=-1, label_smoothing=0.1),
     ]
     labels2 = lambda: _instances((37, 53))  # noqa: E731
     labels3 = lambda: _instances((9, 11, 13))  # noqa: E731

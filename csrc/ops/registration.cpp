@@ -103,7 +103,8 @@ TORCH_LIBRARY(segloss, m) {
       "shape_aware_loss(Tensor input, Tensor target, Tensor? weight_map=None, *, "
       "Tensor? instances=None, float w0=10.0, float sigma=5.0, float[]? sampling=None, "
       "float[]? class_weights=None, bool balanced=False, bool from_logits=True, "
-      "Tensor? weight=None, int ignore_index=-100, str reduction=\"mean\") -> Tensor",
+      "Tensor? weight=None, int ignore_index=-100, str reduction=\"mean\", "
+      "float label_smoothing=0.0) -> Tensor",
       tags);
   // Its multi-class kernel: the loss and the reduction's divisor (the number
   // of pixels not ignored for 'mean', their total weight for
