@@ -223,7 +223,9 @@ void smoothing_sums(const T* x, std::int64_t row_stride, std::int64_t classes, s
     const T* row = x + c * row_stride;
     const T weight = class_weight == nullptr ? T(1) : class_weight[c];
 #pragma omp simd
-    for (std::int64_t i = 0; i < n; ++i) smoothing[i] += core::smoothing_nll(weight, lse[i], row[i]);
+    for (std::int64_t i = 0; i < n; ++i) {
+      smoothing[i] += core::smoothing_nll(weight, lse[i], row[i]);
+    }
   }
 }
 
