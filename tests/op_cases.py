@@ -213,7 +213,7 @@ def _shape_aware_binary_case(name, spatial, *, instances, from_logits, reduction
 
 
 def _shape_aware_multiclass_case(name, shape, *, label_dtype, reduction, ignore=-100,
-                                 class_weight=True, large=False):
+                                 class_weight=True, large=False, label_smoothing=0.0):
     n, c = shape[0], shape[1]
     spatial = tuple(shape[2:])
 
@@ -229,19 +229,21 @@ def _shape_aware_multiclass_case(name, shape, *, label_dtype, reduction, ignore=
     def run(i):
         x = i["x"].requires_grad_()
         loss = segloss.shape_aware_loss(x, i["t"], i["map"], weight=i.get("w"),
-                                        ignore_index=ignore, reduction=reduction)
+                                        ignore_index=ignore, reduction=reduction,
+                                        label_smoothing=label_smoothing)
         return {"loss": loss.detach(), "grad": _grad(loss, x, i["go"])}
 
     return OpCase(name, make, run, large=large, float_inputs=("x", "map", "w", "go"),
                   dtypes=(torch.float32,) if large else FLOAT_DTYPES)
 
 
-def _weighted_ce_case(name, shape, *, label_dtype, reduction, ignore=255):
+def _weighted_ce_case(name, shape, *, label_dtype, reduction, ignore=255, gamma=0.0,
+                      label_smoothing=0.0, scale=2.5):
     n, c = shape[0], shape[1]
     spatial = tuple(shape[2:])
 
     def make(gen):
-        return {"x": 2.5 * torch.randn(shape, generator=gen, dtype=torch.float64),
+        return {"x": scale * torch.randn(shape, generator=gen, dtype=torch.float64),
                 "t": _labels(gen, (n,) + spatial, c, label_dtype, ignore),
                 "map": _rand((n,) + spatial, gen, 1.0, 11.0),
                 "w": _rand((c,), gen, 0.5, 2.0),
@@ -249,9 +251,10 @@ def _weighted_ce_case(name, shape, *, label_dtype, reduction, ignore=255):
 
     def run(i):
         args = (i["t"], i["map"], i["w"], ignore, reduction)
-        loss, total_weight = torch.ops.segloss._weighted_cross_entropy(i["x"], *args)
+        options = dict(gamma=gamma, label_smoothing=label_smoothing)
+        loss, total_weight = torch.ops.segloss._weighted_cross_entropy(i["x"], *args, **options)
         grad = torch.ops.segloss._weighted_cross_entropy_backward(i["go"], i["x"], *args,
-                                                                  total_weight)
+                                                                  total_weight, **options)
         return {"loss": loss, "total_weight": total_weight, "grad": grad}
 
     return OpCase(name, make, run, float_inputs=("x", "map", "w", "go"))
@@ -400,6 +403,19 @@ def cases():
                           label_dtype=torch.uint8, reduction="mean"),
         _weighted_ce_case("_weighted_cross_entropy-int16-3d-sum", (2, 3, 7, 11, 13),
                           label_dtype=torch.int16, reduction="sum", ignore=-5),
+        # The focal form (gamma > 0; wide logits: p_t near 1 and 0) and label
+        # smoothing.
+        _weighted_ce_case("_weighted_cross_entropy-int64-2d-weighted_mean-gamma2",
+                          (3, 5, 37, 53), label_dtype=torch.int64, reduction="weighted_mean",
+                          gamma=2.0, scale=8.0),
+        _weighted_ce_case("_weighted_cross_entropy-uint8-3d-none-gamma0.5", (2, 3, 7, 11, 13),
+                          label_dtype=torch.uint8, reduction="none", gamma=0.5, scale=8.0),
+        _weighted_ce_case("_weighted_cross_entropy-int32-2d-mean-label_smoothing",
+                          (3, 5, 37, 53), label_dtype=torch.int32, reduction="mean",
+                          label_smoothing=0.2),
+        _shape_aware_multiclass_case("shape_aware-multiclass-int64-3d-sum-label_smoothing",
+                                     (2, 3, 7, 11, 13), label_dtype=torch.int64,
+                                     reduction="sum", ignore=-1, label_smoothing=0.1),
     ]
     labels2 = lambda: _instances((37, 53))  # noqa: E731
     labels3 = lambda: _instances((9, 11, 13))  # noqa: E731

@@ -44,6 +44,7 @@ struct DeviceOperands {
   const acc_t* weight_map;  // or nullptr: 1
   const acc_t* weight;      // or nullptr: 1
   int64_t classes, pixels, total_pixels, ignore_index;
+  acc_t gamma, label_smoothing;  // the focal exponent, the smoothing (not both > 0)
 
   explicit DeviceOperands(const CrossEntropyOperands& ops)
       : input(ops.input.const_data_ptr<scalar_t>()),
@@ -53,13 +54,17 @@ struct DeviceOperands {
         classes(ops.classes),
         pixels(ops.pixels),
         total_pixels(ops.batch * ops.pixels),
-        ignore_index(ops.ignore_index) {}
+        ignore_index(ops.ignore_index),
+        gamma(acc_t(ops.gamma)),
+        label_smoothing(acc_t(ops.label_smoothing)) {}
 
-  // Pixel p = n * S + s: its class (-1 if ignored; an invalid one asserts)
-  // and coefficient, and the max and sum of exp(x - max) over its logits.
+  // Pixel p = n * S + s: its class (-1 if ignored; an invalid one asserts),
+  // coefficient and map value, the max and sum of exp(x - max) over its
+  // logits, and (for the focal form) the sum over the other classes and the
+  // target's exp(x_t - max).
   struct Pixel {
     int64_t target;
-    acc_t coefficient, max_x, sum_exp;
+    acc_t coefficient, pixel_weight, max_x, sum_exp, other_exp, target_exp;
     const scalar_t* x;  // its class-0 logit; class c is c * pixels further
   };
 
@@ -74,24 +79,57 @@ struct DeviceOperands {
                           (long long)label, (long long)classes, (long long)ignore_index);
     px.target = ignored || !valid ? -1 : label;
     const bool counted = px.target >= 0;
-    px.coefficient = !counted ? acc_t(0)
-                              : (weight_map == nullptr ? acc_t(1) : weight_map[p]) *
-                                    (weight == nullptr ? acc_t(1) : weight[label]);
+    px.pixel_weight = weight_map == nullptr ? acc_t(1) : weight_map[p];
+    px.coefficient =
+        !counted ? acc_t(0) : px.pixel_weight * (weight == nullptr ? acc_t(1) : weight[label]);
     const int64_t n = p / pixels;
     px.x = input + n * classes * pixels + (p - n * pixels);
     acc_t max_x = acc_t(px.x[0]);
     for (int64_t c = 1; c < classes; ++c) max_x = core::larger_of(max_x, acc_t(px.x[c * pixels]));
-    acc_t sum = 0;
-    for (int64_t c = 0; c < classes; ++c) sum += core::shifted_exp(acc_t(px.x[c * pixels]), max_x);
+    acc_t sum = 0, other = 0, target_exp = 0;
+    for (int64_t c = 0; c < classes; ++c) {
+      const acc_t e = core::shifted_exp(acc_t(px.x[c * pixels]), max_x);
+      sum += e;
+      other += c == px.target ? acc_t(0) : e;
+      target_exp = c == px.target ? e : target_exp;
+    }
     px.max_x = max_x;
     px.sum_exp = sum;
+    px.other_exp = other;
+    px.target_exp = target_exp;
     return px;
   }
 
+  __device__ acc_t x_target(const Pixel& px) const {
+    return px.target >= 0 ? acc_t(px.x[px.target * pixels]) : acc_t(0);
+  }
+
+  // sum_k c_k (lse - x_k), label smoothing's term, and sum_k c_k.
+  __device__ void smoothing_sums(const Pixel& px, acc_t lse, acc_t& smoothing,
+                                 acc_t& weight_sum) const {
+    smoothing = 0;
+    weight_sum = 0;
+    for (int64_t c = 0; c < classes; ++c) {
+      const acc_t w = weight == nullptr ? acc_t(1) : weight[c];
+      smoothing += core::smoothing_nll(w, lse, acc_t(px.x[c * pixels]));
+      weight_sum += w;
+    }
+  }
+
   __device__ acc_t loss(const Pixel& px) const {
-    const acc_t x_target = px.target >= 0 ? acc_t(px.x[px.target * pixels]) : acc_t(0);
-    return core::weighted_nll(px.target < 0, px.coefficient,
-                              core::log_sum_exp(px.max_x, px.sum_exp), x_target);
+    const bool ignored = px.target < 0;
+    const acc_t x_t = x_target(px);
+    if (gamma > acc_t(0)) {
+      const acc_t nll = core::target_nll(px.max_x, px.sum_exp, px.other_exp, x_t);
+      return core::focal_nll(ignored, px.coefficient, px.other_exp / px.sum_exp, nll, gamma);
+    }
+    const acc_t lse = core::log_sum_exp(px.max_x, px.sum_exp);
+    const acc_t plain = core::weighted_nll(ignored, px.coefficient, lse, x_t);
+    if (!(label_smoothing > acc_t(0))) return plain;
+    acc_t smoothing, weight_sum;
+    smoothing_sums(px, lse, smoothing, weight_sum);
+    return core::smoothed_nll(ignored, plain, px.pixel_weight, smoothing, label_smoothing,
+                              acc_t(classes));
   }
 };
 
@@ -151,9 +189,37 @@ __global__ void grad_kernel(DeviceOperands<scalar_t, label_t, acc_t> d,
     const acc_t scale = px.target < 0 ? acc_t(0) : px.coefficient * g;
     const acc_t inverse_sum = acc_t(1) / px.sum_exp;
     scalar_t* out = grad_input + (px.x - d.input);
-    for (int64_t c = 0; c < d.classes; ++c) {
-      const acc_t e = core::shifted_exp(acc_t(px.x[c * d.pixels]), px.max_x);
-      out[c * d.pixels] = scalar_t(core::weighted_nll_grad(scale, e, inverse_sum, px.target == c));
+    if (d.gamma > acc_t(0)) {
+      const acc_t nll = core::target_nll(px.max_x, px.sum_exp, px.other_exp, d.x_target(px));
+      const acc_t q = px.other_exp * inverse_sum;
+      const acc_t focal_scale =
+          scale * core::focal_grad_factor(q, px.target_exp * inverse_sum, nll, d.gamma);
+      for (int64_t c = 0; c < d.classes; ++c) {
+        const acc_t e = core::shifted_exp(acc_t(px.x[c * d.pixels]), px.max_x);
+        out[c * d.pixels] =
+            scalar_t(core::focal_nll_grad(focal_scale, e, inverse_sum, px.target == c, q));
+      }
+    } else if (d.label_smoothing > acc_t(0)) {
+      acc_t smoothing, weight_sum;
+      d.smoothing_sums(px, core::log_sum_exp(px.max_x, px.sum_exp), smoothing, weight_sum);
+      const acc_t positive = (acc_t(1) - d.label_smoothing) * scale;
+      const acc_t per_class = px.target < 0 ? acc_t(0)
+                                            : d.label_smoothing / acc_t(d.classes) *
+                                                  px.pixel_weight * g;
+      const acc_t sum_a = positive + per_class * weight_sum;
+      for (int64_t c = 0; c < d.classes; ++c) {
+        const acc_t e = core::shifted_exp(acc_t(px.x[c * d.pixels]), px.max_x);
+        const acc_t w = d.weight == nullptr ? acc_t(1) : d.weight[c];
+        const acc_t a = core::softmax_ce_coefficient(
+            positive, px.target == c ? acc_t(1) : acc_t(0), per_class * w);
+        out[c * d.pixels] = scalar_t(core::softmax_ce_grad(acc_t(1), e * inverse_sum, sum_a, a));
+      }
+    } else {
+      for (int64_t c = 0; c < d.classes; ++c) {
+        const acc_t e = core::shifted_exp(acc_t(px.x[c * d.pixels]), px.max_x);
+        out[c * d.pixels] =
+            scalar_t(core::weighted_nll_grad(scale, e, inverse_sum, px.target == c));
+      }
     }
   }
 }
@@ -219,10 +285,10 @@ void backward_launch(const CrossEntropyOperands& ops, const at::Tensor& grad_out
 std::tuple<at::Tensor, at::Tensor> weighted_cross_entropy_cuda(
     const at::Tensor& input, const at::Tensor& target,
     const std::optional<at::Tensor>& weight_map, const std::optional<at::Tensor>& weight,
-    int64_t ignore_index, std::string_view reduction) {
+    int64_t ignore_index, std::string_view reduction, double gamma, double label_smoothing) {
   const c10::cuda::CUDAGuard guard(input.device());
-  const CrossEntropyOperands ops =
-      prepare_cross_entropy_operands(input, target, weight_map, weight, ignore_index, reduction);
+  const CrossEntropyOperands ops = prepare_cross_entropy_operands(
+      input, target, weight_map, weight, ignore_index, reduction, gamma, label_smoothing);
   at::Tensor loss = empty_cross_entropy_loss(ops.input, ops.reduction);
   at::Tensor total_weight = empty_cross_entropy_total_weight(ops.input);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ops.input.scalar_type(),
@@ -234,10 +300,11 @@ std::tuple<at::Tensor, at::Tensor> weighted_cross_entropy_cuda(
 at::Tensor weighted_cross_entropy_backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& target,
     const std::optional<at::Tensor>& weight_map, const std::optional<at::Tensor>& weight,
-    int64_t ignore_index, std::string_view reduction, const at::Tensor& total_weight) {
+    int64_t ignore_index, std::string_view reduction, const at::Tensor& total_weight,
+    double gamma, double label_smoothing) {
   const c10::cuda::CUDAGuard guard(input.device());
-  const CrossEntropyOperands ops =
-      prepare_cross_entropy_operands(input, target, weight_map, weight, ignore_index, reduction);
+  const CrossEntropyOperands ops = prepare_cross_entropy_operands(
+      input, target, weight_map, weight, ignore_index, reduction, gamma, label_smoothing);
   const at::Tensor grad_out = prepare_cross_entropy_grad_output(grad_output, ops);
   check_cross_entropy_total_weight(total_weight, ops.input);
   at::Tensor grad_input = at::empty_like(ops.input, at::MemoryFormat::Contiguous);

@@ -32,7 +32,8 @@ class WeightedCrossEntropy : public torch::autograd::Function<WeightedCrossEntro
                                const at::Tensor& target,
                                const std::optional<at::Tensor>& weight_map,
                                const std::optional<at::Tensor>& weight, int64_t ignore_index,
-                               std::string_view reduction) {
+                               std::string_view reduction, double gamma,
+                               double label_smoothing) {
     check_no_grad("weight_map", weight_map);
     check_no_grad("weight", weight);
     at::AutoDispatchBelowADInplaceOrView guard;
@@ -40,12 +41,14 @@ class WeightedCrossEntropy : public torch::autograd::Function<WeightedCrossEntro
                          .findSchemaOrThrow("segloss::_weighted_cross_entropy", "")
                          .typed<WeightedCrossEntropySignature>();
     auto [loss, total_weight] = op.call(input, target, weight_map, weight, ignore_index,
-                                        reduction);
+                                        reduction, gamma, label_smoothing);
     ctx->mark_non_differentiable({total_weight});
     ctx->save_for_backward({input, target, weight_map.value_or(at::Tensor()),
                             weight.value_or(at::Tensor()), total_weight});
     ctx->saved_data["ignore_index"] = ignore_index;
     ctx->saved_data["reduction"] = std::string(reduction);
+    ctx->saved_data["gamma"] = gamma;
+    ctx->saved_data["label_smoothing"] = label_smoothing;
     return {loss, total_weight};
   }
 
@@ -53,24 +56,26 @@ class WeightedCrossEntropy : public torch::autograd::Function<WeightedCrossEntro
     const variable_list saved = ctx->get_saved_variables();
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("segloss::_weighted_cross_entropy_backward", "")
-                         .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
-                                           const at::Tensor&, const std::optional<at::Tensor>&,
-                                           const std::optional<at::Tensor>&, int64_t,
-                                           std::string_view, const at::Tensor&)>();
+                         .typed<WeightedCrossEntropyBackwardSignature>();
     at::Tensor grad_input =
         op.call(grad_outputs[0], saved[0], saved[1], optional_of(saved[2]),
                 optional_of(saved[3]), ctx->saved_data["ignore_index"].toInt(),
-                ctx->saved_data["reduction"].toStringRef(), saved[4]);
-    return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+                ctx->saved_data["reduction"].toStringRef(), saved[4],
+                ctx->saved_data["gamma"].toDouble(),
+                ctx->saved_data["label_smoothing"].toDouble());
+    // No gradient for the other seven arguments.
+    variable_list grads(8);
+    grads[0] = grad_input;
+    return grads;
   }
 };
 
 std::tuple<at::Tensor, at::Tensor> weighted_cross_entropy_autograd(
     const at::Tensor& input, const at::Tensor& target,
     const std::optional<at::Tensor>& weight_map, const std::optional<at::Tensor>& weight,
-    int64_t ignore_index, std::string_view reduction) {
-  const variable_list outputs =
-      WeightedCrossEntropy::apply(input, target, weight_map, weight, ignore_index, reduction);
+    int64_t ignore_index, std::string_view reduction, double gamma, double label_smoothing) {
+  const variable_list outputs = WeightedCrossEntropy::apply(
+      input, target, weight_map, weight, ignore_index, reduction, gamma, label_smoothing);
   return {outputs[0], outputs[1]};
 }
 

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <vector>
 
 #include "checks.h"
@@ -41,8 +42,16 @@ at::ScalarType compute_type(const at::Tensor& input) {
 Reduction check_cross_entropy_arguments(const at::Tensor& input, const at::Tensor& target,
                                         const std::optional<at::Tensor>& weight_map,
                                         const std::optional<at::Tensor>& weight,
-                                        std::string_view reduction) {
+                                        std::string_view reduction, double gamma,
+                                        double label_smoothing) {
   const Reduction parsed = parse_reduction(kOp, reduction, /*offers_weighted_mean=*/true);
+  TORCH_CHECK_VALUE(std::isfinite(gamma) && gamma >= 0, kOp,
+                    ": gamma (the focal exponent) must be finite and >= 0, got ", gamma);
+  TORCH_CHECK_VALUE(label_smoothing >= 0 && label_smoothing <= 1, kOp,
+                    ": label_smoothing must lie in [0, 1], got ", label_smoothing);
+  TORCH_CHECK_VALUE(gamma == 0 || label_smoothing == 0, kOp,
+                    ": gamma (the focal loss) and label_smoothing cannot be combined, got gamma=",
+                    gamma, " and label_smoothing=", label_smoothing);
   check_floating(kOp, "input", input);
   TORCH_CHECK_VALUE(input.dim() >= 2, kOp,
                     ": with a class-index target, input must hold logits of shape "
@@ -112,9 +121,13 @@ CrossEntropyOperands prepare_cross_entropy_operands(const at::Tensor& input,
                                                     const std::optional<at::Tensor>& weight_map,
                                                     const std::optional<at::Tensor>& weight,
                                                     int64_t ignore_index,
-                                                    std::string_view reduction) {
+                                                    std::string_view reduction, double gamma,
+                                                    double label_smoothing) {
   CrossEntropyOperands ops;
-  ops.reduction = check_cross_entropy_arguments(input, target, weight_map, weight, reduction);
+  ops.reduction = check_cross_entropy_arguments(input, target, weight_map, weight, reduction,
+                                                gamma, label_smoothing);
+  ops.gamma = gamma;
+  ops.label_smoothing = label_smoothing;
   ops.input = kernel_layout(input);
   ops.batch = input.size(0);
   ops.classes = input.size(1);

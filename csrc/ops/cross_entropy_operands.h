@@ -19,11 +19,19 @@ namespace segloss::ops {
 constexpr const char* kCrossEntropyOp = "segloss.shape_aware_loss";
 
 // segloss::_weighted_cross_entropy's C++ signature: the loss and the
-// reduction's divisor.
+// reduction's divisor. gamma > 0 makes it the focal loss, label_smoothing > 0
+// the smoothed one (not both; core/cross_entropy.h).
 using WeightedCrossEntropySignature = std::tuple<at::Tensor, at::Tensor>(
     const at::Tensor& input, const at::Tensor& target,
     const std::optional<at::Tensor>& weight_map, const std::optional<at::Tensor>& weight,
-    int64_t ignore_index, std::string_view reduction);
+    int64_t ignore_index, std::string_view reduction, double gamma, double label_smoothing);
+
+// segloss::_weighted_cross_entropy_backward's: the gradient of the input.
+using WeightedCrossEntropyBackwardSignature = at::Tensor(
+    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& target,
+    const std::optional<at::Tensor>& weight_map, const std::optional<at::Tensor>& weight,
+    int64_t ignore_index, std::string_view reduction, const at::Tensor& total_weight,
+    double gamma, double label_smoothing);
 
 // The arguments as the kernels read them. The input is viewed as (N, C, S),
 // S the number of pixels (voxels) per image.
@@ -34,6 +42,7 @@ struct CrossEntropyOperands {
   at::Tensor weight;      // undefined, or contiguous (C,) per-class weights, compute type
   int64_t ignore_index = -100;
   Reduction reduction = Reduction::Mean;
+  double gamma = 0, label_smoothing = 0;
   int64_t batch = 0, classes = 0, pixels = 0;
 };
 
@@ -53,11 +62,13 @@ SEGLOSS_INLINE double cross_entropy_reduced(Reduction reduction, double sum, dou
 }
 
 // Checks every argument without touching data (works on Meta tensors with
-// symbolic shapes). Returns the reduction.
+// symbolic shapes): gamma finite and >= 0, label_smoothing in [0, 1], not
+// both nonzero. Returns the reduction.
 Reduction check_cross_entropy_arguments(const at::Tensor& input, const at::Tensor& target,
                                         const std::optional<at::Tensor>& weight_map,
                                         const std::optional<at::Tensor>& weight,
-                                        std::string_view reduction);
+                                        std::string_view reduction, double gamma,
+                                        double label_smoothing);
 
 // grad_output checked against the forward's loss: (N, *spatial) for 'none',
 // else 0-dim.
@@ -82,7 +93,8 @@ CrossEntropyOperands prepare_cross_entropy_operands(const at::Tensor& input,
                                                     const std::optional<at::Tensor>& weight_map,
                                                     const std::optional<at::Tensor>& weight,
                                                     int64_t ignore_index,
-                                                    std::string_view reduction);
+                                                    std::string_view reduction, double gamma,
+                                                    double label_smoothing);
 
 // check_cross_entropy_grad_output, then grad_output contiguous in the input's
 // dtype.

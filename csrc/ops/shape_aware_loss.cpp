@@ -118,14 +118,17 @@ at::Tensor weight_map_of(const at::Tensor& input, const std::optional<at::Tensor
 
 // The multi-class form: softmax cross-entropy over the C classes of input
 // (N, C, *spatial) with a class-index target, weighted per pixel by the map
-// and per class by `weight`, pixels labelled ignore_index left out.
+// and per class by `weight`, pixels labelled ignore_index left out; with
+// label smoothing as F.cross_entropy(label_smoothing=).
 at::Tensor multi_class_loss(const at::Tensor& input, const at::Tensor& target,
                             const at::Tensor& weights, const std::optional<at::Tensor>& weight,
-                            int64_t ignore_index, std::string_view reduction) {
+                            int64_t ignore_index, std::string_view reduction,
+                            double label_smoothing) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("segloss::_weighted_cross_entropy", "")
                        .typed<WeightedCrossEntropySignature>();
-  return std::get<0>(op.call(input, target, weights, weight, ignore_index, reduction));
+  return std::get<0>(op.call(input, target, weights, weight, ignore_index, reduction,
+                             /*gamma=*/0.0, label_smoothing));
 }
 
 // Checks the multi-class layout: input (N, C, *spatial) with C >= 2 classes
@@ -173,17 +176,26 @@ at::Tensor shape_aware_loss(const at::Tensor& input, const at::Tensor& target,
                             std::optional<at::ArrayRef<double>> sampling,
                             std::optional<at::ArrayRef<double>> class_weights, bool balanced,
                             bool from_logits, const std::optional<at::Tensor>& weight,
-                            int64_t ignore_index, std::string_view reduction) {
+                            int64_t ignore_index, std::string_view reduction,
+                            double label_smoothing) {
   TORCH_CHECK_VALUE(reduction == "none" || reduction == "mean" || reduction == "sum" ||
                         reduction == "weighted_mean",
                     kOp, ": reduction must be 'none', 'mean', 'sum' or 'weighted_mean', got '",
                     reduction, "'");
+  TORCH_CHECK_VALUE(label_smoothing >= 0 && label_smoothing <= 1, kOp,
+                    ": label_smoothing must lie in [0, 1], got ", label_smoothing);
   if (at::isIntegralType(target.scalar_type(), /*includeBool=*/true)) {
     check_multi_class_layout(input, target, from_logits);
     const at::Tensor weights = weight_map_of(input, weight_map, instances, w0, sigma, sampling,
                                              class_weights, balanced, /*channel=*/true);
-    return multi_class_loss(input, target, weights, weight, ignore_index, reduction);
+    return multi_class_loss(input, target, weights, weight, ignore_index, reduction,
+                            label_smoothing);
   }
+  TORCH_CHECK_VALUE(label_smoothing == 0, kOp,
+                    ": label_smoothing applies to the multi-class form, whose target holds "
+                    "class indices; the binary form's target is a float tensor (smooth it "
+                    "there: y (1 - e) + e / 2), got label_smoothing=",
+                    label_smoothing);
   TORCH_CHECK_VALUE(!is_given(weight) && ignore_index == -100, kOp,
                     ": weight (per-class weights) and ignore_index apply to the multi-class "
                     "form, whose target holds class indices; the binary form's target is a "

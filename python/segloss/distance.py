@@ -185,7 +185,8 @@ def shape_aware_loss(input: Tensor, target: Tensor, weight_map: Optional[Tensor]
                      instances: Optional[Tensor] = None, w0: float = 10.0, sigma: float = 5.0,
                      class_weights: ClassWeights = None, sampling: Sampling = None,
                      from_logits: bool = True, weight: Optional[Tensor] = None,
-                     ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+                     ignore_index: int = -100, reduction: str = "mean",
+                     label_smoothing: float = 0.0) -> Tensor:
     r"""The shape-aware (U-Net) loss: a loss weighted per pixel by the U-Net
     weight map ``w = w_c + w0 exp(-(d1 + d2)^2 / (2 sigma^2))``.
 
@@ -235,6 +236,13 @@ def shape_aware_loss(input: Tensor, target: Tensor, weight_map: Optional[Tensor]
             when the map is 1; ``"sum"``; or ``"none"`` (per pixel: the
             input's shape in the binary form, ``[N, *spatial]`` in the
             multi-class form).
+        label_smoothing: multi-class only, in ``[0, 1]``: as
+            :func:`torch.nn.functional.cross_entropy`'s ``label_smoothing``,
+            each pixel's loss is ``w [(1 - e) c_t (-log p_t) + e / C sum_k
+            c_k (-log p_k)]``, over the same divisors (with a map of ones
+            and ``reduction="weighted_mean"`` it is
+            ``F.cross_entropy(input, target, weight=weight,
+            label_smoothing=e)``).
 
     The weight map (and ``weight``) are constants: no gradient flows to
     them. Exactly one of ``weight_map`` and ``instances`` must be given.
@@ -252,4 +260,5 @@ def shape_aware_loss(input: Tensor, target: Tensor, weight_map: Optional[Tensor]
         input, target, weight_map, instances=instances, w0=_number(op, "w0", w0),
         sigma=_number(op, "sigma", sigma),
         sampling=spacing, class_weights=fixed, balanced=balanced, from_logits=from_logits,
-        weight=weight, ignore_index=int(ignore_index), reduction=reduction)
+        weight=weight, ignore_index=int(ignore_index), reduction=reduction,
+        label_smoothing=_number(op, "label_smoothing", label_smoothing))

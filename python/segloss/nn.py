@@ -464,6 +464,8 @@ class ShapeAwareLoss(torch.nn.Module):
             buffer: it follows the module's device), or ``None``.
         ignore_index: the target value the multi-class form leaves out.
         reduction: ``"mean"``, ``"weighted_mean"``, ``"sum"`` or ``"none"``.
+        label_smoothing: in ``[0, 1]``, multi-class form only: as
+            ``F.cross_entropy(label_smoothing=)``.
     """
 
     fixed_class_weights: Optional[List[float]]
@@ -473,13 +475,18 @@ class ShapeAwareLoss(torch.nn.Module):
     def __init__(self, w0: float = 10.0, sigma: float = 5.0, class_weights=None,
                  sampling: Optional[List[float]] = None, from_logits: bool = True,
                  weight: Optional[Tensor] = None, ignore_index: int = -100,
-                 reduction: str = "mean") -> None:
+                 reduction: str = "mean", label_smoothing: float = 0.0) -> None:
         super().__init__()
         from segloss.distance import _number, _spacing, class_weight_arguments
 
         if reduction not in ("none", "mean", "sum", "weighted_mean"):
             raise ValueError(f"{_name(self)}: reduction must be 'none', 'mean', 'sum' or "
                              f"'weighted_mean', got {reduction!r}")
+        label_smoothing = _number(_name(self), "label_smoothing", label_smoothing)
+        if not 0 <= label_smoothing <= 1:
+            raise ValueError(f"{_name(self)}: label_smoothing must lie in [0, 1], got "
+                             f"{label_smoothing}")
+        self.label_smoothing = label_smoothing
         self.fixed_class_weights, self.balanced, _ = class_weight_arguments(
             "segloss.nn.ShapeAwareLoss", class_weights, allow_pixel=False)
         self.w0 = _number(_name(self), "w0", w0)
@@ -498,17 +505,21 @@ class ShapeAwareLoss(torch.nn.Module):
         if instances is None:  # a given map is used as it is
             return torch.ops.segloss.shape_aware_loss(
                 input, target, weight_map, from_logits=self.from_logits, weight=self.weight,
-                ignore_index=self.ignore_index, reduction=self.reduction)
+                ignore_index=self.ignore_index, reduction=self.reduction,
+                label_smoothing=self.label_smoothing)
         return torch.ops.segloss.shape_aware_loss(
             input, target, weight_map, instances=instances, w0=self.w0, sigma=self.sigma,
             sampling=self.sampling, class_weights=self.fixed_class_weights,
             balanced=self.balanced, from_logits=self.from_logits, weight=self.weight,
-            ignore_index=self.ignore_index, reduction=self.reduction)
+            ignore_index=self.ignore_index, reduction=self.reduction,
+            label_smoothing=self.label_smoothing)
 
     def extra_repr(self) -> str:
         weights = ("balanced" if self.balanced else
                    f"{self.fixed_class_weights}" if self.fixed_class_weights is not None else None)
+        smoothing = (f", label_smoothing={self.label_smoothing}" if self.label_smoothing
+                     else "")
         return (f"w0={self.w0}, sigma={self.sigma}, class_weights={weights}, "
                 f"sampling={self.sampling}, from_logits={self.from_logits}, "
-                f"ignore_index={self.ignore_index}, reduction={self.reduction!r}")
+                f"ignore_index={self.ignore_index}, reduction={self.reduction!r}{smoothing}")
 

@@ -22,21 +22,29 @@ struct CrossEntropyBlockLoops {
   using Coefficients = void (*)(const void* labels, const T* weight_map, const T* class_weight,
                                 std::int64_t n, std::int64_t ignore_index, std::int64_t classes,
                                 std::int32_t* target, T* coefficient, int* invalid);
-  // loss[i] = coefficient[i] (lse_i - x[target[i]]), 0 where ignored; `work`
-  // holds 3n values.
+  // loss[i] = coefficient[i] (lse_i - x[target[i]]), 0 where ignored; with
+  // gamma > 0 the focal loss, with label_smoothing > 0 the smoothed one
+  // (core/cross_entropy.h), which read pixel_weight[i] (the weight map) and
+  // class_weight (nullptr: 1). `work` holds kWorkRows * n values.
   using Loss = void (*)(const T* x, std::int64_t row_stride, std::int64_t classes, std::int64_t n,
-                        const std::int32_t* target, const T* coefficient, T* loss, T* work);
+                        const std::int32_t* target, const T* coefficient, const T* pixel_weight,
+                        const T* class_weight, T gamma, T label_smoothing, T* loss, T* work);
   // grad rows (grad_stride apart) = s_i (softmax_ik - [k == target[i]]), with
   // s_i = coefficient[i] * (grad_output ? grad_output[i] : 1) * scale, 0 where
-  // ignored; `work` holds 3n values.
+  // ignored (the plain loss; the focal and smoothed ones as their core
+  // functions say); `work` holds kWorkRows * n values.
   using Grad = void (*)(const T* x, std::int64_t row_stride, std::int64_t classes,
                         std::int64_t n, const std::int32_t* target, const T* coefficient,
-                        const T* grad_output, T scale, T* grad, std::int64_t grad_stride,
-                        T* work);
+                        const T* pixel_weight, const T* class_weight, T gamma,
+                        T label_smoothing, const T* grad_output, T scale, T* grad,
+                        std::int64_t grad_stride, T* work);
   Coefficients coefficients[3][2];
   Loss loss;
   Grad grad;
 };
+
+// Rows of n values the Loss and Grad loops need in `work`.
+constexpr std::int64_t kCrossEntropyWorkRows = 5;
 
 struct CrossEntropyBlockFunctions {
   CrossEntropyBlockLoops<float> f32;
@@ -88,7 +96,7 @@ void max_over_rows(const T* x, std::int64_t row_stride, std::int64_t classes, st
 }
 
 template <typename T>
-void loss_block(const T* x, std::int64_t row_stride, std::int64_t classes, std::int64_t n,
+void plain_loss_block(const T* x, std::int64_t row_stride, std::int64_t classes, std::int64_t n,
                 const std::int32_t* target, const T* coefficient, T* loss, T* work) {
   T* max_x = work;
   T* sum = work + n;
@@ -114,7 +122,7 @@ void loss_block(const T* x, std::int64_t row_stride, std::int64_t classes, std::
 }
 
 template <typename T>
-void grad_block(const T* x, std::int64_t row_stride, std::int64_t classes, std::int64_t n,
+void plain_grad_block(const T* x, std::int64_t row_stride, std::int64_t classes, std::int64_t n,
                 const std::int32_t* target, const T* coefficient, const T* grad_output, T scale,
                 T* grad, std::int64_t grad_stride, T* work) {
   T* max_x = work;  // then the per-pixel scale s_i
@@ -152,6 +160,240 @@ void grad_block(const T* x, std::int64_t row_stride, std::int64_t classes, std::
     for (std::int64_t i = 0; i < n; ++i) {
       out[i] = core::weighted_nll_grad(s[i], out[i], sum[i], target[i] == k);
     }
+  }
+}
+
+// Per pixel: the maximum, the sum of e_k = exp(x_k - max), the sum of the
+// other classes' e_k and the target's e_t and x_t (the focal form's inputs);
+// the e_k also into the rows of `exps` (exps_stride apart) unless nullptr.
+template <typename T>
+void focal_sums(const T* x, std::int64_t row_stride, std::int64_t classes, std::int64_t n,
+                const std::int32_t* target, T* max_x, T* sum, T* other, T* e_target,
+                T* x_target, T* exps, std::int64_t exps_stride) {
+  max_over_rows(x, row_stride, classes, n, max_x);
+  for (std::int64_t i = 0; i < n; ++i) sum[i] = other[i] = e_target[i] = x_target[i] = 0;
+  for (std::int64_t c = 0; c < classes; ++c) {
+    const T* row = x + c * row_stride;
+    T* out = exps == nullptr ? nullptr : exps + c * exps_stride;
+    const std::int32_t k = std::int32_t(c);
+    const auto add = [&](std::int64_t i, T e) {
+      const bool is_target = target[i] == k;
+      sum[i] += e;
+      other[i] += is_target ? T(0) : e;
+      e_target[i] = is_target ? e : e_target[i];
+      x_target[i] = is_target ? row[i] : x_target[i];
+    };
+    if (out == nullptr) {
+#pragma omp simd
+      for (std::int64_t i = 0; i < n; ++i) add(i, core::shifted_exp(row[i], max_x[i]));
+    } else {
+#pragma omp simd
+      for (std::int64_t i = 0; i < n; ++i) {
+        out[i] = core::shifted_exp(row[i], max_x[i]);
+        add(i, out[i]);
+      }
+    }
+  }
+}
+
+template <typename T>
+void focal_loss_block(const T* x, std::int64_t row_stride, std::int64_t classes, std::int64_t n,
+                      const std::int32_t* target, const T* coefficient, T gamma, T* loss,
+                      T* work) {
+  T* max_x = work;
+  T* sum = work + n;
+  T* other = work + 2 * n;
+  T* e_target = work + 3 * n;
+  T* x_target = work + 4 * n;
+  focal_sums(x, row_stride, classes, n, target, max_x, sum, other, e_target, x_target,
+             static_cast<T*>(nullptr), 0);
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
+    const T nll = core::target_nll(max_x[i], sum[i], other[i], x_target[i]);
+    loss[i] = core::focal_nll(target[i] < 0, coefficient[i], other[i] / sum[i], nll, gamma);
+  }
+}
+
+// The smoothing sum sum_k c_k (lse_i - x_ik) into smoothing, from lse.
+template <typename T>
+void smoothing_sums(const T* x, std::int64_t row_stride, std::int64_t classes, std::int64_t n,
+                    const T* class_weight, const T* lse, T* smoothing) {
+  for (std::int64_t i = 0; i < n; ++i) smoothing[i] = 0;
+  for (std::int64_t c = 0; c < classes; ++c) {
+    const T* row = x + c * row_stride;
+    const T weight = class_weight == nullptr ? T(1) : class_weight[c];
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) {
+      smoothing[i] += core::smoothing_nll(weight, lse[i], row[i]);
+    }
+  }
+}
+
+template <typename T>
+void smoothed_loss_block(const T* x, std::int64_t row_stride, std::int64_t classes,
+                         std::int64_t n, const std::int32_t* target, const T* coefficient,
+                         const T* pixel_weight, const T* class_weight, T label_smoothing,
+                         T* loss, T* work) {
+  T* max_x = work;  // then lse
+  T* sum = work + n;
+  T* x_target = work + 2 * n;
+  T* smoothing = work + 3 * n;
+  max_over_rows(x, row_stride, classes, n, max_x);
+  for (std::int64_t i = 0; i < n; ++i) sum[i] = x_target[i] = 0;
+  for (std::int64_t c = 0; c < classes; ++c) {
+    const T* row = x + c * row_stride;
+    const std::int32_t k = std::int32_t(c);
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) {
+      sum[i] += core::shifted_exp(row[i], max_x[i]);
+      x_target[i] = target[i] == k ? row[i] : x_target[i];
+    }
+  }
+  T* lse = max_x;
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) lse[i] = core::log_sum_exp(max_x[i], sum[i]);
+  smoothing_sums(x, row_stride, classes, n, class_weight, lse, smoothing);
+  const T count = T(classes);
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
+    const bool ignored = target[i] < 0;
+    loss[i] = core::smoothed_nll(ignored, core::weighted_nll(ignored, coefficient[i], lse[i],
+                                                             x_target[i]),
+                                 pixel_weight[i], smoothing[i], label_smoothing, count);
+  }
+}
+
+template <typename T>
+void loss_block(const T* x, std::int64_t row_stride, std::int64_t classes, std::int64_t n,
+                const std::int32_t* target, const T* coefficient, const T* pixel_weight,
+                const T* class_weight, T gamma, T label_smoothing, T* loss, T* work) {
+  if (gamma > T(0)) {
+    focal_loss_block(x, row_stride, classes, n, target, coefficient, gamma, loss, work);
+  } else if (label_smoothing > T(0)) {
+    smoothed_loss_block(x, row_stride, classes, n, target, coefficient, pixel_weight,
+                        class_weight, label_smoothing, loss, work);
+  } else {
+    plain_loss_block(x, row_stride, classes, n, target, coefficient, loss, work);
+  }
+}
+
+// The incoming gradient per pixel: coefficient[i] g_i scale, or with
+// `weights` given, weights[i] g_i scale (0 where ignored).
+template <typename T>
+void pixel_scales(const std::int32_t* target, const T* weights, const T* grad_output, T scale,
+                  std::int64_t n, T* s) {
+  if (grad_output != nullptr) {
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) {
+      s[i] = target[i] < 0 ? T(0) : weights[i] * grad_output[i] * scale;
+    }
+  } else {
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) s[i] = target[i] < 0 ? T(0) : weights[i] * scale;
+  }
+}
+
+template <typename T>
+void focal_grad_block(const T* x, std::int64_t row_stride, std::int64_t classes, std::int64_t n,
+                      const std::int32_t* target, const T* coefficient, T gamma,
+                      const T* grad_output, T scale, T* grad, std::int64_t grad_stride,
+                      T* work) {
+  T* max_x = work;  // then f
+  T* sum = work + n;  // then its inverse
+  T* other = work + 2 * n;  // then q
+  T* e_target = work + 3 * n;  // then the per-pixel scale a g
+  T* x_target = work + 4 * n;
+  // e_k into the gradient rows, as the plain loss does.
+  focal_sums(x, row_stride, classes, n, target, max_x, sum, other, e_target, x_target, grad,
+             grad_stride);
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
+    const T nll = core::target_nll(max_x[i], sum[i], other[i], x_target[i]);
+    const T inverse_sum = T(1) / sum[i];
+    const T q = other[i] * inverse_sum;
+    max_x[i] = core::focal_grad_factor(q, e_target[i] * inverse_sum, nll, gamma);
+    sum[i] = inverse_sum;
+    other[i] = q;
+  }
+  T* factor = max_x;
+  T* s = e_target;
+  pixel_scales(target, coefficient, grad_output, scale, n, s);
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) s[i] *= factor[i];
+  for (std::int64_t c = 0; c < classes; ++c) {
+    T* out = grad + c * grad_stride;
+    const std::int32_t k = std::int32_t(c);
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) {
+      out[i] = core::focal_nll_grad(s[i], out[i], sum[i], target[i] == k, other[i]);
+    }
+  }
+}
+
+template <typename T>
+void smoothed_grad_block(const T* x, std::int64_t row_stride, std::int64_t classes,
+                         std::int64_t n, const std::int32_t* target, const T* coefficient,
+                         const T* pixel_weight, const T* class_weight, T label_smoothing,
+                         const T* grad_output, T scale, T* grad, std::int64_t grad_stride,
+                         T* work) {
+  T* max_x = work;
+  T* sum = work + n;  // then its inverse
+  T* positive = work + 2 * n;  // (1 - e) a g: the target's coefficient
+  T* smoothing = work + 3 * n;  // (e / C) m g: class k's is this times c_k
+  T* sum_a = work + 4 * n;  // sum_k a_k
+  max_over_rows(x, row_stride, classes, n, max_x);
+  for (std::int64_t i = 0; i < n; ++i) sum[i] = 0;
+  for (std::int64_t c = 0; c < classes; ++c) {
+    const T* row = x + c * row_stride;
+    T* out = grad + c * grad_stride;
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) {
+      out[i] = core::shifted_exp(row[i], max_x[i]);
+      sum[i] += out[i];
+    }
+  }
+  T weight_sum = 0;
+  for (std::int64_t c = 0; c < classes; ++c) {
+    weight_sum += class_weight == nullptr ? T(1) : class_weight[c];
+  }
+  pixel_scales(target, coefficient, grad_output, scale, n, positive);
+  pixel_scales(target, pixel_weight, grad_output, scale, n, smoothing);
+  const T per_class = label_smoothing / T(classes);
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
+    positive[i] *= T(1) - label_smoothing;
+    smoothing[i] *= per_class;
+    sum_a[i] = positive[i] + smoothing[i] * weight_sum;
+    sum[i] = T(1) / sum[i];
+  }
+  for (std::int64_t c = 0; c < classes; ++c) {
+    T* out = grad + c * grad_stride;
+    const std::int32_t k = std::int32_t(c);
+    const T weight = class_weight == nullptr ? T(1) : class_weight[c];
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) {
+      const T a = core::softmax_ce_coefficient(positive[i], target[i] == k ? T(1) : T(0),
+                                               smoothing[i] * weight);
+      out[i] = core::softmax_ce_grad(T(1), out[i] * sum[i], sum_a[i], a);
+    }
+  }
+}
+
+template <typename T>
+void grad_block(const T* x, std::int64_t row_stride, std::int64_t classes, std::int64_t n,
+                const std::int32_t* target, const T* coefficient, const T* pixel_weight,
+                const T* class_weight, T gamma, T label_smoothing, const T* grad_output, T scale,
+                T* grad, std::int64_t grad_stride, T* work) {
+  if (gamma > T(0)) {
+    focal_grad_block(x, row_stride, classes, n, target, coefficient, gamma, grad_output, scale,
+                     grad, grad_stride, work);
+  } else if (label_smoothing > T(0)) {
+    smoothed_grad_block(x, row_stride, classes, n, target, coefficient, pixel_weight,
+                        class_weight, label_smoothing, grad_output, scale, grad, grad_stride,
+                        work);
+  } else {
+    plain_grad_block(x, row_stride, classes, n, target, coefficient, grad_output, scale, grad,
+                     grad_stride, work);
   }
 }
 

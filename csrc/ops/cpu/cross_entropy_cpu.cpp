@@ -54,7 +54,7 @@ struct Scratch {
     if (!coefficient.empty()) return;
     for (auto* rows : {&x, &grad}) rows->resize(classes * unit);
     for (auto* row : {&coefficient, &loss, &grad_output}) row->resize(unit);
-    work.resize(3 * unit);
+    work.resize(cpu::kCrossEntropyWorkRows * unit);
     ones.assign(unit, acc_t(1));
     target.resize(unit);
   }
@@ -66,6 +66,8 @@ template <typename scalar_t, typename acc_t>
 struct Unit {
   const acc_t* x = nullptr;
   int64_t x_stride = 0;
+  const acc_t* weight_map = nullptr;    // the unit's pixels' map values (ones if none)
+  const acc_t* class_weight = nullptr;  // or nullptr: 1
   bool labels_valid = true;
 
   Unit(const CrossEntropyOperands& ops, Scratch<acc_t>& s, int64_t n, int64_t begin,
@@ -85,9 +87,9 @@ struct Unit {
     const int64_t pixel0 = n * S + begin;
     const void* labels =
         static_cast<const char*>(ops.labels.const_data_ptr()) + pixel0 * ops.labels.element_size();
-    const acc_t* weight_map =
+    weight_map =
         ops.weight_map.defined() ? ops.weight_map.const_data_ptr<acc_t>() + pixel0 : s.ones.data();
-    const acc_t* class_weight = ops.weight.defined() ? ops.weight.const_data_ptr<acc_t>() : nullptr;
+    class_weight = ops.weight.defined() ? ops.weight.const_data_ptr<acc_t>() : nullptr;
     int invalid = 0;
     loops<acc_t>().coefficients[cpu::label_type_of(ops.labels.scalar_type())][class_weight != nullptr](
         labels, weight_map, class_weight, length, ops.ignore_index, C, s.target.data(),
@@ -142,6 +144,7 @@ void forward_kernel(const CrossEntropyOperands& ops, at::Tensor& loss, at::Tenso
     scalar_t* out = reduce_loss ? nullptr : loss.mutable_data_ptr<scalar_t>() + n * ops.pixels + begin;
     acc_t* values = reduce_loss ? s.loss.data() : cpu::block_output(out, s.loss.data());
     fns.loss(unit.x, unit.x_stride, ops.classes, length, s.target.data(), s.coefficient.data(),
+             unit.weight_map, unit.class_weight, acc_t(ops.gamma), acc_t(ops.label_smoothing),
              values, s.work.data());
     if (!reduce_loss) {
       cpu::store_block(values, length, out);
@@ -188,8 +191,9 @@ void backward_kernel(const CrossEntropyOperands& ops, const at::Tensor& grad_out
     scalar_t* out = grad_input.mutable_data_ptr<scalar_t>() + n * C * S + begin;
     acc_t* grad = cpu::block_output(out, s.grad.data());
     const int64_t grad_stride = std::is_same_v<scalar_t, acc_t> ? S : length;
-    fns.grad(unit.x, unit.x_stride, C, length, s.target.data(), s.coefficient.data(), g, scale,
-             grad, grad_stride, s.work.data());
+    fns.grad(unit.x, unit.x_stride, C, length, s.target.data(), s.coefficient.data(),
+             unit.weight_map, unit.class_weight, acc_t(ops.gamma), acc_t(ops.label_smoothing), g,
+             scale, grad, grad_stride, s.work.data());
     if constexpr (!std::is_same_v<scalar_t, acc_t>) {
       for (int64_t c = 0; c < C; ++c) cpu::store_block(grad + c * length, length, out + c * S);
     }
@@ -200,9 +204,9 @@ void backward_kernel(const CrossEntropyOperands& ops, const at::Tensor& grad_out
 std::tuple<at::Tensor, at::Tensor> weighted_cross_entropy_cpu(
     const at::Tensor& input, const at::Tensor& target,
     const std::optional<at::Tensor>& weight_map, const std::optional<at::Tensor>& weight,
-    int64_t ignore_index, std::string_view reduction) {
-  const CrossEntropyOperands ops =
-      prepare_cross_entropy_operands(input, target, weight_map, weight, ignore_index, reduction);
+    int64_t ignore_index, std::string_view reduction, double gamma, double label_smoothing) {
+  const CrossEntropyOperands ops = prepare_cross_entropy_operands(
+      input, target, weight_map, weight, ignore_index, reduction, gamma, label_smoothing);
   at::Tensor loss = empty_cross_entropy_loss(ops.input, ops.reduction);
   at::Tensor total_weight = empty_cross_entropy_total_weight(ops.input);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ops.input.scalar_type(),
@@ -214,9 +218,10 @@ std::tuple<at::Tensor, at::Tensor> weighted_cross_entropy_cpu(
 at::Tensor weighted_cross_entropy_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& target,
     const std::optional<at::Tensor>& weight_map, const std::optional<at::Tensor>& weight,
-    int64_t ignore_index, std::string_view reduction, const at::Tensor& total_weight) {
-  const CrossEntropyOperands ops =
-      prepare_cross_entropy_operands(input, target, weight_map, weight, ignore_index, reduction);
+    int64_t ignore_index, std::string_view reduction, const at::Tensor& total_weight,
+    double gamma, double label_smoothing) {
+  const CrossEntropyOperands ops = prepare_cross_entropy_operands(
+      input, target, weight_map, weight, ignore_index, reduction, gamma, label_smoothing);
   const at::Tensor grad_out = prepare_cross_entropy_grad_output(grad_output, ops);
   check_cross_entropy_total_weight(total_weight, ops.input);
   const double divide_by = total_weight.item<double>();
