@@ -604,6 +604,15 @@ def focal_loss(
     raise ValueError(f"{name}: activation must be 'sigmoid' or 'softmax', got '{activation}'")
 
 
+def _float64_tensor(values: List[float], device: torch.device) -> Tensor:
+    """values as a float64 tensor, exactly also under TorchScript (whose
+    torch.tensor(List[float], dtype=float64) and item assignment round through
+    float32)."""
+    if len(values) == 0:
+        return torch.empty(0, dtype=torch.float64, device=device)
+    return torch.cat([torch.full([1], v, dtype=torch.float64, device=device) for v in values])
+
+
 def _per_class(name: str, what: str, values: Tensor, channels: int, input: Tensor) -> Tensor:
     """`values` ([C]) as a [1, C, 1, ...] float tensor on input's device."""
     if values.dim() != 1 or values.shape[0] != channels:
@@ -652,7 +661,7 @@ def _sigmoid_focal_loss(input: Tensor, target: Tensor, gamma: float,
     aux: Optional[Tensor] = None
     params = [gamma]
     if alpha_list is not None:
-        aux = _per_class(name, "alpha", torch.tensor(alpha_list, dtype=torch.float64), channels, input)
+        aux = _per_class(name, "alpha", _float64_tensor(alpha_list, input.device), channels, input)
     elif alpha_scalar is not None:
         params = [gamma, alpha_scalar]
     spatial = 1
@@ -724,10 +733,10 @@ def _softmax_focal_loss(input: Tensor, target: Tensor, gamma: float,
     channels = input.shape[1]
     per_class: Optional[Tensor] = None
     if alpha_list is not None:
-        per_class = _per_class(name, "alpha", torch.tensor(alpha_list, dtype=torch.float64), channels, input).flatten()
+        per_class = _per_class(name, "alpha", _float64_tensor(alpha_list, input.device), channels, input).flatten()
     elif alpha_scalar is not None:
-        per_class = torch.tensor([1.0 - alpha_scalar] + [alpha_scalar] * (channels - 1),
-                                 dtype=torch.float64, device=input.device)
+        per_class = _float64_tensor([1.0 - alpha_scalar] + [alpha_scalar] * (channels - 1),
+                                    input.device)
     if class_weights is not None:
         cw = _per_class(name, "class_weights", class_weights, channels, input).flatten()
         if bool((cw < 0).any()):
