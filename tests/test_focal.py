@@ -505,6 +505,10 @@ def test_bad_shapes_name_the_function(gen):
     with pytest.raises(ValueError, match="segloss.test: gamma must be >= 0"):
         torch.ops.segloss._pointwise_loss(x, y, None, None, "mean", "sigmoid_focal_loss",
                                           [-2.0], "segloss.test")
+    labels = torch.full((2, 1, 4, 4), 3)
+    with pytest.raises(IndexError, match="segloss.focal_loss: class indices in target must lie "
+                       "in \\[0, 3\\)"):
+        segloss.focal_loss(x, labels, activation="softmax")
     with pytest.raises(ValueError, match="segloss.test: unknown pointwise loss 'nope'"):
         torch.ops.segloss._pointwise_loss(x, y, None, None, "mean", "nope", [], "segloss.test")
     with pytest.raises(ValueError, match="segloss.test: beta is required"):

@@ -20,9 +20,10 @@ std::optional<at::Tensor> optional_of(const at::Tensor& tensor) {
   return tensor.defined() ? std::optional<at::Tensor>(tensor) : std::nullopt;
 }
 
-void check_no_grad(const char* name, const std::optional<at::Tensor>& tensor) {
+void check_no_grad(std::string_view caller, const char* name,
+                   const std::optional<at::Tensor>& tensor) {
   TORCH_CHECK(!(tensor.has_value() && tensor->defined() && tensor->requires_grad()),
-              kCrossEntropyOp, ": the gradient with respect to ", name,
+              caller, ": the gradient with respect to ", name,
               " is not implemented (it is treated as a constant); pass ", name, ".detach()");
 }
 
@@ -33,15 +34,15 @@ class WeightedCrossEntropy : public torch::autograd::Function<WeightedCrossEntro
                                const std::optional<at::Tensor>& weight_map,
                                const std::optional<at::Tensor>& weight, int64_t ignore_index,
                                std::string_view reduction, double gamma,
-                               double label_smoothing) {
-    check_no_grad("weight_map", weight_map);
-    check_no_grad("weight", weight);
+                               double label_smoothing, std::string_view caller) {
+    check_no_grad(caller, "weight_map", weight_map);
+    check_no_grad(caller, "weight", weight);
     at::AutoDispatchBelowADInplaceOrView guard;
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("segloss::_weighted_cross_entropy", "")
                          .typed<WeightedCrossEntropySignature>();
     auto [loss, total_weight] = op.call(input, target, weight_map, weight, ignore_index,
-                                        reduction, gamma, label_smoothing);
+                                        reduction, gamma, label_smoothing, caller);
     ctx->mark_non_differentiable({total_weight});
     ctx->save_for_backward({input, target, weight_map.value_or(at::Tensor()),
                             weight.value_or(at::Tensor()), total_weight});
@@ -49,6 +50,7 @@ class WeightedCrossEntropy : public torch::autograd::Function<WeightedCrossEntro
     ctx->saved_data["reduction"] = std::string(reduction);
     ctx->saved_data["gamma"] = gamma;
     ctx->saved_data["label_smoothing"] = label_smoothing;
+    ctx->saved_data["caller"] = std::string(caller);
     return {loss, total_weight};
   }
 
@@ -62,9 +64,10 @@ class WeightedCrossEntropy : public torch::autograd::Function<WeightedCrossEntro
                 optional_of(saved[3]), ctx->saved_data["ignore_index"].toInt(),
                 ctx->saved_data["reduction"].toStringRef(), saved[4],
                 ctx->saved_data["gamma"].toDouble(),
-                ctx->saved_data["label_smoothing"].toDouble());
-    // No gradient for the other seven arguments.
-    variable_list grads(8);
+                ctx->saved_data["label_smoothing"].toDouble(),
+                ctx->saved_data["caller"].toStringRef());
+    // No gradient for the other eight arguments.
+    variable_list grads(9);
     grads[0] = grad_input;
     return grads;
   }
@@ -73,9 +76,10 @@ class WeightedCrossEntropy : public torch::autograd::Function<WeightedCrossEntro
 std::tuple<at::Tensor, at::Tensor> weighted_cross_entropy_autograd(
     const at::Tensor& input, const at::Tensor& target,
     const std::optional<at::Tensor>& weight_map, const std::optional<at::Tensor>& weight,
-    int64_t ignore_index, std::string_view reduction, double gamma, double label_smoothing) {
+    int64_t ignore_index, std::string_view reduction, double gamma, double label_smoothing,
+    std::string_view caller) {
   const variable_list outputs = WeightedCrossEntropy::apply(
-      input, target, weight_map, weight, ignore_index, reduction, gamma, label_smoothing);
+      input, target, weight_map, weight, ignore_index, reduction, gamma, label_smoothing, caller);
   return {outputs[0], outputs[1]};
 }
 

@@ -13,9 +13,11 @@ namespace {
 std::tuple<at::Tensor, at::Tensor> weighted_cross_entropy_meta(
     const at::Tensor& input, const at::Tensor& target,
     const std::optional<at::Tensor>& weight_map, const std::optional<at::Tensor>& weight,
-    int64_t, std::string_view reduction, double gamma, double label_smoothing) {
-  const Reduction parsed = check_cross_entropy_arguments(input, target, weight_map, weight,
-                                                         reduction, gamma, label_smoothing);
+    int64_t, std::string_view reduction, double gamma, double label_smoothing,
+    std::string_view caller) {
+  const Reduction parsed = check_cross_entropy_arguments(caller, input, target, weight_map,
+                                                         weight, reduction, gamma,
+                                                         label_smoothing);
   return {empty_cross_entropy_loss(input, parsed), empty_cross_entropy_total_weight(input)};
 }
 
@@ -23,11 +25,12 @@ at::Tensor weighted_cross_entropy_backward_meta(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& target,
     const std::optional<at::Tensor>& weight_map, const std::optional<at::Tensor>& weight,
     int64_t, std::string_view reduction, const at::Tensor& total_weight, double gamma,
-    double label_smoothing) {
-  const Reduction parsed = check_cross_entropy_arguments(input, target, weight_map, weight,
-                                                         reduction, gamma, label_smoothing);
-  check_cross_entropy_grad_output(grad_output, input, parsed);
-  check_cross_entropy_total_weight(total_weight, input);
+    double label_smoothing, std::string_view caller) {
+  const Reduction parsed = check_cross_entropy_arguments(caller, input, target, weight_map,
+                                                         weight, reduction, gamma,
+                                                         label_smoothing);
+  check_cross_entropy_grad_output(caller, grad_output, input, parsed);
+  check_cross_entropy_total_weight(caller, total_weight, input);
   return at::empty_symint(input.sym_sizes(),
                           input.options().memory_format(at::MemoryFormat::Contiguous));
 }

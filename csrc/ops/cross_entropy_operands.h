@@ -15,8 +15,8 @@
 
 namespace segloss::ops {
 
-// The messages name the public op: the private one is its kernel.
-constexpr const char* kCrossEntropyOp = "segloss.shape_aware_loss";
+// The messages name `caller`, the public function the private op computes:
+// shape_aware_loss by default, focal_loss for the softmax focal loss.
 
 // segloss::_weighted_cross_entropy's C++ signature: the loss and the
 // reduction's divisor. gamma > 0 makes it the focal loss, label_smoothing > 0
@@ -24,14 +24,15 @@ constexpr const char* kCrossEntropyOp = "segloss.shape_aware_loss";
 using WeightedCrossEntropySignature = std::tuple<at::Tensor, at::Tensor>(
     const at::Tensor& input, const at::Tensor& target,
     const std::optional<at::Tensor>& weight_map, const std::optional<at::Tensor>& weight,
-    int64_t ignore_index, std::string_view reduction, double gamma, double label_smoothing);
+    int64_t ignore_index, std::string_view reduction, double gamma, double label_smoothing,
+    std::string_view caller);
 
 // segloss::_weighted_cross_entropy_backward's: the gradient of the input.
 using WeightedCrossEntropyBackwardSignature = at::Tensor(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& target,
     const std::optional<at::Tensor>& weight_map, const std::optional<at::Tensor>& weight,
     int64_t ignore_index, std::string_view reduction, const at::Tensor& total_weight,
-    double gamma, double label_smoothing);
+    double gamma, double label_smoothing, std::string_view caller);
 
 // The arguments as the kernels read them. The input is viewed as (N, C, S),
 // S the number of pixels (voxels) per image.
@@ -43,6 +44,7 @@ struct CrossEntropyOperands {
   int64_t ignore_index = -100;
   Reduction reduction = Reduction::Mean;
   double gamma = 0, label_smoothing = 0;
+  std::string_view caller;  // the public function, for messages
   int64_t batch = 0, classes = 0, pixels = 0;
 };
 
@@ -64,7 +66,7 @@ SEGLOSS_INLINE double cross_entropy_reduced(Reduction reduction, double sum, dou
 // Checks every argument without touching data (works on Meta tensors with
 // symbolic shapes): gamma finite and >= 0, label_smoothing in [0, 1], not
 // both nonzero. Returns the reduction.
-Reduction check_cross_entropy_arguments(const at::Tensor& input, const at::Tensor& target,
+Reduction check_cross_entropy_arguments(std::string_view caller, const at::Tensor& input, const at::Tensor& target,
                                         const std::optional<at::Tensor>& weight_map,
                                         const std::optional<at::Tensor>& weight,
                                         std::string_view reduction, double gamma,
@@ -72,7 +74,7 @@ Reduction check_cross_entropy_arguments(const at::Tensor& input, const at::Tenso
 
 // grad_output checked against the forward's loss: (N, *spatial) for 'none',
 // else 0-dim.
-void check_cross_entropy_grad_output(const at::Tensor& grad_output, const at::Tensor& input,
+void check_cross_entropy_grad_output(std::string_view caller, const at::Tensor& grad_output, const at::Tensor& input,
                                      Reduction reduction);
 
 // Raises the error for class indices outside [0, C) that are not ignore_index
@@ -86,7 +88,8 @@ at::Tensor empty_cross_entropy_loss(const at::Tensor& input, Reduction reduction
 at::Tensor empty_cross_entropy_total_weight(const at::Tensor& input);
 
 // The backward's total_weight: the forward's, 0-dim, on the input's device.
-void check_cross_entropy_total_weight(const at::Tensor& total_weight, const at::Tensor& input);
+void check_cross_entropy_total_weight(std::string_view caller, const at::Tensor& total_weight,
+                                      const at::Tensor& input);
 
 CrossEntropyOperands prepare_cross_entropy_operands(const at::Tensor& input,
                                                     const at::Tensor& target,
@@ -94,7 +97,8 @@ CrossEntropyOperands prepare_cross_entropy_operands(const at::Tensor& input,
                                                     const std::optional<at::Tensor>& weight,
                                                     int64_t ignore_index,
                                                     std::string_view reduction, double gamma,
-                                                    double label_smoothing);
+                                                    double label_smoothing,
+                                                    std::string_view caller);
 
 // check_cross_entropy_grad_output, then grad_output contiguous in the input's
 // dtype.

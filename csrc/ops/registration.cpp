@@ -125,16 +125,17 @@ TORCH_LIBRARY(segloss, m) {
   // of pixels not ignored for 'mean', their total weight for
   // 'weighted_mean', else 1), which the backward takes back. gamma > 0: the
   // softmax focal loss (1 - p_t)^gamma (-log p_t); label_smoothing as
-  // F.cross_entropy's (not both). Messages name segloss.shape_aware_loss.
+  // F.cross_entropy's (not both). Messages name `caller`, the public function.
   m.def(
       "_weighted_cross_entropy(Tensor input, Tensor target, Tensor? weight_map, Tensor? weight, "
-      "int ignore_index, str reduction, float gamma=0.0, float label_smoothing=0.0) "
-      "-> (Tensor, Tensor)",
+      "int ignore_index, str reduction, float gamma=0.0, float label_smoothing=0.0, "
+      "str caller=\"segloss.shape_aware_loss\") -> (Tensor, Tensor)",
       tags);
   m.def(
       "_weighted_cross_entropy_backward(Tensor grad_output, Tensor input, Tensor target, "
       "Tensor? weight_map, Tensor? weight, int ignore_index, str reduction, "
-      "Tensor total_weight, float gamma=0.0, float label_smoothing=0.0) -> Tensor",
+      "Tensor total_weight, float gamma=0.0, float label_smoothing=0.0, "
+      "str caller=\"segloss.shape_aware_loss\") -> Tensor",
       tags);
   // The U-Net weight map w_c + w0 exp(-(d1 + d2)^2 / (2 sigma^2)), float32.
   m.def(

@@ -128,7 +128,7 @@ at::Tensor multi_class_loss(const at::Tensor& input, const at::Tensor& target,
                        .findSchemaOrThrow("segloss::_weighted_cross_entropy", "")
                        .typed<WeightedCrossEntropySignature>();
   return std::get<0>(op.call(input, target, weights, weight, ignore_index, reduction,
-                             /*gamma=*/0.0, label_smoothing));
+                             /*gamma=*/0.0, label_smoothing, kOp));
 }
 
 // Checks the multi-class layout: input (N, C, *spatial) with C >= 2 classes

@@ -748,7 +748,7 @@ def _softmax_focal_loss(input: Tensor, target: Tensor, gamma: float,
     weight_map: Optional[Tensor] = None
     if reduction == "none":
         loss, _ = torch.ops.segloss._weighted_cross_entropy(input, labels, None, per_class, skip,
-                                                            "none", gamma, 0.0)
+                                                            "none", gamma, 0.0, name)
         full = torch.zeros(input.shape, dtype=loss.dtype, device=loss.device)
         index = torch.where(labels == skip, torch.zeros_like(labels), labels).unsqueeze(1)
         return full.scatter(1, index, loss.unsqueeze(1))
@@ -757,7 +757,7 @@ def _softmax_focal_loss(input: Tensor, target: Tensor, gamma: float,
         count = counted.flatten(1).sum(1).to(torch.float32).clamp_min(1.1920928955078125e-07)
         weight_map = (1.0 / count).view([-1] + [1] * (labels.dim() - 1)).expand(labels.shape)
     total, _ = torch.ops.segloss._weighted_cross_entropy(input, labels, weight_map, per_class,
-                                                         skip, "sum", gamma, 0.0)
+                                                         skip, "sum", gamma, 0.0, name)
     if reduction == "sum":
         if weight_map is not None:
             return total

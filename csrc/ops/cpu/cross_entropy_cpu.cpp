@@ -204,9 +204,10 @@ void backward_kernel(const CrossEntropyOperands& ops, const at::Tensor& grad_out
 std::tuple<at::Tensor, at::Tensor> weighted_cross_entropy_cpu(
     const at::Tensor& input, const at::Tensor& target,
     const std::optional<at::Tensor>& weight_map, const std::optional<at::Tensor>& weight,
-    int64_t ignore_index, std::string_view reduction, double gamma, double label_smoothing) {
+    int64_t ignore_index, std::string_view reduction, double gamma, double label_smoothing,
+    std::string_view caller) {
   const CrossEntropyOperands ops = prepare_cross_entropy_operands(
-      input, target, weight_map, weight, ignore_index, reduction, gamma, label_smoothing);
+      input, target, weight_map, weight, ignore_index, reduction, gamma, label_smoothing, caller);
   at::Tensor loss = empty_cross_entropy_loss(ops.input, ops.reduction);
   at::Tensor total_weight = empty_cross_entropy_total_weight(ops.input);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ops.input.scalar_type(),
@@ -219,11 +220,11 @@ at::Tensor weighted_cross_entropy_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& target,
     const std::optional<at::Tensor>& weight_map, const std::optional<at::Tensor>& weight,
     int64_t ignore_index, std::string_view reduction, const at::Tensor& total_weight,
-    double gamma, double label_smoothing) {
+    double gamma, double label_smoothing, std::string_view caller) {
   const CrossEntropyOperands ops = prepare_cross_entropy_operands(
-      input, target, weight_map, weight, ignore_index, reduction, gamma, label_smoothing);
+      input, target, weight_map, weight, ignore_index, reduction, gamma, label_smoothing, caller);
   const at::Tensor grad_out = prepare_cross_entropy_grad_output(grad_output, ops);
-  check_cross_entropy_total_weight(total_weight, ops.input);
+  check_cross_entropy_total_weight(caller, total_weight, ops.input);
   const double divide_by = total_weight.item<double>();
   at::Tensor grad_input = at::empty_like(ops.input, at::MemoryFormat::Contiguous);
   AT_DISPATCH_FLOATING_TYPES_AND2(
