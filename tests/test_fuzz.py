@@ -1818,3 +1818,188 @@ def test_distance_transform_edt_numpy(data):
     if zeros.any():  # the brute force: distance to the nearest zero
         _, squared = brute_force_squared(zeros.astype(np.int64), spacing)
         np.testing.assert_allclose(got, np.sqrt(squared[0]), rtol=0 if exact else 1e-12, atol=0)
+
+
+# --------------------------------------------------------------------------
+# focal_loss and balanced_bce_with_logits (the pointwise family's rows and the
+# softmax focal loss).
+
+def _monai_reduce(loss, reduction, counted=None):
+    """MONAI FocalLoss's reductions of an (N, C, *spatial) float64 loss
+    (counted: the elements that count, broadcast to the loss)."""
+    if reduction == "none":
+        return loss
+    dims = list(range(2, loss.dim()))
+    if counted is None:
+        return loss.mean() if reduction == "mean" else loss.mean(dims).sum()
+    if reduction == "mean":
+        return loss.sum() / counted.sum().clamp(min=torch.finfo(torch.float64).eps)
+    per = counted.expand(loss.shape).sum(dims, keepdim=True)
+    return (loss.sum(dims, keepdim=True) / per.clamp(min=torch.finfo(torch.float64).eps)).sum()
+
+
+@fuzz(1.0)
+@given(data=st.data())
+def test_focal_loss(data):
+    """segloss.focal_loss, sigmoid and softmax, against MONAI's formulas in
+    float64 written here (gradients by autograd of a form whose derivative is
+    finite: exp(gamma log sigmoid(z))); bad gamma / alpha / shapes name the
+    argument and segloss.focal_loss."""
+    rng = rng_of(data)
+    activation = data.draw(st.sampled_from(["sigmoid", "softmax"]), label="activation")
+    dtype = data.draw(st.sampled_from(FLOAT_DTYPES), label="dtype")
+    spatial = data.draw(sizes(data.draw(st.integers(1, 3), label="spatial dims"), 5),
+                        label="spatial")
+    n = data.draw(st.integers(0 if rarely(data, "empty batch?") else 1, 3), label="N")
+    c = data.draw(st.integers(1 if activation == "sigmoid" else 2, 4), label="C")
+    shape = (n, c) + spatial
+    gamma = data.draw(st.one_of(st.sampled_from([0.0, 0.5, 1.0, 2.0, 5.0]),
+                                st.floats(0.0, 6.0)), label="gamma")
+    include_background = data.draw(st.booleans(), label="include_background")
+    kept = c - 1 if (not include_background and c > 1) else c
+    alpha_kind = data.draw(st.sampled_from(["none", "scalar", "list"]), label="alpha kind")
+    alpha = None if alpha_kind == "none" else (
+        data.draw(st.floats(0.0, 1.0), label="alpha") if alpha_kind == "scalar"
+        else [float(a) for a in rng.uniform(0, 1, kept)])
+    reduction = data.draw(st.sampled_from(["none", "mean", "sum"]), label="reduction")
+    expect = set()
+    if rarely(data, "bad gamma?"):
+        gamma, _ = -data.draw(st.floats(0.01, 3.0), label="negative gamma"), expect.add("gamma")
+    if rarely(data, "bad alpha?"):
+        alpha = 1.0 + data.draw(st.floats(0.01, 3.0), label="alpha > 1")
+        expect.add("alpha")
+
+    x = normal_logits(data, rng, shape, [1.0, 3.0, 30.0])
+    inject(data, x, [float("nan"), 1e4, -1e4, 0.0], max_count=2, label="x specials")
+    x = layout(data, torch.from_numpy(x).to(dtype), expand=False, label="x layout")
+    ignore_index = None
+    if activation == "sigmoid":
+        y = torch.from_numpy(soft_labels(rng, shape) if data.draw(st.booleans(), label="soft?")
+                             else (rng.random(shape) < 0.4).astype(np.float64)).to(dtype)
+        if rarely(data, "target shape wrong?", 10):
+            y, _ = y[:, :1].expand(n, c + 1, *spatial).contiguous(), expect.add("target")
+    else:
+        labels = rng.integers(0, c, (n, 1) + spatial)
+        if data.draw(st.booleans(), label="ignore_index?"):
+            ignore_index = c + 2
+            labels = np.where(rng.random(labels.shape) < 0.2, ignore_index, labels)
+        y = torch.from_numpy(labels).to(data.draw(st.sampled_from(CLASS_DTYPES),
+                                                  label="label dtype"))
+        if data.draw(st.booleans(), label="labels without the channel dim?"):
+            y = y[:, 0]
+    note(f"x={x!r}\ny={y!r}\ngamma={gamma} alpha={alpha} activation={activation} "
+         f"include_background={include_background} reduction={reduction}")
+    call = lambda v: segloss.focal_loss(v, y, gamma, alpha, activation,  # noqa: E731
+                                        include_background, None, ignore_index, None,
+                                        reduction)
+    if expect:
+        assert_error_names(lambda: call(x), expect, "segloss.focal_loss")
+        return
+    xr = x.detach().requires_grad_()
+    loss = call(xr)
+    assert loss.dtype == dtype
+    g = (torch.from_numpy(rng.uniform(0.5, 1.5, tuple(loss.shape))).to(dtype)
+         if reduction == "none" else torch.tensor(1.0, dtype=dtype))
+    (grad,) = torch.autograd.grad(loss, xr, g)
+
+    x64 = x.detach().double().requires_grad_()
+    xs = x64 if include_background or c == 1 else x64[:, 1:]
+    if activation == "sigmoid":
+        t = y.double() if include_background or c == 1 else y.double()[:, 1:]
+        z = xs * (1 - 2 * t)
+        bce = F.binary_cross_entropy_with_logits(xs, t, reduction="none")
+        m = torch.exp(gamma * F.logsigmoid(z)) if gamma != 0 else torch.ones_like(z)
+        terms = m * bce
+        # The float32 math's error scale: the terms B is computed from, and
+        # gamma log sigmoid(z), the argument of M's exp.
+        scale = m.detach() * ((1 - t) * xs.detach()).abs().add(F.logsigmoid(xs.detach()).abs()) \
+            * (1 + gamma * F.logsigmoid(z.detach()).abs())
+        if isinstance(alpha, list):
+            a = torch.tensor(alpha, dtype=torch.float64).view([1, kept] + [1] * len(spatial))
+            terms = torch.where(t == 1, a, torch.ones_like(a)) * terms
+        elif alpha is not None:
+            terms = (alpha * t + (1 - alpha) * (1 - t)) * terms
+        counted = None
+    else:
+        lab = y.long().view((n, 1) + spatial)
+        keep = torch.ones_like(lab, dtype=torch.bool) if ignore_index is None \
+            else lab != ignore_index
+        onehot = F.one_hot(torch.where(keep, lab, 0)[:, 0], c).movedim(-1, 1).double()
+        onehot = onehot * keep
+        if not (include_background or c == 1):
+            onehot = onehot[:, 1:]
+        log_p = xs - torch.logsumexp(xs, 1, keepdim=True)
+        terms = -(-torch.expm1(log_p)) ** gamma * log_p * onehot
+        terms = torch.where(onehot == 0, torch.zeros_like(terms), terms)
+        # Error scale: log p from the logits (max |x|), and gamma log(1 - p).
+        one_minus_p = -torch.expm1(log_p.detach())
+        scale = onehot * one_minus_p ** gamma \
+            * (log_p.detach().abs() + xs.detach().abs().amax(1, keepdim=True)) \
+            * (1 + gamma * torch.log(one_minus_p).abs().nan_to_num(posinf=0.0))
+        factors = None
+        if isinstance(alpha, list):
+            factors = alpha
+        elif alpha is not None and (include_background or c == 1):
+            factors = [1 - alpha] + [alpha] * (kept - 1)
+        if factors is not None:
+            terms = terms * torch.tensor(factors, dtype=torch.float64).view(
+                [1, kept] + [1] * len(spatial))
+        counted = None if ignore_index is None else keep.double()
+    expected = _monai_reduce(terms, reduction, counted)
+    magnitude = _monai_reduce(scale, reduction, counted)
+    if activation == "softmax" and reduction == "none":
+        magnitude = scale * 0  # the reference's zeros off the target channel are exact
+        magnitude = torch.where(onehot.bool(), scale, magnitude)
+    assert_close(loss, expected.detach(), magnitude.detach(), "loss")
+    if x64.numel() and expected.requires_grad:
+        (ref_grad,) = torch.autograd.grad(expected, x64, g.double())
+        finite = torch.isfinite(ref_grad)
+        assert_close(grad[finite], ref_grad[finite], gradient_magnitude(ref_grad)[finite],
+                     "gradient")
+        assert bool(torch.isfinite(grad[torch.isfinite(x)]).all()) or not bool(
+            torch.isfinite(expected).all()), "non-finite gradient at a finite logit"
+
+
+@fuzz(0.6)
+@given(data=st.data())
+def test_balanced_bce_with_logits(data):
+    """segloss.balanced_bce_with_logits against its float64 formula, beta from
+    the (rounded) target, gradients by autograd."""
+    rng = rng_of(data)
+    dtype = data.draw(st.sampled_from(FLOAT_DTYPES), label="dtype")
+    ndim = data.draw(st.integers(1, 5), label="ndim")
+    shape = data.draw(sizes(ndim, {1: 12, 2: 7, 3: 5, 4: 4, 5: 3}[ndim]), label="shape")
+    per_image = data.draw(st.booleans(), label="per_image")
+    reduction = data.draw(st.sampled_from(["none", "mean", "sum"]), label="reduction")
+    x = normal_logits(data, rng, shape, [1.0, 3.0, 30.0])
+    inject(data, x, [float("nan"), 1e4, -1e4], max_count=2, label="x specials")
+    x = layout(data, torch.from_numpy(x).to(dtype), expand=False, label="x layout")
+    y = torch.from_numpy(soft_labels(rng, shape)).to(dtype)
+    if rarely(data, "target shape wrong?", 10):
+        bad = y.unsqueeze(0).expand(2, *shape)
+        assert_error_names(lambda: segloss.balanced_bce_with_logits(x, bad), {"target"},
+                           "segloss.balanced_bce_with_logits")
+        return
+    xr = x.detach().requires_grad_()
+    loss = segloss.balanced_bce_with_logits(xr, y, per_image, None, reduction)
+    g = (torch.from_numpy(rng.uniform(0.5, 1.5, shape)).to(dtype) if reduction == "none"
+         else torch.tensor(1.0, dtype=dtype))
+    (grad,) = torch.autograd.grad(loss, xr, g)
+    x64, y64 = x.detach().double().requires_grad_(), y.double()
+    dims = list(range(1, ndim)) if per_image and ndim > 1 else list(range(ndim))
+    # beta as the op reads it: from the target in float32 (float64), in the input's dtype.
+    beta_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    beta = (1 - y.to(beta_dtype).mean(dims, keepdim=True)).to(dtype).double()
+    terms = -(beta * y64 * F.logsigmoid(x64) + (1 - beta) * (1 - y64) * F.logsigmoid(-x64))
+    expected = {"none": terms, "mean": terms.mean(), "sum": terms.sum()}[reduction]
+    magnitude = (beta.abs() * (x64.detach().abs() + 1)).expand(shape)
+    magnitude = {"none": magnitude, "mean": magnitude.mean(), "sum": magnitude.sum()}[reduction]
+    assert_close(loss, expected.detach(), magnitude, "loss")
+    if x64.numel():
+        (ref_grad,) = torch.autograd.grad(expected, x64, g.double())
+        # The gradient (1 - beta)(1 - y) p - beta y (1 - p) cancels: its two terms' size.
+        p = torch.sigmoid(x64.detach())
+        terms = ((1 - beta) * (1 - y64) * p).abs() + (beta * y64 * (1 - p)).abs()
+        scale = terms * g.double().abs() / (terms.numel() if reduction == "mean" else 1)
+        assert_close(grad, ref_grad, torch.maximum(scale, gradient_magnitude(ref_grad)),
+                     "gradient")

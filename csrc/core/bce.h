@@ -121,11 +121,11 @@ struct BalancedLogitsBce : PointwisePolicy {
     return -(beta * y) * log_p - ((T(1) - beta) * (T(1) - y)) * (log_p - x);
   }
 
-  // (1 - beta)(1 - y) sigmoid(x) - beta y (1 - sigmoid(x))
+  // (1 - beta)(1 - y) sigmoid(x) - beta y sigmoid(-x): 1 - sigmoid(x) as
+  // sigmoid(-x), which keeps its relative accuracy where sigmoid(x) nears 1.
   template <typename T>
   static SEGLOSS_INLINE T grad(T x, T y, T beta, const PointwiseParams<T>&) {
-    const T p = sigmoid(x);
-    return ((T(1) - beta) * (T(1) - y)) * p - (beta * y) * (T(1) - p);
+    return ((T(1) - beta) * (T(1) - y)) * sigmoid(x) - (beta * y) * sigmoid(-x);
   }
 };
 

@@ -101,7 +101,8 @@ def balanced_bce_with_logits(
     ``beta`` is a constant of the target (no gradient), the fraction of
     negatives: of each image with ``per_image=True`` (the mean over all
     dimensions but the first), of the whole batch otherwise
-    (pytorch-toolbelt's). Rare positives weigh more.
+    (pytorch-toolbelt's). Rare positives weigh more. It is computed in float32
+    (float64 for float64 input) and, like ``weight``, read in the input's dtype.
 
     Args:
         input: logits ``x``, ``Tensor[N, *]``, float32, float64, float16 or
@@ -604,6 +605,10 @@ def focal_loss(
     raise ValueError(f"{name}: activation must be 'sigmoid' or 'softmax', got '{activation}'")
 
 
+def _accumulation_dtype(input: Tensor) -> torch.dtype:
+    return torch.float64 if input.dtype == torch.float64 else torch.float32
+
+
 def _float64_tensor(values: List[float], device: torch.device) -> Tensor:
     """values as a float64 tensor, exactly also under TorchScript (whose
     torch.tensor(List[float], dtype=float64) and item assignment round through
@@ -619,8 +624,7 @@ def _per_class(name: str, what: str, values: Tensor, channels: int, input: Tenso
         raise ValueError(f"{name}: {what} must hold one value per channel ({channels}), got "
                          f"shape {list(values.shape)}")
     shape = [1, channels] + [1] * (input.dim() - 2)
-    dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
-    return values.to(device=input.device, dtype=dtype).view(shape)
+    return values.to(device=input.device, dtype=_accumulation_dtype(input)).view(shape)
 
 
 def _sigmoid_focal_loss(input: Tensor, target: Tensor, gamma: float,
@@ -652,7 +656,7 @@ def _sigmoid_focal_loss(input: Tensor, target: Tensor, gamma: float,
     channels = input.shape[1]
     weight: Optional[Tensor] = None
     if counted is not None:
-        weight = counted.to(torch.float32)
+        weight = counted.to(_accumulation_dtype(input))
     if class_weights is not None:
         cw = _per_class(name, "class_weights", class_weights, channels, input)
         if bool((cw < 0).any()):
@@ -678,7 +682,7 @@ def _sigmoid_focal_loss(input: Tensor, target: Tensor, gamma: float,
                                                       "sigmoid_focal_loss", params, name)
             return total / spatial
         count = counted.expand(input.shape).sum(_spatial_dims(input), keepdim=True)
-        per_image = 1.0 / count.to(torch.float32).clamp_min(1.1920928955078125e-07)
+        per_image = 1.0 / count.to(_accumulation_dtype(input)).clamp_min(1.1920928955078125e-07)
         weight = per_image if weight is None else weight * per_image
         return torch.ops.segloss._pointwise_loss(input, target, weight, aux, "sum",
                                                  "sigmoid_focal_loss", params, name)
@@ -687,7 +691,8 @@ def _sigmoid_focal_loss(input: Tensor, target: Tensor, gamma: float,
                                                  "sigmoid_focal_loss", params, name)
     total = torch.ops.segloss._pointwise_loss(input, target, weight, aux, "sum",
                                               "sigmoid_focal_loss", params, name)
-    count = counted.expand(input.shape).sum().to(torch.float32).clamp_min(1.1920928955078125e-07)
+    count = counted.expand(input.shape).sum().to(_accumulation_dtype(input))
+    count = count.clamp_min(1.1920928955078125e-07)
     return (total / count).to(total.dtype)
 
 
@@ -754,7 +759,8 @@ def _softmax_focal_loss(input: Tensor, target: Tensor, gamma: float,
         return full.scatter(1, index, loss.unsqueeze(1))
     if reduction == "sum" and (ignore_index is not None or mask is not None):
         # MONAI: each image's spatial mean over its counted pixels.
-        count = counted.flatten(1).sum(1).to(torch.float32).clamp_min(1.1920928955078125e-07)
+        count = counted.flatten(1).sum(1).to(_accumulation_dtype(input))
+        count = count.clamp_min(1.1920928955078125e-07)
         weight_map = (1.0 / count).view([-1] + [1] * (labels.dim() - 1)).expand(labels.shape)
     total, _ = torch.ops.segloss._weighted_cross_entropy(input, labels, weight_map, per_class,
                                                          skip, "sum", gamma, 0.0, name)
@@ -764,7 +770,8 @@ def _softmax_focal_loss(input: Tensor, target: Tensor, gamma: float,
         return total / spatial
     if ignore_index is None and mask is None:
         return total / (input.numel())
-    return total / counted.sum().to(torch.float32).clamp_min(1.1920928955078125e-07)
+    count = counted.sum().to(_accumulation_dtype(input)).clamp_min(1.1920928955078125e-07)
+    return (total / count).to(total.dtype)
 
 
 @torch.jit.unused
