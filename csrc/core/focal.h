@@ -15,11 +15,81 @@
 // also 0 < gamma < 1 at p_t = 1, where d(1 - p_t)^gamma / dp_t is infinite.
 // gamma = 0 is the BCE exactly (M = 1 and no focusing term, also where
 // log sigmoid(z) is -inf).
+// The unweighted value and derivative are functions of their own, which
+// SigmoidFocal and the Dice + focal sums (core/dice.h) share; so are the
+// softmax focal loss's (per channel, -(1 - p)^gamma log p).
 #pragma once
+
+#include <cmath>
 
 #include "bce.h"
 
 namespace segloss::core {
+
+// M = sigmoid(z)^gamma = exp(gamma log sigmoid(z)); exactly 1 at gamma = 0
+// (also where log sigmoid(z) is -inf).
+template <typename T>
+SEGLOSS_INLINE T sigmoid_focal_modulation(T z, T gamma) {
+  return gamma == T(0) ? T(1) : exp_(gamma * log_sigmoid(z));
+}
+
+// The unweighted sigmoid focal loss M B at one element (no alpha): the value
+// that SigmoidFocal scales by its alpha factor, and that Dice + focal sums
+// (its alpha is applied to the sums).
+template <typename T>
+SEGLOSS_INLINE T sigmoid_focal_value(T x, T y, T gamma) {
+  const T bce = (T(1) - y) * x - log_sigmoid(x);
+  const T z = x * (T(1) - y - y);
+  return sigmoid_focal_modulation(z, gamma) * bce;
+}
+
+// d(M B)/dx = M (sigmoid(x) - y) + gamma M sigmoid(-z) (1 - 2y) B.
+template <typename T>
+SEGLOSS_INLINE T sigmoid_focal_derivative(T x, T y, T gamma) {
+  const T one_minus_2y = T(1) - y - y;
+  const T z = x * one_minus_2y;
+  const T m = sigmoid_focal_modulation(z, gamma);
+  T d = m * (sigmoid(x) - y);
+  if (gamma != T(0)) {
+    const T bce = (T(1) - y) * x - log_sigmoid(x);
+    d += gamma * m * sigmoid(-z) * one_minus_2y * bce;
+  }
+  return d;
+}
+
+// The softmax focal loss of one channel (MONAI's softmax_focal_loss),
+//   f(l) = -(1 - p)^gamma l,   l = log p,
+// from l (x - lse, accurate where p is near 1) and p. 1 - p is -expm1(l),
+// without the cancellation of 1 - p.
+SEGLOSS_INLINE float one_minus_exp(float l) { return -expm1f(l); }
+SEGLOSS_INLINE double one_minus_exp(double l) { return -expm1(l); }
+
+// (1 - p)^gamma from q = 1 - p: 1 at gamma = 0 (also at q = 0), 0 at q <= 0
+// for gamma > 0 (q < 0 only by rounding).
+template <typename T>
+SEGLOSS_INLINE T softmax_focal_modulation(T q, T gamma) {
+  if (gamma == T(0)) return T(1);
+  return q > T(0) ? exp_(gamma * log_(q)) : T(0);
+}
+
+template <typename T>
+SEGLOSS_INLINE T softmax_focal_value(T l, T gamma) {
+  return -softmax_focal_modulation(one_minus_exp(l), gamma) * l;
+}
+
+// df/dl = -(1 - p)^gamma [1 - gamma p l / (1 - p)]. The ratio l / (1 - p)
+// tends to -1 as p -> 1 (l ~ -(1 - p)), so the derivative is finite for every
+// gamma >= 0, also 0 < gamma < 1 at p = 1, where d(1 - p)^gamma / dp is
+// infinite: there it is 0 (gamma > 0) or -1 (gamma = 0, the CE's).
+template <typename T>
+SEGLOSS_INLINE T softmax_focal_log_derivative(T l, T p, T gamma) {
+  const T q = one_minus_exp(l);
+  const T modulation = softmax_focal_modulation(q, gamma);
+  if (gamma == T(0)) return -modulation;
+  const T ratio = q > T(0) ? l / q : T(-1);
+  return -modulation * (T(1) - gamma * p * ratio);
+}
+
 
 struct SigmoidFocal : PointwisePolicy {
   static constexpr const char* kAux = "alpha";  // per-class alpha, broadcast
@@ -34,28 +104,13 @@ struct SigmoidFocal : PointwisePolicy {
   }
 
   template <typename T>
-  static SEGLOSS_INLINE T modulation(T z, const PointwiseParams<T>& params) {
-    return params.gamma == T(0) ? T(1) : exp_(params.gamma * log_sigmoid(z));
-  }
-
-  template <typename T>
   static SEGLOSS_INLINE T loss(T x, T y, T a, const PointwiseParams<T>& params) {
-    const T bce = (T(1) - y) * x - log_sigmoid(x);
-    const T z = x * (T(1) - y - y);
-    return alpha_factor(y, a, params) * modulation(z, params) * bce;
+    return alpha_factor(y, a, params) * sigmoid_focal_value(x, y, params.gamma);
   }
 
   template <typename T>
   static SEGLOSS_INLINE T grad(T x, T y, T a, const PointwiseParams<T>& params) {
-    const T one_minus_2y = T(1) - y - y;
-    const T z = x * one_minus_2y;
-    const T m = modulation(z, params);
-    T d = m * (sigmoid(x) - y);
-    if (params.gamma != T(0)) {
-      const T bce = (T(1) - y) * x - log_sigmoid(x);
-      d += params.gamma * m * sigmoid(-z) * one_minus_2y * bce;
-    }
-    return alpha_factor(y, a, params) * d;
+    return alpha_factor(y, a, params) * sigmoid_focal_derivative(x, y, params.gamma);
   }
 
   static const char* invalid_params(const PointwiseParams<double>& params) {
