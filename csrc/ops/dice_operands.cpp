@@ -42,7 +42,10 @@ core::Activation parse_activation(std::string_view op, std::string_view activati
 core::SumsLayout sums_layout(std::string_view op, bool cross_entropy, bool soft_label,
                              const std::optional<std::string_view>& focal_activation) {
   const bool focal = focal_activation.has_value();
-  TORCH_CHECK_VALUE(int(cross_entropy) + int(soft_label) + int(focal) <= 1, op,
+  TORCH_CHECK_VALUE(!(cross_entropy && soft_label), op,
+                    ": the sums have either the soft-label column or the cross-entropy "
+                    "columns, not both");
+  TORCH_CHECK_VALUE(!(focal && (cross_entropy || soft_label)), op,
                     ": the sums have at most one of the soft-label column, the cross-entropy "
                     "columns and the focal columns (focal_activation)");
   return cross_entropy ? core::SumsLayout::DiceCe
