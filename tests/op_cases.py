@@ -160,10 +160,10 @@ def _dice_case(name, shape, *, activation, target, loss="dice_loss", label_dtype
 
 
 def _dice_sums_case(name, shape, *, activation, target, gamma, cross_entropy, ignore=None,
-                    soft_label=False):
+                    soft_label=False, focal_activation=None, focal_gamma=2.0):
     n, c = shape[0], shape[1]
     spatial = tuple(shape[2:])
-    columns = 8 if cross_entropy else 4 if soft_label else 3
+    columns = 8 if cross_entropy else 4 if soft_label else 6 if focal_activation else 3
 
     def make(gen):
         inputs = {"x": _rand(shape, gen, 0.02, 0.98) if activation == "none"
@@ -175,7 +175,7 @@ def _dice_sums_case(name, shape, *, activation, target, gamma, cross_entropy, ig
 
     def run(i):
         args = (i["t"], activation, gamma, ignore, None, cross_entropy, "segloss._dice_sums",
-                soft_label)
+                soft_label, focal_activation, focal_gamma)
         sums = torch.ops.segloss._dice_sums(i["x"], *args)
         grad = torch.ops.segloss._dice_sums_backward(i["grad_sums"].to(sums.dtype), i["x"], *args)
         return {"sums": sums, "grad": grad}
@@ -358,6 +358,32 @@ def cases():
         _dice_case("dice_ce-sigmoid-dense-3d-sum-batch", shape3, activation="sigmoid",
                    target="dense", loss="dice_ce_loss", reduction="sum", gamma=2.0,
                    batch_dice=True),
+        # Dice + focal (the focal columns): MONAI's sigmoid focal under a
+        # softmax Dice over more channels than one CUDA chunk (4), the softmax
+        # focal, and the sigmoid one.
+        _dice_case("dice_focal-softmax-labels-int32-3d-6-channels-sigmoid-focal",
+                   (2, 6, 7, 11, 13), activation="softmax", target="labels",
+                   loss="dice_focal_loss", label_dtype=torch.int32, mask=True, alpha=0.25,
+                   focal_activation="sigmoid"),
+        _dice_case("dice_focal-softmax-labels-uint8-3d-6-channels-softmax-focal",
+                   (2, 6, 7, 11, 13), activation="softmax", target="labels",
+                   loss="dice_focal_loss", label_dtype=torch.uint8, ignore=255,
+                   focal_gamma=0.5, class_weights=True, include_background=False),
+        _dice_case("dice_focal-softmax-labels-int64-2d-softmax-focal-sum", (3, 3, 37, 53),
+                   activation="softmax", target="labels", loss="dice_focal_loss", ignore=-1,
+                   alpha=0.25, reduction="sum", gamma=2.0),
+        _dice_case("dice_focal-sigmoid-dense-3d-sum-batch", shape3, activation="sigmoid",
+                   target="dense", loss="dice_focal_loss", reduction="sum", gamma=2.0,
+                   batch_dice=True, alpha=0.75, focal_gamma=0.5, mask=True),
+        _dice_sums_case("_dice_sums-softmax-labels-focal-softmax-2d", (3, 3, 37, 53),
+                        activation="softmax", target="labels", gamma=1.0, cross_entropy=False,
+                        ignore=255, focal_activation="softmax", focal_gamma=0.5),
+        _dice_sums_case("_dice_sums-softmax-dense-focal-sigmoid-3d", shape3,
+                        activation="softmax", target="dense", gamma=2.0, cross_entropy=False,
+                        focal_activation="sigmoid", focal_gamma=2.0),
+        _dice_sums_case("_dice_sums-sigmoid-dense-focal-sigmoid-2d-gamma1.5", (3, 3, 37, 53),
+                        activation="sigmoid", target="dense", gamma=1.5, cross_entropy=False,
+                        focal_activation="sigmoid", focal_gamma=0.0),
         # The other region losses: epilogues over the same sums.
         _dice_case("tversky-softmax-labels-int32-3d-focal", (2, 4, 7, 11, 13),
                    activation="softmax", target="labels", loss="tversky_loss",
@@ -440,6 +466,9 @@ def cases():
         _dice_case("dice_ce-softmax-labels-65540-images-large", (65_540, 3, 5),
                    activation="softmax", target="labels", loss="dice_ce_loss", large=True,
                    dtypes=(torch.float32,)),
+        _dice_case("dice_focal-softmax-labels-65540-images-large", (65_540, 3, 5),
+                   activation="softmax", target="labels", loss="dice_focal_loss", large=True,
+                   dtypes=(torch.float32,), focal_activation="sigmoid"),
         # One image's sums over 16.8 million pixels: each CUDA thread adds
         # about 256 of them in float32 before the fixed-order tree.
         _dice_case("dice-sigmoid-17M-pixels-large", BIG_2D, activation="sigmoid", target="dense",

@@ -14,6 +14,7 @@
 
 #include "bce.h"
 #include "float_math.h"
+#include "focal.h"
 #include "labels.h"
 #include "platform.h"
 #include "softmax.h"
@@ -133,8 +134,26 @@ SEGLOSS_INLINE T softmax_ce_grad(T m, T p_k, T sum_a, T a_k) {
   return weighted_term(m, p_k * sum_a - a_k);
 }
 
+// d/dx of the sigmoid focal columns' terms at one element, from
+// d_positive = dL/d(focal positive) and d_negative = dL/d(focal negative):
+// m (d_positive y + d_negative (1 - y)) d(M B)/dx (core/focal.h).
+template <typename T>
+SEGLOSS_INLINE T sigmoid_focal_grad(T m, T y, T x, T d_positive, T d_negative, T focal_gamma) {
+  return weighted_term(m * (d_positive * y + d_negative * (T(1) - y)),
+                       sigmoid_focal_derivative(x, y, focal_gamma));
+}
+
+// The softmax focal columns' terms at one pixel are sum_c m y_c f(l_c) with
+// l_c = log p_c; their gradient with respect to the logits is that of the
+// softmax CE columns (softmax_ce_grad) with a_c = -d_c y_c f'(l_c),
+// d_c = dL/d(focal positive of channel c): 0 where y_c = 0.
+template <typename T>
+SEGLOSS_INLINE T softmax_focal_coefficient(T d_positive, T y, T log_p, T p, T focal_gamma) {
+  return weighted_term(d_positive * y, -softmax_focal_log_derivative(log_p, p, focal_gamma));
+}
+
 // Columns of the per-(n, c) sums: Dice's three, then either the soft-label
-// losses' one or Dice + CE's four (one SumsLayout each).
+// losses' one, Dice + CE's five or Dice + focal's three (one SumsLayout each).
 enum DiceColumn : int {
   kIntersection = 0,     // sum m p y
   kPrediction = 1,       // sum m p^gamma
@@ -145,20 +164,27 @@ enum DiceColumn : int {
   kTargetMass = 5,       // sum m y
   kPixels = 6,           // sum m
   kSmoothingNll = 7,     // sum m (-log p), softmax only: label smoothing's term
+  kFocalPositive = 3,    // sum m y f, f the unweighted focal loss (DiceFocal)
+  kFocalNegative = 4,    // sum m (1 - y) f, sigmoid focal only
+  kFocalPixels = 5,      // sum m
   kDiceColumns = 3,
   kSoftDiceColumns = 4,
+  kDiceFocalColumns = 6,
   kDiceCeColumns = 8,
 };
 
 // Which columns the sums op computes: the region losses' (Dice), with the
 // soft-label column (SoftDice: MONAI's soft_label=True, TP = (P + T - D) / 2),
-// or Dice + CE's.
-enum class SumsLayout { Dice, SoftDice, DiceCe };
+// Dice + CE's, or Dice + focal's (the focal loss from the logits, by a
+// sigmoid per element or a softmax over the channels, whatever the Dice's
+// activation: MONAI's DiceFocalLoss(softmax=True) has a sigmoid focal loss).
+enum class SumsLayout { Dice, SoftDice, DiceCe, DiceFocal };
 
 SEGLOSS_INLINE int column_count(SumsLayout layout) {
   return layout == SumsLayout::Dice       ? kDiceColumns
          : layout == SumsLayout::SoftDice ? kSoftDiceColumns
-                                          : kDiceCeColumns;
+         : layout == SumsLayout::DiceCe   ? kDiceCeColumns
+                                          : kDiceFocalColumns;
 }
 
 // What one pixel adds to each column of its (n, c): the sums are these terms
@@ -169,6 +195,7 @@ struct ColumnTerms {
   T intersection, prediction, truth;  // the Dice columns
   T difference;                       // the soft-label column
   T negative_nll, positive_nll, target_mass, pixels, smoothing_nll;  // Dice + CE's
+  T focal_positive, focal_negative;  // Dice + focal's (and pixels)
 };
 
 // The Dice columns' terms at a pixel with mask m, activated input p, target y.
@@ -213,6 +240,30 @@ SEGLOSS_INLINE ColumnTerms<T> softmax_dice_ce_terms(T m, T p, T y, T x, T lse, T
   return t;
 }
 
+// Dice + focal's terms with a sigmoid focal loss from the logit x (p is the
+// Dice's activated input, a sigmoid or a softmax).
+template <GammaKind K, typename T>
+SEGLOSS_INLINE ColumnTerms<T> sigmoid_dice_focal_terms(T m, T p, T y, T x, T gamma,
+                                                       T focal_gamma) {
+  ColumnTerms<T> t = dice_terms<K>(m, p, y, gamma);
+  const T f = sigmoid_focal_value(x, y, focal_gamma);
+  t.focal_positive = weighted_term(m * y, f);
+  t.focal_negative = weighted_term(m * (T(1) - y), f);
+  t.pixels = m;
+  return t;
+}
+
+// Dice + focal's terms with a softmax focal loss: log p = x - lse; the
+// negative column stays 0.
+template <GammaKind K, typename T>
+SEGLOSS_INLINE ColumnTerms<T> softmax_dice_focal_terms(T m, T p, T y, T x, T lse, T gamma,
+                                                       T focal_gamma) {
+  ColumnTerms<T> t = dice_terms<K>(m, p, y, gamma);
+  t.focal_positive = weighted_term(m * y, softmax_focal_value(x - lse, focal_gamma));
+  t.pixels = m;
+  return t;
+}
+
 // Adds a pixel's terms to the running sums of one (n, c): sums[k] for the
 // kColumns columns (the column_count of a SumsLayout).
 template <int kColumns, typename T>
@@ -227,6 +278,11 @@ SEGLOSS_INLINE void add_terms(T* sums, const ColumnTerms<T>& t) {
     sums[kTargetMass] += t.target_mass;
     sums[kPixels] += t.pixels;
     sums[kSmoothingNll] += t.smoothing_nll;
+  }
+  if constexpr (kColumns == kDiceFocalColumns) {
+    sums[kFocalPositive] += t.focal_positive;
+    sums[kFocalNegative] += t.focal_negative;
+    sums[kFocalPixels] += t.pixels;
   }
 }
 

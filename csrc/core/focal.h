@@ -2,7 +2,8 @@
 // writes it, which torchvision's sigmoid_focal_loss equals for binary
 // targets. With x the logit, y the target and gamma >= 0:
 //   loss = A M B
-//   B = (1 - y) x - log sigmoid(x)               the BCE of the logit
+//   B = (1 - y) x - log sigmoid(x)               the BCE of the logit (computed
+//       as max(x, 0) - x y + log(1 + exp(-|x|)), which does not cancel)
 //   M = sigmoid(z)^gamma = exp(gamma log sigmoid(z)),  z = x (1 - 2y)
 //   A = alpha y + (1 - alpha)(1 - y)             a scalar alpha,
 //       [y == 1] ? a : 1                          a per-class alpha a (MONAI's sequence),
@@ -14,23 +15,99 @@
 // M's derivative goes through log sigmoid, so it is finite for every gamma,
 // also 0 < gamma < 1 at p_t = 1, where d(1 - p_t)^gamma / dp_t is infinite.
 // gamma = 0 is the BCE exactly for finite x (M = 1, the focusing term 0).
+// The unweighted value and derivative are functions of their own, which
+// SigmoidFocal and the Dice + focal sums (core/dice.h) share; so are the
+// softmax focal loss's (per channel, -(1 - p)^gamma log p).
 #pragma once
 
+#include <cmath>
 #include <limits>
 
 #include "bce.h"
 
 namespace segloss::core {
 
+// These take no branch on gamma, so that the CPU loops that call them
+// vectorise: log sigmoid(z) is kept above -max so that gamma = 0 gives M = 1
+// even at z = -inf (where exp(0 * -inf) would be NaN), and the focusing term
+// is gamma times a finite value.
+
+// M = sigmoid(z)^gamma = exp(gamma log sigmoid(z)).
+template <typename T>
+SEGLOSS_INLINE T sigmoid_focal_modulation(T z, T gamma) {
+  const T log_s = log_sigmoid(z);
+  const T lowest = -std::numeric_limits<T>::max();
+  return exp_(gamma * (log_s < lowest ? lowest : log_s));
+}
+
+// B = (1 - y) x - log sigmoid(x) as max(x, 0) - x y + log(1 + exp(-|x|)):
+// for x < 0 and y = 0 the first form subtracts two numbers near x.
+template <typename T>
+SEGLOSS_INLINE T logit_bce(T x, T y) {
+  const T positive = x > T(0) ? x : T(0);
+  const T xy = y == T(0) ? T(0) : x * y;  // 0 at y = 0 also for x = +-inf, as PyTorch's BCE
+  return positive - xy + log1p_unit_(exp_(x < T(0) ? x : -x));
+}
+
+// The unweighted sigmoid focal loss M B at one element (no alpha): the value
+// that SigmoidFocal scales by its alpha factor, and that Dice + focal sums
+// (its alpha is applied to the sums).
+template <typename T>
+SEGLOSS_INLINE T sigmoid_focal_value(T x, T y, T gamma) {
+  const T z = x * (T(1) - y - y);
+  return sigmoid_focal_modulation(z, gamma) * logit_bce(x, y);
+}
+
+// d(M B)/dx = M (sigmoid(x) - y) + gamma M sigmoid(-z) (1 - 2y) B.
+template <typename T>
+SEGLOSS_INLINE T sigmoid_focal_derivative(T x, T y, T gamma) {
+  const T one_minus_2y = T(1) - y - y;
+  const T z = x * one_minus_2y;
+  const T m = sigmoid_focal_modulation(z, gamma);
+  return m * (sigmoid(x) - y) + gamma * m * sigmoid(-z) * one_minus_2y * logit_bce(x, y);
+}
+
+// The softmax focal loss of one channel (MONAI's softmax_focal_loss),
+//   f(l) = -(1 - p)^gamma l,   l = log p,
+// from l (x - lse, accurate where p is near 1) and p. 1 - p is -expm1(l),
+// without the cancellation of 1 - p.
+SEGLOSS_INLINE float one_minus_exp(float l) { return -expm1f(l); }
+SEGLOSS_INLINE double one_minus_exp(double l) { return -expm1(l); }
+
+// (1 - p)^gamma from q = 1 - p: 1 at gamma = 0 (also at q = 0), 0 at q <= 0
+// for gamma > 0 (q < 0 only by rounding).
+template <typename T>
+SEGLOSS_INLINE T softmax_focal_modulation(T q, T gamma) {
+  if (gamma == T(0)) return T(1);
+  return q > T(0) ? exp_(gamma * log_(q)) : T(0);
+}
+
+template <typename T>
+SEGLOSS_INLINE T softmax_focal_value(T l, T gamma) {
+  return -softmax_focal_modulation(one_minus_exp(l), gamma) * l;
+}
+
+// df/dl = -(1 - p)^gamma [1 - gamma p l / (1 - p)]. The ratio l / (1 - p)
+// tends to -1 as p -> 1 (l ~ -(1 - p)), so the derivative is finite for every
+// gamma >= 0, also 0 < gamma < 1 at p = 1, where d(1 - p)^gamma / dp is
+// infinite: there it is 0 (gamma > 0) or -1 (gamma = 0, the CE's).
+template <typename T>
+SEGLOSS_INLINE T softmax_focal_log_derivative(T l, T p, T gamma) {
+  const T q = one_minus_exp(l);
+  const T modulation = softmax_focal_modulation(q, gamma);
+  if (gamma == T(0)) return -modulation;
+  const T ratio = q > T(0) ? l / q : T(-1);
+  return -modulation * (T(1) - gamma * p * ratio);
+}
+
+
 struct SigmoidFocal : PointwisePolicy {
   static constexpr const char* kAux = "alpha";  // per-class alpha, broadcast
   static constexpr int kMinParams = 1;          // gamma
   static constexpr int kMaxParams = 2;          // gamma, scalar alpha
 
-  // No selects on the parameters (g++ does not vectorise the CPU loops with
-  // them): the flags blend arithmetically (a reads 1 when absent), and
-  // log sigmoid(z) is kept above -FLT_MAX so that gamma = 0 gives M = 1 even
-  // at z = -inf, where exp(0 * -inf) would be NaN.
+  // No selects on the parameters (g++ would not vectorise the CPU loops):
+  // the flags blend arithmetically (a reads 1 when absent).
   template <typename T>
   static SEGLOSS_INLINE T alpha_factor(T y, T a, const PointwiseParams<T>& params) {
     const T per_class = y == T(1) ? a : T(1);
@@ -40,28 +117,13 @@ struct SigmoidFocal : PointwisePolicy {
   }
 
   template <typename T>
-  static SEGLOSS_INLINE T modulation(T z, const PointwiseParams<T>& params) {
-    const T log_s = log_sigmoid(z);
-    const T lowest = -std::numeric_limits<T>::max();
-    return exp_(params.gamma * (log_s < lowest ? lowest : log_s));
-  }
-
-  template <typename T>
   static SEGLOSS_INLINE T loss(T x, T y, T a, const PointwiseParams<T>& params) {
-    const T bce = (T(1) - y) * x - log_sigmoid(x);
-    const T z = x * (T(1) - y - y);
-    return alpha_factor(y, a, params) * modulation(z, params) * bce;
+    return alpha_factor(y, a, params) * sigmoid_focal_value(x, y, params.gamma);
   }
 
-  // The focusing term is gamma (...): exactly 0 for gamma = 0 and finite x.
   template <typename T>
   static SEGLOSS_INLINE T grad(T x, T y, T a, const PointwiseParams<T>& params) {
-    const T one_minus_2y = T(1) - y - y;
-    const T z = x * one_minus_2y;
-    const T m = modulation(z, params);
-    const T bce = (T(1) - y) * x - log_sigmoid(x);
-    const T d = m * (sigmoid(x) - y) + params.gamma * m * sigmoid(-z) * one_minus_2y * bce;
-    return alpha_factor(y, a, params) * d;
+    return alpha_factor(y, a, params) * sigmoid_focal_derivative(x, y, params.gamma);
   }
 
   static const char* invalid_params(const PointwiseParams<double>& params) {

@@ -34,9 +34,12 @@ using cuda::kThreads;
 using cuda::dispatch_labels;
 
 // Channels per forward pass over the pixels: each thread keeps chunk x
-// columns running sums in registers (24 for Dice, 32 with soft labels, 28
-// for Dice + CE: 7 columns of 8 channels needed 168 registers a thread).
-constexpr int chunk_channels(int columns) { return columns == core::kDiceCeColumns ? 4 : 8; }
+// columns running sums in registers (24 for Dice, 32 with soft labels, 32
+// for Dice + CE, 24 for Dice + focal: 7 columns of 8 channels needed 168
+// registers a thread).
+constexpr int chunk_channels(int columns) {
+  return columns == core::kDiceCeColumns || columns == core::kDiceFocalColumns ? 4 : 8;
+}
 // Blocks of kThreads per SM that the forward must fit (the registers it may
 // use: 65536 / (kThreads x blocks)). ptxas -v (sm_90, CUDA 13.0): float Dice
 // fits 64 registers with no spills (unbounded it took 128: two blocks, 25%
@@ -73,6 +76,8 @@ struct DiceDevice {
   core::Activation activation;
   acc_t gamma;
   bool cross_entropy, soft_label;
+  bool focal, softmax_focal;  // the focal columns, by a sigmoid or a softmax
+  acc_t focal_gamma;
   int64_t columns;
 
   explicit DiceDevice(const DiceOperands& ops)
@@ -90,6 +95,9 @@ struct DiceDevice {
         gamma(acc_t(ops.gamma)),
         cross_entropy(ops.cross_entropy()),
         soft_label(ops.soft_label()),
+        focal(ops.focal()),
+        softmax_focal(ops.softmax_focal()),
+        focal_gamma(acc_t(ops.focal_gamma)),
         columns(ops.columns()) {}
 
   __device__ int64_t label_at(int64_t n, int64_t s) const {
@@ -202,6 +210,14 @@ __global__ void __launch_bounds__(kThreads, (min_blocks_per_sm<kColumns, acc_t>(
               sums[j], d.activation == core::Activation::Softmax
                            ? core::softmax_dice_ce_terms<K>(m, p, y, x, log_sum_exp, d.gamma)
                            : core::sigmoid_dice_ce_terms<K>(m, p, y, x, d.gamma));
+        } else if constexpr (kColumns == core::kDiceFocalColumns) {
+          const acc_t x = d.input_at(n, c, s);
+          core::add_terms<kColumns>(
+              sums[j], d.softmax_focal
+                           ? core::softmax_dice_focal_terms<K>(m, p, y, x, log_sum_exp, d.gamma,
+                                                               d.focal_gamma)
+                           : core::sigmoid_dice_focal_terms<K>(m, p, y, x, d.gamma,
+                                                               d.focal_gamma));
         } else if constexpr (kColumns == core::kSoftDiceColumns) {
           core::add_terms<kColumns>(sums[j], core::soft_dice_terms<K>(m, p, y, d.gamma));
         } else {
@@ -268,17 +284,32 @@ __global__ void dice_sums_backward_kernel(DiceDevice<scalar_t, label_t, acc_t> d
                                             d.target_at(n, c, s, label),
                                             d_column(c, core::kSmoothingNll));
       };
+      // The softmax focal columns' coefficient (core::softmax_focal_coefficient).
+      auto focal_coefficient = [&](int64_t c, acc_t p) {
+        return core::softmax_focal_coefficient(d_column(c, core::kFocalPositive),
+                                               d.target_at(n, c, s, label),
+                                               d.input_at(n, c, s) - log_sum_exp, p,
+                                               d.focal_gamma);
+      };
       acc_t dot = 0;       // sum_k p_k dL/dp_k
-      acc_t ce_total = 0;  // sum_c a_c
+      acc_t ce_total = 0;  // sum_c a_c (the CE's or the softmax focal's)
       for (int64_t c = 0; c < d.channels; ++c) {
         const acc_t p = d.probability(n, c, s, max_x, inverse_sum);
         dot += p * grad_p(c, p);
         if (d.cross_entropy) ce_total += ce_coefficient(c);
+        if (d.softmax_focal) ce_total += focal_coefficient(c, p);
       }
       for (int64_t c = 0; c < d.channels; ++c) {
         const acc_t p = d.probability(n, c, s, max_x, inverse_sum);
         acc_t g = core::softmax_jvp(p, grad_p(c, p), dot);
         if (d.cross_entropy) g += core::softmax_ce_grad(m, p, ce_total, ce_coefficient(c));
+        if (d.softmax_focal) {
+          g += core::softmax_ce_grad(m, p, ce_total, focal_coefficient(c, p));
+        } else if (d.focal) {
+          g += core::sigmoid_focal_grad(m, d.target_at(n, c, s, label), d.input_at(n, c, s),
+                                        d_column(c, core::kFocalPositive),
+                                        d_column(c, core::kFocalNegative), d.focal_gamma);
+        }
         grad_input[(n * d.channels + c) * d.pixels + s] = scalar_t(g);
       }
     } else {
@@ -290,6 +321,11 @@ __global__ void dice_sums_backward_kernel(DiceDevice<scalar_t, label_t, acc_t> d
           g += core::sigmoid_ce_grad(m, d.target_at(n, c, s, label), p,
                                      d_column(c, core::kNegativeNll),
                                      d_column(c, core::kPositiveNll));
+        }
+        if (d.focal) {
+          g += core::sigmoid_focal_grad(m, d.target_at(n, c, s, label), d.input_at(n, c, s),
+                                        d_column(c, core::kFocalPositive),
+                                        d_column(c, core::kFocalNegative), d.focal_gamma);
         }
         grad_input[(n * d.channels + c) * d.pixels + s] = scalar_t(g);
       }
@@ -323,6 +359,8 @@ void dispatch_columns(core::SumsLayout layout, const Body& body) {
       return body(std::integral_constant<int, core::kDiceCeColumns>{});
     case core::SumsLayout::SoftDice:
       return body(std::integral_constant<int, core::kSoftDiceColumns>{});
+    case core::SumsLayout::DiceFocal:
+      return body(std::integral_constant<int, core::kDiceFocalColumns>{});
     default:
       return body(std::integral_constant<int, core::kDiceColumns>{});
   }
@@ -393,11 +431,12 @@ at::Tensor dice_sums_cuda(const at::Tensor& input, const at::Tensor& target,
                           std::string_view activation, double gamma,
                           std::optional<int64_t> ignore_index,
                           const std::optional<at::Tensor>& mask, bool cross_entropy,
-                          std::string_view caller, bool soft_label) {
+                          std::string_view caller, bool soft_label,
+                          std::optional<std::string_view> focal_activation, double focal_gamma) {
   const c10::cuda::CUDAGuard guard(input.device());
   const DiceOperands ops =
       prepare_dice_operands(caller, input, target, activation, gamma, ignore_index, mask,
-                            sums_layout(caller, cross_entropy, soft_label));
+                            cross_entropy, soft_label, focal_activation, focal_gamma);
   at::Tensor sums = empty_dice_sums(ops.input, ops.layout);
   sums.zero_();
   AT_DISPATCH_FLOATING_TYPES_AND2(
@@ -413,11 +452,12 @@ at::Tensor dice_sums_backward_cuda(const at::Tensor& grad_sums, const at::Tensor
                                    const at::Tensor& target, std::string_view activation,
                                    double gamma, std::optional<int64_t> ignore_index,
                                    const std::optional<at::Tensor>& mask, bool cross_entropy,
-                                   std::string_view caller, bool soft_label) {
+                                   std::string_view caller, bool soft_label,
+                          std::optional<std::string_view> focal_activation, double focal_gamma) {
   const c10::cuda::CUDAGuard guard(input.device());
   const DiceOperands ops =
       prepare_dice_operands(caller, input, target, activation, gamma, ignore_index, mask,
-                            sums_layout(caller, cross_entropy, soft_label));
+                            cross_entropy, soft_label, focal_activation, focal_gamma);
   const at::Tensor dsums = prepare_dice_grad_sums(caller, grad_sums, ops.input, ops.layout);
   at::Tensor grad_input = at::empty(ops.input.sizes(), ops.input.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(

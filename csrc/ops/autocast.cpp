@@ -46,6 +46,12 @@ using DiceCeSignature = at::Tensor(const at::Tensor&, const at::Tensor&, std::st
                                    const std::optional<at::Tensor>&, double, double,
                                    std::string_view, const std::optional<at::Tensor>&, double);
 
+using DiceFocalSignature =
+    at::Tensor(const at::Tensor&, const at::Tensor&, std::string_view, double, double, double,
+               bool, bool, const std::optional<at::Tensor>&, std::optional<int64_t>,
+               const std::optional<at::Tensor>&, std::string_view, double, std::optional<double>,
+               double, double, std::optional<std::string_view>);
+
 constexpr char kDice[] = "segloss::dice_loss";
 constexpr char kJaccard[] = "segloss::jaccard_loss";
 constexpr char kLogCoshDice[] = "segloss::log_cosh_dice_loss";
@@ -53,6 +59,7 @@ constexpr char kTversky[] = "segloss::tversky_loss";
 constexpr char kGeneralizedDice[] = "segloss::generalized_dice_loss";
 constexpr char kCrossEntropy[] = "segloss::_weighted_cross_entropy";
 constexpr char kDiceCe[] = "segloss::dice_ce_loss";
+constexpr char kDiceFocal[] = "segloss::dice_focal_loss";
 
 // Every loss op at the autocast key kKey of device kDevice.
 template <c10::DispatchKey kKey, c10::DeviceType kDevice>
@@ -62,6 +69,7 @@ void register_float32_autocast(torch::Library& m) {
   using Tversky = Float32Autocast<kKey, kDevice, TverskySignature>;
   using GeneralizedDice = Float32Autocast<kKey, kDevice, GeneralizedDiceSignature>;
   using DiceCe = Float32Autocast<kKey, kDevice, DiceCeSignature>;
+  using DiceFocal = Float32Autocast<kKey, kDevice, DiceFocalSignature>;
   using CrossEntropy = Float32Autocast<kKey, kDevice, WeightedCrossEntropySignature>;
   // Every pointwise loss, the BCE ops included (composites of it).
   m.impl("_pointwise_loss", &Pointwise::template call<kPointwise>);
@@ -71,6 +79,7 @@ void register_float32_autocast(torch::Library& m) {
   m.impl("tversky_loss", &Tversky::template call<kTversky>);
   m.impl("generalized_dice_loss", &GeneralizedDice::template call<kGeneralizedDice>);
   m.impl("dice_ce_loss", &DiceCe::template call<kDiceCe>);
+  m.impl("dice_focal_loss", &DiceFocal::template call<kDiceFocal>);
   m.impl("_weighted_cross_entropy", &CrossEntropy::template call<kCrossEntropy>);
 }
 

@@ -7,6 +7,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
+#include <cmath>
 #include <limits>
 #include <string>
 #include <string_view>
@@ -34,15 +35,18 @@ void check_channel_weights(std::string_view op, std::string_view name, const at:
 at::Tensor dice_sums(std::string_view caller, const at::Tensor& input, const at::Tensor& target,
                      std::string_view activation, double gamma,
                      std::optional<int64_t> ignore_index, const std::optional<at::Tensor>& mask,
-                     bool cross_entropy, bool soft_label) {
+                     bool cross_entropy, bool soft_label,
+                     std::optional<std::string_view> focal_activation = std::nullopt,
+                     double focal_gamma = 2.0) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("segloss::_dice_sums", "")
                        .typed<at::Tensor(const at::Tensor&, const at::Tensor&, std::string_view,
                                          double, std::optional<int64_t>,
                                          const std::optional<at::Tensor>&, bool,
-                                         std::string_view, bool)>();
+                                         std::string_view, bool,
+                                         std::optional<std::string_view>, double)>();
   return op.call(input, target, activation, gamma, ignore_index, mask, cross_entropy, caller,
-                 soft_label);
+                 soft_label, focal_activation, focal_gamma);
 }
 
 // --------------------------------------------------------------------------
@@ -493,9 +497,92 @@ at::Tensor dice_ce_loss(const at::Tensor& input, const at::Tensor& target,
   return (lambda_dice * dice + lambda_ce * cross_entropy).to(input.scalar_type());
 }
 
+constexpr const char* kDiceFocalOp = "segloss.dice_focal_loss";
+
+// The focal term from the sums' focal columns (core::DiceColumn), as MONAI's
+// FocalLoss reduces its (N, C', *spatial) loss: per (n, c) the focal sum
+// F_nc, with a scalar alpha alpha * positive + (1 - alpha) * negative
+// (sigmoid: MONAI's alpha y + (1 - alpha)(1 - y), exact for soft targets
+// too) or the per-class [1 - alpha, alpha, ..., alpha] (softmax), times the
+// class weights; channel 0 dropped without the background. 'mean' divides the
+// total by the number of elements, N C' S, or, with a mask or ignore_index,
+// by the number of counted pixels (MONAI's loss.sum() / mask.sum() with its
+// (N, 1, *spatial) mask); 'sum' adds each (n, c)'s mean over its counted
+// pixels (MONAI's spatial mean, then the sum).
+at::Tensor focal_from_sums(const at::Tensor& sums, core::Activation focal_activation,
+                           std::optional<double> alpha,
+                           const std::optional<at::Tensor>& class_weights,
+                           bool include_background, bool masked, Reduction reduction) {
+  const at::Tensor positive = sums.select(-1, core::kFocalPositive);  // (N, C)
+  at::Tensor per_class;
+  if (focal_activation == core::Activation::Sigmoid) {
+    const at::Tensor negative = sums.select(-1, core::kFocalNegative);
+    per_class = alpha ? *alpha * positive + (1 - *alpha) * negative : positive + negative;
+  } else if (alpha) {  // MONAI's [1 - alpha, alpha, ..., alpha] over the channels
+    per_class = at::cat({(1 - *alpha) * positive.narrow(1, 0, 1),
+                         *alpha * positive.narrow_symint(1, 1, positive.sym_size(1) - 1)},
+                        1);
+  } else {
+    per_class = positive;
+  }
+  if (is_given(class_weights)) per_class = per_class * class_weights->to(sums.scalar_type());
+  at::Tensor pixels = sums.select(-1, core::kFocalPixels);  // (N, C), equal over C
+  if (!include_background) {
+    per_class = per_class.narrow_symint(1, 1, per_class.sym_size(1) - 1);
+    pixels = pixels.narrow_symint(1, 1, pixels.sym_size(1) - 1);
+  }
+  // MONAI clamps its divisors at float32's epsilon.
+  const double eps = std::numeric_limits<float>::epsilon();
+  if (reduction == Reduction::Sum) return (per_class / pixels.clamp_min(eps)).sum();
+  const at::Tensor counted = pixels.select(1, 0).sum();  // the counted pixels of the batch
+  if (masked) return per_class.sum() / counted.clamp_min(eps);
+  return per_class.sum() / (counted * c10::Scalar(per_class.sym_size(1)));
+}
+
+at::Tensor dice_focal_loss(const at::Tensor& input, const at::Tensor& target,
+                           std::string_view activation, double gamma, double smooth_nr,
+                           double smooth_dr, bool batch_dice, bool include_background,
+                           const std::optional<at::Tensor>& class_weights,
+                           std::optional<int64_t> ignore_index,
+                           const std::optional<at::Tensor>& mask, std::string_view reduction,
+                           double focal_gamma, std::optional<double> alpha, double lambda_dice,
+                           double lambda_focal, std::optional<std::string_view> focal_activation) {
+  TORCH_CHECK_VALUE(activation == "sigmoid" || activation == "softmax", kDiceFocalOp,
+                    ": activation must be 'sigmoid' or 'softmax' (the focal loss needs "
+                    "logits), got '",
+                    activation, "'");
+  const std::string_view focal = focal_activation.value_or(activation);
+  TORCH_CHECK_VALUE(reduction == "mean" || reduction == "sum", kDiceFocalOp,
+                    ": reduction must be 'mean' or 'sum', got '", reduction, "'");
+  TORCH_CHECK_VALUE(std::isfinite(focal_gamma) && focal_gamma >= 0, kDiceFocalOp,
+                    ": focal_gamma must be a finite number >= 0, got ", focal_gamma);
+  TORCH_CHECK_VALUE(!alpha || (*alpha >= 0 && *alpha <= 1), kDiceFocalOp,
+                    ": alpha must lie in [0, 1], got ", alpha.value_or(0));
+  TORCH_CHECK_VALUE(lambda_dice >= 0, kDiceFocalOp, ": lambda_dice must be >= 0, got ",
+                    lambda_dice);
+  TORCH_CHECK_VALUE(lambda_focal >= 0, kDiceFocalOp, ": lambda_focal must be >= 0, got ",
+                    lambda_focal);
+  TORCH_CHECK_VALUE(activation != "softmax" || input.dim() < 2 || input.sym_size(1) != 1,
+                    kDiceFocalOp, ": activation='softmax' needs at least 2 channels, got input of "
+                    "shape ", input.sym_sizes(), " (a softmax over one channel is 1 everywhere); "
+                    "use activation='sigmoid' for a binary mask");
+  const Reduction parsed_reduction = parse_reduction(kDiceFocalOp, reduction);
+  const at::Tensor sums = dice_sums(kDiceFocalOp, input, target, activation, gamma, ignore_index,
+                                    mask, /*cross_entropy=*/false, /*soft_label=*/false, focal,
+                                    focal_gamma);
+  const at::Tensor dice = region_loss_from_sums(
+      region_loss_named("dice_loss"), kDiceFocalOp, sums.narrow(-1, 0, core::kDiceColumns),
+      smooth_nr, smooth_dr, batch_dice, include_background, class_weights, reduction, {});
+  const at::Tensor focal_term = focal_from_sums(
+      sums.to(at::kDouble), parse_activation(kDiceFocalOp, focal), alpha, class_weights,
+      include_background, is_given(mask) || ignore_index.has_value(), parsed_reduction);
+  return (lambda_dice * dice + lambda_focal * focal_term).to(input.scalar_type());
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(segloss, CompositeImplicitAutograd, m) {
+  m.impl("dice_focal_loss", &dice_focal_loss);
   m.impl("dice_loss", &dice_loss);
   m.impl("_region_loss_from_sums", &region_loss_from_sums_op);
   m.impl("dice_ce_loss", &dice_ce_loss);

@@ -39,13 +39,37 @@ core::Activation parse_activation(std::string_view op, std::string_view activati
                     activation, "'");
 }
 
-core::SumsLayout sums_layout(std::string_view op, bool cross_entropy, bool soft_label) {
+core::SumsLayout sums_layout(std::string_view op, bool cross_entropy, bool soft_label,
+                             const std::optional<std::string_view>& focal_activation) {
+  const bool focal = focal_activation.has_value();
   TORCH_CHECK_VALUE(!(cross_entropy && soft_label), op,
                     ": the sums have either the soft-label column or the cross-entropy "
                     "columns, not both");
+  TORCH_CHECK_VALUE(!(focal && (cross_entropy || soft_label)), op,
+                    ": the sums have at most one of the soft-label column, the cross-entropy "
+                    "columns and the focal columns (focal_activation)");
   return cross_entropy ? core::SumsLayout::DiceCe
          : soft_label  ? core::SumsLayout::SoftDice
+         : focal       ? core::SumsLayout::DiceFocal
                        : core::SumsLayout::Dice;
+}
+
+void check_focal_arguments(std::string_view op, std::string_view activation,
+                           const std::optional<std::string_view>& focal_activation,
+                           double focal_gamma) {
+  if (!focal_activation.has_value()) return;
+  TORCH_CHECK_VALUE(*focal_activation == "sigmoid" || *focal_activation == "softmax", op,
+                    ": focal_activation must be 'sigmoid' or 'softmax', got '",
+                    *focal_activation, "'");
+  TORCH_CHECK_VALUE(activation != "none", op,
+                    ": the focal loss needs logits: activation must be 'sigmoid' or "
+                    "'softmax', got '",
+                    activation, "'");
+  TORCH_CHECK_VALUE(*focal_activation != "softmax" || activation == "softmax", op,
+                    ": focal_activation='softmax' needs activation='softmax', got activation='",
+                    activation, "'");
+  TORCH_CHECK_VALUE(std::isfinite(focal_gamma) && focal_gamma >= 0, op,
+                    ": focal_gamma must be a finite number >= 0, got ", focal_gamma);
 }
 
 core::GammaKind gamma_kind(std::string_view op, double gamma) {
@@ -132,6 +156,24 @@ DiceOperands prepare_dice_operands(std::string_view op, const at::Tensor& input,
                                    binary.strides().data(), &ops.mask_index);
     }
     ops.mask = binary;
+  }
+  return ops;
+}
+
+DiceOperands prepare_dice_operands(std::string_view op, const at::Tensor& input,
+                                   const at::Tensor& target, std::string_view activation,
+                                   double gamma, const std::optional<int64_t>& ignore_index,
+                                   const std::optional<at::Tensor>& mask, bool cross_entropy,
+                                   bool soft_label,
+                                   const std::optional<std::string_view>& focal_activation,
+                                   double focal_gamma) {
+  check_focal_arguments(op, activation, focal_activation, focal_gamma);
+  DiceOperands ops = prepare_dice_operands(
+      op, input, target, activation, gamma, ignore_index, mask,
+      sums_layout(op, cross_entropy, soft_label, focal_activation));
+  if (focal_activation.has_value()) {
+    ops.focal_activation = parse_activation(op, *focal_activation);
+    ops.focal_gamma = focal_gamma;
   }
   return ops;
 }

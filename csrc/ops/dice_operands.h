@@ -31,17 +31,31 @@ struct DiceOperands {
   double gamma = 1;
   std::optional<int64_t> ignore_index;
   core::SumsLayout layout = core::SumsLayout::Dice;  // which columns
+  // DiceFocal's focal loss: its activation (Sigmoid or Softmax) and exponent.
+  core::Activation focal_activation = core::Activation::Sigmoid;
+  double focal_gamma = 2;
   int64_t batch = 0, channels = 0, pixels = 0;
   std::string op;  // the public function that the kernels' error messages name
 
   int columns() const { return core::column_count(layout); }
   bool cross_entropy() const { return layout == core::SumsLayout::DiceCe; }
   bool soft_label() const { return layout == core::SumsLayout::SoftDice; }
+  bool focal() const { return layout == core::SumsLayout::DiceFocal; }
+  bool softmax_focal() const { return focal() && focal_activation == core::Activation::Softmax; }
 };
 
-// The sums ops' column flags as a layout: the soft-label column or the
-// cross-entropy columns (not both: no public loss needs both).
-core::SumsLayout sums_layout(std::string_view op, bool cross_entropy, bool soft_label);
+// The sums ops' column flags as a layout: the soft-label column, the
+// cross-entropy columns or (focal_activation given) the focal columns; at
+// most one of them (no public loss needs two).
+core::SumsLayout sums_layout(std::string_view op, bool cross_entropy, bool soft_label,
+                             const std::optional<std::string_view>& focal_activation);
+
+// The focal columns' options, checked (no-op unless the layout is DiceFocal):
+// focal_activation 'sigmoid' or 'softmax' ('softmax' needs activation
+// 'softmax'), focal_gamma finite and >= 0, and logits (activation not 'none').
+void check_focal_arguments(std::string_view op, std::string_view activation,
+                           const std::optional<std::string_view>& focal_activation,
+                           double focal_gamma);
 
 // Checks every argument without touching data (works on Meta tensors with
 // symbolic shapes).
@@ -54,6 +68,15 @@ DiceOperands prepare_dice_operands(std::string_view op, const at::Tensor& input,
                                    const at::Tensor& target, std::string_view activation,
                                    double gamma, const std::optional<int64_t>& ignore_index,
                                    const std::optional<at::Tensor>& mask, core::SumsLayout layout);
+
+// The same with the focal columns' options (after check_focal_arguments).
+DiceOperands prepare_dice_operands(std::string_view op, const at::Tensor& input,
+                                   const at::Tensor& target, std::string_view activation,
+                                   double gamma, const std::optional<int64_t>& ignore_index,
+                                   const std::optional<at::Tensor>& mask, bool cross_entropy,
+                                   bool soft_label,
+                                   const std::optional<std::string_view>& focal_activation,
+                                   double focal_gamma);
 
 // The per-(n, c) sums (core::DiceColumn): (N, C, column_count(layout));
 // float32 (float64 for float64 input).

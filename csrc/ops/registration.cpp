@@ -80,14 +80,24 @@ TORCH_LIBRARY(segloss, m) {
       "Tensor? mask=None, float lambda_dice=1.0, float lambda_ce=1.0, "
       "str reduction=\"mean\", Tensor? ce_weight=None, float label_smoothing=0.0) -> Tensor",
       tags);
+  // Dice + focal: one pass over the logits for both.
+  m.def(
+      "dice_focal_loss(Tensor input, Tensor target, *, str activation=\"sigmoid\", "
+      "float gamma=1.0, float smooth_nr=1e-05, float smooth_dr=1e-05, bool batch_dice=False, "
+      "bool include_background=True, Tensor? class_weights=None, int? ignore_index=None, "
+      "Tensor? mask=None, str reduction=\"mean\", float focal_gamma=2.0, float? alpha=None, "
+      "float lambda_dice=1.0, float lambda_focal=1.0, str? focal_activation=None) -> Tensor",
+      tags);
   // (N, C, 3): sum m p y, sum m p^gamma, sum m y^gamma per image and channel;
   // (N, C, 4) with soft_label (and sum m |p - y|^gamma), (N, C, 8) with
-  // cross_entropy (core::DiceColumn). Error messages name `caller`, the public
+  // cross_entropy, (N, C, 6) with a focal_activation ('sigmoid' or 'softmax':
+  // the unweighted focal loss's sum m y f and sum m (1 - y) f with exponent
+  // focal_gamma, and sum m) (core::DiceColumn). Error messages name `caller`, the public
   // function that computes the sums.
   m.def(
       "_dice_sums(Tensor input, Tensor target, str activation, float gamma, int? ignore_index, "
       "Tensor? mask, bool cross_entropy=False, str caller=\"segloss._dice_sums\", "
-      "bool soft_label=False) -> Tensor",
+      "bool soft_label=False, str? focal_activation=None, float focal_gamma=2.0) -> Tensor",
       tags);
   // A region loss (`loss`: its public name, e.g. "dice_loss") from the sums;
   // the distributed region losses call it after all-reducing the sums.
@@ -101,7 +111,8 @@ TORCH_LIBRARY(segloss, m) {
   m.def(
       "_dice_sums_backward(Tensor grad_sums, Tensor input, Tensor target, str activation, "
       "float gamma, int? ignore_index, Tensor? mask, bool cross_entropy=False, "
-      "str caller=\"segloss._dice_sums\", bool soft_label=False) -> Tensor",
+      "str caller=\"segloss._dice_sums\", bool soft_label=False, "
+      "str? focal_activation=None, float focal_gamma=2.0) -> Tensor",
       tags);
 
   // Exact distances to the nearest and second-nearest instance of a batch of

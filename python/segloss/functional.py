@@ -13,7 +13,7 @@ load_library()
 
 __all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits", "dice_loss",
            "dice_ce_loss", "tversky_loss", "jaccard_loss", "log_cosh_dice_loss",
-           "generalized_dice_loss", "focal_loss", "balanced_bce_with_logits"]
+           "generalized_dice_loss", "focal_loss", "balanced_bce_with_logits", "dice_focal_loss"]
 
 
 def binary_cross_entropy(
@@ -502,6 +502,83 @@ def dice_ce_loss(
         class_weights=class_weights, ignore_index=ignore_index, mask=mask,
         lambda_dice=lambda_dice, lambda_ce=lambda_ce, reduction=reduction, ce_weight=ce_weight,
         label_smoothing=label_smoothing)
+
+
+def dice_focal_loss(
+    input: Tensor,
+    target: Tensor,
+    activation: str = "sigmoid",
+    gamma: float = 1.0,
+    smooth_nr: float = 1e-5,
+    smooth_dr: float = 1e-5,
+    batch_dice: bool = False,
+    include_background: bool = True,
+    class_weights: Optional[Tensor] = None,
+    ignore_index: Optional[int] = None,
+    mask: Optional[Tensor] = None,
+    reduction: str = "mean",
+    focal_gamma: float = 2.0,
+    alpha: Optional[float] = None,
+    lambda_dice: float = 1.0,
+    lambda_focal: float = 1.0,
+    focal_activation: Optional[str] = None,
+) -> Tensor:
+    r"""Dice + focal, ``lambda_dice * Dice + lambda_focal * focal``, from one
+    read of the logits (MONAI's ``DiceFocalLoss``).
+
+    The Dice term is :func:`dice_loss` with the same arguments (``gamma`` is
+    its denominator exponent). The focal term, with exponent ``focal_gamma``,
+    is MONAI's ``FocalLoss`` on the same logits and the (one-hot) target:
+
+    - ``focal_activation="sigmoid"``: every element is a binary problem,
+      ``M B`` with ``B = (1 - y) x - log sigmoid(x)`` and
+      ``M = sigmoid(x (1 - 2y))^focal_gamma`` (MONAI's ``sigmoid_focal_loss``);
+      a scalar ``alpha`` weighs it ``alpha y + (1 - alpha)(1 - y)``. This is
+      MONAI ``DiceFocalLoss``'s focal term whatever its Dice activation:
+      ``DiceFocalLoss(softmax=True)`` is ``activation="softmax",
+      focal_activation="sigmoid"``.
+    - ``focal_activation="softmax"`` (needs ``activation="softmax"``): per
+      channel ``-(1 - p_c)^focal_gamma log p_c y_c`` (MONAI's
+      ``softmax_focal_loss``), a scalar ``alpha`` weighing class 0 by
+      ``1 - alpha`` and the others by ``alpha``. The softmax runs over all
+      channels also with ``include_background=False``, which then drops
+      channel 0's term (MONAI's ``FocalLoss`` drops the channel before its
+      softmax; ``DiceFocalLoss`` never uses a softmax focal term).
+
+    ``class_weights`` multiply both terms per channel (MONAI's ``weight``);
+    ``include_background=False`` drops channel 0 from both. The focal term's
+    reductions are MONAI ``FocalLoss``'s: ``"mean"`` divides the sum over
+    images, channels and pixels by ``N * C' * prod(spatial)`` (``C'`` the
+    channels kept), or, with a ``mask`` or ``ignore_index``, by the number of
+    pixels counted (not times ``C'``: MONAI's ``loss.sum() / mask.sum()``
+    with its ``[N, 1, *spatial]`` mask); ``"sum"`` adds each image and
+    channel's mean over its counted pixels. A focal term with
+    ``focal_gamma = 0`` is the BCE (sigmoid) or cross-entropy (softmax)
+    summed the same way; gradients are finite for every ``focal_gamma >= 0``,
+    also for ``0 < focal_gamma < 1`` where ``p_t`` is 1.
+
+    Args:
+        input: logits ``Tensor[N, C, *spatial]``; ``activation`` is ``"sigmoid"``
+            (default) or ``"softmax"`` (needs ``C >= 2``).
+        target, gamma, smooth_nr, smooth_dr, batch_dice, include_background,
+        class_weights, ignore_index, mask: as for :func:`dice_loss`.
+        reduction: ``"mean"`` or ``"sum"``, for both terms.
+        focal_gamma: the focal exponent, ``>= 0`` (MONAI's ``gamma``).
+        alpha: ``None`` or a float in ``[0, 1]``, as described above.
+        lambda_dice, lambda_focal: weights of the two terms, ``>= 0``.
+        focal_activation: ``"sigmoid"``, ``"softmax"`` or ``None`` (default:
+            ``activation``).
+
+    Returns:
+        A 0-dim tensor in ``input``'s dtype; differentiable with respect to
+        ``input`` only.
+    """
+    return torch.ops.segloss.dice_focal_loss(
+        input, target, activation=activation, gamma=gamma, smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr, batch_dice=batch_dice, include_background=include_background,
+        class_weights=class_weights, ignore_index=ignore_index, mask=mask, reduction=reduction,
+        focal_gamma=focal_gamma, alpha=alpha, lambda_dice=lambda_dice,
+        lambda_focal=lambda_focal, focal_activation=focal_activation)
 
 def _spatial_dims(x: Tensor) -> List[int]:
     return list(range(2, x.dim()))

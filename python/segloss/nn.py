@@ -8,7 +8,7 @@ from torch import Tensor
 from segloss import functional as F
 
 __all__ = ["BCELoss", "BCEWithLogitsLoss", "WeightedBCELoss", "BalancedBCEWithLogitsLoss",
-           "FocalLoss", "DiceLoss", "DiceCELoss",
+           "FocalLoss", "DiceLoss", "DiceCELoss", "DiceFocalLoss",
            "TverskyLoss", "JaccardLoss", "LogCoshDiceLoss", "GeneralizedDiceLoss",
            "ShapeAwareLoss"]
 
@@ -439,6 +439,71 @@ class DiceCELoss(_DiceOptions):
             parts.append(f"ce_weight=Tensor{list(self.ce_weight.shape)}")
         if self.label_smoothing:
             parts.append(f"label_smoothing={self.label_smoothing}")
+        parts.append(f"reduction={self.reduction!r}")
+        return ", ".join(parts)
+
+
+class DiceFocalLoss(_DiceOptions):
+    r"""``lambda_dice * Dice + lambda_focal * focal`` from one read of the logits.
+
+    See :func:`segloss.dice_focal_loss`; ``forward(input, target, mask=None)``.
+    ``class_weights`` is a buffer (follows ``.to(device)``).
+    """
+
+    def __init__(self, activation: str = "sigmoid", gamma: float = 1.0,
+                 smooth_nr: float = 1e-5, smooth_dr: float = 1e-5, batch_dice: bool = False,
+                 include_background: bool = True, class_weights: Optional[Tensor] = None,
+                 ignore_index: Optional[int] = None, reduction: str = "mean",
+                 focal_gamma: float = 2.0, alpha: Optional[float] = None,
+                 lambda_dice: float = 1.0, lambda_focal: float = 1.0,
+                 focal_activation: Optional[str] = None) -> None:
+        if activation not in ("sigmoid", "softmax"):
+            raise ValueError(f"{_name(self)}: activation must be 'sigmoid' or 'softmax', got "
+                             f"{activation!r}")
+        if focal_activation not in (None, "sigmoid", "softmax"):
+            raise ValueError(f"{_name(self)}: focal_activation must be 'sigmoid', 'softmax' "
+                             f"or None, got {focal_activation!r}")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"{_name(self)}: reduction must be 'mean' or 'sum', got "
+                             f"{reduction!r}")
+        if not focal_gamma >= 0:
+            raise ValueError(f"{_name(self)}: focal_gamma must be >= 0, got {focal_gamma}")
+        if alpha is not None and not 0 <= alpha <= 1:
+            raise ValueError(f"{_name(self)}: alpha must lie in [0, 1], got {alpha}")
+        if not (lambda_dice >= 0 and lambda_focal >= 0):
+            raise ValueError(f"{_name(self)}: lambda_dice and lambda_focal must be >= 0, got "
+                             f"{lambda_dice} and {lambda_focal}")
+        super().__init__(activation, gamma, smooth_nr, smooth_dr, batch_dice,
+                         include_background, class_weights, ignore_index)
+        self.reduction = reduction
+        self.focal_gamma = float(focal_gamma)
+        self.alpha: Optional[float] = None if alpha is None else float(alpha)
+        self.lambda_dice = float(lambda_dice)
+        self.lambda_focal = float(lambda_focal)
+        self.focal_activation: Optional[str] = focal_activation
+
+    def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        return F.dice_focal_loss(input, target, activation=self.activation, gamma=self.gamma,
+                                 smooth_nr=self.smooth_nr, smooth_dr=self.smooth_dr,
+                                 batch_dice=self.batch_dice,
+                                 include_background=self.include_background,
+                                 class_weights=self.class_weights,
+                                 ignore_index=self.ignore_index, mask=mask,
+                                 reduction=self.reduction, focal_gamma=self.focal_gamma,
+                                 alpha=self.alpha, lambda_dice=self.lambda_dice,
+                                 lambda_focal=self.lambda_focal,
+                                 focal_activation=self.focal_activation)
+
+    def extra_repr(self) -> str:
+        parts = [f"activation={self.activation!r}", f"gamma={self.gamma}",
+                 f"batch_dice={self.batch_dice}",
+                 f"include_background={self.include_background}",
+                 f"focal_gamma={self.focal_gamma}", f"lambda_dice={self.lambda_dice}",
+                 f"lambda_focal={self.lambda_focal}", *self._optional_repr()]
+        if self.alpha is not None:
+            parts.append(f"alpha={self.alpha}")
+        if self.focal_activation is not None:
+            parts.append(f"focal_activation={self.focal_activation!r}")
         parts.append(f"reduction={self.reduction!r}")
         return ", ".join(parts)
 

@@ -43,6 +43,29 @@ struct DiceBlockLoops {
   using SoftmaxCeGradAdd = void (*)(const T* p, const T* const* y_rows, const T* m,
                                     const T* d_positive, const T* d_smoothing,
                                     std::int64_t channels, std::int64_t n, T* grad, T* work);
+  // Dice + focal, sigmoid focal: the 6 columns (core::DiceColumn) over the n
+  // pixels, from the logits x and the Dice's probabilities p; indexed by
+  // p = sigmoid(x) computed here (0, p unused) or read (1, softmax), then
+  // GammaKind.
+  using SigmoidFocalSums = void (*)(const T* p, const T* x, const T* y, const T* m,
+                                    std::int64_t n, T gamma, T focal_gamma, T* sums);
+  // Dice + focal, softmax focal: the 6 columns for one channel from its
+  // probabilities p, logits x and the pixels' lse (log p = x - lse).
+  using SoftmaxFocalSums = void (*)(const T* p, const T* x, const T* lse, const T* y,
+                                    const T* m, std::int64_t n, T gamma, T focal_gamma,
+                                    T* sums);
+  // Dice + focal, sigmoid focal: adds core::sigmoid_focal_grad to grad[i]
+  // from dL/d(focal positive) and dL/d(focal negative).
+  using SigmoidFocalGradAdd = void (*)(const T* x, const T* y, const T* m, std::int64_t n,
+                                       T focal_gamma, T d_positive, T d_negative, T* grad);
+  // Dice + focal, softmax focal: adds m (p_k sum_c a_c - a_k) to the gradient
+  // rows, a_c = core::softmax_focal_coefficient of channel c; x rows
+  // `x_row_stride` apart, `work` holds n values and `coefficients` C rows of n.
+  using SoftmaxFocalGradAdd = void (*)(const T* p, const T* x, std::int64_t x_row_stride,
+                                       const T* lse, const T* const* y_rows, const T* m,
+                                       const T* d_positive, T focal_gamma,
+                                       std::int64_t channels, std::int64_t n, T* grad, T* work,
+                                       T* coefficients);
   // grad rows = p (dL/dp - sum_k p_k dL/dp_k), rows of n values; `work` holds n values.
   using SoftmaxGrad = void (*)(const T* p, const T* grad_p, std::int64_t channels,
                                std::int64_t n, T* grad, T* work);
@@ -64,6 +87,10 @@ struct DiceBlockLoops {
   SoftmaxCeSums softmax_ce_sums[3];
   SigmoidCeGrad sigmoid_ce_grads[3];
   SoftmaxCeGradAdd softmax_ce_grad_add;
+  SigmoidFocalSums sigmoid_focal_sums[2][3];
+  SoftmaxFocalSums softmax_focal_sums[3];
+  SigmoidFocalGradAdd sigmoid_focal_grad_add;
+  SoftmaxFocalGradAdd softmax_focal_grad_add;
 };
 
 struct DiceBlockFunctions {
@@ -304,6 +331,82 @@ void softmax_ce_grad_add_block(const T* p, const T* const* y_rows, const T* m,
   }
 }
 
+template <bool kDiceSigmoid, core::GammaKind K, typename T>
+void sigmoid_focal_sums_block(const T* p, const T* x, const T* y, const T* m, std::int64_t n,
+                              T gamma, T focal_gamma, T* sums) {
+  T intersection = 0, prediction = 0, truth = 0, positive = 0, negative = 0, pixels = 0;
+#pragma omp simd reduction(+ : intersection, prediction, truth, positive, negative, pixels)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const T pi = kDiceSigmoid ? core::sigmoid(x[i]) : p[i];
+    const core::ColumnTerms<T> t =
+        core::sigmoid_dice_focal_terms<K>(m[i], pi, y[i], x[i], gamma, focal_gamma);
+    intersection += t.intersection;
+    prediction += t.prediction;
+    truth += t.truth;
+    positive += t.focal_positive;
+    negative += t.focal_negative;
+    pixels += t.pixels;
+  }
+  const T values[core::kDiceFocalColumns] = {intersection, prediction, truth,
+                                             positive,     negative,   pixels};
+  for (int k = 0; k < core::kDiceFocalColumns; ++k) sums[k] = values[k];
+}
+
+template <core::GammaKind K, typename T>
+void softmax_focal_sums_block(const T* p, const T* x, const T* lse, const T* y, const T* m,
+                              std::int64_t n, T gamma, T focal_gamma, T* sums) {
+  T intersection = 0, prediction = 0, truth = 0, positive = 0, pixels = 0;
+#pragma omp simd reduction(+ : intersection, prediction, truth, positive, pixels)
+  for (std::int64_t i = 0; i < n; ++i) {
+    const core::ColumnTerms<T> t =
+        core::softmax_dice_focal_terms<K>(m[i], p[i], y[i], x[i], lse[i], gamma, focal_gamma);
+    intersection += t.intersection;
+    prediction += t.prediction;
+    truth += t.truth;
+    positive += t.focal_positive;
+    pixels += t.pixels;
+  }
+  const T values[core::kDiceFocalColumns] = {intersection, prediction, truth,
+                                             positive,     T(0),       pixels};
+  for (int k = 0; k < core::kDiceFocalColumns; ++k) sums[k] = values[k];
+}
+
+template <typename T>
+void sigmoid_focal_grad_add_block(const T* x, const T* y, const T* m, std::int64_t n,
+                                  T focal_gamma, T d_positive, T d_negative, T* grad) {
+#pragma omp simd
+  for (std::int64_t i = 0; i < n; ++i) {
+    grad[i] += core::sigmoid_focal_grad(m[i], y[i], x[i], d_positive, d_negative, focal_gamma);
+  }
+}
+
+template <typename T>
+void softmax_focal_grad_add_block(const T* p, const T* x, std::int64_t x_row_stride,
+                                  const T* lse, const T* const* y_rows, const T* m,
+                                  const T* d_positive, T focal_gamma, std::int64_t channels,
+                                  std::int64_t n, T* grad, T* work, T* coefficients) {
+  for (std::int64_t i = 0; i < n; ++i) work[i] = 0;
+  for (std::int64_t c = 0; c < channels; ++c) {
+    const T* pc = p + c * n;
+    const T* xc = x + c * x_row_stride;
+    const T* y = y_rows[c];
+    const T dc = d_positive[c];
+    T* a = coefficients + c * n;
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) {
+      a[i] = core::softmax_focal_coefficient(dc, y[i], xc[i] - lse[i], pc[i], focal_gamma);
+      work[i] += a[i];
+    }
+  }
+  for (std::int64_t c = 0; c < channels; ++c) {
+    const T* pc = p + c * n;
+    const T* a = coefficients + c * n;
+    T* out = grad + c * n;
+#pragma omp simd
+    for (std::int64_t i = 0; i < n; ++i) out[i] += core::softmax_ce_grad(m[i], pc[i], work[i], a[i]);
+  }
+}
+
 // The Sums and Grad rows of one soft-label setting.
 template <bool kSoft, typename T>
 void set_dice_row_loops(DiceBlockLoops<T>& loops) {
@@ -346,6 +449,17 @@ DiceBlockLoops<T> dice_block_loops() {
   loops.sigmoid_ce_grads[1] = &sigmoid_ce_grad_block<GammaKind::Two, T>;
   loops.sigmoid_ce_grads[2] = &sigmoid_ce_grad_block<GammaKind::General, T>;
   loops.softmax_ce_grad_add = &softmax_ce_grad_add_block<T>;
+  loops.sigmoid_focal_sums[0][0] = &sigmoid_focal_sums_block<true, GammaKind::One, T>;
+  loops.sigmoid_focal_sums[0][1] = &sigmoid_focal_sums_block<true, GammaKind::Two, T>;
+  loops.sigmoid_focal_sums[0][2] = &sigmoid_focal_sums_block<true, GammaKind::General, T>;
+  loops.sigmoid_focal_sums[1][0] = &sigmoid_focal_sums_block<false, GammaKind::One, T>;
+  loops.sigmoid_focal_sums[1][1] = &sigmoid_focal_sums_block<false, GammaKind::Two, T>;
+  loops.sigmoid_focal_sums[1][2] = &sigmoid_focal_sums_block<false, GammaKind::General, T>;
+  loops.softmax_focal_sums[0] = &softmax_focal_sums_block<GammaKind::One, T>;
+  loops.softmax_focal_sums[1] = &softmax_focal_sums_block<GammaKind::Two, T>;
+  loops.softmax_focal_sums[2] = &softmax_focal_sums_block<GammaKind::General, T>;
+  loops.sigmoid_focal_grad_add = &sigmoid_focal_grad_add_block<T>;
+  loops.softmax_focal_grad_add = &softmax_focal_grad_add_block<T>;
   return loops;
 }
 

@@ -164,7 +164,7 @@ void dice_sums_kernel(const DiceOperands& ops, at::Tensor& sums) {
     const acc_t* x = unit.input_rows(&x_stride);
     const acc_t* p = x;  // the rows that the Dice terms read
     int64_t p_stride = x_stride;
-    acc_t* lse = ops.cross_entropy() ? scratch.lse.data() : nullptr;
+    acc_t* lse = ops.cross_entropy() || ops.softmax_focal() ? scratch.lse.data() : nullptr;
     if (softmax) {
       loops.softmax(x, x_stride, C, length, scratch.p.data(), scratch.work.data(), lse);
       p = scratch.p.data();
@@ -173,7 +173,14 @@ void dice_sums_kernel(const DiceOperands& ops, at::Tensor& sums) {
     for (int64_t c = 0; c < C; ++c) {
       acc_t* out = &partials[(u * C + c) * columns];
       const acc_t* y = unit.target_row(c);
-      if (!ops.cross_entropy()) {
+      if (ops.softmax_focal()) {
+        loops.softmax_focal_sums[gamma](p + c * p_stride, x + c * x_stride, lse, y, unit.mask,
+                                        length, acc_t(ops.gamma), acc_t(ops.focal_gamma), out);
+      } else if (ops.focal()) {
+        loops.sigmoid_focal_sums[softmax ? 1 : 0][gamma](p + c * p_stride, x + c * x_stride, y,
+                                                         unit.mask, length, acc_t(ops.gamma),
+                                                         acc_t(ops.focal_gamma), out);
+      } else if (!ops.cross_entropy()) {
         sum_row(p + c * p_stride, y, unit.mask, length, acc_t(ops.gamma), out);
       } else if (softmax) {
         loops.softmax_ce_sums[gamma](p + c * p_stride, x + c * x_stride, lse, y, unit.mask,
@@ -214,6 +221,7 @@ void dice_sums_backward_kernel(const DiceOperands& ops, const at::Tensor& grad_s
   const int64_t columns = ops.columns();
   const acc_t* dsums = grad_sums.const_data_ptr<acc_t>();
   const acc_t gamma = acc_t(ops.gamma);
+  const acc_t focal_gamma = acc_t(ops.focal_gamma);
 
   for_each_unit<acc_t>(ops, [&](int64_t, int64_t n, int64_t begin, int64_t length,
                                 DiceScratch<acc_t>& scratch) {
@@ -226,7 +234,8 @@ void dice_sums_backward_kernel(const DiceOperands& ops, const at::Tensor& grad_s
     if (ops.activation == core::Activation::Softmax) {
       // dL/dp per channel, then through the softmax's Jacobian, then the
       // cross-entropy's own term.
-      loops.softmax(x, row_stride, C, length, s.p.data(), s.work.data(), nullptr);
+      acc_t* lse = ops.softmax_focal() ? s.lse.data() : nullptr;
+      loops.softmax(x, row_stride, C, length, s.p.data(), s.work.data(), lse);
       std::vector<const acc_t*>& y_rows = s.y_rows;
       std::vector<acc_t>& d_positive = s.d_positive;
       for (int64_t c = 0; c < C; ++c) {
@@ -244,6 +253,21 @@ void dice_sums_backward_kernel(const DiceOperands& ops, const at::Tensor& grad_s
                                   s.d_smoothing.data(), C,
                                   length, s.grad.data(), s.work.data());
       }
+      if (ops.softmax_focal()) {
+        // The focal term couples the channels as the CE's does; grad_p's rows
+        // (read by softmax_grad above) hold its coefficients.
+        for (int64_t c = 0; c < C; ++c) d_positive[c] = ds[c * columns + core::kFocalPositive];
+        loops.softmax_focal_grad_add(s.p.data(), x, row_stride, lse, y_rows.data(), unit.mask,
+                                     d_positive.data(), focal_gamma, C, length, s.grad.data(),
+                                     s.work.data(), s.grad_p.data());
+      } else if (ops.focal()) {
+        for (int64_t c = 0; c < C; ++c) {
+          loops.sigmoid_focal_grad_add(x + c * row_stride, y_rows[c], unit.mask, length,
+                                       focal_gamma, ds[c * columns + core::kFocalPositive],
+                                       ds[c * columns + core::kFocalNegative],
+                                       s.grad.data() + c * length);
+        }
+      }
       for (int64_t c = 0; c < C; ++c) {
         const acc_t* g = s.grad.data() + c * length;
         scalar_t* dst = out + c * ops.pixels;
@@ -258,6 +282,11 @@ void dice_sums_backward_kernel(const DiceOperands& ops, const at::Tensor& grad_s
       if (ops.cross_entropy()) {
         loops.sigmoid_ce_grads[gamma_index](x + c * row_stride, unit.target_row(c), unit.mask,
                                             length, gamma, d, g);
+      } else if (ops.focal()) {
+        const acc_t* y = unit.target_row(c);
+        grad_row(x + c * row_stride, y, unit.mask, length, gamma, d, g);
+        loops.sigmoid_focal_grad_add(x + c * row_stride, y, unit.mask, length, focal_gamma,
+                                     d[core::kFocalPositive], d[core::kFocalNegative], g);
       } else {
         grad_row(x + c * row_stride, unit.target_row(c), unit.mask, length, gamma, d, g);
       }
@@ -270,10 +299,11 @@ at::Tensor dice_sums_cpu(const at::Tensor& input, const at::Tensor& target,
                          std::string_view activation, double gamma,
                          std::optional<int64_t> ignore_index,
                          const std::optional<at::Tensor>& mask, bool cross_entropy,
-                         std::string_view caller, bool soft_label) {
+                         std::string_view caller, bool soft_label,
+                         std::optional<std::string_view> focal_activation, double focal_gamma) {
   const DiceOperands ops =
       prepare_dice_operands(caller, input, target, activation, gamma, ignore_index, mask,
-                            sums_layout(caller, cross_entropy, soft_label));
+                            cross_entropy, soft_label, focal_activation, focal_gamma);
   at::Tensor sums = empty_dice_sums(ops.input, ops.layout);
   sums.zero_();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ops.input.scalar_type(),
@@ -286,10 +316,12 @@ at::Tensor dice_sums_backward_cpu(const at::Tensor& grad_sums, const at::Tensor&
                                   const at::Tensor& target, std::string_view activation,
                                   double gamma, std::optional<int64_t> ignore_index,
                                   const std::optional<at::Tensor>& mask, bool cross_entropy,
-                                  std::string_view caller, bool soft_label) {
+                                  std::string_view caller, bool soft_label,
+                                  std::optional<std::string_view> focal_activation,
+                                  double focal_gamma) {
   const DiceOperands ops =
       prepare_dice_operands(caller, input, target, activation, gamma, ignore_index, mask,
-                            sums_layout(caller, cross_entropy, soft_label));
+                            cross_entropy, soft_label, focal_activation, focal_gamma);
   const at::Tensor dsums = prepare_dice_grad_sums(caller, grad_sums, ops.input, ops.layout);
   at::Tensor grad_input = at::empty_like(ops.input, at::MemoryFormat::Contiguous);
   AT_DISPATCH_FLOATING_TYPES_AND2(
