@@ -682,6 +682,14 @@ def focal_loss(
     raise ValueError(f"{name}: activation must be 'sigmoid' or 'softmax', got '{activation}'")
 
 
+def _sum_of_spatial_means(total: Tensor, input: Tensor, spatial: int) -> Tensor:
+    """MONAI's 'sum' (each image and channel's spatial mean, summed) from the
+    plain sum: NaN for images and channels with no pixels, 0 without any."""
+    if spatial == 0:
+        return total * float("nan") if input.shape[0] * input.shape[1] > 0 else total
+    return total / spatial
+
+
 def _accumulation_dtype(input: Tensor) -> torch.dtype:
     return torch.float64 if input.dtype == torch.float64 else torch.float32
 
@@ -757,7 +765,7 @@ def _sigmoid_focal_loss(input: Tensor, target: Tensor, gamma: float,
         if counted is None:
             total = torch.ops.segloss._pointwise_loss(input, target, weight, aux, "sum",
                                                       "sigmoid_focal_loss", params, name)
-            return total / spatial
+            return _sum_of_spatial_means(total, input, spatial)
         count = counted.expand(input.shape).sum(_spatial_dims(input), keepdim=True)
         per_image = 1.0 / count.to(_accumulation_dtype(input)).clamp_min(1.1920928955078125e-07)
         weight = per_image if weight is None else weight * per_image
@@ -844,7 +852,7 @@ def _softmax_focal_loss(input: Tensor, target: Tensor, gamma: float,
     if reduction == "sum":
         if weight_map is not None:
             return total
-        return total / spatial
+        return _sum_of_spatial_means(total, input, spatial)
     if ignore_index is None and mask is None:
         return total / (input.numel())
     count = counted.sum().to(_accumulation_dtype(input)).clamp_min(1.1920928955078125e-07)
