@@ -115,10 +115,14 @@ def test_sigmoid_matches_monai(spatial, options, reduction, gen):
     x, y = _data(shape, gen)
     options = dict(options)
     gamma = options.pop("gamma", 2.0)
-    if isinstance(options.get("alpha"), list) and options.get("include_background", True):
-        options["alpha"] = options["alpha"] + [0.5]
+    if isinstance(options.get("alpha"), list):
+        options["alpha"] = [0.5] + options["alpha"]  # one per input channel
     cw = options.pop("class_weights", None)
-    monai_options = dict(options, weight=cw) if cw is not None else options
+    monai_options = dict(options, weight=cw) if cw is not None else dict(options)
+    if not options.get("include_background", True):  # MONAI's lists skip channel 0
+        for key in ("alpha", "weight"):
+            if isinstance(monai_options.get(key), list):
+                monai_options[key] = monai_options[key][1:]
     xm = x.clone().requires_grad_()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -214,8 +218,10 @@ def softmax_focal_reference(x, labels, gamma, alpha=None, include_background=Tru
     x = x.double()
     c = x.shape[1]
     onehot = F.one_hot(labels[:, 0].long(), c).movedim(-1, 1).double()
-    if not include_background:
+    if not include_background:  # per-class lists index the input's channels
         x, onehot = x[:, 1:], onehot[:, 1:]
+        alpha = alpha[1:] if isinstance(alpha, (list, tuple)) else alpha
+        class_weights = None if class_weights is None else class_weights[1:]
     log_p = torch.log_softmax(x, 1)
     loss = -(1 - log_p.exp()) ** gamma * log_p * onehot
     shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
@@ -244,12 +250,18 @@ SOFTMAX_OPTIONS = [{}, {"alpha": 0.25}, {"alpha": [0.1, 0.2, 0.3, 0.4]},
 
 
 def _softmax_options(options):
+    return dict(options)
+
+
+def _monai_lists(options, cw):
+    """MONAI's alpha / weight lists: without channel 0 with include_background=False."""
     options = dict(options)
     if not options.get("include_background", True):
-        for key in ("alpha", "class_weights"):
-            if isinstance(options.get(key), list):
-                options[key] = options[key][1:]
-    return options
+        if isinstance(options.get("alpha"), list):
+            options["alpha"] = options["alpha"][1:]
+        if cw is not None:
+            cw = cw[1:]
+    return options, cw
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -293,10 +305,11 @@ def test_softmax_matches_monai(options, reduction, gen):
     gamma = options.pop("gamma", 2.0)
     cw = options.pop("class_weights", None)
     xm = x.clone().requires_grad_()
+    monai_options, monai_cw = _monai_lists(options, cw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         expected = MonaiFocalLoss(gamma=gamma, reduction=reduction, use_softmax=True,
-                                  to_onehot_y=True, weight=cw, **options)(xm, t)
+                                  to_onehot_y=True, weight=monai_cw, **monai_options)(xm, t)
         (expected_grad,) = torch.autograd.grad(expected.sum(), xm)
         xs = x.clone().requires_grad_()
         loss = segloss.focal_loss(xs, t, gamma, activation="softmax", reduction=reduction,

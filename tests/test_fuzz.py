@@ -1860,7 +1860,7 @@ def test_focal_loss(data):
     alpha_kind = data.draw(st.sampled_from(["none", "scalar", "list"]), label="alpha kind")
     alpha = None if alpha_kind == "none" else (
         data.draw(st.floats(0.0, 1.0), label="alpha") if alpha_kind == "scalar"
-        else [float(a) for a in rng.uniform(0, 1, kept)])
+        else [float(a) for a in rng.uniform(0, 1, c)])  # one per input channel
     reduction = data.draw(st.sampled_from(["none", "mean", "sum"]), label="reduction")
     expect = set()
     if rarely(data, "bad gamma?"):
@@ -1915,7 +1915,8 @@ def test_focal_loss(data):
         scale = m.detach() * ((1 - t) * xs.detach()).abs().add(F.logsigmoid(xs.detach()).abs()) \
             * (1 + gamma * F.logsigmoid(z.detach()).abs())
         if isinstance(alpha, list):
-            a = torch.tensor(alpha, dtype=torch.float64).view([1, kept] + [1] * len(spatial))
+            a = torch.tensor(alpha[c - kept:], dtype=torch.float64).view(
+                [1, kept] + [1] * len(spatial))
             terms = torch.where(t == 1, a, torch.ones_like(a)) * terms
         elif alpha is not None:
             terms = (alpha * t + (1 - alpha) * (1 - t)) * terms
@@ -1943,7 +1944,7 @@ def test_focal_loss(data):
             * (1 + gamma * torch.log(one_minus_p).abs().nan_to_num(posinf=0.0))
         factors = None
         if isinstance(alpha, list):
-            factors = alpha
+            factors = alpha[c - kept:]
         elif alpha is not None and (include_background or c == 1):
             factors = [1 - alpha] + [alpha] * (kept - 1)
         if factors is not None:

@@ -637,12 +637,15 @@ def focal_loss(
         target: as described above.
         gamma: the focusing exponent, ``>= 0``.
         alpha: ``None``, a float in ``[0, 1]`` or one value in ``[0, 1]`` per
-            channel (after ``include_background`` drops channel 0).
+            input channel (channel 0's unused without the background; MONAI's
+            list has one entry fewer then).
         activation: ``"sigmoid"`` or ``"softmax"``.
         include_background: ``False`` drops channel 0 of input and target
             (for ``C > 1``).
-        class_weights: ``Tensor[C]`` (after dropping channel 0), non-negative
-            weights of each channel's loss (MONAI's ``weight``).
+        class_weights: ``Tensor[C]``, non-negative weights of each input
+            channel's loss (MONAI's ``weight``, which has ``C - 1`` entries
+            with ``include_background=False``; ours keeps ``C``, as
+            :func:`dice_loss`).
         ignore_index: sigmoid: elements whose target equals it; softmax:
             pixels whose class index equals it. They add nothing.
         mask: ``Tensor[N, 1, *spatial]`` or input-shaped (sigmoid), ``{0, 1}``
@@ -671,6 +674,22 @@ def focal_loss(
         alpha_scalar = float(alpha)
         if not (alpha_scalar >= 0.0 and alpha_scalar <= 1.0):
             raise ValueError(f"{name}: alpha must be in [0, 1], got {alpha_scalar}")
+    # Per-class values index the input's channels (as dice_loss's
+    # class_weights); without the background, channel 0's is dropped.
+    channels = input.shape[1]
+    drop_background = not include_background and channels > 1
+    if alpha_list is not None:
+        if len(alpha_list) != channels:
+            raise ValueError(f"{name}: alpha must hold one value per channel ({channels}), "
+                             f"got {len(alpha_list)}")
+        if drop_background:
+            alpha_list = alpha_list[1:]
+    if class_weights is not None:
+        if class_weights.dim() != 1 or class_weights.shape[0] != channels:
+            raise ValueError(f"{name}: class_weights must hold one value per channel "
+                             f"({channels}), got shape {list(class_weights.shape)}")
+        if drop_background:
+            class_weights = class_weights[1:]
     if activation == "sigmoid":
         return _sigmoid_focal_loss(input, target, gamma, alpha_scalar, alpha_list,
                                    include_background, class_weights, ignore_index, mask,
@@ -750,7 +769,8 @@ def _sigmoid_focal_loss(input: Tensor, target: Tensor, gamma: float,
     aux: Optional[Tensor] = None
     params = [gamma]
     if alpha_list is not None:
-        aux = _per_class(name, "alpha", _float64_tensor(alpha_list, input.device), channels, input)
+        alphas = _float64_tensor(alpha_list, input.device)
+        aux = _per_class(name, "alpha", alphas, channels, input)
     elif alpha_scalar is not None:
         params = [gamma, alpha_scalar]
     spatial = 1
@@ -823,7 +843,8 @@ def _softmax_focal_loss(input: Tensor, target: Tensor, gamma: float,
     channels = input.shape[1]
     per_class: Optional[Tensor] = None
     if alpha_list is not None:
-        per_class = _per_class(name, "alpha", _float64_tensor(alpha_list, input.device), channels, input).flatten()
+        alphas = _float64_tensor(alpha_list, input.device)
+        per_class = _per_class(name, "alpha", alphas, channels, input).flatten()
     elif alpha_scalar is not None:
         per_class = _float64_tensor([1.0 - alpha_scalar] + [alpha_scalar] * (channels - 1),
                                     input.device)
