@@ -298,12 +298,26 @@ def balanced_bce_formula(x, y):
     return -(beta * y * F.logsigmoid(x) + (1 - beta) * (1 - y) * F.logsigmoid(-x)).mean()
 
 
+def dice_focal_formula(x, y, gamma: float = 2.0, smooth: float = 1e-5):
+    """MONAI's DiceFocalLoss(softmax=True, to_onehot_y=True): a softmax Dice and
+    a sigmoid focal term on the one-hot target, in PyTorch ops."""
+    onehot = F.one_hot(y[:, 0].long(), x.shape[1]).movedim(-1, 1).to(x.dtype)
+    p = torch.softmax(x, 1)
+    dims = tuple(range(2, x.dim()))
+    dice = 1 - (2 * (p * onehot).sum(dims) + smooth) / (p.sum(dims) + onehot.sum(dims) + smooth)
+    bce = F.binary_cross_entropy_with_logits(x, onehot, reduction="none")
+    focal = torch.exp(gamma * F.logsigmoid(-x * (2 * onehot - 1))) * bce
+    return dice.mean() + focal.mean()
+
+
 def focal_cases(device) -> List[Case]:
     monai = monai_losses()
     if monai is not None:
         name, softmax_reference = "MONAI", monai.FocalLoss(use_softmax=True, to_onehot_y=True)
+        dice_focal_reference = monai.DiceFocalLoss(softmax=True, to_onehot_y=True)
     else:
         name, softmax_reference = NO_MONAI, softmax_focal_formula
+        dice_focal_reference = dice_focal_formula
     cases = []
     for shape in [(16, 1, 512, 512), (2, 1, 128, 128, 128)]:
         cases += [
@@ -315,9 +329,21 @@ def focal_cases(device) -> List[Case]:
                  lambda x, y: segloss.balanced_bce_with_logits(x, y),
                  "torch eager", balanced_bce_formula, balanced_bce_formula),
         ]
-    cases.append(Case("softmax focal, label map", (2, 4, 128, 128, 128), class_map,
-                      lambda x, y: segloss.focal_loss(x, y, 2.0, activation="softmax"),
-                      name, softmax_reference, softmax_focal_formula))
+    shape = (2, 4, 128, 128, 128)
+    cases += [
+        Case("softmax focal, label map", shape, class_map,
+             lambda x, y: segloss.focal_loss(x, y, 2.0, activation="softmax"),
+             name, softmax_reference, softmax_focal_formula),
+        Case("dice+focal (sigmoid focal), softmax, label map", shape, class_map,
+             lambda x, y: segloss.dice_focal_loss(x, y, activation="softmax",
+                                                  focal_activation="sigmoid"),
+             name, dice_focal_reference, dice_focal_formula),
+        Case("dice+focal (softmax focal), softmax, label map", shape, class_map,
+             lambda x, y: segloss.dice_focal_loss(x, y, activation="softmax"),
+             "dice + softmax focal, eager",
+             lambda x, y: dice_formula(x, y, "softmax") + softmax_focal_formula(x, y),
+             lambda x, y: dice_formula(x, y, "softmax") + softmax_focal_formula(x, y)),
+    ]
     return cases
 
 

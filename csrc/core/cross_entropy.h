@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "dice.h"
+#include "focal.h"
 #include "float_math.h"
 #include "labels.h"
 #include "platform.h"
@@ -42,7 +43,7 @@ SEGLOSS_INLINE T weighted_nll_grad(T scale, T shifted_exp, T inverse_sum, bool i
 //   loss = a (1 - p_t)^gamma (-log p_t)
 //   d loss / d x_k = a f (p_k - [k == t]),
 //   f = q^gamma (1 + gamma p_t (-log p_t) / q),   q = 1 - p_t,
-// which is -dL/dlog p_t / a. As q -> 0, (-log p_t) / q -> 1, so f stays
+// which is -dL/dlog p_t / a (core::focal_grad_factor, focal.h). As q -> 0, (-log p_t) / q -> 1, so f stays
 // finite for every gamma >= 0 (also 0 < gamma < 1, whose q^(gamma - 1) alone
 // is infinite at q = 0). q is computed as (sum of the other classes' e_k) /
 // (sum of all e_k), not 1 - p_t, which would cancel as p_t -> 1.
@@ -58,32 +59,10 @@ SEGLOSS_INLINE T target_nll(T max_x, T sum_exp_shifted, T other_exp_shifted, T x
   return target_is_max ? near_one : log_sum_exp(max_x, sum_exp_shifted) - x_target;
 }
 
-// q^gamma for q in [0, 1] and gamma > 0 (0 at q = 0); gamma = 1 and 2 exact.
-template <typename T>
-SEGLOSS_INLINE T focal_power(T q, T gamma) {
-  const T general = exp_(gamma * log_(q));
-  return gamma == T(2) ? q * q : gamma == T(1) ? q : general;
-}
-
 // The pixel's focal loss, a q^gamma (-log p_t); 0 at ignored pixels.
 template <typename T>
 SEGLOSS_INLINE T focal_nll(bool ignored, T coefficient, T q, T nll, T gamma) {
   return ignored ? T(0) : coefficient * focal_power(q, gamma) * nll;
-}
-
-// (-log p_t) / q, with its limit 1 at q = 0 (where -log p_t = log1p(0) = 0).
-template <typename T>
-SEGLOSS_INLINE T nll_over_q(T nll, T q) {
-  return q == T(0) ? T(1) : nll / (q == T(0) ? T(1) : q);
-}
-
-// f above: -dL/dlog p_t per unit coefficient. p_t (-log p_t) / q is taken as
-// 0 where p_t = 0 (x_t = -inf: -log p_t = inf), its limit.
-template <typename T>
-SEGLOSS_INLINE T focal_grad_factor(T q, T p_target, T nll, T gamma) {
-  const T ratio = nll_over_q(nll, q);
-  const T p_ratio = p_target == T(0) ? T(0) : p_target * ratio;
-  return focal_power(q, gamma) * (T(1) + gamma * p_ratio);
 }
 
 // d loss / d x_k of the focal form: scale (p_k - [k == t]), scale = a f times

@@ -16,8 +16,9 @@
 // also 0 < gamma < 1 at p_t = 1, where d(1 - p_t)^gamma / dp_t is infinite.
 // gamma = 0 is the BCE exactly for finite x (M = 1, the focusing term 0).
 // The unweighted value and derivative are functions of their own, which
-// SigmoidFocal and the Dice + focal sums (core/dice.h) share; so are the
-// softmax focal loss's (per channel, -(1 - p)^gamma log p).
+// SigmoidFocal and the Dice + focal sums (core/dice.h) share; so is the
+// softmax focal loss's math (per class, -(1 - p)^gamma log p), shared by the
+// multi-class cross-entropy (core/cross_entropy.h) and the Dice + focal sums.
 #pragma once
 
 #include <cmath>
@@ -67,39 +68,56 @@ SEGLOSS_INLINE T sigmoid_focal_derivative(T x, T y, T gamma) {
   return m * (sigmoid(x) - y) + gamma * m * sigmoid(-z) * one_minus_2y * logit_bce(x, y);
 }
 
-// The softmax focal loss of one channel (MONAI's softmax_focal_loss),
-//   f(l) = -(1 - p)^gamma l,   l = log p,
-// from l (x - lse, accurate where p is near 1) and p. 1 - p is -expm1(l),
-// without the cancellation of 1 - p.
-SEGLOSS_INLINE float one_minus_exp(float l) { return -expm1f(l); }
-SEGLOSS_INLINE double one_minus_exp(double l) { return -expm1(l); }
+// The softmax focal loss of one class (MONAI's softmax_focal_loss; the
+// focal form of the multi-class cross-entropy and the Dice + focal columns):
+//   f = q^gamma (-log p),   q = 1 - p,
+//   -df/dlog p = q^gamma (1 + gamma p (-log p) / q).
+// As q -> 0, (-log p) / q -> 1, so the derivative stays finite for every
+// gamma >= 0 (also 0 < gamma < 1, whose q^(gamma - 1) alone is infinite at
+// q = 0). Callers compute q without the cancellation of 1 - p.
 
-// (1 - p)^gamma from q = 1 - p: 1 at gamma = 0 (also at q = 0), 0 at q <= 0
-// for gamma > 0 (q < 0 only by rounding).
+// q^gamma for q in [0, 1]: 1 at gamma = 0 (also at q = 0), 0 at q = 0 for
+// gamma > 0 (log q is kept above -max: no branch on gamma); gamma = 1 and 2
+// exact.
 template <typename T>
-SEGLOSS_INLINE T softmax_focal_modulation(T q, T gamma) {
-  if (gamma == T(0)) return T(1);
-  return q > T(0) ? exp_(gamma * log_(q)) : T(0);
+SEGLOSS_INLINE T focal_power(T q, T gamma) {
+  const T log_q = log_(q);
+  const T lowest = -std::numeric_limits<T>::max();
+  const T general = exp_(gamma * (log_q < lowest ? lowest : log_q));
+  return gamma == T(2) ? q * q : gamma == T(1) ? q : general;
 }
 
+// (-log p) / q, with its limit 1 at q = 0 (where -log p = 0).
+template <typename T>
+SEGLOSS_INLINE T nll_over_q(T nll, T q) {
+  return q == T(0) ? T(1) : nll / (q == T(0) ? T(1) : q);
+}
+
+// -df/dlog p. p (-log p) / q is taken as 0 where p = 0 (-log p = inf), its
+// limit.
+template <typename T>
+SEGLOSS_INLINE T focal_grad_factor(T q, T p, T nll, T gamma) {
+  const T ratio = nll_over_q(nll, q);
+  const T p_ratio = p == T(0) ? T(0) : p * ratio;
+  return focal_power(q, gamma) * (T(1) + gamma * p_ratio);
+}
+
+// q = 1 - p from l = log p <= 0 as -expm1(l), without the cancellation of
+// 1 - p (never below 0).
+SEGLOSS_INLINE float one_minus_exp(float l) { return l < 0.0f ? -expm1f(l) : 0.0f; }
+SEGLOSS_INLINE double one_minus_exp(double l) { return l < 0.0 ? -expm1(l) : 0.0; }
+
+// f from l = log p (x - lse, accurate where p is near 1).
 template <typename T>
 SEGLOSS_INLINE T softmax_focal_value(T l, T gamma) {
-  return -softmax_focal_modulation(one_minus_exp(l), gamma) * l;
+  return focal_power(one_minus_exp(l), gamma) * -l;
 }
 
-// df/dl = -(1 - p)^gamma [1 - gamma p l / (1 - p)]. The ratio l / (1 - p)
-// tends to -1 as p -> 1 (l ~ -(1 - p)), so the derivative is finite for every
-// gamma >= 0, also 0 < gamma < 1 at p = 1, where d(1 - p)^gamma / dp is
-// infinite: there it is 0 (gamma > 0) or -1 (gamma = 0, the CE's).
+// df/dlog p from l and p: -1 at gamma = 0 (the cross-entropy's).
 template <typename T>
 SEGLOSS_INLINE T softmax_focal_log_derivative(T l, T p, T gamma) {
-  const T q = one_minus_exp(l);
-  const T modulation = softmax_focal_modulation(q, gamma);
-  if (gamma == T(0)) return -modulation;
-  const T ratio = q > T(0) ? l / q : T(-1);
-  return -modulation * (T(1) - gamma * p * ratio);
+  return -focal_grad_factor(one_minus_exp(l), p, -l, gamma);
 }
-
 
 struct SigmoidFocal : PointwisePolicy {
   static constexpr const char* kAux = "alpha";  // per-class alpha, broadcast
