@@ -151,6 +151,30 @@ def test_sigmoid_ignore_index_matches_monai_label_encoded(reduction, gen):
     torch.testing.assert_close(loss, expected.double(), rtol=1e-5, atol=1e-6)
 
 
+def torchvision_sigmoid_focal_loss(x, y, alpha=0.25, gamma=2.0):
+    """torchvision.ops.sigmoid_focal_loss(reduction="none")'s formula (its
+    PyPI wheel is a CUDA build whose ops do not load beside the CPU torch)."""
+    p = torch.sigmoid(x)
+    ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
+    p_t = p * y + (1 - p) * (1 - y)
+    loss = ce * ((1 - p_t) ** gamma)
+    if alpha >= 0:
+        loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
+    return loss
+
+
+@pytest.mark.parametrize("alpha", [0.25, -1.0])
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])
+def test_sigmoid_matches_torchvision_for_binary_targets(gamma, alpha, gen):
+    x, y = _data((2, 3, 6, 7), gen)
+    expected = torchvision_sigmoid_focal_loss(x, y, alpha, gamma)
+    a = alpha if alpha >= 0 else None  # torchvision's alpha < 0: no weighting
+    assert_matches(segloss.focal_loss(x, y, gamma, a, reduction="none"), expected)
+    # torchvision's "mean" is ours; its "sum" is the plain sum.
+    assert_matches(segloss.focal_loss(x, y, gamma, a), expected.mean())
+    assert_matches(segloss.focal_loss(x, y, gamma, a, reduction="none").sum(), expected.sum())
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_sigmoid_gamma_0_is_bce(reduction, gen):
     x, y = _data((2, 3, 5, 6), gen)
