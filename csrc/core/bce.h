@@ -18,13 +18,13 @@ template <typename T>
 SEGLOSS_INLINE T log_sigmoid(T x) {
   const T neg_abs = x < T(0) ? x : -x;
   const T min_x_0 = x < T(0) ? x : T(0);
-  return min_x_0 - log1p_unit_(exp_(neg_abs));  // exp(-|x|) in [0, 1]
+  return min_x_0 - log1p_unit_(exp_nonpositive_(neg_abs));  // exp(-|x|) in [0, 1]
 }
 
 // 1 / (1 + exp(-x)) without overflow for large |x|.
 template <typename T>
 SEGLOSS_INLINE T sigmoid(T x) {
-  const T e = exp_(x < T(0) ? x : -x);  // exp(-|x|) in (0, 1]
+  const T e = exp_nonpositive_(x < T(0) ? x : -x);  // exp(-|x|) in (0, 1]
   const T s = T(1) / (T(1) + e);
   return x < T(0) ? e * s : s;
 }
