@@ -12,8 +12,7 @@
 namespace segloss::core {
 
 // log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|)): finite for every finite x.
-// A NaN x gives a finite value here; the losses propagate it through their
-// (1 - y) x term.
+// A NaN x gives NaN (the losses' (1 - y) x term propagates it too).
 template <typename T>
 SEGLOSS_INLINE T log_sigmoid(T x) {
   const T neg_abs = x < T(0) ? x : -x;
