@@ -13,19 +13,18 @@
 namespace segloss::core {
 
 // log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|)): finite for every finite x.
-// A NaN x gives a finite value here; the losses propagate it through their
-// (1 - y) x term.
+// A NaN x gives NaN (the losses' (1 - y) x term propagates it too).
 template <typename T>
 SEGLOSS_INLINE T log_sigmoid(T x) {
   const T neg_abs = x < T(0) ? x : -x;
   const T min_x_0 = x < T(0) ? x : T(0);
-  return min_x_0 - log1p_unit_(exp_(neg_abs));  // exp(-|x|) in [0, 1]
+  return min_x_0 - log1p_unit_(exp_nonpositive_(neg_abs));  // exp(-|x|) in [0, 1]
 }
 
 // 1 / (1 + exp(-x)) without overflow for large |x|.
 template <typename T>
 SEGLOSS_INLINE T sigmoid(T x) {
-  const T e = exp_(x < T(0) ? x : -x);  // exp(-|x|) in (0, 1]
+  const T e = exp_nonpositive_(x < T(0) ? x : -x);  // exp(-|x|) in (0, 1]
   const T s = T(1) / (T(1) + e);
   return x < T(0) ? e * s : s;
 }

@@ -85,6 +85,10 @@ int main(int argc, char** argv) {
   // exp: every input whose result is a normal float or rounds to 0 / inf near the ends.
   report("exp", sweep(-103.0f, 88.7f, stride, [](float x) { return core::exp_(x); },
                       [](double x) { return std::exp(x); }));
+  // exp_nonpositive: the same below 0 (sigmoid and log_sigmoid take exp(-|x|) with it).
+  report("exp_nonpositive", sweep(-103.0f, 0.0f, stride,
+                                  [](float x) { return core::exp_nonpositive_(x); },
+                                  [](double x) { return std::exp(x); }));
   report("log", sweep(smallest, max_float, stride, [](float x) { return core::log_(x); },
                       [](double x) { return std::log(x); }));
   report("log1p", sweep(-0.999999940f, 1.0f, stride,  // its documented domain [-1, 1]
