@@ -106,7 +106,7 @@ struct SigmoidNll {
 // min(x, 0) - min(x, 0) term is 0 for every other x.
 template <typename T>
 SEGLOSS_INLINE SigmoidNll<T> sigmoid_nll(T x) {
-  const T softplus_neg_abs = log1p_unit_(exp_(x < T(0) ? x : -x));  // log(1 + exp(-|x|))
+  const T softplus_neg_abs = log1p_unit_(exp_nonpositive_(x < T(0) ? x : -x));  // log(1 + exp(-|x|))
   const T min_x_0 = x < T(0) ? x : T(0);
   return {softplus_neg_abs - min_x_0,
           softplus_neg_abs + (x > T(0) ? x : T(0)) + (min_x_0 - min_x_0)};

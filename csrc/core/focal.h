@@ -47,7 +47,7 @@ template <typename T>
 SEGLOSS_INLINE T logit_bce(T x, T y) {
   const T positive = x > T(0) ? x : T(0);
   const T xy = y == T(0) ? T(0) : x * y;  // 0 at y = 0 also for x = +-inf, as PyTorch's BCE
-  return positive - xy + log1p_unit_(exp_(x < T(0) ? x : -x));
+  return positive - xy + log1p_unit_(exp_nonpositive_(x < T(0) ? x : -x));
 }
 
 // The unweighted sigmoid focal loss M B at one element (no alpha): the value
