@@ -160,6 +160,26 @@ SEGLOSS_INLINE float log1p_unit_f(float t) {
   return (t * t) * q + t;
 }
 
+// 1 - exp(l) = -expm1(l) for l <= 0 (1 - p from l = log p, the focal
+// losses' q), without the cancellation of 1 - exp(l) near l = 0: above
+// -log(2), expm1's Taylor polynomial to degree 10 (truncation under 1e-9
+// relative); below it, 1 - exp(l), where exp(l) <= 1/2 loses nothing. 0 for
+// l >= 0 and for NaN (callers' other factor, -l, propagates NaN).
+SEGLOSS_INLINE float one_minus_exp_f(float l) {
+  float p = 2.7557319e-7f;  // 1 / 10!
+  p = p * l + 2.7557319e-6f;
+  p = p * l + 2.4801587e-5f;
+  p = p * l + 1.9841270e-4f;
+  p = p * l + 1.3888889e-3f;
+  p = p * l + 8.3333333e-3f;
+  p = p * l + 4.1666667e-2f;
+  p = p * l + 1.6666667e-1f;
+  p = p * l + 0.5f;  // 1 / 2!
+  const float near_zero = -(l + (l * l) * p);
+  const float q = l > -0.693147182f ? near_zero : 1.0f - exp_nonpositive_f(l);
+  return l < 0.0f ? q : 0.0f;
+}
+
 // log(x) for a finite, normal x > 0 only (a NaN x gives an unspecified
 // finite value): no special-value selects, so loops that call it vectorise.
 SEGLOSS_INLINE float log_normal_f(float x) { return log_normal_f(x, 0); }
@@ -177,5 +197,7 @@ SEGLOSS_INLINE double log1p_(double x) { return ::log1p(x); }
 SEGLOSS_INLINE double log1p_unit_(double x) { return ::log1p(x); }
 SEGLOSS_INLINE double exp_(double x) { return ::exp(x); }
 SEGLOSS_INLINE double exp_nonpositive_(double x) { return ::exp(x); }
+SEGLOSS_INLINE float one_minus_exp(float l) { return one_minus_exp_f(l); }
+SEGLOSS_INLINE double one_minus_exp(double l) { return l < 0.0 ? -::expm1(l) : 0.0; }
 
 }  // namespace segloss::core

@@ -77,14 +77,13 @@ SEGLOSS_INLINE T sigmoid_focal_derivative(T x, T y, T gamma) {
 // q = 0). Callers compute q without the cancellation of 1 - p.
 
 // q^gamma for q in [0, 1]: 1 at gamma = 0 (also at q = 0), 0 at q = 0 for
-// gamma > 0 (log q is kept above -max: no branch on gamma); gamma = 1 and 2
-// exact.
+// gamma > 0. log q is kept above -max, and there is no select on gamma (g++
+// does not vectorise the CPU loops with one).
 template <typename T>
 SEGLOSS_INLINE T focal_power(T q, T gamma) {
   const T log_q = log_(q);
   const T lowest = -std::numeric_limits<T>::max();
-  const T general = exp_(gamma * (log_q < lowest ? lowest : log_q));
-  return gamma == T(2) ? q * q : gamma == T(1) ? q : general;
+  return exp_(gamma * (log_q < lowest ? lowest : log_q));
 }
 
 // (-log p) / q, with its limit 1 at q = 0 (where -log p = 0).
@@ -102,12 +101,8 @@ SEGLOSS_INLINE T focal_grad_factor(T q, T p, T nll, T gamma) {
   return focal_power(q, gamma) * (T(1) + gamma * p_ratio);
 }
 
-// q = 1 - p from l = log p <= 0 as -expm1(l), without the cancellation of
-// 1 - p (never below 0).
-SEGLOSS_INLINE float one_minus_exp(float l) { return l < 0.0f ? -expm1f(l) : 0.0f; }
-SEGLOSS_INLINE double one_minus_exp(double l) { return l < 0.0 ? -expm1(l) : 0.0; }
-
-// f from l = log p (x - lse, accurate where p is near 1).
+// f from l = log p (x - lse, accurate where p is near 1); q = 1 - p is
+// one_minus_exp(l) (float_math.h), without the cancellation of 1 - p.
 template <typename T>
 SEGLOSS_INLINE T softmax_focal_value(T l, T gamma) {
   return focal_power(one_minus_exp(l), gamma) * -l;

@@ -89,6 +89,10 @@ int main(int argc, char** argv) {
   report("exp_nonpositive", sweep(-103.0f, 0.0f, stride,
                                   [](float x) { return core::exp_nonpositive_(x); },
                                   [](double x) { return std::exp(x); }));
+  // one_minus_exp: 1 - exp(l) for l <= 0 (the focal losses' 1 - p).
+  report("one_minus_exp", sweep(-103.0f, 0.0f, stride,
+                                [](float x) { return core::one_minus_exp(x); },
+                                [](double x) { return -std::expm1(x); }));
   report("log", sweep(smallest, max_float, stride, [](float x) { return core::log_(x); },
                       [](double x) { return std::log(x); }));
   report("log1p", sweep(-0.999999940f, 1.0f, stride,  // its documented domain [-1, 1]
