@@ -17,7 +17,7 @@ expansions), extreme and non-finite values, empty and full masks, 0 / 1 /
 many instances with random ids of every integer dtype.
 
 Profiles: "ci" (default; small, reproducible) and "long"
-(SEGLOSS_FUZZ_PROFILE=long, or scripts/fuzz: 11,200 cases).
+(SEGLOSS_FUZZ_PROFILE=long, or scripts/fuzz: 12,480 cases).
 """
 
 import math
@@ -47,7 +47,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
 # --------------------------------------------------------------------------
 # Profiles. Every test takes a share of the profile's max_examples, scaled by
 # its cost, so that "ci" runs the whole file in well under a minute on two
-# cores and "long" runs 11,200 (14 shares of 800).
+# cores and "long" runs 12,480 (15.6 shares of 800).
 
 _COMMON = dict(
     deadline=None,  # the references (brute force, float64 autograd) are slow by design
