@@ -819,27 +819,33 @@ def _softmax_focal_loss(input: Tensor, target: Tensor, gamma: float,
     if n_classes < 2:
         raise ValueError(f"{name}: activation='softmax' needs at least 2 channels, got "
                          f"input of shape {list(input.shape)}")
-    labels = target.to(torch.int64)
-    counted = torch.ones_like(labels, dtype=torch.bool)
+    # The labels are read in place (uint8, int32, int64): only dropping the
+    # background copies them. The op's ignore_index is the user's, or a value
+    # no class index takes; masked pixels get weight 0 through the weight map.
+    labels = target
+    skip = ignore_index if ignore_index is not None else -9223372036854775807 - 1
+    counted: Optional[Tensor] = None  # the pixels that count, where some do not
     if ignore_index is not None:
         counted = labels != ignore_index
+    pixel_weight: Optional[Tensor] = None
     if mask is not None:
         m = mask.to(device=input.device) != 0
         if m.dim() == input.dim():
             m = m.squeeze(1)
-        counted = counted & m
-    # The op's ignore_index: ignored pixels, and class-0 pixels without the
-    # background (MONAI: their one-hot row is all zero after dropping it).
-    skip = -1
+        counted = m if counted is None else counted & m
+        pixel_weight = m.to(_accumulation_dtype(input))
     if not include_background:
         if alpha_scalar is not None:
             warnings.warn("segloss.focal_loss: include_background=False, scalar alpha "
                           "ignored with softmax (as MONAI)")
             alpha_scalar = None
+        # Class-0 pixels have no target channel left (MONAI: an all-zero
+        # one-hot row): they add nothing, as ignored pixels, but count.
         input = input[:, 1:]
-        labels = torch.where(counted & (labels != 0), labels - 1, torch.full_like(labels, skip))
-    else:
-        labels = torch.where(counted, labels, torch.full_like(labels, skip))
+        skip = -1
+        keep = labels != 0 if counted is None else counted & (labels != 0)
+        labels = torch.where(keep, labels.to(torch.int64) - 1, torch.full_like(labels, skip,
+                                                                               dtype=torch.int64))
     channels = input.shape[1]
     per_class: Optional[Tensor] = None
     if alpha_list is not None:
@@ -856,25 +862,29 @@ def _softmax_focal_loss(input: Tensor, target: Tensor, gamma: float,
     spatial = 1
     for d in _spatial_dims(input):
         spatial *= input.shape[d]
-    weight_map: Optional[Tensor] = None
     if reduction == "none":
-        loss, _ = torch.ops.segloss._weighted_cross_entropy(input, labels, None, per_class, skip,
-                                                            "none", gamma, 0.0, name)
+        loss, _ = torch.ops.segloss._weighted_cross_entropy(input, labels, pixel_weight,
+                                                            per_class, skip, "none", gamma, 0.0,
+                                                            name)
         full = torch.zeros(input.shape, dtype=loss.dtype, device=loss.device)
-        index = torch.where(labels == skip, torch.zeros_like(labels), labels).unsqueeze(1)
-        return full.scatter(1, index, loss.unsqueeze(1))
-    if reduction == "sum" and (ignore_index is not None or mask is not None):
+        in_range = (labels >= 0) & (labels < channels)
+        index = torch.where(in_range, labels, torch.zeros_like(labels)).to(torch.int64)
+        return full.scatter(1, index.unsqueeze(1), loss.unsqueeze(1))
+    weight_map = pixel_weight
+    if reduction == "sum" and counted is not None:
         # MONAI: each image's spatial mean over its counted pixels.
         count = counted.flatten(1).sum(1).to(_accumulation_dtype(input))
         count = count.clamp_min(1.1920928955078125e-07)
-        weight_map = (1.0 / count).view([-1] + [1] * (labels.dim() - 1)).expand(labels.shape)
+        per_image = (1.0 / count).view([-1] + [1] * (labels.dim() - 1))
+        weight_map = per_image.expand(labels.shape) if weight_map is None \
+            else weight_map * per_image
     total, _ = torch.ops.segloss._weighted_cross_entropy(input, labels, weight_map, per_class,
                                                          skip, "sum", gamma, 0.0, name)
     if reduction == "sum":
-        if weight_map is not None:
+        if counted is not None:
             return total
         return _sum_of_spatial_means(total, input, spatial)
-    if ignore_index is None and mask is None:
+    if counted is None:
         return total / (input.numel())
     count = counted.sum().to(_accumulation_dtype(input)).clamp_min(1.1920928955078125e-07)
     return (total / count).to(total.dtype)
