@@ -196,6 +196,23 @@ def test_sigmoid_finite_gradients_where_p_t_is_0_or_1(gamma):
             assert torch.isfinite(loss) and torch.isfinite(grad).all(), (gamma, y_value, dtype)
 
 
+@pytest.mark.parametrize("gamma", GAMMAS)
+def test_sigmoid_infinite_logits(gamma):
+    # A logit of +-inf on the right side of its target costs 0, on the wrong
+    # side inf (MONAI's formula gives NaN for all four; PyTorch's BCE for two),
+    # with finite gradients (the BCE's, scaled by M, where the focusing term's
+    # sigmoid is 0).
+    inf = float("inf")
+    x = torch.tensor([[[inf, -inf, inf, -inf]]], dtype=torch.float64)
+    y = torch.tensor([[[1.0, 1.0, 0.0, 0.0]]], dtype=torch.float64)
+    for dtype in (torch.float64, torch.float32):
+        xr = x.to(dtype).requires_grad_()
+        loss = segloss.focal_loss(xr, y.to(dtype), gamma, reduction="none")
+        assert loss.flatten().tolist() == [0.0, inf, inf, 0.0], (gamma, dtype)
+        (grad,) = torch.autograd.grad(loss.sum(), xr)
+        assert grad.flatten().tolist() == [0.0, -1.0, 1.0, 0.0], (gamma, dtype)
+
+
 def test_sigmoid_nan_logit_gives_nan():
     x = torch.tensor([[[0.5, float("nan")]]], dtype=torch.float64)
     y = torch.tensor([[[1.0, 0.0]]], dtype=torch.float64)
@@ -342,6 +359,46 @@ def test_softmax_matches_monai(options, reduction, gen):
     (grad,) = torch.autograd.grad(loss.sum(), xs)
     torch.testing.assert_close(loss, expected.double(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-6)
+
+
+@needs_monai
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("options", SOFTMAX_OPTIONS,
+                         ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+def test_softmax_probability_target_matches_monai(options, reduction, gen):
+    shape = (2, 4, 5, 6)
+    x = torch.randn(shape, generator=gen, dtype=torch.float64) * 2
+    t = torch.softmax(torch.randn(shape, generator=gen, dtype=torch.float64) * 3, 1)
+    options = dict(options)
+    gamma = options.pop("gamma", 2.0)
+    cw = options.pop("class_weights", None)
+    monai_options, monai_cw = _monai_lists(options, cw)
+    xm = x.clone().requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = MonaiFocalLoss(gamma=gamma, reduction=reduction, use_softmax=True,
+                                  weight=monai_cw, **monai_options)(xm, t)
+        xs = x.clone().requires_grad_()
+        loss = segloss.focal_loss(xs, t, gamma, activation="softmax", reduction=reduction,
+                                  class_weights=None if cw is None else torch.tensor(cw),
+                                  **options)
+    (expected_grad,) = torch.autograd.grad(expected, xm)
+    (grad,) = torch.autograd.grad(loss, xs)
+    torch.testing.assert_close(loss, expected.double(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_softmax_one_hot_target_equals_class_indices(reduction, gen):
+    x = torch.randn(2, 3, 4, 5, generator=gen, dtype=torch.float64)
+    t = _labels(x.shape, gen)
+    onehot = F.one_hot(t[:, 0], 3).movedim(-1, 1).double()
+    mask = torch.rand(2, 1, 4, 5, generator=gen) > 0.3
+    for m in (None, mask):
+        assert_matches(segloss.focal_loss(x, onehot, 2.0, 0.25, "softmax", mask=m,
+                                          reduction=reduction),
+                       segloss.focal_loss(x, t, 2.0, 0.25, "softmax", mask=m,
+                                          reduction=reduction))
 
 
 def test_softmax_gamma_0_is_cross_entropy(gen):
@@ -533,6 +590,12 @@ def test_focal_bad_arguments(kwargs, match, gen):
 
 def test_bad_shapes_name_the_function(gen):
     x, y = _data((2, 3, 4, 4), gen)
+    with pytest.raises(ValueError, match="segloss.focal_loss: ignore_index applies to "
+                       "class-index targets"):
+        segloss.focal_loss(x, y, activation="softmax", ignore_index=0)
+    with pytest.raises(ValueError, match="segloss.focal_loss: reduction='none' with "
+                       "activation='softmax' needs a class-index target"):
+        segloss.focal_loss(x, y, activation="softmax", reduction="none")
     with pytest.raises(ValueError, match="segloss.focal_loss: with activation='sigmoid', "
                        "target must have the input's shape"):
         segloss.focal_loss(x, y[:, :2])

@@ -41,13 +41,17 @@ SEGLOSS_INLINE T sigmoid_focal_modulation(T z, T gamma) {
   return exp_(gamma * (log_s < lowest ? lowest : log_s));
 }
 
-// B = (1 - y) x - log sigmoid(x) as max(x, 0) - x y + log(1 + exp(-|x|)):
-// for x < 0 and y = 0 the first form subtracts two numbers near x.
+// B = (1 - y) x - log sigmoid(x) as x (1 - y) (x > 0) or -x y (x <= 0), plus
+// log(1 + exp(-|x|)): the first form subtracts two numbers near x for x < 0
+// and y = 0. A zero factor gives 0 also for x = +-inf, so that a logit of
+// +-inf on the right side of its target has B = 0 (PyTorch's BCE gives NaN).
 template <typename T>
 SEGLOSS_INLINE T logit_bce(T x, T y) {
-  const T positive = x > T(0) ? x : T(0);
-  const T xy = y == T(0) ? T(0) : x * y;  // 0 at y = 0 also for x = +-inf, as PyTorch's BCE
-  return positive - xy + log1p_unit_(exp_nonpositive_(x < T(0) ? x : -x));
+  const T one_minus_y = T(1) - y;
+  const T positive_part = one_minus_y == T(0) ? T(0) : x * one_minus_y;
+  const T negative_part = y == T(0) ? T(0) : -x * y;
+  return (x > T(0) ? positive_part : negative_part) +
+         log1p_unit_(exp_nonpositive_(x < T(0) ? x : -x));
 }
 
 // The unweighted sigmoid focal loss M B at one element (no alpha): the value
@@ -59,13 +63,17 @@ SEGLOSS_INLINE T sigmoid_focal_value(T x, T y, T gamma) {
   return sigmoid_focal_modulation(z, gamma) * logit_bce(x, y);
 }
 
-// d(M B)/dx = M (sigmoid(x) - y) + gamma M sigmoid(-z) (1 - 2y) B.
+// d(M B)/dx = M (sigmoid(x) - y) + gamma M sigmoid(-z) (1 - 2y) B, the
+// focusing term 0 where sigmoid(-z) is (at a logit of +-inf on the wrong
+// side of its target B is inf: the BCE's gradient, finite, remains).
 template <typename T>
 SEGLOSS_INLINE T sigmoid_focal_derivative(T x, T y, T gamma) {
   const T one_minus_2y = T(1) - y - y;
   const T z = x * one_minus_2y;
   const T m = sigmoid_focal_modulation(z, gamma);
-  return m * (sigmoid(x) - y) + gamma * m * sigmoid(-z) * one_minus_2y * logit_bce(x, y);
+  const T s = sigmoid(-z);
+  const T s_b = s == T(0) ? T(0) : s * logit_bce(x, y);
+  return m * (sigmoid(x) - y) + gamma * m * one_minus_2y * s_b;
 }
 
 // The softmax focal loss of one class (MONAI's softmax_focal_loss; the

@@ -609,8 +609,11 @@ def focal_loss(
       ``1 - alpha`` (``alpha y + (1 - alpha)(1 - y)``); a per-class list
       weighs elements with ``y == 1`` by their class's value (MONAI).
     - ``activation="softmax"``: ``p = softmax(x)`` over the channels and a
-      class-index ``target`` (``[N, 1, *spatial]`` or ``[N, *spatial]``);
-      no one-hot tensor is made. Equal to MONAI ``FocalLoss(use_softmax=True,
+      class-index ``target`` (``[N, 1, *spatial]`` or ``[N, *spatial]``;
+      no one-hot tensor is made), or a probability target of the input's
+      shape (``sum_c t_c (1 - p_c)^gamma (-log p_c)``, from the Dice sums
+      op's focal column; ``reduction`` ``"mean"`` or ``"sum"``, no
+      ``ignore_index``). Equal to MONAI ``FocalLoss(use_softmax=True,
       to_onehot_y=True)``: a scalar ``alpha`` weighs class 0 by ``1 - alpha``
       and the others by ``alpha`` (ignored, with a warning, when
       ``include_background=False``, as MONAI does), a list weighs each class.
@@ -801,6 +804,65 @@ def _sigmoid_focal_loss(input: Tensor, target: Tensor, gamma: float,
     return (total / count).to(total.dtype)
 
 
+def _softmax_focal_probabilities(input: Tensor, target: Tensor, gamma: float,
+                                 alpha_scalar: Optional[float],
+                                 alpha_list: Optional[List[float]], include_background: bool,
+                                 class_weights: Optional[Tensor], ignore_index: Optional[int],
+                                 mask: Optional[Tensor], reduction: str) -> Tensor:
+    """The softmax focal loss of a probability (or one-hot) target,
+    sum_c t_c (1 - p_c)^gamma (-log p_c) per pixel, from the Dice sums op's
+    focal column (per image and class), reduced as MONAI's FocalLoss."""
+    name = "segloss.focal_loss"
+    if target.shape != input.shape:
+        raise ValueError(f"{name}: a probability target must have the input's shape "
+                         f"{list(input.shape)}, got {list(target.shape)}")
+    if ignore_index is not None:
+        raise ValueError(f"{name}: ignore_index applies to class-index targets; leave pixels "
+                         "of a probability target out with mask=")
+    if reduction == "none":
+        raise ValueError(f"{name}: reduction='none' with activation='softmax' needs a "
+                         "class-index target")
+    if input.shape[1] < 2:
+        raise ValueError(f"{name}: activation='softmax' needs at least 2 channels, got "
+                         f"input of shape {list(input.shape)}")
+    if not include_background:
+        if alpha_scalar is not None:
+            warnings.warn("segloss.focal_loss: include_background=False, scalar alpha "
+                          "ignored with softmax (as MONAI)")
+            alpha_scalar = None
+        input, target = input[:, 1:], target[:, 1:]  # MONAI: before the softmax
+    channels = input.shape[1]
+    sums = torch.ops.segloss._dice_sums(input, target, "softmax", 1.0, None, mask, False, name,
+                                        False, "softmax", gamma)
+    focal = sums[:, :, 3]  # sum of m t_c f(p_c) per image and class
+    per_class: Optional[Tensor] = None
+    if alpha_list is not None:
+        per_class = _float64_tensor(alpha_list, input.device)
+    elif alpha_scalar is not None:
+        per_class = _float64_tensor([1.0 - alpha_scalar] + [alpha_scalar] * (channels - 1),
+                                    input.device)
+    if class_weights is not None:
+        cw = _per_class(name, "class_weights", class_weights, channels, input).flatten()
+        if bool((cw < 0).any()):
+            raise ValueError(f"{name}: class_weights must be non-negative")
+        per_class = cw if per_class is None else per_class * cw
+    if per_class is not None:
+        focal = focal * per_class.to(focal.dtype)
+    spatial = 1
+    for d in _spatial_dims(input):
+        spatial *= input.shape[d]
+    if reduction == "sum":
+        if mask is None:
+            result = _sum_of_spatial_means(focal.sum(), input, spatial)
+        else:
+            result = (focal / sums[:, :, 5].clamp_min(1.1920928955078125e-07)).sum()
+    elif mask is None:
+        result = focal.sum() / input.numel()
+    else:
+        result = focal.sum() / sums[:, 0, 5].sum().clamp_min(1.1920928955078125e-07)
+    return result.to(input.dtype)
+
+
 def _softmax_focal_loss(input: Tensor, target: Tensor, gamma: float,
                         alpha_scalar: Optional[float], alpha_list: Optional[List[float]],
                         include_background: bool, class_weights: Optional[Tensor],
@@ -808,8 +870,9 @@ def _softmax_focal_loss(input: Tensor, target: Tensor, gamma: float,
                         reduction: str) -> Tensor:
     name = "segloss.focal_loss"
     if target.is_floating_point():
-        raise ValueError(f"{name}: with activation='softmax', target must hold class "
-                         f"indices ([N, 1, *spatial] or [N, *spatial]), got {target.dtype}")
+        return _softmax_focal_probabilities(input, target, gamma, alpha_scalar, alpha_list,
+                                            include_background, class_weights, ignore_index,
+                                            mask, reduction)
     if target.dim() == input.dim():
         if target.shape[1] != 1:
             raise ValueError(f"{name}: a class-index target must be [N, 1, *spatial] or "
