@@ -95,16 +95,14 @@ void max_over_rows(const T* x, std::int64_t row_stride, std::int64_t classes, st
   }
 }
 
+// Per pixel: the maximum logit, sum_k exp(x_k - max) and the target's logit,
+// in one pass over the rows. The target's logit is picked up by a select: g++
+// vectorises no gather x[target[i] * row_stride + i].
 template <typename T>
-void plain_loss_block(const T* x, std::int64_t row_stride, std::int64_t classes, std::int64_t n,
-                const std::int32_t* target, const T* coefficient, T* loss, T* work) {
-  T* max_x = work;
-  T* sum = work + n;
-  T* x_target = work + 2 * n;
+void softmax_stats(const T* x, std::int64_t row_stride, std::int64_t classes, std::int64_t n,
+                   const std::int32_t* target, T* max_x, T* sum, T* x_target) {
   max_over_rows(x, row_stride, classes, n, max_x);
   for (std::int64_t i = 0; i < n; ++i) sum[i] = x_target[i] = 0;
-  // The target's logit is picked up by a select in the same pass: g++
-  // vectorises no gather x[target[i] * row_stride + i].
   for (std::int64_t c = 0; c < classes; ++c) {
     const T* row = x + c * row_stride;
     const std::int32_t k = std::int32_t(c);
@@ -114,6 +112,15 @@ void plain_loss_block(const T* x, std::int64_t row_stride, std::int64_t classes,
       x_target[i] = target[i] == k ? row[i] : x_target[i];
     }
   }
+}
+
+template <typename T>
+void plain_loss_block(const T* x, std::int64_t row_stride, std::int64_t classes, std::int64_t n,
+                const std::int32_t* target, const T* coefficient, T* loss, T* work) {
+  T* max_x = work;
+  T* sum = work + n;
+  T* x_target = work + 2 * n;
+  softmax_stats(x, row_stride, classes, n, target, max_x, sum, x_target);
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) {
     loss[i] = core::weighted_nll(target[i] < 0, coefficient[i],
@@ -238,17 +245,7 @@ void smoothed_loss_block(const T* x, std::int64_t row_stride, std::int64_t class
   T* sum = work + n;
   T* x_target = work + 2 * n;
   T* smoothing = work + 3 * n;
-  max_over_rows(x, row_stride, classes, n, max_x);
-  for (std::int64_t i = 0; i < n; ++i) sum[i] = x_target[i] = 0;
-  for (std::int64_t c = 0; c < classes; ++c) {
-    const T* row = x + c * row_stride;
-    const std::int32_t k = std::int32_t(c);
-#pragma omp simd
-    for (std::int64_t i = 0; i < n; ++i) {
-      sum[i] += core::shifted_exp(row[i], max_x[i]);
-      x_target[i] = target[i] == k ? row[i] : x_target[i];
-    }
-  }
+  softmax_stats(x, row_stride, classes, n, target, max_x, sum, x_target);
   T* lse = max_x;
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) lse[i] = core::log_sum_exp(max_x[i], sum[i]);
