@@ -213,6 +213,31 @@ def test_sigmoid_infinite_logits(gamma):
         assert grad.flatten().tolist() == [0.0, -1.0, 1.0, 0.0], (gamma, dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sigmoid_binary_target_form_equals_general_form(dtype, gen):
+    # The CPU loops take a cheaper form of the sigmoid focal loss in a block
+    # whose targets are all 0 or 1; one soft target in the block selects the
+    # general form. Both must give the same bits, also at +-inf and +-60.
+    special = torch.tensor([float("inf"), -float("inf"), 60.0, -60.0, 0.0, -0.0],
+                           dtype=torch.float64)
+    x = torch.cat([special, special, torch.randn(500, generator=gen, dtype=torch.float64) * 4])
+    y = torch.cat([torch.zeros(6), torch.ones(6),
+                   (torch.rand(500, generator=gen) > 0.5).double()])
+    x, y = x.to(dtype).view(1, 1, -1), y.to(dtype).view(1, 1, -1)
+    soft_x = torch.cat([x, torch.tensor([[[0.3]]], dtype=dtype)], -1)
+    soft_y = torch.cat([y, torch.tensor([[[0.5]]], dtype=dtype)], -1)
+    def loss_and_grad(v, t, gamma, alpha):
+        v = v.clone().requires_grad_()
+        loss = segloss.focal_loss(v, t, gamma, alpha, reduction="none")
+        return loss, torch.autograd.grad(loss.sum(), v)[0]
+
+    for gamma, alpha in [(2.0, 0.25), (0.5, None), (0.0, [0.7])]:
+        binary = loss_and_grad(x, y, gamma, alpha)
+        general = loss_and_grad(soft_x, soft_y, gamma, alpha)
+        for ours, theirs in zip(binary, general):
+            torch.testing.assert_close(ours, theirs[..., :-1], rtol=0, atol=0, equal_nan=True)
+
+
 def test_sigmoid_nan_logit_gives_nan():
     x = torch.tensor([[[0.5, float("nan")]]], dtype=torch.float64)
     y = torch.tensor([[[1.0, 0.0]]], dtype=torch.float64)

@@ -29,6 +29,26 @@ SEGLOSS_INLINE T sigmoid(T x) {
   return x < T(0) ? e * s : s;
 }
 
+// The logistic function's parts at x that share one exp(-|x|), for losses
+// that need several of them: log(1 + exp(-|x|)) (log sigmoid(x) is
+// min(x, 0) minus it), sigmoid(x) and sigmoid(-x) = 1 - sigmoid(x) without
+// the cancellation. Each equals its function above bit for bit; what a caller
+// leaves unused costs nothing once inlined.
+template <typename T>
+struct LogisticParts {
+  T log1p_exp;    // log(1 + exp(-|x|))
+  T sigmoid;      // sigmoid(x)
+  T sigmoid_neg;  // sigmoid(-x)
+};
+
+template <typename T>
+SEGLOSS_INLINE LogisticParts<T> logistic_parts(T x) {
+  const T e = exp_nonpositive_(x < T(0) ? x : -x);
+  const T s = T(1) / (T(1) + e);
+  const T es = e * s;
+  return {log1p_unit_(e), x < T(0) ? es : s, x < T(0) ? s : es};
+}
+
 // log clamped below at -100, as torch.nn.BCELoss does, so that p = 0 or 1
 // gives a finite loss. NaN passes through.
 template <typename T>
@@ -43,6 +63,10 @@ SEGLOSS_INLINE T clamped_log_term(T log_value) {
 struct PointwisePolicy {
   static constexpr const char* kAux = "aux";  // the public name of the operand `a`
   static constexpr bool kAuxRequired = false;
+  // Whether it also has loss_binary_target and grad_binary_target: the same
+  // values, cheaper, where the caller knows every target is 0 or 1 (the CPU
+  // loops check each block).
+  static constexpr bool kBinaryTargetForms = false;
   static constexpr int kMinParams = 0;        // how many of (gamma, alpha) it takes
   static constexpr int kMaxParams = 0;
   static constexpr const char* kDomain = "";  // what out_of_domain rejects, for the error
@@ -124,7 +148,8 @@ struct BalancedLogitsBce : PointwisePolicy {
   // sigmoid(-x), which keeps its relative accuracy where sigmoid(x) nears 1.
   template <typename T>
   static SEGLOSS_INLINE T grad(T x, T y, T beta, const PointwiseParams<T>&) {
-    return ((T(1) - beta) * (T(1) - y)) * sigmoid(x) - (beta * y) * sigmoid(-x);
+    const LogisticParts<T> parts = logistic_parts(x);
+    return ((T(1) - beta) * (T(1) - y)) * parts.sigmoid - (beta * y) * parts.sigmoid_neg;
   }
 };
 

@@ -31,12 +31,15 @@ namespace segloss::core {
 // These take no branch on gamma, so that the CPU loops that call them
 // vectorise: log sigmoid(z) is kept above -max so that gamma = 0 gives M = 1
 // even at z = -inf (where exp(0 * -inf) would be NaN), and the focusing term
-// is gamma times a finite value.
+// is gamma times a finite value. They are written over the logistic parts
+// of x and of z (bce.h), which share one exp each; for a target y in {0, 1},
+// |z| = |x| and the parts of z are those of x, so the binary-target forms
+// evaluate one exp(-|x|) and give the same bits as the general ones.
 
-// M = sigmoid(z)^gamma = exp(gamma log sigmoid(z)).
+// M = sigmoid(z)^gamma = exp(gamma log sigmoid(z)), from log(1 + exp(-|z|)).
 template <typename T>
-SEGLOSS_INLINE T sigmoid_focal_modulation(T z, T gamma) {
-  const T log_s = log_sigmoid(z);
+SEGLOSS_INLINE T sigmoid_focal_modulation(T z, T log1p_exp_z, T gamma) {
+  const T log_s = (z < T(0) ? z : T(0)) - log1p_exp_z;
   const T lowest = -std::numeric_limits<T>::max();
   return exp_(gamma * (log_s < lowest ? lowest : log_s));
 }
@@ -46,12 +49,22 @@ SEGLOSS_INLINE T sigmoid_focal_modulation(T z, T gamma) {
 // and y = 0. A zero factor gives 0 also for x = +-inf, so that a logit of
 // +-inf on the right side of its target has B = 0 (PyTorch's BCE gives NaN).
 template <typename T>
-SEGLOSS_INLINE T logit_bce(T x, T y) {
+SEGLOSS_INLINE T logit_bce(T x, T y, T log1p_exp_x) {
   const T one_minus_y = T(1) - y;
   const T positive_part = one_minus_y == T(0) ? T(0) : x * one_minus_y;
   const T negative_part = y == T(0) ? T(0) : -x * y;
-  return (x > T(0) ? positive_part : negative_part) +
-         log1p_unit_(exp_nonpositive_(x < T(0) ? x : -x));
+  return (x > T(0) ? positive_part : negative_part) + log1p_exp_x;
+}
+
+// d(M B)/dx = M (sigmoid(x) - y) + gamma M sigmoid(-z) (1 - 2y) B, the
+// focusing term 0 where sigmoid(-z) is (at a logit of +-inf on the wrong
+// side of its target B is inf: the BCE's gradient, finite, remains).
+template <typename T>
+SEGLOSS_INLINE T sigmoid_focal_derivative_from(T x, T y, T z, const LogisticParts<T>& px,
+                                               T log1p_exp_z, T sigmoid_neg_z, T gamma) {
+  const T m = sigmoid_focal_modulation(z, log1p_exp_z, gamma);
+  const T s_b = sigmoid_neg_z == T(0) ? T(0) : sigmoid_neg_z * logit_bce(x, y, px.log1p_exp);
+  return m * (px.sigmoid - y) + gamma * m * (T(1) - y - y) * s_b;
 }
 
 // The unweighted sigmoid focal loss M B at one element (no alpha): the value
@@ -60,20 +73,34 @@ SEGLOSS_INLINE T logit_bce(T x, T y) {
 template <typename T>
 SEGLOSS_INLINE T sigmoid_focal_value(T x, T y, T gamma) {
   const T z = x * (T(1) - y - y);
-  return sigmoid_focal_modulation(z, gamma) * logit_bce(x, y);
+  const T log1p_exp_z = logistic_parts(z).log1p_exp;
+  return sigmoid_focal_modulation(z, log1p_exp_z, gamma) *
+         logit_bce(x, y, logistic_parts(x).log1p_exp);
 }
 
-// d(M B)/dx = M (sigmoid(x) - y) + gamma M sigmoid(-z) (1 - 2y) B, the
-// focusing term 0 where sigmoid(-z) is (at a logit of +-inf on the wrong
-// side of its target B is inf: the BCE's gradient, finite, remains).
 template <typename T>
 SEGLOSS_INLINE T sigmoid_focal_derivative(T x, T y, T gamma) {
-  const T one_minus_2y = T(1) - y - y;
-  const T z = x * one_minus_2y;
-  const T m = sigmoid_focal_modulation(z, gamma);
-  const T s = sigmoid(-z);
-  const T s_b = s == T(0) ? T(0) : s * logit_bce(x, y);
-  return m * (sigmoid(x) - y) + gamma * m * one_minus_2y * s_b;
+  const T z = x * (T(1) - y - y);
+  const LogisticParts<T> pz = logistic_parts(z);
+  return sigmoid_focal_derivative_from(x, y, z, logistic_parts(x), pz.log1p_exp, pz.sigmoid_neg,
+                                       gamma);
+}
+
+// The same for a target y in {0, 1} (z = x or -x): sigmoid(-z) is sigmoid(-x)
+// for y = 0 and sigmoid(x) for y = 1.
+template <typename T>
+SEGLOSS_INLINE T sigmoid_focal_value_binary_target(T x, T y, T gamma) {
+  const T z = x * (T(1) - y - y);
+  const T log1p_exp_x = logistic_parts(x).log1p_exp;
+  return sigmoid_focal_modulation(z, log1p_exp_x, gamma) * logit_bce(x, y, log1p_exp_x);
+}
+
+template <typename T>
+SEGLOSS_INLINE T sigmoid_focal_derivative_binary_target(T x, T y, T gamma) {
+  const T z = x * (T(1) - y - y);
+  const LogisticParts<T> px = logistic_parts(x);
+  const T sigmoid_neg_z = y == T(0) ? px.sigmoid_neg : px.sigmoid;
+  return sigmoid_focal_derivative_from(x, y, z, px, px.log1p_exp, sigmoid_neg_z, gamma);
 }
 
 // The softmax focal loss of one class (MONAI's softmax_focal_loss; the
@@ -145,6 +172,20 @@ struct SigmoidFocal : PointwisePolicy {
   template <typename T>
   static SEGLOSS_INLINE T grad(T x, T y, T a, const PointwiseParams<T>& params) {
     return alpha_factor(y, a, params) * sigmoid_focal_derivative(x, y, params.gamma);
+  }
+
+  // Forms that a loop may call when every target is 0 or 1: the same values
+  // from half the transcendental functions.
+  static constexpr bool kBinaryTargetForms = true;
+
+  template <typename T>
+  static SEGLOSS_INLINE T loss_binary_target(T x, T y, T a, const PointwiseParams<T>& params) {
+    return alpha_factor(y, a, params) * sigmoid_focal_value_binary_target(x, y, params.gamma);
+  }
+
+  template <typename T>
+  static SEGLOSS_INLINE T grad_binary_target(T x, T y, T a, const PointwiseParams<T>& params) {
+    return alpha_factor(y, a, params) * sigmoid_focal_derivative_binary_target(x, y, params.gamma);
   }
 
   static const char* invalid_params(const PointwiseParams<double>& params) {
