@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <exception>
@@ -16,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "../core/binary_distance.h"
 #include "../core/distance_transform.h"
 #include "../core/unet_weight.h"
 
@@ -216,6 +218,19 @@ void phantom_feature_distances(const Grid& grid, double* out) {
   }
 }
 
+// Runs the binary transform of `input` (GIL released), handing every pixel's
+// signed state to sink(index, state); returns the foreground pixel count.
+template <typename Value, typename Sink>
+int64_t binary_transform(const py::array& input, const Grid& grid, core::DistanceTarget target,
+                         int threads, const Sink& sink) {
+  const auto mask = strided_labels<Value>(input, "input", core::NonzeroIsForeground{});
+  py::gil_scoped_release release;
+  // Not zeroed: pass 0 writes every pixel.
+  std::unique_ptr<double[]> state(new double[grid.numel()]);
+  return core::binary_distance_squared(mask, grid, target, state.get(), ChunkedThreads(threads),
+                                       sink);
+}
+
 py::array_t<double> distance_transform_edt(const py::array& input_in,
                                            const std::vector<double>& sampling, int threads) {
   const py::array input = aligned(input_in);
@@ -225,15 +240,40 @@ py::array_t<double> distance_transform_edt(const py::array& input_in,
   dispatch_integer(input, "input", /*allow_bool=*/true, [&](auto value_type) {
     using Value = decltype(value_type);
     double* out = distances.mutable_data();
-    const auto strided = strided_labels<Value>(input, "input", core::ZeroIsFeature{});
-    if (grid.numel() > 0 && core::count_instance_pixels(strided, grid) == 0) {
-      phantom_feature_distances(grid, out);
-      return;
-    }
-    transform<Value>(input, "input", core::ZeroIsFeature{}, grid, threads,
-                     [=](int64_t i, const NearestPair& pair) { out[i] = std::sqrt(pair.d[0]); });
+    const int64_t foreground =
+        binary_transform<Value>(input, grid, core::DistanceTarget::kZeros, threads,
+                                [=](int64_t i, double state) {
+                                  out[i] = state > 0 ? std::sqrt(state) : 0.0;
+                                });
+    if (grid.numel() > 0 && foreground == grid.numel()) phantom_feature_distances(grid, out);
   });
   return distances;
+}
+
+// The signed ("signed") or two-sided ("boundary") distance map of a mask,
+// float64; 0 where the mask lacks either class.
+py::array_t<double> distance_map(const py::array& input_in, const std::string& kind,
+                                 const std::vector<double>& sampling, int threads) {
+  if (kind != "signed" && kind != "boundary") {
+    throw py::value_error("kind must be 'signed' or 'boundary', got '" + kind + "'");
+  }
+  const core::DistanceMap map =
+      kind == "signed" ? core::DistanceMap::kSigned : core::DistanceMap::kBoundary;
+  const py::array input = aligned(input_in);
+  check_threads(threads);
+  const Grid grid = make_grid(input, sampling, "input");
+  py::array_t<double> result(shape_of(input));
+  dispatch_integer(input, "input", /*allow_bool=*/true, [&](auto value_type) {
+    using Value = decltype(value_type);
+    double* out = result.mutable_data();
+    const int64_t foreground =
+        binary_transform<Value>(input, grid, core::DistanceTarget::kOtherClass, threads,
+                                [=](int64_t i, double state) {
+                                  out[i] = core::distance_map_value<double>(map, state);
+                                });
+    if (foreground == 0 || foreground == grid.numel()) std::fill(out, out + grid.numel(), 0.0);
+  });
+  return result;
 }
 
 // w_c is background_weight / foreground_weight by pixel class, or balanced
@@ -291,6 +331,8 @@ PYBIND11_MODULE(_numpy, m) {
   m.def("two_nearest", &two_nearest, py::arg("labels"), py::arg("sampling"),
         py::arg("return_labels"), py::arg("threads"));
   m.def("distance_transform_edt", &distance_transform_edt, py::arg("input"), py::arg("sampling"),
+        py::arg("threads"));
+  m.def("distance_map", &distance_map, py::arg("input"), py::arg("kind"), py::arg("sampling"),
         py::arg("threads"));
   m.def("unet_weight_map", &unet_weight_map, py::arg("labels"), py::arg("sampling"),
         py::arg("w0"), py::arg("sigma"), py::arg("border_everywhere"),

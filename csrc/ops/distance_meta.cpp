@@ -28,9 +28,16 @@ at::Tensor unet_weight_map_meta(const at::Tensor& labels, double w0, double sigm
   return empty_weight_map(labels);
 }
 
+at::Tensor distance_map_meta(const at::Tensor& mask, std::string_view kind, int64_t spatial_dims,
+                             std::optional<at::ArrayRef<double>> sampling) {
+  check_distance_map_arguments(mask, kind, spatial_dims, sampling);
+  return empty_distance_map(mask);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(segloss, Meta, m) {
+  m.impl("distance_map", &distance_map_meta);
   m.impl("two_nearest_distances", &two_nearest_distances_meta);
   m.impl("unet_weight_map", &unet_weight_map_meta);
 }

@@ -125,4 +125,47 @@ at::Tensor empty_weight_map(const at::Tensor& labels) {
                                                   at::MemoryFormat::Contiguous));
 }
 
+DistanceMapOperands check_distance_map_arguments(
+    const at::Tensor& mask, std::string_view kind, int64_t spatial_dims,
+    const std::optional<at::ArrayRef<double>>& sampling) {
+  TORCH_CHECK_VALUE(kind == "signed" || kind == "boundary",
+                    "segloss.distance_map: kind must be 'signed' or 'boundary', got '", kind,
+                    "'");
+  DistanceMapOperands ops;
+  ops.map = kind == "signed" ? core::DistanceMap::kSigned : core::DistanceMap::kBoundary;
+  ops.op = kind == "signed" ? "segloss.signed_distance_map" : "segloss.boundary_distance_map";
+  TORCH_CHECK_TYPE(at::isIntegralType(mask.scalar_type(), /*includeBool=*/true), ops.op,
+                   ": mask must be a tensor of bools or integers (nonzero is foreground), got ",
+                   mask.scalar_type(), "; threshold a probability map first, e.g. mask > 0.5");
+  TORCH_CHECK_VALUE(spatial_dims >= 1 && spatial_dims <= core::kMaxDistanceDims &&
+                        spatial_dims <= mask.dim(),
+                    ops.op, ": spatial_dims must be between 1 and the mask's dims (",
+                    mask.dim(), ", shape ", mask.sym_sizes(), "), got ", spatial_dims);
+  for (int64_t d = mask.dim() - spatial_dims; d < mask.dim(); ++d) {
+    TORCH_CHECK_VALUE(mask.sym_size(d) <= core::kMaxEnvelopeLine, ops.op, ": mask dim ", d,
+                      " has ", mask.sym_size(d), " pixels; at most ", core::kMaxEnvelopeLine,
+                      " are supported");
+  }
+  ops.spatial_dims = spatial_dims;
+  ops.spacing.assign(spatial_dims, 1.0);
+  if (sampling.has_value()) {
+    TORCH_CHECK_VALUE(int64_t(sampling->size()) == spatial_dims, ops.op,
+                      ": sampling must have one value per spatial dim (", spatial_dims,
+                      "), got ", sampling->size(), ": ", *sampling);
+    for (int64_t d = 0; d < spatial_dims; ++d) {
+      const double s = (*sampling)[d];
+      TORCH_CHECK_VALUE(s >= core::kMinSpacing && s <= core::kMaxSpacing, ops.op,
+                        ": sampling must be positive (between 1e-100 and 1e100), got ", s,
+                        " for spatial dim ", d);
+      ops.spacing[d] = s;
+    }
+  }
+  return ops;
+}
+
+at::Tensor empty_distance_map(const at::Tensor& mask) {
+  return at::empty_symint(mask.sym_sizes(), mask.options().dtype(at::kFloat).memory_format(
+                                                at::MemoryFormat::Contiguous));
+}
+
 }  // namespace segloss::ops

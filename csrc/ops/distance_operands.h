@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "../core/binary_distance.h"
 #include "../core/distance_transform.h"
 #include "../core/unet_weight.h"
 
@@ -53,5 +54,23 @@ WeightMapOperands prepare_weight_map_operands(
 // shape, or empty ([0]) unless return_labels.
 std::vector<at::Tensor> empty_two_nearest_outputs(const at::Tensor& labels, bool return_labels);
 at::Tensor empty_weight_map(const at::Tensor& labels);
+
+// The distance maps (segloss::distance_map): a mask of any integer or bool
+// dtype whose last spatial_dims dims are spatial and whose others are batch
+// dims; kind "signed" or "boundary" (which also picks the public function
+// that messages name).
+struct DistanceMapOperands {
+  core::DistanceMap map;
+  const char* op;             // the public function
+  std::vector<double> spacing;
+  int64_t spatial_dims;
+};
+
+DistanceMapOperands check_distance_map_arguments(const at::Tensor& mask, std::string_view kind,
+                                                 int64_t spatial_dims,
+                                                 const std::optional<at::ArrayRef<double>>& sampling);
+
+// The maps' output: float32, the mask's shape, contiguous.
+at::Tensor empty_distance_map(const at::Tensor& mask);
 
 }  // namespace segloss::ops

@@ -154,6 +154,14 @@ TORCH_LIBRARY(segloss, m) {
       "float[]? class_weights=None, bool balanced=False, Tensor? pixel_weights=None, "
       "bool border_everywhere=False) -> Tensor",
       tags);
+  // The distance maps of the boundary losses, float32 of the mask's shape:
+  // "signed" (Kervadec's; MONAI BoundaryLoss) or "boundary" (the distance
+  // to the other class on both sides; MONAI HausdorffDTLoss), exact, of
+  // every image (the last spatial_dims dims; the others are batch dims) of
+  // an integer or bool mask; 0 for an image without both classes.
+  m.def(
+      "distance_map(Tensor mask, str kind, int spatial_dims, float[]? sampling=None) -> Tensor",
+      tags);
   // The instruction set the CPU kernels use: 'baseline', 'avx2' or 'avx512'.
   m.def("_cpu_instruction_set() -> str");
 }

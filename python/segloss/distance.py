@@ -21,7 +21,8 @@ from segloss._library import load_library
 
 load_library()
 
-__all__ = ["two_nearest_distances", "unet_weight_map", "shape_aware_loss"]
+__all__ = ["two_nearest_distances", "unet_weight_map", "shape_aware_loss", "signed_distance_map",
+           "boundary_distance_map"]
 
 # The Python conveniences as TorchScript types: a number or a list of
 # numbers; "balanced" or {0: w_background, 1: w_foreground} (any mapping
@@ -262,3 +263,51 @@ def shape_aware_loss(input: Tensor, target: Tensor, weight_map: Optional[Tensor]
         sampling=spacing, class_weights=fixed, balanced=balanced, from_logits=from_logits,
         weight=weight, ignore_index=int(ignore_index), reduction=reduction,
         label_smoothing=_number(op, "label_smoothing", label_smoothing))
+
+
+def _map_spatial_dims(mask: Tensor, spatial_dims: Optional[int]) -> int:
+    # (N, C, D, H, W) is 3D; (N, C, H, W), (N, H, W) and (H, W) are 2D.
+    if spatial_dims is not None:
+        return spatial_dims
+    return 3 if mask.dim() == 5 else 2
+
+
+def signed_distance_map(mask: Tensor, sampling: Sampling = None,
+                        spatial_dims: Optional[int] = None) -> Tensor:
+    """The signed distance map of the boundary loss (Kervadec et al. 2019).
+
+    Outside the mask the distance to the nearest mask pixel, inside
+    ``-(distance to the nearest background pixel - 1)``: MONAI's
+    ``BoundaryLoss.compute_distance_map``, float32, bit for bit at unit
+    spacing (SciPy's distances rounded to float32, then ``-(d - 1)``). 0 for
+    an image that is empty or full. Exact, from one sweep that carries both
+    classes, on the mask's device; no gradient.
+
+    Args:
+        mask: bool or integer tensor (nonzero is foreground), ``(N, C,
+            *spatial)`` or ``(N, *spatial)``: every dim but the last
+            ``spatial_dims`` is a batch dim.
+        sampling: the spacing along each spatial dim (a number or a list).
+        spatial_dims: how many trailing dims are spatial; default 3 for a
+            5-dim mask, else 2.
+
+    Returns:
+        float32 tensor of ``mask``'s shape.
+    """
+    dims = _map_spatial_dims(mask, spatial_dims)
+    return torch.ops.segloss.distance_map(
+        mask, "signed", dims, _spacing("segloss.signed_distance_map", sampling, dims))
+
+
+def boundary_distance_map(mask: Tensor, sampling: Sampling = None,
+                          spatial_dims: Optional[int] = None) -> Tensor:
+    """Every pixel's distance to the nearest pixel of the other class.
+
+    ``edt(mask) + edt(~mask)`` (SciPy's ``distance_transform_edt``), as
+    MONAI's ``HausdorffDTLoss.distance_field``: float32, bit for bit at unit
+    spacing; 0 for an image that is empty or full. Arguments and layout as
+    :func:`signed_distance_map`.
+    """
+    dims = _map_spatial_dims(mask, spatial_dims)
+    return torch.ops.segloss.distance_map(
+        mask, "boundary", dims, _spacing("segloss.boundary_distance_map", sampling, dims))

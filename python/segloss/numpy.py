@@ -7,6 +7,7 @@ in environments where torch is not installed::
     import segloss.numpy as snp
 
     d1, d2 = snp.two_nearest_distances(instance_labels)
+    phi = snp.signed_distance_map(mask)          # boundary loss (Kervadec et al.)
     weights = snp.unet_weight_map(instance_labels, w0=10.0, sigma=5.0, class_weights="balanced")
 
 Every function releases the GIL while it computes, takes a ``threads``
@@ -28,7 +29,8 @@ import numpy as np
 
 from segloss import _numpy
 
-__all__ = ["two_nearest_distances", "unet_weight_map", "distance_transform_edt"]
+__all__ = ["two_nearest_distances", "unet_weight_map", "distance_transform_edt",
+           "signed_distance_map", "boundary_distance_map"]
 
 Sampling = Optional[Union[float, Sequence[float]]]
 ClassWeights = Optional[Union[str, Mapping[int, float], np.ndarray]]
@@ -215,3 +217,55 @@ def distance_transform_edt(input, sampling: Sampling = None, *, threads: int = 1
     op = "segloss.numpy.distance_transform_edt"
     return _numpy.distance_transform_edt(array, _sampling(op, sampling, array.ndim),
                                          _threads(op, threads))
+
+
+def _mask(op: str, mask) -> np.ndarray:
+    array = np.asarray(mask)
+    if array.dtype.kind not in "biu":
+        raise TypeError(f"{op}: mask must be an array of bools or integers (nonzero is "
+                        f"foreground), got dtype {array.dtype}; threshold a probability map "
+                        "first, e.g. mask > 0.5")
+    if array.ndim < 1:
+        raise ValueError(f"{op}: mask must have at least one dimension, got a 0-D array")
+    return _readable(array)
+
+
+def signed_distance_map(mask, sampling: Sampling = None, *, threads: int = 1) -> np.ndarray:
+    """The signed distance map of the boundary loss (Kervadec et al. 2019).
+
+    Outside the mask, the distance to the nearest mask pixel; inside, minus
+    (the distance to the nearest background pixel - 1), as MONAI's
+    ``BoundaryLoss.compute_distance_map`` (in float64 here): with SciPy's
+    ``edt = scipy.ndimage.distance_transform_edt``,
+    ``np.where(mask, -(edt(mask) - 1), edt(~mask))``, bit for bit at unit
+    spacing, from one sweep that carries both classes. 0 everywhere for a
+    mask that is empty or full. One image of any number of dimensions.
+
+    Args:
+        mask: bool or integer array (nonzero is foreground).
+        sampling: the spacing along each axis (a number or one per axis).
+
+    Returns:
+        float64 array of ``mask``'s shape.
+    """
+    op = "segloss.numpy.signed_distance_map"
+    array = _mask(op, mask)
+    return _numpy.distance_map(array, "signed", _sampling(op, sampling, array.ndim),
+                               _threads(op, threads))
+
+
+def boundary_distance_map(mask, sampling: Sampling = None, *, threads: int = 1) -> np.ndarray:
+    """Every pixel's distance to the nearest pixel of the other class.
+
+    ``edt(mask) + edt(~mask)`` with SciPy's ``distance_transform_edt``, bit
+    for bit at unit spacing, as MONAI's ``HausdorffDTLoss.distance_field``
+    (in float64 here), from one sweep that carries both classes. 0 everywhere
+    for a mask that is empty or full. One image of any number of dimensions.
+
+    Returns:
+        float64 array of ``mask``'s shape.
+    """
+    op = "segloss.numpy.boundary_distance_map"
+    array = _mask(op, mask)
+    return _numpy.distance_map(array, "boundary", _sampling(op, sampling, array.ndim),
+                               _threads(op, threads))

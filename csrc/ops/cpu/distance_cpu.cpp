@@ -6,6 +6,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <tuple>
@@ -107,9 +108,52 @@ at::Tensor unet_weight_map_cpu(const at::Tensor& labels, double w0, double sigma
   return out;
 }
 
+// The maps of every image: the mask read in place by strides, its batch
+// dims flattened (a view where they allow one).
+at::Tensor distance_map_cpu(const at::Tensor& mask_in, std::string_view kind,
+                            int64_t spatial_dims, std::optional<at::ArrayRef<double>> sampling) {
+  const DistanceMapOperands ops =
+      check_distance_map_arguments(mask_in, kind, spatial_dims, sampling);
+  at::Tensor out = empty_distance_map(mask_in);
+  std::vector<int64_t> shape{-1};
+  for (int64_t d = mask_in.dim() - spatial_dims; d < mask_in.dim(); ++d) {
+    shape.push_back(mask_in.size(d));
+  }
+  const at::Tensor mask = aligned(mask_in.reshape(shape));
+  core::Grid grid;
+  grid.ndim = int(spatial_dims);
+  for (int d = 0; d < grid.ndim; ++d) {
+    grid.size[d] = mask.size(d + 1);
+    grid.spacing[d] = ops.spacing[d];
+  }
+  const int64_t pixels = grid.numel();
+  if (pixels == 0 || out.numel() == 0) return out;
+  std::unique_ptr<double[]> state(new double[pixels]);
+  float* result = out.mutable_data_ptr<float>();
+  const core::DistanceMap map = ops.map;
+  AT_DISPATCH_V2(
+      mask.scalar_type(), "segloss_distance_map_cpu", AT_WRAP([&] {
+        core::StridedMask<scalar_t> strided{nullptr, {}, core::NonzeroIsForeground{}};
+        for (int d = 0; d < grid.ndim; ++d) strided.stride[d] = mask.stride(d + 1);
+        for (int64_t n = 0; n < mask.size(0); ++n) {
+          strided.data = mask.const_data_ptr<scalar_t>() + n * mask.stride(0);
+          float* image = result + n * pixels;
+          const int64_t foreground = core::binary_distance_squared(
+              strided, grid, core::DistanceTarget::kOtherClass, state.get(), TorchThreads{},
+              [=](int64_t i, double squared) {
+                image[i] = core::distance_map_value<float>(map, squared);
+              });
+          if (foreground == 0 || foreground == pixels) std::fill(image, image + pixels, 0.0f);
+        }
+      }),
+      AT_EXPAND(AT_INTEGRAL_TYPES_V2), at::kBool);
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(segloss, CPU, m) {
+  m.impl("distance_map", &distance_map_cpu);
   m.impl("two_nearest_distances", &two_nearest_distances_cpu);
   m.impl("unet_weight_map", &unet_weight_map_cpu);
 }

@@ -1,0 +1,309 @@
+// Exact Euclidean distance transforms of a binary mask (nonzero: foreground):
+// the plain transform (scipy.ndimage.distance_transform_edt) and the distance
+// maps of the boundary losses, shared by the CPU driver below, the NumPy
+// module and the CUDA kernels.
+//
+// A pixel's distance to its own class is 0, so one sweep carries both classes
+// with one value per pixel: its squared distance d to the nearest pixel of
+// the other class seen so far, stored as +d on the foreground and -d on the
+// background (d > 0: the other class is at least one spacing away; +-inf
+// where none was seen yet). Pass 0 scans each line along axis 0 forward and
+// backward. Every later axis takes, per line, the lower envelope of the
+// parabolas d(q) + (spacing (x - q))^2 (Felzenszwalb and Huttenlocher): over
+// the foreground's values (the background's read 0) for the foreground's
+// distances to the background, and, for the two-sided maps, the same with
+// the classes swapped.
+//
+// Exactness at unit spacing: every d is an integer, and so is everything
+// the envelope computes (parabola_envelope), exact in double; each output is
+// the exact minimum, as a brute-force computation gives.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "distance_transform.h"
+#include "platform.h"
+#include "rounding.h"
+#include "two_nearest.h"
+
+namespace segloss::core {
+
+// What a transform measures to.
+enum class DistanceTarget {
+  kZeros,       // foreground pixels: to the nearest background pixel; background: 0
+  kOtherClass,  // every pixel: to the nearest pixel of the other class
+};
+
+// The distance maps of the boundary losses, from a pixel's signed state.
+enum class DistanceMap {
+  kSigned,    // Kervadec's: outside the mask d, inside -(d - 1) (MONAI BoundaryLoss)
+  kBoundary,  // d on both sides (MONAI HausdorffDTLoss: edt(fg) + edt(bg))
+};
+
+// A map's value from a pixel's signed state, in the output type T: the
+// distance rounded to T first, then -(d - 1) in T, as MONAI computes it in
+// float32 from SciPy's float64 distances. (An image without both classes
+// has no map: its callers write 0.)
+template <typename T>
+SEGLOSS_INLINE T distance_map_value(DistanceMap map, double state) {
+  const T d = T(::sqrt(state < 0 ? -state : state));
+  return map == DistanceMap::kSigned && state > 0 ? -(d - T(1)) : d;
+}
+
+// Masks: any nonzero value is foreground.
+struct NonzeroIsForeground {
+  template <typename Value>
+  SEGLOSS_INLINE bool operator()(Value value) const {
+    return value != Value(0);
+  }
+};
+
+template <typename Value>
+using StridedMask = StridedLabels<Value, NonzeroIsForeground>;
+
+// The signed state of a pixel of class `foreground` at squared distance d.
+SEGLOSS_INLINE double signed_distance_state(bool foreground, double d) {
+  return foreground ? d : -d;
+}
+
+// Working memory of one line's envelope of up to n parabolas.
+struct ParabolaScratch {
+  double* position;
+  double* base;
+  double* key;
+  double* key_step;       // key - the previous parabola's key
+  double* position_step;  // position - the previous parabola's position
+};
+
+// The lower envelope of base(q) + (spacing (x - q))^2 over the positions
+// q < n whose base(q) is finite; write(x, value) for every x < n with
+// wanted(x) (+inf where no base is finite).
+//
+// With keys base / spacing^2 + q^2, parabola r is at or below p (p < r) from
+// x = (key[r] - key[p]) / (2 (r - p)) on. The sweep compares such crossings
+// cross-multiplied, without a division: integer arithmetic at unit spacing,
+// exact in double (keys below 2^53 / n), so the envelope is exact.
+template <typename Base, typename Wanted, typename Write>
+SEGLOSS_INLINE void parabola_envelope(int64_t n, double spacing, const Base& base,
+                                      const ParabolaScratch& s, const Wanted& wanted,
+                                      const Write& write) {
+  // Unfused (rounding.h): the same bits on CPU and GPU.
+  const double inverse_square = 1.0 / (spacing * spacing);
+  int64_t k = -1;
+  for (int64_t q = 0; q < n; ++q) {
+    const double b = base(q);
+    if (!(b < infinite_distance())) continue;
+    const double x = double(q);
+    const double key = add_rn(mul_rn(b, inverse_square), x * x);
+    // Drop the top while q is at or below it where it starts being lowest
+    // (the first is never dropped: it is the lowest far to the left).
+    while (k > 0 && (key - s.key[k]) * s.position_step[k] <=
+                        s.key_step[k] * (x - s.position[k])) {
+      --k;
+    }
+    ++k;
+    s.position[k] = x;
+    s.base[k] = b;
+    s.key[k] = key;
+    if (k > 0) {
+      s.key_step[k] = key - s.key[k - 1];
+      s.position_step[k] = x - s.position[k - 1];
+    }
+  }
+  if (k < 0) {
+    for (int64_t x = 0; x < n; ++x) {
+      if (wanted(x)) write(x, infinite_distance());
+    }
+    return;
+  }
+  int64_t j = 0;
+  for (int64_t x = 0; x < n; ++x) {
+    if (!wanted(x)) continue;
+    // The next parabola takes over at x when key_step <= 2 x position_step.
+    while (j < k && s.key_step[j + 1] <= 2.0 * double(x) * s.position_step[j + 1]) ++j;
+    const double offset = spacing * (double(x) - s.position[j]);
+    write(x, add_rn(s.base[j], mul_rn(offset, offset)));
+  }
+}
+
+// A later pass along one line of n pixels whose signed states are line[q]:
+// hands each pixel's new signed state to write(x, state).
+//
+// Of a run of pixels of one class, only its two ends can be the nearest
+// pixel of that class to a pixel of the other class (outside the run): the
+// interior is left out of the envelope (as if infinitely far), which shrinks
+// it to the other class's pixels and the runs' ends.
+template <typename Write>
+SEGLOSS_INLINE void binary_distance_line(const double* line, int64_t n, double spacing,
+                                         DistanceTarget target, const ParabolaScratch& scratch,
+                                         const Write& write) {
+  const auto interior = [&](int64_t q, bool foreground) {
+    return q > 0 && q < n - 1 && (line[q - 1] > 0) == foreground &&
+           (line[q + 1] > 0) == foreground;
+  };
+  bool has_foreground = false, has_background = false;
+  for (int64_t q = 0; q < n; ++q) {
+    has_foreground |= line[q] > 0;
+    has_background |= line[q] < 0;
+  }
+  // The foreground's distances to the background (the background reads 0).
+  if (has_foreground) {
+    parabola_envelope(
+        n, spacing,
+        [&](int64_t q) {
+          return line[q] > 0 ? line[q] : (interior(q, false) ? infinite_distance() : 0.0);
+        },
+        scratch, [&](int64_t x) { return line[x] > 0; }, write);
+  }
+  if (!has_background) return;
+  if (target == DistanceTarget::kOtherClass) {
+    parabola_envelope(
+        n, spacing,
+        [&](int64_t q) {
+          return line[q] < 0 ? -line[q] : (interior(q, true) ? infinite_distance() : 0.0);
+        },
+        scratch, [&](int64_t x) { return line[x] < 0; },
+        [&](int64_t x, double d) { write(x, -d); });
+  } else {
+    for (int64_t x = 0; x < n; ++x) {
+      if (line[x] < 0) write(x, line[x]);  // background: stays as it is
+    }
+  }
+}
+
+// The squared distances of one image on the CPU. sink(index, state) gets
+// every pixel's signed state (C order index; +d foreground, -d background,
+// d the squared distance to the other class, +-inf where the image has
+// none), once, possibly from several threads; with kZeros the background's
+// states are negative but otherwise meaningless. `state` holds numel values.
+// Returns the number of foreground pixels.
+template <typename Value, typename ParallelFor, typename Sink>
+int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid,
+                                DistanceTarget target, double* state,
+                                ParallelFor&& parallel_for, const Sink& sink) {
+  if (grid.ndim == 0 || grid.numel() == 0) return 0;
+  // Pass 0: lines along axis 0, swept row by row over blocks of columns
+  // (contiguous reads and writes in C order).
+  const int64_t n0 = grid.size[0];
+  const int64_t columns = grid.inner(0);
+  const double spacing0 = grid.spacing[0];
+  std::atomic<int64_t> foreground{0};
+  parallel_for(columns, [&](int64_t begin, int64_t end) {
+    // Positions are doubles (exact), so that the loops vectorise; -+inf
+    // marks "not seen" and gives an infinite distance.
+    constexpr int64_t kBlock = 256;
+    int64_t offsets[kBlock];
+    double last_foreground[kBlock], last_background[kBlock];
+    Value values[kBlock];
+    int64_t count = 0;
+    for (int64_t block = begin; block < end; block += kBlock) {
+      const int64_t width = std::min(kBlock, end - block);
+      bool dense = true;  // the block's columns adjacent in memory
+      for (int64_t j = 0; j < width; ++j) {
+        offsets[j] = column_offset(mask, grid, block + j);
+        dense &= offsets[j] == offsets[0] + j;
+      }
+      // Row i of the block's columns.
+      const auto row_values = [&](int64_t i) -> const Value* {
+        const Value* first = mask.data + i * mask.stride[0];
+        if (dense) return first + offsets[0];
+        for (int64_t j = 0; j < width; ++j) values[j] = first[offsets[j]];
+        return values;
+      };
+      std::fill(last_foreground, last_foreground + width, -infinite_distance());
+      std::fill(last_background, last_background + width, -infinite_distance());
+      for (int64_t i = 0; i < n0; ++i) {
+        const Value* v = row_values(i);
+        double* row = state + i * columns + block;
+        const double x = double(i);
+#pragma omp simd reduction(+ : count)
+        for (int64_t j = 0; j < width; ++j) {
+          const bool fg = v[j] != Value(0);
+          count += fg;
+          const double lf = fg ? x : last_foreground[j];
+          const double lb = fg ? last_background[j] : x;
+          last_foreground[j] = lf;
+          last_background[j] = lb;
+          const double a = spacing0 * (x - (fg ? lb : lf));
+          row[j] = fg ? a * a : -(a * a);
+        }
+      }
+      std::fill(last_foreground, last_foreground + width, infinite_distance());
+      std::fill(last_background, last_background + width, infinite_distance());
+      for (int64_t i = n0 - 1; i >= 0; --i) {
+        const Value* v = row_values(i);
+        double* row = state + i * columns + block;
+        const double x = double(i);
+#pragma omp simd
+        for (int64_t j = 0; j < width; ++j) {
+          const bool fg = v[j] != Value(0);
+          const double lf = fg ? x : last_foreground[j];
+          const double lb = fg ? last_background[j] : x;
+          last_foreground[j] = lf;
+          last_background[j] = lb;
+          const double a = spacing0 * ((fg ? lb : lf) - x);
+          const double d = a * a;
+          const double current = fg ? row[j] : -row[j];
+          row[j] = d < current ? (fg ? d : -d) : row[j];
+        }
+      }
+    }
+    foreground += count;
+  });
+  if (grid.ndim == 1) {
+    parallel_for(n0, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) sink(i, state[i]);
+    });
+    return foreground.load();
+  }
+  // Later passes. Lines along an inner axis are gathered and written back
+  // in groups of up to kGroup neighbours (contiguous in memory), the last
+  // pass (inner size 1) hands its states to the sink.
+  constexpr int64_t kGroup = 16;
+  for (int axis = 1; axis < grid.ndim; ++axis) {
+    const int64_t n = grid.size[axis];
+    const int64_t inner = grid.inner(axis);
+    const int64_t outer = grid.numel() / (n * inner);
+    const int64_t group = std::min(kGroup, inner);
+    const int64_t groups_per_outer = (inner + group - 1) / group;
+    const double spacing = grid.spacing[axis];
+    const bool last = axis == grid.ndim - 1;
+    parallel_for(outer * groups_per_outer, [&](int64_t begin, int64_t end) {
+      std::vector<double> lines(group * n), results(group * n), envelope(5 * n);
+      const ParabolaScratch scratch{envelope.data(), envelope.data() + n, envelope.data() + 2 * n,
+                                    envelope.data() + 3 * n, envelope.data() + 4 * n};
+      for (int64_t g = begin; g < end; ++g) {
+        const int64_t first_inner = (g % groups_per_outer) * group;
+        const int64_t width = std::min(group, inner - first_inner);
+        const int64_t first = (g / groups_per_outer) * n * inner + first_inner;
+        for (int64_t q = 0; q < n; ++q) {
+          const double* row = state + first + q * inner;
+          for (int64_t b = 0; b < width; ++b) lines[b * n + q] = row[b];
+        }
+        for (int64_t b = 0; b < width; ++b) {
+          if (last) {
+            binary_distance_line(lines.data() + b * n, n, spacing, target, scratch,
+                                 [&](int64_t x, double d) { sink(first + b + x * inner, d); });
+          } else {
+            double* result = results.data() + b * n;
+            binary_distance_line(lines.data() + b * n, n, spacing, target, scratch,
+                                 [&](int64_t x, double d) { result[x] = d; });
+          }
+        }
+        if (!last) {
+          for (int64_t q = 0; q < n; ++q) {
+            double* row = state + first + q * inner;
+            for (int64_t b = 0; b < width; ++b) row[b] = results[b * n + q];
+          }
+        }
+      }
+    });
+  }
+  return foreground.load();
+}
+
+}  // namespace segloss::core
