@@ -307,6 +307,36 @@ def _weight_map_case(name, labels_fn, large=False, **options):
                   numpy_reference=numpy_reference)
 
 
+def _distance_map_case(name, mask_fn, kind, sampling, spatial_dims, large=False):
+    def make(gen):
+        return {"mask": mask_fn(gen)}
+
+    def run(i):
+        return {"map": torch.ops.segloss.distance_map(i["mask"], kind, spatial_dims, sampling)}
+
+    def numpy_reference(i):
+        # The distance to the other class in float32 (the op rounds it first),
+        # then the signed map's -(d - 1) inside the mask, in float32.
+        mask = i["mask"].numpy()
+        images = mask.reshape((-1,) + mask.shape[mask.ndim - spatial_dims:])
+        out = []
+        for image in images:
+            d = snp.boundary_distance_map(image, sampling).astype(np.float32)
+            if kind == "signed":
+                d = np.where(image != 0, -(d - np.float32(1)), d)
+            out.append(d if (image != 0).any() and not (image != 0).all() else np.zeros_like(d))
+        return {"map": torch.from_numpy(np.stack(out).reshape(mask.shape))}
+
+    return OpCase(name, make, run, exact=True, dtypes=(None,), large=large,
+                  numpy_reference=numpy_reference)
+
+
+def _random_mask(shape, dtype, p=0.4):
+    def make(gen):
+        return (torch.rand(shape, generator=gen) < p).to(dtype)
+    return make
+
+
 def _long_lines():
     """2 images of 1 x 8,400,000: the first pass has 16.8 million lines (one
     per column), past 65,535 blocks of 256 threads, so the grid-stride loops
@@ -457,6 +487,15 @@ def cases():
                          border_everywhere=True, sigma=2.0),
         _weight_map_case("unet_weight_map-3d-fixed-sampling", labels3,
                          class_weights={0: 0.5, 1: 3.0}, sampling=[0.7, 1.3, 1.1], w0=4.0),
+    ]
+    table += [
+        _distance_map_case("distance_map-signed-2d-bool", _random_mask((3, 2, 37, 53), torch.bool),
+                           "signed", None, 2),
+        _distance_map_case("distance_map-boundary-3d-uint8-sampling",
+                           _random_mask((2, 1, 9, 11, 13), torch.uint8, 0.2), "boundary",
+                           [0.7, 1.3, 1.1], 3),
+        _distance_map_case("distance_map-signed-3d-int64", _random_mask((2, 9, 11, 13), torch.int64),
+                           "signed", None, 3),
     ]
     # Launches past the grid limits (GPU runs only).
     table += [

@@ -95,7 +95,7 @@ def test_the_sweep_covers_every_op():
     names = " ".join(case.id for case in CASES)
     for op in ("bce-probabilities", "bce-logits", "dice-", "dice_ce-", "_dice_sums-",
                "shape_aware-binary", "shape_aware-multiclass", "_weighted_cross_entropy-",
-               "two_nearest-", "unet_weight_map-"):
+               "two_nearest-", "unet_weight_map-", "distance_map-signed", "distance_map-boundary"):
         assert op in names, op
     for dims in ("2d", "3d"):
         assert sum(dims in case.id for case in CASES) >= 8, dims

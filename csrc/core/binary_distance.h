@@ -65,9 +65,43 @@ struct NonzeroIsForeground {
 template <typename Value>
 using StridedMask = StridedLabels<Value, NonzeroIsForeground>;
 
-// The signed state of a pixel of class `foreground` at squared distance d.
-SEGLOSS_INLINE double signed_distance_state(bool foreground, double d) {
-  return foreground ? d : -d;
+// Pass 0's step at position x of a line, scanning in either direction: a
+// pixel of class `foreground` updates the positions of the last pixel of each
+// class seen (-+inf: none yet, which gives an infinite distance) and gets its
+// signed state from this side. Positions are doubles (exact), so that the CPU
+// loops vectorise.
+SEGLOSS_INLINE double scan_step(bool foreground, double x, double spacing,
+                                double& last_foreground, double& last_background) {
+  const double lf = foreground ? x : last_foreground;
+  const double lb = foreground ? last_background : x;
+  last_foreground = lf;
+  last_background = lb;
+  const double a = spacing * (x - (foreground ? lb : lf));
+  return foreground ? a * a : -(a * a);
+}
+
+// The nearer of two signed states of one pixel (the same sign).
+SEGLOSS_INLINE double nearer_state(bool foreground, double a, double b) {
+  return foreground ? (a < b ? a : b) : (a > b ? a : b);
+}
+
+// Pass 0 along one line of n pixels (the CUDA kernels' form; the CPU sweeps
+// rows of many lines with the same steps): foreground(i) is pixel i's class;
+// writes the signed states to out[i * out_stride].
+template <typename Foreground>
+SEGLOSS_INLINE void scan_binary_line(const Foreground& foreground, int64_t n, double spacing,
+                                     double* out, int64_t out_stride) {
+  double last_foreground = -infinite_distance(), last_background = -infinite_distance();
+  for (int64_t i = 0; i < n; ++i) {
+    out[i * out_stride] =
+        scan_step(foreground(i), double(i), spacing, last_foreground, last_background);
+  }
+  last_foreground = last_background = infinite_distance();
+  for (int64_t i = n - 1; i >= 0; --i) {
+    const bool fg = foreground(i);
+    const double state = scan_step(fg, double(i), spacing, last_foreground, last_background);
+    out[i * out_stride] = nearer_state(fg, out[i * out_stride], state);
+  }
 }
 
 // Working memory of one line's envelope of up to n parabolas.
@@ -193,8 +227,6 @@ int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid
   const double spacing0 = grid.spacing[0];
   std::atomic<int64_t> foreground{0};
   parallel_for(columns, [&](int64_t begin, int64_t end) {
-    // Positions are doubles (exact), so that the loops vectorise; -+inf
-    // marks "not seen" and gives an infinite distance.
     constexpr int64_t kBlock = 256;
     int64_t offsets[kBlock];
     double last_foreground[kBlock], last_background[kBlock];
@@ -224,12 +256,7 @@ int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid
         for (int64_t j = 0; j < width; ++j) {
           const bool fg = v[j] != Value(0);
           count += fg;
-          const double lf = fg ? x : last_foreground[j];
-          const double lb = fg ? last_background[j] : x;
-          last_foreground[j] = lf;
-          last_background[j] = lb;
-          const double a = spacing0 * (x - (fg ? lb : lf));
-          row[j] = fg ? a * a : -(a * a);
+          row[j] = scan_step(fg, x, spacing0, last_foreground[j], last_background[j]);
         }
       }
       std::fill(last_foreground, last_foreground + width, infinite_distance());
@@ -241,14 +268,8 @@ int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid
 #pragma omp simd
         for (int64_t j = 0; j < width; ++j) {
           const bool fg = v[j] != Value(0);
-          const double lf = fg ? x : last_foreground[j];
-          const double lb = fg ? last_background[j] : x;
-          last_foreground[j] = lf;
-          last_background[j] = lb;
-          const double a = spacing0 * ((fg ? lb : lf) - x);
-          const double d = a * a;
-          const double current = fg ? row[j] : -row[j];
-          row[j] = d < current ? (fg ? d : -d) : row[j];
+          row[j] = nearer_state(fg, row[j],
+                                scan_step(fg, x, spacing0, last_foreground[j], last_background[j]));
         }
       }
     }

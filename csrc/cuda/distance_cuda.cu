@@ -1,7 +1,8 @@
 // CUDA kernels of the distance-transform ops: the same per-line passes as the
-// CPU (csrc/core/two_nearest.h), one thread per line, over every image of the
-// batch at once; the results are identical to the CPU's, bit for bit (the same
-// double arithmetic in the same order, never fused: core/rounding.h).
+// CPU (csrc/core/two_nearest.h; for the distance maps csrc/core/
+// binary_distance.h), one thread per line, over every image of the batch at
+// once; the results are identical to the CPU's, bit for bit (the same double
+// arithmetic in the same order, never fused: core/rounding.h).
 #include <ATen/Dispatch_v2.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -14,6 +15,7 @@
 #include <algorithm>
 #include <tuple>
 
+#include "../core/binary_distance.h"
 #include "../core/distance_transform.h"
 #include "../core/two_nearest.h"
 #include "../core/unet_weight.h"
@@ -223,9 +225,158 @@ at::Tensor unet_weight_map_cuda(const at::Tensor& labels, double w0, double sigm
   return out;
 }
 
+// ---------------------------------------------------------------------------
+// The distance maps (segloss::distance_map).
+
+// A batch of masks: one image's grid, an image's strides, and the stride
+// between images.
+template <typename Value>
+struct MaskBatch {
+  core::Grid image;
+  int64_t images, pixels;
+  core::StridedMask<Value> mask;
+  int64_t batch_stride;
+};
+
+template <typename Value>
+struct MaskColumn {
+  const Value* first;
+  int64_t stride;
+  __device__ bool operator()(int64_t i) const { return first[i * stride] != Value(0); }
+};
+
+// Pass 0: one thread per (image, line along the first spatial axis); counts
+// each image's foreground pixels (one integer atomic per line: deterministic).
+template <typename Value>
+__global__ void binary_scan_kernel(MaskBatch<Value> batch, double* state,
+                                   unsigned long long* foreground) {
+  const int64_t columns = batch.image.inner(0);
+  const int64_t n = batch.image.size[0];
+  SEGLOSS_GRID_STRIDE_LOOP(work, batch.images * columns) {
+    const int64_t image = work / columns, column = work % columns;
+    const MaskColumn<Value> line{batch.mask.data + image * batch.batch_stride +
+                                     core::column_offset(batch.mask, batch.image, column),
+                                 batch.mask.stride[0]};
+    core::scan_binary_line(line, n, batch.image.spacing[0], state + image * batch.pixels + column,
+                           columns);
+    unsigned long long count = 0;
+    for (int64_t i = 0; i < n; ++i) count += line(i);
+    if (count != 0) atomicAdd(foreground + image, count);
+  }
+}
+
+// The map's value, or 0 in an image without both classes.
+__device__ float map_output(core::DistanceMap map, double state, unsigned long long foreground,
+                            int64_t pixels) {
+  const bool both = foreground != 0 && foreground != (unsigned long long)pixels;
+  return both ? core::distance_map_value<float>(map, state) : 0.0f;
+}
+
+// A later pass along `axis`: one thread per line of lines [first, first +
+// count) of the batch, each with 6n doubles of scratch (the gathered line and
+// the envelope). The last pass writes the maps.
+__global__ void binary_envelope_kernel(double* state, core::Grid image, int64_t pixels, int axis,
+                                       int64_t first, int64_t count, double* scratch,
+                                       core::DistanceMap map,
+                                       const unsigned long long* foreground, float* out) {
+  const int64_t n = image.size[axis];
+  const int64_t inner = image.inner(axis);
+  const int64_t lines_per_image = pixels / n;
+  const double spacing = image.spacing[axis];
+  const bool last = axis == image.ndim - 1;
+  SEGLOSS_GRID_STRIDE_LOOP(k, count) {
+    const int64_t line_index = first + k;
+    const int64_t i = line_index / lines_per_image, index = line_index % lines_per_image;
+    const int64_t offset = i * pixels + (index / inner) * n * inner + index % inner;
+    double* line = scratch + k * 6 * n;
+    for (int64_t q = 0; q < n; ++q) line[q] = state[offset + q * inner];
+    const core::ParabolaScratch envelope{line + n, line + 2 * n, line + 3 * n, line + 4 * n,
+                                         line + 5 * n};
+    if (last) {
+      const unsigned long long image_foreground = foreground[i];
+      core::binary_distance_line(line, n, spacing, core::DistanceTarget::kOtherClass, envelope,
+                                 [&](int64_t x, double d) {
+                                   out[offset + x * inner] =
+                                       map_output(map, d, image_foreground, pixels);
+                                 });
+    } else {
+      core::binary_distance_line(line, n, spacing, core::DistanceTarget::kOtherClass, envelope,
+                                 [&](int64_t x, double d) { state[offset + x * inner] = d; });
+    }
+  }
+}
+
+// One spatial dim: the maps straight from pass 0.
+__global__ void binary_output_kernel(const double* state, int64_t pixels, int64_t total,
+                                     core::DistanceMap map,
+                                     const unsigned long long* foreground, float* out) {
+  SEGLOSS_GRID_STRIDE_LOOP(i, total) {
+    out[i] = map_output(map, state[i], foreground[i / pixels], pixels);
+  }
+}
+
+at::Tensor distance_map_cuda(const at::Tensor& mask_in, std::string_view kind,
+                             int64_t spatial_dims, std::optional<at::ArrayRef<double>> sampling) {
+  const DistanceMapOperands ops =
+      check_distance_map_arguments(mask_in, kind, spatial_dims, sampling);
+  at::Tensor out = empty_distance_map(mask_in);
+  if (out.numel() == 0) return out;
+  const c10::cuda::CUDAGuard device_guard(mask_in.device());
+  std::vector<int64_t> shape{-1};
+  for (int64_t d = mask_in.dim() - spatial_dims; d < mask_in.dim(); ++d) {
+    shape.push_back(mask_in.size(d));
+  }
+  const at::Tensor mask = aligned(mask_in.reshape(shape));  // read in place, by strides
+  core::Grid image;
+  image.ndim = int(spatial_dims);
+  for (int d = 0; d < image.ndim; ++d) {
+    image.size[d] = mask.size(d + 1);
+    image.spacing[d] = ops.spacing[d];
+  }
+  const int64_t images = mask.size(0), pixels = image.numel(), total = images * pixels;
+  at::Tensor state = at::empty({total}, mask.options().dtype(at::kDouble));
+  at::Tensor counts = at::zeros({images}, mask.options().dtype(at::kLong));
+  auto* foreground = reinterpret_cast<unsigned long long*>(counts.data_ptr<int64_t>());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_V2(
+      mask.scalar_type(), "segloss_distance_map_scan_cuda", AT_WRAP([&] {
+        MaskBatch<scalar_t> batch{image, images, pixels,
+                                  {mask.const_data_ptr<scalar_t>(), {}, {}}, mask.stride(0)};
+        for (int d = 0; d < image.ndim; ++d) batch.mask.stride[d] = mask.stride(d + 1);
+        const int64_t work = images * image.inner(0);
+        binary_scan_kernel<scalar_t><<<grid_size(work, kMaxBlocks), kThreads, 0, stream>>>(
+            batch, state.data_ptr<double>(), foreground);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }),
+      AT_EXPAND(AT_INTEGRAL_TYPES_V2), at::kBool);
+  if (image.ndim == 1) {
+    binary_output_kernel<<<grid_size(total, kMaxBlocks), kThreads, 0, stream>>>(
+        state.const_data_ptr<double>(), pixels, total, ops.map, foreground,
+        out.data_ptr<float>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return out;
+  }
+  for (int axis = 1; axis < image.ndim; ++axis) {
+    const int64_t n = image.size[axis];
+    const int64_t lines = images * (pixels / n);
+    const int64_t line_bytes = 6 * n * int64_t(sizeof(double));
+    const int64_t chunk = std::max<int64_t>(1, std::min(lines, kScratchBytes / line_bytes));
+    at::Tensor scratch = at::empty({chunk * 6 * n}, mask.options().dtype(at::kDouble));
+    for (int64_t first = 0; first < lines; first += chunk) {
+      const int64_t count = std::min(chunk, lines - first);
+      binary_envelope_kernel<<<grid_size(count, kMaxBlocks), kThreads, 0, stream>>>(
+          state.data_ptr<double>(), image, pixels, axis, first, count,
+          scratch.data_ptr<double>(), ops.map, foreground, out.data_ptr<float>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(segloss, CUDA, m) {
+  m.impl("distance_map", &distance_map_cuda);
   m.impl("two_nearest_distances", &two_nearest_distances_cuda);
   m.impl("unet_weight_map", &unet_weight_map_cuda);
 }

@@ -115,6 +115,7 @@ at::Tensor distance_map_cpu(const at::Tensor& mask_in, std::string_view kind,
   const DistanceMapOperands ops =
       check_distance_map_arguments(mask_in, kind, spatial_dims, sampling);
   at::Tensor out = empty_distance_map(mask_in);
+  if (out.numel() == 0) return out;
   std::vector<int64_t> shape{-1};
   for (int64_t d = mask_in.dim() - spatial_dims; d < mask_in.dim(); ++d) {
     shape.push_back(mask_in.size(d));
@@ -127,7 +128,6 @@ at::Tensor distance_map_cpu(const at::Tensor& mask_in, std::string_view kind,
     grid.spacing[d] = ops.spacing[d];
   }
   const int64_t pixels = grid.numel();
-  if (pixels == 0 || out.numel() == 0) return out;
   std::unique_ptr<double[]> state(new double[pixels]);
   float* result = out.mutable_data_ptr<float>();
   const core::DistanceMap map = ops.map;
