@@ -1,7 +1,7 @@
 """Forward+backward timings of segloss's ops against the references in the same run.
 
     ./dev bench                         # CPU, every suite, with torch.compile anchors
-    ./dev bench --suite dice            # one suite (bce, focal, dice, dice_ce, region, shape_aware, distance)
+    ./dev bench --suite dice            # one suite (bce, focal, dice, dice_ce, region, shape_aware, distance, maps)
     ./dev bench --device cuda           # on a GPU (with each candidate's peak extra memory)
     ./dev bench --no-compile --repeats 10
     ./dev bench --suite dice --memory   # peak extra memory instead of time
@@ -434,7 +434,12 @@ def run_distance(argv: List[str]) -> None:
 
 
 # Suites with their own runner, called with an argument list.
-RUNNERS: Dict[str, Callable[[List[str]], None]] = {"distance": run_distance}
+def run_maps(argv: List[str]) -> None:
+    import maps  # benchmarks/maps.py: the plain transform and the loss maps
+    maps.main(argv)
+
+
+RUNNERS: Dict[str, Callable[[List[str]], None]] = {"distance": run_distance, "maps": run_maps}
 
 
 def forward_backward(loss_fn: Loss, x: torch.Tensor, y: torch.Tensor):

@@ -164,26 +164,26 @@ SEGLOSS_INLINE void parabola_envelope(int64_t n, double spacing, const Base& bas
   }
 }
 
-// A later pass along one line of n pixels whose signed states are line[q]:
-// hands each pixel's new signed state to write(x, state).
+// A later pass along one line of n pixels whose signed states are line[q]
+// (has_foreground / has_background: whether any is positive / negative):
+// hands each pixel's new signed state to write(x, state), the background's
+// with kZeros only if `every_pixel` (unchanged there). write may store into
+// line[x]: each pixel is read before it is written, and a write keeps the
+// sign, which is all a later read of that pixel uses.
 //
 // Of a run of pixels of one class, only its two ends can be the nearest
 // pixel of that class to a pixel of the other class (outside the run): the
 // interior is left out of the envelope (as if infinitely far), which shrinks
 // it to the other class's pixels and the runs' ends.
 template <typename Write>
-SEGLOSS_INLINE void binary_distance_line(const double* line, int64_t n, double spacing,
-                                         DistanceTarget target, const ParabolaScratch& scratch,
-                                         const Write& write) {
+SEGLOSS_INLINE void binary_distance_line(double* line, int64_t n, double spacing,
+                                         DistanceTarget target, bool has_foreground,
+                                         bool has_background, bool every_pixel,
+                                         const ParabolaScratch& scratch, const Write& write) {
   const auto interior = [&](int64_t q, bool foreground) {
     return q > 0 && q < n - 1 && (line[q - 1] > 0) == foreground &&
            (line[q + 1] > 0) == foreground;
   };
-  bool has_foreground = false, has_background = false;
-  for (int64_t q = 0; q < n; ++q) {
-    has_foreground |= line[q] > 0;
-    has_background |= line[q] < 0;
-  }
   // The foreground's distances to the background (the background reads 0).
   if (has_foreground) {
     parabola_envelope(
@@ -202,9 +202,9 @@ SEGLOSS_INLINE void binary_distance_line(const double* line, int64_t n, double s
         },
         scratch, [&](int64_t x) { return line[x] < 0; },
         [&](int64_t x, double d) { write(x, -d); });
-  } else {
+  } else if (every_pixel) {
     for (int64_t x = 0; x < n; ++x) {
-      if (line[x] < 0) write(x, line[x]);  // background: stays as it is
+      if (line[x] < 0) write(x, line[x]);
     }
   }
 }
@@ -230,7 +230,7 @@ int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid
     constexpr int64_t kBlock = 256;
     int64_t offsets[kBlock];
     double last_foreground[kBlock], last_background[kBlock];
-    Value values[kBlock];
+    double classes[kBlock];
     int64_t count = 0;
     for (int64_t block = begin; block < end; block += kBlock) {
       const int64_t width = std::min(kBlock, end - block);
@@ -239,35 +239,41 @@ int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid
         offsets[j] = column_offset(mask, grid, block + j);
         dense &= offsets[j] == offsets[0] + j;
       }
-      // Row i of the block's columns.
-      const auto row_values = [&](int64_t i) -> const Value* {
+      // Row i of the block's columns, as 0 / 1 doubles (loops over one type
+      // vectorise).
+      const auto row_classes = [&](int64_t i) {
         const Value* first = mask.data + i * mask.stride[0];
-        if (dense) return first + offsets[0];
-        for (int64_t j = 0; j < width; ++j) values[j] = first[offsets[j]];
-        return values;
+        if (dense) {
+          const Value* v = first + offsets[0];
+#pragma omp simd
+          for (int64_t j = 0; j < width; ++j) classes[j] = v[j] != Value(0) ? 1.0 : 0.0;
+        } else {
+          for (int64_t j = 0; j < width; ++j) classes[j] = first[offsets[j]] != Value(0) ? 1.0 : 0.0;
+        }
       };
       std::fill(last_foreground, last_foreground + width, -infinite_distance());
       std::fill(last_background, last_background + width, -infinite_distance());
       for (int64_t i = 0; i < n0; ++i) {
-        const Value* v = row_values(i);
+        row_classes(i);
         double* row = state + i * columns + block;
         const double x = double(i);
-#pragma omp simd reduction(+ : count)
+        double row_count = 0;
+#pragma omp simd reduction(+ : row_count)
         for (int64_t j = 0; j < width; ++j) {
-          const bool fg = v[j] != Value(0);
-          count += fg;
+          const bool fg = classes[j] != 0;
+          row_count += classes[j];
           row[j] = scan_step(fg, x, spacing0, last_foreground[j], last_background[j]);
         }
+        count += int64_t(row_count);
       }
       std::fill(last_foreground, last_foreground + width, infinite_distance());
       std::fill(last_background, last_background + width, infinite_distance());
       for (int64_t i = n0 - 1; i >= 0; --i) {
-        const Value* v = row_values(i);
         double* row = state + i * columns + block;
         const double x = double(i);
 #pragma omp simd
         for (int64_t j = 0; j < width; ++j) {
-          const bool fg = v[j] != Value(0);
+          const bool fg = row[j] > 0;  // the forward scan's sign is the class
           row[j] = nearer_state(fg, row[j],
                                 scan_step(fg, x, spacing0, last_foreground[j], last_background[j]));
         }
@@ -294,31 +300,48 @@ int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid
     const double spacing = grid.spacing[axis];
     const bool last = axis == grid.ndim - 1;
     parallel_for(outer * groups_per_outer, [&](int64_t begin, int64_t end) {
-      std::vector<double> lines(group * n), results(group * n), envelope(5 * n);
+      std::vector<double> lines(group * n), envelope(5 * n);
       const ParabolaScratch scratch{envelope.data(), envelope.data() + n, envelope.data() + 2 * n,
                                     envelope.data() + 3 * n, envelope.data() + 4 * n};
+      bool has_foreground[kGroup], has_background[kGroup];
       for (int64_t g = begin; g < end; ++g) {
         const int64_t first_inner = (g % groups_per_outer) * group;
         const int64_t width = std::min(group, inner - first_inner);
         const int64_t first = (g / groups_per_outer) * n * inner + first_inner;
-        for (int64_t q = 0; q < n; ++q) {
-          const double* row = state + first + q * inner;
-          for (int64_t b = 0; b < width; ++b) lines[b * n + q] = row[b];
-        }
+        // Line by line: the group's kGroup * n values stay in the L1 cache.
         for (int64_t b = 0; b < width; ++b) {
+          const double* in = state + first + b;
+          double* line = lines.data() + b * n;
+          bool any_foreground = false, any_background = false;
+          for (int64_t q = 0; q < n; ++q) {
+            const double value = in[q * inner];
+            line[q] = value;
+            any_foreground |= value > 0;
+            any_background |= value < 0;
+          }
+          has_foreground[b] = any_foreground;
+          has_background[b] = any_background;
+        }
+        // With kZeros a line without foreground keeps its states.
+        bool changed = false;
+        for (int64_t b = 0; b < width; ++b) {
+          double* line = lines.data() + b * n;
+          changed |= has_foreground[b] || target == DistanceTarget::kOtherClass;
           if (last) {
-            binary_distance_line(lines.data() + b * n, n, spacing, target, scratch,
+            binary_distance_line(line, n, spacing, target, has_foreground[b], has_background[b],
+                                 /*every_pixel=*/true, scratch,
                                  [&](int64_t x, double d) { sink(first + b + x * inner, d); });
           } else {
-            double* result = results.data() + b * n;
-            binary_distance_line(lines.data() + b * n, n, spacing, target, scratch,
-                                 [&](int64_t x, double d) { result[x] = d; });
+            binary_distance_line(line, n, spacing, target, has_foreground[b], has_background[b],
+                                 /*every_pixel=*/false, scratch,
+                                 [&](int64_t x, double d) { line[x] = d; });
           }
         }
-        if (!last) {
-          for (int64_t q = 0; q < n; ++q) {
-            double* row = state + first + q * inner;
-            for (int64_t b = 0; b < width; ++b) row[b] = results[b * n + q];
+        if (!last && changed) {
+          for (int64_t b = 0; b < width; ++b) {
+            double* out = state + first + b;
+            const double* line = lines.data() + b * n;
+            for (int64_t q = 0; q < n; ++q) out[q * inner] = line[q];
           }
         }
       }

@@ -289,18 +289,26 @@ __global__ void binary_envelope_kernel(double* state, core::Grid image, int64_t 
     const int64_t i = line_index / lines_per_image, index = line_index % lines_per_image;
     const int64_t offset = i * pixels + (index / inner) * n * inner + index % inner;
     double* line = scratch + k * 6 * n;
-    for (int64_t q = 0; q < n; ++q) line[q] = state[offset + q * inner];
+    bool has_foreground = false, has_background = false;
+    for (int64_t q = 0; q < n; ++q) {
+      const double value = state[offset + q * inner];
+      line[q] = value;
+      has_foreground |= value > 0;
+      has_background |= value < 0;
+    }
     const core::ParabolaScratch envelope{line + n, line + 2 * n, line + 3 * n, line + 4 * n,
                                          line + 5 * n};
     if (last) {
       const unsigned long long image_foreground = foreground[i];
-      core::binary_distance_line(line, n, spacing, core::DistanceTarget::kOtherClass, envelope,
+      core::binary_distance_line(line, n, spacing, core::DistanceTarget::kOtherClass,
+                                 has_foreground, has_background, /*every_pixel=*/true, envelope,
                                  [&](int64_t x, double d) {
                                    out[offset + x * inner] =
                                        map_output(map, d, image_foreground, pixels);
                                  });
     } else {
-      core::binary_distance_line(line, n, spacing, core::DistanceTarget::kOtherClass, envelope,
+      core::binary_distance_line(line, n, spacing, core::DistanceTarget::kOtherClass,
+                                 has_foreground, has_background, /*every_pixel=*/false, envelope,
                                  [&](int64_t x, double d) { state[offset + x * inner] = d; });
     }
   }
