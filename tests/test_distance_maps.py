@@ -290,3 +290,58 @@ def test_torch_maps_errors():
         torch.ops.segloss.distance_map(torch.zeros(1, 4, 4, dtype=torch.bool), "plain", 2)
     with pytest.raises(TypeError, match="segloss.signed_distance_map: sampling must be a number"):
         segloss.signed_distance_map(torch.zeros(1, 4, 4, dtype=torch.bool), "x")
+
+
+# --------------------------------------------------------------------------
+# The pointwise rows of the sigmoid distance losses (core/distance_losses.h)
+
+ROWS = {
+    "sigmoid_boundary_loss": lambda x, y, a: torch.sigmoid(x) * a,
+    "sigmoid_hausdorff_dt_loss": lambda x, y, a: (torch.sigmoid(x) - y) ** 2 * a,
+}
+
+
+@pytest.mark.parametrize("row", sorted(ROWS))
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_distance_loss_rows_match_float64_formulas(row, reduction, gen):
+    x = torch.randn(2, 3, 7, 9, generator=gen, dtype=torch.float64) * 4
+    y = (torch.rand(x.shape, generator=gen) > 0.5).double()
+    a = torch.randn(x.shape, generator=gen, dtype=torch.float64) * 20
+    xr = x.clone().requires_grad_()
+    loss = torch.ops.segloss._pointwise_loss(xr, y, None, a, reduction, row, [], "t")
+    xe = x.clone().requires_grad_()
+    expected = ROWS[row](xe, y, a)
+    expected = {"none": expected, "sum": expected.sum(), "mean": expected.mean()}[reduction]
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
+    g = torch.rand(loss.shape, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(torch.autograd.grad(loss, xr, g)[0],
+                               torch.autograd.grad(expected, xe, g)[0], rtol=1e-12, atol=1e-12)
+    small = (slice(0, 1), slice(0, 1), slice(0, 3), slice(0, 4))
+    torch.autograd.gradcheck(
+        lambda v: torch.ops.segloss._pointwise_loss(v, y[small], None, a[small], reduction, row,
+                                                    [], "t"),
+        (x[small].clone().requires_grad_(),))
+    torch.library.opcheck(torch.ops.segloss._pointwise_loss,
+                          (x.float().requires_grad_(), y.float(), None, a.float(), reduction, row,
+                           [], "t"))
+
+
+def test_distance_loss_rows_half_inputs_keep_float32_weights(gen):
+    # A squared distance weight beyond float16's range (65504) stays finite:
+    # the operands are read in float32 for half inputs.
+    x = torch.randn(2, 1, 8, 8, generator=gen)
+    y = (torch.rand(x.shape, generator=gen) > 0.5).float()
+    a = torch.full(x.shape, 1e5)
+    for dtype in (torch.float16, torch.bfloat16):
+        loss = torch.ops.segloss._pointwise_loss(x.to(dtype), y.to(dtype), None, a, "mean",
+                                                 "sigmoid_hausdorff_dt_loss", [], "t")
+        expected = ((torch.sigmoid(x.to(dtype).float()) - y) ** 2 * a).mean()
+        assert torch.isfinite(loss)
+        torch.testing.assert_close(loss.float(), expected, rtol=1e-2, atol=0)
+
+
+def test_distance_loss_rows_require_their_operand(gen):
+    x = torch.randn(1, 1, 4, 4, generator=gen)
+    with pytest.raises(ValueError, match="distance_weight"):
+        torch.ops.segloss._pointwise_loss(x, x, None, None, "mean", "sigmoid_hausdorff_dt_loss",
+                                          [], "segloss.hausdorff_dt_loss")

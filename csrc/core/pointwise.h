@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "bce.h"
+#include "distance_losses.h"
 #include "focal.h"
 
 namespace segloss::core {
@@ -20,7 +21,9 @@ namespace segloss::core {
   ROW(Bce, "binary_cross_entropy", ProbabilityBce)                          \
   ROW(BceWithLogits, "binary_cross_entropy_with_logits", LogitsBce)         \
   ROW(SigmoidFocal, "sigmoid_focal_loss", SigmoidFocal)                     \
-  ROW(BalancedBceWithLogits, "balanced_bce_with_logits", BalancedLogitsBce)
+  ROW(BalancedBceWithLogits, "balanced_bce_with_logits", BalancedLogitsBce)  \
+  ROW(SigmoidBoundary, "sigmoid_boundary_loss", SigmoidBoundary)            \
+  ROW(SigmoidHausdorffDt, "sigmoid_hausdorff_dt_loss", SigmoidHausdorffDt)
 
 enum class PointwiseLoss : int {
 #define SEGLOSS_POINTWISE_ENUMERATOR(id, name, policy) id,

@@ -32,8 +32,8 @@ template <typename scalar_t, typename acc_t>
 struct DeviceOperands {
   const scalar_t* input;
   const scalar_t* target;
-  const scalar_t* weight;
-  const scalar_t* aux;
+  const acc_t* weight;  // in the compute type (pointwise_operands.cpp)
+  const acc_t* aux;
   core::BroadcastIndexer weight_index;
   core::BroadcastIndexer aux_index;
   core::PointwiseParams<acc_t> params;
@@ -42,18 +42,18 @@ struct DeviceOperands {
   explicit DeviceOperands(const PointwiseOperands& ops)
       : input(ops.input.const_data_ptr<scalar_t>()),
         target(ops.target.const_data_ptr<scalar_t>()),
-        weight(ops.weight.defined() ? ops.weight.const_data_ptr<scalar_t>() : nullptr),
-        aux(ops.aux.defined() ? ops.aux.const_data_ptr<scalar_t>() : nullptr),
+        weight(ops.weight.defined() ? ops.weight.const_data_ptr<acc_t>() : nullptr),
+        aux(ops.aux.defined() ? ops.aux.const_data_ptr<acc_t>() : nullptr),
         weight_index(ops.weight_index),
         aux_index(ops.aux_index),
         params(ops.params.as<acc_t>()),
         numel(ops.input.numel()) {}
 
   __device__ acc_t weight_at(int64_t i) const {
-    return weight == nullptr ? acc_t(1) : acc_t(weight[weight_index.offset(i)]);
+    return weight == nullptr ? acc_t(1) : weight[weight_index.offset(i)];
   }
   __device__ acc_t aux_at(int64_t i) const {
-    return aux == nullptr ? acc_t(1) : acc_t(aux[aux_index.offset(i)]);
+    return aux == nullptr ? acc_t(1) : aux[aux_index.offset(i)];
   }
   template <class Policy>
   __device__ acc_t loss_at(int64_t i) const {

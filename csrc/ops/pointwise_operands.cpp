@@ -1,6 +1,7 @@
 #include "pointwise_operands.h"
 
 #include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
 
 #include "checks.h"
 
@@ -17,12 +18,15 @@ void check_weight(std::string_view op, std::string_view name,
               input.sym_sizes());
 }
 
-// An optional weight, converted to the input's dtype and expanded (a view, no
-// copy) to the input's shape, with the indexer the kernels walk it with.
+// An optional weight, converted to the compute type (float32 for half and
+// bfloat16 inputs: a weight such as a squared distance need not fit their
+// range) and expanded (a view, no copy) to the input's shape, with the
+// indexer the kernels walk it with.
 void prepare_weight(const std::optional<at::Tensor>& weight, const at::Tensor& input,
                     at::Tensor* out, core::BroadcastIndexer* index) {
   if (!is_given(weight)) return;
-  at::Tensor expanded = aligned(weight->to(input.scalar_type())).expand(input.sizes());
+  at::Tensor expanded =
+      aligned(weight->to(at::toOpMathType(input.scalar_type()))).expand(input.sizes());
   if (!core::make_broadcast_indexer(int(expanded.dim()), expanded.sizes().data(),
                                     expanded.strides().data(), index)) {
     // Too many dimensions to walk by strides: copy to the input's layout.

@@ -54,12 +54,12 @@ struct BlockBuffers {
   BlockBuffers() { std::fill(ones(), ones() + kBlock, acc_t(1)); }
 };
 
-// An optional operand reads as ones when absent.
-template <typename scalar_t, typename acc_t>
+// An optional operand (in the compute type) reads as ones when absent.
+template <typename acc_t>
 const acc_t* load_optional_block(const at::Tensor& tensor, const BroadcastIndexer& index,
                                  int64_t begin, int64_t n, acc_t* buffer, const acc_t* ones) {
   if (!tensor.defined()) return ones;
-  return load_block(tensor.const_data_ptr<scalar_t>(), index, begin, n, buffer);
+  return load_block(tensor.const_data_ptr<acc_t>(), index, begin, n, buffer);
 }
 
 // The operands of one block in the compute type.
@@ -74,9 +74,8 @@ struct Block {
     const BroadcastIndexer identity;
     input = load_block(ops.input.const_data_ptr<scalar_t>(), identity, begin, n, buf.input());
     target = load_block(ops.target.const_data_ptr<scalar_t>(), identity, begin, n, buf.target());
-    weight = load_optional_block<scalar_t>(ops.weight, ops.weight_index, begin, n, buf.weight(),
-                                           buf.ones());
-    aux = load_optional_block<scalar_t>(ops.aux, ops.aux_index, begin, n, buf.aux(), buf.ones());
+    weight = load_optional_block(ops.weight, ops.weight_index, begin, n, buf.weight(), buf.ones());
+    aux = load_optional_block(ops.aux, ops.aux_index, begin, n, buf.aux(), buf.ones());
   }
 };
 
