@@ -166,7 +166,8 @@ def hausdorff_reference(x, target, alpha=2.0, log=False, activation="sigmoid",
 def _forward_backward(fn, x, *args, **kwargs):
     xr = x.detach().clone().requires_grad_()
     loss = fn(xr, *args, **kwargs)
-    g = torch.linspace(0.5, 1.5, loss.numel(), dtype=loss.dtype).view(loss.shape)
+    g = torch.linspace(0.5, 1.5, loss.numel(), dtype=loss.dtype,
+                       device=loss.device).view(loss.shape)
     (grad,) = torch.autograd.grad(loss, xr, g)
     return loss.detach(), grad
 
@@ -259,6 +260,24 @@ def test_empty_and_full_masks_have_zero_maps():
     for fn in (segloss.boundary_loss, segloss.hausdorff_dt_loss):
         loss = fn(x, labels, include_background=True, reduction="none")
         assert torch.equal(loss, torch.zeros_like(loss)), fn
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_on_device(device, dtype, gen):
+    # On the input's device (CUDA on a GPU machine), against the float64
+    # reference on the CPU.
+    x, t = _case("3d", "softmax", "labels", gen)
+    y = _target("soft", t, 3, gen)
+    for fn, ref, target, kwargs in (
+            (segloss.boundary_loss, boundary_reference, t, {"batch": True}),
+            (segloss.hausdorff_dt_loss, hausdorff_reference, t, {"alpha": 3.5}),
+            (segloss.hausdorff_dt_loss, hausdorff_reference, y, {"reduction": "none"})):
+        kwargs = dict(kwargs, activation="softmax")
+        loss, grad = _forward_backward(fn, x.to(device, dtype), target.to(device), **kwargs)
+        assert loss.device.type == grad.device.type == device and loss.dtype == dtype
+        ref_loss, ref_grad = _forward_backward(ref, x.to(dtype).double(), target, **kwargs)
+        assert_matches(loss, ref_loss)
+        assert_matches(grad, ref_grad)
 
 
 def test_non_contiguous_input_and_small_label_dtypes(gen):
