@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 _FUNCTIONAL = ("binary_cross_entropy", "binary_cross_entropy_with_logits", "dice_loss",
                "dice_ce_loss", "tversky_loss", "jaccard_loss", "log_cosh_dice_loss",
                "generalized_dice_loss", "focal_loss", "balanced_bce_with_logits",
-               "dice_focal_loss")
+               "dice_focal_loss", "boundary_loss", "hausdorff_dt_loss")
 _DISTANCE = ("two_nearest_distances", "unet_weight_map", "shape_aware_loss",
              "signed_distance_map", "boundary_distance_map")
 

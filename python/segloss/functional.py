@@ -1,6 +1,6 @@
 """Loss functions over the ``torch.ops.segloss`` ops; all TorchScript-scriptable."""
 
-from typing import List, Optional, Union
+from typing import List, Optional, Tuple, Union
 
 import warnings
 
@@ -8,12 +8,14 @@ import torch
 from torch import Tensor
 
 from segloss._library import load_library
+from segloss.distance import boundary_distance_map, signed_distance_map
 
 load_library()
 
 __all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits", "dice_loss",
            "dice_ce_loss", "tversky_loss", "jaccard_loss", "log_cosh_dice_loss",
-           "generalized_dice_loss", "focal_loss", "balanced_bce_with_logits", "dice_focal_loss"]
+           "generalized_dice_loss", "focal_loss", "balanced_bce_with_logits", "dice_focal_loss",
+           "boundary_loss", "hausdorff_dt_loss"]
 
 
 def binary_cross_entropy(
@@ -951,6 +953,282 @@ def _softmax_focal_loss(input: Tensor, target: Tensor, gamma: float,
         return total / (input.numel())
     count = counted.sum().to(_accumulation_dtype(input)).clamp_min(1.1920928955078125e-07)
     return (total / count).to(total.dtype)
+
+
+# --------------------------------------------------------------------------
+# Distance-based losses: the boundary loss and the Hausdorff distance-
+# transform loss, over the distance maps of segloss.distance (constants: no
+# gradient flows through them).
+
+def _check_distance_loss_options(name: str, input: Tensor, activation: str,
+                                 reduction: str) -> None:
+    if activation != "sigmoid" and activation != "softmax" and activation != "none":
+        raise ValueError(f"{name}: activation must be 'sigmoid', 'softmax' or 'none', got "
+                         f"'{activation}'")
+    if reduction != "mean" and reduction != "sum" and reduction != "none":
+        raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got '{reduction}'")
+    if input.dim() != 4 and input.dim() != 5:
+        raise ValueError(f"{name}: input must be [N, C, H, W] or [N, C, D, H, W] (2 or 3 "
+                         f"spatial dims), got shape {list(input.shape)}")
+    if not input.is_floating_point():
+        raise ValueError(f"{name}: input must be floating point, got {input.dtype}")
+    if activation == "softmax" and input.shape[1] < 2:
+        raise ValueError(f"{name}: activation='softmax' needs at least 2 channels, got input "
+                         f"of shape {list(input.shape)} (use 'sigmoid' for one channel)")
+
+
+def _check_class_indices(name: str, labels: Tensor, channels: int) -> None:
+    """Class indices in [0, C) ({0, 1} for one channel). Checked in eager mode
+    and TorchScript; under torch.compile (no data-dependent checks in a full
+    graph) an index outside that range belongs to no class."""
+    top = max(channels, 2)
+    if torch.jit.is_scripting():
+        if bool(((labels < 0) | (labels >= top)).any()):
+            raise ValueError(f"{name}: class indices must lie in [0, {top}), got values outside")
+    elif not torch.compiler.is_compiling():
+        if labels.numel() > 0 and bool(((labels < 0) | (labels >= top)).any()):
+            low, high = int(labels.min()), int(labels.max())
+            raise ValueError(f"{name}: class indices must lie in [0, {top}), got values in "
+                             f"[{low}, {high}]")
+
+
+def _distance_loss_operands(name: str, input: Tensor, target: Tensor, activation: str,
+                            include_background: bool, need_masks: bool, need_values: bool
+                            ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    """(p, masks, y): p the activated input in the accumulation dtype
+    (float32, float64 for float64 input), channel 0 dropped without the
+    background (after the softmax, as MONAI); the target's foreground masks
+    (bool, p's shape; None unless need_masks); y the target's values in p's
+    dtype for a dense target if need_values (None for class indices, whose
+    values are the masks themselves). No one-hot float tensor is made for class indices."""
+    channels = input.shape[1]
+    drop = not include_background and channels > 1
+    spatial = list(input.shape[2:])
+    dense = target.is_floating_point() or (target.dtype == torch.bool
+                                           and target.shape == input.shape)
+    masks: Optional[Tensor] = None
+    y: Optional[Tensor] = None
+    if dense:
+        if target.shape != input.shape:
+            raise ValueError(f"{name}: target must have the input's shape {list(input.shape)} "
+                             "(one-hot or probabilities) or be integer class indices "
+                             f"[N, *spatial] or [N, 1, *spatial], got {target.dtype} of shape "
+                             f"{list(target.shape)}")
+        kept = target[:, 1:] if drop else target
+        if need_masks:
+            masks = kept > 0.5  # MONAI's threshold
+        if need_values:
+            y = kept.to(device=input.device, dtype=_accumulation_dtype(input))
+    else:
+        if target.is_complex():
+            raise ValueError(f"{name}: target must be real, got {target.dtype}")
+        labels = target
+        if labels.dim() == input.dim() and labels.shape[1] == 1:
+            labels = labels.squeeze(1)
+        if list(labels.shape) != [input.shape[0]] + spatial:
+            raise ValueError(f"{name}: class indices must be [N, *spatial] or [N, 1, *spatial] "
+                             f"with the input's N and spatial shape, got shape "
+                             f"{list(target.shape)} for input {list(input.shape)} (a one-hot "
+                             "target must be floating point or bool)")
+        if need_masks:
+            _check_class_indices(name, labels, channels)
+            labels = labels.to(device=input.device).unsqueeze(1)
+            if channels == 1:
+                masks = labels == 1  # the binary mask itself (labels 0 and 1)
+            else:
+                first = 1 if drop else 0
+                classes = torch.arange(first, channels, device=input.device)
+                masks = labels == classes.view([1, channels - first] + [1] * len(spatial))
+    x = input.to(_accumulation_dtype(input))
+    if activation == "sigmoid":
+        p = torch.sigmoid(x)
+    elif activation == "softmax":
+        p = torch.softmax(x, 1)
+    else:
+        p = x
+    if drop:
+        p = p[:, 1:]
+    return p, masks, y
+
+
+def boundary_loss(
+    input: Tensor,
+    target: Tensor,
+    distance_map: Optional[Tensor] = None,
+    activation: str = "sigmoid",
+    include_background: bool = True,
+    batch: bool = False,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Boundary loss (Kervadec et al. 2019), as MONAI's ``BoundaryLoss``
+    computes it: for each image ``n`` and channel ``c``
+
+    .. math::
+        \ell_{nc} = \frac{1}{|\Omega|} \sum_{x \in \Omega} p_{nc}(x)\, \phi_{nc}(x)
+
+    with ``p`` the activated input, ``|Omega|`` the number of pixels and
+    ``phi`` the signed distance map of the target's mask ``g`` (of
+    :func:`segloss.signed_distance_map`): outside ``g`` the distance to the
+    nearest pixel of ``g``, inside ``-(d - 1)`` with ``d`` the distance to the
+    nearest pixel outside (so the mask's border pixels are 0 and its interior
+    negative); 0 everywhere for an empty or full mask. The loss decreases as
+    ``p`` moves onto the target, and is negative at best. ``phi`` is a
+    constant: the gradient flows through ``p`` only. Then, with
+    ``batch=True``, the mean over the images (``[C']``), and the reduction.
+
+    Pass the options by keyword (they are not keyword-only only because
+    TorchScript cannot compile keyword-only arguments).
+
+    Args:
+        input: ``Tensor[N, C, H, W]`` or ``Tensor[N, C, D, H, W]``; logits for
+            ``activation="sigmoid"`` (default: per channel, binary or
+            multi-label) or ``"softmax"`` (over C, needs ``C >= 2``),
+            probabilities for ``"none"`` (MONAI's default). float16 and
+            bfloat16 are computed in float32.
+        target: either floating point (or bool) of the input's shape, one-hot
+            or probabilities, each channel's mask ``target > 0.5`` (MONAI's
+            threshold); or integer class indices ``[N, *spatial]`` or
+            ``[N, 1, *spatial]`` in ``[0, C)``, channel ``c``'s mask
+            ``target == c`` (made one bool mask per kept channel, never a
+            one-hot float tensor; with ``C == 1`` the map is the binary mask
+            itself, labels 0 and 1).
+        distance_map: optional, ``phi`` precomputed (e.g. in a data loader,
+            with :func:`segloss.signed_distance_map` of the one-hot target),
+            any floating dtype: of the input's shape ``[N, C, *spatial]``
+            (channel 0's map is then dropped with the background) or of the
+            kept channels' ``[N, C', *spatial]``. Used as it is, detached;
+            ``target``'s shape is still checked, its values are not read.
+        activation: ``"sigmoid"`` (default, as the other segloss losses),
+            ``"softmax"`` or ``"none"``.
+        include_background: ``False`` drops channel 0 (after the softmax, as
+            MONAI); ignored for one channel (MONAI warns there).
+        batch: average ``ell_nc`` over the images before the reduction
+            (MONAI's ``batch``).
+        reduction: ``"mean"`` (default) or ``"sum"`` over the ``ell_nc`` (or
+            their batch means), or ``"none"``: ``Tensor[N, C']``
+            (``Tensor[C']`` with ``batch=True``).
+
+    Returns:
+        The loss in ``input``'s dtype (float32 sums for float16/bfloat16,
+        float64 for float64); differentiable with respect to ``input``.
+    """
+    name = "segloss.boundary_loss"
+    _check_distance_loss_options(name, input, activation, reduction)
+    p, masks, _ = _distance_loss_operands(name, input, target, activation, include_background,
+                                          distance_map is None, False)
+    if distance_map is None:
+        if masks is None:
+            raise RuntimeError(f"{name}: internal error, no target masks")
+        phi = signed_distance_map(masks, None, input.dim() - 2)
+    else:
+        phi = distance_map.detach()
+        if not phi.is_floating_point():
+            raise ValueError(f"{name}: distance_map must be floating point, got {phi.dtype}")
+        if phi.shape != p.shape:
+            if phi.shape == input.shape:
+                phi = phi[:, 1:]  # the background's map, dropped with it
+            else:
+                raise ValueError(f"{name}: distance_map must have the input's shape "
+                                 f"{list(input.shape)} or the kept channels' shape "
+                                 f"{list(p.shape)}, got {list(phi.shape)}")
+    spatial = _spatial_dims(p)
+    pixels = 1
+    for d in spatial:
+        pixels *= p.shape[d]
+    loss = (p * phi.to(device=p.device, dtype=p.dtype)).sum(spatial) / pixels
+    if batch:
+        loss = loss.mean(0)
+    if reduction == "mean":
+        loss = loss.mean()
+    elif reduction == "sum":
+        loss = loss.sum()
+    return loss.to(input.dtype)
+
+
+def hausdorff_dt_loss(
+    input: Tensor,
+    target: Tensor,
+    alpha: float = 2.0,
+    log: bool = False,
+    activation: str = "sigmoid",
+    include_background: bool = False,
+    batch: bool = False,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Hausdorff distance-transform loss (Karimi & Salcudean 2019), as MONAI's
+    ``HausdorffDTLoss`` (and, with ``log=True``, ``LogHausdorffDTLoss``)
+    computes it: for each image ``n`` and channel ``c``
+
+    .. math::
+        \ell_{nc} = \operatorname{mean}_{x} \left[(p - g)^2
+                    \left(d_p^\alpha + d_g^\alpha\right)\right]
+
+    with ``p`` the activated input, ``g`` the target, ``d_p`` the boundary
+    distance map of the prediction ``p > 0.5`` and ``d_g`` that of the mask
+    ``g > 0.5`` (:func:`segloss.boundary_distance_map`: each pixel's distance
+    to the nearest pixel of the other class, ``edt(m) + edt(~m)``; 0
+    everywhere for an empty or full mask). The maps are constants: the
+    gradient flows through ``(p - g)^2``. ``batch=True`` takes the mean over
+    the images and pixels together (MONAI's ``batch``: ``[C']``; the maps
+    are still per image). Then the reduction, then ``log(loss + 1)`` with
+    ``log=True`` (MONAI applies it after the reduction; computed as ``log1p``).
+
+    Pass the options by keyword (they are not keyword-only only because
+    TorchScript cannot compile keyword-only arguments).
+
+    Args:
+        input: ``Tensor[N, C, H, W]`` or ``Tensor[N, C, D, H, W]``; logits for
+            ``activation="sigmoid"`` (default) or ``"softmax"`` (``C >= 2``),
+            probabilities for ``"none"`` (MONAI's default). float16 and
+            bfloat16 are computed in float32.
+        target: as for :func:`boundary_loss`: the input's shape (one-hot or
+            probabilities; ``g`` is the target itself, its map that of
+            ``target > 0.5``), or integer class indices ``[N, *spatial]`` or
+            ``[N, 1, *spatial]`` (``g = (target == c)``, a bool mask per kept
+            channel, no one-hot float tensor).
+        alpha: the distances' exponent, ``> 0`` (default 2).
+        log: return ``log(1 + loss)`` (MONAI's ``LogHausdorffDTLoss``).
+        activation: ``"sigmoid"`` (default), ``"softmax"`` or ``"none"``.
+        include_background: ``False`` (default, MONAI's) drops channel 0
+            (after the softmax); ignored for one channel (MONAI warns there).
+        batch: the mean over images and pixels together, per channel.
+        reduction: ``"mean"`` (default) or ``"sum"`` over the ``ell_nc`` (or
+            the per-channel values with ``batch=True``), or ``"none"``:
+            ``Tensor[N, C']`` (``Tensor[C']`` with ``batch=True``; MONAI
+            returns them as ``[N, C', 1, 1(, 1)]`` and ``[1, C', 1, 1(, 1)]``).
+
+    Returns:
+        The loss in ``input``'s dtype (float32 arithmetic for float16/bfloat16,
+        float64 for float64); differentiable with respect to ``input`` (and a
+        floating target, through ``(p - g)^2``, as in MONAI).
+    """
+    name = "segloss.hausdorff_dt_loss"
+    alpha = float(alpha)
+    if not alpha > 0:
+        raise ValueError(f"{name}: alpha must be > 0, got {alpha}")
+    _check_distance_loss_options(name, input, activation, reduction)
+    p, masks, y = _distance_loss_operands(name, input, target, activation, include_background,
+                                          True, True)
+    if masks is None:
+        raise RuntimeError(f"{name}: internal error, no target masks")
+    spatial_dims = input.dim() - 2
+    d_p = boundary_distance_map(p.detach() > 0.5, None, spatial_dims).to(p.device, p.dtype)
+    d_g = boundary_distance_map(masks, None, spatial_dims).to(p.device, p.dtype)
+    distance = d_p.pow(alpha) + d_g.pow(alpha)
+    if y is None:
+        error = torch.where(masks, p - 1.0, p)  # p - g with g = masks, no float one-hot
+    else:
+        error = p - y
+    spatial = _spatial_dims(p)
+    axes = [0] + spatial if batch else spatial
+    loss = (error * error * distance).mean(axes)
+    if reduction == "mean":
+        loss = loss.mean()
+    elif reduction == "sum":
+        loss = loss.sum()
+    if log:
+        loss = torch.log1p(loss)
+    return loss.to(input.dtype)
 
 
 @torch.jit.unused

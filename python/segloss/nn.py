@@ -10,7 +10,7 @@ from segloss import functional as F
 __all__ = ["BCELoss", "BCEWithLogitsLoss", "WeightedBCELoss", "BalancedBCEWithLogitsLoss",
            "FocalLoss", "DiceLoss", "DiceCELoss", "DiceFocalLoss",
            "TverskyLoss", "JaccardLoss", "LogCoshDiceLoss", "GeneralizedDiceLoss",
-           "ShapeAwareLoss"]
+           "ShapeAwareLoss", "BoundaryLoss", "HausdorffDTLoss", "LogHausdorffDTLoss"]
 
 _REDUCTIONS = ("none", "mean", "sum")
 
@@ -588,3 +588,89 @@ class ShapeAwareLoss(torch.nn.Module):
                 f"sampling={self.sampling}, from_logits={self.from_logits}, "
                 f"ignore_index={self.ignore_index}, reduction={self.reduction!r}{smoothing}")
 
+
+
+def _check_activation(module: torch.nn.Module, activation: str) -> str:
+    if activation not in ("sigmoid", "softmax", "none"):
+        raise ValueError(f"{_name(module)}: activation must be 'sigmoid', 'softmax' or 'none', "
+                         f"got {activation!r}")
+    return activation
+
+
+class BoundaryLoss(torch.nn.Module):
+    r"""Boundary loss (Kervadec et al.), ``mean_x p(x) phi(x)`` per image and
+    channel with ``phi`` the target's signed distance map; MONAI's
+    ``BoundaryLoss``. See :func:`segloss.boundary_loss`;
+    ``forward(input, target, distance_map=None)``.
+
+    MONAI ``BoundaryLoss(softmax=True, to_onehot_y=True)`` is
+    ``BoundaryLoss(activation="softmax")`` with a class-index target (no
+    one-hot); MONAI's default (no activation) is ``activation="none"``.
+    """
+
+    def __init__(self, activation: str = "sigmoid", include_background: bool = True,
+                 batch: bool = False, reduction: str = "mean") -> None:
+        super().__init__()
+        self.activation = _check_activation(self, activation)
+        self.include_background = include_background
+        self.batch = batch
+        self.reduction = _check_reduction(self, reduction)
+
+    def forward(self, input: Tensor, target: Tensor,
+                distance_map: Optional[Tensor] = None) -> Tensor:
+        return F.boundary_loss(input, target, distance_map=distance_map,
+                               activation=self.activation,
+                               include_background=self.include_background, batch=self.batch,
+                               reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        return (f"activation={self.activation!r}, include_background={self.include_background}, "
+                f"batch={self.batch}, reduction={self.reduction!r}")
+
+
+class HausdorffDTLoss(torch.nn.Module):
+    r"""Hausdorff distance-transform loss (Karimi & Salcudean),
+    ``mean_x (p - g)^2 (d_p^alpha + d_g^alpha)`` per image and channel;
+    MONAI's ``HausdorffDTLoss``, and with ``log=True`` its
+    ``LogHausdorffDTLoss``. See :func:`segloss.hausdorff_dt_loss`;
+    ``forward(input, target)``.
+
+    MONAI ``HausdorffDTLoss(softmax=True, to_onehot_y=True)`` is
+    ``HausdorffDTLoss(activation="softmax")`` with a class-index target;
+    MONAI's default (no activation) is ``activation="none"``.
+    """
+
+    def __init__(self, alpha: float = 2.0, log: bool = False, activation: str = "sigmoid",
+                 include_background: bool = False, batch: bool = False,
+                 reduction: str = "mean") -> None:
+        super().__init__()
+        if not alpha > 0:
+            raise ValueError(f"{_name(self)}: alpha must be > 0, got {alpha}")
+        self.alpha = float(alpha)
+        self.log = bool(log)
+        self.activation = _check_activation(self, activation)
+        self.include_background = include_background
+        self.batch = batch
+        self.reduction = _check_reduction(self, reduction)
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.hausdorff_dt_loss(input, target, alpha=self.alpha, log=self.log,
+                                   activation=self.activation,
+                                   include_background=self.include_background,
+                                   batch=self.batch, reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        return (f"alpha={self.alpha}, log={self.log}, activation={self.activation!r}, "
+                f"include_background={self.include_background}, batch={self.batch}, "
+                f"reduction={self.reduction!r}")
+
+
+class LogHausdorffDTLoss(HausdorffDTLoss):
+    r"""``log(1 + HausdorffDTLoss)``, MONAI's ``LogHausdorffDTLoss``:
+    :class:`HausdorffDTLoss` with ``log=True`` (the same options, less
+    ``log``)."""
+
+    def __init__(self, alpha: float = 2.0, activation: str = "sigmoid",
+                 include_background: bool = False, batch: bool = False,
+                 reduction: str = "mean") -> None:
+        super().__init__(alpha, True, activation, include_background, batch, reduction)
