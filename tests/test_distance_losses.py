@@ -104,20 +104,21 @@ def _edt(mask):
 
 def _maps(masks, kind):
     """Per image and channel: the signed or boundary distance map of a bool
-    array [N, C, *spatial] (SciPy, float64, then rounded to float32 as the
-    maps are); 0 for an empty or full mask."""
-    out = np.zeros(masks.shape, np.float64)
+    array [N, C, *spatial] as MONAI rounds it (SciPy's float64 distances to
+    float32, then the signed map's -(d - 1) in float32); 0 for an empty or
+    full mask."""
+    out = np.zeros(masks.shape, np.float32)
     for n in range(masks.shape[0]):
         for c in range(masks.shape[1]):
             m = masks[n, c]
             if not m.any() or m.all():
                 continue
-            inside, outside = _edt(m), _edt(~m)
+            inside, outside = _edt(m).astype(np.float32), _edt(~m).astype(np.float32)
             if kind == "signed":  # outside: distance to the mask; inside: -(d - 1)
-                out[n, c] = np.where(m, -(inside - 1), outside)
+                out[n, c] = np.where(m, -(inside - np.float32(1)), outside)
             else:  # distance to the nearest pixel of the other class
-                out[n, c] = inside + outside
-    return torch.from_numpy(out.astype(np.float32).astype(np.float64))
+                out[n, c] = (_edt(m) + _edt(~m)).astype(np.float32)
+    return torch.from_numpy(out.astype(np.float64))
 
 
 def _reference_operands(x, target, activation, include_background):

@@ -103,8 +103,8 @@ def balanced_bce_with_logits(
     ``beta`` is a constant of the target (no gradient), the fraction of
     negatives: of each image with ``per_image=True`` (the mean over all
     dimensions but the first), of the whole batch otherwise
-    (pytorch-toolbelt's). Rare positives weigh more. It is computed in float32
-    (float64 for float64 input) and, like ``weight``, read in the input's dtype.
+    (pytorch-toolbelt's). Rare positives weigh more. It is computed and, like
+    ``weight``, read in float32 (float64 for float64 input).
 
     Args:
         input: logits ``x``, ``Tensor[N, *]``, float32, float64, float16 or
@@ -992,6 +992,13 @@ def _check_class_indices(name: str, labels: Tensor, channels: int) -> None:
                              f"[{low}, {high}]")
 
 
+def _distance_loss_logits(input: Tensor, include_background: bool) -> Tensor:
+    """The logits of the kept channels in the accumulation dtype (float32 for
+    half inputs: the distance terms need not fit their range)."""
+    x = input.to(_accumulation_dtype(input))
+    return x[:, 1:] if not include_background and input.shape[1] > 1 else x
+
+
 def _distance_loss_operands(name: str, input: Tensor, target: Tensor, activation: str,
                             include_background: bool, need_masks: bool, need_values: bool
                             ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
@@ -1135,7 +1142,24 @@ def boundary_loss(
     pixels = 1
     for d in spatial:
         pixels *= p.shape[d]
-    loss = (p * phi.to(device=p.device, dtype=p.dtype)).sum(spatial) / pixels
+    phi = phi.to(device=p.device, dtype=p.dtype)
+    if activation == "sigmoid" and reduction != "none":
+        # Fused: sigmoid(x) phi summed in one pass, its gradient in one more
+        # (the pointwise row sigmoid_boundary_loss). The mean over every
+        # element is the mean of the per-image, per-channel values.
+        x = _distance_loss_logits(input, include_background)
+        mean = torch.ops.segloss._pointwise_loss(x, x.detach(), None, phi, "mean",
+                                                 "sigmoid_boundary_loss", [], name)
+        images = 1 if batch else p.shape[0]
+        scale = 1.0 if reduction == "mean" else float(images * p.shape[1])
+        return (mean * scale).to(input.dtype)
+    if activation == "sigmoid":
+        x = _distance_loss_logits(input, include_background)
+        terms = torch.ops.segloss._pointwise_loss(x, x.detach(), None, phi, "none",
+                                                  "sigmoid_boundary_loss", [], name)
+    else:
+        terms = p * phi
+    loss = terms.sum(spatial) / pixels
     if batch:
         loss = loss.mean(0)
     if reduction == "mean":
@@ -1215,17 +1239,41 @@ def hausdorff_dt_loss(
     d_p = boundary_distance_map(p.detach() > 0.5, None, spatial_dims).to(p.device, p.dtype)
     d_g = boundary_distance_map(masks, None, spatial_dims).to(p.device, p.dtype)
     distance = d_p.pow(alpha) + d_g.pow(alpha)
-    if y is None:
-        error = torch.where(masks, p - 1.0, p)  # p - g with g = masks, no float one-hot
-    else:
-        error = p - y
     spatial = _spatial_dims(p)
     axes = [0] + spatial if batch else spatial
-    loss = (error * error * distance).mean(axes)
-    if reduction == "mean":
-        loss = loss.mean()
-    elif reduction == "sum":
-        loss = loss.sum()
+    fused = activation == "sigmoid"
+    if y is not None:
+        fused = fused and not y.requires_grad  # the row has no target gradient
+    if fused and reduction != "none":
+        # Fused: (sigmoid(x) - g)^2 (d_p^alpha + d_g^alpha) in one pass, its
+        # gradient in one more (the pointwise row sigmoid_hausdorff_dt_loss);
+        # every value is a mean over equally many elements, so the mean of
+        # all elements gives them.
+        x = _distance_loss_logits(input, include_background)
+        g = y if y is not None else masks.to(x.dtype)
+        mean = torch.ops.segloss._pointwise_loss(x, g, None, distance, "mean",
+                                                 "sigmoid_hausdorff_dt_loss", [], name)
+        channels = p.shape[1]
+        scale = 1.0 if reduction == "mean" else float(channels if batch
+                                                      else channels * p.shape[0])
+        loss = mean * scale
+    else:
+        if fused:
+            x = _distance_loss_logits(input, include_background)
+            g = y if y is not None else masks.to(x.dtype)
+            terms = torch.ops.segloss._pointwise_loss(x, g, None, distance, "none",
+                                                      "sigmoid_hausdorff_dt_loss", [], name)
+        elif y is None:
+            error = torch.where(masks, p - 1.0, p)  # p - g with g = masks, no float one-hot
+            terms = error * error * distance
+        else:
+            error = p - y
+            terms = error * error * distance
+        loss = terms.mean(axes)
+        if reduction == "mean":
+            loss = loss.mean()
+        elif reduction == "sum":
+            loss = loss.sum()
     if log:
         loss = torch.log1p(loss)
     return loss.to(input.dtype)
