@@ -1,7 +1,8 @@
 """Forward+backward timings of segloss's ops against the references in the same run.
 
     ./dev bench                         # CPU, every suite, with torch.compile anchors
-    ./dev bench --suite dice            # one suite (bce, focal, dice, dice_ce, region, shape_aware, distance, maps)
+    ./dev bench --suite dice            # one suite (bce, focal, dice, dice_ce, region, shape_aware,
+                                        # distance_losses, distance, maps)
     ./dev bench --device cuda           # on a GPU (with each candidate's peak extra memory)
     ./dev bench --no-compile --repeats 10
     ./dev bench --suite dice --memory   # peak extra memory instead of time
@@ -35,6 +36,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -424,8 +426,46 @@ def multi_class_shape_aware_cases(device) -> List[Case]:
     ]
 
 
+def round_objects(shape, device):
+    """Logits and a binary target of round objects (a third of the pixels),
+    the logits agreeing with the target at most pixels: the distance maps of
+    both are those of a plausible segmentation, not of noise."""
+    import maps  # the mask builder of the maps benchmark
+    n, c, *spatial = shape
+    target = np.stack([np.stack([maps.mask_of(tuple(spatial), "disks", seed=n_ * c + c_)
+                                 for c_ in range(c)]) for n_ in range(n)])
+    y = torch.from_numpy(target).float().to(device)
+    x = (4 * y - 2) + 1.5 * torch.randn(shape, device=device)
+    return x, y
+
+
+def distance_loss_cases(device) -> List[Case]:
+    """The boundary and Hausdorff DT losses, maps computed every call, against
+    MONAI's (SciPy transforms per image and channel). No torch.compile
+    anchor: the references' maps are SciPy calls."""
+    monai = monai_losses()
+    if monai is None:
+        print("note: MONAI is not installed; the distance_losses suite needs it")
+        return []
+    cases = []
+    for shape in [(8, 2, 256, 256), (2, 2, 96, 96, 96)]:
+        cases += [
+            Case("hausdorff_dt_loss, sigmoid", shape, round_objects,
+                 lambda x, y: segloss.hausdorff_dt_loss(x, y, activation="sigmoid"),
+                 "MONAI HausdorffDTLoss", monai.HausdorffDTLoss(sigmoid=True), None, repeats=10),
+            Case("boundary_loss, sigmoid", shape, round_objects,
+                 lambda x, y: segloss.boundary_loss(x, y, activation="sigmoid"),
+                 "MONAI BoundaryLoss", monai.BoundaryLoss(sigmoid=True), None, repeats=10),
+            Case("hausdorff_dt_loss, softmax", shape, round_objects,
+                 lambda x, y: segloss.hausdorff_dt_loss(x, y, activation="softmax"),
+                 "MONAI HausdorffDTLoss", monai.HausdorffDTLoss(softmax=True), None, repeats=10),
+        ]
+    return cases
+
+
 SUITES = {"bce": bce_cases, "focal": focal_cases, "dice": dice_cases,
-          "dice_ce": dice_ce_cases, "region": region_cases, "shape_aware": shape_aware_cases}
+          "dice_ce": dice_ce_cases, "region": region_cases, "shape_aware": shape_aware_cases,
+          "distance_losses": distance_loss_cases}
 
 
 def run_distance(argv: List[str]) -> None:

@@ -27,6 +27,14 @@ struct TorchThreads {
   }
 };
 
+// The core's parallel_for on the calling thread.
+struct SerialFor {
+  template <typename Body>
+  void operator()(int64_t count, Body&& body) const {
+    body(int64_t(0), count);
+  }
+};
+
 // Runs the transform on every image of `labels` (`Label` its C++ type):
 // make_sink(image) gives the sink that receives that image's pairs
 // (sink(pixel index, pair)).
@@ -128,22 +136,35 @@ at::Tensor distance_map_cpu(const at::Tensor& mask_in, std::string_view kind,
     grid.spacing[d] = ops.spacing[d];
   }
   const int64_t pixels = grid.numel();
-  std::unique_ptr<double[]> state(new double[pixels]);
+  const int64_t images = mask.size(0);
   float* result = out.mutable_data_ptr<float>();
   const core::DistanceMap map = ops.map;
+  // A batch of at least two images per thread runs images in parallel, each
+  // on one thread; fewer, larger images spread each image's lines.
+  const bool by_image = images >= 2 * int64_t(at::get_num_threads());
   AT_DISPATCH_V2(
       mask.scalar_type(), "segloss_distance_map_cpu", AT_WRAP([&] {
         core::StridedMask<scalar_t> strided{nullptr, {}, core::NonzeroIsForeground{}};
         for (int d = 0; d < grid.ndim; ++d) strided.stride[d] = mask.stride(d + 1);
-        for (int64_t n = 0; n < mask.size(0); ++n) {
-          strided.data = mask.const_data_ptr<scalar_t>() + n * mask.stride(0);
+        const auto image_map = [&](int64_t n, double* state, const auto& parallel_for) {
+          core::StridedMask<scalar_t> image_mask = strided;
+          image_mask.data = mask.const_data_ptr<scalar_t>() + n * mask.stride(0);
           float* image = result + n * pixels;
           const int64_t foreground = core::binary_distance_squared(
-              strided, grid, core::DistanceTarget::kOtherClass, state.get(), TorchThreads{},
+              image_mask, grid, core::DistanceTarget::kOtherClass, state, parallel_for,
               [=](int64_t i, double squared) {
                 image[i] = core::distance_map_value<float>(map, squared);
               });
           if (foreground == 0 || foreground == pixels) std::fill(image, image + pixels, 0.0f);
+        };
+        if (by_image) {
+          at::parallel_for(0, images, 1, [&](int64_t begin, int64_t end) {
+            std::unique_ptr<double[]> state(new double[pixels]);
+            for (int64_t n = begin; n < end; ++n) image_map(n, state.get(), SerialFor{});
+          });
+        } else {
+          std::unique_ptr<double[]> state(new double[pixels]);
+          for (int64_t n = 0; n < images; ++n) image_map(n, state.get(), TorchThreads{});
         }
       }),
       AT_EXPAND(AT_INTEGRAL_TYPES_V2), at::kBool);
