@@ -17,7 +17,7 @@ expansions), extreme and non-finite values, empty and full masks, 0 / 1 /
 many instances with random ids of every integer dtype.
 
 Profiles: "ci" (default; small, reproducible) and "long"
-(SEGLOSS_FUZZ_PROFILE=long, or scripts/fuzz: 12,480 cases).
+(SEGLOSS_FUZZ_PROFILE=long, or scripts/fuzz: 13,760 cases).
 """
 
 import math
@@ -47,7 +47,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
 # --------------------------------------------------------------------------
 # Profiles. Every test takes a share of the profile's max_examples, scaled by
 # its cost, so that "ci" runs the whole file in well under a minute on two
-# cores and "long" runs 12,480 (15.6 shares of 800).
+# cores and "long" runs 13,760 (17.2 shares of 800).
 
 _COMMON = dict(
     deadline=None,  # the references (brute force, float64 autograd) are slow by design
@@ -2016,9 +2016,9 @@ def test_balanced_bce_with_logits(data):
     (grad,) = torch.autograd.grad(loss, xr, g)
     x64, y64 = x.detach().double().requires_grad_(), y.double()
     dims = list(range(1, ndim)) if per_image and ndim > 1 else list(range(ndim))
-    # beta as the op reads it: from the target in float32 (float64), in the input's dtype.
+    # beta as the op reads it: from the target in float32 (float64), read so.
     beta_dtype = torch.float64 if dtype == torch.float64 else torch.float32
-    beta = (1 - y.to(beta_dtype).mean(dims, keepdim=True)).to(dtype).double()
+    beta = (1 - y.to(beta_dtype).mean(dims, keepdim=True)).double()
     terms = -(beta * y64 * F.logsigmoid(x64) + (1 - beta) * (1 - y64) * F.logsigmoid(-x64))
     expected = {"none": terms, "mean": terms.mean(), "sum": terms.sum()}[reduction]
     magnitude = (beta.abs() * (x64.detach().abs() + 1)).expand(shape)
@@ -2032,3 +2032,134 @@ def test_balanced_bce_with_logits(data):
         scale = terms * g.double().abs() / (terms.numel() if reduction == "mean" else 1)
         assert_close(grad, ref_grad, torch.maximum(scale, gradient_magnitude(ref_grad)),
                      "gradient")
+
+
+# --------------------------------------------------------------------------
+# The boundary losses' distance maps and the losses over them.
+
+def _other_class_distances(mask, spacing):
+    """The brute force: every pixel's distance to the other class (float64),
+    0 for a mask without both classes."""
+    flat = np.atleast_1d(mask != 0)
+    if flat.all() or not flat.any():
+        return np.zeros(flat.shape)
+    _, to_foreground = brute_force_squared(flat.astype(np.int64), spacing)
+    _, to_background = brute_force_squared((~flat).astype(np.int64), spacing)
+    return np.sqrt(np.where(flat, to_background[0], to_foreground[0]))
+
+
+@fuzz(1.0)
+@given(data=st.data())
+def test_distance_maps(data):
+    """signed / boundary distance maps, NumPy (float64) and torch (float32,
+    batched), against the brute force and SciPy's formulas (bit for bit at
+    unit spacing)."""
+    rng = rng_of(data)
+    ndim = data.draw(st.integers(1, 3), label="ndim")
+    shape = data.draw(sizes(ndim, {1: 30, 2: 12, 3: 6}[ndim]), label="shape")
+    density = data.draw(st.sampled_from([0.5, 0.1, 0.9, 0.0, 1.0, 0.98]), label="density")
+    dtype = data.draw(st.sampled_from([np.bool_, np.uint8, np.int16, np.int32, np.int64]),
+                      label="dtype")
+    mask = (rng.random(shape) < density).astype(dtype)
+    if dtype != np.bool_:
+        mask = mask * rng.integers(1, 100, shape).astype(dtype)
+    mask = np_layout(data, mask, label="layout")
+    sampling = draw_sampling(data, ndim)
+    kind = data.draw(st.sampled_from(["signed", "boundary"]), label="kind")
+    fn = snp.signed_distance_map if kind == "signed" else snp.boundary_distance_map
+    if not sampling_valid(sampling, ndim):
+        assert_error_names(lambda: fn(mask, sampling), {"sampling"})
+        return
+    spacing = spacing_list(sampling, ndim)
+    exact = spacing is None or all(v == 1.0 for v in spacing)
+    got = fn(mask, sampling)
+    distance = _other_class_distances(mask, spacing).reshape(np.shape(mask))
+    fg = mask != 0
+    expected = np.where(fg, -(distance - 1), distance) if kind == "signed" else distance
+    if not fg.any() or fg.all():
+        expected = np.zeros(np.shape(mask))
+    if exact:
+        np.testing.assert_array_equal(got, expected)
+    else:
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+    # The torch op: a batch of two (the mask and its complement), float32.
+    batch = torch.from_numpy(np.stack([np.ascontiguousarray(fg), ~fg]))
+    maps = torch.ops.segloss.distance_map(batch, kind, ndim, spacing)
+    for image, m in zip(maps, (fg, ~fg)):
+        d = _other_class_distances(m, spacing).reshape(m.shape).astype(np.float32)
+        want = np.where(m, -(d - np.float32(1)), d) if kind == "signed" else d
+        if not m.any() or m.all():
+            want = np.zeros(m.shape, np.float32)
+        if exact:
+            np.testing.assert_array_equal(image.numpy(), want)
+        else:
+            np.testing.assert_allclose(image.numpy(), want, rtol=1e-6, atol=1e-6)
+
+
+@fuzz(0.6)
+@given(data=st.data())
+def test_distance_losses(data):
+    """boundary_loss and hausdorff_dt_loss against their float64 formulas over
+    the float32 maps (as MONAI rounds them), any activation, label or dense
+    targets, gradients by autograd."""
+    rng = rng_of(data)
+    spatial_dims = data.draw(st.sampled_from([2, 3]), label="spatial dims")
+    n = data.draw(st.integers(1, 3), label="N")
+    c = data.draw(st.integers(1, 3), label="C")
+    spatial = data.draw(sizes(spatial_dims, {2: 9, 3: 5}[spatial_dims], zero=False),
+                        label="spatial")
+    shape = (n, c) + tuple(spatial)
+    activation = data.draw(st.sampled_from(["sigmoid", "none"] + (["softmax"] if c > 1 else [])),
+                           label="activation")
+    include_background = data.draw(st.booleans(), label="include_background")
+    batch = data.draw(st.booleans(), label="batch")
+    reduction = data.draw(st.sampled_from(["mean", "sum", "none"]), label="reduction")
+    loss_name = data.draw(st.sampled_from(["boundary", "hausdorff"]), label="loss")
+    dtype = data.draw(st.sampled_from([torch.float32, torch.float64]), label="dtype")
+    labels = torch.from_numpy(rng.integers(0, max(c, 2), (n,) + tuple(spatial)))
+    if activation == "none":
+        x = torch.from_numpy(rng.uniform(0, 1, shape)).to(dtype)
+    else:
+        x = torch.from_numpy(rng.normal(0, 3, shape)).to(dtype)
+    dense = data.draw(st.booleans(), label="dense target")
+    onehot = (labels.unsqueeze(1) == torch.arange(c).view(1, c, *[1] * spatial_dims)).double()
+    if c == 1:
+        onehot = (labels.unsqueeze(1) == 1).double()
+    target = onehot.to(dtype) if dense else labels
+    alpha = data.draw(st.sampled_from([1.0, 2.0, 2.5]), label="alpha")
+    kwargs = dict(activation=activation, include_background=include_background, batch=batch,
+                  reduction=reduction)
+    xr = x.clone().requires_grad_()
+    if loss_name == "boundary":
+        loss = segloss.boundary_loss(xr, target, **kwargs)
+    else:
+        loss = segloss.hausdorff_dt_loss(xr, target, alpha, **kwargs)
+    # The float64 formula.
+    x64 = x.double().requires_grad_()
+    p = {"sigmoid": torch.sigmoid, "softmax": lambda v: torch.softmax(v, 1),
+         "none": lambda v: v}[activation](x64)
+    g = onehot
+    if not include_background and c > 1:
+        p, g = p[:, 1:], g[:, 1:]
+    masks = g > 0.5
+    kind = "signed" if loss_name == "boundary" else "boundary"
+    target_map = torch.ops.segloss.distance_map(masks, kind, spatial_dims, None).double()
+    dims = list(range(2, x.dim()))
+    if loss_name == "boundary":
+        per = (p * target_map).mean(dims)
+        per = per.mean(0) if batch else per
+    else:
+        pred_map = torch.ops.segloss.distance_map(p.detach() > 0.5, "boundary", spatial_dims,
+                                                  None).double()
+        terms = (p - g) ** 2 * (pred_map ** alpha + target_map ** alpha)
+        per = terms.mean(([0] if batch else []) + dims)
+    expected = {"mean": per.mean(), "sum": per.sum(), "none": per}[reduction]
+    tol = 1e-9 if dtype == torch.float64 else 1e-4
+    scale = float(expected.detach().abs().max()) + 1.0 if expected.numel() else 1.0
+    torch.testing.assert_close(loss.double(), expected.detach(), rtol=tol, atol=tol * scale)
+    if expected.numel():
+        w = torch.from_numpy(rng.uniform(0.5, 1.5, tuple(expected.shape)))
+        (grad,) = torch.autograd.grad(loss, xr, w.to(loss.dtype))
+        (ref,) = torch.autograd.grad(expected, x64, w)
+        gscale = float(ref.abs().max()) + 1.0 if ref.numel() else 1.0
+        torch.testing.assert_close(grad.double(), ref, rtol=tol, atol=tol * gscale)
