@@ -114,21 +114,21 @@ struct ParabolaScratch {
 };
 
 // The lower envelope of base(q) + (spacing (x - q))^2 over the positions
-// q < n whose base(q) is finite; write(x, value) for every x < n with
-// wanted(x) (+inf where no base is finite).
+// q in [lo, hi) whose base(q) is finite; write(x, value) for every x in
+// [from, to) (+inf where no base is finite).
 //
 // With keys base / spacing^2 + q^2, parabola r is at or below p (p < r) from
 // x = (key[r] - key[p]) / (2 (r - p)) on. The sweep compares such crossings
 // cross-multiplied, without a division: integer arithmetic at unit spacing,
 // exact in double (keys below 2^53 / n), so the envelope is exact.
-template <typename Base, typename Wanted, typename Write>
-SEGLOSS_INLINE void parabola_envelope(int64_t n, double spacing, const Base& base,
-                                      const ParabolaScratch& s, const Wanted& wanted,
-                                      const Write& write) {
+template <typename Base, typename Write>
+SEGLOSS_INLINE void parabola_envelope(int64_t lo, int64_t hi, int64_t from, int64_t to,
+                                      double spacing, const Base& base,
+                                      const ParabolaScratch& s, const Write& write) {
   // Unfused (rounding.h): the same bits on CPU and GPU.
   const double inverse_square = 1.0 / (spacing * spacing);
   int64_t k = -1;
-  for (int64_t q = 0; q < n; ++q) {
+  for (int64_t q = lo; q < hi; ++q) {
     const double b = base(q);
     if (!(b < infinite_distance())) continue;
     const double x = double(q);
@@ -149,14 +149,11 @@ SEGLOSS_INLINE void parabola_envelope(int64_t n, double spacing, const Base& bas
     }
   }
   if (k < 0) {
-    for (int64_t x = 0; x < n; ++x) {
-      if (wanted(x)) write(x, infinite_distance());
-    }
+    for (int64_t x = from; x < to; ++x) write(x, infinite_distance());
     return;
   }
   int64_t j = 0;
-  for (int64_t x = 0; x < n; ++x) {
-    if (!wanted(x)) continue;
+  for (int64_t x = from; x < to; ++x) {
     // The next parabola takes over at x when key_step <= 2 x position_step.
     while (j < k && s.key_step[j + 1] <= 2.0 * double(x) * s.position_step[j + 1]) ++j;
     const double offset = spacing * (double(x) - s.position[j]);
@@ -164,48 +161,37 @@ SEGLOSS_INLINE void parabola_envelope(int64_t n, double spacing, const Base& bas
   }
 }
 
-// A later pass along one line of n pixels whose signed states are line[q]
-// (has_foreground / has_background: whether any is positive / negative):
+// A later pass along one line of n pixels whose signed states are line[q]:
 // hands each pixel's new signed state to write(x, state), the background's
 // with kZeros only if `every_pixel` (unchanged there). write may store into
-// line[x]: each pixel is read before it is written, and a write keeps the
-// sign, which is all a later read of that pixel uses.
+// line[x]: a run's pixels are written after its envelope is built, and a
+// write keeps the sign, which is all the later runs read of them.
 //
-// Of a run of pixels of one class, only its two ends can be the nearest
-// pixel of that class to a pixel of the other class (outside the run): the
-// interior is left out of the envelope (as if infinitely far), which shrinks
-// it to the other class's pixels and the runs' ends.
+// Run by run: for a pixel of a run of one class, a pixel of the other class
+// beyond the run's neighbours (which are at distance 0 from the other class)
+// can never be nearer than the neighbour between them. So each run's
+// envelope holds its own pixels and its two neighbours, and with kZeros the
+// background's runs are never swept.
 template <typename Write>
 SEGLOSS_INLINE void binary_distance_line(double* line, int64_t n, double spacing,
-                                         DistanceTarget target, bool has_foreground,
-                                         bool has_background, bool every_pixel,
+                                         DistanceTarget target, bool every_pixel,
                                          const ParabolaScratch& scratch, const Write& write) {
-  const auto interior = [&](int64_t q, bool foreground) {
-    return q > 0 && q < n - 1 && (line[q - 1] > 0) == foreground &&
-           (line[q + 1] > 0) == foreground;
-  };
-  // The foreground's distances to the background (the background reads 0).
-  if (has_foreground) {
-    parabola_envelope(
-        n, spacing,
-        [&](int64_t q) {
-          return line[q] > 0 ? line[q] : (interior(q, false) ? infinite_distance() : 0.0);
-        },
-        scratch, [&](int64_t x) { return line[x] > 0; }, write);
-  }
-  if (!has_background) return;
-  if (target == DistanceTarget::kOtherClass) {
-    parabola_envelope(
-        n, spacing,
-        [&](int64_t q) {
-          return line[q] < 0 ? -line[q] : (interior(q, true) ? infinite_distance() : 0.0);
-        },
-        scratch, [&](int64_t x) { return line[x] < 0; },
-        [&](int64_t x, double d) { write(x, -d); });
-  } else if (every_pixel) {
-    for (int64_t x = 0; x < n; ++x) {
-      if (line[x] < 0) write(x, line[x]);
+  for (int64_t from = 0; from < n;) {
+    const bool foreground = line[from] > 0;
+    int64_t to = from + 1;
+    while (to < n && (line[to] > 0) == foreground) ++to;
+    if (foreground || target == DistanceTarget::kOtherClass) {
+      const int64_t lo = from > 0 ? from - 1 : 0, hi = to < n ? to + 1 : n;
+      parabola_envelope(
+          lo, hi, from, to, spacing,
+          [&](int64_t q) {
+            return q < from || q >= to ? 0.0 : (foreground ? line[q] : -line[q]);
+          },
+          scratch, [&](int64_t x, double d) { write(x, foreground ? d : -d); });
+    } else if (every_pixel) {
+      for (int64_t x = from; x < to; ++x) write(x, line[x]);
     }
+    from = to;
   }
 }
 
@@ -303,7 +289,7 @@ int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid
       std::vector<double> lines(group * n), envelope(5 * n);
       const ParabolaScratch scratch{envelope.data(), envelope.data() + n, envelope.data() + 2 * n,
                                     envelope.data() + 3 * n, envelope.data() + 4 * n};
-      bool has_foreground[kGroup], has_background[kGroup];
+      bool has_foreground[kGroup];
       for (int64_t g = begin; g < end; ++g) {
         const int64_t first_inner = (g % groups_per_outer) * group;
         const int64_t width = std::min(group, inner - first_inner);
@@ -312,28 +298,25 @@ int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid
         for (int64_t b = 0; b < width; ++b) {
           const double* in = state + first + b;
           double* line = lines.data() + b * n;
-          bool any_foreground = false, any_background = false;
+          bool any_foreground = false;
           for (int64_t q = 0; q < n; ++q) {
             const double value = in[q * inner];
             line[q] = value;
             any_foreground |= value > 0;
-            any_background |= value < 0;
           }
           has_foreground[b] = any_foreground;
-          has_background[b] = any_background;
         }
         // With kZeros a line without foreground keeps its states.
         bool changed = false;
         for (int64_t b = 0; b < width; ++b) {
           double* line = lines.data() + b * n;
-          changed |= has_foreground[b] || target == DistanceTarget::kOtherClass;
+          const bool sweep = has_foreground[b] || target == DistanceTarget::kOtherClass;
+          changed |= sweep;
           if (last) {
-            binary_distance_line(line, n, spacing, target, has_foreground[b], has_background[b],
-                                 /*every_pixel=*/true, scratch,
+            binary_distance_line(line, n, spacing, target, /*every_pixel=*/true, scratch,
                                  [&](int64_t x, double d) { sink(first + b + x * inner, d); });
-          } else {
-            binary_distance_line(line, n, spacing, target, has_foreground[b], has_background[b],
-                                 /*every_pixel=*/false, scratch,
+          } else if (sweep) {
+            binary_distance_line(line, n, spacing, target, /*every_pixel=*/false, scratch,
                                  [&](int64_t x, double d) { line[x] = d; });
           }
         }

@@ -289,26 +289,20 @@ __global__ void binary_envelope_kernel(double* state, core::Grid image, int64_t 
     const int64_t i = line_index / lines_per_image, index = line_index % lines_per_image;
     const int64_t offset = i * pixels + (index / inner) * n * inner + index % inner;
     double* line = scratch + k * 6 * n;
-    bool has_foreground = false, has_background = false;
-    for (int64_t q = 0; q < n; ++q) {
-      const double value = state[offset + q * inner];
-      line[q] = value;
-      has_foreground |= value > 0;
-      has_background |= value < 0;
-    }
+    for (int64_t q = 0; q < n; ++q) line[q] = state[offset + q * inner];
     const core::ParabolaScratch envelope{line + n, line + 2 * n, line + 3 * n, line + 4 * n,
                                          line + 5 * n};
     if (last) {
       const unsigned long long image_foreground = foreground[i];
       core::binary_distance_line(line, n, spacing, core::DistanceTarget::kOtherClass,
-                                 has_foreground, has_background, /*every_pixel=*/true, envelope,
+                                 /*every_pixel=*/true, envelope,
                                  [&](int64_t x, double d) {
                                    out[offset + x * inner] =
                                        map_output(map, d, image_foreground, pixels);
                                  });
     } else {
       core::binary_distance_line(line, n, spacing, core::DistanceTarget::kOtherClass,
-                                 has_foreground, has_background, /*every_pixel=*/false, envelope,
+                                 /*every_pixel=*/false, envelope,
                                  [&](int64_t x, double d) { state[offset + x * inner] = d; });
     }
   }
@@ -330,17 +324,9 @@ at::Tensor distance_map_cuda(const at::Tensor& mask_in, std::string_view kind,
   at::Tensor out = empty_distance_map(mask_in);
   if (out.numel() == 0) return out;
   const c10::cuda::CUDAGuard device_guard(mask_in.device());
-  std::vector<int64_t> shape{-1};
-  for (int64_t d = mask_in.dim() - spatial_dims; d < mask_in.dim(); ++d) {
-    shape.push_back(mask_in.size(d));
-  }
-  const at::Tensor mask = aligned(mask_in.reshape(shape));  // read in place, by strides
-  core::Grid image;
-  image.ndim = int(spatial_dims);
-  for (int d = 0; d < image.ndim; ++d) {
-    image.size[d] = mask.size(d + 1);
-    image.spacing[d] = ops.spacing[d];
-  }
+  const MaskImages images_of_mask = mask_images(mask_in, ops);  // read in place, by strides
+  const at::Tensor& mask = images_of_mask.mask;
+  const core::Grid& image = images_of_mask.grid;
   const int64_t images = mask.size(0), pixels = image.numel(), total = images * pixels;
   at::Tensor state = at::empty({total}, mask.options().dtype(at::kDouble));
   at::Tensor counts = at::zeros({images}, mask.options().dtype(at::kLong));

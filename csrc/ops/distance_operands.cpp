@@ -168,4 +168,18 @@ at::Tensor empty_distance_map(const at::Tensor& mask) {
                                                 at::MemoryFormat::Contiguous));
 }
 
+MaskImages mask_images(const at::Tensor& mask, const DistanceMapOperands& ops) {
+  std::vector<int64_t> shape{-1};
+  for (int64_t d = mask.dim() - ops.spatial_dims; d < mask.dim(); ++d) {
+    shape.push_back(mask.size(d));
+  }
+  MaskImages images{aligned(mask.reshape(shape)), {}};
+  images.grid.ndim = int(ops.spatial_dims);
+  for (int d = 0; d < images.grid.ndim; ++d) {
+    images.grid.size[d] = images.mask.size(d + 1);
+    images.grid.spacing[d] = ops.spacing[d];
+  }
+  return images;
+}
+
 }  // namespace segloss::ops

@@ -73,4 +73,13 @@ DistanceMapOperands check_distance_map_arguments(const at::Tensor& mask, std::st
 // The maps' output: float32, the mask's shape, contiguous.
 at::Tensor empty_distance_map(const at::Tensor& mask);
 
+// The mask as the kernels read it: its batch dims flattened into one
+// ([images, *spatial], a view where the strides allow), aligned; and one
+// image's grid. (Not for an empty mask.)
+struct MaskImages {
+  at::Tensor mask;
+  core::Grid grid;
+};
+MaskImages mask_images(const at::Tensor& mask, const DistanceMapOperands& ops);
+
 }  // namespace segloss::ops

@@ -124,17 +124,9 @@ at::Tensor distance_map_cpu(const at::Tensor& mask_in, std::string_view kind,
       check_distance_map_arguments(mask_in, kind, spatial_dims, sampling);
   at::Tensor out = empty_distance_map(mask_in);
   if (out.numel() == 0) return out;
-  std::vector<int64_t> shape{-1};
-  for (int64_t d = mask_in.dim() - spatial_dims; d < mask_in.dim(); ++d) {
-    shape.push_back(mask_in.size(d));
-  }
-  const at::Tensor mask = aligned(mask_in.reshape(shape));
-  core::Grid grid;
-  grid.ndim = int(spatial_dims);
-  for (int d = 0; d < grid.ndim; ++d) {
-    grid.size[d] = mask.size(d + 1);
-    grid.spacing[d] = ops.spacing[d];
-  }
+  const MaskImages images_of_mask = mask_images(mask_in, ops);
+  const at::Tensor& mask = images_of_mask.mask;
+  const core::Grid& grid = images_of_mask.grid;
   const int64_t pixels = grid.numel();
   const int64_t images = mask.size(0);
   float* result = out.mutable_data_ptr<float>();
