@@ -107,6 +107,21 @@ def test_numpy_maps_equal_brute_force():
                                    rtol=1e-14)
 
 
+@pytest.mark.parametrize("length", [4000, 4200])
+def test_numpy_maps_long_lines_stay_exact(length):
+    # Squared distances up to length^2: the working memory is float below
+    # 2^24 (4000^2) and double above (4200^2); both exact.
+    mask = np.ones(length, bool)
+    mask[0] = False
+    mask[length // 3] = False
+    np.testing.assert_array_equal(snp.distance_transform_edt(mask),
+                                  ndi.distance_transform_edt(mask))
+    np.testing.assert_array_equal(snp.boundary_distance_map(mask), scipy_boundary(mask))
+    square = np.ones((length // 2, 2), bool)
+    square[0, 0] = False
+    np.testing.assert_array_equal(snp.signed_distance_map(square), scipy_signed(square))
+
+
 @pytest.mark.parametrize("sampling", [[0.5, 1.7], [3.0, 0.25], 2.5])
 def test_numpy_maps_anisotropic_sampling(sampling):
     rng = np.random.default_rng(2)

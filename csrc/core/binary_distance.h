@@ -23,6 +23,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "distance_transform.h"
@@ -199,11 +200,13 @@ SEGLOSS_INLINE void binary_distance_line(double* line, int64_t n, double spacing
 // every pixel's signed state (C order index; +d foreground, -d background,
 // d the squared distance to the other class, +-inf where the image has
 // none), once, possibly from several threads; with kZeros the background's
-// states are negative but otherwise meaningless. `state` holds numel values.
-// Returns the number of foreground pixels.
-template <typename Value, typename ParallelFor, typename Sink>
+// states are negative but otherwise meaningless. `state` holds numel values
+// between the passes: double, or float where binary_state_fits_float (the
+// values are integers below 2^24 there, exact in float, and half the memory
+// traffic). Returns the number of foreground pixels.
+template <typename State, typename Value, typename ParallelFor, typename Sink>
 int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid,
-                                DistanceTarget target, double* state,
+                                DistanceTarget target, State* state,
                                 ParallelFor&& parallel_for, const Sink& sink) {
   if (grid.ndim == 0 || grid.numel() == 0) return 0;
   // Pass 0: lines along axis 0, swept row by row over blocks of columns
@@ -241,27 +244,28 @@ int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid
       std::fill(last_background, last_background + width, -infinite_distance());
       for (int64_t i = 0; i < n0; ++i) {
         row_classes(i);
-        double* row = state + i * columns + block;
+        State* row = state + i * columns + block;
         const double x = double(i);
         double row_count = 0;
 #pragma omp simd reduction(+ : row_count)
         for (int64_t j = 0; j < width; ++j) {
           const bool fg = classes[j] != 0;
           row_count += classes[j];
-          row[j] = scan_step(fg, x, spacing0, last_foreground[j], last_background[j]);
+          row[j] = State(scan_step(fg, x, spacing0, last_foreground[j], last_background[j]));
         }
         count += int64_t(row_count);
       }
       std::fill(last_foreground, last_foreground + width, infinite_distance());
       std::fill(last_background, last_background + width, infinite_distance());
       for (int64_t i = n0 - 1; i >= 0; --i) {
-        double* row = state + i * columns + block;
+        State* row = state + i * columns + block;
         const double x = double(i);
 #pragma omp simd
         for (int64_t j = 0; j < width; ++j) {
           const bool fg = row[j] > 0;  // the forward scan's sign is the class
-          row[j] = nearer_state(fg, row[j],
-                                scan_step(fg, x, spacing0, last_foreground[j], last_background[j]));
+          row[j] = State(nearer_state(
+              fg, double(row[j]),
+              scan_step(fg, x, spacing0, last_foreground[j], last_background[j])));
         }
       }
     }
@@ -269,7 +273,7 @@ int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid
   });
   if (grid.ndim == 1) {
     parallel_for(n0, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) sink(i, state[i]);
+      for (int64_t i = begin; i < end; ++i) sink(i, double(state[i]));
     });
     return foreground.load();
   }
@@ -296,11 +300,11 @@ int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid
         const int64_t first = (g / groups_per_outer) * n * inner + first_inner;
         // Line by line: the group's kGroup * n values stay in the L1 cache.
         for (int64_t b = 0; b < width; ++b) {
-          const double* in = state + first + b;
+          const State* in = state + first + b;
           double* line = lines.data() + b * n;
           bool any_foreground = false;
           for (int64_t q = 0; q < n; ++q) {
-            const double value = in[q * inner];
+            const double value = double(in[q * inner]);
             line[q] = value;
             any_foreground |= value > 0;
           }
@@ -322,15 +326,40 @@ int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid
         }
         if (!last && changed) {
           for (int64_t b = 0; b < width; ++b) {
-            double* out = state + first + b;
+            State* out = state + first + b;
             const double* line = lines.data() + b * n;
-            for (int64_t q = 0; q < n; ++q) out[q * inner] = line[q];
+            for (int64_t q = 0; q < n; ++q) out[q * inner] = State(line[q]);
           }
         }
       }
     });
   }
   return foreground.load();
+}
+
+// Whether every squared distance on the grid is an integer below 2^24 (unit
+// spacing), so that float holds the states exactly.
+inline bool binary_state_fits_float(const Grid& grid) {
+  double largest = 0;
+  for (int d = 0; d < grid.ndim; ++d) {
+    if (grid.spacing[d] != 1.0) return false;
+    largest += double(grid.size[d]) * double(grid.size[d]);
+  }
+  return largest < double(1 << 24);
+}
+
+// binary_distance_squared with working memory of its own, float where it
+// fits.
+template <typename Value, typename ParallelFor, typename Sink>
+int64_t binary_distance(const StridedMask<Value>& mask, const Grid& grid, DistanceTarget target,
+                        ParallelFor&& parallel_for, const Sink& sink) {
+  // Not zeroed: pass 0 writes every pixel.
+  if (binary_state_fits_float(grid)) {
+    std::unique_ptr<float[]> state(new float[grid.numel()]);
+    return binary_distance_squared(mask, grid, target, state.get(), parallel_for, sink);
+  }
+  std::unique_ptr<double[]> state(new double[grid.numel()]);
+  return binary_distance_squared(mask, grid, target, state.get(), parallel_for, sink);
 }
 
 }  // namespace segloss::core

@@ -225,10 +225,7 @@ int64_t binary_transform(const py::array& input, const Grid& grid, core::Distanc
                          int threads, const Sink& sink) {
   const auto mask = strided_labels<Value>(input, "input", core::NonzeroIsForeground{});
   py::gil_scoped_release release;
-  // Not zeroed: pass 0 writes every pixel.
-  std::unique_ptr<double[]> state(new double[grid.numel()]);
-  return core::binary_distance_squared(mask, grid, target, state.get(), ChunkedThreads(threads),
-                                       sink);
+  return core::binary_distance(mask, grid, target, ChunkedThreads(threads), sink);
 }
 
 py::array_t<double> distance_transform_edt(const py::array& input_in,

@@ -138,12 +138,12 @@ at::Tensor distance_map_cpu(const at::Tensor& mask_in, std::string_view kind,
       mask.scalar_type(), "segloss_distance_map_cpu", AT_WRAP([&] {
         core::StridedMask<scalar_t> strided{nullptr, {}, core::NonzeroIsForeground{}};
         for (int d = 0; d < grid.ndim; ++d) strided.stride[d] = mask.stride(d + 1);
-        const auto image_map = [&](int64_t n, double* state, const auto& parallel_for) {
+        const auto image_map = [&](int64_t n, const auto& parallel_for) {
           core::StridedMask<scalar_t> image_mask = strided;
           image_mask.data = mask.const_data_ptr<scalar_t>() + n * mask.stride(0);
           float* image = result + n * pixels;
-          const int64_t foreground = core::binary_distance_squared(
-              image_mask, grid, core::DistanceTarget::kOtherClass, state, parallel_for,
+          const int64_t foreground = core::binary_distance(
+              image_mask, grid, core::DistanceTarget::kOtherClass, parallel_for,
               [=](int64_t i, double squared) {
                 image[i] = core::distance_map_value<float>(map, squared);
               });
@@ -151,12 +151,10 @@ at::Tensor distance_map_cpu(const at::Tensor& mask_in, std::string_view kind,
         };
         if (by_image) {
           at::parallel_for(0, images, 1, [&](int64_t begin, int64_t end) {
-            std::unique_ptr<double[]> state(new double[pixels]);
-            for (int64_t n = begin; n < end; ++n) image_map(n, state.get(), SerialFor{});
+            for (int64_t n = begin; n < end; ++n) image_map(n, SerialFor{});
           });
         } else {
-          std::unique_ptr<double[]> state(new double[pixels]);
-          for (int64_t n = 0; n < images; ++n) image_map(n, state.get(), TorchThreads{});
+          for (int64_t n = 0; n < images; ++n) image_map(n, TorchThreads{});
         }
       }),
       AT_EXPAND(AT_INTEGRAL_TYPES_V2), at::kBool);
