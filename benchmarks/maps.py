@@ -70,12 +70,21 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="maps.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--cases", action="append", choices=names, metavar="NAME",
-                        help=f"run only these cases (repeatable): {', '.join(names)}")
+    parser.add_argument("--cases", action="append", metavar="NAME",
+                        help=f"run only these cases (repeatable): {', '.join(names)}; other "
+                             "names (the distance suite's) are ignored")
     parser.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "results"))
     parser.add_argument("--device", default="cpu", help="cpu only (the maps' GPU timings run "
                                                         "through scripts/gpu_check)")
-    args = parser.parse_args(argv)
+    # The runner suites share run.py's passthrough options: those of the
+    # distance suite (--skip-recipe) are ignored here.
+    args, _ = parser.parse_known_args(argv)
+    if args.device != "cpu":
+        print(f"maps: the CPU transforms only; skipped on {args.device} (the GPU maps run in "
+              "the CUDA-vs-CPU sweep of scripts/gpu_check)")
+        return
+    if args.cases and not any(name in names for name in args.cases):
+        args.cases = None  # only the distance suite's names: every case
     try:
         import edt
     except ImportError:

@@ -8,15 +8,16 @@
 // the other class seen so far, stored as +d on the foreground and -d on the
 // background (d > 0: the other class is at least one spacing away; +-inf
 // where none was seen yet). Pass 0 scans each line along axis 0 forward and
-// backward. Every later axis takes, per line, the lower envelope of the
-// parabolas d(q) + (spacing (x - q))^2 (Felzenszwalb and Huttenlocher): over
-// the foreground's values (the background's read 0) for the foreground's
-// distances to the background, and, for the two-sided maps, the same with
-// the classes swapped.
+// backward. Every later axis takes, per line and per run of one class, the
+// lower envelope of the parabolas d(q) + (spacing (x - q))^2 (Felzenszwalb
+// and Huttenlocher) over the run's pixels and its two neighbours of the other
+// class (binary_distance_line). The plain transform sweeps the foreground's
+// runs only; the two-sided maps both classes'.
 //
 // Exactness at unit spacing: every d is an integer, and so is everything
-// the envelope computes (parabola_envelope), exact in double; each output is
-// the exact minimum, as a brute-force computation gives.
+// the envelope computes (parabola_envelope), exact in double (and in the
+// float working memory where binary_state_fits_float); each output is the
+// exact minimum, as a brute-force computation gives.
 #pragma once
 
 #include <algorithm>
