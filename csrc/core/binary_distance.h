@@ -311,24 +311,30 @@ int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid
           }
           has_foreground[b] = any_foreground;
         }
-        // With kZeros a line without foreground keeps its states.
-        bool changed = false;
+        // With kZeros a line without foreground keeps its states, and only
+        // the foreground's change.
+        bool swept[kGroup];
         for (int64_t b = 0; b < width; ++b) {
           double* line = lines.data() + b * n;
-          const bool sweep = has_foreground[b] || target == DistanceTarget::kOtherClass;
-          changed |= sweep;
+          swept[b] = has_foreground[b] || target == DistanceTarget::kOtherClass;
           if (last) {
             binary_distance_line(line, n, spacing, target, /*every_pixel=*/true, scratch,
                                  [&](int64_t x, double d) { sink(first + b + x * inner, d); });
-          } else if (sweep) {
+          } else if (swept[b]) {
             binary_distance_line(line, n, spacing, target, /*every_pixel=*/false, scratch,
                                  [&](int64_t x, double d) { line[x] = d; });
           }
         }
-        if (!last && changed) {
-          for (int64_t b = 0; b < width; ++b) {
-            State* out = state + first + b;
-            const double* line = lines.data() + b * n;
+        if (last) continue;
+        for (int64_t b = 0; b < width; ++b) {
+          if (!swept[b]) continue;
+          State* out = state + first + b;
+          const double* line = lines.data() + b * n;
+          if (target == DistanceTarget::kZeros) {
+            for (int64_t q = 0; q < n; ++q) {
+              if (line[q] > 0) out[q * inner] = State(line[q]);
+            }
+          } else {
             for (int64_t q = 0; q < n; ++q) out[q * inner] = State(line[q]);
           }
         }
