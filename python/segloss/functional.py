@@ -1000,11 +1000,14 @@ def _distance_loss_logits(input: Tensor, include_background: bool) -> Tensor:
 
 
 def _distance_loss_operands(name: str, input: Tensor, target: Tensor, activation: str,
-                            include_background: bool, need_masks: bool, need_values: bool
+                            include_background: bool, need_masks: bool, need_values: bool,
+                            activate: bool = True
                             ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
     """(p, masks, y): p the activated input in the accumulation dtype
     (float32, float64 for float64 input), channel 0 dropped without the
-    background (after the softmax, as MONAI); the target's foreground masks
+    background (after the softmax, as MONAI; before the sigmoid, which is
+    per channel); with a sigmoid and not `activate`, the kept logits instead
+    (for the fused rows, which apply it themselves); the target's foreground masks
     (bool, p's shape; None unless need_masks); y the target's values in p's
     dtype for a dense target if need_values (None for class indices, whose
     values are the masks themselves). No one-hot float tensor is made for class indices."""
@@ -1047,15 +1050,14 @@ def _distance_loss_operands(name: str, input: Tensor, target: Tensor, activation
                 classes = torch.arange(first, channels, device=input.device)
                 masks = labels == classes.view([1, channels - first] + [1] * len(spatial))
     x = input.to(_accumulation_dtype(input))
-    if activation == "sigmoid":
-        p = torch.sigmoid(x)
-    elif activation == "softmax":
+    if activation == "softmax":
         p = torch.softmax(x, 1)
-    else:
-        p = x
+        return (p[:, 1:] if drop else p), masks, y
     if drop:
-        p = p[:, 1:]
-    return p, masks, y
+        x = x[:, 1:]
+    if activation == "sigmoid" and activate:
+        return torch.sigmoid(x), masks, y
+    return x, masks, y
 
 
 def boundary_loss(
@@ -1121,8 +1123,10 @@ def boundary_loss(
     """
     name = "segloss.boundary_loss"
     _check_distance_loss_options(name, input, activation, reduction)
+    # With a sigmoid, p is the kept logits: the fused row applies it.
     p, masks, _ = _distance_loss_operands(name, input, target, activation, include_background,
-                                          distance_map is None, False)
+                                          distance_map is None, False,
+                                          activation != "sigmoid")
     if distance_map is None:
         if masks is None:
             raise RuntimeError(f"{name}: internal error, no target masks")
@@ -1147,15 +1151,13 @@ def boundary_loss(
         # Fused: sigmoid(x) phi summed in one pass, its gradient in one more
         # (the pointwise row sigmoid_boundary_loss). The mean over every
         # element is the mean of the per-image, per-channel values.
-        x = _distance_loss_logits(input, include_background)
-        mean = torch.ops.segloss._pointwise_loss(x, x.detach(), None, phi, "mean",
+        mean = torch.ops.segloss._pointwise_loss(p, p.detach(), None, phi, "mean",
                                                  "sigmoid_boundary_loss", [], name)
         images = 1 if batch else p.shape[0]
         scale = 1.0 if reduction == "mean" else float(images * p.shape[1])
         return (mean * scale).to(input.dtype)
     if activation == "sigmoid":
-        x = _distance_loss_logits(input, include_background)
-        terms = torch.ops.segloss._pointwise_loss(x, x.detach(), None, phi, "none",
+        terms = torch.ops.segloss._pointwise_loss(p, p.detach(), None, phi, "none",
                                                   "sigmoid_boundary_loss", [], name)
     else:
         terms = p * phi
