@@ -53,17 +53,25 @@ struct ColumnIds {
   __device__ InstanceId operator()(int64_t i) const { return InstanceId(first[i * stride]); }
 };
 
-// Pass 0: one thread per (image, line along the first spatial axis).
+// Pass 0: one thread per (image, line along the first spatial axis). With
+// `instance_pixels`, also counts each image's instance pixels (balanced class
+// weights): one integer atomic per line, not per pixel (deterministic).
 template <typename Label>
-__global__ void scan_kernel(BatchGrid<Label> grid, NearestPair* state) {
+__global__ void scan_kernel(BatchGrid<Label> grid, NearestPair* state,
+                            unsigned long long* instance_pixels) {
   const int64_t columns = grid.image.inner(0);
+  const int64_t n = grid.image.size[0];
   SEGLOSS_GRID_STRIDE_LOOP(work, grid.images * columns) {
     const int64_t image = work / columns, column = work % columns;
     const ColumnIds<Label> ids{grid.labels.data + image * grid.batch_stride +
                                    core::column_offset(grid.labels, grid.image, column),
                                grid.labels.stride[0]};
-    core::scan_line(ids, grid.image.size[0], grid.image.spacing[0],
-                    state + image * grid.pixels + column, columns);
+    core::scan_line(ids, n, grid.image.spacing[0], state + image * grid.pixels + column, columns);
+    if (instance_pixels != nullptr) {
+      unsigned long long count = 0;
+      for (int64_t i = 0; i < n; ++i) count += ids(i) != core::kNoInstance;
+      if (count != 0) atomicAdd(instance_pixels + image, count);
+    }
   }
 }
 
@@ -104,15 +112,6 @@ __global__ void two_nearest_outputs_kernel(const NearestPair* state, int64_t tot
   }
 }
 
-// Instance pixels per image, for balanced class weights (integer atomics:
-// deterministic).
-__global__ void count_instance_pixels_kernel(const NearestPair* state, int64_t pixels,
-                                             int64_t total, unsigned long long* counts) {
-  SEGLOSS_GRID_STRIDE_LOOP(i, total) {
-    if (core::is_instance_pixel(state[i])) atomicAdd(counts + i / pixels, 1ULL);
-  }
-}
-
 __global__ void weight_map_kernel(const NearestPair* state, int64_t pixels, int64_t total,
                                   core::UnetWeightParams params, core::ClassWeights fixed,
                                   const unsigned long long* instance_pixels,
@@ -127,8 +126,10 @@ __global__ void weight_map_kernel(const NearestPair* state, int64_t pixels, int6
   }
 }
 
-// The squared-distance state of every pixel of the batch (uint8 storage).
-at::Tensor nearest_state(const at::Tensor& labels_in, const core::Grid& image) {
+// The squared-distance state of every pixel of the batch (uint8 storage);
+// with `instance_pixels`, each image's count of instance pixels too.
+at::Tensor nearest_state(const at::Tensor& labels_in, const core::Grid& image,
+                         unsigned long long* instance_pixels = nullptr) {
   const at::Tensor labels = aligned(labels_in);  // read in place, by strides
   const int64_t images = labels.size(0), pixels = image.numel();
   at::Tensor state = at::empty({images * pixels * int64_t(sizeof(NearestPair))},
@@ -142,7 +143,8 @@ at::Tensor nearest_state(const at::Tensor& labels_in, const core::Grid& image) {
                                  labels.stride(0)};
         for (int d = 0; d < image.ndim; ++d) grid.labels.stride[d] = labels.stride(d + 1);
         const int64_t work = images * image.inner(0);
-        scan_kernel<scalar_t><<<grid_size(work, kMaxBlocks), kThreads, 0, stream>>>(grid, pairs);
+        scan_kernel<scalar_t><<<grid_size(work, kMaxBlocks), kThreads, 0, stream>>>(
+            grid, pairs, instance_pixels);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }),
       AT_EXPAND(AT_INTEGRAL_TYPES_V2));
@@ -205,16 +207,12 @@ at::Tensor unet_weight_map_cuda(const at::Tensor& labels, double w0, double sigm
   const int64_t pixels = image.numel(), total = labels.size(0) * pixels;
   if (total == 0) return out;
   const c10::cuda::CUDAGuard device_guard(labels.device());
-  const at::Tensor state = nearest_state(labels, image);
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   at::Tensor counts;
-  if (balanced) {
-    counts = at::zeros({labels.size(0)}, labels.options().dtype(at::kLong));
-    count_instance_pixels_kernel<<<grid_size(total, kMaxBlocks), kThreads, 0, stream>>>(
-        pairs_of(state), pixels, total,
-        reinterpret_cast<unsigned long long*>(counts.data_ptr<int64_t>()));
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
+  if (balanced) counts = at::zeros({labels.size(0)}, labels.options().dtype(at::kLong));
+  const at::Tensor state = nearest_state(
+      labels, image,
+      balanced ? reinterpret_cast<unsigned long long*>(counts.data_ptr<int64_t>()) : nullptr);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   weight_map_kernel<<<grid_size(total, kMaxBlocks), kThreads, 0, stream>>>(
       pairs_of(state), pixels, total, ops.params, ops.fixed,
       balanced ? reinterpret_cast<const unsigned long long*>(counts.const_data_ptr<int64_t>())
