@@ -46,10 +46,16 @@ enum class DistanceMap {
   kBoundary,  // d on both sides (MONAI HausdorffDTLoss: edt(fg) + edt(bg))
 };
 
+// Whether an image of `pixels` pixels, `foreground` of them foreground, has
+// both classes: one without has no border, and its maps are 0 (MONAI's rule).
+SEGLOSS_INLINE bool has_both_classes(int64_t foreground, int64_t pixels) {
+  return foreground != 0 && foreground != pixels;
+}
+
 // A map's value from a pixel's signed state, in the output type T: the
 // distance rounded to T first, then -(d - 1) in T, as MONAI computes it in
 // float32 from SciPy's float64 distances. (An image without both classes
-// has no map: its callers write 0.)
+// has no map: its callers write 0, see has_both_classes.)
 template <typename T>
 SEGLOSS_INLINE T distance_map_value(DistanceMap map, double state) {
   const T d = T(::sqrt(state < 0 ? -state : state));

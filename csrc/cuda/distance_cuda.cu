@@ -36,21 +36,32 @@ constexpr int64_t kMaxBlocks = 65535;
 // Scratch of the envelope passes (the lines being swept at once), at most.
 constexpr int64_t kScratchBytes = int64_t(256) << 20;
 
+// One line along the first spatial axis, read through the labels' ToId
+// (an instance id, or a mask's class).
+template <typename Label, typename ToId>
+struct Column {
+  const Label* first;
+  int64_t stride;
+  ToId to_id;
+  __device__ auto operator()(int64_t i) const { return to_id(first[i * stride]); }
+};
+
 // The batch's layout: one image's grid, and the labels (an image's strides
-// in `labels`, `batch_stride` between images).
-template <typename Label>
+// in `labels`, `batch_stride` between images): instance maps (LabelIsId) or
+// masks (NonzeroIsForeground).
+template <typename Label, typename ToId = core::LabelIsId>
 struct BatchGrid {
   core::Grid image;
   int64_t images, pixels;
-  core::StridedLabels<Label, core::LabelIsId> labels;
+  core::StridedLabels<Label, ToId> labels;
   int64_t batch_stride;
-};
 
-template <typename Label>
-struct ColumnIds {
-  const Label* first;
-  int64_t stride;
-  __device__ InstanceId operator()(int64_t i) const { return InstanceId(first[i * stride]); }
+  // The line along the first spatial axis at `column` of image `image`.
+  __device__ Column<Label, ToId> column(int64_t image_index, int64_t column_index) const {
+    return {labels.data + image_index * batch_stride +
+                core::column_offset(labels, image, column_index),
+            labels.stride[0], labels.to_id};
+  }
 };
 
 // Pass 0: one thread per (image, line along the first spatial axis). With
@@ -63,9 +74,7 @@ __global__ void scan_kernel(BatchGrid<Label> grid, NearestPair* state,
   const int64_t n = grid.image.size[0];
   SEGLOSS_GRID_STRIDE_LOOP(work, grid.images * columns) {
     const int64_t image = work / columns, column = work % columns;
-    const ColumnIds<Label> ids{grid.labels.data + image * grid.batch_stride +
-                                   core::column_offset(grid.labels, grid.image, column),
-                               grid.labels.stride[0]};
+    const auto ids = grid.column(image, column);
     core::scan_line(ids, n, grid.image.spacing[0], state + image * grid.pixels + column, columns);
     if (instance_pixels != nullptr) {
       unsigned long long count = 0;
@@ -226,35 +235,16 @@ at::Tensor unet_weight_map_cuda(const at::Tensor& labels, double w0, double sigm
 // ---------------------------------------------------------------------------
 // The distance maps (segloss::distance_map).
 
-// A batch of masks: one image's grid, an image's strides, and the stride
-// between images.
-template <typename Value>
-struct MaskBatch {
-  core::Grid image;
-  int64_t images, pixels;
-  core::StridedMask<Value> mask;
-  int64_t batch_stride;
-};
-
-template <typename Value>
-struct MaskColumn {
-  const Value* first;
-  int64_t stride;
-  __device__ bool operator()(int64_t i) const { return first[i * stride] != Value(0); }
-};
-
 // Pass 0: one thread per (image, line along the first spatial axis); counts
 // each image's foreground pixels (one integer atomic per line: deterministic).
 template <typename Value>
-__global__ void binary_scan_kernel(MaskBatch<Value> batch, double* state,
-                                   unsigned long long* foreground) {
+__global__ void binary_scan_kernel(BatchGrid<Value, core::NonzeroIsForeground> batch,
+                                   double* state, unsigned long long* foreground) {
   const int64_t columns = batch.image.inner(0);
   const int64_t n = batch.image.size[0];
   SEGLOSS_GRID_STRIDE_LOOP(work, batch.images * columns) {
     const int64_t image = work / columns, column = work % columns;
-    const MaskColumn<Value> line{batch.mask.data + image * batch.batch_stride +
-                                     core::column_offset(batch.mask, batch.image, column),
-                                 batch.mask.stride[0]};
+    const auto line = batch.column(image, column);
     core::scan_binary_line(line, n, batch.image.spacing[0], state + image * batch.pixels + column,
                            columns);
     unsigned long long count = 0;
@@ -266,8 +256,9 @@ __global__ void binary_scan_kernel(MaskBatch<Value> batch, double* state,
 // The map's value, or 0 in an image without both classes.
 __device__ float map_output(core::DistanceMap map, double state, unsigned long long foreground,
                             int64_t pixels) {
-  const bool both = foreground != 0 && foreground != (unsigned long long)pixels;
-  return both ? core::distance_map_value<float>(map, state) : 0.0f;
+  return core::has_both_classes(int64_t(foreground), pixels)
+             ? core::distance_map_value<float>(map, state)
+             : 0.0f;
 }
 
 // A later pass along `axis`: one thread per line of lines [first, first +
@@ -332,9 +323,9 @@ at::Tensor distance_map_cuda(const at::Tensor& mask_in, std::string_view kind,
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_V2(
       mask.scalar_type(), "segloss_distance_map_scan_cuda", AT_WRAP([&] {
-        MaskBatch<scalar_t> batch{image, images, pixels,
-                                  {mask.const_data_ptr<scalar_t>(), {}, {}}, mask.stride(0)};
-        for (int d = 0; d < image.ndim; ++d) batch.mask.stride[d] = mask.stride(d + 1);
+        BatchGrid<scalar_t, core::NonzeroIsForeground> batch{
+            image, images, pixels, {mask.const_data_ptr<scalar_t>(), {}, {}}, mask.stride(0)};
+        for (int d = 0; d < image.ndim; ++d) batch.labels.stride[d] = mask.stride(d + 1);
         const int64_t work = images * image.inner(0);
         binary_scan_kernel<scalar_t><<<grid_size(work, kMaxBlocks), kThreads, 0, stream>>>(
             batch, state.data_ptr<double>(), foreground);

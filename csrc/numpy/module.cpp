@@ -268,7 +268,9 @@ py::array_t<double> distance_map(const py::array& input_in, const std::string& k
                                 [=](int64_t i, double state) {
                                   out[i] = core::distance_map_value<double>(map, state);
                                 });
-    if (foreground == 0 || foreground == grid.numel()) std::fill(out, out + grid.numel(), 0.0);
+    if (!core::has_both_classes(foreground, grid.numel())) {
+      std::fill(out, out + grid.numel(), 0.0);
+    }
   });
   return result;
 }

@@ -8,6 +8,32 @@
 
 namespace segloss::ops {
 
+namespace {
+
+// The spacing per spatial dim: `sampling`, checked, or 1. `of` names what
+// the spatial dims belong to in the message ("per spatial dim of labels"),
+// or is empty.
+std::vector<double> checked_spacing(std::string_view op,
+                                    const std::optional<at::ArrayRef<double>>& sampling,
+                                    int64_t spatial, std::string_view of) {
+  std::vector<double> spacing(spatial, 1.0);
+  if (!sampling.has_value()) return spacing;
+  TORCH_CHECK_VALUE(int64_t(sampling->size()) == spatial, op,
+                    ": sampling must have one value per spatial dim", of.empty() ? "" : " of ",
+                    of, " (", spatial, "), got ", sampling->size(), ": ", *sampling);
+  for (int64_t d = 0; d < spatial; ++d) {
+    const double s = (*sampling)[d];
+    // The bounds keep every squared distance a normal, finite double.
+    TORCH_CHECK_VALUE(s >= core::kMinSpacing && s <= core::kMaxSpacing, op,
+                      ": sampling must be positive (between 1e-100 and 1e100), got ", s,
+                      " for spatial dim ", d);
+    spacing[d] = s;
+  }
+  return spacing;
+}
+
+}  // namespace
+
 std::vector<double> check_instance_labels(std::string_view op, const at::Tensor& labels,
                                           const std::optional<at::ArrayRef<double>>& sampling,
                                           std::string_view name) {
@@ -30,21 +56,7 @@ std::vector<double> check_instance_labels(std::string_view op, const at::Tensor&
                       " has ", labels.sym_size(d), " pixels; at most ", core::kMaxEnvelopeLine,
                       " are supported");
   }
-  std::vector<double> spacing(spatial, 1.0);
-  if (sampling.has_value()) {
-    TORCH_CHECK_VALUE(int64_t(sampling->size()) == spatial, op,
-                      ": sampling must have one value per spatial dim of ", name, " (", spatial,
-                      "), got ", sampling->size(), ": ", *sampling);
-    for (int64_t d = 0; d < spatial; ++d) {
-      const double s = (*sampling)[d];
-      // The bounds keep every squared distance a normal, finite double.
-      TORCH_CHECK_VALUE(s >= core::kMinSpacing && s <= core::kMaxSpacing, op,
-                        ": sampling must be positive (between 1e-100 and 1e100), got ", s,
-                        " for spatial dim ", d);
-      spacing[d] = s;
-    }
-  }
-  return spacing;
+  return checked_spacing(op, sampling, spatial, name);
 }
 
 core::UnetWeightParams check_weight_map_arguments(
@@ -147,19 +159,7 @@ DistanceMapOperands check_distance_map_arguments(
                       " are supported");
   }
   ops.spatial_dims = spatial_dims;
-  ops.spacing.assign(spatial_dims, 1.0);
-  if (sampling.has_value()) {
-    TORCH_CHECK_VALUE(int64_t(sampling->size()) == spatial_dims, ops.op,
-                      ": sampling must have one value per spatial dim (", spatial_dims,
-                      "), got ", sampling->size(), ": ", *sampling);
-    for (int64_t d = 0; d < spatial_dims; ++d) {
-      const double s = (*sampling)[d];
-      TORCH_CHECK_VALUE(s >= core::kMinSpacing && s <= core::kMaxSpacing, ops.op,
-                        ": sampling must be positive (between 1e-100 and 1e100), got ", s,
-                        " for spatial dim ", d);
-      ops.spacing[d] = s;
-    }
-  }
+  ops.spacing = checked_spacing(ops.op, sampling, spatial_dims, "");
   return ops;
 }
 

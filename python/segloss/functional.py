@@ -992,13 +992,6 @@ def _check_class_indices(name: str, labels: Tensor, channels: int) -> None:
                              f"[{low}, {high}]")
 
 
-def _distance_loss_logits(input: Tensor, include_background: bool) -> Tensor:
-    """The logits of the kept channels in the accumulation dtype (float32 for
-    half inputs: the distance terms need not fit their range)."""
-    x = input.to(_accumulation_dtype(input))
-    return x[:, 1:] if not include_background and input.shape[1] > 1 else x
-
-
 def _distance_loss_operands(name: str, input: Tensor, target: Tensor, activation: str,
                             include_background: bool, need_masks: bool, need_values: bool,
                             activate: bool = True
@@ -1233,10 +1226,13 @@ def hausdorff_dt_loss(
     if not alpha > 0:
         raise ValueError(f"{name}: alpha must be > 0, got {alpha}")
     _check_distance_loss_options(name, input, activation, reduction)
-    p, masks, y = _distance_loss_operands(name, input, target, activation, include_background,
-                                          True, True)
+    # With a sigmoid, x is the kept logits (the fused row applies it) and p
+    # their sigmoid, which the prediction's map thresholds.
+    x, masks, y = _distance_loss_operands(name, input, target, activation, include_background,
+                                          True, True, activation != "sigmoid")
     if masks is None:
         raise RuntimeError(f"{name}: internal error, no target masks")
+    p = torch.sigmoid(x) if activation == "sigmoid" else x
     spatial_dims = input.dim() - 2
     d_p = boundary_distance_map(p.detach() > 0.5, None, spatial_dims).to(p.device, p.dtype)
     d_g = boundary_distance_map(masks, None, spatial_dims).to(p.device, p.dtype)
@@ -1246,32 +1242,29 @@ def hausdorff_dt_loss(
     fused = activation == "sigmoid"
     if y is not None:
         fused = fused and not y.requires_grad  # the row has no target gradient
-    if fused and reduction != "none":
+    if fused:
         # Fused: (sigmoid(x) - g)^2 (d_p^alpha + d_g^alpha) in one pass, its
-        # gradient in one more (the pointwise row sigmoid_hausdorff_dt_loss);
-        # every value is a mean over equally many elements, so the mean of
-        # all elements gives them.
-        x = _distance_loss_logits(input, include_background)
+        # gradient in one more (the pointwise row sigmoid_hausdorff_dt_loss).
         g = y if y is not None else masks.to(x.dtype)
-        mean = torch.ops.segloss._pointwise_loss(x, g, None, distance, "mean",
-                                                 "sigmoid_hausdorff_dt_loss", [], name)
-        channels = p.shape[1]
-        scale = 1.0 if reduction == "mean" else float(channels if batch
-                                                      else channels * p.shape[0])
-        loss = mean * scale
-    else:
-        if fused:
-            x = _distance_loss_logits(input, include_background)
-            g = y if y is not None else masks.to(x.dtype)
+        if reduction == "none":
             terms = torch.ops.segloss._pointwise_loss(x, g, None, distance, "none",
                                                       "sigmoid_hausdorff_dt_loss", [], name)
-        elif y is None:
+            loss = terms.mean(axes)
+        else:
+            # Every value is a mean over equally many elements, so the mean
+            # of all elements gives them.
+            mean = torch.ops.segloss._pointwise_loss(x, g, None, distance, "mean",
+                                                     "sigmoid_hausdorff_dt_loss", [], name)
+            channels = p.shape[1]
+            scale = 1.0 if reduction == "mean" else float(channels if batch
+                                                          else channels * p.shape[0])
+            loss = mean * scale
+    else:
+        if y is None:
             error = torch.where(masks, p - 1.0, p)  # p - g with g = masks, no float one-hot
-            terms = error * error * distance
         else:
             error = p - y
-            terms = error * error * distance
-        loss = terms.mean(axes)
+        loss = (error * error * distance).mean(axes)
         if reduction == "mean":
             loss = loss.mean()
         elif reduction == "sum":

@@ -147,7 +147,7 @@ at::Tensor distance_map_cpu(const at::Tensor& mask_in, std::string_view kind,
               [=](int64_t i, double squared) {
                 image[i] = core::distance_map_value<float>(map, squared);
               });
-          if (foreground == 0 || foreground == pixels) std::fill(image, image + pixels, 0.0f);
+          if (!core::has_both_classes(foreground, pixels)) std::fill(image, image + pixels, 0.0f);
         };
         if (by_image) {
           at::parallel_for(0, images, 1, [&](int64_t begin, int64_t end) {
