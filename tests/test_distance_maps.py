@@ -107,6 +107,24 @@ def test_numpy_maps_equal_brute_force():
                                    rtol=1e-14)
 
 
+def test_numpy_maps_runs_on_both_sides_of_the_short_run_bound():
+    # A run of at most 32 pixels takes the minimum over its parabolas, a
+    # longer one the envelope (core/binary_distance.h): runs of 24 to 42
+    # pixels of both classes, along both axes, at the lines' ends and inside.
+    rng = np.random.default_rng(4)
+    mask = np.zeros((38, 90), bool)
+    for row, length in enumerate(range(24, 43)):
+        start = [0, 90 - length, int(rng.integers(1, 90 - length))][row % 3]
+        mask[2 * row, start:start + length] = True
+        mask[2 * row + 1] = rng.random(90) < 0.9
+    for m in (mask, ~mask, mask.T, np.ascontiguousarray(~mask.T)):
+        np.testing.assert_array_equal(snp.boundary_distance_map(m), brute_force_other_class(m))
+        np.testing.assert_array_equal(snp.distance_transform_edt(m), ndi.distance_transform_edt(m))
+        # Separable sums round in another order than the brute force's.
+        np.testing.assert_allclose(snp.boundary_distance_map(m, [0.7, 1.9]),
+                                   brute_force_other_class(m, [0.7, 1.9]), rtol=1e-13)
+
+
 @pytest.mark.parametrize("length", [4000, 4200])
 def test_numpy_maps_long_lines_stay_exact(length):
     # Squared distances up to length^2: the working memory is float below
