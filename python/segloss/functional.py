@@ -1236,7 +1236,8 @@ def hausdorff_dt_loss(
     spatial_dims = input.dim() - 2
     d_p = boundary_distance_map(p.detach() > 0.5, None, spatial_dims).to(p.device, p.dtype)
     d_g = boundary_distance_map(masks, None, spatial_dims).to(p.device, p.dtype)
-    distance = d_p.pow(alpha) + d_g.pow(alpha)
+    # In place: the maps are this call's own (no new tensors to fault in).
+    distance = d_p.pow_(alpha).add_(d_g.pow_(alpha))
     spatial = _spatial_dims(p)
     axes = [0] + spatial if batch else spatial
     fused = activation == "sigmoid"
@@ -1246,6 +1247,9 @@ def hausdorff_dt_loss(
         # Fused: (sigmoid(x) - g)^2 (d_p^alpha + d_g^alpha) in one pass, its
         # gradient in one more (the pointwise row sigmoid_hausdorff_dt_loss).
         g = y if y is not None else masks.to(x.dtype)
+        # Dense once here: the op would copy kept channels' views in its
+        # forward and again in its backward.
+        x, g = x.contiguous(), g.contiguous()
         if reduction == "none":
             terms = torch.ops.segloss._pointwise_loss(x, g, None, distance, "none",
                                                       "sigmoid_hausdorff_dt_loss", [], name)
