@@ -76,21 +76,26 @@ using StridedMask = StridedLabels<Value, NonzeroIsForeground>;
 // Pass 0's step at position x of a line, scanning in either direction: a
 // pixel of class `foreground` updates the positions of the last pixel of each
 // class seen (-+inf: none yet, which gives an infinite distance) and gets its
-// signed state from this side. Positions are doubles (exact), so that the CPU
-// loops vectorise.
-SEGLOSS_INLINE double scan_step(bool foreground, double x, double spacing,
-                                double& last_foreground, double& last_background) {
-  const double lf = foreground ? x : last_foreground;
-  const double lb = foreground ? last_background : x;
+// signed state from this side. Positions are of the state's type T, so
+// that the CPU loops vectorise: double, or float where the states fit it
+// (binary_state_fits_float: integer positions and squares below 2^24,
+// exact, and twice the lanes).
+template <typename T>
+SEGLOSS_INLINE T scan_step(bool foreground, T x, T spacing, T& last_foreground,
+                           T& last_background) {
+  const T lf = foreground ? x : last_foreground;
+  const T lb = foreground ? last_background : x;
   last_foreground = lf;
   last_background = lb;
-  const double a = spacing * (x - (foreground ? lb : lf));
+  const T a = spacing * (x - (foreground ? lb : lf));
   return foreground ? a * a : -(a * a);
 }
 
-// The nearer of two signed states of one pixel (the same sign).
-SEGLOSS_INLINE double nearer_state(bool foreground, double a, double b) {
-  return foreground ? (a < b ? a : b) : (a > b ? a : b);
+// The nearer of two signed states of one pixel (the same sign): the one of
+// smaller magnitude (one select, so that the CPU loop vectorises).
+template <typename T>
+SEGLOSS_INLINE T nearer_state(T a, T b) {
+  return ::fabs(a) < ::fabs(b) ? a : b;
 }
 
 // Pass 0 along one line of n pixels (the CUDA kernels' form; the CPU sweeps
@@ -108,7 +113,7 @@ SEGLOSS_INLINE void scan_binary_line(const Foreground& foreground, int64_t n, do
   for (int64_t i = n - 1; i >= 0; --i) {
     const bool fg = foreground(i);
     const double state = scan_step(fg, double(i), spacing, last_foreground, last_background);
-    out[i * out_stride] = nearer_state(fg, out[i * out_stride], state);
+    out[i * out_stride] = nearer_state(out[i * out_stride], state);
   }
 }
 
@@ -276,8 +281,8 @@ int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid
   parallel_for(columns, [&](int64_t begin, int64_t end) {
     constexpr int64_t kBlock = 256;
     int64_t offsets[kBlock];
-    double last_foreground[kBlock], last_background[kBlock];
-    double classes[kBlock];
+    State last_foreground[kBlock], last_background[kBlock];
+    State classes[kBlock];
     int64_t count = 0;
     for (int64_t block = begin; block < end; block += kBlock) {
       const int64_t width = std::min(kBlock, end - block);
@@ -293,37 +298,41 @@ int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid
         if (dense) {
           const Value* v = first + offsets[0];
 #pragma omp simd
-          for (int64_t j = 0; j < width; ++j) classes[j] = v[j] != Value(0) ? 1.0 : 0.0;
+          for (int64_t j = 0; j < width; ++j) classes[j] = v[j] != Value(0) ? State(1) : State(0);
         } else {
-          for (int64_t j = 0; j < width; ++j) classes[j] = first[offsets[j]] != Value(0) ? 1.0 : 0.0;
+          for (int64_t j = 0; j < width; ++j) {
+            classes[j] = first[offsets[j]] != Value(0) ? State(1) : State(0);
+          }
         }
       };
-      std::fill(last_foreground, last_foreground + width, -infinite_distance());
-      std::fill(last_background, last_background + width, -infinite_distance());
+      const State spacing = State(spacing0), infinity = State(infinite_distance());
+      std::fill(last_foreground, last_foreground + width, -infinity);
+      std::fill(last_background, last_background + width, -infinity);
       for (int64_t i = 0; i < n0; ++i) {
         row_classes(i);
         State* row = state + i * columns + block;
-        const double x = double(i);
-        double row_count = 0;
+        const State x = State(i);
+        State row_count = 0;  // at most kBlock: exact in float
 #pragma omp simd reduction(+ : row_count)
         for (int64_t j = 0; j < width; ++j) {
           const bool fg = classes[j] != 0;
           row_count += classes[j];
-          row[j] = State(scan_step(fg, x, spacing0, last_foreground[j], last_background[j]));
+          row[j] = scan_step(fg, x, spacing, last_foreground[j], last_background[j]);
         }
         count += int64_t(row_count);
       }
-      std::fill(last_foreground, last_foreground + width, infinite_distance());
-      std::fill(last_background, last_background + width, infinite_distance());
+      std::fill(last_foreground, last_foreground + width, infinity);
+      std::fill(last_background, last_background + width, infinity);
       for (int64_t i = n0 - 1; i >= 0; --i) {
         State* row = state + i * columns + block;
-        const double x = double(i);
+        const State x = State(i);
 #pragma omp simd
         for (int64_t j = 0; j < width; ++j) {
-          const bool fg = row[j] > 0;  // the forward scan's sign is the class
-          row[j] = State(nearer_state(
-              fg, double(row[j]),
-              scan_step(fg, x, spacing0, last_foreground[j], last_background[j])));
+          const State forward = row[j];
+          const bool fg = forward > 0;  // the forward scan's sign is the class
+          const State backward =
+              scan_step(fg, x, spacing, last_foreground[j], last_background[j]);
+          row[j] = nearer_state(forward, backward);
         }
       }
     }
