@@ -21,9 +21,15 @@ def _sync(device: torch.device) -> None:
 
 def median_ms(fn: Callable[[], object], device: torch.device, warmup: int = 3,
               repeats: int = 20) -> float:
-    """Median wall time of fn() in milliseconds (CUDA events on a GPU)."""
-    for _ in range(warmup):
+    """Median wall time of fn() in milliseconds (CUDA events on a GPU), after
+    `warmup` calls and at least a quarter second of them (the allocator's
+    and the thread pool's steady state: the first case of a suite read up to
+    1.4x slow after three calls)."""
+    start = time.perf_counter()
+    calls = 0
+    while calls < warmup or (calls < 200 and time.perf_counter() - start < 0.25):
         fn()
+        calls += 1
     _sync(device)
     times = []
     for _ in range(repeats):
