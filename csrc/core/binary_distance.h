@@ -25,6 +25,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "distance_transform.h"
@@ -291,14 +292,16 @@ int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid
         offsets[j] = column_offset(mask, grid, block + j);
         dense &= offsets[j] == offsets[0] + j;
       }
-      // Row i of the block's columns, as 0 / 1 doubles (loops over one type
+      // Row i of the block's columns, as 0 / 1 states (loops over one type
       // vectorise).
       const auto row_classes = [&](int64_t i) {
         const Value* first = mask.data + i * mask.stride[0];
         if (dense) {
-          const Value* v = first + offsets[0];
+          // bool read as its bytes: g++ does not vectorise bool to float.
+          using Byte = std::conditional_t<std::is_same_v<Value, bool>, unsigned char, Value>;
+          const Byte* v = reinterpret_cast<const Byte*>(first + offsets[0]);
 #pragma omp simd
-          for (int64_t j = 0; j < width; ++j) classes[j] = v[j] != Value(0) ? State(1) : State(0);
+          for (int64_t j = 0; j < width; ++j) classes[j] = v[j] != Byte(0) ? State(1) : State(0);
         } else {
           for (int64_t j = 0; j < width; ++j) {
             classes[j] = first[offsets[j]] != Value(0) ? State(1) : State(0);
