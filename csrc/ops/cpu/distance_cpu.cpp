@@ -10,6 +10,7 @@
 #include <cmath>
 #include <memory>
 #include <tuple>
+#include <type_traits>
 
 #include "../checks.h"
 #include "../distance_operands.h"
@@ -142,11 +143,21 @@ at::Tensor distance_map_cpu(const at::Tensor& mask_in, std::string_view kind,
           core::StridedMask<scalar_t> image_mask = strided;
           image_mask.data = mask.const_data_ptr<scalar_t>() + n * mask.stride(0);
           float* image = result + n * pixels;
-          const int64_t foreground = core::binary_distance(
-              image_mask, grid, core::DistanceTarget::kOtherClass, parallel_for,
-              [=](int64_t i, double squared) {
-                image[i] = core::distance_map_value<float>(map, squared);
-              });
+          // The map's kind a constant in each sink: its loop vectorises.
+          const auto map_sink = [=](auto kind) {
+            return [=](int64_t i, double squared) {
+              image[i] = core::distance_map_value<float>(decltype(kind)::value, squared);
+            };
+          };
+          using Signed = std::integral_constant<core::DistanceMap, core::DistanceMap::kSigned>;
+          using Boundary = std::integral_constant<core::DistanceMap, core::DistanceMap::kBoundary>;
+          const auto transform = [&](const auto& sink) {
+            return core::binary_distance(image_mask, grid, core::DistanceTarget::kOtherClass,
+                                         parallel_for, sink);
+          };
+          const int64_t foreground = map == core::DistanceMap::kSigned
+                                         ? transform(map_sink(Signed{}))
+                                         : transform(map_sink(Boundary{}));
           if (!core::has_both_classes(foreground, pixels)) std::fill(image, image + pixels, 0.0f);
         };
         if (by_image) {
