@@ -363,33 +363,37 @@ int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid
       std::vector<double> lines(group * n), envelope(5 * n);
       const ParabolaScratch scratch{envelope.data(), envelope.data() + n, envelope.data() + 2 * n,
                                     envelope.data() + 3 * n, envelope.data() + 4 * n};
-      bool has_foreground[kGroup];
       for (int64_t g = begin; g < end; ++g) {
         const int64_t first_inner = (g % groups_per_outer) * group;
         const int64_t width = std::min(group, inner - first_inner);
         const int64_t first = (g / groups_per_outer) * n * inner + first_inner;
+        // With kZeros, a line without foreground keeps its states (only the
+        // foreground's change) and is skipped: found by the group's largest
+        // states, a scan of contiguous rows, before any line is gathered.
+        // (The last pass hands every state to the sink: all its lines are swept.)
+        bool swept[kGroup];
+        if (target == DistanceTarget::kZeros && !last) {
+          State largest[kGroup];
+          std::fill(largest, largest + width, -State(infinite_distance()));
+          for (int64_t q = 0; q < n; ++q) {
+            const State* row = state + first + q * inner;
+#pragma omp simd
+            for (int64_t b = 0; b < width; ++b) largest[b] = row[b] > largest[b] ? row[b] : largest[b];
+          }
+          for (int64_t b = 0; b < width; ++b) swept[b] = largest[b] > 0;
+        } else {
+          std::fill(swept, swept + width, true);
+        }
         // Line by line: the group's kGroup * n values stay in the L1 cache.
         for (int64_t b = 0; b < width; ++b) {
+          if (!swept[b]) continue;
           const State* in = state + first + b;
           double* line = lines.data() + b * n;
-          bool any_foreground = false;
-          for (int64_t q = 0; q < n; ++q) {
-            const double value = double(in[q * inner]);
-            line[q] = value;
-            any_foreground |= value > 0;
-          }
-          has_foreground[b] = any_foreground;
-        }
-        // With kZeros a line without foreground keeps its states, and only
-        // the foreground's change.
-        bool swept[kGroup];
-        for (int64_t b = 0; b < width; ++b) {
-          double* line = lines.data() + b * n;
-          swept[b] = has_foreground[b] || target == DistanceTarget::kOtherClass;
+          for (int64_t q = 0; q < n; ++q) line[q] = double(in[q * inner]);
           if (last) {
             binary_distance_line(line, n, spacing, target, /*every_pixel=*/true, scratch,
                                  [&](int64_t x, double d) { sink(first + b + x * inner, d); });
-          } else if (swept[b]) {
+          } else {
             binary_distance_line(line, n, spacing, target, /*every_pixel=*/false, scratch,
                                  [&](int64_t x, double d) { line[x] = d; });
           }
