@@ -195,45 +195,49 @@ SEGLOSS_INLINE void parabola_envelope(int64_t lo, int64_t hi, int64_t from, int6
 constexpr int64_t kShortRun = 32;
 
 // rise[kShortRun + t]: a parabola's rise (spacing t)^2 at t pixels from its
-// apex, |t| <= kShortRun, rounded as the envelope rounds it.
+// apex, |t| <= kShortRun, rounded as the envelope rounds it (then to T).
+template <typename T>
 struct ParabolaRise {
-  double rise[2 * kShortRun + 1];
+  T rise[2 * kShortRun + 1];
 
   SEGLOSS_INLINE explicit ParabolaRise(double spacing) {
     for (int64_t t = -kShortRun; t <= kShortRun; ++t) {
       const double offset = spacing * double(t);
-      rise[kShortRun + t] = mul_rn(offset, offset);
+      rise[kShortRun + t] = T(mul_rn(offset, offset));
     }
   }
 
   // at(q)[i]: parabola q's rise at pixel i, for |i - q| <= kShortRun.
-  SEGLOSS_INLINE const double* at(int64_t q) const { return rise + kShortRun - q; }
+  SEGLOSS_INLINE const T* at(int64_t q) const { return rise + kShortRun - q; }
 };
 
 // The squared distances of the `length` <= kShortRun pixels of a run whose
 // bases are base[0..length): the minimum over their parabolas and those of
 // the other-class neighbours (base 0) at -1 if `left` and at length if
-// `right`.
-SEGLOSS_INLINE void short_run_distances(const double* base, int64_t length, bool left,
-                                        bool right, const ParabolaRise& rise,
-                                        double* nearest) {
-  for (int64_t i = 0; i < length; ++i) nearest[i] = infinite_distance();
+// `right`. In T: double, or float where the states fit it (every sum is
+// then an integer below 2^24, exact: twice the lanes).
+template <typename T>
+SEGLOSS_INLINE void short_run_distances(const T* base, int64_t length, bool left, bool right,
+                                        const ParabolaRise<T>& rise, T* nearest) {
+  for (int64_t i = 0; i < length; ++i) nearest[i] = T(infinite_distance());
   for (int64_t q = left ? -1 : 0; q < (right ? length + 1 : length); ++q) {
-    const double b = q < 0 || q == length ? 0.0 : base[q];
-    const double* from_q = rise.at(q);
+    const T b = q < 0 || q == length ? T(0) : base[q];
+    const T* from_q = rise.at(q);
 #pragma omp simd
     for (int64_t i = 0; i < length; ++i) {
-      const double value = add_rn(b, from_q[i]);
+      const T value = b + from_q[i];
       nearest[i] = value < nearest[i] ? value : nearest[i];
     }
   }
 }
 
-template <typename Write>
+// Short: the type of the short runs' minimum (the state's type; see
+// short_run_distances).
+template <typename Short = double, typename Write>
 SEGLOSS_INLINE void binary_distance_line(double* line, int64_t n, double spacing,
                                          DistanceTarget target, bool every_pixel,
                                          const ParabolaScratch& scratch, const Write& write) {
-  const ParabolaRise rise(spacing);
+  const ParabolaRise<Short> rise(spacing);
   for (int64_t from = 0; from < n;) {
     const bool foreground = line[from] > 0;
     int64_t to = from + 1;
@@ -241,10 +245,14 @@ SEGLOSS_INLINE void binary_distance_line(double* line, int64_t n, double spacing
     const bool sweep = foreground || target == DistanceTarget::kOtherClass;
     if (sweep && to - from <= kShortRun) {
       const int64_t length = to - from;
-      double base[kShortRun], nearest[kShortRun];
-      for (int64_t i = 0; i < length; ++i) base[i] = foreground ? line[from + i] : -line[from + i];
+      Short base[kShortRun], nearest[kShortRun];
+      for (int64_t i = 0; i < length; ++i) {
+        base[i] = Short(foreground ? line[from + i] : -line[from + i]);
+      }
       short_run_distances(base, length, from > 0, to < n, rise, nearest);
-      for (int64_t i = 0; i < length; ++i) write(from + i, foreground ? nearest[i] : -nearest[i]);
+      for (int64_t i = 0; i < length; ++i) {
+        write(from + i, foreground ? double(nearest[i]) : -double(nearest[i]));
+      }
     } else if (sweep) {
       const int64_t lo = from > 0 ? from - 1 : 0, hi = to < n ? to + 1 : n;
       parabola_envelope(
@@ -391,10 +399,10 @@ int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid
           double* line = lines.data() + b * n;
           for (int64_t q = 0; q < n; ++q) line[q] = double(in[q * inner]);
           if (last) {
-            binary_distance_line(line, n, spacing, target, /*every_pixel=*/true, scratch,
+            binary_distance_line<State>(line, n, spacing, target, /*every_pixel=*/true, scratch,
                                  [&](int64_t x, double d) { sink(first + b + x * inner, d); });
           } else {
-            binary_distance_line(line, n, spacing, target, /*every_pixel=*/false, scratch,
+            binary_distance_line<State>(line, n, spacing, target, /*every_pixel=*/false, scratch,
                                  [&](int64_t x, double d) { line[x] = d; });
           }
         }
