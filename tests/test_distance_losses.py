@@ -368,6 +368,48 @@ def test_hausdorff_matches_monai(spatial, activation, target_kind, include_backg
     torch.testing.assert_close(grad, expected_grad, rtol=1e-6, atol=1e-9)
 
 
+# A two-channel softmax runs the fused sigmoid rows on x_1 - x_0: against
+# the float64 reference (a softmax) and MONAI, with both channels kept or the
+# background dropped, in float64 and float32.
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("include_background", [True, False])
+@pytest.mark.parametrize("target_kind", ["labels", "onehot", "soft"])
+@pytest.mark.parametrize("spatial", list(SHAPES))
+def test_two_class_softmax_matches_float64_reference(spatial, target_kind, include_background,
+                                                     reduction, gen):
+    x, t = _case(spatial, "softmax", target_kind, gen, c=2)
+    kwargs = dict(activation="softmax", include_background=include_background,
+                  reduction=reduction)
+    for ours, reference in ((segloss.boundary_loss, boundary_reference),
+                            (segloss.hausdorff_dt_loss, hausdorff_reference)):
+        loss, grad = _forward_backward(ours, x, t, **kwargs)
+        ref_loss, ref_grad = _forward_backward(reference, x, t, **kwargs)
+        assert_matches(loss, ref_loss)
+        assert_matches(grad, ref_grad)
+
+
+@needs_monai
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("include_background", [True, False])
+@pytest.mark.parametrize("spatial", list(SHAPES))
+def test_two_class_softmax_matches_monai(spatial, include_background, dtype, gen):
+    x, t = _case(spatial, "softmax", "labels_n1", gen, c=2)
+    x = x.to(dtype)
+    options = dict(include_background=include_background, **_monai_options("softmax",
+                                                                         "labels_n1"))
+    # float32: sigmoid(x_1 - x_0) and MONAI's softmax differ in the last bits.
+    tolerance = dict(rtol=1e-6, atol=1e-9) if dtype == torch.float64 else dict(rtol=2e-5,
+                                                                                atol=1e-6)
+    for ours, cls in ((segloss.boundary_loss, MonaiBoundaryLoss),
+                      (segloss.hausdorff_dt_loss, MonaiHausdorffDTLoss)):
+        expected, expected_grad = _monai_forward_backward(cls, x, t, **options)
+        xs = x.clone().requires_grad_()
+        loss = ours(xs, t, activation="softmax", include_background=include_background)
+        (grad,) = torch.autograd.grad(loss.sum(), xs)
+        torch.testing.assert_close(loss, expected, **tolerance)
+        torch.testing.assert_close(grad, expected_grad, **tolerance)
+
+
 @needs_monai
 @pytest.mark.parametrize("batch", [False, True])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -426,16 +468,17 @@ def test_precomputed_distance_map_equals_on_the_fly(gen):
     assert torch.equal(module(x, labels, full), module(x, labels))
 
 
+@pytest.mark.parametrize("channels", [3, 2])  # 2: a softmax is a sigmoid of x_1 - x_0
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_gradcheck(activation, gen):
-    x, t = _case("2d", activation, "labels", gen)
+def test_gradcheck(activation, channels, gen):
+    x, t = _case("2d", activation, "labels", gen, c=channels)
     x = x[:2, :, :6, :7].clone()
     t = t[:2, :6, :7].clone()
     p = {"sigmoid": torch.sigmoid, "softmax": lambda v: torch.softmax(v, 1),
          "none": lambda v: v}[activation](x)
     # Far enough from 0.5 that the finite differences keep the predicted masks.
     assert float((p - 0.5).abs().min()) > 1e-4
-    soft = _target("soft", t, 3, gen)
+    soft = _target("soft", t, channels, gen)
     for target in (t, soft):
         for fn, kwargs in ((segloss.boundary_loss, {"batch": True}),
                            (segloss.hausdorff_dt_loss, {"alpha": 3.5, "log": True}),

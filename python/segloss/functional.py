@@ -1053,6 +1053,19 @@ def _distance_loss_operands(name: str, input: Tensor, target: Tensor, activation
     return x, masks, y
 
 
+def _two_class_softmax_logits(input: Tensor, dtype: torch.dtype, kept: int) -> Tensor:
+    """With a softmax over two channels, channel 1's probability is
+    sigmoid(x_1 - x_0) and channel 0's sigmoid(x_0 - x_1): the logits of the
+    fused sigmoid rows for the `kept` channels (1: channel 1 only, without
+    the background; 2: both). x_1 - x_0 is one rounding, as a subtraction;
+    taken as a weighted channel sum, whose backward writes the input's
+    gradient in one pass (a difference of two slices costs 5x more)."""
+    x = input.to(dtype)
+    sign = torch.tensor([-1.0, 1.0], dtype=dtype, device=x.device)
+    difference = (x * sign.view([1, 2] + [1] * (x.dim() - 2))).sum(1, keepdim=True)
+    return difference if kept == 1 else torch.cat([-difference, difference], 1)
+
+
 def boundary_loss(
     input: Tensor,
     target: Tensor,
@@ -1116,10 +1129,16 @@ def boundary_loss(
     """
     name = "segloss.boundary_loss"
     _check_distance_loss_options(name, input, activation, reduction)
-    # With a sigmoid, p is the kept logits: the fused row applies it.
-    p, masks, _ = _distance_loss_operands(name, input, target, activation, include_background,
-                                          distance_map is None, False,
-                                          activation != "sigmoid")
+    # With a sigmoid, p is the kept logits: the fused row applies it. So it
+    # does for a two-channel softmax, a sigmoid of the channels' difference.
+    two_class = activation == "softmax" and input.shape[1] == 2
+    fused = activation == "sigmoid" or two_class
+    p, masks, _ = _distance_loss_operands(name, input, target,
+                                          "sigmoid" if two_class else activation,
+                                          include_background, distance_map is None, False,
+                                          not fused)
+    if two_class:
+        p = _two_class_softmax_logits(input, p.dtype, p.shape[1])
     if distance_map is None:
         if masks is None:
             raise RuntimeError(f"{name}: internal error, no target masks")
@@ -1140,7 +1159,7 @@ def boundary_loss(
     for d in spatial:
         pixels *= p.shape[d]
     phi = phi.to(device=p.device, dtype=p.dtype)
-    if activation == "sigmoid" and reduction != "none":
+    if fused and reduction != "none":
         # Fused: sigmoid(x) phi summed in one pass, its gradient in one more
         # (the pointwise row sigmoid_boundary_loss). The mean over every
         # element is the mean of the per-image, per-channel values.
@@ -1149,7 +1168,7 @@ def boundary_loss(
         images = 1 if batch else p.shape[0]
         scale = 1.0 if reduction == "mean" else float(images * p.shape[1])
         return (mean * scale).to(input.dtype)
-    if activation == "sigmoid":
+    if fused:
         terms = torch.ops.segloss._pointwise_loss(p, p.detach(), None, phi, "none",
                                                   "sigmoid_boundary_loss", [], name)
     else:
@@ -1233,6 +1252,13 @@ def hausdorff_dt_loss(
     if masks is None:
         raise RuntimeError(f"{name}: internal error, no target masks")
     p = torch.sigmoid(x) if activation == "sigmoid" else x
+    # The fused row's logits: a two-channel softmax is a sigmoid of the
+    # channels' difference (the map still thresholds the softmax itself).
+    logits: Optional[Tensor] = None
+    if activation == "sigmoid":
+        logits = x
+    elif activation == "softmax" and input.shape[1] == 2:
+        logits = _two_class_softmax_logits(input, p.dtype, p.shape[1])
     spatial_dims = input.dim() - 2
     d_p = boundary_distance_map(p.detach() > 0.5, None, spatial_dims).to(p.device, p.dtype)
     d_g = boundary_distance_map(masks, None, spatial_dims).to(p.device, p.dtype)
@@ -1240,16 +1266,15 @@ def hausdorff_dt_loss(
     distance = d_p.pow_(alpha).add_(d_g.pow_(alpha))
     spatial = _spatial_dims(p)
     axes = [0] + spatial if batch else spatial
-    fused = activation == "sigmoid"
-    if y is not None:
-        fused = fused and not y.requires_grad  # the row has no target gradient
-    if fused:
+    if y is not None and y.requires_grad:
+        logits = None  # the row has no target gradient
+    if logits is not None:
         # Fused: (sigmoid(x) - g)^2 (d_p^alpha + d_g^alpha) in one pass, its
         # gradient in one more (the pointwise row sigmoid_hausdorff_dt_loss).
         g = y if y is not None else masks.to(x.dtype)
         # Dense once here: the op would copy kept channels' views in its
         # forward and again in its backward.
-        x, g = x.contiguous(), g.contiguous()
+        x, g = logits.contiguous(), g.contiguous()
         if reduction == "none":
             terms = torch.ops.segloss._pointwise_loss(x, g, None, distance, "none",
                                                       "sigmoid_hausdorff_dt_loss", [], name)
