@@ -326,11 +326,13 @@ def test_torch_maps_errors():
 
 
 # --------------------------------------------------------------------------
-# The pointwise rows of the sigmoid distance losses (core/distance_losses.h)
+# The pointwise rows of the distance losses (core/distance_losses.h)
 
 ROWS = {
     "sigmoid_boundary_loss": lambda x, y, a: torch.sigmoid(x) * a,
     "sigmoid_hausdorff_dt_loss": lambda x, y, a: (torch.sigmoid(x) - y) ** 2 * a,
+    "boundary_loss": lambda p, y, a: p * a,
+    "hausdorff_dt_loss": lambda p, y, a: (p - y) ** 2 * a,
 }
 
 

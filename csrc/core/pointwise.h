@@ -23,7 +23,9 @@ namespace segloss::core {
   ROW(SigmoidFocal, "sigmoid_focal_loss", SigmoidFocal)                     \
   ROW(BalancedBceWithLogits, "balanced_bce_with_logits", BalancedLogitsBce)  \
   ROW(SigmoidBoundary, "sigmoid_boundary_loss", SigmoidBoundary)            \
-  ROW(SigmoidHausdorffDt, "sigmoid_hausdorff_dt_loss", SigmoidHausdorffDt)
+  ROW(SigmoidHausdorffDt, "sigmoid_hausdorff_dt_loss", SigmoidHausdorffDt)   \
+  ROW(Boundary, "boundary_loss", ProbabilityBoundary)                        \
+  ROW(HausdorffDt, "hausdorff_dt_loss", ProbabilityHausdorffDt)
 
 enum class PointwiseLoss : int {
 #define SEGLOSS_POINTWISE_ENUMERATOR(id, name, policy) id,

@@ -1159,20 +1159,20 @@ def boundary_loss(
     for d in spatial:
         pixels *= p.shape[d]
     phi = phi.to(device=p.device, dtype=p.dtype)
-    if fused and reduction != "none":
-        # Fused: sigmoid(x) phi summed in one pass, its gradient in one more
-        # (the pointwise row sigmoid_boundary_loss). The mean over every
-        # element is the mean of the per-image, per-channel values.
-        mean = torch.ops.segloss._pointwise_loss(p, p.detach(), None, phi, "mean",
-                                                 "sigmoid_boundary_loss", [], name)
+    # One pass for the loss, one for its gradient: the pointwise row
+    # sigmoid_boundary_loss (sigmoid(x) phi) or, over probabilities,
+    # boundary_loss (p phi). (p, dense, is also the row's unused target.)
+    row = "sigmoid_boundary_loss" if fused else "boundary_loss"
+    p = p.contiguous()
+    if reduction != "none":
+        # The mean over every element is the mean of the per-image,
+        # per-channel values.
+        mean = torch.ops.segloss._pointwise_loss(p, p.detach(), None, phi, "mean", row, [],
+                                                 name)
         images = 1 if batch else p.shape[0]
         scale = 1.0 if reduction == "mean" else float(images * p.shape[1])
         return (mean * scale).to(input.dtype)
-    if fused:
-        terms = torch.ops.segloss._pointwise_loss(p, p.detach(), None, phi, "none",
-                                                  "sigmoid_boundary_loss", [], name)
-    else:
-        terms = p * phi
+    terms = torch.ops.segloss._pointwise_loss(p, p.detach(), None, phi, "none", row, [], name)
     loss = terms.sum(spatial) / pixels
     if batch:
         loss = loss.mean(0)
@@ -1266,24 +1266,28 @@ def hausdorff_dt_loss(
     distance = d_p.pow_(alpha).add_(d_g.pow_(alpha))
     spatial = _spatial_dims(p)
     axes = [0] + spatial if batch else spatial
-    if y is not None and y.requires_grad:
-        logits = None  # the row has no target gradient
-    if logits is not None:
+    if y is None or not y.requires_grad:  # the rows have no target gradient
         # Fused: (sigmoid(x) - g)^2 (d_p^alpha + d_g^alpha) in one pass, its
-        # gradient in one more (the pointwise row sigmoid_hausdorff_dt_loss).
-        g = y if y is not None else masks.to(x.dtype)
+        # gradient in one more: the pointwise row sigmoid_hausdorff_dt_loss
+        # or, over probabilities, hausdorff_dt_loss ((p - g)^2 ...).
+        row = "hausdorff_dt_loss"
+        operand = p
+        if logits is not None:
+            row = "sigmoid_hausdorff_dt_loss"
+            operand = logits
+        g = y if y is not None else masks.to(p.dtype)
         # Dense once here: the op would copy kept channels' views in its
         # forward and again in its backward.
-        x, g = logits.contiguous(), g.contiguous()
+        operand, g = operand.contiguous(), g.contiguous()
         if reduction == "none":
-            terms = torch.ops.segloss._pointwise_loss(x, g, None, distance, "none",
-                                                      "sigmoid_hausdorff_dt_loss", [], name)
+            terms = torch.ops.segloss._pointwise_loss(operand, g, None, distance, "none", row,
+                                                      [], name)
             loss = terms.mean(axes)
         else:
             # Every value is a mean over equally many elements, so the mean
             # of all elements gives them.
-            mean = torch.ops.segloss._pointwise_loss(x, g, None, distance, "mean",
-                                                     "sigmoid_hausdorff_dt_loss", [], name)
+            mean = torch.ops.segloss._pointwise_loss(operand, g, None, distance, "mean", row,
+                                                     [], name)
             channels = p.shape[1]
             scale = 1.0 if reduction == "mean" else float(channels if batch
                                                           else channels * p.shape[0])
