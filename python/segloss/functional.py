@@ -1057,12 +1057,11 @@ def _two_class_softmax_logits(input: Tensor, dtype: torch.dtype, kept: int) -> T
     """With a softmax over two channels, channel 1's probability is
     sigmoid(x_1 - x_0) and channel 0's sigmoid(x_0 - x_1): the logits of the
     fused sigmoid rows for the `kept` channels (1: channel 1 only, without
-    the background; 2: both). x_1 - x_0 is one rounding, as a subtraction;
-    taken as a weighted channel sum, whose backward writes the input's
-    gradient in one pass (a difference of two slices costs 5x more)."""
-    x = input.to(dtype)
-    sign = torch.tensor([-1.0, 1.0], dtype=dtype, device=x.device)
-    difference = (x * sign.view([1, 2] + [1] * (x.dim() - 2))).sum(1, keepdim=True)
+    the background; 2: both). The channels are taken apart with unbind, whose
+    backward stacks the gradients in one pass (slices' would each zero a
+    tensor of the input's size)."""
+    channels = input.to(dtype).unbind(1)
+    difference = (channels[1] - channels[0]).unsqueeze(1)
     return difference if kept == 1 else torch.cat([-difference, difference], 1)
 
 
