@@ -386,7 +386,9 @@ int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid
           for (int64_t q = 0; q < n; ++q) {
             const State* row = state + first + q * inner;
 #pragma omp simd
-            for (int64_t b = 0; b < width; ++b) largest[b] = row[b] > largest[b] ? row[b] : largest[b];
+            for (int64_t b = 0; b < width; ++b) {
+              largest[b] = row[b] > largest[b] ? row[b] : largest[b];
+            }
           }
           for (int64_t b = 0; b < width; ++b) swept[b] = largest[b] > 0;
         } else {

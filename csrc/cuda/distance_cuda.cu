@@ -263,7 +263,10 @@ __device__ float map_output(core::DistanceMap map, double state, unsigned long l
 
 // A later pass along `axis`: one thread per line of lines [first, first +
 // count) of the batch, each with 6n doubles of scratch (the gathered line and
-// the envelope). The last pass writes the maps.
+// the envelope). The last pass writes the maps. Short: the type of the short
+// runs' minimum, float where the states fit it (core::binary_state_fits_float,
+// as on the CPU: the same values, and half the local arrays).
+template <typename Short>
 __global__ void binary_envelope_kernel(double* state, core::Grid image, int64_t pixels, int axis,
                                        int64_t first, int64_t count, double* scratch,
                                        core::DistanceMap map,
@@ -283,16 +286,18 @@ __global__ void binary_envelope_kernel(double* state, core::Grid image, int64_t 
                                          line + 5 * n};
     if (last) {
       const unsigned long long image_foreground = foreground[i];
-      core::binary_distance_line(line, n, spacing, core::DistanceTarget::kOtherClass,
-                                 /*every_pixel=*/true, envelope,
-                                 [&](int64_t x, double d) {
-                                   out[offset + x * inner] =
-                                       map_output(map, d, image_foreground, pixels);
-                                 });
+      core::binary_distance_line<Short>(line, n, spacing, core::DistanceTarget::kOtherClass,
+                                        /*every_pixel=*/true, envelope,
+                                        [&](int64_t x, double d) {
+                                          out[offset + x * inner] =
+                                              map_output(map, d, image_foreground, pixels);
+                                        });
     } else {
-      core::binary_distance_line(line, n, spacing, core::DistanceTarget::kOtherClass,
-                                 /*every_pixel=*/false, envelope,
-                                 [&](int64_t x, double d) { state[offset + x * inner] = d; });
+      core::binary_distance_line<Short>(line, n, spacing, core::DistanceTarget::kOtherClass,
+                                        /*every_pixel=*/false, envelope,
+                                        [&](int64_t x, double d) {
+                                          state[offset + x * inner] = d;
+                                        });
     }
   }
 }
@@ -345,9 +350,12 @@ at::Tensor distance_map_cuda(const at::Tensor& mask_in, std::string_view kind,
     const int64_t line_bytes = 6 * n * int64_t(sizeof(double));
     const int64_t chunk = std::max<int64_t>(1, std::min(lines, kScratchBytes / line_bytes));
     at::Tensor scratch = at::empty({chunk * 6 * n}, mask.options().dtype(at::kDouble));
+    const bool fits_float = core::binary_state_fits_float(image);
     for (int64_t first = 0; first < lines; first += chunk) {
       const int64_t count = std::min(chunk, lines - first);
-      binary_envelope_kernel<<<grid_size(count, kMaxBlocks), kThreads, 0, stream>>>(
+      const auto kernel =
+          fits_float ? binary_envelope_kernel<float> : binary_envelope_kernel<double>;
+      kernel<<<grid_size(count, kMaxBlocks), kThreads, 0, stream>>>(
           state.data_ptr<double>(), image, pixels, axis, first, count,
           scratch.data_ptr<double>(), ops.map, foreground, out.data_ptr<float>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
