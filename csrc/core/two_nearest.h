@@ -248,10 +248,11 @@ class EnvelopeBuilder {
   SEGLOSS_INLINE void insert(int32_t p) {
     const InstanceId id = line_.id(p);
     // Nothing changes if the last position does not (the changes are a suffix).
+    bool changes_first;
     {
       const int32_t f = first_[first_count_ - 1].candidate;
       const EnvelopePiece& s = second_[second_count_ - 1];
-      const bool changes_first = f < 0 || line_.below(p, f, n_ - 1);
+      changes_first = f < 0 || line_.below(p, f, n_ - 1);
       if (!changes_first && (s.first_id == id || !line_.below(p, s.candidate, n_ - 1))) return;
     }
     // The first: pop the pieces p lies below from their begin, split the one
@@ -266,9 +267,14 @@ class EnvelopeBuilder {
     }
     int64_t split = 0;
     if (first_count_ > 0) {
+      // first_below without its tests already made: p is not below the top
+      // at its begin (the loop stopped there), and with nothing replaced the
+      // top is the last piece, whose test at n - 1 is changes_first.
       const EnvelopePiece& top = first_[first_count_ - 1];
       const int64_t end = replaced > 0 ? old_first_[replaced - 1].begin : n_;
-      split = line_.first_below(p, top.candidate, top.begin, end);
+      const bool below_at_end =
+          replaced > 0 ? line_.below(p, top.candidate, end - 1) : changes_first;
+      split = below_at_end ? line_.crossing(p, top.candidate, top.begin, end) : end;
       if (split < end) old_first_[replaced++] = EnvelopePiece{split, kNoInstance, top.candidate};
     }
     if (split < n_) first_[first_count_++] = EnvelopePiece{split, id, p};
