@@ -46,9 +46,15 @@ class PointwiseLossFunction : public torch::autograd::Function<PointwiseLossFunc
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("segloss::_pointwise_loss", "")
                          .typed<PointwiseLossSignature>();
-    at::Tensor result = op.call(input, target, weight, aux, reduction, loss, params, caller);
+    // Dense once, for both passes (the kernels read dense operands): a view,
+    // such as a distance loss's kept channels, is not copied again by the
+    // backward.
+    const at::Tensor dense_input = input.contiguous();
+    const at::Tensor dense_target = target.contiguous();
+    at::Tensor result =
+        op.call(dense_input, dense_target, weight, aux, reduction, loss, params, caller);
     ctx->save_for_backward(
-        {input, target, weight.value_or(at::Tensor()), aux.value_or(at::Tensor())});
+        {dense_input, dense_target, weight.value_or(at::Tensor()), aux.value_or(at::Tensor())});
     ctx->saved_data["reduction"] = std::string(reduction);
     ctx->saved_data["loss"] = std::string(loss);
     ctx->saved_data["params"] = std::vector<double>(params.begin(), params.end());

@@ -1275,9 +1275,6 @@ def hausdorff_dt_loss(
             row = "sigmoid_hausdorff_dt_loss"
             operand = logits
         g = y if y is not None else masks.to(p.dtype)
-        # Dense once here: the op would copy kept channels' views in its
-        # forward and again in its backward.
-        operand, g = operand.contiguous(), g.contiguous()
         if reduction == "none":
             terms = torch.ops.segloss._pointwise_loss(operand, g, None, distance, "none", row,
                                                       [], name)
