@@ -15,6 +15,16 @@ Candidates (masks of round objects, or of noise at 50%):
 
 Every segloss map is checked against the SciPy recipe (bit for bit) before
 it is timed.
+
+With --device cuda, the torch maps on the GPU instead (round objects: one
+512^2 image, a batch of 16, one 128^3 volume), float32 maps as the losses use
+them, against the torch op on the CPU with all its threads and, where CuPy is
+installed, MONAI's recipe on cupyx.scipy.ndimage.distance_transform_edt:
+  segloss GPU signed / boundary   segloss.signed_distance_map(mask) on the GPU
+  segloss CPU signed              the same op on the CPU (every thread)
+  cupy signed                     where(m, 1 - edt(m), edt(~m)) on the GPU
+The GPU maps are compared with the CPU op's (bit for bit) before they are
+timed; a mismatch is printed and marked in the table.
 """
 
 import argparse
@@ -74,14 +84,13 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help=f"run only these cases (repeatable): {', '.join(names)}; other "
                              "names (the distance suite's) are ignored")
     parser.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "results"))
-    parser.add_argument("--device", default="cpu", help="cpu only (the maps' GPU timings run "
-                                                        "through scripts/gpu_check)")
+    parser.add_argument("--device", default="cpu",
+                        help="cuda: the torch maps on the GPU against the CPU op and CuPy")
     # The runner suites share run.py's passthrough options: those of the
     # distance suite (--skip-recipe) are ignored here.
     args, _ = parser.parse_known_args(argv)
     if args.device != "cpu":
-        print(f"maps: the CPU transforms only; skipped on {args.device} (the GPU maps run in "
-              "the CUDA-vs-CPU sweep of scripts/gpu_check)")
+        gpu_main(args, torch.device(args.device))
         return
     if args.cases and not any(name in names for name in args.cases):
         args.cases = None  # only the distance suite's names: every case
@@ -128,6 +137,69 @@ def main(argv: Optional[List[str]] = None) -> None:
     os.makedirs(args.out_dir, exist_ok=True)
     harness.write_json(out, list(rows.values()), CPU, {"suite": "maps", "what": what},
                        torch_threads=False)
+    print(f"wrote {out}\n")
+
+
+GPU_CASES = [("512x512/disks", 1, (512, 512)), ("16x512x512/disks", 16, (512, 512)),
+             ("128x128x128/disks", 1, (128, 128, 128))]
+GPU_CANDIDATES = ["segloss GPU signed", "segloss GPU boundary", "segloss CPU signed",
+                  "cupy signed"]
+GPU_RATIOS = [("segloss CPU signed", "segloss GPU signed"), ("cupy signed", "segloss GPU signed")]
+
+
+def gpu_main(args, device: torch.device) -> None:
+    import segloss
+    try:
+        import cupy
+        from cupyx.scipy import ndimage as cupy_ndimage
+    except ImportError:
+        cupy = None
+        print("note: CuPy is not installed; its column is skipped")
+    chosen = [name for name, _, _ in GPU_CASES if name in (args.cases or [])]
+    rows: Dict[str, harness.Row] = {}
+    for name, images, shape in GPU_CASES:
+        if chosen and name not in chosen:
+            continue
+        masks = np.stack([mask_of(shape, "disks", seed) for seed in range(images)])
+        cpu_mask = torch.from_numpy(masks)
+        gpu_mask = cpu_mask.to(device)
+        spatial = len(shape)
+        expected = segloss.signed_distance_map(cpu_mask, spatial_dims=spatial)
+        equal = torch.equal(segloss.signed_distance_map(gpu_mask, spatial_dims=spatial).cpu(),
+                            expected)
+        equal &= torch.equal(segloss.boundary_distance_map(gpu_mask, spatial_dims=spatial).cpu(),
+                             segloss.boundary_distance_map(cpu_mask, spatial_dims=spatial))
+        if not equal:
+            print(f"MISMATCH: {name}: the GPU maps differ from the CPU op's", flush=True)
+        row = harness.Row(case="disks" if equal else "disks (GPU != CPU!)", shape=[images, *shape],
+                          dtype="bool")
+        gpu_time = lambda fn: harness.median_ms(fn, device, warmup=2, repeats=args.repeats)  # noqa: E731
+        row.ms["segloss GPU signed"] = gpu_time(
+            lambda: segloss.signed_distance_map(gpu_mask, spatial_dims=spatial))
+        row.ms["segloss GPU boundary"] = gpu_time(
+            lambda: segloss.boundary_distance_map(gpu_mask, spatial_dims=spatial))
+        row.ms["segloss CPU signed"] = harness.median_ms(
+            lambda: segloss.signed_distance_map(cpu_mask, spatial_dims=spatial), CPU, warmup=1,
+            repeats=args.repeats)
+        if cupy is not None:
+            cupy_masks = cupy.asarray(masks)
+
+            def cupy_signed():
+                for m in cupy_masks:  # per image, as MONAI's recipe runs
+                    cupy.where(m, 1 - cupy_ndimage.distance_transform_edt(m),
+                               cupy_ndimage.distance_transform_edt(~m))
+            row.ms["cupy signed"] = gpu_time(cupy_signed)
+        rows[name] = row
+        print(f"{name:18s} " + "  ".join(f"{k} {v:.3f}" for k, v in row.ms.items()), flush=True)
+    what = (f"one call per candidate, median of {args.repeats}; time in ms; the CPU op with "
+            f"{torch.get_num_threads()} threads")
+    print(f"\nmaps on {harness.machine_description(device)}, {time.strftime('%Y-%m-%d')}; {what}")
+    candidates = [c for c in GPU_CANDIDATES if any(c in row.ms for row in rows.values())]
+    ratios = [(a, b) for a, b in GPU_RATIOS if a in candidates and b in candidates]
+    print(harness.markdown_table(list(rows.values()), candidates, ratios))
+    out = os.path.join(args.out_dir, f"maps-time-{device.type}.json")
+    os.makedirs(args.out_dir, exist_ok=True)
+    harness.write_json(out, list(rows.values()), device, {"suite": "maps", "what": what})
     print(f"wrote {out}\n")
 
 

@@ -337,6 +337,26 @@ def _random_mask(shape, dtype, p=0.4):
     return make
 
 
+def _round_objects(shape, dtype, count, small_object=False):
+    """Masks of round objects (long runs of both classes) over the last
+    len(radius) axes; with small_object one small ball per image instead, so
+    that most lines pass no border (the CUDA passes skip them)."""
+    def make(gen):
+        spatial = shape[2:]
+        grid = torch.meshgrid(*[torch.arange(n, dtype=torch.float64) for n in spatial],
+                              indexing="ij")
+        masks = torch.zeros(shape, dtype=torch.bool)
+        for index in range(shape[0] * shape[1]):
+            image = masks[index // shape[1], index % shape[1]]
+            for _ in range(1 if small_object else count):
+                centre = [float(torch.rand((), generator=gen, dtype=torch.float64)) * n
+                          for n in spatial]
+                radius = 2.5 if small_object else 0.2 * min(spatial)
+                image |= sum((g - c) ** 2 for g, c in zip(grid, centre)) < radius ** 2
+        return masks.to(dtype)
+    return make
+
+
 def _long_lines():
     """2 images of 1 x 8,400,000: the first pass has 16.8 million lines (one
     per column), past 65,535 blocks of 256 threads, so the grid-stride loops
@@ -495,6 +515,20 @@ def cases():
                            _random_mask((2, 1, 9, 11, 13), torch.uint8, 0.2), "boundary",
                            [0.7, 1.3, 1.1], 3),
         _distance_map_case("distance_map-signed-3d-int64", _random_mask((2, 9, 11, 13), torch.int64),
+                           "signed", None, 3),
+        # The CUDA passes' tile forms (core/binary_distance_tiles.h): the first
+        # pass of a 200 x 300 image takes groups of lines (a slab is past the
+        # tile's 40 KiB), a 1500-long axis no tile at all (global memory), in
+        # float states and, with sampling, double ones.
+        _distance_map_case("distance_map-boundary-2d-round-objects",
+                           _round_objects((2, 1, 200, 300), torch.bool, 5), "boundary", None, 2),
+        _distance_map_case("distance_map-signed-2d-long-axis",
+                           _round_objects((1, 1, 1500, 24), torch.uint8, 6), "signed", None, 2),
+        _distance_map_case("distance_map-boundary-2d-long-axis-sampling",
+                           _round_objects((1, 1, 1500, 24), torch.uint8, 6), "boundary",
+                           [0.5, 0.5], 2),
+        _distance_map_case("distance_map-signed-3d-small-object",
+                           _round_objects((1, 2, 48, 40, 44), torch.bool, 1, small_object=True),
                            "signed", None, 3),
     ]
     # Launches past the grid limits (GPU runs only).

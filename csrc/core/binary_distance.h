@@ -1,7 +1,8 @@
 // Exact Euclidean distance transforms of a binary mask (nonzero: foreground):
 // the plain transform (scipy.ndimage.distance_transform_edt) and the distance
-// maps of the boundary losses, shared by the CPU driver below, the NumPy
-// module and the CUDA kernels.
+// maps of the boundary losses, shared by the CPU driver below and the NumPy
+// module; the CUDA kernels share the maps' values and their pixel-parallel
+// form of the sweep (binary_distance_tiles.h).
 //
 // A pixel's distance to its own class is 0, so one sweep carries both classes
 // with one value per pixel: its squared distance d to the nearest pixel of
@@ -97,25 +98,6 @@ SEGLOSS_INLINE T scan_step(bool foreground, T x, T spacing, T& last_foreground,
 template <typename T>
 SEGLOSS_INLINE T nearer_state(T a, T b) {
   return ::fabs(a) < ::fabs(b) ? a : b;
-}
-
-// Pass 0 along one line of n pixels (the CUDA kernels' form; the CPU sweeps
-// rows of many lines with the same steps): foreground(i) is pixel i's class;
-// writes the signed states to out[i * out_stride].
-template <typename Foreground>
-SEGLOSS_INLINE void scan_binary_line(const Foreground& foreground, int64_t n, double spacing,
-                                     double* out, int64_t out_stride) {
-  double last_foreground = -infinite_distance(), last_background = -infinite_distance();
-  for (int64_t i = 0; i < n; ++i) {
-    out[i * out_stride] =
-        scan_step(foreground(i), double(i), spacing, last_foreground, last_background);
-  }
-  last_foreground = last_background = infinite_distance();
-  for (int64_t i = n - 1; i >= 0; --i) {
-    const bool fg = foreground(i);
-    const double state = scan_step(fg, double(i), spacing, last_foreground, last_background);
-    out[i * out_stride] = nearer_state(out[i * out_stride], state);
-  }
 }
 
 // Working memory of one line's envelope of up to n parabolas.

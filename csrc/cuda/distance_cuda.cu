@@ -1,8 +1,10 @@
-// CUDA kernels of the distance-transform ops: the same per-line passes as the
-// CPU (csrc/core/two_nearest.h; for the distance maps csrc/core/
-// binary_distance.h), one thread per line, over every image of the batch at
-// once; the results are identical to the CPU's, bit for bit (the same double
-// arithmetic in the same order, never fused: core/rounding.h).
+// CUDA kernels of the distance-transform ops, over every image of the batch
+// at once. The two-nearest state (two_nearest_distances, unet_weight_map):
+// the CPU's per-line passes (csrc/core/two_nearest.h), one thread per line.
+// The distance maps: every pixel in parallel, lines in shared memory
+// (csrc/core/binary_distance_tiles.h). Both give the CPU's values bit for
+// bit (the same arithmetic, never fused: core/rounding.h); the maps' at unit
+// spacing, where both are the exact minimum.
 #include <ATen/Dispatch_v2.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -14,8 +16,11 @@
 
 #include <algorithm>
 #include <tuple>
+#include <type_traits>
+#include <utility>
 
 #include "../core/binary_distance.h"
+#include "../core/binary_distance_tiles.h"
 #include "../core/distance_transform.h"
 #include "../core/two_nearest.h"
 #include "../core/unet_weight.h"
@@ -46,9 +51,8 @@ struct Column {
   __device__ auto operator()(int64_t i) const { return to_id(first[i * stride]); }
 };
 
-// The batch's layout: one image's grid, and the labels (an image's strides
-// in `labels`, `batch_stride` between images): instance maps (LabelIsId) or
-// masks (NonzeroIsForeground).
+// The batch's layout: one image's grid, and the instance maps (an image's
+// strides in `labels`, `batch_stride` between images).
 template <typename Label, typename ToId = core::LabelIsId>
 struct BatchGrid {
   core::Grid image;
@@ -233,23 +237,33 @@ at::Tensor unet_weight_map_cuda(const at::Tensor& labels, double w0, double sigm
 }
 
 // ---------------------------------------------------------------------------
-// The distance maps (segloss::distance_map).
+// The distance maps (segloss::distance_map): the pixel-parallel form of the
+// binary sweep (core/binary_distance_tiles.h). The states start at +-inf,
+// then one line pass per axis gives every pixel its new state from its line
+// in shared memory, the last pass the maps. tests/cpp/binary_distance_tiles.cpp
+// runs these steps on the CPU.
 
-// Pass 0: one thread per (image, line along the first spatial axis); counts
-// each image's foreground pixels (one integer atomic per line: deterministic).
-template <typename Value>
-__global__ void binary_scan_kernel(BatchGrid<Value, core::NonzeroIsForeground> batch,
-                                   double* state, unsigned long long* foreground) {
-  const int64_t columns = batch.image.inner(0);
-  const int64_t n = batch.image.size[0];
-  SEGLOSS_GRID_STRIDE_LOOP(work, batch.images * columns) {
-    const int64_t image = work / columns, column = work % columns;
-    const auto line = batch.column(image, column);
-    core::scan_binary_line(line, n, batch.image.spacing[0], state + image * batch.pixels + column,
-                           columns);
+// The initial states of a batch of masks (read by strides), and each image's
+// foreground count: one integer atomic per block and image (deterministic).
+template <typename Value, typename State>
+__global__ void binary_init_kernel(core::StridedMask<Value> mask, core::Grid image,
+                                   int64_t images, int64_t batch_stride, State* state,
+                                   unsigned long long* foreground) {
+  const int64_t pixels = image.numel();
+  for (int64_t i = blockIdx.y; i < images; i += gridDim.y) {
     unsigned long long count = 0;
-    for (int64_t i = 0; i < n; ++i) count += line(i);
-    if (count != 0) atomicAdd(foreground + image, count);
+    SEGLOSS_GRID_STRIDE_LOOP(p, pixels) {
+      int64_t offset = i * batch_stride, rest = p;
+      for (int d = image.ndim - 1; d >= 0; --d) {
+        offset += (rest % image.size[d]) * mask.stride[d];
+        rest /= image.size[d];
+      }
+      const bool fg = mask.to_id(mask.data[offset]);
+      state[i * pixels + p] = core::initial_binary_state<State>(fg);
+      count += fg;
+    }
+    count = cuda::block_sum(count);
+    if (threadIdx.x == 0 && count != 0) atomicAdd(foreground + i, count);
   }
 }
 
@@ -261,53 +275,107 @@ __device__ float map_output(core::DistanceMap map, double state, unsigned long l
              : 0.0f;
 }
 
-// A later pass along `axis`: one thread per line of lines [first, first +
-// count) of the batch, each with 6n doubles of scratch (the gathered line and
-// the envelope). The last pass writes the maps. Short: the type of the short
-// runs' minimum, float where the states fit it (core::binary_state_fits_float,
-// as on the CPU: the same values, and half the local arrays).
-template <typename Short>
-__global__ void binary_envelope_kernel(double* state, core::Grid image, int64_t pixels, int axis,
-                                       int64_t first, int64_t count, double* scratch,
-                                       core::DistanceMap map,
-                                       const unsigned long long* foreground, float* out) {
-  const int64_t n = image.size[axis];
-  const int64_t inner = image.inner(axis);
-  const int64_t lines_per_image = pixels / n;
-  const double spacing = image.spacing[axis];
-  const bool last = axis == image.ndim - 1;
-  SEGLOSS_GRID_STRIDE_LOOP(k, count) {
-    const int64_t line_index = first + k;
-    const int64_t i = line_index / lines_per_image, index = line_index % lines_per_image;
-    const int64_t offset = i * pixels + (index / inner) * n * inner + index % inner;
-    double* line = scratch + k * 6 * n;
-    for (int64_t q = 0; q < n; ++q) line[q] = state[offset + q * inner];
-    const core::ParabolaScratch envelope{line + n, line + 2 * n, line + 3 * n, line + 4 * n,
-                                         line + 5 * n};
-    if (last) {
-      const unsigned long long image_foreground = foreground[i];
-      core::binary_distance_line<Short>(line, n, spacing, core::DistanceTarget::kOtherClass,
-                                        /*every_pixel=*/true, envelope,
-                                        [&](int64_t x, double d) {
-                                          out[offset + x * inner] =
-                                              map_output(map, d, image_foreground, pixels);
-                                        });
+// A line pass in tiles: a block loads a tile and its lines' flags into
+// shared memory, then gives each of its pixels the new state, in place (the
+// tile's lines are its own), or with `out` (the last pass) the map.
+template <typename State>
+__global__ void binary_tile_pass_kernel(State* state, core::LineTiles tiles, double spacing,
+                                        core::DistanceMap map,
+                                        const unsigned long long* foreground, int64_t pixels,
+                                        float* out) {
+  extern __shared__ __align__(16) unsigned char tile_memory[];
+  State* tile = reinterpret_cast<State*>(tile_memory);
+  unsigned* flags = reinterpret_cast<unsigned*>(tile + tiles.elements);
+  const int64_t words = core::line_flag_words(tiles.lines);
+  for (int64_t t = blockIdx.x; t < tiles.tiles; t += gridDim.x) {
+    for (int64_t w = threadIdx.x; w < words; w += blockDim.x) flags[w] = 0;
+    __syncthreads();
+    for (int64_t e = threadIdx.x; e < tiles.elements; e += blockDim.x) {
+      const core::TileElement el = tiles.element(t, e);
+      if (!el.valid) continue;
+      tile[e] = state[el.offset];
+      atomicOr(flags + el.line / 8, core::line_flags(tile[e]) << core::line_flag_shift(el.line));
+    }
+    __syncthreads();
+    for (int64_t e = threadIdx.x; e < tiles.elements; e += blockDim.x) {
+      const core::TileElement el = tiles.element(t, e);
+      if (!el.valid) continue;
+      const unsigned line = flags[el.line / 8] >> core::line_flag_shift(el.line);
+      const State next = core::line_needs_search(line)
+                             ? core::nearest_on_line(tile + e, tiles.width, el.q, tiles.n, spacing)
+                             : tile[e];
+      if (out != nullptr) {
+        out[el.offset] = map_output(map, double(next), foreground[el.offset / pixels], pixels);
+      } else {
+        state[el.offset] = next;
+      }
+    }
+    __syncthreads();  // the next tile overwrites shared memory
+  }
+}
+
+// A line pass whose lines fit no tile: from `state` into `next` (or with
+// `out`, the map), every pixel searching its line in global memory.
+template <typename State>
+__global__ void binary_global_pass_kernel(const State* state, State* next, int64_t total,
+                                          int64_t n, int64_t inner, double spacing,
+                                          core::DistanceMap map,
+                                          const unsigned long long* foreground, int64_t pixels,
+                                          float* out) {
+  SEGLOSS_GRID_STRIDE_LOOP(i, total) {
+    const State value = core::nearest_on_line(state + i, inner, (i / inner) % n, n, spacing);
+    if (out != nullptr) {
+      out[i] = map_output(map, double(value), foreground[i / pixels], pixels);
     } else {
-      core::binary_distance_line<Short>(line, n, spacing, core::DistanceTarget::kOtherClass,
-                                        /*every_pixel=*/false, envelope,
-                                        [&](int64_t x, double d) {
-                                          state[offset + x * inner] = d;
-                                        });
+      next[i] = value;
     }
   }
 }
 
-// One spatial dim: the maps straight from pass 0.
-__global__ void binary_output_kernel(const double* state, int64_t pixels, int64_t total,
-                                     core::DistanceMap map,
-                                     const unsigned long long* foreground, float* out) {
-  SEGLOSS_GRID_STRIDE_LOOP(i, total) {
-    out[i] = map_output(map, state[i], foreground[i / pixels], pixels);
+// The maps of `mask`'s images (images x spatial, read in place) into `out`,
+// with states of type State: float where they fit (binary_state_fits_float:
+// the same values, half the memory), else double.
+template <typename State>
+void binary_distance_maps(const at::Tensor& mask, const core::Grid& image, core::DistanceMap map,
+                          at::Tensor& out) {
+  const int64_t images = mask.size(0), pixels = image.numel(), total = images * pixels;
+  const auto state_type = std::is_same_v<State, float> ? at::kFloat : at::kDouble;
+  at::Tensor state = at::empty({total}, mask.options().dtype(state_type));
+  at::Tensor counts = at::zeros({images}, mask.options().dtype(at::kLong));
+  auto* foreground = reinterpret_cast<unsigned long long*>(counts.data_ptr<int64_t>());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_V2(
+      mask.scalar_type(), "segloss_distance_map_init_cuda", AT_WRAP([&] {
+        core::StridedMask<scalar_t> strided{mask.const_data_ptr<scalar_t>(), {}, {}};
+        for (int d = 0; d < image.ndim; ++d) strided.stride[d] = mask.stride(d + 1);
+        const dim3 blocks(unsigned(grid_size(pixels, kMaxBlocks)),
+                          unsigned(std::min<int64_t>(images, kMaxBlocks)));
+        binary_init_kernel<scalar_t, State><<<blocks, kThreads, 0, stream>>>(
+            strided, image, images, mask.stride(0), state.data_ptr<State>(), foreground);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }),
+      AT_EXPAND(AT_INTEGRAL_TYPES_V2), at::kBool);
+  at::Tensor other;  // the second buffer of passes from global memory
+  for (int axis = 0; axis < image.ndim; ++axis) {
+    const int64_t n = image.size[axis], inner = image.inner(axis);
+    float* maps = axis == image.ndim - 1 ? out.data_ptr<float>() : nullptr;
+    const core::LineTiles tiles =
+        core::line_tiles(n, inner, total / (n * inner), int64_t(sizeof(State)));
+    if (tiles.tiles > 0) {
+      binary_tile_pass_kernel<State>
+          <<<std::min(tiles.tiles, kMaxBlocks), kThreads,
+             size_t(tiles.shared_bytes(int64_t(sizeof(State)))), stream>>>(
+              state.data_ptr<State>(), tiles, image.spacing[axis], map, foreground, pixels,
+              maps);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    } else {
+      if (!other.defined()) other = at::empty({total}, state.options());
+      binary_global_pass_kernel<State><<<grid_size(total, kMaxBlocks), kThreads, 0, stream>>>(
+          state.const_data_ptr<State>(), other.data_ptr<State>(), total, n, inner,
+          image.spacing[axis], map, foreground, pixels, maps);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      std::swap(state, other);
+    }
   }
 }
 
@@ -318,48 +386,11 @@ at::Tensor distance_map_cuda(const at::Tensor& mask_in, std::string_view kind,
   at::Tensor out = empty_distance_map(mask_in);
   if (out.numel() == 0) return out;
   const c10::cuda::CUDAGuard device_guard(mask_in.device());
-  const MaskImages images_of_mask = mask_images(mask_in, ops);  // read in place, by strides
-  const at::Tensor& mask = images_of_mask.mask;
-  const core::Grid& image = images_of_mask.grid;
-  const int64_t images = mask.size(0), pixels = image.numel(), total = images * pixels;
-  at::Tensor state = at::empty({total}, mask.options().dtype(at::kDouble));
-  at::Tensor counts = at::zeros({images}, mask.options().dtype(at::kLong));
-  auto* foreground = reinterpret_cast<unsigned long long*>(counts.data_ptr<int64_t>());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_V2(
-      mask.scalar_type(), "segloss_distance_map_scan_cuda", AT_WRAP([&] {
-        BatchGrid<scalar_t, core::NonzeroIsForeground> batch{
-            image, images, pixels, {mask.const_data_ptr<scalar_t>(), {}, {}}, mask.stride(0)};
-        for (int d = 0; d < image.ndim; ++d) batch.labels.stride[d] = mask.stride(d + 1);
-        const int64_t work = images * image.inner(0);
-        binary_scan_kernel<scalar_t><<<grid_size(work, kMaxBlocks), kThreads, 0, stream>>>(
-            batch, state.data_ptr<double>(), foreground);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      }),
-      AT_EXPAND(AT_INTEGRAL_TYPES_V2), at::kBool);
-  if (image.ndim == 1) {
-    binary_output_kernel<<<grid_size(total, kMaxBlocks), kThreads, 0, stream>>>(
-        state.const_data_ptr<double>(), pixels, total, ops.map, foreground,
-        out.data_ptr<float>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    return out;
-  }
-  for (int axis = 1; axis < image.ndim; ++axis) {
-    const int64_t n = image.size[axis];
-    const int64_t lines = images * (pixels / n);
-    const int64_t line_bytes = 6 * n * int64_t(sizeof(double));
-    const int64_t chunk = std::max<int64_t>(1, std::min(lines, kScratchBytes / line_bytes));
-    at::Tensor scratch = at::empty({chunk * 6 * n}, mask.options().dtype(at::kDouble));
-    const bool fits_float = core::binary_state_fits_float(image);
-    for (int64_t first = 0; first < lines; first += chunk) {
-      const int64_t count = std::min(chunk, lines - first);
-      const auto kernel =
-          fits_float ? binary_envelope_kernel<float> : binary_envelope_kernel<double>;
-      kernel<<<grid_size(count, kMaxBlocks), kThreads, 0, stream>>>(
-          state.data_ptr<double>(), image, pixels, axis, first, count,
-          scratch.data_ptr<double>(), ops.map, foreground, out.data_ptr<float>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
+  const MaskImages images = mask_images(mask_in, ops);  // read in place, by strides
+  if (core::binary_state_fits_float(images.grid)) {
+    binary_distance_maps<float>(images.mask, images.grid, ops.map, out);
+  } else {
+    binary_distance_maps<double>(images.mask, images.grid, ops.map, out);
   }
   return out;
 }

@@ -1,0 +1,193 @@
+// The pixel-parallel form of the binary sweep (binary_distance.h), as the
+// CUDA kernels of the distance maps run it: every pixel of a pass computes
+// its own new state, with no sequential envelope, from its line held in
+// shared memory.
+//
+// Every pass, the first included, is the same line pass along one axis. The
+// states start at +-inf (the other class not seen yet, signed by the
+// pixel's class: initial_binary_state), and a pass gives each pixel the
+// minimum over the parabolas of its run of one class and of the run's two
+// neighbours of the other class (nearest_on_line): what binary_distance_line
+// computes per run, and what pass 0's two scans give from the initial
+// states. So the passes along axes 0, 1, ... of the states give the maps.
+//
+// Lines are swept in tiles (LineTiles): whole slabs of lines that lie
+// together in memory, or groups of adjacent lines along an inner axis, so
+// that a block's loads and stores are coalesced, whichever the axis. A
+// tile's lines are its own: a block reads its tile, then writes its pixels'
+// new states in place. Lines too long for any tile are swept from global
+// memory into a second buffer instead (LineTiles::tiles == 0).
+//
+// tests/cpp/binary_distance_tiles.cpp runs these functions, tile by tile as
+// the kernels do, on the CPU; tests/test_distance_tiles.py compares its maps
+// with the CPU driver's (bit for bit) and with SciPy.
+#pragma once
+
+#include <cstdint>
+
+#include "platform.h"
+#include "rounding.h"
+#include "two_nearest.h"
+
+namespace segloss::core {
+
+// A pixel's state before any pass: the other class not seen yet.
+template <typename T>
+SEGLOSS_INLINE T initial_binary_state(bool foreground) {
+  return foreground ? T(infinite_distance()) : -T(infinite_distance());
+}
+
+// base + rise, rounded once: in double unfused (rounding.h); in float, where
+// every such sum is an integer below 2^24 (binary_state_fits_float), exact.
+SEGLOSS_INLINE double parabola_value(double base, double rise) { return add_rn(base, rise); }
+SEGLOSS_INLINE float parabola_value(float base, float rise) { return base + rise; }
+
+// The new signed state of the pixel at `own`, position q of a line of n
+// pixels whose states lie at `stride` apart: the minimum over the parabolas
+// of the pixel's run and of the run's neighbours of the other class (base
+// 0), as binary_distance_line gives it with kOtherClass.
+//
+// Searched outward from the pixel on both sides; a side ends at the other
+// class (nothing beyond can be nearer) or the line's end, and the search
+// ends where a parabola's rise alone reaches the best so far: every farther
+// parabola is at least as high. The values are rounded as the envelope and
+// the short runs round them (rise = (spacing t)^2, then base + rise), so at
+// unit spacing they are the exact minimum, the CPU's bit for bit, in float
+// (where binary_state_fits_float) as in double.
+template <typename T>
+SEGLOSS_INLINE T nearest_on_line(const T* own, int64_t stride, int64_t q, int64_t n,
+                                 double spacing) {
+  const T state = own[0];
+  const bool foreground = state > 0;
+  T best = foreground ? state : -state;
+  bool left = q > 0, right = q + 1 < n;
+  for (int64_t t = 1; left || right; ++t) {
+    const double offset = spacing * double(t);
+    const T rise = T(mul_rn(offset, offset));
+    if (!(rise < best)) break;
+    if (left) {
+      const T other = own[-t * stride];
+      if ((other > 0) != foreground) {
+        best = rise;  // rise < best: the other class, base 0
+        left = false;
+      } else {
+        const T value = parabola_value(foreground ? other : -other, rise);
+        best = value < best ? value : best;
+        left = q - t > 0;
+      }
+    }
+    if (right) {
+      const T other = own[t * stride];
+      if ((other > 0) != foreground) {
+        best = rise < best ? rise : best;
+        right = false;
+      } else {
+        const T value = parabola_value(foreground ? other : -other, rise);
+        best = value < best ? value : best;
+        right = q + t + 1 < n;
+      }
+    }
+  }
+  return foreground ? best : -best;
+}
+
+// What a line's states say about its pass, as bits (or-ed over the line):
+// a line needs no search when every state is infinite and all of one class
+// (its states stay as they are). This keeps lines that pass no border, as in
+// a volume around a small object, from an n-step search per pixel.
+constexpr unsigned kLineFinite = 1, kLineForeground = 2, kLineBackground = 4;
+
+template <typename T>
+SEGLOSS_INLINE unsigned line_flags(T state) {
+  const T magnitude = state < 0 ? -state : state;
+  return (magnitude < T(infinite_distance()) ? kLineFinite : 0u) |
+         (state > 0 ? kLineForeground : kLineBackground);
+}
+
+SEGLOSS_INLINE bool line_needs_search(unsigned flags) {
+  return (flags & kLineFinite) != 0 ||
+         (flags & (kLineForeground | kLineBackground)) == (kLineForeground | kLineBackground);
+}
+
+// A tile's flags: four bits per line, eight lines per 32-bit word.
+SEGLOSS_INLINE int64_t line_flag_words(int64_t lines) { return (lines + 7) / 8; }
+SEGLOSS_INLINE unsigned line_flag_shift(int64_t line) { return unsigned(line % 8) * 4; }
+
+// One pixel of a tile: its offset in the states, its line within the tile
+// and its position q on that line; invalid past the edges of the states.
+struct TileElement {
+  int64_t offset;
+  int64_t line;
+  int64_t q;
+  bool valid;
+};
+
+// How a pass along one axis is cut into tiles. The states are `outer` slabs
+// of n x inner (C order); the pass's lines run along n, `inner` apart. A
+// tile is `slabs` whole slabs (width == inner: the tile is contiguous), or
+// `width` adjacent lines of one slab (`groups` such tiles per slab). In
+// either, element e of a tile is line e % width's pixel (e / width) % n of
+// slab e / (n width), and a line's pixels lie `width` apart in the tile.
+struct LineTiles {
+  int64_t n = 0, inner = 0, outer = 0;
+  int64_t width = 0, groups = 0, slabs = 0;
+  int64_t tiles = 0;     // 0: no tile fits; the pass runs from global memory
+  int64_t elements = 0;  // per tile (the last ones may be partly invalid)
+  int64_t lines = 0;     // per tile
+
+  SEGLOSS_INLINE TileElement element(int64_t tile, int64_t e) const {
+    const int64_t slab_in_tile = e / (n * width);
+    const int64_t slab = (tile / groups) * slabs + slab_in_tile;
+    const int64_t column = (tile % groups) * width + e % width;
+    const int64_t q = (e / width) % n;
+    return {(slab * n + q) * inner + column, slab_in_tile * width + e % width, q,
+            slab < outer && column < inner};
+  }
+
+  // The shared memory of a tile of T states: the states, then the flags.
+  int64_t shared_bytes(int64_t state_bytes) const {
+    return elements * state_bytes + line_flag_words(lines) * int64_t(sizeof(unsigned));
+  }
+};
+
+// Tiles aim at kTileTarget pixels (several blocks per SM on a 512^2 image)
+// and take at most kMaxTileBytes of shared memory (under the 48 KiB a block
+// gets without opting in). The last two arguments exist for the tests, which
+// cut small images into every form.
+constexpr int64_t kTileTarget = 2048;
+constexpr int64_t kMaxTileBytes = 40 << 10;
+
+inline LineTiles line_tiles(int64_t n, int64_t inner, int64_t outer, int64_t state_bytes,
+                            int64_t target = kTileTarget, int64_t max_bytes = kMaxTileBytes) {
+  LineTiles t;
+  t.n = n;
+  t.inner = inner;
+  t.outer = outer;
+  const auto fits = [&](int64_t elements, int64_t lines) {
+    return elements * state_bytes + line_flag_words(lines) * int64_t(sizeof(unsigned)) <=
+           max_bytes;
+  };
+  const int64_t slab = n * inner;
+  if (fits(slab, inner)) {
+    t.width = inner;
+    t.groups = 1;
+    t.slabs = target / slab > 1 ? target / slab : 1;
+    if (t.slabs > outer) t.slabs = outer;
+    while (t.slabs > 1 && !fits(t.slabs * slab, t.slabs * inner)) --t.slabs;
+  } else {
+    // Groups of whole 32-byte sectors of adjacent lines: coalesced.
+    const int64_t sector = 32 / state_bytes > 1 ? 32 / state_bytes : 1;
+    if (!fits(n * sector, sector)) return t;
+    t.width = (target / n) / sector * sector;
+    if (t.width < sector) t.width = sector;
+    while (t.width > sector && !fits(n * t.width, t.width)) t.width -= sector;
+    t.groups = (inner + t.width - 1) / t.width;
+    t.slabs = 1;
+  }
+  t.tiles = (outer + t.slabs - 1) / t.slabs * t.groups;
+  t.elements = t.slabs * n * t.width;
+  t.lines = t.slabs * t.width;
+  return t;
+}
+
+}  // namespace segloss::core

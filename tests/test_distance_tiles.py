@@ -1,0 +1,130 @@
+"""The CUDA distance maps' algorithm on the CPU (csrc/core/
+binary_distance_tiles.h): tests/cpp/binary_distance_tiles.cpp runs the
+kernels' steps tile by tile with the host compiler, and its maps must equal
+the CPU op's bit for bit and SciPy's formulas, with every tile form (whole
+slabs, groups of lines, and lines too long for a tile) forced on small
+images by small tile sizes. The CUDA kernels themselves are compared with the
+CPU op on a GPU (test_cuda_equality.py, through scripts/gpu_check)."""
+
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+import segloss
+from distance_reference import random_disks
+from test_distance_maps import brute_force_other_class, float32_signed, scipy_boundary
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SOURCE = os.path.join(ROOT, "tests", "cpp", "binary_distance_tiles.cpp")
+
+# (target pixels, largest tile in bytes): the kernels' own sizes
+# (core::kTileTarget, kMaxTileBytes), then sizes that make small images take
+# groups of lines (a slab does not fit), a few lines per group, and no tile
+# at all (every pass from global memory).
+TILE_SIZES = {"kernel": (2048, 40 << 10), "groups": (64, 1200), "narrow": (8, 400),
+              "global": (2048, 16)}
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory):
+    compiler = shutil.which("c++") or shutil.which("g++")
+    if compiler is None:
+        pytest.skip("needs a C++ compiler")
+    binary = tmp_path_factory.mktemp("tiles") / "binary_distance_tiles"
+    # -ffp-contract=off as the library's host build: no fused multiply-adds.
+    subprocess.run([compiler, "-O2", "-std=c++17", "-ffp-contract=off", SOURCE, "-o",
+                    str(binary)], check=True)
+    return str(binary)
+
+
+def run_tiles(program, tmp_path, masks, kind, state, sizes, sampling=None, with_forms=False):
+    """The maps of a stack of masks (images x spatial) through the program
+    (and with_forms: each pass's tile form)."""
+    masks = np.ascontiguousarray(masks != 0, dtype=np.uint8)
+    spatial = masks.shape[1:]
+    spacing = [1.0] * len(spatial) if sampling is None else list(sampling)
+    source, result = tmp_path / "mask.bin", tmp_path / "maps.bin"
+    masks.tofile(source)
+    target, max_bytes = TILE_SIZES[sizes]
+    forms = subprocess.run([program, kind, state, str(target), str(max_bytes),
+                            str(masks.shape[0]), str(len(spatial))] + [str(s) for s in spatial] +
+                           [repr(s) for s in spacing] + [str(source), str(result)],
+                           check=True, capture_output=True, text=True).stdout.split()
+    maps = np.fromfile(result, np.float32).reshape(masks.shape)
+    return (maps, forms) if with_forms else maps
+
+
+def stacks(rng):
+    yield "noise", rng.random((3, 23, 31)) < 0.5
+    yield "sparse", rng.random((2, 19, 17)) < 0.05
+    yield "dense", rng.random((2, 19, 17)) < 0.95
+    yield "disks", np.stack([random_disks((64, 48), 6, rng) > 0 for _ in range(2)])
+    yield "empty-full-single", np.stack([np.zeros((15, 11), bool), np.ones((15, 11), bool),
+                                         np.pad(np.ones((1, 1), bool), ((5, 9), (3, 7)))])
+    # Long runs of one class and lines that pass no border (no search).
+    small_object = np.zeros((2, 40, 37), bool)
+    small_object[0, 18:21, 30:33] = True
+    small_object[1, 0, 0] = True
+    yield "small-object", small_object
+    yield "3d-noise", rng.random((2, 7, 9, 11)) < 0.3
+    yield "3d-disks", np.stack([random_disks((20, 18, 16), 3, rng) > 0 for _ in range(2)])
+    ball = np.zeros((1, 24, 22, 20), bool)
+    ball[0, 10:13, 9:12, 12:15] = True
+    yield "3d-small-object", ball
+    yield "1d", rng.random((3, 40)) < 0.5
+    yield "4d", rng.random((2, 4, 5, 3, 6)) < 0.5
+
+
+@pytest.mark.parametrize("sizes", list(TILE_SIZES))
+@pytest.mark.parametrize("state", ["float", "double"])
+def test_tiled_maps_equal_the_cpu_op_and_scipy(program, tmp_path, sizes, state):
+    rng = np.random.default_rng(5)
+    for name, masks in stacks(rng):
+        mask = torch.from_numpy(masks)
+        dims = masks.ndim - 1
+        signed = run_tiles(program, tmp_path, masks, "signed", state, sizes)
+        boundary = run_tiles(program, tmp_path, masks, "boundary", state, sizes)
+        np.testing.assert_array_equal(
+            signed, segloss.signed_distance_map(mask, spatial_dims=dims).numpy(), name)
+        np.testing.assert_array_equal(
+            boundary, segloss.boundary_distance_map(mask, spatial_dims=dims).numpy(), name)
+        for image, s, b in zip(masks, signed, boundary):
+            np.testing.assert_array_equal(s, float32_signed(image), name)
+            np.testing.assert_array_equal(b, scipy_boundary(image).astype(np.float32), name)
+
+
+@pytest.mark.parametrize("sizes", ["kernel", "narrow", "global"])
+def test_tiled_maps_with_sampling(program, tmp_path, sizes):
+    # Anisotropic spacing takes double states; every value is the minimum of
+    # the same rounded parabolas as the CPU's (its envelope's choice on long
+    # runs may round differently in the last bits).
+    rng = np.random.default_rng(6)
+    for sampling, masks in (([0.7, 1.9], rng.random((2, 19, 23)) < 0.4),
+                            ([1.3, 0.6, 2.2], rng.random((1, 8, 11, 9)) < 0.3)):
+        boundary = run_tiles(program, tmp_path, masks, "boundary", "double", sizes, sampling)
+        expected = segloss.boundary_distance_map(torch.from_numpy(masks),
+                                                 spatial_dims=masks.ndim - 1,
+                                                 sampling=sampling).numpy()
+        np.testing.assert_allclose(boundary, expected, rtol=1e-6, atol=0)
+        for image, b in zip(masks, boundary):
+            np.testing.assert_allclose(b, brute_force_other_class(image, sampling), rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape, sizes, state, forms", [
+    # A 96 x 330 slab is 124 KiB of floats: the first pass takes groups.
+    ((96, 330), "kernel", "float", ["groups", "slabs"]),
+    ((96, 330), "kernel", "double", ["groups", "slabs"]),
+    ((30, 45), "kernel", "float", ["slabs", "slabs"]),
+    ((30, 45), "groups", "float", ["groups", "slabs"]),
+    ((30, 45), "narrow", "double", ["global", "slabs"]),  # 30 x 4 doubles > 400 bytes
+    ((30, 45), "global", "float", ["global", "global"])])
+def test_tile_forms_are_taken_as_sized(program, tmp_path, shape, sizes, state, forms):
+    rng = np.random.default_rng(7)
+    masks = rng.random((2,) + shape) < 0.5
+    maps, taken = run_tiles(program, tmp_path, masks, "boundary", state, sizes, with_forms=True)
+    assert taken == forms
+    np.testing.assert_array_equal(maps, segloss.boundary_distance_map(torch.from_numpy(masks)))
