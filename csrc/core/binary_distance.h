@@ -75,30 +75,28 @@ struct NonzeroIsForeground {
 template <typename Value>
 using StridedMask = StridedLabels<Value, NonzeroIsForeground>;
 
-// Pass 0's step at position x of a line, scanning in either direction: a
-// pixel of class `foreground` updates the positions of the last pixel of each
-// class seen (-+inf: none yet, which gives an infinite distance) and gets its
-// signed state from this side. Positions are of the state's type T, so
-// that the CPU loops vectorise: double, or float where the states fit it
-// (binary_state_fits_float: integer positions and squares below 2^24,
-// exact, and twice the lanes).
+// Pass 0's step at position x of a line, scanning in either direction,
+// for a pixel of class `klass` (1: foreground, 0: background): returns the
+// squared distance to the last pixel of the other class seen (+inf: none
+// yet). That pixel is the previous one (at x_previous) where the class
+// changes, else the previous pixel's; so a scan keeps per line the previous
+// class (kNoClass before the first pixel, whose x_previous is -+inf) and
+// that position. Values of the state's type T, so that the CPU loops over
+// rows of lines vectorise (two selects, no branch): double, or float where
+// the states fit it (binary_state_fits_float: integer positions and squares
+// below 2^24, exact, and twice the lanes).
 template <typename T>
-SEGLOSS_INLINE T scan_step(bool foreground, T x, T spacing, T& last_foreground,
-                           T& last_background) {
-  const T lf = foreground ? x : last_foreground;
-  const T lb = foreground ? last_background : x;
-  last_foreground = lf;
-  last_background = lb;
-  const T a = spacing * (x - (foreground ? lb : lf));
-  return foreground ? a * a : -(a * a);
+SEGLOSS_INLINE T scan_step(T klass, T x, T x_previous, T spacing, T& previous_class,
+                           T& last_other) {
+  const T other = klass != previous_class ? x_previous : last_other;
+  previous_class = klass;
+  last_other = other;
+  const T a = spacing * (x - other);
+  return a * a;
 }
 
-// The nearer of two signed states of one pixel (the same sign): the one of
-// smaller magnitude (one select, so that the CPU loop vectorises).
 template <typename T>
-SEGLOSS_INLINE T nearer_state(T a, T b) {
-  return ::fabs(a) < ::fabs(b) ? a : b;
-}
+constexpr T kNoClass = T(2);
 
 // Working memory of one line's envelope of up to n parabolas.
 struct ParabolaScratch {
@@ -272,7 +270,7 @@ int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid
   parallel_for(columns, [&](int64_t begin, int64_t end) {
     constexpr int64_t kBlock = 256;
     int64_t offsets[kBlock];
-    State last_foreground[kBlock], last_background[kBlock];
+    State previous_class[kBlock], last_other[kBlock];
     State classes[kBlock];
     int64_t count = 0;
     for (int64_t block = begin; block < end; block += kBlock) {
@@ -299,33 +297,38 @@ int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid
         }
       };
       const State spacing = State(spacing0), infinity = State(infinite_distance());
-      std::fill(last_foreground, last_foreground + width, -infinity);
-      std::fill(last_background, last_background + width, -infinity);
+      std::fill(previous_class, previous_class + width, kNoClass<State>);
+      std::fill(last_other, last_other + width, -infinity);  // set at the first pixel
       for (int64_t i = 0; i < n0; ++i) {
         row_classes(i);
         State* row = state + i * columns + block;
-        const State x = State(i);
+        const State x = State(i), x_previous = i == 0 ? -infinity : State(i - 1);
         State row_count = 0;  // at most kBlock: exact in float
 #pragma omp simd reduction(+ : row_count)
         for (int64_t j = 0; j < width; ++j) {
-          const bool fg = classes[j] != 0;
-          row_count += classes[j];
-          row[j] = scan_step(fg, x, spacing, last_foreground[j], last_background[j]);
+          const State klass = classes[j];
+          row_count += klass;
+          const State d = scan_step(klass, x, x_previous, spacing, previous_class[j],
+                                    last_other[j]);
+          row[j] = klass != 0 ? d : -d;
         }
         count += int64_t(row_count);
       }
-      std::fill(last_foreground, last_foreground + width, infinity);
-      std::fill(last_background, last_background + width, infinity);
+      std::fill(previous_class, previous_class + width, kNoClass<State>);
       for (int64_t i = n0 - 1; i >= 0; --i) {
         State* row = state + i * columns + block;
-        const State x = State(i);
+        const State x = State(i), x_previous = i == n0 - 1 ? infinity : State(i + 1);
 #pragma omp simd
         for (int64_t j = 0; j < width; ++j) {
+          // The forward scan's sign is the class; the nearer side's distance
+          // takes it (copysign: no select on the class, which g++ would not
+          // vectorise here).
           const State forward = row[j];
-          const bool fg = forward > 0;  // the forward scan's sign is the class
-          const State backward =
-              scan_step(fg, x, spacing, last_foreground[j], last_background[j]);
-          row[j] = nearer_state(forward, backward);
+          const State klass = forward > 0 ? State(1) : State(0);
+          const State backward = scan_step(klass, x, x_previous, spacing, previous_class[j],
+                                           last_other[j]);
+          const State magnitude = std::fabs(forward);
+          row[j] = std::copysign(magnitude < backward ? magnitude : backward, forward);
         }
       }
     }
