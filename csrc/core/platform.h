@@ -14,3 +14,13 @@
 #define SEGLOSS_HOST_DEVICE
 #define SEGLOSS_INLINE inline
 #endif
+
+// Keeps a host function out of its callers: some loops vectorise on their
+// own but not inlined into a large caller (binary_distance.h).
+#if defined(__GNUC__)
+#define SEGLOSS_NOINLINE __attribute__((noinline))
+#elif defined(_MSC_VER)
+#define SEGLOSS_NOINLINE __declspec(noinline)
+#else
+#define SEGLOSS_NOINLINE
+#endif
