@@ -26,6 +26,11 @@ Candidates per case (one thread unless stated):
 With --device cuda, also the torch ops on the GPU (the image as a batch of one):
   segloss CUDA d1,d2       segloss.two_nearest_distances(labels)
   segloss CUDA weight map  segloss.unet_weight_map(labels)
+  segloss CPU op d1,d2     the same op on the CPU, every torch thread (the
+                           GPU machine's CPU path)
+  ... x16                  the same two on a batch of 16 such images (2D cases)
+  cupy EDT                 one cupyx.scipy.ndimage.distance_transform_edt of the
+                           background on the GPU (where CuPy is installed)
   copy                     a device-to-device copy of the labels and of two
                            float64 images (what d1, d2 write): the bandwidth
                            yardstick
@@ -67,10 +72,14 @@ CASES: List[Tuple[Tuple[int, ...], int]] = [
 
 CANDIDATES = ["segloss d1,d2", "segloss weight map", "scipy EDT", "edt", "per-instance SciPy",
               "segloss 2 threads", "segloss CUDA d1,d2", "segloss CUDA weight map", "copy",
-              "segloss CUDA d1,d2 MiB"]
+              "segloss CUDA d1,d2 MiB", "segloss CPU op d1,d2", "segloss CUDA d1,d2 x16",
+              "segloss CPU op d1,d2 x16", "cupy EDT"]
 RATIOS = [("scipy EDT", "segloss d1,d2"), ("per-instance SciPy", "segloss weight map"),
           ("segloss d1,d2", "segloss 2 threads"), ("segloss d1,d2", "edt"),
-          ("segloss d1,d2", "segloss CUDA d1,d2"), ("segloss CUDA d1,d2", "copy")]
+          ("segloss d1,d2", "segloss CUDA d1,d2"), ("segloss CUDA d1,d2", "copy"),
+          ("segloss CPU op d1,d2", "segloss CUDA d1,d2"),
+          ("segloss CPU op d1,d2 x16", "segloss CUDA d1,d2 x16"),
+          ("cupy EDT", "segloss CUDA d1,d2")]
 
 
 def case_name(shape: Tuple[int, ...], n: int) -> str:
@@ -138,8 +147,10 @@ def once_ms(fn) -> Tuple[float, object]:
     return (time.perf_counter() - t0) * 1e3, result
 
 
-def time_gpu(row: "harness.Row", labels: np.ndarray, device: torch.device, repeats: int) -> None:
-    """The torch ops on the GPU, the copy yardstick and the op's peak memory."""
+def time_gpu(row: "harness.Row", labels: np.ndarray, n_cells: int, device: torch.device,
+             repeats: int) -> None:
+    """The torch ops on the GPU, the copy yardstick, the op's peak memory, and
+    the op on the CPU (every torch thread); in 2D also on batches of 16."""
     import segloss
 
     batch = torch.from_numpy(labels)[None].to(device)
@@ -150,6 +161,23 @@ def time_gpu(row: "harness.Row", labels: np.ndarray, device: torch.device, repea
     row.ms["copy"] = time_it(lambda: (batch.clone(), [o.clone() for o in outputs]))
     row.ms["segloss CUDA d1,d2 MiB"] = harness.peak_extra_memory_mib(
         lambda: segloss.two_nearest_distances(batch), device)
+    cpu_time = lambda fn: harness.median_ms(fn, CPU, warmup=1, repeats=repeats)  # noqa: E731
+    on_cpu = batch.cpu()
+    row.ms["segloss CPU op d1,d2"] = cpu_time(lambda: segloss.two_nearest_distances(on_cpu))
+    try:
+        import cupy
+        from cupyx.scipy import ndimage as cupy_ndimage
+        background = cupy.asarray(labels == 0)
+        row.ms["cupy EDT"] = time_it(lambda: cupy_ndimage.distance_transform_edt(background))
+    except ImportError:
+        pass
+    if labels.ndim == 2:  # a batch of 16 different images of this kind
+        stack = np.stack([labels] + [cells(labels.shape, n_cells, seed)
+                                     for seed in range(1, 16)])
+        batch16, on_cpu16 = torch.from_numpy(stack).to(device), torch.from_numpy(stack)
+        row.ms["segloss CUDA d1,d2 x16"] = time_it(lambda: segloss.two_nearest_distances(batch16))
+        row.ms["segloss CPU op d1,d2 x16"] = cpu_time(
+            lambda: segloss.two_nearest_distances(on_cpu16))
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -193,7 +221,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         row.ms["segloss 2 threads"] = time_it(
             lambda: snp.two_nearest_distances(labels, threads=2))
         if gpu is not None:
-            time_gpu(row, labels, gpu, args.repeats)
+            time_gpu(row, labels, n, gpu, args.repeats)
         rows[name] = row
         print(f"{name:18s} " + "  ".join(f"{k} {v:.2f}" for k, v in row.ms.items()), flush=True)
         if name in checks:

@@ -165,6 +165,21 @@ _ISA_CPU_FLAGS = {"baseline": (), "avx2": ("avx2", "fma"),
 _ISA_REPORT = "segloss CPU kernels:"
 
 
+def compile_host_program(source: str, directory) -> str:
+    """Builds the one-file C++ program `source` (tests/cpp/) with the host
+    compiler into `directory` and returns its path; skips the test without a
+    compiler. -ffp-contract=off as the library's host build: no fused
+    multiply-adds."""
+    import shutil
+    compiler = shutil.which("c++") or shutil.which("g++")
+    if compiler is None:
+        pytest.skip("needs a C++ compiler")
+    binary = os.path.join(str(directory), os.path.splitext(os.path.basename(source))[0])
+    subprocess.run([compiler, "-O2", "-std=c++17", "-ffp-contract=off", source, "-o", binary],
+                   check=True)
+    return binary
+
+
 def cpu_flags() -> frozenset:
     """The CPU's feature flags from /proc/cpuinfo's first "flags" line (x86
     Linux); empty where there is none."""

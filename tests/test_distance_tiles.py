@@ -7,7 +7,6 @@ images by small tile sizes. The CUDA kernels themselves are compared with the
 CPU op on a GPU (test_cuda_equality.py, through scripts/gpu_check)."""
 
 import os
-import shutil
 import subprocess
 
 import numpy as np
@@ -16,6 +15,7 @@ import torch
 
 import segloss
 from distance_reference import random_disks
+from helpers import compile_host_program
 from test_distance_maps import brute_force_other_class, float32_signed, scipy_boundary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,14 +31,7 @@ TILE_SIZES = {"kernel": (2048, 40 << 10), "groups": (64, 1200), "narrow": (8, 40
 
 @pytest.fixture(scope="module")
 def program(tmp_path_factory):
-    compiler = shutil.which("c++") or shutil.which("g++")
-    if compiler is None:
-        pytest.skip("needs a C++ compiler")
-    binary = tmp_path_factory.mktemp("tiles") / "binary_distance_tiles"
-    # -ffp-contract=off as the library's host build: no fused multiply-adds.
-    subprocess.run([compiler, "-O2", "-std=c++17", "-ffp-contract=off", SOURCE, "-o",
-                    str(binary)], check=True)
-    return str(binary)
+    return compile_host_program(SOURCE, tmp_path_factory.mktemp("tiles"))
 
 
 def run_tiles(program, tmp_path, masks, kind, state, sizes, sampling=None, with_forms=False):

@@ -7,10 +7,11 @@ stride 1: `c++ -O2 -std=c++17 -ffp-contract=off tests/cpp/float_math_error.cpp
 -o /tmp/fme && /tmp/fme 1` (about 7 minutes on one core)."""
 
 import os
-import shutil
 import subprocess
 
 import pytest
+
+from helpers import compile_host_program
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = os.path.join(ROOT, "tests", "cpp", "float_math_error.cpp")
@@ -20,14 +21,8 @@ STRIDE = 97  # a prime: every exponent, varied mantissas
 
 @pytest.fixture(scope="module")
 def errors(tmp_path_factory):
-    compiler = shutil.which("c++") or shutil.which("g++")
-    if compiler is None:
-        pytest.skip("needs a C++ compiler")
-    binary = tmp_path_factory.mktemp("float_math") / "float_math_error"
-    # -ffp-contract=off as the library's host build: no fused multiply-adds.
-    subprocess.run([compiler, "-O2", "-std=c++17", "-ffp-contract=off", SOURCE, "-o",
-                    str(binary)], check=True)
-    out = subprocess.run([str(binary), str(STRIDE)], check=True, capture_output=True,
+    binary = compile_host_program(SOURCE, tmp_path_factory.mktemp("float_math"))
+    out = subprocess.run([binary, str(STRIDE)], check=True, capture_output=True,
                          text=True).stdout
     table = {}
     for line in out.splitlines():
