@@ -121,3 +121,12 @@ def test_tile_forms_are_taken_as_sized(program, tmp_path, shape, sizes, state, f
     maps, taken = run_tiles(program, tmp_path, masks, "boundary", state, sizes, with_forms=True)
     assert taken == forms
     np.testing.assert_array_equal(maps, segloss.boundary_distance_map(torch.from_numpy(masks)))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_tiled_maps_fuzz(program, seed):
+    # 3000 random stacks (1-4 dims, noise and boxes of every density, random
+    # tile sizes, float and double states) against the CPU driver, bit for
+    # bit, and on small images a brute-force minimum: inside the program.
+    result = subprocess.run([program, "fuzz", "3000", str(seed)], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "ok 3000", result.stdout

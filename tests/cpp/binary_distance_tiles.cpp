@@ -11,9 +11,18 @@
 // tiles' size (line_tiles; small values cut small images into every form);
 // IN: IMAGES x SIZE... uint8 mask (C order); OUT: the float32 maps. Prints
 // each pass's form: slabs, groups (of lines of one slab) or global.
+//
+//   binary_distance_tiles fuzz COUNT SEED
+//
+// COUNT random stacks (1 to 4 dims, noise or boxes of every density, random
+// tile sizes, float and double states) compared with the CPU driver
+// (binary_distance, bit for bit at unit spacing) and, on small images, with
+// a brute-force minimum; prints the first mismatch and exits 1, else "ok".
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,7 +36,8 @@ namespace {
 
 template <typename State>
 void distance_maps(const std::vector<unsigned char>& mask, int64_t images, const Grid& image,
-                   DistanceMap map, int64_t target, int64_t max_bytes, std::vector<float>& out) {
+                   DistanceMap map, int64_t target, int64_t max_bytes, std::vector<float>& out,
+                   bool report_forms = true) {
   const int64_t pixels = image.numel(), total = images * pixels;
   // The initial states and each image's foreground count (binary_init_kernel).
   std::vector<State> state(total), other;
@@ -46,7 +56,9 @@ void distance_maps(const std::vector<unsigned char>& mask, int64_t images, const
     const bool last = axis == image.ndim - 1;
     const LineTiles tiles =
         line_tiles(n, inner, total / (n * inner), int64_t(sizeof(State)), target, max_bytes);
-    std::printf("%s\n", tiles.tiles == 0 ? "global" : tiles.width == inner ? "slabs" : "groups");
+    if (report_forms) {
+      std::printf("%s\n", tiles.tiles == 0 ? "global" : tiles.width == inner ? "slabs" : "groups");
+    }
     if (tiles.tiles == 0) {
       // binary_global_pass_kernel: from one buffer into the other.
       other.resize(total);
@@ -92,9 +104,141 @@ void distance_maps(const std::vector<unsigned char>& mask, int64_t images, const
   }
 }
 
+
+struct Serial {
+  template <typename Body>
+  void operator()(int64_t count, const Body& body) const {
+    body(0, count);
+  }
+};
+
+// The map of one image by the CPU driver (the reference).
+std::vector<float> cpu_map(const unsigned char* mask, const Grid& image, DistanceMap map) {
+  const int64_t pixels = image.numel();
+  std::vector<float> out(pixels);
+  StridedMask<unsigned char> strided{mask, {}, {}};
+  int64_t stride = 1;
+  for (int d = image.ndim - 1; d >= 0; --d) {
+    strided.stride[d] = stride;
+    stride *= image.size[d];
+  }
+  const int64_t foreground = binary_distance(
+      strided, image, DistanceTarget::kOtherClass, Serial{},
+      [&](int64_t i, double s) { out[i] = distance_map_value<float>(map, s); });
+  if (!has_both_classes(foreground, pixels)) std::fill(out.begin(), out.end(), 0.0f);
+  return out;
+}
+
+// The boundary map of one image by brute force (small images).
+std::vector<float> brute_force_map(const unsigned char* mask, const Grid& image) {
+  const int64_t pixels = image.numel();
+  std::vector<float> out(pixels, 0.0f);
+  std::vector<int64_t> coords(pixels * image.ndim);
+  int64_t foreground = 0;
+  for (int64_t i = 0; i < pixels; ++i) {
+    int64_t rest = i;
+    for (int d = image.ndim - 1; d >= 0; --d) {
+      coords[i * image.ndim + d] = rest % image.size[d];
+      rest /= image.size[d];
+    }
+    foreground += mask[i] != 0;
+  }
+  if (!has_both_classes(foreground, pixels)) return out;
+  for (int64_t i = 0; i < pixels; ++i) {
+    int64_t best = -1;
+    for (int64_t j = 0; j < pixels; ++j) {
+      if ((mask[i] != 0) == (mask[j] != 0)) continue;
+      int64_t squared = 0;
+      for (int d = 0; d < image.ndim; ++d) {
+        const int64_t t = coords[i * image.ndim + d] - coords[j * image.ndim + d];
+        squared += t * t;
+      }
+      if (best < 0 || squared < best) best = squared;
+    }
+    out[i] = float(std::sqrt(double(best)));
+  }
+  return out;
+}
+
+int fuzz(int64_t count, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const auto uniform = [&](int64_t lo, int64_t hi) {  // [lo, hi]
+    return lo + int64_t(rng() % uint64_t(hi - lo + 1));
+  };
+  const double densities[] = {0.0, 0.02, 0.3, 0.5, 0.9, 1.0};
+  for (int64_t k = 0; k < count; ++k) {
+    Grid image;
+    image.ndim = int(uniform(1, 4));
+    const int64_t largest = image.ndim == 1 ? 300 : image.ndim == 2 ? 60 : image.ndim == 3 ? 16 : 8;
+    for (int d = 0; d < image.ndim; ++d) {
+      image.size[d] = uniform(1, largest);
+      image.spacing[d] = 1.0;
+    }
+    const int64_t images = uniform(1, 3), pixels = image.numel();
+    std::vector<unsigned char> mask(images * pixels);
+    for (int64_t i = 0; i < images; ++i) {
+      unsigned char* m = mask.data() + i * pixels;
+      const double density = densities[uniform(0, 5)];
+      if (uniform(0, 1) == 0) {  // noise
+        for (int64_t p = 0; p < pixels; ++p) m[p] = (rng() % 1000) < density * 1000;
+      } else {  // boxes: long runs of both classes
+        std::fill(m, m + pixels, density > 0.5);
+        for (int64_t b = uniform(0, 4); b > 0; --b) {
+          int64_t lo[kMaxDistanceDims], hi[kMaxDistanceDims];
+          for (int d = 0; d < image.ndim; ++d) {
+            lo[d] = uniform(0, image.size[d] - 1);
+            hi[d] = uniform(lo[d], image.size[d] - 1);
+          }
+          for (int64_t p = 0; p < pixels; ++p) {
+            int64_t rest = p;
+            bool inside = true;
+            for (int d = image.ndim - 1; d >= 0; --d) {
+              const int64_t c = rest % image.size[d];
+              rest /= image.size[d];
+              inside &= c >= lo[d] && c <= hi[d];
+            }
+            if (inside) m[p] = !m[p];
+          }
+        }
+      }
+    }
+    const DistanceMap map = uniform(0, 1) ? DistanceMap::kSigned : DistanceMap::kBoundary;
+    const int64_t target = int64_t(1) << uniform(0, 12), max_bytes = int64_t(16) << uniform(0, 12);
+    const bool use_float = uniform(0, 1) == 0;
+    std::vector<float> out(mask.size());
+    if (use_float) {
+      distance_maps<float>(mask, images, image, map, target, max_bytes, out, false);
+    } else {
+      distance_maps<double>(mask, images, image, map, target, max_bytes, out, false);
+    }
+    for (int64_t i = 0; i < images; ++i) {
+      const unsigned char* m = mask.data() + i * pixels;
+      const std::vector<float> expected = cpu_map(m, image, map);
+      std::vector<float> brute;
+      if (map == DistanceMap::kBoundary && pixels <= 400) brute = brute_force_map(m, image);
+      for (int64_t p = 0; p < pixels; ++p) {
+        const float got = out[i * pixels + p];
+        if (got != expected[p] || (!brute.empty() && got != brute[p])) {
+          std::printf("mismatch: case %lld image %lld pixel %lld: %.9g, the CPU's %.9g%s "
+                      "(ndim %d, %s, target %lld, max_bytes %lld)\n",
+                      (long long)k, (long long)i, (long long)p, got, expected[p],
+                      brute.empty() ? "" : " (brute force)", image.ndim,
+                      use_float ? "float" : "double", (long long)target, (long long)max_bytes);
+          return 1;
+        }
+      }
+    }
+  }
+  std::printf("ok %lld\n", (long long)count);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 4 && std::string(argv[1]) == "fuzz") {
+    return fuzz(std::atoll(argv[2]), uint64_t(std::atoll(argv[3])));
+  }
   if (argc < 9) {
     std::fprintf(stderr, "usage: %s MAP STATE TARGET MAX_BYTES IMAGES NDIM SIZE... SPACING... IN OUT\n",
                  argv[0]);
