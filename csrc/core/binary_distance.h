@@ -95,6 +95,7 @@ SEGLOSS_INLINE T scan_step(T klass, T x, T x_previous, T spacing, T& previous_cl
   return a * a;
 }
 
+// The previous class before a line's first pixel: neither 0 nor 1.
 template <typename T>
 constexpr T kNoClass = T(2);
 
