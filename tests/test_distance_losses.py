@@ -9,6 +9,7 @@ their gradients from torch autograd. Only the TorchScript, torch.compile and
 precomputed-map tests compare segloss with itself.
 """
 
+import functools
 import warnings
 
 import numpy as np
@@ -98,26 +99,27 @@ def _target(kind, labels, c, gen=None):
 # --------------------------------------------------------------------------
 # The float64 reference, from the definitions.
 
-def _edt(mask):
-    return distance_transform_edt(mask)
+def _edt(mask, sampling=None):
+    return distance_transform_edt(mask, sampling)
 
 
-def _maps(masks, kind):
+def _maps(masks, kind, sampling=None):
     """Per image and channel: the signed or boundary distance map of a bool
     array [N, C, *spatial] as MONAI rounds it (SciPy's float64 distances to
     float32, then the signed map's -(d - 1) in float32); 0 for an empty or
-    full mask."""
+    full mask. `sampling`: SciPy's, the pixel spacing."""
     out = np.zeros(masks.shape, np.float32)
     for n in range(masks.shape[0]):
         for c in range(masks.shape[1]):
             m = masks[n, c]
             if not m.any() or m.all():
                 continue
-            inside, outside = _edt(m).astype(np.float32), _edt(~m).astype(np.float32)
+            inside = _edt(m, sampling).astype(np.float32)
+            outside = _edt(~m, sampling).astype(np.float32)
             if kind == "signed":  # outside: distance to the mask; inside: -(d - 1)
                 out[n, c] = np.where(m, -(inside - np.float32(1)), outside)
             else:  # distance to the nearest pixel of the other class
-                out[n, c] = (_edt(m) + _edt(~m)).astype(np.float32)
+                out[n, c] = (_edt(m, sampling) + _edt(~m, sampling)).astype(np.float32)
     return torch.from_numpy(out.astype(np.float64))
 
 
@@ -142,9 +144,9 @@ def _reference_operands(x, target, activation, include_background):
 
 
 def boundary_reference(x, target, activation="sigmoid", include_background=True, batch=False,
-                       reduction="mean"):
+                       reduction="mean", sampling=None):
     p, _, masks = _reference_operands(x, target, activation, include_background)
-    phi = _maps(masks, "signed")
+    phi = _maps(masks, "signed", sampling)
     spatial = list(range(2, x.dim()))
     loss = (p * phi).sum(spatial) / float(np.prod(x.shape[2:]))
     if batch:
@@ -153,10 +155,11 @@ def boundary_reference(x, target, activation="sigmoid", include_background=True,
 
 
 def hausdorff_reference(x, target, alpha=2.0, log=False, activation="sigmoid",
-                        include_background=False, batch=False, reduction="mean"):
+                        include_background=False, batch=False, reduction="mean",
+                        sampling=None):
     p, g, masks = _reference_operands(x, target, activation, include_background)
-    d_p = _maps((p.detach() > 0.5).numpy(), "boundary")
-    d_g = _maps(masks, "boundary")
+    d_p = _maps((p.detach() > 0.5).numpy(), "boundary", sampling)
+    d_g = _maps(masks, "boundary", sampling)
     per_pixel = (p - g) ** 2 * (d_p ** alpha + d_g ** alpha)
     spatial = list(range(2, x.dim()))
     loss = per_pixel.mean(([0] if batch else []) + spatial)
@@ -228,6 +231,51 @@ def test_log_hausdorff_matches_float64_reference(alpha, reduction, gen):
     ref_loss, ref_grad = _forward_backward(hausdorff_reference, x, t, **kwargs)
     assert_matches(loss, ref_loss)
     assert_matches(grad, ref_grad)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("spatial, sampling", [("2d", [2.0, 0.5]), ("2d", 1.5),
+                                               ("3d", [3.0, 0.7, 0.8])])
+def test_sampling_matches_float64_reference(spatial, sampling, activation, gen):
+    # The maps with the pixel spacing (an anisotropic volume's voxel size):
+    # SciPy's distance_transform_edt(..., sampling) in the reference.
+    x, t = _case(spatial, activation, "labels", gen)
+    dims = x.dim() - 2
+    per_dim = [sampling] * dims if isinstance(sampling, float) else sampling
+    for fn, ref, kwargs in ((segloss.boundary_loss, boundary_reference, {"batch": True}),
+                            (segloss.hausdorff_dt_loss, hausdorff_reference, {}),
+                            (segloss.hausdorff_dt_loss, hausdorff_reference,
+                             {"alpha": 1.5, "log": True, "reduction": "none"})):
+        kwargs = dict(kwargs, activation=activation)
+        loss, grad = _forward_backward(fn, x, t, sampling=sampling, **kwargs)
+        ref_loss, ref_grad = _forward_backward(ref, x, t, sampling=per_dim, **kwargs)
+        assert_matches(loss, ref_loss)
+        assert_matches(grad, ref_grad)
+        # The spacing does change the loss.
+        unit_loss, _ = _forward_backward(fn, x, t, **kwargs)
+        assert not torch.allclose(loss, unit_loss)
+    # As a module option (one number per spatial dim), scripted too.
+    for module in (segloss.nn.BoundaryLoss(activation=activation, sampling=per_dim),
+                   segloss.nn.LogHausdorffDTLoss(activation=activation, sampling=per_dim)):
+        expected = (boundary_reference if isinstance(module, segloss.nn.BoundaryLoss)
+                    else functools.partial(hausdorff_reference, log=True))(
+                        x, t, activation=activation, sampling=per_dim,
+                        include_background=module.include_background)
+        assert_matches(module(x, t), expected)
+        assert torch.equal(torch.jit.script(module)(x, t), module(x, t))
+        assert f"sampling={per_dim}" in repr(module)
+
+
+def test_sampling_gradcheck_and_compile(gen):
+    x, t = _case("2d", "softmax", "labels", gen)
+    x = x[:2, :, :6, :7].clone()
+    t = t[:2, :6, :7].clone()
+    for fn in (segloss.boundary_loss, segloss.hausdorff_dt_loss):
+        torch.autograd.gradcheck(
+            lambda v: fn(v, t, activation="softmax", sampling=[1.7, 0.6]),
+            (x.clone().requires_grad_(),))
+        assert_aot_eager_equals_eager(
+            lambda v, l: fn(v, l, activation="softmax", sampling=[1.7, 0.6]), x.float(), t)
 
 
 @pytest.mark.parametrize("target_kind", ["labels", "labels_n1", "onehot"])
@@ -655,6 +703,15 @@ LABELS = torch.randint(0, 3, (2, 5, 6))
      r"kept channels' shape \[2, 3, 5, 6\], got \[2, 1, 5, 6\]"),
     (lambda: segloss.boundary_loss(X, LABELS, torch.zeros(2, 3, 5, 6, dtype=torch.int32)),
      "segloss.boundary_loss: distance_map must be floating point"),
+    (lambda: segloss.boundary_loss(X, LABELS, torch.zeros(2, 3, 5, 6), sampling=[2.0, 1.0]),
+     "segloss.boundary_loss: sampling applies to the map computed here; a given "
+     "distance_map is used as it is"),
+    (lambda: segloss.hausdorff_dt_loss(X, LABELS, sampling=[2.0, 1.0, 1.0]),
+     r"segloss.hausdorff_dt_loss: sampling must have one value per spatial dim \(2\), got 3"),
+    (lambda: segloss.boundary_loss(X, LABELS, sampling=[2.0, -1.0]),
+     "segloss.boundary_loss: sampling must be positive, got -1.0 for spatial dim 1"),
+    (lambda: segloss.hausdorff_dt_loss(X, LABELS, sampling=float("nan")),
+     "segloss.hausdorff_dt_loss: sampling must be positive, got nan for spatial dim 0"),
 ])
 def test_errors_name_the_function_and_argument(call, match):
     with pytest.raises(ValueError, match=match):
@@ -674,3 +731,13 @@ def test_errors_name_the_function_and_argument(call, match):
 def test_module_errors(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_module_sampling_must_be_one_number_per_dim():
+    # A single number needs the input's number of spatial dims: the
+    # functional forms take one, the modules a sequence.
+    for make in (lambda: segloss.nn.BoundaryLoss(sampling=2.0),
+                 lambda: segloss.nn.HausdorffDTLoss(sampling=0.5)):
+        with pytest.raises(TypeError, match="sampling must be a sequence of numbers, one per "
+                                            "spatial dim, got"):
+            make()

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from segloss._library import load_library
-from segloss.distance import boundary_distance_map, signed_distance_map
+from segloss.distance import Sampling, _spacing, boundary_distance_map, signed_distance_map
 
 load_library()
 
@@ -1053,6 +1053,23 @@ def _distance_loss_operands(name: str, input: Tensor, target: Tensor, activation
     return x, masks, y
 
 
+def _distance_loss_spacing(name: str, sampling: Sampling,
+                           spatial_dims: int) -> Optional[List[float]]:
+    """A distance loss's sampling for its maps: None, or one spacing per
+    spatial dim."""
+    spacing = _spacing(name, sampling, spatial_dims)
+    if spacing is not None:
+        if len(spacing) != spatial_dims:
+            raise ValueError(f"{name}: sampling must have one value per spatial dim "
+                             f"({spatial_dims}), got {len(spacing)}: {spacing}")
+        # (The map op checks the range too, under its own name.)
+        for d, value in enumerate(spacing):
+            if not value > 0:
+                raise ValueError(f"{name}: sampling must be positive, got {value} for "
+                                 f"spatial dim {d}")
+    return spacing
+
+
 def _two_class_softmax_logits(input: Tensor, dtype: torch.dtype, kept: int) -> Tensor:
     """With a softmax over two channels, channel 1's probability is
     sigmoid(x_1 - x_0) and channel 0's sigmoid(x_0 - x_1): the logits of the
@@ -1073,6 +1090,7 @@ def boundary_loss(
     include_background: bool = True,
     batch: bool = False,
     reduction: str = "mean",
+    sampling: Sampling = None,
 ) -> Tensor:
     r"""Boundary loss (Kervadec et al. 2019), as MONAI's ``BoundaryLoss``
     computes it: for each image ``n`` and channel ``c``
@@ -1121,6 +1139,10 @@ def boundary_loss(
         reduction: ``"mean"`` (default) or ``"sum"`` over the ``ell_nc`` (or
             their batch means), or ``"none"``: ``Tensor[N, C']``
             (``Tensor[C']`` with ``batch=True``).
+        sampling: the pixel spacing of the map computed here, one number or
+            one per spatial dim (as ``scipy.ndimage``; default 1: MONAI's
+            maps, which have none), e.g. an anisotropic volume's voxel size.
+            Not with ``distance_map`` (computed with its own).
 
     Returns:
         The loss in ``input``'s dtype (float32 sums for float16/bfloat16,
@@ -1128,6 +1150,10 @@ def boundary_loss(
     """
     name = "segloss.boundary_loss"
     _check_distance_loss_options(name, input, activation, reduction)
+    spacing = _distance_loss_spacing(name, sampling, input.dim() - 2)
+    if spacing is not None and distance_map is not None:
+        raise ValueError(f"{name}: sampling applies to the map computed here; a given "
+                         f"distance_map is used as it is (give one or the other)")
     # With a sigmoid, p is the kept logits: the fused row applies it. So it
     # does for a two-channel softmax, a sigmoid of the channels' difference.
     two_class = activation == "softmax" and input.shape[1] == 2
@@ -1141,7 +1167,7 @@ def boundary_loss(
     if distance_map is None:
         if masks is None:
             raise RuntimeError(f"{name}: internal error, no target masks")
-        phi = signed_distance_map(masks, None, input.dim() - 2)
+        phi = signed_distance_map(masks, spacing, input.dim() - 2)
     else:
         phi = distance_map.detach()
         if not phi.is_floating_point():
@@ -1191,6 +1217,7 @@ def hausdorff_dt_loss(
     include_background: bool = False,
     batch: bool = False,
     reduction: str = "mean",
+    sampling: Sampling = None,
 ) -> Tensor:
     r"""Hausdorff distance-transform loss (Karimi & Salcudean 2019), as MONAI's
     ``HausdorffDTLoss`` (and, with ``log=True``, ``LogHausdorffDTLoss``)
@@ -1233,6 +1260,9 @@ def hausdorff_dt_loss(
             the per-channel values with ``batch=True``), or ``"none"``:
             ``Tensor[N, C']`` (``Tensor[C']`` with ``batch=True``; MONAI
             returns them as ``[N, C', 1, 1(, 1)]`` and ``[1, C', 1, 1(, 1)]``).
+        sampling: the pixel spacing of both maps, one number or one per
+            spatial dim (as ``scipy.ndimage``; default 1: MONAI's maps, which
+            have none), e.g. an anisotropic volume's voxel size.
 
     Returns:
         The loss in ``input``'s dtype (float32 arithmetic for float16/bfloat16,
@@ -1244,6 +1274,7 @@ def hausdorff_dt_loss(
     if not alpha > 0:
         raise ValueError(f"{name}: alpha must be > 0, got {alpha}")
     _check_distance_loss_options(name, input, activation, reduction)
+    spacing = _distance_loss_spacing(name, sampling, input.dim() - 2)
     # With a sigmoid, x is the kept logits (the fused row applies it) and p
     # their sigmoid, which the prediction's map thresholds.
     x, masks, y = _distance_loss_operands(name, input, target, activation, include_background,
@@ -1259,8 +1290,8 @@ def hausdorff_dt_loss(
     elif activation == "softmax" and input.shape[1] == 2:
         logits = _two_class_softmax_logits(input, p.dtype, p.shape[1])
     spatial_dims = input.dim() - 2
-    d_p = boundary_distance_map(p.detach() > 0.5, None, spatial_dims).to(p.device, p.dtype)
-    d_g = boundary_distance_map(masks, None, spatial_dims).to(p.device, p.dtype)
+    d_p = boundary_distance_map(p.detach() > 0.5, spacing, spatial_dims).to(p.device, p.dtype)
+    d_g = boundary_distance_map(masks, spacing, spatial_dims).to(p.device, p.dtype)
     # In place: the maps are this call's own (no new tensors to fault in).
     distance = d_p.pow_(alpha).add_(d_g.pow_(alpha))
     spatial = _spatial_dims(p)

@@ -542,7 +542,7 @@ class ShapeAwareLoss(torch.nn.Module):
                  weight: Optional[Tensor] = None, ignore_index: int = -100,
                  reduction: str = "mean", label_smoothing: float = 0.0) -> None:
         super().__init__()
-        from segloss.distance import _number, _spacing, class_weight_arguments
+        from segloss.distance import _number, class_weight_arguments
 
         if reduction not in ("none", "mean", "sum", "weighted_mean"):
             raise ValueError(f"{_name(self)}: reduction must be 'none', 'mean', 'sum' or "
@@ -556,10 +556,7 @@ class ShapeAwareLoss(torch.nn.Module):
             "segloss.nn.ShapeAwareLoss", class_weights, allow_pixel=False)
         self.w0 = _number(_name(self), "w0", w0)
         self.sigma = _number(_name(self), "sigma", sigma)
-        if isinstance(sampling, (int, float)):  # the number of spatial dims is not known yet
-            raise TypeError(f"{_name(self)}: sampling must be a sequence of numbers, one per "
-                            f"spatial dim, got {sampling!r}")
-        self.sampling = _spacing(_name(self), sampling, 0)
+        self.sampling = _module_sampling(self, sampling)
         self.from_logits = from_logits
         self.register_buffer("weight", None if weight is None else torch.as_tensor(weight))
         self.ignore_index = int(ignore_index)
@@ -597,6 +594,17 @@ def _check_activation(module: torch.nn.Module, activation: str) -> str:
     return activation
 
 
+def _module_sampling(module: torch.nn.Module, sampling) -> Optional[List[float]]:
+    """A module's sampling: None or one number per spatial dim (a single
+    number would need the input's number of spatial dims, not known yet)."""
+    from segloss.distance import _spacing
+
+    if isinstance(sampling, (int, float)):
+        raise TypeError(f"{_name(module)}: sampling must be a sequence of numbers, one per "
+                        f"spatial dim, got {sampling!r}")
+    return _spacing(_name(module), sampling, 0)
+
+
 class BoundaryLoss(torch.nn.Module):
     r"""Boundary loss (Kervadec et al.), ``mean_x p(x) phi(x)`` per image and
     channel with ``phi`` the target's signed distance map; MONAI's
@@ -608,24 +616,29 @@ class BoundaryLoss(torch.nn.Module):
     one-hot); MONAI's default (no activation) is ``activation="none"``.
     """
 
+    sampling: Optional[List[float]]
+
     def __init__(self, activation: str = "sigmoid", include_background: bool = True,
-                 batch: bool = False, reduction: str = "mean") -> None:
+                 batch: bool = False, reduction: str = "mean",
+                 sampling: Optional[List[float]] = None) -> None:
         super().__init__()
         self.activation = _check_activation(self, activation)
         self.include_background = include_background
         self.batch = batch
         self.reduction = _check_reduction(self, reduction)
+        self.sampling = _module_sampling(self, sampling)
 
     def forward(self, input: Tensor, target: Tensor,
                 distance_map: Optional[Tensor] = None) -> Tensor:
         return F.boundary_loss(input, target, distance_map=distance_map,
                                activation=self.activation,
                                include_background=self.include_background, batch=self.batch,
-                               reduction=self.reduction)
+                               reduction=self.reduction, sampling=self.sampling)
 
     def extra_repr(self) -> str:
         return (f"activation={self.activation!r}, include_background={self.include_background}, "
-                f"batch={self.batch}, reduction={self.reduction!r}")
+                f"batch={self.batch}, reduction={self.reduction!r}"
+                + (f", sampling={self.sampling}" if self.sampling is not None else ""))
 
 
 class HausdorffDTLoss(torch.nn.Module):
@@ -640,9 +653,11 @@ class HausdorffDTLoss(torch.nn.Module):
     MONAI's default (no activation) is ``activation="none"``.
     """
 
+    sampling: Optional[List[float]]
+
     def __init__(self, alpha: float = 2.0, log: bool = False, activation: str = "sigmoid",
                  include_background: bool = False, batch: bool = False,
-                 reduction: str = "mean") -> None:
+                 reduction: str = "mean", sampling: Optional[List[float]] = None) -> None:
         super().__init__()
         if not alpha > 0:
             raise ValueError(f"{_name(self)}: alpha must be > 0, got {alpha}")
@@ -652,17 +667,20 @@ class HausdorffDTLoss(torch.nn.Module):
         self.include_background = include_background
         self.batch = batch
         self.reduction = _check_reduction(self, reduction)
+        self.sampling = _module_sampling(self, sampling)
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return F.hausdorff_dt_loss(input, target, alpha=self.alpha, log=self.log,
                                    activation=self.activation,
                                    include_background=self.include_background,
-                                   batch=self.batch, reduction=self.reduction)
+                                   batch=self.batch, reduction=self.reduction,
+                                   sampling=self.sampling)
 
     def extra_repr(self) -> str:
         return (f"alpha={self.alpha}, log={self.log}, activation={self.activation!r}, "
                 f"include_background={self.include_background}, batch={self.batch}, "
-                f"reduction={self.reduction!r}")
+                f"reduction={self.reduction!r}"
+                + (f", sampling={self.sampling}" if self.sampling is not None else ""))
 
 
 class LogHausdorffDTLoss(HausdorffDTLoss):
@@ -672,5 +690,6 @@ class LogHausdorffDTLoss(HausdorffDTLoss):
 
     def __init__(self, alpha: float = 2.0, activation: str = "sigmoid",
                  include_background: bool = False, batch: bool = False,
-                 reduction: str = "mean") -> None:
-        super().__init__(alpha, True, activation, include_background, batch, reduction)
+                 reduction: str = "mean", sampling: Optional[List[float]] = None) -> None:
+        super().__init__(alpha, True, activation, include_background, batch, reduction,
+                         sampling)
