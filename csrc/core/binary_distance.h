@@ -175,16 +175,27 @@ SEGLOSS_INLINE void parabola_envelope(int64_t lo, int64_t hi, int64_t from, int6
 // The values are the envelope's, the exact minimum, at unit spacing.
 constexpr int64_t kShortRun = 32;
 
-// rise[kShortRun + t]: a parabola's rise (spacing t)^2 at t pixels from its
-// apex, |t| <= kShortRun, rounded as the envelope rounds it (then to T).
+// A parabola's rise (spacing t)^2 at t pixels from its apex, rounded as the
+// envelope rounds it (then to T), and its value base + rise, rounded once:
+// in double unfused (rounding.h); in float, where every such sum is an
+// integer below 2^24 (binary_state_fits_float), exact. The short runs here
+// and the CUDA maps' search (binary_distance_tiles.h) both round so.
+template <typename T>
+SEGLOSS_INLINE T parabola_rise(double spacing, int64_t t) {
+  const double offset = spacing * double(t);
+  return T(mul_rn(offset, offset));
+}
+SEGLOSS_INLINE double parabola_value(double base, double rise) { return add_rn(base, rise); }
+SEGLOSS_INLINE float parabola_value(float base, float rise) { return base + rise; }
+
+// rise[kShortRun + t]: parabola_rise(spacing, t) for |t| <= kShortRun.
 template <typename T>
 struct ParabolaRise {
   T rise[2 * kShortRun + 1];
 
   SEGLOSS_INLINE explicit ParabolaRise(double spacing) {
     for (int64_t t = -kShortRun; t <= kShortRun; ++t) {
-      const double offset = spacing * double(t);
-      rise[kShortRun + t] = T(mul_rn(offset, offset));
+      rise[kShortRun + t] = parabola_rise<T>(spacing, t);
     }
   }
 
@@ -206,7 +217,7 @@ SEGLOSS_INLINE void short_run_distances(const T* base, int64_t length, bool left
     const T* from_q = rise.at(q);
 #pragma omp simd
     for (int64_t i = 0; i < length; ++i) {
-      const T value = b + from_q[i];
+      const T value = parabola_value(b, from_q[i]);
       nearest[i] = value < nearest[i] ? value : nearest[i];
     }
   }

@@ -25,6 +25,7 @@
 
 #include <cstdint>
 
+#include "binary_distance.h"
 #include "platform.h"
 #include "rounding.h"
 #include "two_nearest.h"
@@ -37,11 +38,6 @@ SEGLOSS_INLINE T initial_binary_state(bool foreground) {
   return foreground ? T(infinite_distance()) : -T(infinite_distance());
 }
 
-// base + rise, rounded once: in double unfused (rounding.h); in float, where
-// every such sum is an integer below 2^24 (binary_state_fits_float), exact.
-SEGLOSS_INLINE double parabola_value(double base, double rise) { return add_rn(base, rise); }
-SEGLOSS_INLINE float parabola_value(float base, float rise) { return base + rise; }
-
 // The new signed state of the pixel at `own`, position q of a line of n
 // pixels whose states lie at `stride` apart: the minimum over the parabolas
 // of the pixel's run and of the run's neighbours of the other class (base
@@ -51,7 +47,7 @@ SEGLOSS_INLINE float parabola_value(float base, float rise) { return base + rise
 // class (nothing beyond can be nearer) or the line's end, and the search
 // ends where a parabola's rise alone reaches the best so far: every farther
 // parabola is at least as high. The values are rounded as the envelope and
-// the short runs round them (rise = (spacing t)^2, then base + rise), so at
+// the short runs round them (parabola_rise, then parabola_value), so at
 // unit spacing they are the exact minimum, the CPU's bit for bit, in float
 // (where binary_state_fits_float) as in double.
 template <typename T>
@@ -62,8 +58,7 @@ SEGLOSS_INLINE T nearest_on_line(const T* own, int64_t stride, int64_t q, int64_
   T best = foreground ? state : -state;
   bool left = q > 0, right = q + 1 < n;
   for (int64_t t = 1; left || right; ++t) {
-    const double offset = spacing * double(t);
-    const T rise = T(mul_rn(offset, offset));
+    const T rise = parabola_rise<T>(spacing, t);
     if (!(rise < best)) break;
     if (left) {
       const T other = own[-t * stride];

@@ -249,15 +249,12 @@ template <typename Value, typename State>
 __global__ void binary_init_kernel(core::StridedMask<Value> mask, core::Grid image,
                                    int64_t images, int64_t batch_stride, State* state,
                                    unsigned long long* foreground) {
-  const int64_t pixels = image.numel();
+  const int64_t pixels = image.numel(), columns = image.inner(0);
   for (int64_t i = blockIdx.y; i < images; i += gridDim.y) {
     unsigned long long count = 0;
     SEGLOSS_GRID_STRIDE_LOOP(p, pixels) {
-      int64_t offset = i * batch_stride, rest = p;
-      for (int d = image.ndim - 1; d >= 0; --d) {
-        offset += (rest % image.size[d]) * mask.stride[d];
-        rest /= image.size[d];
-      }
+      const int64_t offset = i * batch_stride + (p / columns) * mask.stride[0] +
+                             core::column_offset(mask, image, p % columns);
       const bool fg = mask.to_id(mask.data[offset]);
       state[i * pixels + p] = core::initial_binary_state<State>(fg);
       count += fg;
