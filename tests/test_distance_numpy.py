@@ -16,6 +16,7 @@ from distance_reference import (balanced_class_weight, brute_force_squared, coin
                                 distance_of_ids, random_disks, random_pixels,
                                 scipy_per_instance, two_nearest_from, unet_weight_formula,
                                 voronoi_partition)
+from helpers import compile_host_program
 
 INTEGER_DTYPES = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
                   np.uint64]
@@ -192,6 +193,27 @@ def test_thread_counts_give_identical_bits():
             np.testing.assert_array_equal(a, e)
         np.testing.assert_array_equal(snp.unet_weight_map(labels, threads=threads),
                                       snp.unet_weight_map(labels))
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_bands_and_partitions_give_identical_bits(tmp_path, seed):
+    # The transform cuts images into bands of rows (distance_transform.h);
+    # tests/cpp/two_nearest_bands.cpp runs random images with bands of every
+    # size and randomly partitioned work against its own default run (bit for
+    # bit) and a brute-force minimum.
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpp",
+                          "two_nearest_bands.cpp")
+    program = compile_host_program(source, tmp_path)
+    result = subprocess.run([program, "fuzz", "3000", str(seed)], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("shape", [(300, 70), (12, 40, 45)], ids=["2d", "3d"])
+def test_images_of_several_bands(shape):
+    # Large enough for several bands at the library's band size (a band holds
+    # about 16384 pixels and at least 8 rows), with threads splitting them.
+    labels = random_disks(shape, 20, np.random.default_rng(11))
+    check_two_nearest(labels, threads=3, per_instance=scipy_per_instance(labels))
 
 
 def _child_weight_map(labels, queue):

@@ -86,82 +86,209 @@ int64_t count_instance_pixels(const StridedLabels<Label, ToId>& labels, const Gr
   return count;
 }
 
-// `parallel_for(count, body)` runs body(begin, end) over a partition of
-// [0, count), possibly in parallel; body may be called from several threads.
-//
-// Computes each pixel's squared distances to and ids of its two nearest
-// distinct instances and hands them to sink(index, pair), once per pixel (C
-// order index), possibly from several threads. `state` (numel pairs) is the
-// working memory of the passes before the last.
-template <typename Label, typename ToId, typename ParallelFor, typename Sink>
-void two_nearest_squared(const StridedLabels<Label, ToId>& labels, const Grid& grid,
-                         NearestPair* state, ParallelFor&& parallel_for, const Sink& sink) {
-  if (grid.ndim == 0 || grid.numel() == 0) return;
-  // Pass 0: lines along axis 0, swept row by row over blocks of columns (the
-  // same scan as scan_line, with contiguous reads and writes).
-  const int64_t n0 = grid.size[0];
-  const int64_t columns = grid.inner(0);
-  const double spacing0 = grid.spacing[0];
-  parallel_for(columns, [&](int64_t begin, int64_t end) {
-    constexpr int64_t kBlock = 512;
-    std::vector<int64_t> offsets(kBlock);
-    std::vector<LineScan> scans(kBlock);
-    for (int64_t block = begin; block < end; block += kBlock) {
-      const int64_t width = std::min(kBlock, end - block);
-      for (int64_t j = 0; j < width; ++j) offsets[j] = column_offset(labels, grid, block + j);
-      const auto row_ids = [&](int64_t i, int64_t j) {
-        return labels.to_id(labels.data[i * labels.stride[0] + offsets[j]]);
-      };
-      std::fill(scans.begin(), scans.end(), LineScan{});
-      for (int64_t i = 0; i < n0; ++i) {
-        NearestPair* row = state + i * columns + block;
-        for (int64_t j = 0; j < width; ++j) {
-          scans[j].see(i, row_ids(i, j));
-          row[j] = scans[j].pair(i, spacing0);
-        }
+// Pass 0's scan state between bands, kept small: the line positions of the
+// last instance seen and of the last one with another id (-1: none). Their ids
+// are read back from the labels.
+struct ScanMark {
+  int32_t last_at = -1, other_at = -1;
+};
+
+SEGLOSS_INLINE ScanMark mark_of(const LineScan& scan) {
+  return ScanMark{scan.last_id != kNoInstance ? int32_t(scan.last_at) : -1,
+                  scan.other_id != kNoInstance ? int32_t(scan.other_at) : -1};
+}
+
+// The pixels along axis 0 of a block of up to kColumnBlock columns (lines
+// along axis 0), read row by row: contiguous in C-order labels.
+template <typename Label, typename ToId>
+class ColumnBlock {
+ public:
+  static constexpr int64_t kColumnBlock = 512;
+
+  ColumnBlock(const StridedLabels<Label, ToId>& labels, const Grid& grid)
+      : labels_(labels), grid_(grid), offsets_(kColumnBlock), scans_(kColumnBlock) {}
+
+  // Starts the block of columns [first, first + width).
+  void start(int64_t first, int64_t width) {
+    width_ = width;
+    for (int64_t j = 0; j < width; ++j) offsets_[j] = column_offset(labels_, grid_, first + j);
+  }
+  int64_t width() const { return width_; }
+  InstanceId id(int64_t i, int64_t j) const {
+    return labels_.to_id(labels_.data[i * labels_.stride[0] + offsets_[j]]);
+  }
+  LineScan& scan(int64_t j) { return scans_[j]; }
+  // Resets every column's scan, to no instance or to marks[j].
+  void reset_scans() { std::fill(scans_.begin(), scans_.end(), LineScan{}); }
+  void restore_scans(const ScanMark* marks) {
+    for (int64_t j = 0; j < width_; ++j) {
+      LineScan& scan = scans_[j];
+      scan = LineScan{};
+      if (marks[j].other_at >= 0) {
+        scan.other_at = marks[j].other_at;
+        scan.other_id = id(scan.other_at, j);
       }
-      std::fill(scans.begin(), scans.end(), LineScan{});
-      for (int64_t i = n0 - 1; i >= 0; --i) {
-        NearestPair* row = state + i * columns + block;
-        for (int64_t j = 0; j < width; ++j) {
-          scans[j].see(i, row_ids(i, j));
-          scans[j].offer_to(row[j], i, spacing0);
-        }
+      if (marks[j].last_at >= 0) {
+        scan.last_at = marks[j].last_at;
+        scan.last_id = id(scan.last_at, j);
       }
     }
-  });
-  if (grid.ndim == 1) {
-    parallel_for(n0, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) sink(i, state[i]);
-    });
-    return;
   }
-  // Later passes: each line is gathered, then rewritten in place (the last
-  // pass hands its pairs to the sink instead).
+
+ private:
+  const StridedLabels<Label, ToId>& labels_;
+  const Grid& grid_;
+  int64_t width_ = 0;
+  std::vector<int64_t> offsets_;
+  std::vector<LineScan> scans_;
+};
+
+// The later passes (axes 1 and up) over the pairs of `grid`'s pixels in
+// `state`, on the calling thread: each line is gathered, then rewritten in
+// place; the last pass hands its pairs to sink(index + first_index, pair).
+template <typename Sink>
+void later_passes(const Grid& grid, NearestPair* state, int64_t first_index, const Sink& sink) {
+  std::vector<double> base, key;
+  std::vector<InstanceId> ids;
+  std::vector<EnvelopePiece> scratch;
   for (int axis = 1; axis < grid.ndim; ++axis) {
     const int64_t n = grid.size[axis];
     const int64_t inner = grid.inner(axis);
     const int64_t lines = grid.numel() / n;
     const double spacing = grid.spacing[axis];
     const bool last = axis == grid.ndim - 1;
-    parallel_for(lines, [&](int64_t begin, int64_t end) {
-      std::vector<double> base(2 * n), key(2 * n);
-      std::vector<InstanceId> ids(2 * n);
-      std::vector<EnvelopePiece> scratch(envelope_scratch_pieces(n));
-      const LineCandidates candidates{base.data(), key.data(), ids.data()};
-      for (int64_t index = begin; index < end; ++index) {
-        const int64_t first = (index / inner) * n * inner + index % inner;
-        gather_line(state + first, inner, n, spacing, candidates);
-        if (last) {
-          envelope_line(candidates, n, spacing, scratch.data(),
-                        [&](int64_t x, const NearestPair& pair) { sink(first + x * inner, pair); });
-        } else {
-          envelope_line(candidates, n, spacing, scratch.data(),
-                        StridedPairs{state + first, inner});
+    base.resize(2 * n);
+    key.resize(2 * n);
+    ids.resize(2 * n);
+    scratch.resize(envelope_scratch_pieces(n));
+    const LineCandidates candidates{base.data(), key.data(), ids.data()};
+    for (int64_t index = 0; index < lines; ++index) {
+      const int64_t first = (index / inner) * n * inner + index % inner;
+      gather_line(state + first, inner, n, spacing, candidates);
+      if (last) {
+        envelope_line(candidates, n, spacing, scratch.data(), [&](int64_t x, const NearestPair& pair) {
+          sink(first_index + first + x * inner, pair);
+        });
+      } else {
+        envelope_line(candidates, n, spacing, scratch.data(), StridedPairs{state + first, inner});
+      }
+    }
+  }
+}
+
+// How two_nearest_squared cuts an image into bands of rows: as many rows as
+// hold about `pairs` pairs (512 KiB: the later passes then sweep a band's
+// pass-0 pairs while they are in cache), but at least `min_rows`, so that the
+// ScanMarks stay small (16 bytes per column and band: at most 2 per pixel).
+// Tests pass small sizes to make small images take many bands.
+struct BandSize {
+  int64_t pairs = int64_t(1) << 14;
+  int64_t min_rows = 8;
+};
+
+// `parallel_for(count, body)` runs body(begin, end) over a partition of
+// [0, count), possibly in parallel; body may be called from several threads.
+//
+// Computes each pixel's squared distances to and ids of its two nearest
+// distinct instances and hands them to sink(index, pair), once per pixel (C
+// order index), possibly from several threads. The result does not depend on
+// `band_size` or on how parallel_for partitions the work.
+//
+// The image is cut along axis 0 into bands of rows (a row: the pixels with one
+// axis-0 index), and each band runs every pass on its own: pass 0 along axis
+// 0 from the scan states entering the band from above and below, then the
+// later passes, whose lines lie within a row. Only a band's pairs are held, so
+// they stay in cache, and the memory is a band per thread and a ScanMark per
+// column and band edge, not a pair per pixel. A first sweep over the labels
+// records the entering scan states.
+template <typename Label, typename ToId, typename ParallelFor, typename Sink>
+void two_nearest_squared(const StridedLabels<Label, ToId>& labels, const Grid& grid,
+                         ParallelFor&& parallel_for, const Sink& sink,
+                         const BandSize& band_size = BandSize{}) {
+  if (grid.ndim == 0 || grid.numel() == 0) return;
+  const int64_t n0 = grid.size[0];
+  const int64_t columns = grid.inner(0);
+  const double spacing0 = grid.spacing[0];
+  const int64_t band_rows =
+      std::min(std::max({band_size.pairs / columns, band_size.min_rows, int64_t(1)}), n0);
+  const int64_t bands = (n0 + band_rows - 1) / band_rows;
+  using Block = ColumnBlock<Label, ToId>;
+
+  // The scan states entering band b from above (rows < b * band_rows) and
+  // from below (rows past the band): [b * columns + column].
+  std::vector<ScanMark> from_above, from_below;
+  if (bands > 1) {
+    from_above.resize(bands * columns);
+    from_below.resize(bands * columns);
+    parallel_for(columns, [&](int64_t begin, int64_t end) {
+      Block block(labels, grid);
+      for (int64_t first = begin; first < end; first += Block::kColumnBlock) {
+        block.start(first, std::min(Block::kColumnBlock, end - first));
+        block.reset_scans();
+        for (int64_t i = 0; i < n0; ++i) {
+          if (i % band_rows == 0) {
+            ScanMark* marks = from_above.data() + (i / band_rows) * columns + first;
+            for (int64_t j = 0; j < block.width(); ++j) marks[j] = mark_of(block.scan(j));
+          }
+          for (int64_t j = 0; j < block.width(); ++j) block.scan(j).see(i, block.id(i, j));
+        }
+        block.reset_scans();
+        for (int64_t i = n0 - 1; i >= 0; --i) {
+          if ((i + 1) % band_rows == 0) {  // (nothing enters the last band from below)
+            ScanMark* marks = from_below.data() + (i / band_rows) * columns + first;
+            for (int64_t j = 0; j < block.width(); ++j) marks[j] = mark_of(block.scan(j));
+          }
+          for (int64_t j = 0; j < block.width(); ++j) block.scan(j).see(i, block.id(i, j));
         }
       }
     });
   }
+
+  parallel_for(bands, [&](int64_t begin, int64_t end) {
+    Block block(labels, grid);
+    std::vector<NearestPair> pairs(band_rows * columns);
+    for (int64_t band = begin; band < end; ++band) {
+      const int64_t row_begin = band * band_rows;
+      const int64_t row_end = std::min(row_begin + band_rows, n0);
+      // Pass 0 over the band's rows, block of columns by block.
+      for (int64_t first = 0; first < columns; first += Block::kColumnBlock) {
+        block.start(first, std::min(Block::kColumnBlock, columns - first));
+        const int64_t width = block.width();
+        if (bands > 1) {
+          block.restore_scans(from_above.data() + band * columns + first);
+        } else {
+          block.reset_scans();
+        }
+        for (int64_t i = row_begin; i < row_end; ++i) {
+          NearestPair* row = pairs.data() + (i - row_begin) * columns + first;
+          for (int64_t j = 0; j < width; ++j) {
+            block.scan(j).see(i, block.id(i, j));
+            row[j] = block.scan(j).pair(i, spacing0);
+          }
+        }
+        if (bands > 1) {
+          block.restore_scans(from_below.data() + band * columns + first);
+        } else {
+          block.reset_scans();
+        }
+        for (int64_t i = row_end - 1; i >= row_begin; --i) {
+          NearestPair* row = pairs.data() + (i - row_begin) * columns + first;
+          for (int64_t j = 0; j < width; ++j) {
+            block.scan(j).see(i, block.id(i, j));
+            block.scan(j).offer_to(row[j], i, spacing0);
+          }
+        }
+      }
+      const int64_t first_index = row_begin * columns;
+      if (grid.ndim == 1) {
+        for (int64_t i = row_begin; i < row_end; ++i) sink(i, pairs[i - row_begin]);
+        continue;
+      }
+      Grid band_grid = grid;
+      band_grid.size[0] = row_end - row_begin;
+      later_passes(band_grid, pairs.data(), first_index, sink);
+    }
+  });
 }
 
 }  // namespace segloss::core

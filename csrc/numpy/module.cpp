@@ -11,7 +11,6 @@
 #include <cmath>
 #include <cstdint>
 #include <exception>
-#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -157,9 +156,7 @@ void transform(const py::array& labels, const char* name, ToId to_id, const Grid
                int threads, const Sink& sink) {
   const auto strided = strided_labels<Label>(labels, name, to_id);
   py::gil_scoped_release release;
-  // Not zeroed: pass 0 writes every pixel.
-  std::unique_ptr<NearestPair[]> state(new NearestPair[grid.numel()]);
-  core::two_nearest_squared(strided, grid, state.get(), ChunkedThreads(threads), sink);
+  core::two_nearest_squared(strided, grid, ChunkedThreads(threads), sink);
 }
 
 py::tuple two_nearest(const py::array& labels_in, const std::vector<double>& sampling,

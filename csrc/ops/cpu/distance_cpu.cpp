@@ -1,6 +1,6 @@
 // CPU kernels of the distance-transform ops: each image of the batch through
-// the core's N-D transform (csrc/core/distance_transform.h), its lines spread
-// over torch's intra-op threads; then the per-pixel outputs.
+// the core's N-D transform (csrc/core/distance_transform.h), its bands of rows
+// spread over torch's intra-op threads; then the per-pixel outputs.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch_v2.h>
 #include <ATen/Parallel.h>
@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <memory>
 #include <tuple>
 #include <type_traits>
 
@@ -20,11 +19,12 @@ namespace {
 
 using core::NearestPair;
 
-// The core's parallel_for over torch's thread pool; a line is a unit of work.
+// The core's parallel_for over torch's thread pool; a unit of work is a block
+// of columns or a band of rows.
 struct TorchThreads {
   template <typename Body>
   void operator()(int64_t count, Body&& body) const {
-    at::parallel_for(0, count, /*grain_size=*/8, body);
+    at::parallel_for(0, count, /*grain_size=*/1, body);
   }
 };
 
@@ -46,13 +46,11 @@ void for_each_image(const at::Tensor& labels_in, const std::vector<double>& spac
   const core::Grid grid = image_grid(labels, spacing);
   const int64_t pixels = grid.numel();
   if (pixels == 0) return;
-  // Not zeroed: pass 0 writes every pixel.
-  std::unique_ptr<NearestPair[]> state(new NearestPair[pixels]);
   core::StridedLabels<Label, core::LabelIsId> strided{nullptr, {}, core::LabelIsId{}};
   for (int d = 0; d < grid.ndim; ++d) strided.stride[d] = labels.stride(d + 1);
   for (int64_t n = 0; n < labels.size(0); ++n) {
     strided.data = labels.const_data_ptr<Label>() + n * labels.stride(0);
-    core::two_nearest_squared(strided, grid, state.get(), TorchThreads{},
+    core::two_nearest_squared(strided, grid, TorchThreads{},
                               make_sink(n, strided, grid));
   }
 }
