@@ -36,13 +36,19 @@ With --device cuda, also the torch ops on the GPU (the image as a batch of one):
                            yardstick
   segloss CUDA d1,d2 MiB   its peak extra GPU memory
 
+With --memory (CPU), instead of time: each candidate's peak extra resident
+memory during one call, outputs included, in a child process whose freed
+memory goes back to the OS (harness.peak_extra_memory_mib):
+  segloss d1,d2, segloss weight map, scipy EDT, edt (as above)
+
 Prints a markdown table and writes <out-dir>/distance-time-cpu.json (or
-distance-time-cuda.json).
+distance-time-cuda.json, distance-memory-cpu.json).
 """
 
 import argparse
 import importlib.metadata
 import os
+import subprocess
 import sys
 import time
 from typing import Dict, List, Optional, Tuple
@@ -180,6 +186,45 @@ def time_gpu(row: "harness.Row", labels: np.ndarray, n_cells: int, device: torch
             lambda: segloss.two_nearest_distances(on_cpu16))
 
 
+def memory_main(args: argparse.Namespace) -> None:
+    """Peak extra memory of one call of each CPU candidate, in MiB."""
+    edt = import_edt()
+    rows: List[harness.Row] = []
+    for shape, n in CASES:
+        name = case_name(shape, n)
+        if args.cases and name not in args.cases:
+            continue
+        labels = cells(shape, n, seed=0)
+        background = labels == 0
+        candidates = {"segloss d1,d2": lambda: snp.two_nearest_distances(labels),
+                      "segloss weight map": lambda: snp.unet_weight_map(labels),
+                      "scipy EDT": lambda: ndimage.distance_transform_edt(background)}
+        if edt is not None:
+            candidates["edt"] = lambda: edt.edt(background, parallel=1)
+        row = harness.Row(case=f"{n} cells", shape=list(shape), dtype="int32")
+        for label, fn in candidates.items():
+            fn()  # one-time allocations are not counted
+            row.ms[f"{label} MiB"] = harness.peak_extra_memory_mib(fn, CPU)
+        rows.append(row)
+        print(f"{name:18s} " + "  ".join(f"{k} {v:.1f}" for k, v in row.ms.items()), flush=True)
+    what = "peak extra resident memory of one call (outputs included), int32 labels, MiB"
+    print(f"\ndistance memory: {harness.machine_description(CPU, torch_threads=False)}, "
+          f"{time.strftime('%Y-%m-%d')}, numpy {np.__version__}, scipy {scipy.__version__}, "
+          f"edt {version('edt')}; {what}")
+    columns = [c for c in ["segloss d1,d2 MiB", "segloss weight map MiB", "scipy EDT MiB",
+                           "edt MiB"] if any(c in row.ms for row in rows)]
+    ratios = [(a, b) for a, b in [("scipy EDT MiB", "segloss d1,d2 MiB"),
+                                  ("scipy EDT MiB", "segloss weight map MiB")]
+              if a in columns and b in columns]
+    print(harness.markdown_table(rows, columns, ratios))
+    out = os.path.join(args.out_dir, "distance-memory-cpu.json")
+    os.makedirs(args.out_dir, exist_ok=True)
+    harness.write_json(out, rows, CPU, {"suite": "distance", "what": what,
+                                        "numpy": np.__version__, "scipy": scipy.__version__,
+                                        "edt": version("edt")}, torch_threads=False)
+    print(f"wrote {out}\n")
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     names = [case_name(shape, n) for shape, n in CASES]
     parser = argparse.ArgumentParser(prog="distance.py", description=__doc__,
@@ -192,7 +237,16 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--out-dir", default=os.path.join(os.path.dirname(__file__), "results"))
     parser.add_argument("--device", default="cpu",
                         help="cuda: also time the torch ops on the GPU")
+    parser.add_argument("--memory", action="store_true",
+                        help="peak extra memory of one call instead of time (CPU)")
     args = parser.parse_args(argv)
+    if args.memory:
+        if not harness.cpu_memory_measurable():
+            # Measure in a child in which freed memory goes back to the OS.
+            env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+            raise SystemExit(subprocess.call(
+                [sys.executable, __file__, *(sys.argv[1:] if argv is None else argv)], env=env))
+        return memory_main(args)
     gpu = torch.device(args.device) if args.device != "cpu" else None
 
     edt = import_edt()

@@ -480,6 +480,7 @@ def run_maps(argv: List[str]) -> None:
 
 
 RUNNERS: Dict[str, Callable[[List[str]], None]] = {"distance": run_distance, "maps": run_maps}
+MEMORY_RUNNERS = {"distance"}  # the runners with a --memory mode (CPU)
 
 
 def forward_backward(loss_fn: Loss, x: torch.Tensor, y: torch.Tensor):
@@ -580,8 +581,10 @@ def main(argv=None):
     for name in names:
         if name not in RUNNERS:
             run_suite(name, device, args)
-        elif args.memory:
+        elif args.memory and name not in MEMORY_RUNNERS:
             print(f"{name}: no --memory mode, skipped\n")
+        elif args.memory:
+            RUNNERS[name](runner_argv + ["--memory"])
         else:
             RUNNERS[name](runner_argv + ["--device", str(device)])
 
