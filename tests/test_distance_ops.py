@@ -146,6 +146,24 @@ def test_deterministic_across_runs_and_threads():
             assert all(torch.equal(a, b) for a, b in zip(got, reference))
 
 
+@pytest.mark.parametrize("count, shape", [(6, (64, 48)), (1, (300, 70))],
+                         ids=["images-in-parallel", "bands-in-parallel"])
+def test_thread_layouts_give_identical_bits(count, shape):
+    # Six small images run one per thread (at least two per thread) with 2 or 3
+    # threads; one image of several bands of rows spreads its bands.
+    images = [random_disks(shape, 6 + k, np.random.default_rng(k)) for k in range(count)]
+    labels = torch.from_numpy(np.stack(images))
+    torch.set_num_threads(1)
+    reference = two_nearest_op(labels, [1.0, 0.7], True) + (weight_map_op(labels),)
+    expected = _numpy_per_image(labels.numpy(), [1.0, 0.7])
+    for got, want in zip(reference, expected):
+        np.testing.assert_array_equal(got.numpy(), want)
+    for threads in (2, 3):
+        torch.set_num_threads(threads)
+        got = two_nearest_op(labels, [1.0, 0.7], True) + (weight_map_op(labels),)
+        assert all(torch.equal(a, b) for a, b in zip(got, reference))
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_cuda_equals_cpu_on_a_large_batch():

@@ -36,22 +36,33 @@ struct SerialFor {
   }
 };
 
+// A batch of at least two images per thread runs images in parallel, each on
+// one thread; fewer, larger images spread each image's work over the threads.
+bool runs_by_image(int64_t images) { return images >= 2 * int64_t(at::get_num_threads()); }
+
 // Runs the transform on every image of `labels` (`Label` its C++ type):
-// make_sink(image) gives the sink that receives that image's pairs
-// (sink(pixel index, pair)).
+// make_sink(image, labels, grid) gives the sink that receives that image's
+// pairs (sink(pixel index, pair)); it may be called from several threads.
 template <typename Label, typename MakeSink>
 void for_each_image(const at::Tensor& labels_in, const std::vector<double>& spacing,
                     MakeSink&& make_sink) {
   const at::Tensor labels = aligned(labels_in);  // read in place, by strides
   const core::Grid grid = image_grid(labels, spacing);
-  const int64_t pixels = grid.numel();
-  if (pixels == 0) return;
+  if (grid.numel() == 0) return;
   core::StridedLabels<Label, core::LabelIsId> strided{nullptr, {}, core::LabelIsId{}};
   for (int d = 0; d < grid.ndim; ++d) strided.stride[d] = labels.stride(d + 1);
-  for (int64_t n = 0; n < labels.size(0); ++n) {
-    strided.data = labels.const_data_ptr<Label>() + n * labels.stride(0);
-    core::two_nearest_squared(strided, grid, TorchThreads{},
-                              make_sink(n, strided, grid));
+  const auto image = [&](int64_t n, const auto& parallel_for) {
+    core::StridedLabels<Label, core::LabelIsId> image_labels = strided;
+    image_labels.data = labels.const_data_ptr<Label>() + n * labels.stride(0);
+    core::two_nearest_squared(image_labels, grid, parallel_for, make_sink(n, image_labels, grid));
+  };
+  const int64_t images = labels.size(0);
+  if (runs_by_image(images)) {
+    at::parallel_for(0, images, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t n = begin; n < end; ++n) image(n, SerialFor{});
+    });
+  } else {
+    for (int64_t n = 0; n < images; ++n) image(n, TorchThreads{});
   }
 }
 
@@ -130,9 +141,7 @@ at::Tensor distance_map_cpu(const at::Tensor& mask_in, std::string_view kind,
   const int64_t images = mask.size(0);
   float* result = out.mutable_data_ptr<float>();
   const core::DistanceMap map = ops.map;
-  // A batch of at least two images per thread runs images in parallel, each
-  // on one thread; fewer, larger images spread each image's lines.
-  const bool by_image = images >= 2 * int64_t(at::get_num_threads());
+  const bool by_image = runs_by_image(images);
   AT_DISPATCH_V2(
       mask.scalar_type(), "segloss_distance_map_cpu", AT_WRAP([&] {
         core::StridedMask<scalar_t> strided{nullptr, {}, core::NonzeroIsForeground{}};
