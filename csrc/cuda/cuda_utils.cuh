@@ -26,8 +26,8 @@ constexpr int kThreads = 256;
 constexpr int64_t kMaxReduceBlocks = 1024;
 constexpr int64_t kMaxElementwiseBlocks = 65535;
 
-inline int64_t grid_size(int64_t work_items, int64_t max_blocks) {
-  const int64_t needed = (work_items + kThreads - 1) / kThreads;
+inline int64_t grid_size(int64_t work_items, int64_t max_blocks, int threads = kThreads) {
+  const int64_t needed = (work_items + threads - 1) / threads;
   return needed < 1 ? 1 : (needed < max_blocks ? needed : max_blocks);
 }
 

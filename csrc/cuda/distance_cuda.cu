@@ -40,6 +40,11 @@ using cuda::kThreads;
 constexpr int64_t kMaxBlocks = 65535;
 // Scratch of the envelope passes (the lines being swept at once), at most.
 constexpr int64_t kScratchBytes = int64_t(256) << 20;
+// Threads per block of the two-nearest kernels that run one thread per line
+// (scan_kernel, envelope_kernel): one warp, so that an image's few hundred
+// lines spread over as many SMs as there are warps (with 256-thread blocks,
+// a 512² image's 512 lines ran on 2 SMs).
+constexpr int kLineThreads = 32;
 
 // One line along the first spatial axis, read through the labels' ToId
 // (an instance id, or a mask's class).
@@ -156,7 +161,8 @@ at::Tensor nearest_state(const at::Tensor& labels_in, const core::Grid& image,
                                  labels.stride(0)};
         for (int d = 0; d < image.ndim; ++d) grid.labels.stride[d] = labels.stride(d + 1);
         const int64_t work = images * image.inner(0);
-        scan_kernel<scalar_t><<<grid_size(work, kMaxBlocks), kThreads, 0, stream>>>(
+        scan_kernel<scalar_t>
+            <<<grid_size(work, kMaxBlocks, kLineThreads), kLineThreads, 0, stream>>>(
             grid, pairs, instance_pixels);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }),
@@ -174,7 +180,7 @@ at::Tensor nearest_state(const at::Tensor& labels_in, const core::Grid& image,
     auto* pieces = reinterpret_cast<EnvelopePiece*>(ids + chunk * 2 * n);
     for (int64_t first = 0; first < lines; first += chunk) {
       const int64_t count = std::min(chunk, lines - first);
-      envelope_kernel<<<grid_size(count, kMaxBlocks), kThreads, 0, stream>>>(
+      envelope_kernel<<<grid_size(count, kMaxBlocks, kLineThreads), kLineThreads, 0, stream>>>(
           pairs, image, pixels, axis, first, count, base, ids, pieces);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
