@@ -186,16 +186,21 @@ def time_gpu(row: "harness.Row", labels: np.ndarray, n_cells: int, device: torch
             lambda: segloss.two_nearest_distances(on_cpu16))
 
 
+def selected_cases(names: Optional[List[str]]):
+    """(name, shape, cells, labels, background) of each case in `names` (all
+    if None)."""
+    for shape, n in CASES:
+        name = case_name(shape, n)
+        if not names or name in names:
+            labels = cells(shape, n, seed=0)
+            yield name, shape, n, labels, labels == 0
+
+
 def memory_main(args: argparse.Namespace) -> None:
     """Peak extra memory of one call of each CPU candidate, in MiB."""
     edt = import_edt()
     rows: List[harness.Row] = []
-    for shape, n in CASES:
-        name = case_name(shape, n)
-        if args.cases and name not in args.cases:
-            continue
-        labels = cells(shape, n, seed=0)
-        background = labels == 0
+    for name, shape, n, labels, background in selected_cases(args.cases):
         candidates = {"segloss d1,d2": lambda: snp.two_nearest_distances(labels),
                       "segloss weight map": lambda: snp.unet_weight_map(labels),
                       "scipy EDT": lambda: ndimage.distance_transform_edt(background)}
@@ -256,12 +261,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     rows: Dict[str, harness.Row] = {}  # case name -> row
     checks: Dict[str, bool] = {}
-    for shape, n in CASES:
-        name = case_name(shape, n)
-        if args.cases and name not in args.cases:
-            continue
-        labels = cells(shape, n, seed=0)
-        background = labels == 0
+    for name, shape, n, labels, background in selected_cases(args.cases):
         row = harness.Row(case=f"{n} cells", shape=list(shape), dtype="int32")
         row.ms["segloss d1,d2"] = time_it(lambda: snp.two_nearest_distances(labels))
         row.ms["segloss weight map"] = time_it(lambda: snp.unet_weight_map(labels))
