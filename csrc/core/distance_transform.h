@@ -33,6 +33,19 @@ struct Grid {
   }
 };
 
+// Whether every envelope key of a later pass (two_nearest.h: a squared
+// distance over the spacing's square plus a squared position) is an integer
+// below 2^52, so exact in double: unit spacing on every axis, and the squared
+// sizes' sum below 2^52.
+SEGLOSS_INLINE bool integer_envelope_keys(const Grid& grid) {
+  double sum = 0;
+  for (int d = 0; d < grid.ndim; ++d) {
+    if (grid.spacing[d] != 1.0) return false;
+    sum += double(grid.size[d]) * double(grid.size[d]);
+  }
+  return sum < 4503599627370496.0;  // 2^52
+}
+
 // A label array read with element strides (any signed or unsigned integer
 // type); `to_id` maps a label to its instance id.
 template <typename Label, typename ToId>
@@ -146,8 +159,10 @@ class ColumnBlock {
 // The later passes (axes 1 and up) over the pairs of `grid`'s pixels in
 // `state`, on the calling thread: each line is gathered, then rewritten in
 // place; the last pass hands its pairs to sink(index + first_index, pair).
+// integer_keys: integer_envelope_keys of the whole image.
 template <typename Sink>
-void later_passes(const Grid& grid, NearestPair* state, int64_t first_index, const Sink& sink) {
+void later_passes(const Grid& grid, NearestPair* state, int64_t first_index, bool integer_keys,
+                  const Sink& sink) {
   std::vector<double> base, key;
   std::vector<InstanceId> ids;
   std::vector<EnvelopePiece> scratch;
@@ -166,11 +181,13 @@ void later_passes(const Grid& grid, NearestPair* state, int64_t first_index, con
       const int64_t first = (index / inner) * n * inner + index % inner;
       gather_line(state + first, inner, n, spacing, candidates);
       if (last) {
-        envelope_line(candidates, n, spacing, scratch.data(), [&](int64_t x, const NearestPair& pair) {
-          sink(first_index + first + x * inner, pair);
-        });
+        envelope_line(candidates, n, spacing, integer_keys, scratch.data(),
+                      [&](int64_t x, const NearestPair& pair) {
+                        sink(first_index + first + x * inner, pair);
+                      });
       } else {
-        envelope_line(candidates, n, spacing, scratch.data(), StridedPairs{state + first, inner});
+        envelope_line(candidates, n, spacing, integer_keys, scratch.data(),
+                      StridedPairs{state + first, inner});
       }
     }
   }
@@ -212,6 +229,7 @@ void two_nearest_squared(const StridedLabels<Label, ToId>& labels, const Grid& g
   const int64_t band_rows =
       std::min(std::max({band_size.pairs / columns, band_size.min_rows, int64_t(1)}), n0);
   const int64_t bands = (n0 + band_rows - 1) / band_rows;
+  const bool integer_keys = integer_envelope_keys(grid);
   using Block = ColumnBlock<Label, ToId>;
 
   // The scan states entering band b from above (rows < b * band_rows) and
@@ -286,7 +304,7 @@ void two_nearest_squared(const StridedLabels<Label, ToId>& labels, const Grid& g
       }
       Grid band_grid = grid;
       band_grid.size[0] = row_end - row_begin;
-      later_passes(band_grid, pairs.data(), first_index, sink);
+      later_passes(band_grid, pairs.data(), first_index, integer_keys, sink);
     }
   });
 }

@@ -167,8 +167,12 @@ struct LineCandidates {
 
 class EnvelopeLine {
  public:
-  SEGLOSS_INLINE EnvelopeLine(const LineCandidates& line, double spacing)
-      : base_(line.base), key_(line.key), ids_(line.id), spacing_(spacing) {}
+  // integer_keys: every key is an integer below 2^52 (unit spacing on every
+  // axis and small enough images: integer_envelope_keys in
+  // distance_transform.h), which makes crossing() exact without its checks.
+  SEGLOSS_INLINE EnvelopeLine(const LineCandidates& line, double spacing, bool integer_keys)
+      : base_(line.base), key_(line.key), ids_(line.id), spacing_(spacing),
+        integer_keys_(integer_keys) {}
 
   SEGLOSS_INLINE int64_t position(int32_t c) const { return c >> 1; }
   SEGLOSS_INLINE InstanceId id(int32_t c) const { return ids_[c]; }
@@ -202,6 +206,11 @@ class EnvelopeLine {
         (key_[p] - key_[t]) / (2.0 * double(position(p) - position(t)));
     // (z >= lo + 1 > 0 where it is converted: truncation is the floor.)
     int64_t x = z < double(lo + 1) ? lo + 1 : (z < double(hi - 1) ? int64_t(z) + 1 : hi - 1);
+    // With integer keys the floor is already exact: a quotient of integers
+    // that is not an integer lies at least 1 / (2 (q_p - q_t)) from the next
+    // one, and the division's rounding error, below |key[p] - key[t]| 2^-53 /
+    // (2 (q_p - q_t)), is smaller while the keys stay below 2^52.
+    if (integer_keys_) return x;
     while (x > lo + 1 && below(p, t, x - 1)) --x;
     while (x < hi - 1 && !below(p, t, x)) ++x;
     return x;
@@ -212,6 +221,7 @@ class EnvelopeLine {
   const double* key_;
   const InstanceId* ids_;
   double spacing_;
+  bool integer_keys_;
 };
 
 // Incremental construction of the two envelopes of a line: candidates are
@@ -434,12 +444,13 @@ struct StridedPairs {
 // A later pass along one line of n positions, gathered by gather_line from the
 // previous passes' pairs; hands the new pairs to write(x, pair) (e.g.
 // StridedPairs over where they were gathered from). `scratch` holds
-// envelope_scratch_pieces(n) pieces.
+// envelope_scratch_pieces(n) pieces; integer_keys as for EnvelopeLine.
 template <typename Writer>
 SEGLOSS_INLINE void envelope_line(const LineCandidates& candidates, int64_t n, double spacing,
-                                  EnvelopePiece* scratch, const Writer& write) {
+                                  bool integer_keys, EnvelopePiece* scratch,
+                                  const Writer& write) {
   if (n <= 0) return;
-  const EnvelopeLine line(candidates, spacing);
+  const EnvelopeLine line(candidates, spacing, integer_keys);
   EnvelopeBuilder envelope(line, n, scratch);
   for (int64_t c = 0; c < 2 * n; ++c) {
     if (candidates.id[c] != kNoInstance) envelope.insert(int32_t(c));

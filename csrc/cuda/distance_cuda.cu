@@ -97,7 +97,8 @@ __global__ void scan_kernel(BatchGrid<Label> grid, NearestPair* state,
 // count) of the batch, each with its own slice of scratch (4n doubles: base
 // and key values; 2n ids; the envelope's pieces).
 __global__ void envelope_kernel(NearestPair* state, core::Grid image, int64_t pixels, int axis,
-                                int64_t first, int64_t count, double* base_scratch,
+                                bool integer_keys, int64_t first, int64_t count,
+                                double* base_scratch,
                                 InstanceId* id_scratch, EnvelopePiece* piece_scratch) {
   const int64_t n = image.size[axis];
   const int64_t inner = image.inner(axis);
@@ -110,7 +111,7 @@ __global__ void envelope_kernel(NearestPair* state, core::Grid image, int64_t pi
                                           base_scratch + k * 4 * n + 2 * n,
                                           id_scratch + k * 2 * n};
     core::gather_line(line, inner, n, image.spacing[axis], candidates);
-    core::envelope_line(candidates, n, image.spacing[axis],
+    core::envelope_line(candidates, n, image.spacing[axis], integer_keys,
                         piece_scratch + k * core::envelope_scratch_pieces(n),
                         core::StridedPairs{line, inner});
   }
@@ -181,7 +182,8 @@ at::Tensor nearest_state(const at::Tensor& labels_in, const core::Grid& image,
     for (int64_t first = 0; first < lines; first += chunk) {
       const int64_t count = std::min(chunk, lines - first);
       envelope_kernel<<<grid_size(count, kMaxBlocks, kLineThreads), kLineThreads, 0, stream>>>(
-          pairs, image, pixels, axis, first, count, base, ids, pieces);
+          pairs, image, pixels, axis, core::integer_envelope_keys(image), first, count, base,
+          ids, pieces);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   }

@@ -11,7 +11,10 @@
 // random order. Every run must give the same bits, and the distances must
 // equal a brute-force minimum over every pair of pixels (exactly at unit
 // spacing, to 1e-12 relative otherwise), with distinct ids at their reported
-// distances. Prints the first mismatch and exits 1, else "ok".
+// distances. Each trial also sweeps one random line of integer squared
+// distances (up to 2^40, lines of up to 3000 positions) with and without
+// integer_keys (crossing() without its checks): the pairs must be the same
+// bits. Prints the first mismatch and exits 1, else "ok".
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -101,10 +104,49 @@ bool close(double actual, double expected, bool exact) {
   return std::fabs(actual - expected) <= 1e-12 * expected;
 }
 
+// One line's pairs swept with integer_keys on and off: the same bits?
+bool integer_keys_agree(std::mt19937_64& rng) {
+  const int64_t n = 1 + int64_t(rng() % 3000);
+  const int64_t ids = 1 + int64_t(rng() % 6);
+  const int shift = int(rng() % 41);  // squared distances below 2^shift
+  std::vector<double> base(2 * n), key(2 * n);
+  std::vector<InstanceId> id(2 * n);
+  std::vector<NearestPair> pairs(n);
+  for (auto& pair : pairs) {
+    pair = no_instances();
+    if (rng() % 4 == 0) continue;  // no instance on this position's line
+    pair.id[0] = 1 + rng() % ids;
+    pair.d[0] = double(rng() % (uint64_t(1) << shift));
+    if (rng() % 3 == 0) continue;
+    pair.id[1] = 1 + rng() % ids;
+    if (pair.id[1] == pair.id[0]) pair.id[1] = pair.id[0] % ids + 1;
+    if (pair.id[1] == pair.id[0]) {  // one id only
+      pair.id[1] = kNoInstance;
+      continue;
+    }
+    pair.d[1] = pair.d[0] + double(rng() % (uint64_t(1) << shift));
+  }
+  const LineCandidates candidates{base.data(), key.data(), id.data()};
+  gather_line(pairs.data(), 1, n, 1.0, candidates);
+  std::vector<EnvelopePiece> scratch(envelope_scratch_pieces(n));
+  std::vector<NearestPair> exact(n), checked(n);
+  envelope_line(candidates, n, 1.0, true, scratch.data(), StridedPairs{exact.data(), 1});
+  envelope_line(candidates, n, 1.0, false, scratch.data(), StridedPairs{checked.data(), 1});
+  for (int64_t x = 0; x < n; ++x) {
+    if (!same_bits(exact[x], checked[x])) {
+      std::printf("line of %lld: position %lld differs with integer keys\n", (long long)n,
+                  (long long)x);
+      return false;
+    }
+  }
+  return true;
+}
+
 int fuzz(int64_t count, uint64_t seed) {
   std::mt19937_64 rng(seed);
   const auto uniform = [&](int64_t lo, int64_t hi) { return lo + int64_t(rng() % (hi - lo + 1)); };
   for (int64_t trial = 0; trial < count; ++trial) {
+    if (!integer_keys_agree(rng)) return 1;
     Grid grid;
     grid.ndim = int(uniform(1, 4));
     const int64_t max_size = grid.ndim == 1 ? 60 : grid.ndim == 2 ? 24 : grid.ndim == 3 ? 9 : 5;
