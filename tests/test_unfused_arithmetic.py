@@ -98,11 +98,12 @@ extern "C" __global__ void scan(const long long* labels, int64_t n, double spaci
                                 NearestPair* out) {
   scan_line([&](int64_t i) { return InstanceId(labels[i]); }, n, spacing, out, 1);
 }
-extern "C" __global__ void envelope(NearestPair* line, int64_t n, double spacing, double* base,
-                                    InstanceId* ids, EnvelopePiece* scratch) {
+extern "C" __global__ void envelope(NearestPair* line, int64_t n, double spacing,
+                                    bool integer_keys, double* base, InstanceId* ids,
+                                    EnvelopePiece* scratch) {
   const LineCandidates candidates{base, base + 2 * n, ids};
   gather_line(line, 1, n, spacing, candidates);
-  envelope_line(candidates, n, spacing, scratch, StridedPairs{line, 1});
+  envelope_line(candidates, n, spacing, integer_keys, scratch, StridedPairs{line, 1});
 }
 extern "C" __global__ void weight(const NearestPair* pairs, const float* pixel, float* out,
                                   UnetWeightParams params, ClassWeights classes) {
