@@ -36,9 +36,20 @@ struct SerialFor {
   }
 };
 
-// A batch of at least two images per thread runs images in parallel, each on
-// one thread; fewer, larger images spread each image's work over the threads.
-bool runs_by_image(int64_t images) { return images >= 2 * int64_t(at::get_num_threads()); }
+// Calls image(n, parallel_for) for every image n of a batch: a batch of at
+// least two images per thread runs images in parallel, each on one thread
+// (SerialFor); fewer, larger images spread each image's work over the threads
+// (TorchThreads).
+template <typename Image>
+void for_each_image_on_threads(int64_t images, const Image& image) {
+  if (images >= 2 * int64_t(at::get_num_threads())) {
+    at::parallel_for(0, images, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t n = begin; n < end; ++n) image(n, SerialFor{});
+    });
+  } else {
+    for (int64_t n = 0; n < images; ++n) image(n, TorchThreads{});
+  }
+}
 
 // Runs the transform on every image of `labels` (`Label` its C++ type):
 // make_sink(image, labels, grid) gives the sink that receives that image's
@@ -56,14 +67,7 @@ void for_each_image(const at::Tensor& labels_in, const std::vector<double>& spac
     image_labels.data = labels.const_data_ptr<Label>() + n * labels.stride(0);
     core::two_nearest_squared(image_labels, grid, parallel_for, make_sink(n, image_labels, grid));
   };
-  const int64_t images = labels.size(0);
-  if (runs_by_image(images)) {
-    at::parallel_for(0, images, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t n = begin; n < end; ++n) image(n, SerialFor{});
-    });
-  } else {
-    for (int64_t n = 0; n < images; ++n) image(n, TorchThreads{});
-  }
+  for_each_image_on_threads(labels.size(0), image);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> two_nearest_distances_cpu(
@@ -141,7 +145,6 @@ at::Tensor distance_map_cpu(const at::Tensor& mask_in, std::string_view kind,
   const int64_t images = mask.size(0);
   float* result = out.mutable_data_ptr<float>();
   const core::DistanceMap map = ops.map;
-  const bool by_image = runs_by_image(images);
   AT_DISPATCH_V2(
       mask.scalar_type(), "segloss_distance_map_cpu", AT_WRAP([&] {
         core::StridedMask<scalar_t> strided{nullptr, {}, core::NonzeroIsForeground{}};
@@ -167,13 +170,7 @@ at::Tensor distance_map_cpu(const at::Tensor& mask_in, std::string_view kind,
                                          : transform(map_sink(Boundary{}));
           if (!core::has_both_classes(foreground, pixels)) std::fill(image, image + pixels, 0.0f);
         };
-        if (by_image) {
-          at::parallel_for(0, images, 1, [&](int64_t begin, int64_t end) {
-            for (int64_t n = begin; n < end; ++n) image_map(n, SerialFor{});
-          });
-        } else {
-          for (int64_t n = 0; n < images; ++n) image_map(n, TorchThreads{});
-        }
+        for_each_image_on_threads(images, image_map);
       }),
       AT_EXPAND(AT_INTEGRAL_TYPES_V2), at::kBool);
   return out;
