@@ -48,7 +48,6 @@ distance-time-cuda.json, distance-memory-cpu.json).
 import argparse
 import importlib.metadata
 import os
-import subprocess
 import sys
 import time
 from typing import Dict, List, Optional, Tuple
@@ -246,11 +245,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help="peak extra memory of one call instead of time (CPU)")
     args = parser.parse_args(argv)
     if args.memory:
-        if not harness.cpu_memory_measurable():
-            # Measure in a child in which freed memory goes back to the OS.
-            env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
-            raise SystemExit(subprocess.call(
-                [sys.executable, __file__, *(sys.argv[1:] if argv is None else argv)], env=env))
+        harness.rerun_where_memory_is_measurable(__file__, argv)
         return memory_main(args)
     gpu = torch.device(args.device) if args.device != "cpu" else None
 

@@ -7,6 +7,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional
@@ -63,6 +65,17 @@ def cpu_memory_measurable() -> bool:
     so that the resident high-water mark tracks live allocations."""
     return os.environ.get("MALLOC_MMAP_THRESHOLD_") is not None and os.path.exists(
         "/proc/self/clear_refs")
+
+
+def rerun_where_memory_is_measurable(script: str, argv: Optional[List[str]]) -> None:
+    """For a CPU memory run: unless cpu_memory_measurable(), runs `script`
+    again with `argv` (default: this process's arguments) in a child in which
+    freed memory goes back to the OS, and exits with the child's status."""
+    if cpu_memory_measurable():
+        return
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    raise SystemExit(subprocess.call(
+        [sys.executable, script, *(sys.argv[1:] if argv is None else argv)], env=env))
 
 
 def peak_extra_memory_mib(fn: Callable[[], object], device: torch.device) -> float:

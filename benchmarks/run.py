@@ -31,7 +31,6 @@ know is passed through to them, e.g.
 
 import argparse
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
@@ -573,11 +572,8 @@ def main(argv=None):
     else:
         args.repeats = 20
     device = torch.device(args.device)
-    if args.memory and device.type == "cpu" and not harness.cpu_memory_measurable():
-        # Measure in a child in which freed memory goes back to the OS.
-        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
-        raise SystemExit(subprocess.call([sys.executable, __file__, *(argv or sys.argv[1:])],
-                                         env=env))
+    if args.memory and device.type == "cpu":
+        harness.rerun_where_memory_is_measurable(__file__, argv)
     for name in names:
         if name not in RUNNERS:
             run_suite(name, device, args)
