@@ -26,6 +26,7 @@
 #include <cstdint>
 
 #include "binary_distance.h"
+#include "line_tiles.h"
 #include "platform.h"
 #include "rounding.h"
 #include "two_nearest.h"
@@ -104,85 +105,10 @@ SEGLOSS_INLINE bool line_needs_search(unsigned flags) {
          (flags & (kLineForeground | kLineBackground)) == (kLineForeground | kLineBackground);
 }
 
-// A tile's flags: four bits per line, eight lines per 32-bit word.
-SEGLOSS_INLINE int64_t line_flag_words(int64_t lines) { return (lines + 7) / 8; }
+// A tile's flags: four bits per line (its summary in LineTiles), eight lines
+// per 32-bit word.
+constexpr int64_t kLineFlagBits = 4;
+SEGLOSS_INLINE int64_t line_flag_words(int64_t lines) { return summary_words(lines, kLineFlagBits); }
 SEGLOSS_INLINE unsigned line_flag_shift(int64_t line) { return unsigned(line % 8) * 4; }
-
-// One pixel of a tile: its offset in the states, its line within the tile
-// and its position q on that line; invalid past the edges of the states.
-struct TileElement {
-  int64_t offset;
-  int64_t line;
-  int64_t q;
-  bool valid;
-};
-
-// How a pass along one axis is cut into tiles. The states are `outer` slabs
-// of n x inner (C order); the pass's lines run along n, `inner` apart. A
-// tile is `slabs` whole slabs (width == inner: the tile is contiguous), or
-// `width` adjacent lines of one slab (`groups` such tiles per slab). In
-// either, element e of a tile is line e % width's pixel (e / width) % n of
-// slab e / (n width), and a line's pixels lie `width` apart in the tile.
-struct LineTiles {
-  int64_t n = 0, inner = 0, outer = 0;
-  int64_t width = 0, groups = 0, slabs = 0;
-  int64_t tiles = 0;     // 0: no tile fits; the pass runs from global memory
-  int64_t elements = 0;  // per tile (the last ones may be partly invalid)
-  int64_t lines = 0;     // per tile
-
-  SEGLOSS_INLINE TileElement element(int64_t tile, int64_t e) const {
-    const int64_t slab_in_tile = e / (n * width);
-    const int64_t slab = (tile / groups) * slabs + slab_in_tile;
-    const int64_t column = (tile % groups) * width + e % width;
-    const int64_t q = (e / width) % n;
-    return {(slab * n + q) * inner + column, slab_in_tile * width + e % width, q,
-            slab < outer && column < inner};
-  }
-
-  // The shared memory of a tile of T states: the states, then the flags.
-  int64_t shared_bytes(int64_t state_bytes) const {
-    return elements * state_bytes + line_flag_words(lines) * int64_t(sizeof(unsigned));
-  }
-};
-
-// Tiles aim at kTileTarget pixels (several blocks per SM on a 512^2 image)
-// and take at most kMaxTileBytes of shared memory (under the 48 KiB a block
-// gets without opting in). The last two arguments exist for the tests, which
-// cut small images into every form.
-constexpr int64_t kTileTarget = 2048;
-constexpr int64_t kMaxTileBytes = 40 << 10;
-
-inline LineTiles line_tiles(int64_t n, int64_t inner, int64_t outer, int64_t state_bytes,
-                            int64_t target = kTileTarget, int64_t max_bytes = kMaxTileBytes) {
-  LineTiles t;
-  t.n = n;
-  t.inner = inner;
-  t.outer = outer;
-  const auto fits = [&](int64_t elements, int64_t lines) {
-    return elements * state_bytes + line_flag_words(lines) * int64_t(sizeof(unsigned)) <=
-           max_bytes;
-  };
-  const int64_t slab = n * inner;
-  if (fits(slab, inner)) {
-    t.width = inner;
-    t.groups = 1;
-    t.slabs = target / slab > 1 ? target / slab : 1;
-    if (t.slabs > outer) t.slabs = outer;
-    while (t.slabs > 1 && !fits(t.slabs * slab, t.slabs * inner)) --t.slabs;
-  } else {
-    // Groups of whole 32-byte sectors of adjacent lines: coalesced.
-    const int64_t sector = 32 / state_bytes > 1 ? 32 / state_bytes : 1;
-    if (!fits(n * sector, sector)) return t;
-    t.width = (target / n) / sector * sector;
-    if (t.width < sector) t.width = sector;
-    while (t.width > sector && !fits(n * t.width, t.width)) t.width -= sector;
-    t.groups = (inner + t.width - 1) / t.width;
-    t.slabs = 1;
-  }
-  t.tiles = (outer + t.slabs - 1) / t.slabs * t.groups;
-  t.elements = t.slabs * n * t.width;
-  t.lines = t.slabs * t.width;
-  return t;
-}
 
 }  // namespace segloss::core

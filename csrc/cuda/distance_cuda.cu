@@ -365,11 +365,12 @@ void binary_distance_maps(const at::Tensor& mask, const core::Grid& image, core:
     const int64_t n = image.size[axis], inner = image.inner(axis);
     float* maps = axis == image.ndim - 1 ? out.data_ptr<float>() : nullptr;
     const core::LineTiles tiles =
-        core::line_tiles(n, inner, total / (n * inner), int64_t(sizeof(State)));
+        core::line_tiles(n, inner, total / (n * inner), int64_t(sizeof(State)),
+                         core::kLineFlagBits);
     if (tiles.tiles > 0) {
       binary_tile_pass_kernel<State>
           <<<std::min(tiles.tiles, kMaxBlocks), kThreads,
-             size_t(tiles.shared_bytes(int64_t(sizeof(State)))), stream>>>(
+             size_t(tiles.shared_bytes()), stream>>>(
               state.data_ptr<State>(), tiles, image.spacing[axis], map, foreground, pixels,
               maps);
       C10_CUDA_KERNEL_LAUNCH_CHECK();

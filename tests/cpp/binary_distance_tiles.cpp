@@ -55,7 +55,8 @@ void distance_maps(const std::vector<unsigned char>& mask, int64_t images, const
     const int64_t n = image.size[axis], inner = image.inner(axis);
     const bool last = axis == image.ndim - 1;
     const LineTiles tiles =
-        line_tiles(n, inner, total / (n * inner), int64_t(sizeof(State)), target, max_bytes);
+        line_tiles(n, inner, total / (n * inner), int64_t(sizeof(State)), kLineFlagBits, target,
+                   max_bytes);
     if (report_forms) {
       std::printf("%s\n", tiles.tiles == 0 ? "global" : tiles.width == inner ? "slabs" : "groups");
     }

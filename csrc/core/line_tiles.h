@@ -1,0 +1,103 @@
+// Line passes in tiles, as the CUDA distance kernels run them: a block
+// loads whole lines of one axis into shared memory (a tile), then every
+// pixel of the tile computes its new state from its line there. Used by the
+// distance maps' passes (binary_distance_tiles.h) and the two-nearest
+// transform's later passes (two_nearest.h's two_nearest_on_line).
+#pragma once
+
+#include <cstdint>
+
+#include "platform.h"
+
+namespace segloss::core {
+
+// The 32-bit words of shared memory that `lines` lines' summaries of
+// `summary_bits` each take (a tile's summary of each of its lines, after
+// its states).
+SEGLOSS_INLINE int64_t summary_words(int64_t lines, int64_t summary_bits) {
+  return (lines * summary_bits + 31) / 32;
+}
+
+// One pixel of a tile: its offset in the states, its line within the tile
+// and its position q on that line; invalid past the edges of the states.
+struct TileElement {
+  int64_t offset;
+  int64_t line;
+  int64_t q;
+  bool valid;
+};
+
+// How a pass along one axis is cut into tiles. The states are `outer` slabs
+// of n x inner (C order); the pass's lines run along n, `inner` apart. A
+// tile is `slabs` whole slabs (width == inner: the tile is contiguous), or
+// `width` adjacent lines of one slab (`groups` such tiles per slab). In
+// either, element e of a tile is line e % width's pixel (e / width) % n of
+// slab e / (n width), and a line's pixels lie `width` apart in the tile.
+struct LineTiles {
+  int64_t n = 0, inner = 0, outer = 0;
+  int64_t width = 0, groups = 0, slabs = 0;
+  int64_t tiles = 0;     // 0: no tile fits; the pass runs from global memory
+  int64_t elements = 0;  // per tile (the last ones may be partly invalid)
+  int64_t lines = 0;     // per tile
+  int64_t state_bytes = 0, summary_bits = 0;
+
+  SEGLOSS_INLINE TileElement element(int64_t tile, int64_t e) const {
+    const int64_t slab_in_tile = e / (n * width);
+    const int64_t slab = (tile / groups) * slabs + slab_in_tile;
+    const int64_t column = (tile % groups) * width + e % width;
+    const int64_t q = (e / width) % n;
+    return {(slab * n + q) * inner + column, slab_in_tile * width + e % width, q,
+            slab < outer && column < inner};
+  }
+
+  // The shared memory of a tile: its states, then its lines' summaries.
+  int64_t shared_bytes() const {
+    return elements * state_bytes + summary_words(lines, summary_bits) * int64_t(sizeof(unsigned));
+  }
+};
+
+// Tiles aim at kTileTarget pixels (several blocks per SM on a 512^2 image)
+// and take at most kMaxTileBytes of shared memory (under the 48 KiB a block
+// gets without opting in), a state of `state_bytes` per pixel and a summary
+// of `summary_bits` per line. The last two arguments exist for the tests,
+// which cut small images into every form.
+constexpr int64_t kTileTarget = 2048;
+constexpr int64_t kMaxTileBytes = 40 << 10;
+
+inline LineTiles line_tiles(int64_t n, int64_t inner, int64_t outer, int64_t state_bytes,
+                            int64_t summary_bits, int64_t target = kTileTarget,
+                            int64_t max_bytes = kMaxTileBytes) {
+  LineTiles t;
+  t.n = n;
+  t.inner = inner;
+  t.outer = outer;
+  t.state_bytes = state_bytes;
+  t.summary_bits = summary_bits;
+  const auto fits = [&](int64_t elements, int64_t lines) {
+    return elements * state_bytes + summary_words(lines, summary_bits) * int64_t(sizeof(unsigned)) <=
+           max_bytes;
+  };
+  const int64_t slab = n * inner;
+  if (fits(slab, inner)) {
+    t.width = inner;
+    t.groups = 1;
+    t.slabs = target / slab > 1 ? target / slab : 1;
+    if (t.slabs > outer) t.slabs = outer;
+    while (t.slabs > 1 && !fits(t.slabs * slab, t.slabs * inner)) --t.slabs;
+  } else {
+    // Groups of whole 32-byte sectors of adjacent lines: coalesced.
+    const int64_t sector = 32 / state_bytes > 1 ? 32 / state_bytes : 1;
+    if (!fits(n * sector, sector)) return t;
+    t.width = (target / n) / sector * sector;
+    if (t.width < sector) t.width = sector;
+    while (t.width > sector && !fits(n * t.width, t.width)) t.width -= sector;
+    t.groups = (inner + t.width - 1) / t.width;
+    t.slabs = 1;
+  }
+  t.tiles = (outer + t.slabs - 1) / t.slabs * t.groups;
+  t.elements = t.slabs * n * t.width;
+  t.lines = t.slabs * t.width;
+  return t;
+}
+
+}  // namespace segloss::core
