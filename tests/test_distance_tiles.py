@@ -1,10 +1,16 @@
-"""The CUDA distance maps' algorithm on the CPU (csrc/core/
-binary_distance_tiles.h): tests/cpp/binary_distance_tiles.cpp runs the
-kernels' steps tile by tile with the host compiler, and its maps must equal
-the CPU op's bit for bit and SciPy's formulas, with every tile form (whole
-slabs, groups of lines, and lines too long for a tile) forced on small
-images by small tile sizes. The CUDA kernels themselves are compared with the
-CPU op on a GPU (test_cuda_equality.py, through scripts/gpu_check)."""
+"""The CUDA distance kernels' algorithms on the CPU.
+
+* The maps (csrc/core/binary_distance_tiles.h): tests/cpp/
+  binary_distance_tiles.cpp runs the kernels' steps tile by tile with the
+  host compiler, and its maps must equal the CPU op's bit for bit and SciPy's
+  formulas, with every tile form (whole slabs, groups of lines, and lines too
+  long for a tile) forced on small images by small tile sizes.
+* The two-nearest transform (two_nearest.h's two_nearest_on_line in tiles):
+  tests/cpp/two_nearest_tiles.cpp fuzzes its passes against the CPU driver
+  and envelope_line, bit for bit.
+
+The CUDA kernels themselves are compared with the CPU ops on a GPU
+(test_cuda_equality.py, through scripts/gpu_check)."""
 
 import os
 import subprocess
@@ -20,6 +26,7 @@ from test_distance_maps import brute_force_other_class, float32_signed, scipy_bo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = os.path.join(ROOT, "tests", "cpp", "binary_distance_tiles.cpp")
+TWO_NEAREST_SOURCE = os.path.join(ROOT, "tests", "cpp", "two_nearest_tiles.cpp")
 
 # (target pixels, largest tile in bytes): the kernels' own sizes
 # (core::kTileTarget, kMaxTileBytes), then sizes that make small images take
@@ -130,3 +137,16 @@ def test_tiled_maps_fuzz(program, seed):
     # bit, and on small images a brute-force minimum: inside the program.
     result = subprocess.run([program, "fuzz", "3000", str(seed)], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "ok 3000", result.stdout
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_two_nearest_tile_passes_equal_the_cpu_driver(tmp_path, seed):
+    # Random lines (the search against envelope_line and pass 0's scan) and
+    # random label batches through the kernels' passes with random tile sizes
+    # (every form), against the CPU driver, bit for bit, ids included.
+    program = compile_host_program(TWO_NEAREST_SOURCE, tmp_path)
+    result = subprocess.run([program, "fuzz", "3000", str(seed)], capture_output=True, text=True)
+    lines = result.stdout.split("\n")
+    assert result.returncode == 0 and lines[0] == "ok", result.stdout + result.stderr
+    slabs, groups, envelope = (int(word) for word in lines[1].split()[0:6:2])
+    assert min(slabs, groups, envelope) > 100, lines[1]

@@ -458,4 +458,109 @@ SEGLOSS_INLINE void envelope_line(const LineCandidates& candidates, int64_t n, d
   envelope.write(write);
 }
 
+// ---------------------------------------------------------------------------
+// The pixel-parallel form of a later pass, as the CUDA tile passes run it
+// (core/line_tiles.h): every pixel x of a line computes its own pair from the
+// line's pairs, with no envelope.
+//
+// Each candidate (entry k of position q, index c = 2q + k, as in
+// LineCandidates) is ranked by (its value at x, c): at equal values the
+// earlier candidate wins, as in envelope_line, whose strict comparisons keep
+// the candidate inserted first. The pair is the first candidate in that order
+// and the first with another id. At unit spacing (integer_envelope_keys), the
+// values are exact integers and envelope_line's comparisons exact, so both
+// give the same pairs bit for bit, ids included; tests/cpp/two_nearest_tiles.cpp
+// checks it. At other spacings the two can differ at near-ties (the envelope
+// compares keys, this compares rounded values), so the CUDA passes take this
+// form at unit spacing only.
+
+// A pair with the ranks (candidate indices) of its two entries.
+struct RankedPair {
+  NearestPair pair;
+  int64_t rank[2];
+};
+
+SEGLOSS_INLINE RankedPair no_ranked_instances() {
+  const int64_t last = std::numeric_limits<int64_t>::max();
+  return RankedPair{no_instances(), {last, last}};
+}
+
+// Whether (d, c) comes before (best_d, best_c) in the order above.
+SEGLOSS_INLINE bool ranks_before(double d, int64_t c, double best_d, int64_t best_c) {
+  return d < best_d || (d == best_d && c < best_c);
+}
+
+// offer() under that order: the first in it, and the first of another id.
+SEGLOSS_INLINE void offer_ranked(RankedPair& best, double d, InstanceId id, int64_t c) {
+  NearestPair& pair = best.pair;
+  if (id == pair.id[0]) {
+    if (ranks_before(d, c, pair.d[0], best.rank[0])) {
+      pair.d[0] = d;
+      best.rank[0] = c;
+    }
+  } else if (ranks_before(d, c, pair.d[0], best.rank[0])) {
+    pair.d[1] = pair.d[0];
+    pair.id[1] = pair.id[0];
+    best.rank[1] = best.rank[0];
+    pair.d[0] = d;
+    pair.id[0] = id;
+    best.rank[0] = c;
+  } else if (ranks_before(d, c, pair.d[1], best.rank[1])) {
+    // Before the second: a better one of its id, or another id's.
+    pair.d[1] = d;
+    pair.id[1] = id;
+    best.rank[1] = c;
+  }
+}
+
+// Offers position q's two entries, at `rise` = (spacing (x - q))^2 from x.
+SEGLOSS_INLINE void offer_position(RankedPair& best, const NearestPair& at, double rise,
+                                   int64_t q) {
+  for (int k = 0; k < 2; ++k) {
+    if (at.id[k] != kNoInstance) offer_ranked(best, add_rn(at.d[k], rise), at.id[k], 2 * q + k);
+  }
+}
+
+// The new pair of position x of a line of n pairs lying `stride` apart (own:
+// x's pair). Searched outward from x: a candidate t positions away is at
+// least its rise (spacing t)^2 (its base is >= 0, rounding is monotone), so
+// the search ends where the rise passes the second found (with `one_id`, all
+// of the line's candidates of one id: the first), or at the line's ends.
+// Rounded as EnvelopeLine::value.
+SEGLOSS_INLINE NearestPair two_nearest_on_line(const NearestPair* own, int64_t stride, int64_t x,
+                                               int64_t n, double spacing, bool one_id) {
+  RankedPair best = no_ranked_instances();
+  offer_position(best, own[0], 0.0, x);
+  bool left = x > 0, right = x + 1 < n;
+  for (int64_t t = 1; left || right; ++t) {
+    const double offset = spacing * double(t);
+    const double rise = mul_rn(offset, offset);
+    if (rise > best.pair.d[one_id ? 0 : 1]) break;
+    if (left) {
+      offer_position(best, own[-t * stride], rise, x - t);
+      left = x - t > 0;
+    }
+    if (right) {
+      offer_position(best, own[t * stride], rise, x + t);
+      right = x + t + 1 < n;
+    }
+  }
+  return best.pair;
+}
+
+// A tile line's summary for its search: the lowest and highest id of its
+// candidates. A line with none needs no search (its pairs stay empty); a
+// line of one id searches for the first only.
+struct LineIdRange {
+  InstanceId low, high;
+};
+constexpr int64_t kLineIdRangeBits = 8 * int64_t(sizeof(LineIdRange));
+
+SEGLOSS_INLINE LineIdRange empty_id_range() { return {~InstanceId(0), kNoInstance}; }
+SEGLOSS_INLINE bool range_has_ids(const LineIdRange& range) { return range.high != kNoInstance; }
+SEGLOSS_INLINE bool range_has_one_id(const LineIdRange& range) {
+  return range.low == range.high;
+}
+
+
 }  // namespace segloss::core

@@ -1,0 +1,302 @@
+// The CUDA two-nearest transform's algorithm run on the CPU: the same core
+// functions (csrc/core/two_nearest.h, line_tiles.h) in the same order as the
+// kernels of csrc/cuda/distance_cuda.cu, one tile after another where the GPU
+// runs them side by side. Built and run by tests/test_distance_tiles.py:
+//
+//   two_nearest_tiles fuzz COUNT SEED
+//
+// Each of COUNT trials checks:
+// * one random line of pairs (integer squared distances up to 2^40, a few
+//   ids or many, many ties): two_nearest_on_line at every position gives
+//   envelope_line's pairs bit for bit, ids included (unit spacing);
+// * one random line of pass 0's initial states (an id at distance 0, or
+//   none) at a random spacing: two_nearest_on_line gives scan_line's pairs;
+// * a random batch of label images (1 to 4 dims, scattered pixels or boxes,
+//   unit or random spacing) through the kernels' passes with random tile
+//   sizes (whole slabs, groups of lines, or none: the per-line envelope):
+//   the pairs equal the CPU driver's (two_nearest_squared) bit for bit.
+// Prints the first mismatch and exits 1, else "ok" and how many passes took
+// each form.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../../csrc/core/distance_transform.h"
+#include "../../csrc/core/line_tiles.h"
+#include "../../csrc/core/two_nearest.h"
+
+using namespace segloss::core;
+
+namespace {
+
+bool same_bits(const NearestPair& a, const NearestPair& b) {
+  for (int k = 0; k < 2; ++k) {
+    if (std::memcmp(&a.d[k], &b.d[k], sizeof(double)) != 0 || a.id[k] != b.id[k]) return false;
+  }
+  return true;
+}
+
+void print_pair(const char* name, const NearestPair& p) {
+  std::printf("  %s: %.17g (id %llu), %.17g (id %llu)\n", name, p.d[0],
+              (unsigned long long)p.id[0], p.d[1], (unsigned long long)p.id[1]);
+}
+
+LineIdRange id_range(const NearestPair* line, int64_t stride, int64_t n) {
+  LineIdRange range = empty_id_range();
+  for (int64_t q = 0; q < n; ++q) {
+    for (int k = 0; k < 2; ++k) {
+      const InstanceId id = line[q * stride].id[k];
+      if (id == kNoInstance) continue;
+      range.low = id < range.low ? id : range.low;
+      range.high = id > range.high ? id : range.high;
+    }
+  }
+  return range;
+}
+
+// A later pass along one line as the tile kernel gives it (in place: every
+// new pair from the old line).
+std::vector<NearestPair> searched(const std::vector<NearestPair>& line, double spacing) {
+  const int64_t n = int64_t(line.size());
+  const LineIdRange range = id_range(line.data(), 1, n);
+  std::vector<NearestPair> out(line);
+  if (!range_has_ids(range)) return out;
+  for (int64_t x = 0; x < n; ++x) {
+    out[x] = two_nearest_on_line(line.data() + x, 1, x, n, spacing, range_has_one_id(range));
+  }
+  return out;
+}
+
+std::vector<NearestPair> enveloped(const std::vector<NearestPair>& line, double spacing,
+                                   bool integer_keys) {
+  const int64_t n = int64_t(line.size());
+  std::vector<double> values(4 * n);
+  std::vector<InstanceId> ids(2 * n);
+  const LineCandidates candidates{values.data(), values.data() + 2 * n, ids.data()};
+  gather_line(line.data(), 1, n, spacing, candidates);
+  std::vector<EnvelopePiece> scratch(envelope_scratch_pieces(n));
+  std::vector<NearestPair> out(n, no_instances());
+  envelope_line(candidates, n, spacing, integer_keys, scratch.data(),
+                StridedPairs{out.data(), 1});
+  return out;
+}
+
+bool lines_agree(const std::vector<NearestPair>& got, const std::vector<NearestPair>& want,
+                 const char* what) {
+  for (size_t x = 0; x < got.size(); ++x) {
+    if (!same_bits(got[x], want[x])) {
+      std::printf("%s: line of %zu, position %zu differs\n", what, got.size(), x);
+      print_pair("search", got[x]);
+      print_pair("reference", want[x]);
+      return false;
+    }
+  }
+  return true;
+}
+
+// A random line of pairs (d[0] <= d[1], distinct ids), integer distances.
+std::vector<NearestPair> random_pairs(std::mt19937_64& rng) {
+  const int64_t n = 1 + int64_t(rng() % (rng() % 2 ? 40 : 1500));
+  const uint64_t ids = 1 + rng() % (rng() % 2 ? 3 : 20);
+  const int shift = int(rng() % 41);  // squared distances below 2^shift
+  const int empty_in_8 = int(rng() % 8);
+  std::vector<NearestPair> pairs(n, no_instances());
+  for (auto& pair : pairs) {
+    if (int(rng() % 8) < empty_in_8) continue;
+    pair.id[0] = 1 + rng() % ids;
+    pair.d[0] = double(rng() % (uint64_t(1) << shift));
+    if (rng() % 3 == 0) continue;
+    pair.id[1] = 1 + rng() % ids;
+    if (pair.id[1] == pair.id[0]) pair.id[1] = pair.id[0] % ids + 1;
+    if (pair.id[1] == pair.id[0]) {  // one id only
+      pair.id[1] = kNoInstance;
+      continue;
+    }
+    pair.d[1] = pair.d[0] + double(rng() % 3 == 0 ? 0 : rng() % (uint64_t(1) << shift));
+  }
+  return pairs;
+}
+
+// Pass 0 from a line of labels: scan_line, and the search from the initial
+// states (an instance at distance 0).
+bool first_pass_agrees(std::mt19937_64& rng) {
+  const int64_t n = 1 + int64_t(rng() % 300);
+  const uint64_t ids = 1 + rng() % 6;
+  const int64_t density = int64_t(rng() % 101);
+  const double spacing = rng() % 2 ? 1.0 : 0.01 + double(rng() % 100000) / 1000.0;
+  std::vector<InstanceId> labels(n);
+  std::vector<NearestPair> initial(n, no_instances());
+  for (int64_t i = 0; i < n; ++i) {
+    labels[i] = int64_t(rng() % 100) < density ? 1 + rng() % ids : kNoInstance;
+    if (labels[i] != kNoInstance) initial[i] = NearestPair{{0.0, infinite_distance()},
+                                                           {labels[i], kNoInstance}};
+  }
+  std::vector<NearestPair> scanned(n);
+  scan_line([&](int64_t i) { return labels[i]; }, n, spacing, scanned.data(), 1);
+  return lines_agree(searched(initial, spacing), scanned, "pass 0");
+}
+
+struct Forms {
+  int64_t slabs = 0, groups = 0, envelope = 0;
+};
+
+// The CUDA kernels' passes over a batch of `images` label images (C order).
+std::vector<NearestPair> cuda_passes(const std::vector<int64_t>& labels, int64_t images,
+                                     const Grid& image, int64_t target, int64_t max_bytes,
+                                     Forms& forms) {
+  const int64_t pixels = image.numel(), total = images * pixels;
+  std::vector<NearestPair> state(total);
+  // Pass 0 (scan_kernel): one line per image and column.
+  const int64_t columns = image.inner(0);
+  for (int64_t i = 0; i < images; ++i) {
+    for (int64_t column = 0; column < columns; ++column) {
+      const int64_t* first = labels.data() + i * pixels + column;
+      scan_line([&](int64_t q) { return InstanceId(first[q * columns]); }, image.size[0],
+                image.spacing[0], state.data() + i * pixels + column, columns);
+    }
+  }
+  const bool integer_keys = integer_envelope_keys(image);
+  for (int axis = 1; axis < image.ndim; ++axis) {
+    const int64_t n = image.size[axis], inner = image.inner(axis);
+    const LineTiles tiles = line_tiles(n, inner, total / (n * inner), int64_t(sizeof(NearestPair)),
+                                       kLineIdRangeBits, target, max_bytes);
+    if (integer_keys && tiles.tiles > 0) {
+      // two_nearest_tile_pass_kernel: load a tile and its lines' id ranges,
+      // then every pixel's new pair from the tile, in place.
+      ++(tiles.width == inner ? forms.slabs : forms.groups);
+      std::vector<NearestPair> tile(tiles.elements);
+      std::vector<LineIdRange> ranges(tiles.lines);
+      for (int64_t t = 0; t < tiles.tiles; ++t) {
+        for (auto& range : ranges) range = empty_id_range();
+        for (int64_t e = 0; e < tiles.elements; ++e) {
+          const TileElement el = tiles.element(t, e);
+          if (!el.valid) continue;
+          tile[e] = state[el.offset];
+          const LineIdRange own = id_range(&tile[e], 1, 1);
+          LineIdRange& range = ranges[el.line];
+          range.low = own.low < range.low ? own.low : range.low;
+          range.high = own.high > range.high ? own.high : range.high;
+        }
+        for (int64_t e = 0; e < tiles.elements; ++e) {
+          const TileElement el = tiles.element(t, e);
+          if (!el.valid || !range_has_ids(ranges[el.line])) continue;
+          state[el.offset] = two_nearest_on_line(&tile[e], tiles.width, el.q, n,
+                                                 image.spacing[axis],
+                                                 range_has_one_id(ranges[el.line]));
+        }
+      }
+    } else {
+      // envelope_kernel: one line at a time.
+      ++forms.envelope;
+      const int64_t lines = total / n;
+      std::vector<NearestPair> line(n);
+      for (int64_t index = 0; index < lines; ++index) {
+        NearestPair* first = state.data() + (index / inner) * n * inner + index % inner;
+        for (int64_t q = 0; q < n; ++q) line[q] = first[q * inner];
+        const std::vector<NearestPair> out = enveloped(line, image.spacing[axis], integer_keys);
+        for (int64_t q = 0; q < n; ++q) first[q * inner] = out[q];
+      }
+    }
+  }
+  return state;
+}
+
+std::vector<NearestPair> cpu_driver(const std::vector<int64_t>& labels, const Grid& image) {
+  StridedLabels<int64_t, LabelIsId> strided{labels.data(), {}, LabelIsId{}};
+  for (int d = 0; d < image.ndim; ++d) strided.stride[d] = image.inner(d);
+  std::vector<NearestPair> out(image.numel(), no_instances());
+  two_nearest_squared(
+      strided, image,
+      [](int64_t count, auto&& body) {
+        if (count > 0) body(int64_t(0), count);
+      },
+      [&](int64_t i, const NearestPair& pair) { out[i] = pair; });
+  return out;
+}
+
+int fuzz(int64_t count, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  const auto uniform = [&](int64_t lo, int64_t hi) { return lo + int64_t(rng() % (hi - lo + 1)); };
+  Forms forms;
+  for (int64_t trial = 0; trial < count; ++trial) {
+    const std::vector<NearestPair> line = random_pairs(rng);
+    if (!lines_agree(searched(line, 1.0), enveloped(line, 1.0, true), "later pass")) return 1;
+    if (!first_pass_agrees(rng)) return 1;
+
+    Grid image;
+    image.ndim = int(uniform(1, 4));
+    const int64_t max_size = image.ndim == 1 ? 60 : image.ndim == 2 ? 30 : image.ndim == 3 ? 10 : 5;
+    const bool unit = uniform(0, 3) > 0;
+    for (int d = 0; d < image.ndim; ++d) {
+      image.size[d] = uniform(1, max_size);
+      image.spacing[d] = unit ? 1.0 : 0.25 + double(uniform(0, 1000)) / 250.0;
+    }
+    const int64_t images = uniform(1, 3), pixels = image.numel();
+    const int64_t ids = uniform(1, uniform(0, 1) ? 3 : 12);
+    std::vector<int64_t> labels(images * pixels, 0);
+    for (int64_t i = 0; i < images; ++i) {
+      int64_t* own = labels.data() + i * pixels;
+      if (uniform(0, 1)) {  // scattered pixels of any density
+        const int64_t density = uniform(0, 100);
+        for (int64_t x = 0; x < pixels; ++x) own[x] = uniform(1, 100) <= density ? uniform(1, ids) : 0;
+      } else {  // boxes (or none)
+        for (int64_t box = uniform(0, 4); box > 0; --box) {
+          int64_t lo[kMaxDistanceDims], hi[kMaxDistanceDims];
+          for (int d = 0; d < image.ndim; ++d) {
+            lo[d] = uniform(0, image.size[d] - 1);
+            hi[d] = uniform(lo[d], image.size[d] - 1);
+          }
+          const int64_t id = uniform(1, ids);
+          for (int64_t x = 0; x < pixels; ++x) {
+            bool inside = true;
+            for (int d = 0; d < image.ndim; ++d) {
+              const int64_t at = (x / image.inner(d)) % image.size[d];
+              inside &= at >= lo[d] && at <= hi[d];
+            }
+            if (inside) own[x] = id;
+          }
+        }
+      }
+    }
+    // Tiles of 1 to 64 target pixels and room for 1 to 64 pairs (many small
+    // tiles, both forms, and lines that fit none), or the library's sizes.
+    const bool library_sizes = uniform(0, 3) == 0;
+    const int64_t target = library_sizes ? kTileTarget : uniform(1, 64);
+    const int64_t max_bytes = library_sizes ? kMaxTileBytes
+                                            : uniform(1, 64) * int64_t(sizeof(NearestPair)) +
+                                                  uniform(0, 4) * 16;
+    const std::vector<NearestPair> got =
+        cuda_passes(labels, images, image, target, max_bytes, forms);
+    for (int64_t i = 0; i < images; ++i) {
+      const std::vector<int64_t> own(labels.begin() + i * pixels,
+                                     labels.begin() + (i + 1) * pixels);
+      const std::vector<NearestPair> want = cpu_driver(own, image);
+      for (int64_t x = 0; x < pixels; ++x) {
+        if (!same_bits(got[i * pixels + x], want[x])) {
+          std::printf("trial %lld (%dD, %s spacing, tiles %lld/%lld): image %lld pixel %lld\n",
+                      (long long)trial, image.ndim, unit ? "unit" : "random", (long long)target,
+                      (long long)max_bytes, (long long)i, (long long)x);
+          print_pair("kernels", got[i * pixels + x]);
+          print_pair("driver", want[x]);
+          return 1;
+        }
+      }
+    }
+  }
+  std::printf("ok\n%lld slabs, %lld groups, %lld envelope passes\n", (long long)forms.slabs,
+              (long long)forms.groups, (long long)forms.envelope);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc == 4 && std::string(argv[1]) == "fuzz") {
+    return fuzz(std::atoll(argv[2]), uint64_t(std::atoll(argv[3])));
+  }
+  std::fprintf(stderr, "usage: %s fuzz COUNT SEED\n", argv[0]);
+  return 2;
+}
