@@ -5,7 +5,9 @@ under test against a reference.
 
 * cuda: the same op on the CPU in the same dtype. Tolerances:
   - the distance transform and the weight map: bitwise (the same per-line
-    passes and unfused double arithmetic, csrc/core/rounding.h);
+    passes, or at unit spacing their pixel-parallel form, which gives the
+    same pairs: tests/cpp/two_nearest_tiles.cpp; unfused double arithmetic,
+    csrc/core/rounding.h);
   - float64: rtol 1e-12, atol 1e-12 x the output's largest magnitude (CUDA's
     exp and log differ from glibc's in the last bit; sums run in another
     order);

@@ -105,6 +105,10 @@ extern "C" __global__ void envelope(NearestPair* line, int64_t n, double spacing
   gather_line(line, 1, n, spacing, candidates);
   envelope_line(candidates, n, spacing, integer_keys, scratch, StridedPairs{line, 1});
 }
+extern "C" __global__ void search(const NearestPair* line, int64_t n, double spacing,
+                                  bool one_id, NearestPair* out) {
+  out[threadIdx.x] = two_nearest_on_line(line + threadIdx.x, 1, threadIdx.x, n, spacing, one_id);
+}
 extern "C" __global__ void weight(const NearestPair* pairs, const float* pixel, float* out,
                                   UnetWeightParams params, ClassWeights classes) {
   out[threadIdx.x] = unet_weight(pairs[threadIdx.x], pixel, classes, params);

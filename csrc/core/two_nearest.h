@@ -535,7 +535,8 @@ SEGLOSS_INLINE NearestPair two_nearest_on_line(const NearestPair* own, int64_t s
   for (int64_t t = 1; left || right; ++t) {
     const double offset = spacing * double(t);
     const double rise = mul_rn(offset, offset);
-    if (rise > best.pair.d[one_id ? 0 : 1]) break;
+    // (A select, not an index: the pair stays in registers on the GPU.)
+    if (rise > (one_id ? best.pair.d[0] : best.pair.d[1])) break;
     if (left) {
       offer_position(best, own[-t * stride], rise, x - t);
       left = x - t > 0;

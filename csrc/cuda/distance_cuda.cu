@@ -1,10 +1,13 @@
 // CUDA kernels of the distance-transform ops, over every image of the batch
 // at once. The two-nearest state (two_nearest_distances, unet_weight_map):
-// the CPU's per-line passes (csrc/core/two_nearest.h), one thread per line.
-// The distance maps: every pixel in parallel, lines in shared memory
+// pass 0 one thread per line (scan_line); the later passes at unit spacing
+// every pixel in parallel, lines in shared memory (two_nearest_on_line in
+// tiles, core/line_tiles.h), else one thread per line (envelope_line). The
+// distance maps: every pixel in parallel, lines in shared memory
 // (csrc/core/binary_distance_tiles.h). Both give the CPU's values bit for
-// bit (the same arithmetic, never fused: core/rounding.h); the maps' at unit
-// spacing, where both are the exact minimum.
+// bit (the same arithmetic, never fused: core/rounding.h); the pixel-parallel
+// passes where they are exact, as tests/cpp/two_nearest_tiles.cpp and
+// binary_distance_tiles.cpp check on the CPU.
 #include <ATen/Dispatch_v2.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -22,6 +25,7 @@
 #include "../core/binary_distance.h"
 #include "../core/binary_distance_tiles.h"
 #include "../core/distance_transform.h"
+#include "../core/line_tiles.h"
 #include "../core/two_nearest.h"
 #include "../core/unet_weight.h"
 #include "../ops/checks.h"
@@ -33,12 +37,14 @@ namespace {
 
 using core::EnvelopePiece;
 using core::InstanceId;
+using core::kNoInstance;
 using core::NearestPair;
 using cuda::grid_size;
 using cuda::kThreads;
 
 constexpr int64_t kMaxBlocks = 65535;
-// Scratch of the envelope passes (the lines being swept at once), at most.
+// Scratch of the per-line envelope passes (the lines being swept at once),
+// at most.
 constexpr int64_t kScratchBytes = int64_t(256) << 20;
 // Threads per block of the two-nearest kernels that run one thread per line
 // (scan_kernel, envelope_kernel): one warp, so that an image's few hundred
@@ -117,6 +123,47 @@ __global__ void envelope_kernel(NearestPair* state, core::Grid image, int64_t pi
   }
 }
 
+// A later pass at unit spacing, in tiles: a block loads a tile of pairs and
+// its lines' id ranges into shared memory, then gives each pixel its new
+// pair from its line there (two_nearest_on_line), in place (the tile's lines
+// are its own). A line without ids keeps its empty pairs.
+__global__ void two_nearest_tile_pass_kernel(NearestPair* state, core::LineTiles tiles,
+                                             double spacing) {
+  extern __shared__ __align__(16) unsigned char tile_memory[];
+  NearestPair* tile = reinterpret_cast<NearestPair*>(tile_memory);
+  auto* ranges = reinterpret_cast<core::LineIdRange*>(tile + tiles.elements);
+  static_assert(sizeof(InstanceId) == sizeof(unsigned long long), "64-bit atomics on ids");
+  for (int64_t t = blockIdx.x; t < tiles.tiles; t += gridDim.x) {
+    for (int64_t l = threadIdx.x; l < tiles.lines; l += blockDim.x) {
+      ranges[l] = core::empty_id_range();
+    }
+    __syncthreads();
+    for (int64_t e = threadIdx.x; e < tiles.elements; e += blockDim.x) {
+      const core::TileElement el = tiles.element(t, e);
+      if (!el.valid) continue;
+      const NearestPair pair = state[el.offset];
+      tile[e] = pair;
+      for (int k = 0; k < 2; ++k) {
+        if (pair.id[k] == kNoInstance) continue;
+        atomicMin(reinterpret_cast<unsigned long long*>(&ranges[el.line].low),
+                  (unsigned long long)pair.id[k]);
+        atomicMax(reinterpret_cast<unsigned long long*>(&ranges[el.line].high),
+                  (unsigned long long)pair.id[k]);
+      }
+    }
+    __syncthreads();
+    for (int64_t e = threadIdx.x; e < tiles.elements; e += blockDim.x) {
+      const core::TileElement el = tiles.element(t, e);
+      if (!el.valid) continue;
+      const core::LineIdRange range = ranges[el.line];
+      if (!core::range_has_ids(range)) continue;
+      state[el.offset] = core::two_nearest_on_line(tile + e, tiles.width, el.q, tiles.n, spacing,
+                                                   core::range_has_one_id(range));
+    }
+    __syncthreads();  // the next tile overwrites shared memory
+  }
+}
+
 template <typename Label>
 __global__ void two_nearest_outputs_kernel(const NearestPair* state, int64_t total, double* d1,
                                            double* d2, Label* l1, Label* l2) {
@@ -168,9 +215,23 @@ at::Tensor nearest_state(const at::Tensor& labels_in, const core::Grid& image,
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }),
       AT_EXPAND(AT_INTEGRAL_TYPES_V2));
+  // The pixel-parallel passes give the envelope's pairs where its keys are
+  // integers (two_nearest_on_line); elsewhere, and for lines too long for a
+  // tile, each line is swept by one thread.
+  const bool integer_keys = core::integer_envelope_keys(image);
   for (int axis = 1; axis < image.ndim; ++axis) {
     const int64_t n = image.size[axis];
     const int64_t lines = images * (pixels / n);
+    const core::LineTiles tiles =
+        core::line_tiles(n, image.inner(axis), lines / image.inner(axis),
+                         int64_t(sizeof(NearestPair)), core::kLineIdRangeBits);
+    if (integer_keys && tiles.tiles > 0) {
+      two_nearest_tile_pass_kernel<<<std::min(tiles.tiles, kMaxBlocks), kThreads,
+                                     size_t(tiles.shared_bytes()), stream>>>(
+          pairs, tiles, image.spacing[axis]);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      continue;
+    }
     // Per line: the candidates' base and key values, ids, and envelope pieces.
     const int64_t line_bytes = 2 * n * int64_t(2 * sizeof(double) + sizeof(InstanceId)) +
                                core::envelope_scratch_pieces(n) * int64_t(sizeof(EnvelopePiece));
@@ -182,8 +243,7 @@ at::Tensor nearest_state(const at::Tensor& labels_in, const core::Grid& image,
     for (int64_t first = 0; first < lines; first += chunk) {
       const int64_t count = std::min(chunk, lines - first);
       envelope_kernel<<<grid_size(count, kMaxBlocks, kLineThreads), kLineThreads, 0, stream>>>(
-          pairs, image, pixels, axis, core::integer_envelope_keys(image), first, count, base,
-          ids, pieces);
+          pairs, image, pixels, axis, integer_keys, first, count, base, ids, pieces);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   }
