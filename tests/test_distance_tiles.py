@@ -148,5 +148,5 @@ def test_two_nearest_tile_passes_equal_the_cpu_driver(tmp_path, seed):
     result = subprocess.run([program, "fuzz", "3000", str(seed)], capture_output=True, text=True)
     lines = result.stdout.split("\n")
     assert result.returncode == 0 and lines[0] == "ok", result.stdout + result.stderr
-    slabs, groups, envelope = (int(word) for word in lines[1].split()[0:6:2])
-    assert min(slabs, groups, envelope) > 100, lines[1]
+    forms = [int(word) for word in lines[1].split()[0:8:2]]  # slabs, groups, scan, envelope
+    assert min(forms) > 100, lines[1]

@@ -46,6 +46,16 @@ SEGLOSS_INLINE NearestPair no_instances() {
   return NearestPair{{infinite_distance(), infinite_distance()}, {kNoInstance, kNoInstance}};
 }
 
+// A pixel's pair before any pass: an instance pixel is its own nearest, at 0.
+SEGLOSS_INLINE NearestPair initial_pair(InstanceId id) {
+  NearestPair pair = no_instances();
+  if (id != kNoInstance) {
+    pair.d[0] = 0.0;
+    pair.id[0] = id;
+  }
+  return pair;
+}
+
 // Offers instance `id` at squared distance `d` to `pair`, keeping the best two
 // distinct ids.
 SEGLOSS_INLINE void offer(NearestPair& pair, double d, InstanceId id) {

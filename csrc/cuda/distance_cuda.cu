@@ -79,23 +79,37 @@ struct BatchGrid {
   }
 };
 
-// Pass 0: one thread per (image, line along the first spatial axis). With
-// `instance_pixels`, also counts each image's instance pixels (balanced class
-// weights): one integer atomic per line, not per pixel (deterministic).
+// The pairs before any pass (initial_pair) and, with `instance_pixels`, each
+// image's count of instance pixels (balanced class weights): one integer
+// atomic per block and image (deterministic).
 template <typename Label>
-__global__ void scan_kernel(BatchGrid<Label> grid, NearestPair* state,
-                            unsigned long long* instance_pixels) {
+__global__ void initial_pairs_kernel(BatchGrid<Label> grid, NearestPair* state,
+                                     unsigned long long* instance_pixels) {
+  const int64_t columns = grid.image.inner(0);
+  for (int64_t i = blockIdx.y; i < grid.images; i += gridDim.y) {
+    unsigned long long count = 0;
+    SEGLOSS_GRID_STRIDE_LOOP(p, grid.pixels) {
+      const InstanceId id = grid.column(i, p % columns)(p / columns);
+      state[i * grid.pixels + p] = core::initial_pair(id);
+      count += id != kNoInstance;
+    }
+    if (instance_pixels != nullptr) {  // (the same for the whole block)
+      count = cuda::block_sum(count);
+      if (threadIdx.x == 0 && count != 0) atomicAdd(instance_pixels + i, count);
+    }
+  }
+}
+
+// Pass 0 where its lines fit no tile: one thread per (image, line along the
+// first spatial axis), scanning the labels.
+template <typename Label>
+__global__ void scan_kernel(BatchGrid<Label> grid, NearestPair* state) {
   const int64_t columns = grid.image.inner(0);
   const int64_t n = grid.image.size[0];
   SEGLOSS_GRID_STRIDE_LOOP(work, grid.images * columns) {
     const int64_t image = work / columns, column = work % columns;
-    const auto ids = grid.column(image, column);
-    core::scan_line(ids, n, grid.image.spacing[0], state + image * grid.pixels + column, columns);
-    if (instance_pixels != nullptr) {
-      unsigned long long count = 0;
-      for (int64_t i = 0; i < n; ++i) count += ids(i) != core::kNoInstance;
-      if (count != 0) atomicAdd(instance_pixels + image, count);
-    }
+    core::scan_line(grid.column(image, column), n, grid.image.spacing[0],
+                    state + image * grid.pixels + column, columns);
   }
 }
 
@@ -123,10 +137,10 @@ __global__ void envelope_kernel(NearestPair* state, core::Grid image, int64_t pi
   }
 }
 
-// A later pass at unit spacing, in tiles: a block loads a tile of pairs and
-// its lines' id ranges into shared memory, then gives each pixel its new
-// pair from its line there (two_nearest_on_line), in place (the tile's lines
-// are its own). A line without ids keeps its empty pairs.
+// A pass in tiles (pass 0, or a later one at unit spacing): a block loads a
+// tile of pairs and its lines' id ranges into shared memory, then gives each
+// pixel its new pair from its line there (two_nearest_on_line), in place (the
+// tile's lines are its own). A line without ids keeps its empty pairs.
 __global__ void two_nearest_tile_pass_kernel(NearestPair* state, core::LineTiles tiles,
                                              double spacing) {
   extern __shared__ __align__(16) unsigned char tile_memory[];
@@ -202,36 +216,50 @@ at::Tensor nearest_state(const at::Tensor& labels_in, const core::Grid& image,
                                labels.options().dtype(at::kByte));
   auto* pairs = reinterpret_cast<NearestPair*>(state.data_ptr<uint8_t>());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  // Pass 0's lines fit a tile: the initial pairs, then the search (which, all
+  // bases being 0, gives scan_line's pairs at any spacing); else the scan.
+  const core::LineTiles first_tiles = core::line_tiles(
+      image.size[0], image.inner(0), images, int64_t(sizeof(NearestPair)), core::kLineIdRangeBits);
   AT_DISPATCH_V2(
-      labels.scalar_type(), "segloss_two_nearest_scan_cuda", AT_WRAP([&] {
+      labels.scalar_type(), "segloss_two_nearest_first_pass_cuda", AT_WRAP([&] {
         BatchGrid<scalar_t> grid{image, images, pixels,
                                  {labels.const_data_ptr<scalar_t>(), {}, core::LabelIsId{}},
                                  labels.stride(0)};
         for (int d = 0; d < image.ndim; ++d) grid.labels.stride[d] = labels.stride(d + 1);
-        const int64_t work = images * image.inner(0);
-        scan_kernel<scalar_t>
-            <<<grid_size(work, kMaxBlocks, kLineThreads), kLineThreads, 0, stream>>>(
-            grid, pairs, instance_pixels);
+        const dim3 blocks(unsigned(grid_size(pixels, kMaxBlocks)),
+                          unsigned(std::min<int64_t>(images, kMaxBlocks)));
+        initial_pairs_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(grid, pairs,
+                                                                         instance_pixels);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
+        if (first_tiles.tiles == 0) {
+          const int64_t work = images * image.inner(0);
+          scan_kernel<scalar_t>
+              <<<grid_size(work, kMaxBlocks, kLineThreads), kLineThreads, 0, stream>>>(grid,
+                                                                                      pairs);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        }
       }),
       AT_EXPAND(AT_INTEGRAL_TYPES_V2));
-  // The pixel-parallel passes give the envelope's pairs where its keys are
-  // integers (two_nearest_on_line); elsewhere, and for lines too long for a
-  // tile, each line is swept by one thread.
+  // Every pass in tiles where they fit: pass 0 always, the later passes
+  // where the envelope's keys are integers (there the search gives the
+  // envelope's pairs: two_nearest_on_line); elsewhere each line is swept by
+  // one thread.
   const bool integer_keys = core::integer_envelope_keys(image);
-  for (int axis = 1; axis < image.ndim; ++axis) {
+  for (int axis = 0; axis < image.ndim; ++axis) {
     const int64_t n = image.size[axis];
     const int64_t lines = images * (pixels / n);
     const core::LineTiles tiles =
-        core::line_tiles(n, image.inner(axis), lines / image.inner(axis),
-                         int64_t(sizeof(NearestPair)), core::kLineIdRangeBits);
-    if (integer_keys && tiles.tiles > 0) {
+        axis == 0 ? first_tiles
+                  : core::line_tiles(n, image.inner(axis), lines / image.inner(axis),
+                                     int64_t(sizeof(NearestPair)), core::kLineIdRangeBits);
+    if (tiles.tiles > 0 && (axis == 0 || integer_keys)) {
       two_nearest_tile_pass_kernel<<<std::min(tiles.tiles, kMaxBlocks), kThreads,
                                      size_t(tiles.shared_bytes()), stream>>>(
           pairs, tiles, image.spacing[axis]);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
       continue;
     }
+    if (axis == 0) continue;  // scanned above
     // Per line: the candidates' base and key values, ids, and envelope pieces.
     const int64_t line_bytes = 2 * n * int64_t(2 * sizeof(double) + sizeof(InstanceId)) +
                                core::envelope_scratch_pieces(n) * int64_t(sizeof(EnvelopePiece));
