@@ -26,10 +26,13 @@
 #include <vector>
 
 #include "../../csrc/core/distance_transform.h"
+#include "fuzz_support.h"
 
 using namespace segloss::core;
 
 namespace {
+
+using fuzz_images::same_bits;
 
 // A parallel_for that cuts [0, count) at random points and runs the pieces in
 // a random order, on the calling thread.
@@ -70,13 +73,6 @@ std::vector<NearestPair> transform(const std::vector<int64_t>& labels, const Gri
   return out;
 }
 
-bool same_bits(const NearestPair& a, const NearestPair& b) {
-  for (int k = 0; k < 2; ++k) {
-    if (std::memcmp(&a.d[k], &b.d[k], sizeof(double)) != 0 || a.id[k] != b.id[k]) return false;
-  }
-  return true;
-}
-
 // Each pixel's squared distance to every instance, by brute force.
 std::vector<std::vector<double>> per_instance(const std::vector<int64_t>& labels,
                                               const Grid& grid, int64_t ids) {
@@ -106,26 +102,10 @@ bool close(double actual, double expected, bool exact) {
 
 // One line's pairs swept with integer_keys on and off: the same bits?
 bool integer_keys_agree(std::mt19937_64& rng) {
-  const int64_t n = 1 + int64_t(rng() % 3000);
-  const int64_t ids = 1 + int64_t(rng() % 6);
-  const int shift = int(rng() % 41);  // squared distances below 2^shift
+  const std::vector<NearestPair> pairs = fuzz_images::random_pair_line(rng, 3000);
+  const int64_t n = int64_t(pairs.size());
   std::vector<double> base(2 * n), key(2 * n);
   std::vector<InstanceId> id(2 * n);
-  std::vector<NearestPair> pairs(n);
-  for (auto& pair : pairs) {
-    pair = no_instances();
-    if (rng() % 4 == 0) continue;  // no instance on this position's line
-    pair.id[0] = 1 + rng() % ids;
-    pair.d[0] = double(rng() % (uint64_t(1) << shift));
-    if (rng() % 3 == 0) continue;
-    pair.id[1] = 1 + rng() % ids;
-    if (pair.id[1] == pair.id[0]) pair.id[1] = pair.id[0] % ids + 1;
-    if (pair.id[1] == pair.id[0]) {  // one id only
-      pair.id[1] = kNoInstance;
-      continue;
-    }
-    pair.d[1] = pair.d[0] + double(rng() % (uint64_t(1) << shift));
-  }
   const LineCandidates candidates{base.data(), key.data(), id.data()};
   gather_line(pairs.data(), 1, n, 1.0, candidates);
   std::vector<EnvelopePiece> scratch(envelope_scratch_pieces(n));
@@ -144,42 +124,15 @@ bool integer_keys_agree(std::mt19937_64& rng) {
 
 int fuzz(int64_t count, uint64_t seed) {
   std::mt19937_64 rng(seed);
-  const auto uniform = [&](int64_t lo, int64_t hi) { return lo + int64_t(rng() % (hi - lo + 1)); };
+  const fuzz_images::Uniform uniform{rng};
   for (int64_t trial = 0; trial < count; ++trial) {
     if (!integer_keys_agree(rng)) return 1;
-    Grid grid;
-    grid.ndim = int(uniform(1, 4));
-    const int64_t max_size = grid.ndim == 1 ? 60 : grid.ndim == 2 ? 24 : grid.ndim == 3 ? 9 : 5;
     const bool unit = uniform(0, 2) > 0;
-    for (int d = 0; d < grid.ndim; ++d) {
-      grid.size[d] = uniform(1, max_size);
-      grid.spacing[d] = unit ? 1.0 : 0.25 + double(uniform(0, 1000)) / 250.0;
-    }
+    const Grid grid = fuzz_images::random_grid(uniform, {60, 24, 9, 5}, unit);
     const int64_t pixels = grid.numel();
     const int64_t ids = uniform(1, uniform(0, 1) ? 3 : 12);
     std::vector<int64_t> labels(pixels, 0);
-    const int kind = int(uniform(0, 2));
-    if (kind == 0) {  // scattered pixels of any density
-      const int64_t density = uniform(0, 100);
-      for (auto& label : labels) label = uniform(1, 100) <= density ? uniform(1, ids) : 0;
-    } else if (kind == 1) {  // boxes
-      for (int64_t box = uniform(0, 4); box > 0; --box) {
-        int64_t lo[kMaxDistanceDims], hi[kMaxDistanceDims];
-        for (int d = 0; d < grid.ndim; ++d) {
-          lo[d] = uniform(0, grid.size[d] - 1);
-          hi[d] = uniform(lo[d], grid.size[d] - 1);
-        }
-        const int64_t id = uniform(1, ids);
-        for (int64_t x = 0; x < pixels; ++x) {
-          bool inside = true;
-          for (int d = 0; d < grid.ndim; ++d) {
-            const int64_t at = (x / grid.inner(d)) % grid.size[d];
-            inside &= at >= lo[d] && at <= hi[d];
-          }
-          if (inside) labels[x] = id;
-        }
-      }
-    }  // kind 2: no instance at all
+    fuzz_images::random_labels(uniform, grid, ids, labels.data());
     const std::vector<NearestPair> reference = transform(labels, grid, BandSize{}, rng);
     for (int run = 0; run < 4; ++run) {
       const BandSize bands{uniform(1, 64), uniform(1, 3)};
@@ -228,10 +181,4 @@ int fuzz(int64_t count, uint64_t seed) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  if (argc == 4 && std::string(argv[1]) == "fuzz") {
-    return fuzz(std::atoll(argv[2]), uint64_t(std::atoll(argv[3])));
-  }
-  std::fprintf(stderr, "usage: %s fuzz COUNT SEED\n", argv[0]);
-  return 2;
-}
+int main(int argc, char** argv) { return fuzz_images::fuzz_main(argc, argv, fuzz); }

@@ -28,17 +28,13 @@
 #include "../../csrc/core/distance_transform.h"
 #include "../../csrc/core/line_tiles.h"
 #include "../../csrc/core/two_nearest.h"
+#include "fuzz_support.h"
 
 using namespace segloss::core;
 
 namespace {
 
-bool same_bits(const NearestPair& a, const NearestPair& b) {
-  for (int k = 0; k < 2; ++k) {
-    if (std::memcmp(&a.d[k], &b.d[k], sizeof(double)) != 0 || a.id[k] != b.id[k]) return false;
-  }
-  return true;
-}
+using fuzz_images::same_bits;
 
 void print_pair(const char* name, const NearestPair& p) {
   std::printf("  %s: %.17g (id %llu), %.17g (id %llu)\n", name, p.d[0],
@@ -96,29 +92,6 @@ bool lines_agree(const std::vector<NearestPair>& got, const std::vector<NearestP
     }
   }
   return true;
-}
-
-// A random line of pairs (d[0] <= d[1], distinct ids), integer distances.
-std::vector<NearestPair> random_pairs(std::mt19937_64& rng) {
-  const int64_t n = 1 + int64_t(rng() % (rng() % 2 ? 40 : 1500));
-  const uint64_t ids = 1 + rng() % (rng() % 2 ? 3 : 20);
-  const int shift = int(rng() % 41);  // squared distances below 2^shift
-  const int empty_in_8 = int(rng() % 8);
-  std::vector<NearestPair> pairs(n, no_instances());
-  for (auto& pair : pairs) {
-    if (int(rng() % 8) < empty_in_8) continue;
-    pair.id[0] = 1 + rng() % ids;
-    pair.d[0] = double(rng() % (uint64_t(1) << shift));
-    if (rng() % 3 == 0) continue;
-    pair.id[1] = 1 + rng() % ids;
-    if (pair.id[1] == pair.id[0]) pair.id[1] = pair.id[0] % ids + 1;
-    if (pair.id[1] == pair.id[0]) {  // one id only
-      pair.id[1] = kNoInstance;
-      continue;
-    }
-    pair.d[1] = pair.d[0] + double(rng() % 3 == 0 ? 0 : rng() % (uint64_t(1) << shift));
-  }
-  return pairs;
 }
 
 // Pass 0 from a line of labels: scan_line, and the search from the initial
@@ -223,47 +196,21 @@ std::vector<NearestPair> cpu_driver(const std::vector<int64_t>& labels, const Gr
 
 int fuzz(int64_t count, uint64_t seed) {
   std::mt19937_64 rng(seed);
-  const auto uniform = [&](int64_t lo, int64_t hi) { return lo + int64_t(rng() % (hi - lo + 1)); };
+  const fuzz_images::Uniform uniform{rng};
   Forms forms;
   for (int64_t trial = 0; trial < count; ++trial) {
-    const std::vector<NearestPair> line = random_pairs(rng);
+    const std::vector<NearestPair> line =
+        fuzz_images::random_pair_line(rng, rng() % 2 ? 40 : 1500);
     if (!lines_agree(searched(line, 1.0), enveloped(line, 1.0, true), "later pass")) return 1;
     if (!first_pass_agrees(rng)) return 1;
 
-    Grid image;
-    image.ndim = int(uniform(1, 4));
-    const int64_t max_size = image.ndim == 1 ? 60 : image.ndim == 2 ? 30 : image.ndim == 3 ? 10 : 5;
-    const bool unit = uniform(0, 3) > 0;
-    for (int d = 0; d < image.ndim; ++d) {
-      image.size[d] = uniform(1, max_size);
-      image.spacing[d] = unit ? 1.0 : 0.25 + double(uniform(0, 1000)) / 250.0;
-    }
+    const Grid image = fuzz_images::random_grid(uniform, {60, 30, 10, 5}, uniform(0, 3) > 0);
+    const bool unit = integer_envelope_keys(image);
     const int64_t images = uniform(1, 3), pixels = image.numel();
     const int64_t ids = uniform(1, uniform(0, 1) ? 3 : 12);
     std::vector<int64_t> labels(images * pixels, 0);
     for (int64_t i = 0; i < images; ++i) {
-      int64_t* own = labels.data() + i * pixels;
-      if (uniform(0, 1)) {  // scattered pixels of any density
-        const int64_t density = uniform(0, 100);
-        for (int64_t x = 0; x < pixels; ++x) own[x] = uniform(1, 100) <= density ? uniform(1, ids) : 0;
-      } else {  // boxes (or none)
-        for (int64_t box = uniform(0, 4); box > 0; --box) {
-          int64_t lo[kMaxDistanceDims], hi[kMaxDistanceDims];
-          for (int d = 0; d < image.ndim; ++d) {
-            lo[d] = uniform(0, image.size[d] - 1);
-            hi[d] = uniform(lo[d], image.size[d] - 1);
-          }
-          const int64_t id = uniform(1, ids);
-          for (int64_t x = 0; x < pixels; ++x) {
-            bool inside = true;
-            for (int d = 0; d < image.ndim; ++d) {
-              const int64_t at = (x / image.inner(d)) % image.size[d];
-              inside &= at >= lo[d] && at <= hi[d];
-            }
-            if (inside) own[x] = id;
-          }
-        }
-      }
+      fuzz_images::random_labels(uniform, image, ids, labels.data() + i * pixels);
     }
     // Tiles of 1 to 64 target pixels and room for 1 to 64 pairs (many small
     // tiles, both forms, and lines that fit none), or the library's sizes.
@@ -298,10 +245,4 @@ int fuzz(int64_t count, uint64_t seed) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  if (argc == 4 && std::string(argv[1]) == "fuzz") {
-    return fuzz(std::atoll(argv[2]), uint64_t(std::atoll(argv[3])));
-  }
-  std::fprintf(stderr, "usage: %s fuzz COUNT SEED\n", argv[0]);
-  return 2;
-}
+int main(int argc, char** argv) { return fuzz_images::fuzz_main(argc, argv, fuzz); }
