@@ -41,6 +41,11 @@ memory during one call, outputs included, in a child process whose freed
 memory goes back to the OS (harness.peak_extra_memory_mib):
   segloss d1,d2, segloss weight map, scipy EDT, edt (as above)
 
+Time runs go on in a child process under harness.STEADY_ALLOCATOR (unless
+MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ is set already): glibc keeps
+freed memory for reuse, so that no candidate's time depends on what the
+candidates before it freed.
+
 Prints a markdown table and writes <out-dir>/distance-time-cpu.json (or
 distance-time-cuda.json, distance-memory-cpu.json).
 """
@@ -247,6 +252,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.memory:
         harness.rerun_where_memory_is_measurable(__file__, argv)
         return memory_main(args)
+    if harness.rerun_with_steady_allocator(__file__, argv):
+        return
     gpu = torch.device(args.device) if args.device != "cpu" else None
 
     edt = import_edt()

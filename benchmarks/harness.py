@@ -78,6 +78,31 @@ def rerun_where_memory_is_measurable(script: str, argv: Optional[List[str]]) -> 
         [sys.executable, script, *(sys.argv[1:] if argv is None else argv)], env=env))
 
 
+# glibc malloc settings under which freed blocks of up to 256 MiB stay in the
+# process for reuse (the heap trimmed only past 512 MiB): every timed call
+# reuses memory, as repeated calls do in a long-running process, whatever the
+# calls before it freed. Left to glibc, the thresholds follow the largest
+# block freed so far, and a NumPy call's time depended by 10-20% on which
+# candidate ran before it (the distance suite, on the 2-core VM).
+STEADY_ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": str(256 << 20),
+                    "MALLOC_TRIM_THRESHOLD_": str(512 << 20)}
+
+
+def rerun_with_steady_allocator(script: str, argv: Optional[List[str]]) -> bool:
+    """For a CPU time run: unless glibc's thresholds are already set (by this
+    or by the caller), runs `script` again with `argv` (default: this
+    process's arguments) in a child under STEADY_ALLOCATOR and returns True
+    (the caller returns; a failing child exits with its status); False where
+    the run should go on in this process."""
+    if any(key in os.environ for key in STEADY_ALLOCATOR):
+        return False
+    code = subprocess.call([sys.executable, script, *(sys.argv[1:] if argv is None else argv)],
+                           env=dict(os.environ, **STEADY_ALLOCATOR))
+    if code != 0:
+        raise SystemExit(code)
+    return True
+
+
 def peak_extra_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
     """Peak memory in use during fn() beyond what was in use before, in MiB.
 
