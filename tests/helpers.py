@@ -165,18 +165,26 @@ _ISA_CPU_FLAGS = {"baseline": (), "avx2": ("avx2", "fma"),
 _ISA_REPORT = "segloss CPU kernels:"
 
 
-def compile_host_program(source: str, directory) -> str:
+def compile_host_program(source: str, directory, sanitize: bool = False) -> str:
     """Builds the one-file C++ program `source` (tests/cpp/) with the host
     compiler into `directory` and returns its path; skips the test without a
     compiler. -ffp-contract=off as the library's host build: no fused
-    multiply-adds."""
+    multiply-adds. sanitize: with AddressSanitizer and UndefinedBehaviorSanitizer,
+    any report fatal (skips the test where the compiler cannot link them)."""
     import shutil
     compiler = shutil.which("c++") or shutil.which("g++")
     if compiler is None:
         pytest.skip("needs a C++ compiler")
     binary = os.path.join(str(directory), os.path.splitext(os.path.basename(source))[0])
-    subprocess.run([compiler, "-O2", "-std=c++17", "-ffp-contract=off", source, "-o", binary],
-                   check=True)
+    flags = ["-O2", "-std=c++17", "-ffp-contract=off"]
+    if sanitize:
+        flags = ["-O1", "-g", "-std=c++17", "-ffp-contract=off",
+                 "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+    result = subprocess.run([compiler, *flags, source, "-o", binary], capture_output=True,
+                            text=True)
+    if result.returncode != 0 and sanitize:
+        pytest.skip(f"the compiler cannot build with sanitizers: {result.stderr[-300:]}")
+    assert result.returncode == 0, result.stderr
     return binary
 
 

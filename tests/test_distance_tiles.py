@@ -139,13 +139,17 @@ def test_tiled_maps_fuzz(program, seed):
     assert result.returncode == 0 and result.stdout.strip() == "ok 3000", result.stdout
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_two_nearest_tile_passes_equal_the_cpu_driver(tmp_path, seed):
+@pytest.mark.parametrize("seed, sanitize", [(1, False), (2, False), (3, True)],
+                         ids=["seed1", "seed2", "seed3-sanitizers"])
+def test_two_nearest_tile_passes_equal_the_cpu_driver(tmp_path, seed, sanitize):
     # Random lines (the search against envelope_line and pass 0's scan) and
     # random label batches through the kernels' passes with random tile sizes
-    # (every form), against the CPU driver, bit for bit, ids included.
-    program = compile_host_program(TWO_NEAREST_SOURCE, tmp_path)
-    result = subprocess.run([program, "fuzz", "3000", str(seed)], capture_output=True, text=True)
+    # (every form), against the CPU driver, bit for bit, ids included; once
+    # under ASan and UBSan (a search reading past its tile's line would be
+    # a silent wrong read on the GPU).
+    program = compile_host_program(TWO_NEAREST_SOURCE, tmp_path, sanitize=sanitize)
+    trials = "1500" if sanitize else "3000"
+    result = subprocess.run([program, "fuzz", trials, str(seed)], capture_output=True, text=True)
     lines = result.stdout.split("\n")
     assert result.returncode == 0 and lines[0] == "ok", result.stdout + result.stderr
     forms = [int(word) for word in lines[1].split()[0:8:2]]  # slabs, groups, scan, envelope
