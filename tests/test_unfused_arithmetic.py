@@ -10,7 +10,10 @@ multiply-add (csrc/core/rounding.h).
   so a contracting build fails here.
 * The weight map against the float64 formula, to 1 float32 ulp (segloss's
   exp and NumPy's differ by up to 2 ulp of a double; the float32 rounding
-  hides that except next to a rounding boundary).
+  hides that except next to a rounding boundary). Where the border term is
+  too small to change the weight, its exp is skipped: a C++ program checks
+  that every skip gives the bits the addition would (tests/cpp/
+  unet_weight_skip.cpp).
 * The PTX that nvcc makes of the core's distance and weight code has no fma
   instruction (skipped where nvcc is absent); a control expression shows the
   grep finds one where nvcc does contract.
@@ -27,6 +30,7 @@ import torch
 
 import segloss
 from distance_reference import brute_force_squared, unet_weight_formula
+from helpers import compile_host_program
 
 CORE = Path(__file__).resolve().parents[1] / "csrc" / "core"
 
@@ -88,6 +92,20 @@ def test_weight_map_to_one_float32_ulp(case, sigma, device):
     d = np.sort(np.sqrt(squared), axis=0)
     want = unet_weight_formula(labels[0], d[0], d[1], w0=7.5, sigma=sigma).astype(np.float32)
     np.testing.assert_array_max_ulp(got, want, maxulp=1)
+
+
+def test_skipped_border_terms_would_not_change_the_weight(tmp_path):
+    # Random weights, w0 and exponents, three in four within 1e-6 of the
+    # skip's bound: wherever border_term_is_negligible says so, adding the
+    # term must give the weight back, bit for bit.
+    source = Path(__file__).resolve().parent / "cpp" / "unet_weight_skip.cpp"
+    program = compile_host_program(str(source), tmp_path)
+    result = subprocess.run([program, "1000000", "7"], capture_output=True, text=True)
+    lines = result.stdout.split("\n")
+    assert result.returncode == 0 and lines[0] == "ok", result.stdout + result.stderr
+    words = lines[1].split()  # "S skipped, N near the bound"
+    skipped, near_bound = int(words[0]), int(words[2])
+    assert skipped > 100_000 and near_bound > 100_000, lines[1]
 
 
 _PTX_SOURCE = r"""

@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "platform.h"
 #include "rounding.h"
@@ -19,7 +20,31 @@ struct UnetWeightParams {
   double w0 = 10;
   double sigma = 5;
   bool border_everywhere = false;
+  double log_abs_w0 = 2.302585092994046;  // log|w0|: set by unet_weight_params
 };
+
+inline UnetWeightParams unet_weight_params(double w0, double sigma, bool border_everywhere) {
+  return UnetWeightParams{w0, sigma, border_everywhere, std::log(std::fabs(w0))};
+}
+
+// Whether the border term w0 exp(exponent) is below a quarter of weight's
+// ulp, so that adding it, rounded to nearest, gives weight back (a quarter:
+// below a power of two the ulp halves), and the exp can be skipped: the same
+// bits, less time where the two nearest cells are far (exp_rn is most of a
+// background pixel's cost). With e = ilogb(weight), the test is |w0| exp(x)
+// (1 + 2^-50) < 2^(e - 54) (the factor: exp_rn's and the product's rounding),
+// in logarithms, with 1e-9 to spare for the rounding of the bound itself.
+// Only for normal weights (zero, subnormal, infinite and NaN ones: never).
+SEGLOSS_INLINE bool border_term_is_negligible(double weight, double exponent,
+                                              double log_abs_w0) {
+  std::uint64_t bits;
+  memcpy(&bits, &weight, sizeof(bits));
+  const int field = int((bits >> 52) & 0x7ff);
+  if (field == 0 || field == 0x7ff) return false;
+  const double ln2 = 0.6931471805599453;
+  const double bound = sub_rn(mul_rn(double(field - 1023 - 54), ln2), log_abs_w0);
+  return exponent < sub_rn(bound, 1e-9);
+}
 
 // w_c of the two classes: background (label 0) and foreground (any instance).
 struct ClassWeights {
@@ -56,7 +81,9 @@ SEGLOSS_INLINE float unet_weight(const NearestPair& pair, const float* pixel_wei
     // Unfused arithmetic and exp_rn (rounding.h): the same bits on CPU and GPU.
     const double gap = add_rn(sqrt(pair.d[0]), sqrt(pair.d[1]));
     const double exponent = -mul_rn(gap, gap) / mul_rn(2 * params.sigma, params.sigma);
-    weight = add_rn(weight, mul_rn(params.w0, exp_rn(exponent)));
+    if (!border_term_is_negligible(weight, exponent, params.log_abs_w0)) {
+      weight = add_rn(weight, mul_rn(params.w0, exp_rn(exponent)));
+    }
   }
   return float(weight);
 }

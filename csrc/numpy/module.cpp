@@ -307,7 +307,7 @@ py::array_t<float> unet_weight_map(const py::array& labels_in, const std::vector
       class_weights =
           core::balanced_class_weights(grid.numel(), core::count_instance_pixels(strided, grid));
     }
-    const core::UnetWeightParams params{w0, sigma, border_everywhere};
+    const core::UnetWeightParams params = core::unet_weight_params(w0, sigma, border_everywhere);
     float* out = result.mutable_data();
     transform<Label>(labels, "labels", core::LabelIsId{}, grid, threads,
                      [=](int64_t i, const NearestPair& pair) {

@@ -87,7 +87,7 @@ core::UnetWeightParams check_weight_map_arguments(
                       ": pixel_weights must have labels' shape ", labels.sym_sizes(), ", got ",
                       w.sym_sizes());
   }
-  return core::UnetWeightParams{w0, sigma, border_everywhere};
+  return core::unet_weight_params(w0, sigma, border_everywhere);
 }
 
 core::Grid image_grid(const at::Tensor& labels, const std::vector<double>& spacing) {
