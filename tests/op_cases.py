@@ -503,8 +503,9 @@ def cases():
         _two_nearest_case("two_nearest-3d-unit-int32", labels3, None, torch.int32),
         # At unit spacing the CUDA later passes run in tiles
         # (two_nearest_on_line): whole slabs, groups of lines (a 40 x 44 slab
-        # of pairs is past the tile's 40 KiB), and lines too long for any tile
-        # (one thread per line).
+        # of pairs is past the tile's 40 KiB), and lines of 1500 pairs (past
+        # 40 KiB: a tile in the device's opt-in shared memory). Lines past
+        # that (one thread per line): the 16.8M-lines cases below.
         _two_nearest_case("two_nearest-2d-unit-int32", labels2, None, torch.int32),
         _two_nearest_case("two_nearest-3d-groups-unit-int64", lambda: _instances((4, 40, 44)),
                           None, torch.int64),

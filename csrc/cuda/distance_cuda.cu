@@ -178,6 +178,27 @@ __global__ void two_nearest_tile_pass_kernel(NearestPair* state, core::LineTiles
   }
 }
 
+// The tiles of a two-nearest pass: within the 48 KiB any block gets, where
+// they fit (several blocks per SM); else within the device's opt-in shared
+// memory per block (227 KiB on an H100 or H200: lines of up to about 7,000
+// pixels), which the tile kernel is then allowed; no tiles past that.
+core::LineTiles two_nearest_tiles(int64_t n, int64_t inner, int64_t outer) {
+  const int64_t pair_bytes = int64_t(sizeof(NearestPair));
+  core::LineTiles tiles = core::line_tiles(n, inner, outer, pair_bytes, core::kLineIdRangeBits);
+  if (tiles.tiles > 0) return tiles;
+  int optin = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin,
+                                        c10::cuda::current_device()));
+  tiles = core::line_tiles(n, inner, outer, pair_bytes, core::kLineIdRangeBits, core::kTileTarget,
+                           int64_t(optin));
+  if (tiles.tiles > 0) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(two_nearest_tile_pass_kernel,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        int(tiles.shared_bytes())));
+  }
+  return tiles;
+}
+
 template <typename Label>
 __global__ void two_nearest_outputs_kernel(const NearestPair* state, int64_t total, double* d1,
                                            double* d2, Label* l1, Label* l2) {
@@ -218,8 +239,7 @@ at::Tensor nearest_state(const at::Tensor& labels_in, const core::Grid& image,
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   // Pass 0's lines fit a tile: the initial pairs, then the search (which, all
   // bases being 0, gives scan_line's pairs at any spacing); else the scan.
-  const core::LineTiles first_tiles = core::line_tiles(
-      image.size[0], image.inner(0), images, int64_t(sizeof(NearestPair)), core::kLineIdRangeBits);
+  const core::LineTiles first_tiles = two_nearest_tiles(image.size[0], image.inner(0), images);
   AT_DISPATCH_V2(
       labels.scalar_type(), "segloss_two_nearest_first_pass_cuda", AT_WRAP([&] {
         BatchGrid<scalar_t> grid{image, images, pixels,
@@ -249,9 +269,7 @@ at::Tensor nearest_state(const at::Tensor& labels_in, const core::Grid& image,
     const int64_t n = image.size[axis];
     const int64_t lines = images * (pixels / n);
     const core::LineTiles tiles =
-        axis == 0 ? first_tiles
-                  : core::line_tiles(n, image.inner(axis), lines / image.inner(axis),
-                                     int64_t(sizeof(NearestPair)), core::kLineIdRangeBits);
+        axis == 0 ? first_tiles : two_nearest_tiles(n, image.inner(axis), lines / image.inner(axis));
     if (tiles.tiles > 0 && (axis == 0 || integer_keys)) {
       two_nearest_tile_pass_kernel<<<std::min(tiles.tiles, kMaxBlocks), kThreads,
                                      size_t(tiles.shared_bytes()), stream>>>(
