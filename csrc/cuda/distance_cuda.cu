@@ -1,13 +1,14 @@
 // CUDA kernels of the distance-transform ops, over every image of the batch
 // at once. The two-nearest state (two_nearest_distances, unet_weight_map):
-// pass 0 one thread per line (scan_line); the later passes at unit spacing
 // every pixel in parallel, lines in shared memory (two_nearest_on_line in
-// tiles, core/line_tiles.h), else one thread per line (envelope_line). The
-// distance maps: every pixel in parallel, lines in shared memory
-// (csrc/core/binary_distance_tiles.h). Both give the CPU's values bit for
-// bit (the same arithmetic, never fused: core/rounding.h); the pixel-parallel
-// passes where they are exact, as tests/cpp/two_nearest_tiles.cpp and
-// binary_distance_tiles.cpp check on the CPU.
+// tiles, core/line_tiles.h) for pass 0 and, at unit spacing, the later
+// passes; one thread per line (scan_line, envelope_line) with sampling and
+// for lines too long for a tile. The distance maps: every pixel in parallel,
+// lines in shared memory (csrc/core/binary_distance_tiles.h). Both give the
+// CPU's values bit for bit (the same arithmetic, never fused:
+// core/rounding.h), the pixel-parallel passes where they are exact, as
+// tests/cpp/two_nearest_tiles.cpp and binary_distance_tiles.cpp check on the
+// CPU.
 #include <ATen/Dispatch_v2.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
