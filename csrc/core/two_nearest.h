@@ -573,5 +573,4 @@ SEGLOSS_INLINE bool range_has_one_id(const LineIdRange& range) {
   return range.low == range.high;
 }
 
-
 }  // namespace segloss::core

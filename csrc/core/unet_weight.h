@@ -32,9 +32,10 @@ inline UnetWeightParams unet_weight_params(double w0, double sigma, bool border_
 // below a power of two the ulp halves), and the exp can be skipped: the same
 // bits, less time where the two nearest cells are far (exp_rn is most of a
 // background pixel's cost). With e = ilogb(weight), the test is |w0| exp(x)
-// (1 + 2^-50) < 2^(e - 54) (the factor: exp_rn's and the product's rounding),
-// in logarithms, with 1e-9 to spare for the rounding of the bound itself.
-// Only for normal weights (zero, subnormal, infinite and NaN ones: never).
+// < 2^(e - 54) in logarithms, less 1e-9: far more than exp_rn's and the
+// product's rounding (a few 2^-52) and the bound's own. Only for normal
+// weights (zero, subnormal, infinite and NaN ones: never);
+// tests/cpp/unet_weight_skip.cpp checks the margin.
 SEGLOSS_INLINE bool border_term_is_negligible(double weight, double exponent,
                                               double log_abs_w0) {
   std::uint64_t bits;
