@@ -175,18 +175,9 @@ SEGLOSS_INLINE void parabola_envelope(int64_t lo, int64_t hi, int64_t from, int6
 // The values are the envelope's, the exact minimum, at unit spacing.
 constexpr int64_t kShortRun = 32;
 
-// A parabola's rise (spacing t)^2 at t pixels from its apex, rounded as the
-// envelope rounds it (then to T), and its value base + rise, rounded once:
-// in double unfused (rounding.h); in float, where every such sum is an
-// integer below 2^24 (binary_state_fits_float), exact. The short runs here
-// and the CUDA maps' search (binary_distance_tiles.h) both round so.
-template <typename T>
-SEGLOSS_INLINE T parabola_rise(double spacing, int64_t t) {
-  const double offset = spacing * double(t);
-  return T(mul_rn(offset, offset));
-}
-SEGLOSS_INLINE double parabola_value(double base, double rise) { return add_rn(base, rise); }
-SEGLOSS_INLINE float parabola_value(float base, float rise) { return base + rise; }
+// The parabolas' rounding (parabola_rise, parabola_value) is two_nearest.h's:
+// the short runs here and the CUDA maps' search (binary_distance_tiles.h)
+// round as the envelopes do.
 
 // rise[kShortRun + t]: parabola_rise(spacing, t) for |t| <= kShortRun.
 template <typename T>

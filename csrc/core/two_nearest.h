@@ -75,6 +75,20 @@ SEGLOSS_INLINE void offer(NearestPair& pair, double d, InstanceId id) {
   }
 }
 
+// A parabola's rise (spacing t)^2 at t pixels from its apex (t of either
+// sign), rounded then converted to T, and its value base + rise, rounded
+// once: in double unfused (rounding.h), so CPU and GPU give the same bits; in
+// float (the binary sweep's states, binary_distance.h), where every such sum
+// is an integer below 2^24 (binary_state_fits_float), exact. Every distance
+// sweep and search rounds its parabolas so.
+template <typename T = double>
+SEGLOSS_INLINE T parabola_rise(double spacing, int64_t t) {
+  const double offset = spacing * double(t);
+  return T(mul_rn(offset, offset));
+}
+SEGLOSS_INLINE double parabola_value(double base, double rise) { return add_rn(base, rise); }
+SEGLOSS_INLINE float parabola_value(float base, float rise) { return base + rise; }
+
 // Pass 0 scans each line along the first axis twice, forward and backward.
 // The best two distinct instances over a union are among the best two of each
 // part, so each pixel merges the best two on one side (the last instance seen
@@ -98,13 +112,11 @@ struct LineScan {
   SEGLOSS_INLINE NearestPair pair(int64_t i, double spacing) const {
     NearestPair result = no_instances();
     if (last_id != kNoInstance) {
-      const double a = spacing * double(i - last_at);
-      result.d[0] = a * a;
+      result.d[0] = parabola_rise(spacing, i - last_at);
       result.id[0] = last_id;
     }
     if (other_id != kNoInstance) {
-      const double b = spacing * double(i - other_at);
-      result.d[1] = b * b;
+      result.d[1] = parabola_rise(spacing, i - other_at);
       result.id[1] = other_id;
     }
     return result;
@@ -113,12 +125,8 @@ struct LineScan {
   // Merges this side's two into position i's pair (the backward scan).
   SEGLOSS_INLINE void offer_to(NearestPair& result, int64_t i, double spacing) const {
     if (last_id == kNoInstance) return;
-    const double a = spacing * double(last_at - i);
-    offer(result, a * a, last_id);
-    if (other_id != kNoInstance) {
-      const double b = spacing * double(other_at - i);
-      offer(result, b * b, other_id);
-    }
+    offer(result, parabola_rise(spacing, last_at - i), last_id);
+    if (other_id != kNoInstance) offer(result, parabola_rise(spacing, other_at - i), other_id);
   }
 };
 
@@ -188,9 +196,7 @@ class EnvelopeLine {
   SEGLOSS_INLINE InstanceId id(int32_t c) const { return ids_[c]; }
 
   SEGLOSS_INLINE double value(int32_t c, int64_t x) const {
-    // Unfused (rounding.h): the same bits on CPU and GPU.
-    const double offset = spacing_ * double(x - position(c));
-    return add_rn(base_[c], mul_rn(offset, offset));
+    return parabola_value(base_[c], parabola_rise(spacing_, x - position(c)));
   }
 
   // Whether candidate p, inserted after t (position(p) >= position(t)), is
@@ -527,7 +533,9 @@ SEGLOSS_INLINE void offer_ranked(RankedPair& best, double d, InstanceId id, int6
 SEGLOSS_INLINE void offer_position(RankedPair& best, const NearestPair& at, double rise,
                                    int64_t q) {
   for (int k = 0; k < 2; ++k) {
-    if (at.id[k] != kNoInstance) offer_ranked(best, add_rn(at.d[k], rise), at.id[k], 2 * q + k);
+    if (at.id[k] != kNoInstance) {
+      offer_ranked(best, parabola_value(at.d[k], rise), at.id[k], 2 * q + k);
+    }
   }
 }
 
@@ -536,15 +544,14 @@ SEGLOSS_INLINE void offer_position(RankedPair& best, const NearestPair& at, doub
 // least its rise (spacing t)^2 (its base is >= 0, rounding is monotone), so
 // the search ends where the rise passes the second found (with `one_id`, all
 // of the line's candidates of one id: the first), or at the line's ends.
-// Rounded as EnvelopeLine::value.
+// Rounded as EnvelopeLine::value (parabola_rise, parabola_value).
 SEGLOSS_INLINE NearestPair two_nearest_on_line(const NearestPair* own, int64_t stride, int64_t x,
                                                int64_t n, double spacing, bool one_id) {
   RankedPair best = no_ranked_instances();
   offer_position(best, own[0], 0.0, x);
   bool left = x > 0, right = x + 1 < n;
   for (int64_t t = 1; left || right; ++t) {
-    const double offset = spacing * double(t);
-    const double rise = mul_rn(offset, offset);
+    const double rise = parabola_rise(spacing, t);
     // (A select, not an index: the pair stays in registers on the GPU.)
     if (rise > (one_id ? best.pair.d[0] : best.pair.d[1])) break;
     if (left) {
