@@ -80,26 +80,52 @@ struct BatchGrid {
   }
 };
 
-// The pairs before any pass (initial_pair) and, with `instance_pixels`, each
-// image's count of instance pixels (balanced class weights): one integer
-// atomic per block and image (deterministic).
-template <typename Label>
-__global__ void initial_pairs_kernel(BatchGrid<Label> grid, NearestPair* state,
-                                     unsigned long long* instance_pixels) {
-  const int64_t columns = grid.image.inner(0);
-  for (int64_t i = blockIdx.y; i < grid.images; i += gridDim.y) {
+// Every pixel's state before any pass, initial(id) of its label's id, and
+// with `counts`, each image's count of pixels whose id is not 0 (instance or
+// foreground pixels): one integer atomic per block and image
+// (deterministic). The two-nearest transform's and the distance maps'.
+template <typename Label, typename ToId, typename State, typename Initial>
+__global__ void initial_states_kernel(core::StridedLabels<Label, ToId> labels, core::Grid image,
+                                      int64_t images, int64_t batch_stride, Initial initial,
+                                      State* state, unsigned long long* counts) {
+  const int64_t pixels = image.numel(), columns = image.inner(0);
+  for (int64_t i = blockIdx.y; i < images; i += gridDim.y) {
     unsigned long long count = 0;
-    SEGLOSS_GRID_STRIDE_LOOP(p, grid.pixels) {
-      const InstanceId id = grid.column(i, p % columns)(p / columns);
-      state[i * grid.pixels + p] = core::initial_pair(id);
-      count += id != kNoInstance;
+    SEGLOSS_GRID_STRIDE_LOOP(p, pixels) {
+      const int64_t offset = i * batch_stride + (p / columns) * labels.stride[0] +
+                             core::column_offset(labels, image, p % columns);
+      const auto id = labels.to_id(labels.data[offset]);
+      state[i * pixels + p] = initial(id);
+      count += id != 0;
     }
-    if (instance_pixels != nullptr) {  // (the same for the whole block)
+    if (counts != nullptr) {  // (the same for the whole block)
       count = cuda::block_sum(count);
-      if (threadIdx.x == 0 && count != 0) atomicAdd(instance_pixels + i, count);
+      if (threadIdx.x == 0 && count != 0) atomicAdd(counts + i, count);
     }
   }
 }
+
+template <typename Label, typename ToId, typename State, typename Initial>
+void launch_initial_states(const core::StridedLabels<Label, ToId>& labels, const core::Grid& image,
+                           int64_t images, int64_t batch_stride, Initial initial, State* state,
+                           unsigned long long* counts, cudaStream_t stream) {
+  const dim3 blocks(unsigned(grid_size(image.numel(), kMaxBlocks)),
+                    unsigned(std::min<int64_t>(images, kMaxBlocks)));
+  initial_states_kernel<<<blocks, kThreads, 0, stream>>>(labels, image, images, batch_stride,
+                                                         initial, state, counts);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+struct InitialPair {
+  __device__ NearestPair operator()(InstanceId id) const { return core::initial_pair(id); }
+};
+
+template <typename State>
+struct InitialBinaryState {
+  __device__ State operator()(bool foreground) const {
+    return core::initial_binary_state<State>(foreground);
+  }
+};
 
 // Pass 0 where its lines fit no tile: one thread per (image, line along the
 // first spatial axis), scanning the labels.
@@ -247,11 +273,8 @@ at::Tensor nearest_state(const at::Tensor& labels_in, const core::Grid& image,
                                  {labels.const_data_ptr<scalar_t>(), {}, core::LabelIsId{}},
                                  labels.stride(0)};
         for (int d = 0; d < image.ndim; ++d) grid.labels.stride[d] = labels.stride(d + 1);
-        const dim3 blocks(unsigned(grid_size(pixels, kMaxBlocks)),
-                          unsigned(std::min<int64_t>(images, kMaxBlocks)));
-        initial_pairs_kernel<scalar_t><<<blocks, kThreads, 0, stream>>>(grid, pairs,
-                                                                         instance_pixels);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        launch_initial_states(grid.labels, image, images, grid.batch_stride, InitialPair{}, pairs,
+                              instance_pixels, stream);
         if (first_tiles.tiles == 0) {
           const int64_t work = images * image.inner(0);
           scan_kernel<scalar_t>
@@ -358,27 +381,6 @@ at::Tensor unet_weight_map_cuda(const at::Tensor& labels, double w0, double sigm
 // in shared memory, the last pass the maps. tests/cpp/binary_distance_tiles.cpp
 // runs these steps on the CPU.
 
-// The initial states of a batch of masks (read by strides), and each image's
-// foreground count: one integer atomic per block and image (deterministic).
-template <typename Value, typename State>
-__global__ void binary_init_kernel(core::StridedMask<Value> mask, core::Grid image,
-                                   int64_t images, int64_t batch_stride, State* state,
-                                   unsigned long long* foreground) {
-  const int64_t pixels = image.numel(), columns = image.inner(0);
-  for (int64_t i = blockIdx.y; i < images; i += gridDim.y) {
-    unsigned long long count = 0;
-    SEGLOSS_GRID_STRIDE_LOOP(p, pixels) {
-      const int64_t offset = i * batch_stride + (p / columns) * mask.stride[0] +
-                             core::column_offset(mask, image, p % columns);
-      const bool fg = mask.to_id(mask.data[offset]);
-      state[i * pixels + p] = core::initial_binary_state<State>(fg);
-      count += fg;
-    }
-    count = cuda::block_sum(count);
-    if (threadIdx.x == 0 && count != 0) atomicAdd(foreground + i, count);
-  }
-}
-
 // The map's value, or 0 in an image without both classes.
 __device__ float map_output(core::DistanceMap map, double state, unsigned long long foreground,
                             int64_t pixels) {
@@ -460,11 +462,8 @@ void binary_distance_maps(const at::Tensor& mask, const core::Grid& image, core:
       mask.scalar_type(), "segloss_distance_map_init_cuda", AT_WRAP([&] {
         core::StridedMask<scalar_t> strided{mask.const_data_ptr<scalar_t>(), {}, {}};
         for (int d = 0; d < image.ndim; ++d) strided.stride[d] = mask.stride(d + 1);
-        const dim3 blocks(unsigned(grid_size(pixels, kMaxBlocks)),
-                          unsigned(std::min<int64_t>(images, kMaxBlocks)));
-        binary_init_kernel<scalar_t, State><<<blocks, kThreads, 0, stream>>>(
-            strided, image, images, mask.stride(0), state.data_ptr<State>(), foreground);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        launch_initial_states(strided, image, images, mask.stride(0), InitialBinaryState<State>{},
+                              state.data_ptr<State>(), foreground, stream);
       }),
       AT_EXPAND(AT_INTEGRAL_TYPES_V2), at::kBool);
   at::Tensor other;  // the second buffer of passes from global memory

@@ -39,7 +39,7 @@ void distance_maps(const std::vector<unsigned char>& mask, int64_t images, const
                    DistanceMap map, int64_t target, int64_t max_bytes, std::vector<float>& out,
                    bool report_forms = true) {
   const int64_t pixels = image.numel(), total = images * pixels;
-  // The initial states and each image's foreground count (binary_init_kernel).
+  // The initial states and each image's foreground count (initial_states_kernel).
   std::vector<State> state(total), other;
   std::vector<int64_t> foreground(images, 0);
   for (int64_t i = 0; i < total; ++i) {

@@ -122,7 +122,7 @@ std::vector<NearestPair> cuda_passes(const std::vector<int64_t>& labels, int64_t
                                      const Grid& image, int64_t target, int64_t max_bytes,
                                      Forms& forms) {
   const int64_t pixels = image.numel(), total = images * pixels;
-  // initial_pairs_kernel.
+  // initial_states_kernel with InitialPair.
   std::vector<NearestPair> state(total);
   for (int64_t i = 0; i < total; ++i) state[i] = initial_pair(InstanceId(labels[i]));
   const bool integer_keys = integer_envelope_keys(image);
