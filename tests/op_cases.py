@@ -501,16 +501,21 @@ def cases():
     table += [
         _two_nearest_case("two_nearest-3d-int64", labels3, [0.7, 1.3, 1.1], torch.int64),
         _two_nearest_case("two_nearest-3d-unit-int32", labels3, None, torch.int32),
-        # At unit spacing the CUDA later passes run in tiles
-        # (two_nearest_on_line): whole slabs, groups of lines (a 40 x 44 slab
-        # of pairs is past the tile's 40 KiB), and lines of 1500 pairs (past
-        # 40 KiB: a tile in the device's opt-in shared memory). Lines past
-        # that (one thread per line): the 16.8M-lines cases below.
+        # The CUDA passes run in tiles (two_nearest_on_line), at unit spacing
+        # and with sampling: whole slabs, groups of lines (a 40 x 44 slab of
+        # pairs is past the tile's 40 KiB), and lines of 1500 pairs (past 40
+        # KiB: a tile in the device's opt-in shared memory). Lines past that
+        # (one thread per line): the 16.8M-lines cases below.
         _two_nearest_case("two_nearest-2d-unit-int32", labels2, None, torch.int32),
         _two_nearest_case("two_nearest-3d-groups-unit-int64", lambda: _instances((4, 40, 44)),
                           None, torch.int64),
+        _two_nearest_case("two_nearest-3d-groups-sampling-int32", lambda: _instances((4, 40, 44)),
+                          [0.3, 1.1, 0.7], torch.int32),
         _weight_map_case("unet_weight_map-2d-long-axis-unit",
                          lambda: _instances((30, 1500), count=1), class_weights="balanced"),
+        _weight_map_case("unet_weight_map-2d-long-axis-sampling",
+                         lambda: _instances((30, 1500)), class_weights="balanced",
+                         sampling=[1.0, 0.1]),
         _weight_map_case("unet_weight_map-2d-balanced-sampling", labels2, class_weights="balanced",
                          sampling=[1.0, 1.3]),
         _weight_map_case("unet_weight_map-2d-pixel-border_everywhere", labels2, pixel=True,

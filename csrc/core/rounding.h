@@ -46,6 +46,21 @@ SEGLOSS_INLINE double sub_rn(double a, double b) {
 #endif
 }
 
+// a + b exactly, as the rounded sum `hi` and its rounding error `lo` (Knuth's
+// TwoSum: six rounded additions, exact for any finite a, b whose sum does not
+// overflow). Since hi = round(a + b) and rounding is monotone, two such sums
+// compare exactly by (hi, then lo).
+struct ExactSum {
+  double hi, lo;
+};
+
+SEGLOSS_INLINE ExactSum exact_sum(double a, double b) {
+  const double hi = add_rn(a, b);
+  const double b_part = sub_rn(hi, a);
+  const double a_part = sub_rn(hi, b_part);
+  return ExactSum{hi, add_rn(sub_rn(a, a_part), sub_rn(b, b_part))};
+}
+
 // 2^k for k in [-1022, 1023] (a normal double).
 SEGLOSS_INLINE double power_of_two(std::int64_t k) {
   const std::uint64_t bits = std::uint64_t(k + 1023) << 52;

@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "platform.h"
 #include "rounding.h"
@@ -171,26 +172,40 @@ SEGLOSS_INLINE int64_t envelope_scratch_pieces(int64_t n) { return 4 * (n + 2); 
 constexpr double kMinSpacing = 1e-100;
 constexpr double kMaxSpacing = 1e100;
 
+// A candidate's key (LineCandidates) from its base (squared distance) at
+// position q: base / spacing^2 + q^2, as base * key_scale(spacing) + q^2,
+// each operation rounded on its own (rounding.h): the keys decide near-ties,
+// so the ids too are the same on CPU and GPU. A key is never below q^2 (q^2
+// is exact, rounding monotone), which bounds the search of
+// two_nearest_on_line.
+SEGLOSS_INLINE double key_scale(double spacing) { return 1.0 / (spacing * spacing); }
+SEGLOSS_INLINE double envelope_key(double base, int64_t q, double inverse_square) {
+  return add_rn(mul_rn(base, inverse_square), double(q) * double(q));
+}
+
 // One line's candidates, gathered by gather_line into flat arrays: candidate c
 // is entry c % 2 of position q = c / 2, and its squared distance from position
 // x is base[c] + (spacing (x - q))^2. Comparisons use the keys
 // key[c] = base[c] / spacing^2 + q^2: p is nearer than t at x exactly when
 // key[p] - key[t] < 2 x (q_p - q_t), integer arithmetic at unit spacing (exact
-// in double while keys stay below 2^53) and monotone in x at any spacing.
+// in double while keys stay below 2^53) and monotone in x at any spacing,
+// where it is decided exactly (EnvelopeLine::below).
 struct LineCandidates {
   double* base;
   double* key;
   InstanceId* id;
 };
 
+// kIntegerKeys: every key is an integer below 2^52 (unit spacing on every
+// axis and small enough images: integer_envelope_keys in
+// distance_transform.h), which makes below() exact as it stands and crossing()
+// exact without its checks. (A template parameter: the common case's
+// comparisons stay as small as they were.)
+template <bool kIntegerKeys>
 class EnvelopeLine {
  public:
-  // integer_keys: every key is an integer below 2^52 (unit spacing on every
-  // axis and small enough images: integer_envelope_keys in
-  // distance_transform.h), which makes crossing() exact without its checks.
-  SEGLOSS_INLINE EnvelopeLine(const LineCandidates& line, double spacing, bool integer_keys)
-      : base_(line.base), key_(line.key), ids_(line.id), spacing_(spacing),
-        integer_keys_(integer_keys) {}
+  SEGLOSS_INLINE EnvelopeLine(const LineCandidates& line, double spacing)
+      : base_(line.base), key_(line.key), ids_(line.id), spacing_(spacing) {}
 
   SEGLOSS_INLINE int64_t position(int32_t c) const { return c >> 1; }
   SEGLOSS_INLINE InstanceId id(int32_t c) const { return ids_[c]; }
@@ -200,9 +215,19 @@ class EnvelopeLine {
   }
 
   // Whether candidate p, inserted after t (position(p) >= position(t)), is
-  // strictly nearer than t (-1: none) at x.
+  // strictly nearer than t (-1: none) at x: key[p] - key[t] < 2 x (q_p - q_t),
+  // decided exactly, so that near-ties are settled by the keys themselves, as
+  // the pixel-parallel search settles them (two_nearest_on_line). The rounded
+  // difference decides unless it equals the bound (an integer, exact):
+  // rounding is monotone. Then its rounding error does (exact_sum); with
+  // integer keys there is none. (Computed whether needed or not: a branch
+  // here cost 10% more than the error's five additions.)
   SEGLOSS_INLINE bool below(int32_t p, int32_t t, int64_t x) const {
-    return t < 0 || key_[p] - key_[t] < 2.0 * double(x) * double(position(p) - position(t));
+    if (t < 0) return true;
+    const double bound = 2.0 * double(x) * double(position(p) - position(t));
+    if (kIntegerKeys) return key_[p] - key_[t] < bound;
+    const ExactSum difference = exact_sum(key_[p], -key_[t]);
+    return difference.hi < bound || (difference.hi == bound && difference.lo < 0.0);
   }
 
   // The first x in [lo, hi) (lo < hi) at which p is below t (-1: none), or
@@ -226,7 +251,7 @@ class EnvelopeLine {
     // that is not an integer lies at least 1 / (2 (q_p - q_t)) from the next
     // one, and the division's rounding error, below |key[p] - key[t]| 2^-53 /
     // (2 (q_p - q_t)), is smaller while the keys stay below 2^52.
-    if (integer_keys_) return x;
+    if (kIntegerKeys) return x;
     while (x > lo + 1 && below(p, t, x - 1)) --x;
     while (x < hi - 1 && !below(p, t, x)) ++x;
     return x;
@@ -237,7 +262,6 @@ class EnvelopeLine {
   const double* key_;
   const InstanceId* ids_;
   double spacing_;
-  bool integer_keys_;
 };
 
 // Incremental construction of the two envelopes of a line: candidates are
@@ -256,9 +280,11 @@ class EnvelopeLine {
 // a line, consecutive candidates mostly share the first's id (the same
 // instance is nearest), and then only the first changes; the second is rebuilt
 // only where the first's id changes or p becomes second.
+template <bool kIntegerKeys>
 class EnvelopeBuilder {
  public:
-  SEGLOSS_INLINE EnvelopeBuilder(const EnvelopeLine& line, int64_t n, EnvelopePiece* scratch)
+  SEGLOSS_INLINE EnvelopeBuilder(const EnvelopeLine<kIntegerKeys>& line, int64_t n,
+                                 EnvelopePiece* scratch)
       : line_(line),
         n_(n),
         first_(scratch),
@@ -421,7 +447,7 @@ class EnvelopeBuilder {
     second_[second_count_++] = EnvelopePiece{begin, first_id, candidate};
   }
 
-  EnvelopeLine line_;
+  EnvelopeLine<kIntegerKeys> line_;
   int64_t n_;
   EnvelopePiece* first_;       // the nearest: first_[0, first_count_)
   EnvelopePiece* second_;      // the second-nearest: second_[0, second_count_)
@@ -434,15 +460,12 @@ class EnvelopeBuilder {
 // LineCandidates (2n entries each).
 SEGLOSS_INLINE void gather_line(const NearestPair* in, int64_t in_stride, int64_t n,
                                 double spacing, const LineCandidates& line) {
-  const double inverse_square = 1.0 / (spacing * spacing);
+  const double inverse_square = key_scale(spacing);
   for (int64_t q = 0; q < n; ++q) {
     const NearestPair& pair = in[q * in_stride];
-    const double q_squared = double(q) * double(q);
     for (int k = 0; k < 2; ++k) {
       line.base[2 * q + k] = pair.d[k];
-      // Unfused, as in value(): the keys decide near-ties, so the ids too
-      // are the same on CPU and GPU.
-      line.key[2 * q + k] = add_rn(mul_rn(pair.d[k], inverse_square), q_squared);
+      line.key[2 * q + k] = envelope_key(pair.d[k], q, inverse_square);
       line.id[2 * q + k] = pair.id[k];
     }
   }
@@ -466,12 +489,20 @@ SEGLOSS_INLINE void envelope_line(const LineCandidates& candidates, int64_t n, d
                                   bool integer_keys, EnvelopePiece* scratch,
                                   const Writer& write) {
   if (n <= 0) return;
-  const EnvelopeLine line(candidates, spacing, integer_keys);
-  EnvelopeBuilder envelope(line, n, scratch);
-  for (int64_t c = 0; c < 2 * n; ++c) {
-    if (candidates.id[c] != kNoInstance) envelope.insert(int32_t(c));
+  auto sweep = [&](auto integer) {
+    constexpr bool kIntegerKeys = decltype(integer)::value;
+    const EnvelopeLine<kIntegerKeys> line(candidates, spacing);
+    EnvelopeBuilder<kIntegerKeys> envelope(line, n, scratch);
+    for (int64_t c = 0; c < 2 * n; ++c) {
+      if (candidates.id[c] != kNoInstance) envelope.insert(int32_t(c));
+    }
+    envelope.write(write);
+  };
+  if (integer_keys) {
+    sweep(std::true_type{});
+  } else {
+    sweep(std::false_type{});
   }
-  envelope.write(write);
 }
 
 // ---------------------------------------------------------------------------
@@ -480,90 +511,118 @@ SEGLOSS_INLINE void envelope_line(const LineCandidates& candidates, int64_t n, d
 // line's pairs, with no envelope.
 //
 // Each candidate (entry k of position q, index c = 2q + k, as in
-// LineCandidates) is ranked by (its value at x, c): at equal values the
-// earlier candidate wins, as in envelope_line, whose strict comparisons keep
-// the candidate inserted first. The pair is the first candidate in that order
-// and the first with another id. At unit spacing (integer_envelope_keys), the
-// values are exact integers and envelope_line's comparisons exact, so both
-// give the same pairs bit for bit, ids included; tests/cpp/two_nearest_tiles.cpp
-// checks it. At other spacings the two can differ at near-ties (the envelope
-// compares keys, this compares rounded values), so the CUDA passes take this
-// form at unit spacing only.
+// LineCandidates) is ranked at x by its key's line key - 2 x q, exactly, then
+// by c: the order in which envelope_line's exact comparisons (below()) put
+// the candidates at x, whose strict comparisons keep the candidate inserted
+// first at equal keys. The pair is the first candidate in that order and the
+// first with another id, at the distances envelope_line writes for them
+// (EnvelopeLine::value). So both give the same pairs bit for bit, ids
+// included, at any spacing; tests/cpp/two_nearest_tiles.cpp checks it. In
+// pass 0 (every base 0, keys q^2) the order is by distance, then c, which is
+// scan_line's.
 
-// A pair with the ranks (candidate indices) of its two entries.
+// A candidate's place in the order at x: key - 2 x q as the exact sum hi +
+// lo, then its index c.
+struct CandidateRank {
+  double hi, lo;
+  int64_t c;
+};
+
+SEGLOSS_INLINE CandidateRank unranked() {
+  return CandidateRank{infinite_distance(), 0.0, std::numeric_limits<int64_t>::max()};
+}
+
+SEGLOSS_INLINE CandidateRank candidate_rank(double key, int64_t x, int64_t c) {
+  const ExactSum line = exact_sum(key, -2.0 * double(x) * double(c >> 1));
+  // An infinite key (a squared distance past DBL_MAX / key_scale, from
+  // extreme sampling ratios) has no finite error: such keys tie, as in
+  // below(), where their difference is NaN, and rank by c.
+  const bool finite = line.hi - line.hi == 0.0;
+  return CandidateRank{line.hi, finite ? line.lo : 0.0, c};
+}
+
+SEGLOSS_INLINE bool ranks_before(const CandidateRank& a, const CandidateRank& b) {
+  if (a.hi != b.hi) return a.hi < b.hi;
+  if (a.lo != b.lo) return a.lo < b.lo;
+  return a.c < b.c;
+}
+
+// Whether every candidate at t positions from x (whose line is at least t^2
+// - x^2, its key being at least q^2) ranks after `rank`: t^2 - x^2 > hi + lo,
+// exactly (t^2 - x^2 is an integer below 2^53, so exact in double).
+SEGLOSS_INLINE bool beyond(int64_t t, int64_t x, const CandidateRank& rank) {
+  const double floor = double(t * t - x * x);
+  return floor > rank.hi || (floor == rank.hi && rank.lo < 0.0);
+}
+
+// The best two under that order: the first, and the first of another id.
 struct RankedPair {
-  NearestPair pair;
-  int64_t rank[2];
+  CandidateRank rank[2];
+  InstanceId id[2];
 };
 
 SEGLOSS_INLINE RankedPair no_ranked_instances() {
-  const int64_t last = std::numeric_limits<int64_t>::max();
-  return RankedPair{no_instances(), {last, last}};
+  return RankedPair{{unranked(), unranked()}, {kNoInstance, kNoInstance}};
 }
 
-// Whether (d, c) comes before (best_d, best_c) in the order above.
-SEGLOSS_INLINE bool ranks_before(double d, int64_t c, double best_d, int64_t best_c) {
-  return d < best_d || (d == best_d && c < best_c);
-}
-
-// offer() under that order: the first in it, and the first of another id.
-SEGLOSS_INLINE void offer_ranked(RankedPair& best, double d, InstanceId id, int64_t c) {
-  NearestPair& pair = best.pair;
-  if (id == pair.id[0]) {
-    if (ranks_before(d, c, pair.d[0], best.rank[0])) {
-      pair.d[0] = d;
-      best.rank[0] = c;
-    }
-  } else if (ranks_before(d, c, pair.d[0], best.rank[0])) {
-    pair.d[1] = pair.d[0];
-    pair.id[1] = pair.id[0];
+// offer() under that order.
+SEGLOSS_INLINE void offer_ranked(RankedPair& best, const CandidateRank& rank, InstanceId id) {
+  if (id == best.id[0]) {
+    if (ranks_before(rank, best.rank[0])) best.rank[0] = rank;
+  } else if (ranks_before(rank, best.rank[0])) {
     best.rank[1] = best.rank[0];
-    pair.d[0] = d;
-    pair.id[0] = id;
-    best.rank[0] = c;
-  } else if (ranks_before(d, c, pair.d[1], best.rank[1])) {
+    best.id[1] = best.id[0];
+    best.rank[0] = rank;
+    best.id[0] = id;
+  } else if (ranks_before(rank, best.rank[1])) {
     // Before the second: a better one of its id, or another id's.
-    pair.d[1] = d;
-    pair.id[1] = id;
-    best.rank[1] = c;
+    best.rank[1] = rank;
+    best.id[1] = id;
   }
 }
 
-// Offers position q's two entries, at `rise` = (spacing (x - q))^2 from x.
-SEGLOSS_INLINE void offer_position(RankedPair& best, const NearestPair& at, double rise,
-                                   int64_t q) {
+// Offers the two entries of position q's pair `at` to pixel x.
+SEGLOSS_INLINE void offer_position(RankedPair& best, const NearestPair& at, int64_t x, int64_t q,
+                                   double inverse_square) {
   for (int k = 0; k < 2; ++k) {
     if (at.id[k] != kNoInstance) {
-      offer_ranked(best, parabola_value(at.d[k], rise), at.id[k], 2 * q + k);
+      const double key = envelope_key(at.d[k], q, inverse_square);
+      offer_ranked(best, candidate_rank(key, x, 2 * q + k), at.id[k]);
     }
   }
 }
 
 // The new pair of position x of a line of n pairs lying `stride` apart (own:
-// x's pair). Searched outward from x: a candidate t positions away is at
-// least its rise (spacing t)^2 (its base is >= 0, rounding is monotone), so
-// the search ends where the rise passes the second found (with `one_id`, all
-// of the line's candidates of one id: the first), or at the line's ends.
-// Rounded as EnvelopeLine::value (parabola_rise, parabola_value).
+// x's pair). Searched outward from x; the search ends where every farther
+// candidate ranks after the second found (beyond(); with `one_id`, all of
+// the line's candidates of one id: after the first), or at the line's ends.
+// Then the two found are valued as EnvelopeLine::value does.
 SEGLOSS_INLINE NearestPair two_nearest_on_line(const NearestPair* own, int64_t stride, int64_t x,
                                                int64_t n, double spacing, bool one_id) {
+  const double inverse_square = key_scale(spacing);
   RankedPair best = no_ranked_instances();
-  offer_position(best, own[0], 0.0, x);
+  offer_position(best, own[0], x, x, inverse_square);
   bool left = x > 0, right = x + 1 < n;
   for (int64_t t = 1; left || right; ++t) {
-    const double rise = parabola_rise(spacing, t);
-    // (A select, not an index: the pair stays in registers on the GPU.)
-    if (rise > (one_id ? best.pair.d[0] : best.pair.d[1])) break;
+    // (Selects, not an index: the ranks stay in registers on the GPU.)
+    if (one_id ? beyond(t, x, best.rank[0]) : beyond(t, x, best.rank[1])) break;
     if (left) {
-      offer_position(best, own[-t * stride], rise, x - t);
+      offer_position(best, own[-t * stride], x, x - t, inverse_square);
       left = x - t > 0;
     }
     if (right) {
-      offer_position(best, own[t * stride], rise, x + t);
+      offer_position(best, own[t * stride], x, x + t, inverse_square);
       right = x + t + 1 < n;
     }
   }
-  return best.pair;
+  NearestPair pair = no_instances();
+  for (int k = 0; k < 2; ++k) {
+    if (best.id[k] == kNoInstance) continue;
+    const int64_t c = best.rank[k].c, q = c >> 1;
+    pair.d[k] = parabola_value(own[(q - x) * stride].d[c & 1], parabola_rise(spacing, x - q));
+    pair.id[k] = best.id[k];
+  }
+  return pair;
 }
 
 // A tile line's summary for its search: the lowest and highest id of its

@@ -1,12 +1,12 @@
 // CUDA kernels of the distance-transform ops, over every image of the batch
 // at once. The two-nearest state (two_nearest_distances, unet_weight_map):
 // every pixel in parallel, lines in shared memory (two_nearest_on_line in
-// tiles, core/line_tiles.h) for pass 0 and, at unit spacing, the later
-// passes; one thread per line (scan_line, envelope_line) with sampling and
-// for lines too long for a tile. The distance maps: every pixel in parallel,
-// lines in shared memory (csrc/core/binary_distance_tiles.h). Both give the
+// tiles, core/line_tiles.h), at any spacing; one thread per line (scan_line,
+// envelope_line) for lines too long for a tile. The distance maps: every
+// pixel in parallel, lines in shared memory
+// (csrc/core/binary_distance_tiles.h). Both give the
 // CPU's values bit for bit (the same arithmetic, never fused:
-// core/rounding.h), the pixel-parallel passes where they are exact, as
+// core/rounding.h, and the same exact order of candidates), as
 // tests/cpp/two_nearest_tiles.cpp and binary_distance_tiles.cpp check on the
 // CPU.
 #include <ATen/Dispatch_v2.h>
@@ -164,8 +164,7 @@ __global__ void envelope_kernel(NearestPair* state, core::Grid image, int64_t pi
   }
 }
 
-// A pass in tiles (pass 0, or a later one at unit spacing): a block loads a
-// tile of pairs and its lines' id ranges into shared memory, then gives each
+// A pass in tiles: a block loads a tile of pairs and its lines' id ranges into shared memory, then gives each
 // pixel its new pair from its line there (two_nearest_on_line), in place (the
 // tile's lines are its own). A line without ids keeps its empty pairs.
 __global__ void two_nearest_tile_pass_kernel(NearestPair* state, core::LineTiles tiles,
@@ -284,17 +283,16 @@ at::Tensor nearest_state(const at::Tensor& labels_in, const core::Grid& image,
         }
       }),
       AT_EXPAND(AT_INTEGRAL_TYPES_V2));
-  // Every pass in tiles where they fit: pass 0 always, the later passes
-  // where the envelope's keys are integers (there the search gives the
-  // envelope's pairs: two_nearest_on_line); elsewhere each line is swept by
-  // one thread.
+  // Every pass in tiles where its lines fit one (the search gives the
+  // envelope's pairs: two_nearest_on_line); else each line is swept by one
+  // thread.
   const bool integer_keys = core::integer_envelope_keys(image);
   for (int axis = 0; axis < image.ndim; ++axis) {
     const int64_t n = image.size[axis];
     const int64_t lines = images * (pixels / n);
     const core::LineTiles tiles =
         axis == 0 ? first_tiles : two_nearest_tiles(n, image.inner(axis), lines / image.inner(axis));
-    if (tiles.tiles > 0 && (axis == 0 || integer_keys)) {
+    if (tiles.tiles > 0) {
       two_nearest_tile_pass_kernel<<<std::min(tiles.tiles, kMaxBlocks), kThreads,
                                      size_t(tiles.shared_bytes()), stream>>>(
           pairs, tiles, image.spacing[axis]);

@@ -67,14 +67,15 @@ inline void random_labels(const Uniform& uniform, const segloss::core::Grid& gri
 }
 
 // A random line of 1 to max_n pairs as a later pass gets them (d[0] <=
-// d[1], distinct ids; integer squared distances below 2^0 to 2^40, a few ids
-// or many, any share of empty positions, many ties).
+// d[1], distinct ids; integer squared distances below 2^0 to 2^max_shift, a
+// few ids or many, any share of empty positions, many ties).
 inline std::vector<segloss::core::NearestPair> random_pair_line(std::mt19937_64& rng,
-                                                                int64_t max_n) {
+                                                                int64_t max_n,
+                                                                int max_shift = 40) {
   using namespace segloss::core;
   const int64_t n = 1 + int64_t(rng() % uint64_t(max_n));
   const uint64_t ids = 1 + rng() % (rng() % 2 ? 3 : 20);
-  const int shift = int(rng() % 41);  // squared distances below 2^shift
+  const int shift = int(rng() % uint64_t(max_shift + 1));  // squared distances below 2^shift
   const int empty_in_8 = int(rng() % 8);
   std::vector<NearestPair> pairs(n, no_instances());
   for (auto& pair : pairs) {

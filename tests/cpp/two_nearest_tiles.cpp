@@ -9,6 +9,10 @@
 // * one random line of pairs (integer squared distances up to 2^40, a few
 //   ids or many, many ties): two_nearest_on_line at every position gives
 //   envelope_line's pairs bit for bit, ids included (unit spacing);
+// * one random line of small integer squared distances times spacing^2, some
+//   a few ulps off, at a random spacing (many keys tie or nearly tie):
+//   two_nearest_on_line gives envelope_line's pairs, where the near-ties are
+//   settled exactly;
 // * one random line of pass 0's initial states (an id at distance 0, or
 //   none) at a random spacing: two_nearest_on_line gives scan_line's pairs;
 // * a random batch of label images (1 to 4 dims, scattered pixels or boxes,
@@ -18,6 +22,7 @@
 //   (two_nearest_squared) bit for bit.
 // Prints the first mismatch and exits 1, else "ok" and how many passes took
 // each form.
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -94,6 +99,34 @@ bool lines_agree(const std::vector<NearestPair>& got, const std::vector<NearestP
   return true;
 }
 
+// `line` at spacing s: every squared distance times s^2 (rounded), some
+// moved 1 or 2 ulps either way, so that many keys tie or nearly tie.
+std::vector<NearestPair> scaled(std::vector<NearestPair> line, double spacing,
+                                std::mt19937_64& rng) {
+  const double square = spacing * spacing;
+  for (auto& pair : line) {
+    for (int k = 0; k < 2; ++k) {
+      if (pair.id[k] == kNoInstance) continue;
+      double d = pair.d[k] * square;
+      const int nudge = int(rng() % 5) - 2;
+      for (int i = 0; i < (nudge < 0 ? -nudge : nudge); ++i) {
+        d = std::nextafter(d, nudge < 0 ? 0.0 : infinite_distance());
+      }
+      pair.d[k] = d;
+    }
+    if (pair.d[1] < pair.d[0]) pair.d[1] = pair.d[0];  // (a pass keeps d[0] <= d[1])
+  }
+  return line;
+}
+
+// A random spacing of the kinds that make near-ties: binary fractions, short
+// decimals, random doubles.
+double random_spacing(std::mt19937_64& rng) {
+  static const double kSpacings[] = {0.5, 2.0, 0.1, 0.3, 1.1, 1.0 / 3.0, 2.5, 0.7};
+  if (rng() % 2) return kSpacings[rng() % 8];
+  return 0.01 + double(rng() % 1000000) / 100000.0;
+}
+
 // Pass 0 from a line of labels: scan_line, and the search from the initial
 // states (an instance at distance 0).
 bool first_pass_agrees(std::mt19937_64& rng) {
@@ -130,7 +163,7 @@ std::vector<NearestPair> cuda_passes(const std::vector<int64_t>& labels, int64_t
     const int64_t n = image.size[axis], inner = image.inner(axis);
     const LineTiles tiles = line_tiles(n, inner, total / (n * inner), int64_t(sizeof(NearestPair)),
                                        kLineIdRangeBits, target, max_bytes);
-    if (tiles.tiles > 0 && (axis == 0 || integer_keys)) {
+    if (tiles.tiles > 0) {
       // two_nearest_tile_pass_kernel: load a tile and its lines' id ranges,
       // then every pixel's new pair from the tile, in place.
       ++(tiles.width == inner ? forms.slabs : forms.groups);
@@ -202,6 +235,16 @@ int fuzz(int64_t count, uint64_t seed) {
     const std::vector<NearestPair> line =
         fuzz_images::random_pair_line(rng, rng() % 2 ? 40 : 1500);
     if (!lines_agree(searched(line, 1.0), enveloped(line, 1.0, true), "later pass")) return 1;
+    // (Small squared distances: near-ties where a key's rounding error is
+    // lost in the difference of two keys of unlike sizes.)
+    const double spacing = random_spacing(rng);
+    const std::vector<NearestPair> near_ties =
+        scaled(fuzz_images::random_pair_line(rng, rng() % 2 ? 40 : 300, 8), spacing, rng);
+    if (!lines_agree(searched(near_ties, spacing), enveloped(near_ties, spacing, false),
+                     "later pass, sampling")) {
+      std::printf("  spacing %.17g\n", spacing);
+      return 1;
+    }
     if (!first_pass_agrees(rng)) return 1;
 
     const Grid image = fuzz_images::random_grid(uniform, {60, 30, 10, 5}, uniform(0, 3) > 0);
