@@ -263,6 +263,19 @@ def _weighted_ce_case(name, shape, *, label_dtype, reduction, ignore=255, gamma=
 # --------------------------------------------------------------------------
 # Distance transform and weight map: bitwise
 
+def _sparse_cells(shape, seed=0):
+    """Two small cells per image, far apart, on a background: most lines meet
+    no cell, and most pixels' second-nearest cell is far (the CUDA search's
+    long case, where it skips empty and far blocks)."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, np.int64)
+    for image in labels:
+        for cell in (1, 2):
+            corner = [int(rng.integers(0, size - 4)) for size in image.shape]
+            image[tuple(slice(c, c + 4) for c in corner)] = cell
+    return torch.from_numpy(labels)
+
+
 def _two_nearest_case(name, labels_fn, sampling, label_dtype, large=False):
     def make(gen):
         return {"labels": labels_fn().to(label_dtype)}
@@ -511,6 +524,10 @@ def cases():
                           None, torch.int64),
         _two_nearest_case("two_nearest-3d-groups-sampling-int32", lambda: _instances((4, 40, 44)),
                           [0.3, 1.1, 0.7], torch.int32),
+        _two_nearest_case("two_nearest-2d-sparse-long-rows", lambda: _sparse_cells((2, 90, 1400)),
+                          None, torch.int32),
+        _two_nearest_case("two_nearest-3d-sparse-sampling", lambda: _sparse_cells((1, 30, 70, 90)),
+                          [1.0, 0.7, 1.3], torch.int16),
         _weight_map_case("unet_weight_map-2d-long-axis-unit",
                          lambda: _instances((30, 1500), count=1), class_weights="balanced"),
         _weight_map_case("unet_weight_map-2d-long-axis-sampling",

@@ -592,27 +592,94 @@ SEGLOSS_INLINE void offer_position(RankedPair& best, const NearestPair& at, int6
   }
 }
 
+// Blocks of kSearchBlock positions that the search skips whole: each block
+// of a line has a floor, at most key - q^2 of every candidate in it (+inf:
+// none). A candidate t or more positions from x has its line key - 2 x q at
+// least floor + t^2 - x^2, so where that passes the search's bound the
+// block is skipped, and an empty block always is. So the search crosses a
+// line's empty stretches and its far blocks 32 positions at a time: on a
+// 2048^2 image of one or two cells, about 40 times fewer steps than position
+// by position, whose cost per pixel grew with its distance to the cells.
+constexpr int64_t kSearchBlock = 32;
+
+SEGLOSS_INLINE int64_t search_blocks(int64_t n) { return (n + kSearchBlock - 1) / kSearchBlock; }
+
+// Position q's share of its block's floor: the least key - q^2 of its
+// entries, rounded, then lowered by 2^-50 of itself, so that it is at most
+// the exact difference; at most DBL_MAX (an infinite key is a candidate
+// still); +inf for an empty position. The floors are non-negative, so their
+// bit patterns order as they do (the GPU takes their minimum as integers).
+SEGLOSS_INLINE double position_floor(const NearestPair& pair, int64_t q, double inverse_square) {
+  double floor = infinite_distance();
+  for (int k = 0; k < 2; ++k) {
+    if (pair.id[k] == kNoInstance) continue;
+    const double rest = sub_rn(envelope_key(pair.d[k], q, inverse_square), double(q) * double(q));
+    const double lowered = mul_rn(rest, 1.0 - 0x1p-50);
+    const double capped = lowered < std::numeric_limits<double>::max()
+                              ? lowered
+                              : std::numeric_limits<double>::max();
+    floor = capped < floor ? capped : floor;
+  }
+  return floor;
+}
+
+// Whether every candidate of a block with floor `floor`, all t or more
+// positions from x, ranks after `rank`: floor + t^2 - x^2 > hi + lo, with a
+// margin of 2^-40 of the magnitudes (and 2^-1000) that covers the roundings
+// of this test (a few of 2^-53 each) and lo (at most 2^-53 hi). Skipping
+// less than possible costs steps only.
+SEGLOSS_INLINE bool block_beyond(double floor, int64_t t, int64_t x, const CandidateRank& rank) {
+  if (floor == infinite_distance()) return true;  // no candidates
+  const double rise = double(t * t - x * x);
+  const double lowest = add_rn(floor, rise);
+  const double scale = add_rn(add_rn(floor, fabs(rise)), fabs(rank.hi));
+  return lowest > add_rn(rank.hi, add_rn(mul_rn(scale, 0x1p-40), 0x1p-1000));
+}
+
 // The new pair of position x of a line of n pairs lying `stride` apart (own:
-// x's pair). Searched outward from x; the search ends where every farther
-// candidate ranks after the second found (beyond(); with `one_id`, all of
-// the line's candidates of one id: after the first), or at the line's ends.
-// Then the two found are valued as EnvelopeLine::value does.
+// x's pair). Searched outward from x, the nearer side first; a side ends
+// where every farther candidate ranks after the second found (beyond();
+// with `one_id`, all of the line's candidates of one id: after the first),
+// or at the line's end. With `floors` (the line's blocks' floors), a side
+// entering a block skips it where block_beyond() allows. The offers' order
+// does not change the result (the order of candidates is total). Then the
+// two found are valued as EnvelopeLine::value does.
 SEGLOSS_INLINE NearestPair two_nearest_on_line(const NearestPair* own, int64_t stride, int64_t x,
-                                               int64_t n, double spacing, bool one_id) {
+                                               int64_t n, double spacing, bool one_id,
+                                               const double* floors = nullptr) {
   const double inverse_square = key_scale(spacing);
   RankedPair best = no_ranked_instances();
   offer_position(best, own[0], x, x, inverse_square);
+  // Each side's next distance from x; a side is done past the line's end.
+  int64_t left_t = 1, right_t = 1;
   bool left = x > 0, right = x + 1 < n;
-  for (int64_t t = 1; left || right; ++t) {
+  while (left || right) {
+    const bool go_left = left && (!right || left_t <= right_t);
+    const int64_t t = go_left ? left_t : right_t;
     // (Selects, not an index: the ranks stay in registers on the GPU.)
-    if (one_id ? beyond(t, x, best.rank[0]) : beyond(t, x, best.rank[1])) break;
-    if (left) {
-      offer_position(best, own[-t * stride], x, x - t, inverse_square);
-      left = x - t > 0;
+    const CandidateRank bound = one_id ? best.rank[0] : best.rank[1];
+    bool done = beyond(t, x, bound);
+    int64_t next_t = t + 1;
+    const int64_t p = go_left ? x - t : x + t;
+    if (!done && floors != nullptr) {
+      const int64_t block = p / kSearchBlock;
+      const bool entering =
+          t == 1 || p % kSearchBlock == (go_left ? kSearchBlock - 1 : 0);
+      if (entering && block_beyond(floors[block], t, x, bound)) {
+        // Past the block's far end: its first position less one, or its last plus one.
+        next_t = go_left ? x - (block * kSearchBlock - 1) : (block + 1) * kSearchBlock - x;
+      } else {
+        offer_position(best, own[(p - x) * stride], x, p, inverse_square);
+      }
+    } else if (!done) {
+      offer_position(best, own[(p - x) * stride], x, p, inverse_square);
     }
-    if (right) {
-      offer_position(best, own[t * stride], x, x + t, inverse_square);
-      right = x + t + 1 < n;
+    if (go_left) {
+      left_t = next_t;
+      left = !done && x - next_t >= 0;
+    } else {
+      right_t = next_t;
+      right = !done && x + next_t < n;
     }
   }
   NearestPair pair = no_instances();
@@ -631,12 +698,17 @@ SEGLOSS_INLINE NearestPair two_nearest_on_line(const NearestPair* own, int64_t s
 struct LineIdRange {
   InstanceId low, high;
 };
-constexpr int64_t kLineIdRangeBits = 8 * int64_t(sizeof(LineIdRange));
 
 SEGLOSS_INLINE LineIdRange empty_id_range() { return {~InstanceId(0), kNoInstance}; }
 SEGLOSS_INLINE bool range_has_ids(const LineIdRange& range) { return range.high != kNoInstance; }
 SEGLOSS_INLINE bool range_has_one_id(const LineIdRange& range) {
   return range.low == range.high;
+}
+
+// A tile line's summary for its search, in bits: its id range, then its
+// blocks' floors (search_blocks(n) doubles).
+SEGLOSS_INLINE int64_t two_nearest_summary_bits(int64_t n) {
+  return 8 * int64_t(sizeof(LineIdRange)) + 64 * search_blocks(n);
 }
 
 }  // namespace segloss::core

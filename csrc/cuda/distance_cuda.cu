@@ -164,18 +164,27 @@ __global__ void envelope_kernel(NearestPair* state, core::Grid image, int64_t pi
   }
 }
 
-// A pass in tiles: a block loads a tile of pairs and its lines' id ranges into shared memory, then gives each
-// pixel its new pair from its line there (two_nearest_on_line), in place (the
-// tile's lines are its own). A line without ids keeps its empty pairs.
+// A pass in tiles: a block loads a tile of pairs, its lines' id ranges and
+// their blocks' floors into shared memory, then gives each pixel its new
+// pair from its line there (two_nearest_on_line, skipping blocks), in place
+// (the tile's lines are its own). A line without ids keeps its empty pairs.
 __global__ void two_nearest_tile_pass_kernel(NearestPair* state, core::LineTiles tiles,
                                              double spacing) {
   extern __shared__ __align__(16) unsigned char tile_memory[];
   NearestPair* tile = reinterpret_cast<NearestPair*>(tile_memory);
   auto* ranges = reinterpret_cast<core::LineIdRange*>(tile + tiles.elements);
+  // The floors are non-negative doubles, ordered as their bit patterns.
+  auto* floor_bits = reinterpret_cast<unsigned long long*>(ranges + tiles.lines);
+  const double* floors = reinterpret_cast<const double*>(floor_bits);
+  const int64_t blocks = core::search_blocks(tiles.n);
+  const double inverse_square = core::key_scale(spacing);
   static_assert(sizeof(InstanceId) == sizeof(unsigned long long), "64-bit atomics on ids");
   for (int64_t t = blockIdx.x; t < tiles.tiles; t += gridDim.x) {
     for (int64_t l = threadIdx.x; l < tiles.lines; l += blockDim.x) {
       ranges[l] = core::empty_id_range();
+    }
+    for (int64_t b = threadIdx.x; b < tiles.lines * blocks; b += blockDim.x) {
+      floor_bits[b] = __double_as_longlong(core::infinite_distance());
     }
     __syncthreads();
     for (int64_t e = threadIdx.x; e < tiles.elements; e += blockDim.x) {
@@ -190,6 +199,11 @@ __global__ void two_nearest_tile_pass_kernel(NearestPair* state, core::LineTiles
         atomicMax(reinterpret_cast<unsigned long long*>(&ranges[el.line].high),
                   (unsigned long long)pair.id[k]);
       }
+      const double floor = core::position_floor(pair, el.q, inverse_square);
+      if (floor != core::infinite_distance()) {
+        atomicMin(floor_bits + el.line * blocks + el.q / core::kSearchBlock,
+                  (unsigned long long)__double_as_longlong(floor));
+      }
     }
     __syncthreads();
     for (int64_t e = threadIdx.x; e < tiles.elements; e += blockDim.x) {
@@ -198,7 +212,8 @@ __global__ void two_nearest_tile_pass_kernel(NearestPair* state, core::LineTiles
       const core::LineIdRange range = ranges[el.line];
       if (!core::range_has_ids(range)) continue;
       state[el.offset] = core::two_nearest_on_line(tile + e, tiles.width, el.q, tiles.n, spacing,
-                                                   core::range_has_one_id(range));
+                                                   core::range_has_one_id(range),
+                                                   floors + el.line * blocks);
     }
     __syncthreads();  // the next tile overwrites shared memory
   }
@@ -206,16 +221,17 @@ __global__ void two_nearest_tile_pass_kernel(NearestPair* state, core::LineTiles
 
 // The tiles of a two-nearest pass: within the 48 KiB any block gets, where
 // they fit (several blocks per SM); else within the device's opt-in shared
-// memory per block (227 KiB on an H100 or H200: lines of up to about 7,000
+// memory per block (227 KiB on an H100 or H200: lines of up to about 7,200
 // pixels), which the tile kernel is then allowed; no tiles past that.
 core::LineTiles two_nearest_tiles(int64_t n, int64_t inner, int64_t outer) {
   const int64_t pair_bytes = int64_t(sizeof(NearestPair));
-  core::LineTiles tiles = core::line_tiles(n, inner, outer, pair_bytes, core::kLineIdRangeBits);
+  const int64_t summary_bits = core::two_nearest_summary_bits(n);
+  core::LineTiles tiles = core::line_tiles(n, inner, outer, pair_bytes, summary_bits);
   if (tiles.tiles > 0) return tiles;
   int optin = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin,
                                         c10::cuda::current_device()));
-  tiles = core::line_tiles(n, inner, outer, pair_bytes, core::kLineIdRangeBits, core::kTileTarget,
+  tiles = core::line_tiles(n, inner, outer, pair_bytes, summary_bits, core::kTileTarget,
                            int64_t(optin));
   if (tiles.tiles > 0) {
     C10_CUDA_CHECK(cudaFuncSetAttribute(two_nearest_tile_pass_kernel,

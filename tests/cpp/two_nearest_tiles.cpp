@@ -7,8 +7,9 @@
 //
 // Each of COUNT trials checks:
 // * one random line of pairs (integer squared distances up to 2^40, a few
-//   ids or many, many ties): two_nearest_on_line at every position gives
-//   envelope_line's pairs bit for bit, ids included (unit spacing);
+//   ids or many, many ties): two_nearest_on_line at every position, with
+//   and without skipping blocks, gives envelope_line's pairs bit for bit,
+//   ids included (unit spacing);
 // * one random line of small integer squared distances times spacing^2, some
 //   a few ulps off, at a random spacing (many keys tie or nearly tie):
 //   two_nearest_on_line gives envelope_line's pairs, where the near-ties are
@@ -59,17 +60,54 @@ LineIdRange id_range(const NearestPair* line, int64_t stride, int64_t n) {
   return range;
 }
 
+bool lines_agree(const std::vector<NearestPair>& got, const std::vector<NearestPair>& want,
+                 const char* what) {
+  for (size_t x = 0; x < got.size(); ++x) {
+    if (!same_bits(got[x], want[x])) {
+      std::printf("%s: line of %zu, position %zu differs\n", what, got.size(), x);
+      print_pair("search", got[x]);
+      print_pair("reference", want[x]);
+      return false;
+    }
+  }
+  return true;
+}
+
+// Folds position q's pair into its block's floor, as the kernel's atomicMin.
+void add_floor(std::vector<double>& floors, int64_t first, const NearestPair& pair, int64_t q,
+               double spacing) {
+  double& floor = floors[first + q / kSearchBlock];
+  const double own = position_floor(pair, q, key_scale(spacing));
+  floor = own < floor ? own : floor;
+}
+
 // A later pass along one line as the tile kernel gives it (in place: every
-// new pair from the old line).
-std::vector<NearestPair> searched(const std::vector<NearestPair>& line, double spacing) {
+// new pair from the old line), skipping blocks (`skip`) or not.
+std::vector<NearestPair> searched(const std::vector<NearestPair>& line, double spacing,
+                                  bool skip) {
   const int64_t n = int64_t(line.size());
   const LineIdRange range = id_range(line.data(), 1, n);
+  std::vector<double> floors(search_blocks(n), infinite_distance());
+  for (int64_t q = 0; q < n; ++q) add_floor(floors, 0, line[q], q, spacing);
   std::vector<NearestPair> out(line);
   if (!range_has_ids(range)) return out;
   for (int64_t x = 0; x < n; ++x) {
-    out[x] = two_nearest_on_line(line.data() + x, 1, x, n, spacing, range_has_one_id(range));
+    out[x] = two_nearest_on_line(line.data() + x, 1, x, n, spacing, range_has_one_id(range),
+                                 skip ? floors.data() : nullptr);
   }
   return out;
+}
+
+// The search with and without skipping blocks against `want`.
+bool searches_agree(const std::vector<NearestPair>& line, double spacing,
+                    const std::vector<NearestPair>& want, const char* what) {
+  for (const bool skip : {false, true}) {
+    if (!lines_agree(searched(line, spacing, skip), want, what)) {
+      std::printf("  spacing %.17g, %s\n", spacing, skip ? "skipping blocks" : "every position");
+      return false;
+    }
+  }
+  return true;
 }
 
 std::vector<NearestPair> enveloped(const std::vector<NearestPair>& line, double spacing,
@@ -86,18 +124,6 @@ std::vector<NearestPair> enveloped(const std::vector<NearestPair>& line, double 
   return out;
 }
 
-bool lines_agree(const std::vector<NearestPair>& got, const std::vector<NearestPair>& want,
-                 const char* what) {
-  for (size_t x = 0; x < got.size(); ++x) {
-    if (!same_bits(got[x], want[x])) {
-      std::printf("%s: line of %zu, position %zu differs\n", what, got.size(), x);
-      print_pair("search", got[x]);
-      print_pair("reference", want[x]);
-      return false;
-    }
-  }
-  return true;
-}
 
 // `line` at spacing s: every squared distance times s^2 (rounded), some
 // moved 1 or 2 ulps either way, so that many keys tie or nearly tie.
@@ -143,7 +169,7 @@ bool first_pass_agrees(std::mt19937_64& rng) {
   }
   std::vector<NearestPair> scanned(n);
   scan_line([&](int64_t i) { return labels[i]; }, n, spacing, scanned.data(), 1);
-  return lines_agree(searched(initial, spacing), scanned, "pass 0");
+  return searches_agree(initial, spacing, scanned, "pass 0");
 }
 
 struct Forms {
@@ -162,15 +188,19 @@ std::vector<NearestPair> cuda_passes(const std::vector<int64_t>& labels, int64_t
   for (int axis = 0; axis < image.ndim; ++axis) {
     const int64_t n = image.size[axis], inner = image.inner(axis);
     const LineTiles tiles = line_tiles(n, inner, total / (n * inner), int64_t(sizeof(NearestPair)),
-                                       kLineIdRangeBits, target, max_bytes);
+                                       two_nearest_summary_bits(n), target, max_bytes);
     if (tiles.tiles > 0) {
-      // two_nearest_tile_pass_kernel: load a tile and its lines' id ranges,
-      // then every pixel's new pair from the tile, in place.
+      // two_nearest_tile_pass_kernel: load a tile and its lines' id ranges
+      // and blocks' floors, then every pixel's new pair from the tile, in
+      // place.
       ++(tiles.width == inner ? forms.slabs : forms.groups);
+      const int64_t blocks = search_blocks(n);
       std::vector<NearestPair> tile(tiles.elements);
       std::vector<LineIdRange> ranges(tiles.lines);
+      std::vector<double> floors(tiles.lines * blocks);
       for (int64_t t = 0; t < tiles.tiles; ++t) {
         for (auto& range : ranges) range = empty_id_range();
+        for (auto& floor : floors) floor = infinite_distance();
         for (int64_t e = 0; e < tiles.elements; ++e) {
           const TileElement el = tiles.element(t, e);
           if (!el.valid) continue;
@@ -179,13 +209,15 @@ std::vector<NearestPair> cuda_passes(const std::vector<int64_t>& labels, int64_t
           LineIdRange& range = ranges[el.line];
           range.low = own.low < range.low ? own.low : range.low;
           range.high = own.high > range.high ? own.high : range.high;
+          add_floor(floors, el.line * blocks, tile[e], el.q, image.spacing[axis]);
         }
         for (int64_t e = 0; e < tiles.elements; ++e) {
           const TileElement el = tiles.element(t, e);
           if (!el.valid || !range_has_ids(ranges[el.line])) continue;
           state[el.offset] = two_nearest_on_line(&tile[e], tiles.width, el.q, n,
                                                  image.spacing[axis],
-                                                 range_has_one_id(ranges[el.line]));
+                                                 range_has_one_id(ranges[el.line]),
+                                                 floors.data() + el.line * blocks);
         }
       }
     } else if (axis == 0) {
@@ -234,15 +266,14 @@ int fuzz(int64_t count, uint64_t seed) {
   for (int64_t trial = 0; trial < count; ++trial) {
     const std::vector<NearestPair> line =
         fuzz_images::random_pair_line(rng, rng() % 2 ? 40 : 1500);
-    if (!lines_agree(searched(line, 1.0), enveloped(line, 1.0, true), "later pass")) return 1;
+    if (!searches_agree(line, 1.0, enveloped(line, 1.0, true), "later pass")) return 1;
     // (Small squared distances: near-ties where a key's rounding error is
     // lost in the difference of two keys of unlike sizes.)
     const double spacing = random_spacing(rng);
     const std::vector<NearestPair> near_ties =
         scaled(fuzz_images::random_pair_line(rng, rng() % 2 ? 40 : 300, 8), spacing, rng);
-    if (!lines_agree(searched(near_ties, spacing), enveloped(near_ties, spacing, false),
-                     "later pass, sampling")) {
-      std::printf("  spacing %.17g\n", spacing);
+    if (!searches_agree(near_ties, spacing, enveloped(near_ties, spacing, false),
+                        "later pass, sampling")) {
       return 1;
     }
     if (!first_pass_agrees(rng)) return 1;
