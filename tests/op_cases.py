@@ -559,6 +559,14 @@ def cases():
         _distance_map_case("distance_map-boundary-2d-long-axis-sampling",
                            _round_objects((1, 1, 1500, 24), torch.uint8, 6), "boundary",
                            [0.5, 0.5], 2),
+        # One small disk in long rows: the tile searches skip blocks of 32
+        # (empty, or far from the border) on both axes, with sampling too.
+        _distance_map_case("distance_map-boundary-2d-small-object-long-rows",
+                           _round_objects((2, 1, 120, 1100), torch.uint8, 1, small_object=True),
+                           "boundary", None, 2),
+        _distance_map_case("distance_map-signed-2d-small-object-sampling",
+                           _round_objects((1, 2, 300, 200), torch.bool, 1, small_object=True),
+                           "signed", [0.7, 1.3], 2),
         _distance_map_case("distance_map-signed-3d-small-object",
                            _round_objects((1, 2, 48, 40, 44), torch.bool, 1, small_object=True),
                            "signed", None, 3),

@@ -39,49 +39,83 @@ SEGLOSS_INLINE T initial_binary_state(bool foreground) {
   return foreground ? T(infinite_distance()) : -T(infinite_distance());
 }
 
+// Blocks of kSearchBlock positions (two_nearest.h) that the search skips
+// whole. Each block of a line has two floors, one for each class of the
+// pixel searching it ([0]: a foreground pixel's, [1]: a background
+// pixel's): the least magnitude of the block's states of that class, or 0
+// where the block holds a pixel of the other class (a parabola of base 0
+// there); +inf for none. Every parabola of the block, t or more positions
+// from the pixel, is then at least parabola_value(floor, rise(t)) (rounding
+// is monotone): where that reaches the best so far, nothing in the block can
+// lower it, nor can anything past a border in it (its rise alone reaches the
+// best), so the search skips the block. So the search crosses long runs far
+// from any border, as around a small object in a large image, 32 positions
+// at a time, where its steps grew with the pixel's distance to the border.
+
+// Position state `state`'s share of its block's floor for a pixel of the
+// class `foreground_pixel`. Non-negative, so the floors order as their bit
+// patterns (the GPU takes their minimum as integers).
+template <typename T>
+SEGLOSS_INLINE T binary_floor_share(T state, bool foreground_pixel) {
+  const bool foreground = state > 0;
+  if (foreground != foreground_pixel) return T(0);
+  return foreground ? state : -state;
+}
+
 // The new signed state of the pixel at `own`, position q of a line of n
 // pixels whose states lie at `stride` apart: the minimum over the parabolas
 // of the pixel's run and of the run's neighbours of the other class (base
 // 0), as binary_distance_line gives it with kOtherClass.
 //
-// Searched outward from the pixel on both sides; a side ends at the other
-// class (nothing beyond can be nearer) or the line's end, and the search
-// ends where a parabola's rise alone reaches the best so far: every farther
-// parabola is at least as high. The values are rounded as the envelope and
-// the short runs round them (parabola_rise, then parabola_value), so at
-// unit spacing they are the exact minimum, the CPU's bit for bit, in float
-// (where binary_state_fits_float) as in double.
+// Searched outward from the pixel, the nearer side first; a side ends at
+// the other class (nothing beyond can be nearer), where a parabola's rise
+// alone reaches the best so far (every farther parabola is at least as
+// high), or at the line's end. With `floors` (the line's blocks' floors,
+// two per block), a side entering a block skips it where its floor allows.
+// The minimum does not depend on the order of the offers. The values are
+// rounded as the envelope and the short runs round them (parabola_rise, then
+// parabola_value), so at unit spacing they are the exact minimum, the CPU's
+// bit for bit, in float (where binary_state_fits_float) as in double.
 template <typename T>
 SEGLOSS_INLINE T nearest_on_line(const T* own, int64_t stride, int64_t q, int64_t n,
-                                 double spacing) {
+                                 double spacing, const T* floors = nullptr) {
   const T state = own[0];
   const bool foreground = state > 0;
   T best = foreground ? state : -state;
+  // Each side's next distance from q; a side is done past the line's end.
+  int64_t left_t = 1, right_t = 1;
   bool left = q > 0, right = q + 1 < n;
-  for (int64_t t = 1; left || right; ++t) {
+  while (left || right) {
+    const bool go_left = left && (!right || left_t <= right_t);
+    const int64_t t = go_left ? left_t : right_t;
     const T rise = parabola_rise<T>(spacing, t);
-    if (!(rise < best)) break;
-    if (left) {
-      const T other = own[-t * stride];
-      if ((other > 0) != foreground) {
-        best = rise;  // rise < best: the other class, base 0
-        left = false;
+    bool done = !(rise < best);
+    int64_t next_t = t + 1;
+    if (!done) {
+      const int64_t p = go_left ? q - t : q + t;
+      const int64_t block = p / kSearchBlock;
+      const bool entering = t == 1 || p % kSearchBlock == (go_left ? kSearchBlock - 1 : 0);
+      if (floors != nullptr && entering &&
+          !(parabola_value(floors[2 * block + (foreground ? 0 : 1)], rise) < best)) {
+        // Past the block's far end: its first position less one, or its last plus one.
+        next_t = go_left ? q - (block * kSearchBlock - 1) : (block + 1) * kSearchBlock - q;
       } else {
-        const T value = parabola_value(foreground ? other : -other, rise);
-        best = value < best ? value : best;
-        left = q - t > 0;
+        const T other = own[(p - q) * stride];
+        if ((other > 0) != foreground) {
+          best = rise;  // rise < best: the other class, base 0
+          done = true;
+        } else {
+          const T value = parabola_value(foreground ? other : -other, rise);
+          best = value < best ? value : best;
+        }
       }
     }
-    if (right) {
-      const T other = own[t * stride];
-      if ((other > 0) != foreground) {
-        best = rise < best ? rise : best;
-        right = false;
-      } else {
-        const T value = parabola_value(foreground ? other : -other, rise);
-        best = value < best ? value : best;
-        right = q + t + 1 < n;
-      }
+    if (go_left) {
+      left_t = next_t;
+      left = !done && q - next_t >= 0;
+    } else {
+      right_t = next_t;
+      right = !done && q + next_t < n;
     }
   }
   return foreground ? best : -best;
@@ -110,5 +144,12 @@ SEGLOSS_INLINE bool line_needs_search(unsigned flags) {
 constexpr int64_t kLineFlagBits = 4;
 SEGLOSS_INLINE int64_t line_flag_words(int64_t lines) { return summary_words(lines, kLineFlagBits); }
 SEGLOSS_INLINE unsigned line_flag_shift(int64_t line) { return unsigned(line % 8) * 4; }
+
+// A tile's shared memory: its states, its lines' floors (2 search_blocks(n)
+// per line, aligned as the states are), then its lines' flags.
+template <typename T>
+SEGLOSS_INLINE int64_t binary_summary_bits(int64_t n) {
+  return kLineFlagBits + 2 * search_blocks(n) * 8 * int64_t(sizeof(T));
+}
 
 }  // namespace segloss::core

@@ -403,9 +403,20 @@ __device__ float map_output(core::DistanceMap map, double state, unsigned long l
              : 0.0f;
 }
 
-// A line pass in tiles: a block loads a tile and its lines' flags into
-// shared memory, then gives each of its pixels the new state, in place (the
-// tile's lines are its own), or with `out` (the last pass) the map.
+// The minimum of non-negative floats or doubles in shared memory, as
+// integers (their bit patterns order as they do).
+__device__ void floor_min(float* at, float value) {
+  atomicMin(reinterpret_cast<unsigned*>(at), __float_as_uint(value));
+}
+__device__ void floor_min(double* at, double value) {
+  atomicMin(reinterpret_cast<unsigned long long*>(at),
+            (unsigned long long)__double_as_longlong(value));
+}
+
+// A line pass in tiles: a block loads a tile, its lines' blocks' floors and
+// its lines' flags into shared memory, then gives each of its pixels the new
+// state (nearest_on_line, skipping blocks), in place (the tile's lines are
+// its own), or with `out` (the last pass) the map.
 template <typename State>
 __global__ void binary_tile_pass_kernel(State* state, core::LineTiles tiles, double spacing,
                                         core::DistanceMap map,
@@ -413,16 +424,25 @@ __global__ void binary_tile_pass_kernel(State* state, core::LineTiles tiles, dou
                                         float* out) {
   extern __shared__ __align__(16) unsigned char tile_memory[];
   State* tile = reinterpret_cast<State*>(tile_memory);
-  unsigned* flags = reinterpret_cast<unsigned*>(tile + tiles.elements);
+  const int64_t floors_per_line = 2 * core::search_blocks(tiles.n);
+  State* floors = tile + tiles.elements;
+  unsigned* flags = reinterpret_cast<unsigned*>(floors + tiles.lines * floors_per_line);
   const int64_t words = core::line_flag_words(tiles.lines);
   for (int64_t t = blockIdx.x; t < tiles.tiles; t += gridDim.x) {
     for (int64_t w = threadIdx.x; w < words; w += blockDim.x) flags[w] = 0;
+    for (int64_t f = threadIdx.x; f < tiles.lines * floors_per_line; f += blockDim.x) {
+      floors[f] = State(core::infinite_distance());
+    }
     __syncthreads();
     for (int64_t e = threadIdx.x; e < tiles.elements; e += blockDim.x) {
       const core::TileElement el = tiles.element(t, e);
       if (!el.valid) continue;
-      tile[e] = state[el.offset];
-      atomicOr(flags + el.line / 8, core::line_flags(tile[e]) << core::line_flag_shift(el.line));
+      const State own = state[el.offset];
+      tile[e] = own;
+      atomicOr(flags + el.line / 8, core::line_flags(own) << core::line_flag_shift(el.line));
+      State* block = floors + el.line * floors_per_line + 2 * (el.q / core::kSearchBlock);
+      floor_min(block, core::binary_floor_share(own, true));
+      floor_min(block + 1, core::binary_floor_share(own, false));
     }
     __syncthreads();
     for (int64_t e = threadIdx.x; e < tiles.elements; e += blockDim.x) {
@@ -430,7 +450,8 @@ __global__ void binary_tile_pass_kernel(State* state, core::LineTiles tiles, dou
       if (!el.valid) continue;
       const unsigned line = flags[el.line / 8] >> core::line_flag_shift(el.line);
       const State next = core::line_needs_search(line)
-                             ? core::nearest_on_line(tile + e, tiles.width, el.q, tiles.n, spacing)
+                             ? core::nearest_on_line(tile + e, tiles.width, el.q, tiles.n, spacing,
+                                                     floors + el.line * floors_per_line)
                              : tile[e];
       if (out != nullptr) {
         out[el.offset] = map_output(map, double(next), foreground[el.offset / pixels], pixels);
@@ -486,7 +507,7 @@ void binary_distance_maps(const at::Tensor& mask, const core::Grid& image, core:
     float* maps = axis == image.ndim - 1 ? out.data_ptr<float>() : nullptr;
     const core::LineTiles tiles =
         core::line_tiles(n, inner, total / (n * inner), int64_t(sizeof(State)),
-                         core::kLineFlagBits);
+                         core::binary_summary_bits<State>(n));
     if (tiles.tiles > 0) {
       binary_tile_pass_kernel<State>
           <<<std::min(tiles.tiles, kMaxBlocks), kThreads,

@@ -17,7 +17,9 @@
 // COUNT random stacks (1 to 4 dims, noise or boxes of every density, random
 // tile sizes, float and double states) compared with the CPU driver
 // (binary_distance, bit for bit at unit spacing) and, on small images, with
-// a brute-force minimum; prints the first mismatch and exits 1, else "ok".
+// a brute-force minimum; and COUNT random lines of states at random
+// spacings, whose search skipping blocks must give the same bits as without;
+// prints the first mismatch and exits 1, else "ok".
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -37,7 +39,7 @@ namespace {
 template <typename State>
 void distance_maps(const std::vector<unsigned char>& mask, int64_t images, const Grid& image,
                    DistanceMap map, int64_t target, int64_t max_bytes, std::vector<float>& out,
-                   bool report_forms = true) {
+                   bool report_forms = true, bool skip_blocks = true) {
   const int64_t pixels = image.numel(), total = images * pixels;
   // The initial states and each image's foreground count (initial_states_kernel).
   std::vector<State> state(total), other;
@@ -55,8 +57,8 @@ void distance_maps(const std::vector<unsigned char>& mask, int64_t images, const
     const int64_t n = image.size[axis], inner = image.inner(axis);
     const bool last = axis == image.ndim - 1;
     const LineTiles tiles =
-        line_tiles(n, inner, total / (n * inner), int64_t(sizeof(State)), kLineFlagBits, target,
-                   max_bytes);
+        line_tiles(n, inner, total / (n * inner), int64_t(sizeof(State)),
+                   binary_summary_bits<State>(n), target, max_bytes);
     if (report_forms) {
       std::printf("%s\n", tiles.tiles == 0 ? "global" : tiles.width == inner ? "slabs" : "groups");
     }
@@ -75,26 +77,36 @@ void distance_maps(const std::vector<unsigned char>& mask, int64_t images, const
       std::swap(state, other);
       continue;
     }
-    // binary_tile_pass_kernel: load the tile and its lines' flags (shared
-    // memory), then every pixel's new state, in place.
+    // binary_tile_pass_kernel: load the tile, its lines' blocks' floors and
+    // its lines' flags (shared memory), then every pixel's new state, in
+    // place (skipping blocks, or with `skip_blocks` off, not).
     std::vector<State> tile(tiles.elements);
     std::vector<unsigned> flags(line_flag_words(tiles.lines));
+    const int64_t floors_per_line = 2 * search_blocks(n);
+    std::vector<State> floors(tiles.lines * floors_per_line);
     for (int64_t t = 0; t < tiles.tiles; ++t) {
       std::fill(flags.begin(), flags.end(), 0u);
+      std::fill(floors.begin(), floors.end(), State(infinite_distance()));
       for (int64_t e = 0; e < tiles.elements; ++e) {
         const TileElement el = tiles.element(t, e);
         if (!el.valid) continue;
         tile[e] = state[el.offset];
         flags[el.line / 8] |= line_flags(tile[e]) << line_flag_shift(el.line);
+        State* block = floors.data() + el.line * floors_per_line + 2 * (el.q / kSearchBlock);
+        for (int k = 0; k < 2; ++k) {
+          const State share = binary_floor_share(tile[e], k == 0);
+          block[k] = share < block[k] ? share : block[k];
+        }
       }
       for (int64_t e = 0; e < tiles.elements; ++e) {
         const TileElement el = tiles.element(t, e);
         if (!el.valid) continue;
         const unsigned line = flags[el.line / 8] >> line_flag_shift(el.line);
-        const State next = line_needs_search(line)
-                               ? nearest_on_line(tile.data() + e, tiles.width, el.q, n,
-                                                 image.spacing[axis])
-                               : tile[e];
+        const State next =
+            line_needs_search(line)
+                ? nearest_on_line(tile.data() + e, tiles.width, el.q, n, image.spacing[axis],
+                                  skip_blocks ? floors.data() + el.line * floors_per_line : nullptr)
+                : tile[e];
         if (last) {
           write_map(el.offset, next);
         } else {
@@ -161,6 +173,49 @@ std::vector<float> brute_force_map(const unsigned char* mask, const Grid& image)
   return out;
 }
 
+// One random line of states (runs of either class, magnitudes from 1 to
+// 2^24 or infinite, long infinite runs) at a random spacing: nearest_on_line
+// with its blocks' floors gives the same bits as without, at every position.
+template <typename State>
+bool skipping_agrees(std::mt19937_64& rng) {
+  const auto uniform = [&](int64_t lo, int64_t hi) {
+    return lo + int64_t(rng() % uint64_t(hi - lo + 1));
+  };
+  const int64_t n = uniform(1, uniform(0, 1) ? 100 : 2000);
+  const int64_t mean_run = int64_t(1) << uniform(0, 10);
+  const int64_t infinite_in_8 = uniform(0, 8);
+  const double spacing = uniform(0, 1) ? 1.0 : 0.05 + double(uniform(0, 100000)) / 20000.0;
+  std::vector<State> line(n);
+  bool foreground = uniform(0, 1) == 1;
+  for (int64_t q = 0; q < n; ++q) {
+    if (uniform(1, mean_run) == 1) foreground = !foreground;
+    const State magnitude = uniform(1, 8) <= infinite_in_8
+                                ? State(infinite_distance())
+                                : State(uniform(1, int64_t(1) << uniform(0, 24))) *
+                                      State(spacing * spacing);
+    line[q] = foreground ? magnitude : -magnitude;
+  }
+  std::vector<State> floors(2 * search_blocks(n), State(infinite_distance()));
+  for (int64_t q = 0; q < n; ++q) {
+    for (int k = 0; k < 2; ++k) {
+      State& floor = floors[2 * (q / kSearchBlock) + k];
+      const State share = binary_floor_share(line[q], k == 0);
+      floor = share < floor ? share : floor;
+    }
+  }
+  for (int64_t q = 0; q < n; ++q) {
+    const State plain = nearest_on_line(line.data() + q, 1, q, n, spacing);
+    const State skipping = nearest_on_line(line.data() + q, 1, q, n, spacing, floors.data());
+    if (std::memcmp(&plain, &skipping, sizeof(State)) != 0) {
+      std::printf("skipping blocks: line of %lld (spacing %.17g), position %lld: %.17g, "
+                  "without skipping %.17g\n",
+                  (long long)n, spacing, (long long)q, double(skipping), double(plain));
+      return false;
+    }
+  }
+  return true;
+}
+
 int fuzz(int64_t count, uint64_t seed) {
   std::mt19937_64 rng(seed);
   const auto uniform = [&](int64_t lo, int64_t hi) {  // [lo, hi]
@@ -168,6 +223,7 @@ int fuzz(int64_t count, uint64_t seed) {
   };
   const double densities[] = {0.0, 0.02, 0.3, 0.5, 0.9, 1.0};
   for (int64_t k = 0; k < count; ++k) {
+    if (!skipping_agrees<float>(rng) || !skipping_agrees<double>(rng)) return 1;
     Grid image;
     image.ndim = int(uniform(1, 4));
     const int64_t largest = image.ndim == 1 ? 300 : image.ndim == 2 ? 60 : image.ndim == 3 ? 16 : 8;
