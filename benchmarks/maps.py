@@ -17,7 +17,8 @@ Every segloss map is checked against the SciPy recipe (bit for bit) before
 it is timed.
 
 With --device cuda, the torch maps on the GPU instead (round objects: one
-512^2 image, a batch of 16, one 128^3 volume), float32 maps as the losses use
+512^2 image, a batch of 16, one 128^3 volume; and one small disk in a 2048^2
+image), float32 maps as the losses use
 them, against the torch op on the CPU with all its threads and, where CuPy is
 installed, MONAI's recipe on cupyx.scipy.ndimage.distance_transform_edt:
   segloss GPU signed / boundary   segloss.signed_distance_map(mask) on the GPU
@@ -59,6 +60,10 @@ def mask_of(shape, kind, seed=0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     if kind == "noise":
         return rng.random(shape) < 0.5
+    if kind == "object":  # one small disk: the CUDA searches' long case (GPU runs)
+        grid = np.ogrid[tuple(slice(0, s) for s in shape)]
+        centre = [rng.uniform(0, s) for s in shape]
+        return sum((g - c) ** 2 for g, c in zip(grid, centre)) < 8.0 ** 2
     # Round objects covering about a third of the image, as cells or organs.
     mask = np.zeros(shape, bool)
     count = 100 if len(shape) == 2 else 60
@@ -140,8 +145,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     print(f"wrote {out}\n")
 
 
+# (name, images, shape); 2048x2048/object: one small disk, where a pixel's
+# search would cross most of its line without the skipped blocks.
 GPU_CASES = [("512x512/disks", 1, (512, 512)), ("16x512x512/disks", 16, (512, 512)),
-             ("128x128x128/disks", 1, (128, 128, 128))]
+             ("128x128x128/disks", 1, (128, 128, 128)), ("2048x2048/object", 1, (2048, 2048))]
 GPU_CANDIDATES = ["segloss GPU signed", "segloss GPU boundary", "segloss CPU signed",
                   "cupy signed"]
 GPU_RATIOS = [("segloss CPU signed", "segloss GPU signed"), ("cupy signed", "segloss GPU signed")]
@@ -160,7 +167,8 @@ def gpu_main(args, device: torch.device) -> None:
     for name, images, shape in GPU_CASES:
         if chosen and name not in chosen:
             continue
-        masks = np.stack([mask_of(shape, "disks", seed) for seed in range(images)])
+        kind = name.split("/")[1]
+        masks = np.stack([mask_of(shape, kind, seed) for seed in range(images)])
         cpu_mask = torch.from_numpy(masks)
         gpu_mask = cpu_mask.to(device)
         spatial = len(shape)
@@ -171,7 +179,7 @@ def gpu_main(args, device: torch.device) -> None:
                              segloss.boundary_distance_map(cpu_mask, spatial_dims=spatial))
         if not equal:
             print(f"MISMATCH: {name}: the GPU maps differ from the CPU op's", flush=True)
-        row = harness.Row(case="disks" if equal else "disks (GPU != CPU!)", shape=[images, *shape],
+        row = harness.Row(case=kind if equal else f"{kind} (GPU != CPU!)", shape=[images, *shape],
                           dtype="bool")
         gpu_time = lambda fn: harness.median_ms(fn, device, warmup=2, repeats=args.repeats)  # noqa: E731
         row.ms["segloss GPU signed"] = gpu_time(
