@@ -39,7 +39,7 @@ SEGLOSS_INLINE T initial_binary_state(bool foreground) {
   return foreground ? T(infinite_distance()) : -T(infinite_distance());
 }
 
-// Blocks of kSearchBlock positions (two_nearest.h) that the search skips
+// Blocks of kSearchBlock positions (line_tiles.h) that the search skips
 // whole. Each block of a line has two floors, one for each class of the
 // pixel searching it ([0]: a foreground pixel's, [1]: a background
 // pixel's): the least magnitude of the block's states of that class, or 0
@@ -82,40 +82,27 @@ SEGLOSS_INLINE T nearest_on_line(const T* own, int64_t stride, int64_t q, int64_
   const T state = own[0];
   const bool foreground = state > 0;
   T best = foreground ? state : -state;
-  // Each side's next distance from q; a side is done past the line's end.
-  int64_t left_t = 1, right_t = 1;
-  bool left = q > 0, right = q + 1 < n;
-  while (left || right) {
-    const bool go_left = left && (!right || left_t <= right_t);
-    const int64_t t = go_left ? left_t : right_t;
+  OutwardWalk walk(q, n);
+  while (walk.more()) {
+    const int64_t t = walk.next_distance(), p = walk.position(t);
     const T rise = parabola_rise<T>(spacing, t);
-    bool done = !(rise < best);
-    int64_t next_t = t + 1;
-    if (!done) {
-      const int64_t p = go_left ? q - t : q + t;
-      const int64_t block = p / kSearchBlock;
-      const bool entering = t == 1 || p % kSearchBlock == (go_left ? kSearchBlock - 1 : 0);
-      if (floors != nullptr && entering &&
-          !(parabola_value(floors[2 * block + (foreground ? 0 : 1)], rise) < best)) {
-        // Past the block's far end: its first position less one, or its last plus one.
-        next_t = go_left ? q - (block * kSearchBlock - 1) : (block + 1) * kSearchBlock - q;
-      } else {
-        const T other = own[(p - q) * stride];
-        if ((other > 0) != foreground) {
-          best = rise;  // rise < best: the other class, base 0
-          done = true;
-        } else {
-          const T value = parabola_value(foreground ? other : -other, rise);
-          best = value < best ? value : best;
-        }
-      }
+    if (!(rise < best)) {
+      walk.stop();
+      continue;
     }
-    if (go_left) {
-      left_t = next_t;
-      left = !done && q - next_t >= 0;
+    if (floors != nullptr && walk.entering_block(t, p) &&
+        !(parabola_value(floors[2 * (p / kSearchBlock) + (foreground ? 0 : 1)], rise) < best)) {
+      walk.skip_block(p);
+      continue;
+    }
+    const T other = own[(p - q) * stride];
+    if ((other > 0) != foreground) {
+      best = rise;  // rise < best: the other class, base 0
+      walk.stop();
     } else {
-      right_t = next_t;
-      right = !done && q + next_t < n;
+      const T value = parabola_value(foreground ? other : -other, rise);
+      best = value < best ? value : best;
+      walk.step(t);
     }
   }
   return foreground ? best : -best;

@@ -2,7 +2,7 @@
 // loads whole lines of one axis into shared memory (a tile), then every
 // pixel of the tile computes its new state from its line there. Used by the
 // distance maps' passes (binary_distance_tiles.h) and the two-nearest
-// transform's later passes (two_nearest.h's two_nearest_on_line).
+// transform's passes (two_nearest.h's two_nearest_on_line).
 #pragma once
 
 #include <cstdint>
@@ -99,5 +99,73 @@ inline LineTiles line_tiles(int64_t n, int64_t inner, int64_t outer, int64_t sta
   t.lines = t.slabs * t.width;
   return t;
 }
+
+// The tile passes' per-pixel searches (two_nearest_on_line, nearest_on_line)
+// walk a line outward from their pixel, and skip whole blocks of
+// kSearchBlock positions where a summary of the block (its floors) shows
+// that nothing in it can change the result.
+constexpr int64_t kSearchBlock = 32;
+
+SEGLOSS_INLINE int64_t search_blocks(int64_t n) { return (n + kSearchBlock - 1) / kSearchBlock; }
+
+// The walk outward from position x of a line of n positions: each step
+// takes the nearer side's next position (the left at equal distances); a
+// side ends where the search says so (stop) or at the line's end; a side may
+// step past a position or past the rest of its block.
+//
+//   OutwardWalk walk(x, n);
+//   while (walk.more()) {
+//     const int64_t t = walk.next_distance(), p = walk.position(t);
+//     ... walk.stop(), walk.step(t) or walk.skip_block(p)
+//   }
+class OutwardWalk {
+ public:
+  SEGLOSS_INLINE OutwardWalk(int64_t x, int64_t n) : x_(x), n_(n), left_(x > 0), right_(x + 1 < n) {}
+
+  SEGLOSS_INLINE bool more() const { return left_ || right_; }
+
+  // The distance of the next step's position (chooses its side).
+  SEGLOSS_INLINE int64_t next_distance() {
+    go_left_ = left_ && (!right_ || left_t_ <= right_t_);
+    return go_left_ ? left_t_ : right_t_;
+  }
+  SEGLOSS_INLINE int64_t position(int64_t t) const { return go_left_ ? x_ - t : x_ + t; }
+
+  // Whether the side enters position p's block there (its first step, or
+  // the block's near end).
+  SEGLOSS_INLINE bool entering_block(int64_t t, int64_t p) const {
+    return t == 1 || p % kSearchBlock == (go_left_ ? kSearchBlock - 1 : 0);
+  }
+
+  SEGLOSS_INLINE void stop() {
+    if (go_left_) {
+      left_ = false;
+    } else {
+      right_ = false;
+    }
+  }
+  // Past position p, t from x.
+  SEGLOSS_INLINE void step(int64_t t) { advance(t + 1); }
+  // Past the far end of p's block.
+  SEGLOSS_INLINE void skip_block(int64_t p) {
+    const int64_t block = p / kSearchBlock;
+    advance(go_left_ ? x_ - (block * kSearchBlock - 1) : (block + 1) * kSearchBlock - x_);
+  }
+
+ private:
+  SEGLOSS_INLINE void advance(int64_t t) {
+    if (go_left_) {
+      left_t_ = t;
+      left_ = x_ - t >= 0;
+    } else {
+      right_t_ = t;
+      right_ = x_ + t < n_;
+    }
+  }
+
+  int64_t x_, n_;
+  int64_t left_t_ = 1, right_t_ = 1;
+  bool left_, right_, go_left_ = false;
+};
 
 }  // namespace segloss::core

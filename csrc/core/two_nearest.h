@@ -23,6 +23,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "line_tiles.h"
 #include "platform.h"
 #include "rounding.h"
 
@@ -592,18 +593,14 @@ SEGLOSS_INLINE void offer_position(RankedPair& best, const NearestPair& at, int6
   }
 }
 
-// Blocks of kSearchBlock positions that the search skips whole: each block
-// of a line has a floor, at most key - q^2 of every candidate in it (+inf:
+// Blocks of kSearchBlock positions (line_tiles.h) that the search skips
+// whole: each block of a line has a floor, at most key - q^2 of every candidate in it (+inf:
 // none). A candidate t or more positions from x has its line key - 2 x q at
 // least floor + t^2 - x^2, so where that passes the search's bound the
 // block is skipped, and an empty block always is. So the search crosses a
 // line's empty stretches and its far blocks 32 positions at a time: on a
 // 2048^2 image of one or two cells, about 40 times fewer steps than position
 // by position, whose cost per pixel grew with its distance to the cells.
-constexpr int64_t kSearchBlock = 32;
-
-SEGLOSS_INLINE int64_t search_blocks(int64_t n) { return (n + kSearchBlock - 1) / kSearchBlock; }
-
 // Position q's share of its block's floor: the least key - q^2 of its
 // entries, rounded, then lowered by 2^-50 of itself, so that it is at most
 // the exact difference; at most DBL_MAX (an infinite key is a candidate
@@ -650,36 +647,19 @@ SEGLOSS_INLINE NearestPair two_nearest_on_line(const NearestPair* own, int64_t s
   const double inverse_square = key_scale(spacing);
   RankedPair best = no_ranked_instances();
   offer_position(best, own[0], x, x, inverse_square);
-  // Each side's next distance from x; a side is done past the line's end.
-  int64_t left_t = 1, right_t = 1;
-  bool left = x > 0, right = x + 1 < n;
-  while (left || right) {
-    const bool go_left = left && (!right || left_t <= right_t);
-    const int64_t t = go_left ? left_t : right_t;
+  OutwardWalk walk(x, n);
+  while (walk.more()) {
+    const int64_t t = walk.next_distance(), p = walk.position(t);
     // (Selects, not an index: the ranks stay in registers on the GPU.)
     const CandidateRank bound = one_id ? best.rank[0] : best.rank[1];
-    bool done = beyond(t, x, bound);
-    int64_t next_t = t + 1;
-    const int64_t p = go_left ? x - t : x + t;
-    if (!done && floors != nullptr) {
-      const int64_t block = p / kSearchBlock;
-      const bool entering =
-          t == 1 || p % kSearchBlock == (go_left ? kSearchBlock - 1 : 0);
-      if (entering && block_beyond(floors[block], t, x, bound)) {
-        // Past the block's far end: its first position less one, or its last plus one.
-        next_t = go_left ? x - (block * kSearchBlock - 1) : (block + 1) * kSearchBlock - x;
-      } else {
-        offer_position(best, own[(p - x) * stride], x, p, inverse_square);
-      }
-    } else if (!done) {
-      offer_position(best, own[(p - x) * stride], x, p, inverse_square);
-    }
-    if (go_left) {
-      left_t = next_t;
-      left = !done && x - next_t >= 0;
+    if (beyond(t, x, bound)) {
+      walk.stop();
+    } else if (floors != nullptr && walk.entering_block(t, p) &&
+               block_beyond(floors[p / kSearchBlock], t, x, bound)) {
+      walk.skip_block(p);
     } else {
-      right_t = next_t;
-      right = !done && x + next_t < n;
+      offer_position(best, own[(p - x) * stride], x, p, inverse_square);
+      walk.step(t);
     }
   }
   NearestPair pair = no_instances();
