@@ -120,7 +120,8 @@ SEGLOSS_INLINE int64_t search_blocks(int64_t n) { return (n + kSearchBlock - 1) 
 //   }
 class OutwardWalk {
  public:
-  SEGLOSS_INLINE OutwardWalk(int64_t x, int64_t n) : x_(x), n_(n), left_(x > 0), right_(x + 1 < n) {}
+  SEGLOSS_INLINE OutwardWalk(int64_t x, int64_t n)
+      : x_(x), n_(n), left_(x > 0), right_(x + 1 < n) {}
 
   SEGLOSS_INLINE bool more() const { return left_ || right_; }
 

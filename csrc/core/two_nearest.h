@@ -222,7 +222,7 @@ class EnvelopeLine {
   // difference decides unless it equals the bound (an integer, exact):
   // rounding is monotone. Then its rounding error does (exact_sum); with
   // integer keys there is none. (Computed whether needed or not: a branch
-  // here cost 10% more than the error's five additions.)
+  // here cost 7% more than the error's five additions.)
   SEGLOSS_INLINE bool below(int32_t p, int32_t t, int64_t x) const {
     if (t < 0) return true;
     const double bound = 2.0 * double(x) * double(position(p) - position(t));
@@ -550,7 +550,8 @@ SEGLOSS_INLINE bool ranks_before(const CandidateRank& a, const CandidateRank& b)
 
 // Whether every candidate at t positions from x (whose line is at least t^2
 // - x^2, its key being at least q^2) ranks after `rank`: t^2 - x^2 > hi + lo,
-// exactly (t^2 - x^2 is an integer below 2^53, so exact in double).
+// exactly (t^2 - x^2 is an integer, exact in double for the lines of a tile,
+// far below 2^26 positions).
 SEGLOSS_INLINE bool beyond(int64_t t, int64_t x, const CandidateRank& rank) {
   const double floor = double(t * t - x * x);
   return floor > rank.hi || (floor == rank.hi && rank.lo < 0.0);
@@ -594,13 +595,15 @@ SEGLOSS_INLINE void offer_position(RankedPair& best, const NearestPair& at, int6
 }
 
 // Blocks of kSearchBlock positions (line_tiles.h) that the search skips
-// whole: each block of a line has a floor, at most key - q^2 of every candidate in it (+inf:
-// none). A candidate t or more positions from x has its line key - 2 x q at
-// least floor + t^2 - x^2, so where that passes the search's bound the
-// block is skipped, and an empty block always is. So the search crosses a
-// line's empty stretches and its far blocks 32 positions at a time: on a
-// 2048^2 image of one or two cells, about 40 times fewer steps than position
-// by position, whose cost per pixel grew with its distance to the cells.
+// whole: each block of a line has a floor, at most key - q^2 of every
+// candidate in it (+inf: none). A candidate t or more positions from x has
+// its line key - 2 x q at least floor + t^2 - x^2, so where that passes the
+// search's bound the block is skipped, and an empty block always is. So the
+// search crosses a line's empty stretches and its far blocks 32 positions at
+// a time, where its cost per pixel grew with its distance to the cells (on a
+// 2048^2 image of two cells, a serial run of the later pass's searches took
+// 6.5x less time with the skips, and pass 0 of 300 cells 14x less).
+
 // Position q's share of its block's floor: the least key - q^2 of its
 // entries, rounded, then lowered by 2^-50 of itself, so that it is at most
 // the exact difference; at most DBL_MAX (an infinite key is a candidate
