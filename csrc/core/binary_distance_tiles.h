@@ -53,13 +53,14 @@ SEGLOSS_INLINE T initial_binary_state(bool foreground) {
 // at a time, where its steps grew with the pixel's distance to the border.
 
 // Position state `state`'s share of its block's floor for a pixel of the
-// class `foreground_pixel`. Non-negative, so the floors order as their bit
-// patterns (the GPU takes their minimum as integers).
+// class `foreground_pixel`. Never negative, not even -0 (whose bit pattern
+// is above every other), so the floors order as their bit patterns (the GPU
+// takes their minimum as integers).
 template <typename T>
 SEGLOSS_INLINE T binary_floor_share(T state, bool foreground_pixel) {
   const bool foreground = state > 0;
-  if (foreground != foreground_pixel) return T(0);
-  return foreground ? state : -state;
+  const T magnitude = foreground ? state : -state;
+  return foreground == foreground_pixel && magnitude > T(0) ? magnitude : T(0);
 }
 
 // The new signed state of the pixel at `own`, position q of a line of n
