@@ -109,6 +109,7 @@ def test_skipped_border_terms_would_not_change_the_weight(tmp_path):
 
 
 _PTX_SOURCE = r"""
+#include "binary_distance_tiles.h"
 #include "two_nearest.h"
 #include "unet_weight.h"
 using namespace segloss::core;
@@ -124,8 +125,16 @@ extern "C" __global__ void envelope(NearestPair* line, int64_t n, double spacing
   envelope_line(candidates, n, spacing, integer_keys, scratch, StridedPairs{line, 1});
 }
 extern "C" __global__ void search(const NearestPair* line, int64_t n, double spacing,
-                                  bool one_id, NearestPair* out) {
-  out[threadIdx.x] = two_nearest_on_line(line + threadIdx.x, 1, threadIdx.x, n, spacing, one_id);
+                                  bool one_id, const double* floors, NearestPair* out) {
+  out[threadIdx.x] = two_nearest_on_line(line + threadIdx.x, 1, threadIdx.x, n, spacing, one_id,
+                                         floors);
+}
+extern "C" __global__ void search_floors(const NearestPair* line, double spacing, double* out) {
+  out[threadIdx.x] = position_floor(line[threadIdx.x], threadIdx.x, key_scale(spacing));
+}
+extern "C" __global__ void map_search(const double* line, int64_t n, double spacing,
+                                      const double* floors, double* out) {
+  out[threadIdx.x] = nearest_on_line(line + threadIdx.x, 1, threadIdx.x, n, spacing, floors);
 }
 extern "C" __global__ void weight(const NearestPair* pairs, const float* pixel, float* out,
                                   UnetWeightParams params, ClassWeights classes) {
@@ -156,4 +165,5 @@ def test_core_ptx_has_no_fused_multiply_add(tmp_path):
                    check=True, capture_output=True, timeout=300)
     counts = _fma_per_kernel(ptx.read_text())
     assert counts["control"] >= 1, counts  # nvcc does contract a + b * b by default
-    assert counts["scan"] == counts["envelope"] == counts["weight"] == 0, counts
+    probes = ["scan", "envelope", "search", "search_floors", "map_search", "weight"]
+    assert all(counts[name] == 0 for name in probes), counts
