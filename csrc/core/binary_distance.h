@@ -120,14 +120,14 @@ template <typename Base, typename Write>
 SEGLOSS_INLINE void parabola_envelope(int64_t lo, int64_t hi, int64_t from, int64_t to,
                                       double spacing, const Base& base,
                                       const ParabolaScratch& s, const Write& write) {
-  // Unfused (rounding.h): the same bits on CPU and GPU.
-  const double inverse_square = 1.0 / (spacing * spacing);
+  // The two-nearest envelope's keys (envelope_key): the same bits on CPU and GPU.
+  const double inverse_square = key_scale(spacing);
   int64_t k = -1;
   for (int64_t q = lo; q < hi; ++q) {
     const double b = base(q);
     if (!(b < infinite_distance())) continue;
     const double x = double(q);
-    const double key = add_rn(mul_rn(b, inverse_square), x * x);
+    const double key = envelope_key(b, q, inverse_square);
     // Drop the top while q is at or below it where it starts being lowest
     // (the first is never dropped: it is the lowest far to the left).
     while (k > 0 && (key - s.key[k]) * s.position_step[k] <=

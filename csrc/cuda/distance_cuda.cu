@@ -164,6 +164,16 @@ __global__ void envelope_kernel(NearestPair* state, core::Grid image, int64_t pi
   }
 }
 
+// The minimum of non-negative floats or doubles in shared memory (the search blocks'
+// floors), as integers (their bit patterns order as they do).
+__device__ void floor_min(float* at, float value) {
+  atomicMin(reinterpret_cast<unsigned*>(at), __float_as_uint(value));
+}
+__device__ void floor_min(double* at, double value) {
+  atomicMin(reinterpret_cast<unsigned long long*>(at),
+            (unsigned long long)__double_as_longlong(value));
+}
+
 // A pass in tiles: a block loads a tile of pairs, its lines' id ranges and
 // their blocks' floors into shared memory, then gives each pixel its new
 // pair from its line there (two_nearest_on_line, skipping blocks), in place
@@ -173,9 +183,7 @@ __global__ void two_nearest_tile_pass_kernel(NearestPair* state, core::LineTiles
   extern __shared__ __align__(16) unsigned char tile_memory[];
   NearestPair* tile = reinterpret_cast<NearestPair*>(tile_memory);
   auto* ranges = reinterpret_cast<core::LineIdRange*>(tile + tiles.elements);
-  // The floors are non-negative doubles, ordered as their bit patterns.
-  auto* floor_bits = reinterpret_cast<unsigned long long*>(ranges + tiles.lines);
-  const double* floors = reinterpret_cast<const double*>(floor_bits);
+  auto* floors = reinterpret_cast<double*>(ranges + tiles.lines);
   const int64_t blocks = core::search_blocks(tiles.n);
   const double inverse_square = core::key_scale(spacing);
   static_assert(sizeof(InstanceId) == sizeof(unsigned long long), "64-bit atomics on ids");
@@ -184,7 +192,7 @@ __global__ void two_nearest_tile_pass_kernel(NearestPair* state, core::LineTiles
       ranges[l] = core::empty_id_range();
     }
     for (int64_t b = threadIdx.x; b < tiles.lines * blocks; b += blockDim.x) {
-      floor_bits[b] = __double_as_longlong(core::infinite_distance());
+      floors[b] = core::infinite_distance();
     }
     __syncthreads();
     for (int64_t e = threadIdx.x; e < tiles.elements; e += blockDim.x) {
@@ -201,8 +209,7 @@ __global__ void two_nearest_tile_pass_kernel(NearestPair* state, core::LineTiles
       }
       const double floor = core::position_floor(pair, el.q, inverse_square);
       if (floor != core::infinite_distance()) {
-        atomicMin(floor_bits + el.line * blocks + el.q / core::kSearchBlock,
-                  (unsigned long long)__double_as_longlong(floor));
+        floor_min(floors + el.line * blocks + el.q / core::kSearchBlock, floor);
       }
     }
     __syncthreads();
@@ -401,16 +408,6 @@ __device__ float map_output(core::DistanceMap map, double state, unsigned long l
   return core::has_both_classes(int64_t(foreground), pixels)
              ? core::distance_map_value<float>(map, state)
              : 0.0f;
-}
-
-// The minimum of non-negative floats or doubles in shared memory, as
-// integers (their bit patterns order as they do).
-__device__ void floor_min(float* at, float value) {
-  atomicMin(reinterpret_cast<unsigned*>(at), __float_as_uint(value));
-}
-__device__ void floor_min(double* at, double value) {
-  atomicMin(reinterpret_cast<unsigned long long*>(at),
-            (unsigned long long)__double_as_longlong(value));
 }
 
 // A line pass in tiles: a block loads a tile, its lines' blocks' floors and
