@@ -518,7 +518,8 @@ def cases():
         # and with sampling: whole slabs, groups of lines (a 40 x 44 slab of
         # pairs is past the tile's 40 KiB), and lines of 1500 pairs (past 40
         # KiB: a tile in the device's opt-in shared memory). Lines past that
-        # (one thread per line): the 16.8M-lines cases below.
+        # (9000 pairs: 288 KB) take tiles in global memory, as do the
+        # 16.8M-lines cases below.
         _two_nearest_case("two_nearest-2d-unit-int32", labels2, None, torch.int32),
         _two_nearest_case("two_nearest-3d-groups-unit-int64", lambda: _instances((4, 40, 44)),
                           None, torch.int64),
@@ -528,6 +529,10 @@ def cases():
                           None, torch.int32),
         _two_nearest_case("two_nearest-3d-sparse-sampling", lambda: _sparse_cells((1, 30, 70, 90)),
                           [1.0, 0.7, 1.3], torch.int16),
+        _two_nearest_case("two_nearest-2d-global-rows", lambda: _sparse_cells((2, 6, 9000)),
+                          None, torch.int32),
+        _two_nearest_case("two_nearest-2d-global-rows-sampling", lambda: _instances((8, 9000)),
+                          [1.3, 0.7], torch.int64),
         _weight_map_case("unet_weight_map-2d-long-axis-unit",
                          lambda: _instances((30, 1500), count=1), class_weights="balanced"),
         _weight_map_case("unet_weight_map-2d-long-axis-sampling",

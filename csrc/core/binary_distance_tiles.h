@@ -15,8 +15,8 @@
 // together in memory, or groups of adjacent lines along an inner axis, so
 // that a block's loads and stores are coalesced, whichever the axis. A
 // tile's lines are its own: a block reads its tile, then writes its pixels'
-// new states in place. Lines too long for any tile are swept from global
-// memory into a second buffer instead (LineTiles::tiles == 0).
+// new states in place. Lines too long for any tile in shared memory are
+// held in the same tiles in global memory (global_line_tiles).
 //
 // tests/cpp/binary_distance_tiles.cpp runs these functions, tile by tile as
 // the kernels do, on the CPU; tests/test_distance_tiles.py compares its maps

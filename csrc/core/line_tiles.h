@@ -100,6 +100,21 @@ inline LineTiles line_tiles(int64_t n, int64_t inner, int64_t outer, int64_t sta
   return t;
 }
 
+// The tiles of a pass whose lines fit no tile in shared memory (longer than
+// about 7,200 pixels on an H200): the same tiles, held in global memory
+// instead, of at most `scratch_bytes`, but at least one group of lines (so
+// that every line fits one); the kernels load a tile and search it in
+// separate launches where a block loads and searches its tile in shared
+// memory. A pixel's search is the same; only where its line is held differs.
+inline LineTiles global_line_tiles(int64_t n, int64_t inner, int64_t outer, int64_t state_bytes,
+                                   int64_t summary_bits, int64_t scratch_bytes) {
+  const int64_t sector = 32 / state_bytes > 1 ? 32 / state_bytes : 1;
+  const int64_t least =
+      n * sector * state_bytes + summary_words(sector, summary_bits) * int64_t(sizeof(unsigned));
+  const int64_t bytes = scratch_bytes > least ? scratch_bytes : least;
+  return line_tiles(n, inner, outer, state_bytes, summary_bits, bytes / state_bytes, bytes);
+}
+
 // The tile passes' per-pixel searches (two_nearest_on_line, nearest_on_line)
 // walk a line outward from their pixel, and skip whole blocks of
 // kSearchBlock positions where a summary of the block (its floors) shows

@@ -550,8 +550,11 @@ SEGLOSS_INLINE bool ranks_before(const CandidateRank& a, const CandidateRank& b)
 
 // Whether every candidate at t positions from x (whose line is at least t^2
 // - x^2, its key being at least q^2) ranks after `rank`: t^2 - x^2 > hi + lo,
-// exactly (t^2 - x^2 is an integer, exact in double for the lines of a tile,
-// far below 2^26 positions).
+// exactly. (t^2 - x^2 and candidate_rank's 2 x q are integers, exact in
+// double on lines of up to 2^26 positions; on longer ones, which only the
+// CUDA passes search this way, the order of near-ties may be off by a
+// rounding of values past 2^52, where squared distances are no longer exact
+// anyway.)
 SEGLOSS_INLINE bool beyond(int64_t t, int64_t x, const CandidateRank& rank) {
   const double floor = double(t * t - x * x);
   return floor > rank.hi || (floor == rank.hi && rank.lo < 0.0);

@@ -1,14 +1,13 @@
 // CUDA kernels of the distance-transform ops, over every image of the batch
-// at once. The two-nearest state (two_nearest_distances, unet_weight_map):
-// every pixel in parallel, lines in shared memory (two_nearest_on_line in
-// tiles, core/line_tiles.h), at any spacing; one thread per line (scan_line,
-// envelope_line) for lines too long for a tile. The distance maps: every
-// pixel in parallel, lines in shared memory
-// (csrc/core/binary_distance_tiles.h). Both give the
-// CPU's values bit for bit (the same arithmetic, never fused:
-// core/rounding.h, and the same exact order of candidates), as
-// tests/cpp/two_nearest_tiles.cpp and binary_distance_tiles.cpp check on the
-// CPU.
+// at once, every pixel in parallel, each from its line held in a tile
+// (core/line_tiles.h): in shared memory where the lines fit one, else (lines
+// longer than about 7,200 pixels) in global memory, in the same layout. The
+// two-nearest state (two_nearest_distances, unet_weight_map):
+// two_nearest_on_line, at any spacing. The distance maps: nearest_on_line
+// (core/binary_distance_tiles.h). Both give the CPU's values bit for bit (the
+// same arithmetic, never fused: core/rounding.h, and the same exact order of
+// candidates), as tests/cpp/two_nearest_tiles.cpp and
+// binary_distance_tiles.cpp check on the CPU.
 #include <ATen/Dispatch_v2.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -36,7 +35,6 @@
 namespace segloss::ops {
 namespace {
 
-using core::EnvelopePiece;
 using core::InstanceId;
 using core::kNoInstance;
 using core::NearestPair;
@@ -44,41 +42,9 @@ using cuda::grid_size;
 using cuda::kThreads;
 
 constexpr int64_t kMaxBlocks = 65535;
-// Scratch of the per-line envelope passes (the lines being swept at once),
-// at most.
+// The global-memory tiles of a pass whose lines fit no shared-memory tile,
+// at most (core::global_line_tiles: more where one group of lines needs it).
 constexpr int64_t kScratchBytes = int64_t(256) << 20;
-// Threads per block of the two-nearest kernels that run one thread per line
-// (scan_kernel, envelope_kernel): one warp, so that an image's few hundred
-// lines spread over as many SMs as there are warps (with 256-thread blocks,
-// a 512² image's 512 lines ran on 2 SMs).
-constexpr int kLineThreads = 32;
-
-// One line along the first spatial axis, read through the labels' ToId
-// (an instance id, or a mask's class).
-template <typename Label, typename ToId>
-struct Column {
-  const Label* first;
-  int64_t stride;
-  ToId to_id;
-  __device__ auto operator()(int64_t i) const { return to_id(first[i * stride]); }
-};
-
-// The batch's layout: one image's grid, and the instance maps (an image's
-// strides in `labels`, `batch_stride` between images).
-template <typename Label, typename ToId = core::LabelIsId>
-struct BatchGrid {
-  core::Grid image;
-  int64_t images, pixels;
-  core::StridedLabels<Label, ToId> labels;
-  int64_t batch_stride;
-
-  // The line along the first spatial axis at `column` of image `image`.
-  __device__ Column<Label, ToId> column(int64_t image_index, int64_t column_index) const {
-    return {labels.data + image_index * batch_stride +
-                core::column_offset(labels, image, column_index),
-            labels.stride[0], labels.to_id};
-  }
-};
 
 // Every pixel's state before any pass, initial(id) of its label's id, and
 // with `counts`, each image's count of pixels whose id is not 0 (instance or
@@ -127,125 +93,172 @@ struct InitialBinaryState {
   }
 };
 
-// Pass 0 where its lines fit no tile: one thread per (image, line along the
-// first spatial axis), scanning the labels.
-template <typename Label>
-__global__ void scan_kernel(BatchGrid<Label> grid, NearestPair* state) {
-  const int64_t columns = grid.image.inner(0);
-  const int64_t n = grid.image.size[0];
-  SEGLOSS_GRID_STRIDE_LOOP(work, grid.images * columns) {
-    const int64_t image = work / columns, column = work % columns;
-    core::scan_line(grid.column(image, column), n, grid.image.spacing[0],
-                    state + image * grid.pixels + column, columns);
-  }
-}
-
-// A later pass along `axis`: one thread per line of lines [first, first +
-// count) of the batch, each with its own slice of scratch (4n doubles: base
-// and key values; 2n ids; the envelope's pieces).
-__global__ void envelope_kernel(NearestPair* state, core::Grid image, int64_t pixels, int axis,
-                                bool integer_keys, int64_t first, int64_t count,
-                                double* base_scratch,
-                                InstanceId* id_scratch, EnvelopePiece* piece_scratch) {
-  const int64_t n = image.size[axis];
-  const int64_t inner = image.inner(axis);
-  const int64_t lines_per_image = pixels / n;
-  SEGLOSS_GRID_STRIDE_LOOP(k, count) {
-    const int64_t line_index = first + k;
-    const int64_t i = line_index / lines_per_image, index = line_index % lines_per_image;
-    NearestPair* line = state + i * pixels + (index / inner) * n * inner + index % inner;
-    const core::LineCandidates candidates{base_scratch + k * 4 * n,
-                                          base_scratch + k * 4 * n + 2 * n,
-                                          id_scratch + k * 2 * n};
-    core::gather_line(line, inner, n, image.spacing[axis], candidates);
-    core::envelope_line(candidates, n, image.spacing[axis], integer_keys,
-                        piece_scratch + k * core::envelope_scratch_pieces(n),
-                        core::StridedPairs{line, inner});
-  }
-}
-
-// The minimum of non-negative floats or doubles in shared memory (the search blocks'
-// floors), as integers (their bit patterns order as they do).
+// Atomic minima and or-s onto a tile's summaries, in shared or global
+// memory, each made only where it changes the value read first (a stale read
+// only makes one more atomic): a line's pixels mostly leave its summaries as
+// they are, and in global memory a warp's pixels may share one line. Floors
+// are non-negative floats or doubles, whose bit patterns order as they do.
 __device__ void floor_min(float* at, float value) {
-  atomicMin(reinterpret_cast<unsigned*>(at), __float_as_uint(value));
+  if (value < *at) atomicMin(reinterpret_cast<unsigned*>(at), __float_as_uint(value));
 }
 __device__ void floor_min(double* at, double value) {
-  atomicMin(reinterpret_cast<unsigned long long*>(at),
-            (unsigned long long)__double_as_longlong(value));
+  if (value < *at) {
+    atomicMin(reinterpret_cast<unsigned long long*>(at),
+              (unsigned long long)__double_as_longlong(value));
+  }
+}
+static_assert(sizeof(InstanceId) == sizeof(unsigned long long), "64-bit atomics on ids");
+__device__ void id_min(InstanceId* at, InstanceId id) {
+  if (id < *at) atomicMin(reinterpret_cast<unsigned long long*>(at), (unsigned long long)id);
+}
+__device__ void id_max(InstanceId* at, InstanceId id) {
+  if (id > *at) atomicMax(reinterpret_cast<unsigned long long*>(at), (unsigned long long)id);
+}
+__device__ void flags_or(unsigned* at, unsigned bits) {
+  if ((*at & bits) != bits) atomicOr(at, bits);
 }
 
-// A pass in tiles: a block loads a tile of pairs, its lines' id ranges and
-// their blocks' floors into shared memory, then gives each pixel its new
-// pair from its line there (two_nearest_on_line, skipping blocks), in place
-// (the tile's lines are its own). A line without ids keeps its empty pairs.
+// The summaries of a global-memory tile are reset by every thread of the
+// grid, those of a shared-memory tile by every thread of its block.
+__device__ int64_t grid_thread() { return int64_t(blockIdx.x) * blockDim.x + threadIdx.x; }
+__device__ int64_t grid_threads() { return int64_t(blockDim.x) * gridDim.x; }
+
+// A two-nearest tile's memory: its pairs, its lines' id ranges, then their
+// blocks' floors (LineTiles::shared_bytes).
+struct TwoNearestTile {
+  NearestPair* pairs;
+  core::LineIdRange* ranges;
+  double* floors;
+  int64_t blocks;  // per line
+
+  __device__ TwoNearestTile(unsigned char* memory, const core::LineTiles& tiles)
+      : pairs(reinterpret_cast<NearestPair*>(memory)),
+        ranges(reinterpret_cast<core::LineIdRange*>(pairs + tiles.elements)),
+        floors(reinterpret_cast<double*>(ranges + tiles.lines)),
+        blocks(core::search_blocks(tiles.n)) {}
+
+  // Empties the summaries, thread `first` of `step` threads.
+  __device__ void reset(const core::LineTiles& tiles, int64_t first, int64_t step) const {
+    for (int64_t l = first; l < tiles.lines; l += step) ranges[l] = core::empty_id_range();
+    for (int64_t b = first; b < tiles.lines * blocks; b += step) {
+      floors[b] = core::infinite_distance();
+    }
+  }
+
+  // Loads element e of tile t, folding it into its line's id range and its
+  // block's floor.
+  __device__ void load(const NearestPair* state, const core::LineTiles& tiles, int64_t t,
+                       int64_t e, double inverse_square) const {
+    const core::TileElement el = tiles.element(t, e);
+    if (!el.valid) return;
+    const NearestPair pair = state[el.offset];
+    pairs[e] = pair;
+    for (int k = 0; k < 2; ++k) {
+      if (pair.id[k] == kNoInstance) continue;
+      id_min(&ranges[el.line].low, pair.id[k]);
+      id_max(&ranges[el.line].high, pair.id[k]);
+    }
+    const double floor = core::position_floor(pair, el.q, inverse_square);
+    if (floor != core::infinite_distance()) {
+      floor_min(floors + el.line * blocks + el.q / core::kSearchBlock, floor);
+    }
+  }
+
+  // Element e's new pair, from its line in the tile (skipping blocks); a
+  // line without ids keeps its empty pairs.
+  __device__ void search(NearestPair* state, const core::LineTiles& tiles, int64_t t, int64_t e,
+                         double spacing) const {
+    const core::TileElement el = tiles.element(t, e);
+    if (!el.valid) return;
+    const core::LineIdRange range = ranges[el.line];
+    if (!core::range_has_ids(range)) return;
+    state[el.offset] =
+        core::two_nearest_on_line(pairs + e, tiles.width, el.q, tiles.n, spacing,
+                                  core::range_has_one_id(range), floors + el.line * blocks);
+  }
+};
+
+// A pass in shared-memory tiles: a block loads a tile, then gives each of
+// its pixels its new pair, in place (the tile's lines are its own).
 __global__ void two_nearest_tile_pass_kernel(NearestPair* state, core::LineTiles tiles,
                                              double spacing) {
   extern __shared__ __align__(16) unsigned char tile_memory[];
-  NearestPair* tile = reinterpret_cast<NearestPair*>(tile_memory);
-  auto* ranges = reinterpret_cast<core::LineIdRange*>(tile + tiles.elements);
-  auto* floors = reinterpret_cast<double*>(ranges + tiles.lines);
-  const int64_t blocks = core::search_blocks(tiles.n);
+  const TwoNearestTile tile(tile_memory, tiles);
   const double inverse_square = core::key_scale(spacing);
-  static_assert(sizeof(InstanceId) == sizeof(unsigned long long), "64-bit atomics on ids");
   for (int64_t t = blockIdx.x; t < tiles.tiles; t += gridDim.x) {
-    for (int64_t l = threadIdx.x; l < tiles.lines; l += blockDim.x) {
-      ranges[l] = core::empty_id_range();
-    }
-    for (int64_t b = threadIdx.x; b < tiles.lines * blocks; b += blockDim.x) {
-      floors[b] = core::infinite_distance();
+    tile.reset(tiles, threadIdx.x, blockDim.x);
+    __syncthreads();
+    for (int64_t e = threadIdx.x; e < tiles.elements; e += blockDim.x) {
+      tile.load(state, tiles, t, e, inverse_square);
     }
     __syncthreads();
     for (int64_t e = threadIdx.x; e < tiles.elements; e += blockDim.x) {
-      const core::TileElement el = tiles.element(t, e);
-      if (!el.valid) continue;
-      const NearestPair pair = state[el.offset];
-      tile[e] = pair;
-      for (int k = 0; k < 2; ++k) {
-        if (pair.id[k] == kNoInstance) continue;
-        atomicMin(reinterpret_cast<unsigned long long*>(&ranges[el.line].low),
-                  (unsigned long long)pair.id[k]);
-        atomicMax(reinterpret_cast<unsigned long long*>(&ranges[el.line].high),
-                  (unsigned long long)pair.id[k]);
-      }
-      const double floor = core::position_floor(pair, el.q, inverse_square);
-      if (floor != core::infinite_distance()) {
-        floor_min(floors + el.line * blocks + el.q / core::kSearchBlock, floor);
-      }
-    }
-    __syncthreads();
-    for (int64_t e = threadIdx.x; e < tiles.elements; e += blockDim.x) {
-      const core::TileElement el = tiles.element(t, e);
-      if (!el.valid) continue;
-      const core::LineIdRange range = ranges[el.line];
-      if (!core::range_has_ids(range)) continue;
-      state[el.offset] = core::two_nearest_on_line(tile + e, tiles.width, el.q, tiles.n, spacing,
-                                                   core::range_has_one_id(range),
-                                                   floors + el.line * blocks);
+      tile.search(state, tiles, t, e, spacing);
     }
     __syncthreads();  // the next tile overwrites shared memory
   }
 }
 
-// The tiles of a two-nearest pass: within the 48 KiB any block gets, where
-// they fit (several blocks per SM); else within the device's opt-in shared
-// memory per block (227 KiB on an H100 or H200: lines of up to about 7,200
-// pixels), which the tile kernel is then allowed; no tiles past that.
-core::LineTiles two_nearest_tiles(int64_t n, int64_t inner, int64_t outer) {
+// The same three steps for tile t in global memory, one launch each.
+__global__ void two_nearest_global_reset_kernel(unsigned char* memory, core::LineTiles tiles) {
+  TwoNearestTile(memory, tiles).reset(tiles, grid_thread(), grid_threads());
+}
+__global__ void two_nearest_global_load_kernel(const NearestPair* state, core::LineTiles tiles,
+                                               int64_t t, unsigned char* memory, double spacing) {
+  const TwoNearestTile tile(memory, tiles);
+  const double inverse_square = core::key_scale(spacing);
+  SEGLOSS_GRID_STRIDE_LOOP(e, tiles.elements) tile.load(state, tiles, t, e, inverse_square);
+}
+__global__ void two_nearest_global_search_kernel(NearestPair* state, core::LineTiles tiles,
+                                                 int64_t t, unsigned char* memory,
+                                                 double spacing) {
+  const TwoNearestTile tile(memory, tiles);
+  SEGLOSS_GRID_STRIDE_LOOP(e, tiles.elements) tile.search(state, tiles, t, e, spacing);
+}
+
+// A two-nearest pass along an axis of lines of n pairs (outer slabs of n x
+// inner), in tiles: within the 48 KiB any block gets, where they fit
+// (several blocks per SM); else within the device's opt-in shared memory per
+// block (227 KiB on an H100 or H200: lines of up to about 7,200 pixels),
+// which the tile kernel is then allowed; else in global memory.
+void two_nearest_pass(NearestPair* pairs, int64_t n, int64_t inner, int64_t outer, double spacing,
+                      const at::TensorOptions& options, cudaStream_t stream) {
   const int64_t pair_bytes = int64_t(sizeof(NearestPair));
   const int64_t summary_bits = core::two_nearest_summary_bits(n);
   core::LineTiles tiles = core::line_tiles(n, inner, outer, pair_bytes, summary_bits);
-  if (tiles.tiles > 0) return tiles;
-  int optin = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin,
-                                        c10::cuda::current_device()));
-  tiles = core::line_tiles(n, inner, outer, pair_bytes, summary_bits, core::kTileTarget,
-                           int64_t(optin));
-  if (tiles.tiles > 0) {
-    C10_CUDA_CHECK(cudaFuncSetAttribute(two_nearest_tile_pass_kernel,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        int(tiles.shared_bytes())));
+  if (tiles.tiles == 0) {
+    int optin = 0;
+    C10_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin,
+                                          c10::cuda::current_device()));
+    tiles = core::line_tiles(n, inner, outer, pair_bytes, summary_bits, core::kTileTarget,
+                             int64_t(optin));
+    if (tiles.tiles > 0) {
+      C10_CUDA_CHECK(cudaFuncSetAttribute(two_nearest_tile_pass_kernel,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          int(tiles.shared_bytes())));
+    }
   }
-  return tiles;
+  if (tiles.tiles > 0) {
+    two_nearest_tile_pass_kernel<<<std::min(tiles.tiles, kMaxBlocks), kThreads,
+                                   size_t(tiles.shared_bytes()), stream>>>(pairs, tiles, spacing);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return;
+  }
+  tiles = core::global_line_tiles(n, inner, outer, pair_bytes, summary_bits, kScratchBytes);
+  at::Tensor scratch = at::empty({tiles.shared_bytes()}, options.dtype(at::kByte));
+  unsigned char* memory = scratch.data_ptr<uint8_t>();
+  const int64_t summaries = tiles.lines * core::search_blocks(n);
+  for (int64_t t = 0; t < tiles.tiles; ++t) {
+    two_nearest_global_reset_kernel<<<grid_size(summaries, kMaxBlocks), kThreads, 0, stream>>>(
+        memory, tiles);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    two_nearest_global_load_kernel<<<grid_size(tiles.elements, kMaxBlocks), kThreads, 0,
+                                     stream>>>(pairs, tiles, t, memory, spacing);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    two_nearest_global_search_kernel<<<grid_size(tiles.elements, kMaxBlocks), kThreads, 0,
+                                       stream>>>(pairs, tiles, t, memory, spacing);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
 }
 
 template <typename Label>
@@ -286,57 +299,21 @@ at::Tensor nearest_state(const at::Tensor& labels_in, const core::Grid& image,
                                labels.options().dtype(at::kByte));
   auto* pairs = reinterpret_cast<NearestPair*>(state.data_ptr<uint8_t>());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  // Pass 0's lines fit a tile: the initial pairs, then the search (which, all
-  // bases being 0, gives scan_line's pairs at any spacing); else the scan.
-  const core::LineTiles first_tiles = two_nearest_tiles(image.size[0], image.inner(0), images);
+  // The initial pairs, then one pass per axis (pass 0's search, all bases
+  // being 0, gives scan_line's pairs at any spacing).
   AT_DISPATCH_V2(
-      labels.scalar_type(), "segloss_two_nearest_first_pass_cuda", AT_WRAP([&] {
-        BatchGrid<scalar_t> grid{image, images, pixels,
-                                 {labels.const_data_ptr<scalar_t>(), {}, core::LabelIsId{}},
-                                 labels.stride(0)};
-        for (int d = 0; d < image.ndim; ++d) grid.labels.stride[d] = labels.stride(d + 1);
-        launch_initial_states(grid.labels, image, images, grid.batch_stride, InitialPair{}, pairs,
+      labels.scalar_type(), "segloss_two_nearest_initial_pairs_cuda", AT_WRAP([&] {
+        core::StridedLabels<scalar_t, core::LabelIsId> strided{
+            labels.const_data_ptr<scalar_t>(), {}, core::LabelIsId{}};
+        for (int d = 0; d < image.ndim; ++d) strided.stride[d] = labels.stride(d + 1);
+        launch_initial_states(strided, image, images, labels.stride(0), InitialPair{}, pairs,
                               instance_pixels, stream);
-        if (first_tiles.tiles == 0) {
-          const int64_t work = images * image.inner(0);
-          scan_kernel<scalar_t>
-              <<<grid_size(work, kMaxBlocks, kLineThreads), kLineThreads, 0, stream>>>(grid,
-                                                                                      pairs);
-          C10_CUDA_KERNEL_LAUNCH_CHECK();
-        }
       }),
       AT_EXPAND(AT_INTEGRAL_TYPES_V2));
-  // Every pass in tiles where its lines fit one (the search gives the
-  // envelope's pairs: two_nearest_on_line); else each line is swept by one
-  // thread.
-  const bool integer_keys = core::integer_envelope_keys(image);
   for (int axis = 0; axis < image.ndim; ++axis) {
-    const int64_t n = image.size[axis];
-    const int64_t lines = images * (pixels / n);
-    const core::LineTiles tiles =
-        axis == 0 ? first_tiles : two_nearest_tiles(n, image.inner(axis), lines / image.inner(axis));
-    if (tiles.tiles > 0) {
-      two_nearest_tile_pass_kernel<<<std::min(tiles.tiles, kMaxBlocks), kThreads,
-                                     size_t(tiles.shared_bytes()), stream>>>(
-          pairs, tiles, image.spacing[axis]);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      continue;
-    }
-    if (axis == 0) continue;  // scanned above
-    // Per line: the candidates' base and key values, ids, and envelope pieces.
-    const int64_t line_bytes = 2 * n * int64_t(2 * sizeof(double) + sizeof(InstanceId)) +
-                               core::envelope_scratch_pieces(n) * int64_t(sizeof(EnvelopePiece));
-    const int64_t chunk = std::max<int64_t>(1, std::min(lines, kScratchBytes / line_bytes));
-    at::Tensor scratch = at::empty({chunk * line_bytes}, labels.options().dtype(at::kByte));
-    auto* base = reinterpret_cast<double*>(scratch.data_ptr<uint8_t>());
-    auto* ids = reinterpret_cast<InstanceId*>(base + chunk * 4 * n);
-    auto* pieces = reinterpret_cast<EnvelopePiece*>(ids + chunk * 2 * n);
-    for (int64_t first = 0; first < lines; first += chunk) {
-      const int64_t count = std::min(chunk, lines - first);
-      envelope_kernel<<<grid_size(count, kMaxBlocks, kLineThreads), kLineThreads, 0, stream>>>(
-          pairs, image, pixels, axis, integer_keys, first, count, base, ids, pieces);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    }
+    const int64_t n = image.size[axis], inner = image.inner(axis);
+    two_nearest_pass(pairs, n, inner, images * pixels / (n * inner), image.spacing[axis],
+                     labels.options(), stream);
   }
   return state;
 }
@@ -410,71 +387,107 @@ __device__ float map_output(core::DistanceMap map, double state, unsigned long l
              : 0.0f;
 }
 
-// A line pass in tiles: a block loads a tile, its lines' blocks' floors and
-// its lines' flags into shared memory, then gives each of its pixels the new
-// state (nearest_on_line, skipping blocks), in place (the tile's lines are
-// its own), or with `out` (the last pass) the map.
+// A maps tile's memory: its states, its lines' blocks' floors (two per
+// block), then its lines' flags (LineTiles::shared_bytes).
+template <typename State>
+struct BinaryTile {
+  State* states;
+  State* floors;
+  unsigned* flags;
+  int64_t floors_per_line;
+
+  __device__ BinaryTile(unsigned char* memory, const core::LineTiles& tiles)
+      : states(reinterpret_cast<State*>(memory)),
+        floors(states + tiles.elements),
+        flags(reinterpret_cast<unsigned*>(floors + tiles.lines * 2 * core::search_blocks(tiles.n))),
+        floors_per_line(2 * core::search_blocks(tiles.n)) {}
+
+  // Empties the summaries, thread `first` of `step` threads.
+  __device__ void reset(const core::LineTiles& tiles, int64_t first, int64_t step) const {
+    for (int64_t w = first; w < core::line_flag_words(tiles.lines); w += step) flags[w] = 0;
+    for (int64_t f = first; f < tiles.lines * floors_per_line; f += step) {
+      floors[f] = State(core::infinite_distance());
+    }
+  }
+
+  // Loads element e of tile t, folding it into its line's flags and its
+  // block's floors.
+  __device__ void load(const State* state, const core::LineTiles& tiles, int64_t t,
+                       int64_t e) const {
+    const core::TileElement el = tiles.element(t, e);
+    if (!el.valid) return;
+    const State own = state[el.offset];
+    states[e] = own;
+    flags_or(flags + el.line / 8, core::line_flags(own) << core::line_flag_shift(el.line));
+    State* block = floors + el.line * floors_per_line + 2 * (el.q / core::kSearchBlock);
+    floor_min(block, core::binary_floor_share(own, true));
+    floor_min(block + 1, core::binary_floor_share(own, false));
+  }
+
+  // Element e's new state from its line in the tile (skipping blocks), in
+  // place, or with `out` (the last pass) its map.
+  __device__ void search(State* state, const core::LineTiles& tiles, int64_t t, int64_t e,
+                         double spacing, core::DistanceMap map,
+                         const unsigned long long* foreground, int64_t pixels, float* out) const {
+    const core::TileElement el = tiles.element(t, e);
+    if (!el.valid) return;
+    const unsigned line = flags[el.line / 8] >> core::line_flag_shift(el.line);
+    const State next = core::line_needs_search(line)
+                           ? core::nearest_on_line(states + e, tiles.width, el.q, tiles.n,
+                                                   spacing, floors + el.line * floors_per_line)
+                           : states[e];
+    if (out != nullptr) {
+      out[el.offset] = map_output(map, double(next), foreground[el.offset / pixels], pixels);
+    } else {
+      state[el.offset] = next;
+    }
+  }
+};
+
+// A line pass in shared-memory tiles: a block loads a tile, then gives each
+// of its pixels its new state in place (the tile's lines are its own), or
+// with `out` (the last pass) its map.
 template <typename State>
 __global__ void binary_tile_pass_kernel(State* state, core::LineTiles tiles, double spacing,
                                         core::DistanceMap map,
                                         const unsigned long long* foreground, int64_t pixels,
                                         float* out) {
   extern __shared__ __align__(16) unsigned char tile_memory[];
-  State* tile = reinterpret_cast<State*>(tile_memory);
-  const int64_t floors_per_line = 2 * core::search_blocks(tiles.n);
-  State* floors = tile + tiles.elements;
-  unsigned* flags = reinterpret_cast<unsigned*>(floors + tiles.lines * floors_per_line);
-  const int64_t words = core::line_flag_words(tiles.lines);
+  const BinaryTile<State> tile(tile_memory, tiles);
   for (int64_t t = blockIdx.x; t < tiles.tiles; t += gridDim.x) {
-    for (int64_t w = threadIdx.x; w < words; w += blockDim.x) flags[w] = 0;
-    for (int64_t f = threadIdx.x; f < tiles.lines * floors_per_line; f += blockDim.x) {
-      floors[f] = State(core::infinite_distance());
+    tile.reset(tiles, threadIdx.x, blockDim.x);
+    __syncthreads();
+    for (int64_t e = threadIdx.x; e < tiles.elements; e += blockDim.x) {
+      tile.load(state, tiles, t, e);
     }
     __syncthreads();
     for (int64_t e = threadIdx.x; e < tiles.elements; e += blockDim.x) {
-      const core::TileElement el = tiles.element(t, e);
-      if (!el.valid) continue;
-      const State own = state[el.offset];
-      tile[e] = own;
-      atomicOr(flags + el.line / 8, core::line_flags(own) << core::line_flag_shift(el.line));
-      State* block = floors + el.line * floors_per_line + 2 * (el.q / core::kSearchBlock);
-      floor_min(block, core::binary_floor_share(own, true));
-      floor_min(block + 1, core::binary_floor_share(own, false));
-    }
-    __syncthreads();
-    for (int64_t e = threadIdx.x; e < tiles.elements; e += blockDim.x) {
-      const core::TileElement el = tiles.element(t, e);
-      if (!el.valid) continue;
-      const unsigned line = flags[el.line / 8] >> core::line_flag_shift(el.line);
-      const State next = core::line_needs_search(line)
-                             ? core::nearest_on_line(tile + e, tiles.width, el.q, tiles.n, spacing,
-                                                     floors + el.line * floors_per_line)
-                             : tile[e];
-      if (out != nullptr) {
-        out[el.offset] = map_output(map, double(next), foreground[el.offset / pixels], pixels);
-      } else {
-        state[el.offset] = next;
-      }
+      tile.search(state, tiles, t, e, spacing, map, foreground, pixels, out);
     }
     __syncthreads();  // the next tile overwrites shared memory
   }
 }
 
-// A line pass whose lines fit no tile: from `state` into `next` (or with
-// `out`, the map), every pixel searching its line in global memory.
+// The same three steps for tile t in global memory, one launch each.
 template <typename State>
-__global__ void binary_global_pass_kernel(const State* state, State* next, int64_t total,
-                                          int64_t n, int64_t inner, double spacing,
-                                          core::DistanceMap map,
-                                          const unsigned long long* foreground, int64_t pixels,
-                                          float* out) {
-  SEGLOSS_GRID_STRIDE_LOOP(i, total) {
-    const State value = core::nearest_on_line(state + i, inner, (i / inner) % n, n, spacing);
-    if (out != nullptr) {
-      out[i] = map_output(map, double(value), foreground[i / pixels], pixels);
-    } else {
-      next[i] = value;
-    }
+__global__ void binary_global_reset_kernel(unsigned char* memory, core::LineTiles tiles) {
+  BinaryTile<State>(memory, tiles).reset(tiles, grid_thread(), grid_threads());
+}
+template <typename State>
+__global__ void binary_global_load_kernel(const State* state, core::LineTiles tiles, int64_t t,
+                                          unsigned char* memory) {
+  const BinaryTile<State> tile(memory, tiles);
+  SEGLOSS_GRID_STRIDE_LOOP(e, tiles.elements) tile.load(state, tiles, t, e);
+}
+template <typename State>
+__global__ void binary_global_search_kernel(State* state, core::LineTiles tiles, int64_t t,
+                                            unsigned char* memory, double spacing,
+                                            core::DistanceMap map,
+                                            const unsigned long long* foreground, int64_t pixels,
+                                            float* out) {
+  const BinaryTile<State> tile(memory, tiles);
+  SEGLOSS_GRID_STRIDE_LOOP(e, tiles.elements) {
+    tile.search(state, tiles, t, e, spacing, map, foreground, pixels, out);
   }
 }
 
@@ -498,27 +511,37 @@ void binary_distance_maps(const at::Tensor& mask, const core::Grid& image, core:
                               state.data_ptr<State>(), foreground, stream);
       }),
       AT_EXPAND(AT_INTEGRAL_TYPES_V2), at::kBool);
-  at::Tensor other;  // the second buffer of passes from global memory
   for (int axis = 0; axis < image.ndim; ++axis) {
-    const int64_t n = image.size[axis], inner = image.inner(axis);
+    const int64_t n = image.size[axis], inner = image.inner(axis), outer = total / (n * inner);
+    const double spacing = image.spacing[axis];
     float* maps = axis == image.ndim - 1 ? out.data_ptr<float>() : nullptr;
-    const core::LineTiles tiles =
-        core::line_tiles(n, inner, total / (n * inner), int64_t(sizeof(State)),
-                         core::binary_summary_bits<State>(n));
+    const int64_t state_bytes = int64_t(sizeof(State));
+    const int64_t summary_bits = core::binary_summary_bits<State>(n);
+    core::LineTiles tiles = core::line_tiles(n, inner, outer, state_bytes, summary_bits);
     if (tiles.tiles > 0) {
       binary_tile_pass_kernel<State>
-          <<<std::min(tiles.tiles, kMaxBlocks), kThreads,
-             size_t(tiles.shared_bytes()), stream>>>(
-              state.data_ptr<State>(), tiles, image.spacing[axis], map, foreground, pixels,
-              maps);
+          <<<std::min(tiles.tiles, kMaxBlocks), kThreads, size_t(tiles.shared_bytes()),
+             stream>>>(state.data_ptr<State>(), tiles, spacing, map, foreground, pixels, maps);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-    } else {
-      if (!other.defined()) other = at::empty({total}, state.options());
-      binary_global_pass_kernel<State><<<grid_size(total, kMaxBlocks), kThreads, 0, stream>>>(
-          state.const_data_ptr<State>(), other.data_ptr<State>(), total, n, inner,
-          image.spacing[axis], map, foreground, pixels, maps);
+      continue;
+    }
+    // Lines that fit no tile in shared memory: tiles in global memory.
+    tiles = core::global_line_tiles(n, inner, outer, state_bytes, summary_bits, kScratchBytes);
+    at::Tensor scratch = at::empty({tiles.shared_bytes()}, mask.options().dtype(at::kByte));
+    unsigned char* memory = scratch.data_ptr<uint8_t>();
+    const int64_t summaries = tiles.lines * 2 * core::search_blocks(n);
+    for (int64_t t = 0; t < tiles.tiles; ++t) {
+      binary_global_reset_kernel<State>
+          <<<grid_size(summaries, kMaxBlocks), kThreads, 0, stream>>>(memory, tiles);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-      std::swap(state, other);
+      binary_global_load_kernel<State>
+          <<<grid_size(tiles.elements, kMaxBlocks), kThreads, 0, stream>>>(
+              state.const_data_ptr<State>(), tiles, t, memory);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      binary_global_search_kernel<State>
+          <<<grid_size(tiles.elements, kMaxBlocks), kThreads, 0, stream>>>(
+              state.data_ptr<State>(), tiles, t, memory, spacing, map, foreground, pixels, maps);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
   }
 }

@@ -18,9 +18,9 @@
 //   none) at a random spacing: two_nearest_on_line gives scan_line's pairs;
 // * a random batch of label images (1 to 4 dims, scattered pixels or boxes,
 //   unit or random spacing) through the kernels' passes with random tile
-//   sizes (whole slabs, groups of lines, or none: pass 0's scan and the
-//   later passes' per-line envelope): the pairs equal the CPU driver's
-//   (two_nearest_squared) bit for bit.
+//   sizes (whole slabs or groups of lines in shared memory, or tiles in
+//   global memory of a random scratch size, where the lines fit no tile):
+//   the pairs equal the CPU driver's (two_nearest_squared) bit for bit.
 // Prints the first mismatch and exits 1, else "ok" and how many passes took
 // each form.
 #include <cmath>
@@ -173,73 +173,56 @@ bool first_pass_agrees(std::mt19937_64& rng) {
 }
 
 struct Forms {
-  int64_t slabs = 0, groups = 0, scan = 0, envelope = 0;
+  int64_t slabs = 0, groups = 0, global = 0;
 };
 
 // The CUDA kernels' passes over a batch of `images` label images (C order).
 std::vector<NearestPair> cuda_passes(const std::vector<int64_t>& labels, int64_t images,
                                      const Grid& image, int64_t target, int64_t max_bytes,
-                                     Forms& forms) {
+                                     int64_t scratch_bytes, Forms& forms) {
   const int64_t pixels = image.numel(), total = images * pixels;
   // initial_states_kernel with InitialPair.
   std::vector<NearestPair> state(total);
   for (int64_t i = 0; i < total; ++i) state[i] = initial_pair(InstanceId(labels[i]));
-  const bool integer_keys = integer_envelope_keys(image);
   for (int axis = 0; axis < image.ndim; ++axis) {
-    const int64_t n = image.size[axis], inner = image.inner(axis);
-    const LineTiles tiles = line_tiles(n, inner, total / (n * inner), int64_t(sizeof(NearestPair)),
-                                       two_nearest_summary_bits(n), target, max_bytes);
+    const int64_t n = image.size[axis], inner = image.inner(axis), outer = total / (n * inner);
+    const int64_t pair_bytes = int64_t(sizeof(NearestPair));
+    LineTiles tiles =
+        line_tiles(n, inner, outer, pair_bytes, two_nearest_summary_bits(n), target, max_bytes);
     if (tiles.tiles > 0) {
-      // two_nearest_tile_pass_kernel: load a tile and its lines' id ranges
-      // and blocks' floors, then every pixel's new pair from the tile, in
-      // place.
       ++(tiles.width == inner ? forms.slabs : forms.groups);
-      const int64_t blocks = search_blocks(n);
-      std::vector<NearestPair> tile(tiles.elements);
-      std::vector<LineIdRange> ranges(tiles.lines);
-      std::vector<double> floors(tiles.lines * blocks);
-      for (int64_t t = 0; t < tiles.tiles; ++t) {
-        for (auto& range : ranges) range = empty_id_range();
-        for (auto& floor : floors) floor = infinite_distance();
-        for (int64_t e = 0; e < tiles.elements; ++e) {
-          const TileElement el = tiles.element(t, e);
-          if (!el.valid) continue;
-          tile[e] = state[el.offset];
-          const LineIdRange own = id_range(&tile[e], 1, 1);
-          LineIdRange& range = ranges[el.line];
-          range.low = own.low < range.low ? own.low : range.low;
-          range.high = own.high > range.high ? own.high : range.high;
-          add_floor(floors, el.line * blocks, tile[e], el.q, image.spacing[axis]);
-        }
-        for (int64_t e = 0; e < tiles.elements; ++e) {
-          const TileElement el = tiles.element(t, e);
-          if (!el.valid || !range_has_ids(ranges[el.line])) continue;
-          state[el.offset] = two_nearest_on_line(&tile[e], tiles.width, el.q, n,
-                                                 image.spacing[axis],
-                                                 range_has_one_id(ranges[el.line]),
-                                                 floors.data() + el.line * blocks);
-        }
-      }
-    } else if (axis == 0) {
-      // scan_kernel: one line per image and column, from the labels.
-      ++forms.scan;
-      for (int64_t i = 0; i < images; ++i) {
-        for (int64_t column = 0; column < inner; ++column) {
-          const int64_t* first = labels.data() + i * pixels + column;
-          scan_line([&](int64_t q) { return InstanceId(first[q * inner]); }, n, image.spacing[0],
-                    state.data() + i * pixels + column, inner);
-        }
-      }
     } else {
-      // envelope_kernel: one line at a time.
-      ++forms.envelope;
-      const int64_t lines = total / n;
-      std::vector<NearestPair> line(n);
-      for (int64_t index = 0; index < lines; ++index) {
-        NearestPair* first = state.data() + (index / inner) * n * inner + index % inner;
-        for (int64_t q = 0; q < n; ++q) line[q] = first[q * inner];
-        const std::vector<NearestPair> out = enveloped(line, image.spacing[axis], integer_keys);
-        for (int64_t q = 0; q < n; ++q) first[q * inner] = out[q];
+      ++forms.global;
+      tiles = global_line_tiles(n, inner, outer, pair_bytes, two_nearest_summary_bits(n),
+                                scratch_bytes);
+    }
+    // two_nearest_tile_pass_kernel, or the global kernels' three
+    // launches per tile: load a tile and its lines' id ranges and blocks'
+    // floors, then every pixel's new pair from the tile, in place.
+    const int64_t blocks = search_blocks(n);
+    std::vector<NearestPair> tile(tiles.elements);
+    std::vector<LineIdRange> ranges(tiles.lines);
+    std::vector<double> floors(tiles.lines * blocks);
+    for (int64_t t = 0; t < tiles.tiles; ++t) {
+      for (auto& range : ranges) range = empty_id_range();
+      for (auto& floor : floors) floor = infinite_distance();
+      for (int64_t e = 0; e < tiles.elements; ++e) {
+        const TileElement el = tiles.element(t, e);
+        if (!el.valid) continue;
+        tile[e] = state[el.offset];
+        const LineIdRange own = id_range(&tile[e], 1, 1);
+        LineIdRange& range = ranges[el.line];
+        range.low = own.low < range.low ? own.low : range.low;
+        range.high = own.high > range.high ? own.high : range.high;
+        add_floor(floors, el.line * blocks, tile[e], el.q, image.spacing[axis]);
+      }
+      for (int64_t e = 0; e < tiles.elements; ++e) {
+        const TileElement el = tiles.element(t, e);
+        if (!el.valid || !range_has_ids(ranges[el.line])) continue;
+        state[el.offset] = two_nearest_on_line(&tile[e], tiles.width, el.q, n,
+                                               image.spacing[axis],
+                                               range_has_one_id(ranges[el.line]),
+                                               floors.data() + el.line * blocks);
       }
     }
   }
@@ -293,8 +276,10 @@ int fuzz(int64_t count, uint64_t seed) {
     const int64_t max_bytes = library_sizes ? kMaxTileBytes
                                             : uniform(1, 64) * int64_t(sizeof(NearestPair)) +
                                                   uniform(0, 4) * 16;
+    // Global tiles of at least one line (global_line_tiles) up to many.
+    const int64_t scratch_bytes = uniform(0, 200) * int64_t(sizeof(NearestPair));
     const std::vector<NearestPair> got =
-        cuda_passes(labels, images, image, target, max_bytes, forms);
+        cuda_passes(labels, images, image, target, max_bytes, scratch_bytes, forms);
     for (int64_t i = 0; i < images; ++i) {
       const std::vector<int64_t> own(labels.begin() + i * pixels,
                                      labels.begin() + (i + 1) * pixels);
@@ -311,9 +296,8 @@ int fuzz(int64_t count, uint64_t seed) {
       }
     }
   }
-  std::printf("ok\n%lld slabs, %lld groups, %lld scan, %lld envelope passes\n",
-              (long long)forms.slabs, (long long)forms.groups, (long long)forms.scan,
-              (long long)forms.envelope);
+  std::printf("ok\n%lld slabs, %lld groups, %lld global passes\n", (long long)forms.slabs,
+              (long long)forms.groups, (long long)forms.global);
   return 0;
 }
 
