@@ -300,6 +300,18 @@ class EnvelopeBuilder {
 
   SEGLOSS_INLINE void insert(int32_t p) {
     const InstanceId id = line_.id(p);
+    if (kIntegerKeys && (p & 1)) {
+      // A position's second entry, inserted right after its first (a pair's
+      // second has an id only where its first has one): with integer keys
+      // its key is at least the first's (its squared distance is; with
+      // sampling, rounding may put a pair's two values an ulp out of their
+      // keys' order), so it is nearer than the first nowhere. It can only
+      // become second, on a suffix where the first's id is not its own; the
+      // last piece of the second says whether it does at n - 1.
+      const EnvelopePiece& s = second_[second_count_ - 1];
+      if (s.first_id != id && line_.below(p, s.candidate, n_ - 1)) update_second(p, id, n_, 0);
+      return;
+    }
     // Nothing changes if the last position does not (the changes are a suffix).
     bool changes_first;
     {
