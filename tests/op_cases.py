@@ -555,7 +555,7 @@ def cases():
                            "signed", None, 3),
         # The CUDA passes' tile forms (core/binary_distance_tiles.h): the first
         # pass of a 200 x 300 image takes groups of lines (a slab is past the
-        # tile's 40 KiB), a 1500-long axis no tile at all (global memory), in
+        # tile's 40 KiB), a 1500-long axis tiles in global memory, in
         # float states and, with sampling, double ones.
         _distance_map_case("distance_map-boundary-2d-round-objects",
                            _round_objects((2, 1, 200, 300), torch.bool, 5), "boundary", None, 2),

@@ -131,13 +131,20 @@ def test_tile_forms_are_taken_as_sized(program, tmp_path, shape, sizes, state, f
     np.testing.assert_array_equal(maps, segloss.boundary_distance_map(torch.from_numpy(masks)))
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_tiled_maps_fuzz(program, seed):
+@pytest.mark.parametrize("seed, sanitize", [(1, False), (2, True)],
+                         ids=["seed1", "seed2-sanitizers"])
+def test_tiled_maps_fuzz(program, tmp_path, seed, sanitize):
     # 3000 random stacks (1-4 dims, noise and boxes of every density, random
-    # tile sizes, float and double states) against the CPU driver, bit for
-    # bit, and on small images a brute-force minimum: inside the program.
-    result = subprocess.run([program, "fuzz", "3000", str(seed)], capture_output=True, text=True)
-    assert result.returncode == 0 and result.stdout.strip() == "ok 3000", result.stdout
+    # tile sizes, float and double states, shared- and global-memory tiles)
+    # against the CPU driver, bit for bit, and on small images a brute-force
+    # minimum: inside the program; once under ASan and UBSan (a search
+    # reading past its tile's line would be a silent wrong read on the GPU).
+    if sanitize:
+        program = compile_host_program(SOURCE, tmp_path, sanitize=True)
+    trials = "1500" if sanitize else "3000"
+    result = subprocess.run([program, "fuzz", trials, str(seed)], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == f"ok {trials}", (
+        result.stdout + result.stderr)
 
 
 @pytest.mark.parametrize("seed, sanitize", [(1, False), (2, False), (3, True)],
