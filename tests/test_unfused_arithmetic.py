@@ -125,9 +125,10 @@ extern "C" __global__ void envelope(NearestPair* line, int64_t n, double spacing
   envelope_line(candidates, n, spacing, integer_keys, scratch, StridedPairs{line, 1});
 }
 extern "C" __global__ void search(const NearestPair* line, int64_t n, double spacing,
-                                  bool one_id, const double* floors, NearestPair* out) {
+                                  bool one_id, const double* floors,
+                                  const LineIdRange* block_ids, NearestPair* out) {
   out[threadIdx.x] = two_nearest_on_line(line + threadIdx.x, 1, threadIdx.x, n, spacing, one_id,
-                                         floors);
+                                         floors, block_ids);
 }
 extern "C" __global__ void search_floors(const NearestPair* line, double spacing, double* out) {
   out[threadIdx.x] = position_floor(line[threadIdx.x], threadIdx.x, key_scale(spacing));

@@ -1,7 +1,7 @@
 // CUDA kernels of the distance-transform ops, over every image of the batch
 // at once, every pixel in parallel, each from its line held in a tile
 // (core/line_tiles.h): in shared memory where the lines fit one, else (lines
-// longer than about 7,200 pixels) in global memory, in the same layout. The
+// longer than about 7,100 pixels) in global memory, in the same layout. The
 // two-nearest state (two_nearest_distances, unet_weight_map):
 // two_nearest_on_line, at any spacing. The distance maps: nearest_on_line
 // (core/binary_distance_tiles.h). Both give the CPU's values bit for bit (the
@@ -124,17 +124,20 @@ __device__ int64_t grid_thread() { return int64_t(blockIdx.x) * blockDim.x + thr
 __device__ int64_t grid_threads() { return int64_t(blockDim.x) * gridDim.x; }
 
 // A two-nearest tile's memory: its pairs, its lines' id ranges, then their
-// blocks' floors (LineTiles::shared_bytes).
+// blocks' floors and id ranges (LineTiles::shared_bytes).
 struct TwoNearestTile {
   NearestPair* pairs;
   core::LineIdRange* ranges;
   double* floors;
+  core::LineIdRange* block_ids;
   int64_t blocks;  // per line
 
   __device__ TwoNearestTile(unsigned char* memory, const core::LineTiles& tiles)
       : pairs(reinterpret_cast<NearestPair*>(memory)),
         ranges(reinterpret_cast<core::LineIdRange*>(pairs + tiles.elements)),
         floors(reinterpret_cast<double*>(ranges + tiles.lines)),
+        block_ids(reinterpret_cast<core::LineIdRange*>(
+            floors + tiles.lines * core::search_blocks(tiles.n))),
         blocks(core::search_blocks(tiles.n)) {}
 
   // Empties the summaries, thread `first` of `step` threads.
@@ -142,26 +145,28 @@ struct TwoNearestTile {
     for (int64_t l = first; l < tiles.lines; l += step) ranges[l] = core::empty_id_range();
     for (int64_t b = first; b < tiles.lines * blocks; b += step) {
       floors[b] = core::infinite_distance();
+      block_ids[b] = core::empty_id_range();
     }
   }
 
   // Loads element e of tile t, folding it into its line's id range and its
-  // block's floor.
+  // block's floor and id range.
   __device__ void load(const NearestPair* state, const core::LineTiles& tiles, int64_t t,
                        int64_t e, double inverse_square) const {
     const core::TileElement el = tiles.element(t, e);
     if (!el.valid) return;
     const NearestPair pair = state[el.offset];
     pairs[e] = pair;
+    const int64_t block = el.line * blocks + el.q / core::kSearchBlock;
     for (int k = 0; k < 2; ++k) {
       if (pair.id[k] == kNoInstance) continue;
       id_min(&ranges[el.line].low, pair.id[k]);
       id_max(&ranges[el.line].high, pair.id[k]);
+      id_min(&block_ids[block].low, pair.id[k]);
+      id_max(&block_ids[block].high, pair.id[k]);
     }
     const double floor = core::position_floor(pair, el.q, inverse_square);
-    if (floor != core::infinite_distance()) {
-      floor_min(floors + el.line * blocks + el.q / core::kSearchBlock, floor);
-    }
+    if (floor != core::infinite_distance()) floor_min(floors + block, floor);
   }
 
   // Element e's new pair, from its line in the tile (skipping blocks); a
@@ -172,9 +177,10 @@ struct TwoNearestTile {
     if (!el.valid) return;
     const core::LineIdRange range = ranges[el.line];
     if (!core::range_has_ids(range)) return;
-    state[el.offset] =
-        core::two_nearest_on_line(pairs + e, tiles.width, el.q, tiles.n, spacing,
-                                  core::range_has_one_id(range), floors + el.line * blocks);
+    state[el.offset] = core::two_nearest_on_line(pairs + e, tiles.width, el.q, tiles.n, spacing,
+                                                 core::range_has_one_id(range),
+                                                 floors + el.line * blocks,
+                                                 block_ids + el.line * blocks);
   }
 };
 
@@ -219,7 +225,7 @@ __global__ void two_nearest_global_search_kernel(NearestPair* state, core::LineT
 // A two-nearest pass along an axis of lines of n pairs (outer slabs of n x
 // inner), in tiles: within the 48 KiB any block gets, where they fit
 // (several blocks per SM); else within the device's opt-in shared memory per
-// block (227 KiB on an H100 or H200: lines of up to about 7,200 pixels),
+// block (227 KiB on an H100 or H200: lines of up to about 7,100 pixels),
 // which the tile kernel is then allowed; else in global memory.
 void two_nearest_pass(NearestPair* pairs, int64_t n, int64_t inner, int64_t outer, double spacing,
                       const at::TensorOptions& options, cudaStream_t stream) {

@@ -73,12 +73,17 @@ bool lines_agree(const std::vector<NearestPair>& got, const std::vector<NearestP
   return true;
 }
 
-// Folds position q's pair into its block's floor, as the kernel's atomicMin.
-void add_floor(std::vector<double>& floors, int64_t first, const NearestPair& pair, int64_t q,
-               double spacing) {
+// Folds position q's pair into its block's floor and id range, as the
+// kernel's atomics.
+void add_to_block(std::vector<double>& floors, std::vector<LineIdRange>& block_ids, int64_t first,
+                  const NearestPair& pair, int64_t q, double spacing) {
   double& floor = floors[first + q / kSearchBlock];
   const double own = position_floor(pair, q, key_scale(spacing));
   floor = own < floor ? own : floor;
+  LineIdRange& ids = block_ids[first + q / kSearchBlock];
+  const LineIdRange own_ids = id_range(&pair, 1, 1);
+  ids.low = own_ids.low < ids.low ? own_ids.low : ids.low;
+  ids.high = own_ids.high > ids.high ? own_ids.high : ids.high;
 }
 
 // A later pass along one line as the tile kernel gives it (in place: every
@@ -88,12 +93,14 @@ std::vector<NearestPair> searched(const std::vector<NearestPair>& line, double s
   const int64_t n = int64_t(line.size());
   const LineIdRange range = id_range(line.data(), 1, n);
   std::vector<double> floors(search_blocks(n), infinite_distance());
-  for (int64_t q = 0; q < n; ++q) add_floor(floors, 0, line[q], q, spacing);
+  std::vector<LineIdRange> block_ids(search_blocks(n), empty_id_range());
+  for (int64_t q = 0; q < n; ++q) add_to_block(floors, block_ids, 0, line[q], q, spacing);
   std::vector<NearestPair> out(line);
   if (!range_has_ids(range)) return out;
   for (int64_t x = 0; x < n; ++x) {
     out[x] = two_nearest_on_line(line.data() + x, 1, x, n, spacing, range_has_one_id(range),
-                                 skip ? floors.data() : nullptr);
+                                 skip ? floors.data() : nullptr,
+                                 skip ? block_ids.data() : nullptr);
   }
   return out;
 }
@@ -203,9 +210,11 @@ std::vector<NearestPair> cuda_passes(const std::vector<int64_t>& labels, int64_t
     std::vector<NearestPair> tile(tiles.elements);
     std::vector<LineIdRange> ranges(tiles.lines);
     std::vector<double> floors(tiles.lines * blocks);
+    std::vector<LineIdRange> block_ids(tiles.lines * blocks);
     for (int64_t t = 0; t < tiles.tiles; ++t) {
       for (auto& range : ranges) range = empty_id_range();
       for (auto& floor : floors) floor = infinite_distance();
+      for (auto& ids : block_ids) ids = empty_id_range();
       for (int64_t e = 0; e < tiles.elements; ++e) {
         const TileElement el = tiles.element(t, e);
         if (!el.valid) continue;
@@ -214,7 +223,7 @@ std::vector<NearestPair> cuda_passes(const std::vector<int64_t>& labels, int64_t
         LineIdRange& range = ranges[el.line];
         range.low = own.low < range.low ? own.low : range.low;
         range.high = own.high > range.high ? own.high : range.high;
-        add_floor(floors, el.line * blocks, tile[e], el.q, image.spacing[axis]);
+        add_to_block(floors, block_ids, el.line * blocks, tile[e], el.q, image.spacing[axis]);
       }
       for (int64_t e = 0; e < tiles.elements; ++e) {
         const TileElement el = tiles.element(t, e);
@@ -222,7 +231,8 @@ std::vector<NearestPair> cuda_passes(const std::vector<int64_t>& labels, int64_t
         state[el.offset] = two_nearest_on_line(&tile[e], tiles.width, el.q, n,
                                                image.spacing[axis],
                                                range_has_one_id(ranges[el.line]),
-                                               floors.data() + el.line * blocks);
+                                               floors.data() + el.line * blocks,
+                                               block_ids.data() + el.line * blocks);
       }
     }
   }
