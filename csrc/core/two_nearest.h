@@ -727,7 +727,8 @@ SEGLOSS_INLINE NearestPair two_nearest_on_line(const NearestPair* own, int64_t s
 // A tile line's summary for its search, in bits: its id range, then its
 // blocks' floors (search_blocks(n) doubles) and id ranges.
 SEGLOSS_INLINE int64_t two_nearest_summary_bits(int64_t n) {
-  return 8 * int64_t(sizeof(LineIdRange)) + (64 + 8 * int64_t(sizeof(LineIdRange))) * search_blocks(n);
+  const int64_t range_bits = 8 * int64_t(sizeof(LineIdRange));
+  return range_bits + (64 + range_bits) * search_blocks(n);
 }
 
 }  // namespace segloss::core
