@@ -1,12 +1,13 @@
 // Exact two-nearest-instance Euclidean distance transform: the per-line
-// passes, shared by the CPU driver (distance_transform.h) and the CUDA kernels.
+// passes of the CPU driver (distance_transform.h) and of the CUDA kernels.
 //
 // Every pixel carries the squared distance and the id of its two nearest
 // *distinct* instances found so far (NearestPair). The transform is separable:
-// pass 0 scans each line along the first axis (LineScan: scan_line per line,
-// or row by row over many lines in the CPU driver); every later axis runs a
-// lower-envelope sweep (envelope_line) on each line, whose candidates are the
-// two entries of every position on it.
+// on the CPU, pass 0 scans each line along the first axis (LineScan, row by
+// row over many lines); every later axis runs a lower-envelope sweep
+// (envelope_line) on each line, whose candidates are the two entries of
+// every position on it. The CUDA kernels give every pixel of every pass its
+// pair from its line instead (two_nearest_on_line, below), the same bits.
 //
 // Keeping only the best two distinct ids per pixel between passes is exact: if
 // the true second-nearest instance B of a pixel x were dropped at some position
@@ -134,7 +135,9 @@ struct LineScan {
 
 // Pass 0 along one line of `n` pixels: `ids(i)` is the instance id of the
 // line's i-th pixel (kNoInstance for background); writes each pixel's two
-// nearest distinct instances on the line to out[i * out_stride].
+// nearest distinct instances on the line to out[i * out_stride]. (The
+// tests' reference for pass 0: the CPU driver runs LineScan row by row, the
+// CUDA kernels search from the initial pairs.)
 template <typename Ids>
 SEGLOSS_INLINE void scan_line(const Ids& ids, int64_t n, double spacing, NearestPair* out,
                               int64_t out_stride) {

@@ -20,7 +20,6 @@
 #include <algorithm>
 #include <tuple>
 #include <type_traits>
-#include <utility>
 
 #include "../core/binary_distance.h"
 #include "../core/binary_distance_tiles.h"
