@@ -167,6 +167,24 @@ def test_layouts_and_input_untouched(layout):
     np.testing.assert_array_equal(want, np.ascontiguousarray(labels))
 
 
+def test_outputs_are_separate_writeable_arrays():
+    # The outputs are allocated in pairs (the halves of one array, for huge
+    # pages); each must still behave as an array of its own.
+    labels = np.zeros((6, 7), np.uint16)
+    labels[1, 1], labels[4, 5] = 3, 9
+    outputs = snp.two_nearest_distances(labels, return_labels=True)
+    for out, dtype in zip(outputs, [np.float64, np.float64, np.uint16, np.uint16]):
+        assert out.shape == labels.shape and out.dtype == dtype
+        assert out.flags.c_contiguous and out.flags.writeable
+    expected = [a.copy() for a in outputs]
+    for k, out in enumerate(outputs):
+        out[...] = 0
+        for j in range(len(outputs)):
+            if j != k:
+                np.testing.assert_array_equal(outputs[j], expected[j])
+        out[...] = expected[k]
+
+
 def test_misaligned_view_is_handled():
     raw = np.zeros(4 * 20 * 20 + 1, np.uint8)
     labels = raw[1:].view(np.int32).reshape(20, 20)  # unaligned

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "../core/binary_distance.h"
@@ -159,12 +160,24 @@ void transform(const py::array& labels, const char* name, ToId to_id, const Grid
   core::two_nearest_squared(strided, grid, ChunkedThreads(threads), sink);
 }
 
+// Two arrays of `labels`' shape and `dtype`, the halves of one (2, *shape)
+// array: NumPy asks the kernel for huge pages from 4 MiB on, and a pair of
+// 512^2 float64 maps then takes 0.2 ms of page faults instead of 1.2 (of a
+// 17 ms transform, on the development VM).
+std::pair<py::array, py::array> array_pair(const py::dtype& dtype, const py::array& labels) {
+  std::vector<py::ssize_t> shape = shape_of(labels);
+  shape.insert(shape.begin(), 2);
+  const py::array both(dtype, shape);
+  return {both[py::int_(0)].cast<py::array>(), both[py::int_(1)].cast<py::array>()};
+}
+
 py::tuple two_nearest(const py::array& labels_in, const std::vector<double>& sampling,
                       bool return_labels, int threads) {
   const py::array labels = aligned(labels_in);
   check_threads(threads);
   const Grid grid = make_grid(labels, sampling, "labels");
-  py::array_t<double> d1(shape_of(labels)), d2(shape_of(labels));
+  const auto d = array_pair(py::dtype::of<double>(), labels);
+  py::array_t<double> d1 = d.first, d2 = d.second;
   py::tuple result;
   dispatch_integer(labels, "labels", /*allow_bool=*/false, [&](auto label_type) {
     using Label = decltype(label_type);
@@ -179,7 +192,7 @@ py::tuple two_nearest(const py::array& labels_in, const std::vector<double>& sam
       result = py::make_tuple(d1, d2);
       return;
     }
-    py::array l1(labels.dtype(), shape_of(labels)), l2(labels.dtype(), shape_of(labels));
+    auto [l1, l2] = array_pair(labels.dtype(), labels);
     Label* l1_out = static_cast<Label*>(l1.mutable_data());
     Label* l2_out = static_cast<Label*>(l2.mutable_data());
     transform<Label>(labels, "labels", core::LabelIsId{}, grid, threads,
