@@ -216,8 +216,10 @@ struct BandSize {
 // 0 from the scan states entering the band from above and below, then the
 // later passes, whose lines lie within a row. Only a band's pairs are held, so
 // they stay in cache, and the memory is a band per thread and a ScanMark per
-// column and band edge, not a pair per pixel. A first sweep over the labels
-// records the entering scan states.
+// column and band edge, not a pair per pixel. A first sweep over the labels,
+// bottom to top, records the scan states entering each band from below; the
+// states from above pass from band to band (a thread's first band scans the
+// rows above it: none with one thread).
 template <typename Label, typename ToId, typename ParallelFor, typename Sink>
 void two_nearest_squared(const StridedLabels<Label, ToId>& labels, const Grid& grid,
                          ParallelFor&& parallel_for, const Sink& sink,
@@ -232,24 +234,15 @@ void two_nearest_squared(const StridedLabels<Label, ToId>& labels, const Grid& g
   const bool integer_keys = integer_envelope_keys(grid);
   using Block = ColumnBlock<Label, ToId>;
 
-  // The scan states entering band b from above (rows < b * band_rows) and
-  // from below (rows past the band): [b * columns + column].
-  std::vector<ScanMark> from_above, from_below;
+  // The scan states entering band b from below (rows past the band):
+  // [b * columns + column].
+  std::vector<ScanMark> from_below;
   if (bands > 1) {
-    from_above.resize(bands * columns);
     from_below.resize(bands * columns);
     parallel_for(columns, [&](int64_t begin, int64_t end) {
       Block block(labels, grid);
       for (int64_t first = begin; first < end; first += Block::kColumnBlock) {
         block.start(first, std::min(Block::kColumnBlock, end - first));
-        block.reset_scans();
-        for (int64_t i = 0; i < n0; ++i) {
-          if (i % band_rows == 0) {
-            ScanMark* marks = from_above.data() + (i / band_rows) * columns + first;
-            for (int64_t j = 0; j < block.width(); ++j) marks[j] = mark_of(block.scan(j));
-          }
-          for (int64_t j = 0; j < block.width(); ++j) block.scan(j).see(i, block.id(i, j));
-        }
         block.reset_scans();
         for (int64_t i = n0 - 1; i >= 0; --i) {
           if ((i + 1) % band_rows == 0) {  // (nothing enters the last band from below)
@@ -265,6 +258,16 @@ void two_nearest_squared(const StridedLabels<Label, ToId>& labels, const Grid& g
   parallel_for(bands, [&](int64_t begin, int64_t end) {
     Block block(labels, grid);
     std::vector<NearestPair> pairs(band_rows * columns);
+    // The scan states entering the next band from above: [column].
+    std::vector<ScanMark> from_above(columns);
+    for (int64_t first = 0; first < columns && begin > 0; first += Block::kColumnBlock) {
+      block.start(first, std::min(Block::kColumnBlock, columns - first));
+      block.reset_scans();
+      for (int64_t i = 0; i < begin * band_rows; ++i) {
+        for (int64_t j = 0; j < block.width(); ++j) block.scan(j).see(i, block.id(i, j));
+      }
+      for (int64_t j = 0; j < block.width(); ++j) from_above[first + j] = mark_of(block.scan(j));
+    }
     for (int64_t band = begin; band < end; ++band) {
       const int64_t row_begin = band * band_rows;
       const int64_t row_end = std::min(row_begin + band_rows, n0);
@@ -272,11 +275,7 @@ void two_nearest_squared(const StridedLabels<Label, ToId>& labels, const Grid& g
       for (int64_t first = 0; first < columns; first += Block::kColumnBlock) {
         block.start(first, std::min(Block::kColumnBlock, columns - first));
         const int64_t width = block.width();
-        if (bands > 1) {
-          block.restore_scans(from_above.data() + band * columns + first);
-        } else {
-          block.reset_scans();
-        }
+        block.restore_scans(from_above.data() + first);
         for (int64_t i = row_begin; i < row_end; ++i) {
           NearestPair* row = pairs.data() + (i - row_begin) * columns + first;
           for (int64_t j = 0; j < width; ++j) {
@@ -284,6 +283,7 @@ void two_nearest_squared(const StridedLabels<Label, ToId>& labels, const Grid& g
             row[j] = block.scan(j).pair(i, spacing0);
           }
         }
+        for (int64_t j = 0; j < width; ++j) from_above[first + j] = mark_of(block.scan(j));
         if (bands > 1) {
           block.restore_scans(from_below.data() + band * columns + first);
         } else {
