@@ -10,8 +10,9 @@ import torch._dynamo
 
 import segloss
 import segloss.numpy as snp
-from distance_reference import (brute_force_squared, random_disks, two_nearest_from,
-                                unet_weight_formula, voronoi_partition)
+from distance_reference import (brute_force_squared, distance_of_ids, random_disks,
+                                random_pixels, two_nearest_from, unet_weight_formula,
+                                voronoi_partition)
 from helpers import run_python
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.*deprecated:DeprecationWarning")
@@ -52,6 +53,29 @@ def test_two_nearest_equals_numpy_and_brute_force(shape, sampling, device):
         e1, e2 = two_nearest_from(np.sqrt(squared), image.shape)
         np.testing.assert_allclose(d1[n].cpu().numpy(), e1, rtol=1e-12 if spacing else 0, atol=0)
         np.testing.assert_allclose(d2[n].cpu().numpy(), e2, rtol=1e-12 if spacing else 0, atol=0)
+
+
+def test_second_distance_never_below_the_first(device):
+    # With sampling the two nearest are ranked by their exact keys and each
+    # distance is rounded on its own, so at near-ties the second's value can
+    # come out an ulp below the first's (11 of 87,840 pixels of these images
+    # before d2 was raised to d1 there); the outputs keep d1 <= d2, and d2
+    # stays within an ulp or two of the distance to its own instance.
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        shape = [(37, 53), (11, 13, 17)][trial % 2]
+        labels = (random_pixels(shape, 30, 10, rng) if trial % 4 < 2
+                  else random_disks(shape, 8, rng))
+        sampling = [float(rng.choice([0.1, 1 / 3, 2.5, 0.7, 1.3])) for _ in shape]
+        d1, d2, l1, l2 = snp.two_nearest_distances(labels, sampling, return_labels=True)
+        assert np.all(d1 <= d2), trial
+        ids, squared = brute_force_squared(labels, sampling)
+        own = distance_of_ids(np.sqrt(squared), ids, l2)
+        found = l2 != 0
+        np.testing.assert_array_max_ulp(d2[found], own[found], maxulp=2)
+        got = segloss.two_nearest_distances(torch.from_numpy(labels[None]).to(device), sampling)
+        np.testing.assert_array_equal(got[0][0].cpu().numpy(), d1)
+        np.testing.assert_array_equal(got[1][0].cpu().numpy(), d2)
 
 
 @pytest.mark.parametrize("dtype", TORCH_INTEGER_DTYPES, ids=str)

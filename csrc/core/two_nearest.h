@@ -49,6 +49,19 @@ SEGLOSS_INLINE NearestPair no_instances() {
   return NearestPair{{infinite_distance(), infinite_distance()}, {kNoInstance, kNoInstance}};
 }
 
+// The distances d1 <= d2 the ops return for a pixel's pair: the square roots,
+// d2 raised to d1 where it came out below. (With sampling the two are ranked
+// by their exact keys, then each is rounded on its own: at a near-tie the
+// second's can round an ulp below the first's.)
+struct TwoDistances {
+  double d1, d2;
+};
+
+SEGLOSS_INLINE TwoDistances two_distances(const NearestPair& pair) {
+  const double d1 = sqrt(pair.d[0]), d2 = sqrt(pair.d[1]);
+  return TwoDistances{d1, d2 < d1 ? d1 : d2};
+}
+
 // A pixel's pair before any pass: an instance pixel is its own nearest, at 0.
 SEGLOSS_INLINE NearestPair initial_pair(InstanceId id) {
   NearestPair pair = no_instances();

@@ -271,8 +271,9 @@ __global__ void two_nearest_outputs_kernel(const NearestPair* state, int64_t tot
                                            double* d2, Label* l1, Label* l2) {
   SEGLOSS_GRID_STRIDE_LOOP(i, total) {
     const NearestPair pair = state[i];
-    d1[i] = sqrt(pair.d[0]);
-    d2[i] = sqrt(pair.d[1]);
+    const core::TwoDistances d = core::two_distances(pair);
+    d1[i] = d.d1;
+    d2[i] = d.d2;
     if (l1 != nullptr) {
       l1[i] = Label(pair.id[0]);
       l2[i] = Label(pair.id[1]);

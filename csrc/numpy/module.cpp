@@ -186,8 +186,9 @@ py::tuple two_nearest(const py::array& labels_in, const std::vector<double>& sam
     if (!return_labels) {
       transform<Label>(labels, "labels", core::LabelIsId{}, grid, threads,
                        [=](int64_t i, const NearestPair& pair) {
-                         d1_out[i] = std::sqrt(pair.d[0]);
-                         d2_out[i] = std::sqrt(pair.d[1]);
+                         const core::TwoDistances d = core::two_distances(pair);
+                         d1_out[i] = d.d1;
+                         d2_out[i] = d.d2;
                        });
       result = py::make_tuple(d1, d2);
       return;
@@ -197,8 +198,9 @@ py::tuple two_nearest(const py::array& labels_in, const std::vector<double>& sam
     Label* l2_out = static_cast<Label*>(l2.mutable_data());
     transform<Label>(labels, "labels", core::LabelIsId{}, grid, threads,
                      [=](int64_t i, const NearestPair& pair) {
-                       d1_out[i] = std::sqrt(pair.d[0]);
-                       d2_out[i] = std::sqrt(pair.d[1]);
+                       const core::TwoDistances d = core::two_distances(pair);
+                       d1_out[i] = d.d1;
+                       d2_out[i] = d.d2;
                        l1_out[i] = Label(pair.id[0]);
                        l2_out[i] = Label(pair.id[1]);
                      });

@@ -84,8 +84,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> two_nearest_distances
         for_each_image<scalar_t>(labels, spacing, [&](int64_t n, const auto&, const auto&) {
           const int64_t offset = n * pixels;
           return [=](int64_t i, const NearestPair& pair) {
-            d1[offset + i] = std::sqrt(pair.d[0]);
-            d2[offset + i] = std::sqrt(pair.d[1]);
+            const core::TwoDistances d = core::two_distances(pair);
+            d1[offset + i] = d.d1;
+            d2[offset + i] = d.d2;
             if (l1 != nullptr) {
               l1[offset + i] = scalar_t(pair.id[0]);
               l2[offset + i] = scalar_t(pair.id[1]);
