@@ -47,16 +47,19 @@ void print_pair(const char* name, const NearestPair& p) {
               (unsigned long long)p.id[0], p.d[1], (unsigned long long)p.id[1]);
 }
 
+// Widens `range` to a pair's ids, as the kernels' id_min / id_max atomics.
+void widen(LineIdRange& range, const NearestPair& pair) {
+  for (int k = 0; k < 2; ++k) {
+    const InstanceId id = pair.id[k];
+    if (id == kNoInstance) continue;
+    range.low = id < range.low ? id : range.low;
+    range.high = id > range.high ? id : range.high;
+  }
+}
+
 LineIdRange id_range(const NearestPair* line, int64_t stride, int64_t n) {
   LineIdRange range = empty_id_range();
-  for (int64_t q = 0; q < n; ++q) {
-    for (int k = 0; k < 2; ++k) {
-      const InstanceId id = line[q * stride].id[k];
-      if (id == kNoInstance) continue;
-      range.low = id < range.low ? id : range.low;
-      range.high = id > range.high ? id : range.high;
-    }
-  }
+  for (int64_t q = 0; q < n; ++q) widen(range, line[q * stride]);
   return range;
 }
 
@@ -80,10 +83,7 @@ void add_to_block(std::vector<double>& floors, std::vector<LineIdRange>& block_i
   double& floor = floors[first + q / kSearchBlock];
   const double own = position_floor(pair, q, key_scale(spacing));
   floor = own < floor ? own : floor;
-  LineIdRange& ids = block_ids[first + q / kSearchBlock];
-  const LineIdRange own_ids = id_range(&pair, 1, 1);
-  ids.low = own_ids.low < ids.low ? own_ids.low : ids.low;
-  ids.high = own_ids.high > ids.high ? own_ids.high : ids.high;
+  widen(block_ids[first + q / kSearchBlock], pair);
 }
 
 // A later pass along one line as the tile kernel gives it (in place: every
@@ -219,10 +219,7 @@ std::vector<NearestPair> cuda_passes(const std::vector<int64_t>& labels, int64_t
         const TileElement el = tiles.element(t, e);
         if (!el.valid) continue;
         tile[e] = state[el.offset];
-        const LineIdRange own = id_range(&tile[e], 1, 1);
-        LineIdRange& range = ranges[el.line];
-        range.low = own.low < range.low ? own.low : range.low;
-        range.high = own.high > range.high ? own.high : range.high;
+        widen(ranges[el.line], tile[e]);
         add_to_block(floors, block_ids, el.line * blocks, tile[e], el.q, image.spacing[axis]);
       }
       for (int64_t e = 0; e < tiles.elements; ++e) {
