@@ -179,10 +179,10 @@ struct EnvelopePiece {
 // The sweep along one line of n positions (n <= kMaxEnvelopeLine) holds
 // envelope_scratch_pieces(n) pieces of scratch: the nearest and second-nearest
 // envelopes (at most one piece per position each), and copies of the parts an
-// insertion rebuilds.
+// insertion rebuilds or sets aside.
 constexpr int64_t kMaxEnvelopeLine = int64_t(1) << 30;
 
-SEGLOSS_INLINE int64_t envelope_scratch_pieces(int64_t n) { return 4 * (n + 2); }
+SEGLOSS_INLINE int64_t envelope_scratch_pieces(int64_t n) { return 5 * (n + 2); }
 
 // Spacing bounds that keep every squared distance of a line of up to
 // kMaxEnvelopeLine pixels a normal, finite double (and 0 only at an instance).
@@ -315,6 +315,7 @@ class EnvelopeBuilder {
         second_(scratch + (n + 2)),
         old_first_(scratch + 2 * (n + 2)),
         old_second_(scratch + 3 * (n + 2)),
+        kept_second_(scratch + 4 * (n + 2)),
         first_count_(1),
         second_count_(1) {
     first_[0] = EnvelopePiece{0, kNoInstance, -1};
@@ -332,7 +333,7 @@ class EnvelopeBuilder {
       // become second, on a suffix where the first's id is not its own; the
       // last piece of the second says whether it does at n - 1.
       const EnvelopePiece& s = second_[second_count_ - 1];
-      if (s.first_id != id && line_.below(p, s.candidate, n_ - 1)) update_second(p, id, n_, 0);
+      if (s.first_id != id && line_.below(p, s.candidate, n_ - 1)) update_second(p, id, n_, 0, n_);
       return;
     }
     // Nothing changes if the last position does not (the changes are a suffix).
@@ -368,18 +369,24 @@ class EnvelopeBuilder {
     if (split < n_) first_[first_count_++] = EnvelopePiece{split, id, p};
     // Where p became first, the second changes only if the old first's id was
     // not p's; left of `split`, only if the first's id there is not p's.
-    bool first_id_changes = false;
+    // change_end: the end of the rightmost replaced piece whose id was not p's
+    // (split if none); right of it the second keeps its pieces.
+    int64_t change_end = split;
     for (int64_t k = 0; k < replaced; ++k) {
       const int32_t f = old_first_[k].candidate;
-      first_id_changes |= f < 0 || line_.id(f) != id;
+      if (f < 0 || line_.id(f) != id) {
+        change_end = k > 0 ? old_first_[k - 1].begin : n_;
+        break;
+      }
     }
+    const bool first_id_changes = change_end > split;
     bool second_changes_left = false;
     if (split > 0) {
       // The first at split - 1: the piece under p's (or the top, if p is not first).
       const int32_t f = first_[first_count_ - (split < n_ ? 2 : 1)].candidate;
       second_changes_left = f < 0 || line_.id(f) != id;
     }
-    if (first_id_changes || second_changes_left) update_second(p, id, split, replaced);
+    if (first_id_changes || second_changes_left) update_second(p, id, split, replaced, change_end);
   }
 
   // Hands each position's pair to write(x, pair), over the runs where both
@@ -406,10 +413,11 @@ class EnvelopeBuilder {
   }
 
  private:
-  // Rebuilds the second from where p changes it: p became first on [split,
-  // n) over the old firsts old_first_[0, replaced) (right to left).
+  // Rebuilds the second where p changes it: p became first on [split, n)
+  // over the old firsts old_first_[0, replaced) (right to left), whose ids
+  // were p's from change_end on.
   SEGLOSS_INLINE void update_second(int32_t p, InstanceId id, int64_t split,
-                                    int64_t replaced) {
+                                    int64_t replaced, int64_t change_end) {
     if (split == n_) {
       // The common case: p is not first anywhere and becomes second on the tail
       // of the last piece only (it is below that piece's second at n - 1).
@@ -420,9 +428,17 @@ class EnvelopeBuilder {
         return;
       }
     }
-    // Take the second's pieces over [split, n) out, right to left.
+    // Set the pieces over [change_end, n) aside: there the old first and p
+    // both have p's id, so the second stays. (A piece of the second lies
+    // where the first has one id: one begins at change_end, where the old
+    // first's id changed to p's.)
+    int64_t tail = 0;
+    while (second_count_ > 0 && second_[second_count_ - 1].begin >= change_end) {
+      kept_second_[tail++] = second_[--second_count_];
+    }
+    // Take the second's pieces over [split, change_end) out, right to left.
     int64_t taken = 0;
-    int64_t end = n_;
+    int64_t end = change_end;
     while (second_count_ > 0 && second_[second_count_ - 1].begin >= split) {
       end = second_[second_count_ - 1].begin;
       old_second_[taken++] = second_[--second_count_];
@@ -453,14 +469,14 @@ class EnvelopeBuilder {
       --second_count_;
     }
     // Rebuild left to right: [from, split) gets p as second, each piece with
-    // its first's id; [split, n) follows the old firsts.
+    // its first's id; [split, change_end) follows the old firsts.
     for (int64_t k = taken; k-- > right_pieces;) {
       append_second(old_second_[k].begin, old_second_[k].first_id, p);
     }
     int64_t f = replaced;  // old firsts, walked left to right
     for (int64_t k = right_pieces; k-- > 0;) {
       const EnvelopePiece& old = old_second_[k];
-      const int64_t piece_end = k > 0 ? old_second_[k - 1].begin : n_;
+      const int64_t piece_end = k > 0 ? old_second_[k - 1].begin : change_end;
       int64_t x = old.begin;
       while (x < piece_end) {
         while (f > 1 && old_first_[f - 2].begin <= x) --f;
@@ -470,6 +486,11 @@ class EnvelopeBuilder {
         append_second(x, id, other_id ? old_first : old.candidate);
         x = next < piece_end ? next : piece_end;
       }
+    }
+    if (tail > 0) {  // (right to left in kept_second_)
+      const EnvelopePiece& first_kept = kept_second_[tail - 1];
+      append_second(first_kept.begin, first_kept.first_id, first_kept.candidate);
+      for (int64_t k = tail - 1; k-- > 0;) second_[second_count_++] = kept_second_[k];
     }
   }
 
@@ -489,6 +510,7 @@ class EnvelopeBuilder {
   EnvelopePiece* second_;      // the second-nearest: second_[0, second_count_)
   EnvelopePiece* old_first_;   // pieces of the first an insertion replaced
   EnvelopePiece* old_second_;  // pieces of the second being rebuilt
+  EnvelopePiece* kept_second_;  // pieces of the second set aside meanwhile
   int64_t first_count_, second_count_;
 };
 
