@@ -172,11 +172,11 @@ void later_passes(const Grid& grid, NearestPair* state, int64_t first_index, boo
     const int64_t lines = grid.numel() / n;
     const double spacing = grid.spacing[axis];
     const bool last = axis == grid.ndim - 1;
-    base.resize(2 * n);
+    if (!integer_keys) base.resize(2 * n);  // (else computed from the keys)
     key.resize(2 * n);
     ids.resize(2 * n);
     scratch.resize(envelope_scratch_pieces(n));
-    const LineCandidates candidates{base.data(), key.data(), ids.data()};
+    const LineCandidates candidates{integer_keys ? nullptr : base.data(), key.data(), ids.data()};
     for (int64_t index = 0; index < lines; ++index) {
       const int64_t first = (index / inner) * n * inner + index % inner;
       gather_line(state + first, inner, n, spacing, candidates);
