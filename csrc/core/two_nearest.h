@@ -425,14 +425,8 @@ class EnvelopeBuilder {
   SEGLOSS_INLINE void update_second(int32_t p, InstanceId id, int64_t split,
                                     int64_t replaced, int64_t change_end) {
     if (split == n_) {
-      // The common case: p is not first anywhere and becomes second on the tail
-      // of the last piece only (it is below that piece's second at n - 1).
-      const EnvelopePiece top = second_[second_count_ - 1];
-      if (top.first_id != id && top.candidate >= 0 &&
-          !line_.below(p, top.candidate, top.begin)) {
-        append_second(line_.crossing(p, top.candidate, top.begin, n_), top.first_id, p);
-        return;
-      }
+      become_second(p, id);
+      return;
     }
     // Set the pieces over [change_end, n) aside: there the old first and p
     // both have p's id, so the second stays. (A piece of the second lies
@@ -498,6 +492,47 @@ class EnvelopeBuilder {
       append_second(first_kept.begin, first_kept.first_id, first_kept.candidate);
       for (int64_t k = tail - 1; k-- > 0;) second_[second_count_++] = kept_second_[k];
     }
+  }
+
+  // update_second where p is first nowhere (the common case: every second
+  // entry, and first entries that only change the second), in place: p
+  // becomes second over a suffix [from, n) of the line (it is below the last
+  // piece's second at n - 1): over the pieces of another first id that it lies
+  // below from their begin, and the tail of the next one.
+  SEGLOSS_INLINE void become_second(int32_t p, InstanceId id) {
+    int64_t k = second_count_;  // p is second over all of second_[k, count)
+    int64_t start = n_;         // and over [start, n)
+    while (k > 0) {
+      const EnvelopePiece& piece = second_[k - 1];
+      if (piece.first_id == id) break;
+      if (piece.candidate >= 0 && !line_.below(p, piece.candidate, piece.begin)) {
+        // p is second on the piece's tail only, if anywhere.
+        start = line_.first_below(p, piece.candidate, piece.begin, start);
+        break;
+      }
+      start = piece.begin;
+      --k;
+    }
+    // Rewrite second_[k, count) left to right, each piece with p as second,
+    // pieces of one first id merged; a tail of piece k - 1 comes first.
+    int64_t w = k;
+    EnvelopePiece pending{0, kNoInstance, -1};
+    bool has_pending = false;
+    if (k > 0 && start < (k < second_count_ ? second_[k].begin : n_)) {
+      pending = EnvelopePiece{start, second_[k - 1].first_id, p};
+      has_pending = true;
+    }
+    for (int64_t r = k; r < second_count_; ++r) {
+      const EnvelopePiece piece{second_[r].begin, second_[r].first_id, p};
+      if (has_pending) {
+        if (pending.first_id == piece.first_id) continue;
+        second_[w++] = pending;
+      }
+      pending = piece;
+      has_pending = true;
+    }
+    if (has_pending) second_[w++] = pending;
+    second_count_ = w;
   }
 
   // Appends a piece unless the previous one has the same first id and second
