@@ -592,8 +592,12 @@ SEGLOSS_INLINE void envelope_line(const LineCandidates& candidates, int64_t n, d
     constexpr bool kIntegerKeys = decltype(integer)::value;
     const EnvelopeLine<kIntegerKeys> line(candidates, spacing);
     EnvelopeBuilder<kIntegerKeys> envelope(line, n, scratch);
-    for (int64_t c = 0; c < 2 * n; ++c) {
-      if (candidates.id[c] != kNoInstance) envelope.insert(int32_t(c));
+    // Each position's two entries in turn, as two calls (each specialised
+    // for its entry).
+    for (int64_t q = 0; q < n; ++q) {
+      const int32_t c = int32_t(2 * q);
+      if (candidates.id[c] != kNoInstance) envelope.insert(c);
+      if (candidates.id[c + 1] != kNoInstance) envelope.insert(c + 1);
     }
     envelope.write(write);
   };
