@@ -339,7 +339,7 @@ class EnvelopeBuilder {
       // become second, on a suffix where the first's id is not its own; the
       // last piece of the second says whether it does at n - 1.
       const EnvelopePiece& s = second_[second_count_ - 1];
-      if (s.first_id != id && line_.below(p, s.candidate, n_ - 1)) update_second(p, id, n_, 0, n_);
+      if (s.first_id != id && line_.below(p, s.candidate, n_ - 1)) become_second(p, id, n_);
       return;
     }
     // Nothing changes if the last position does not (the changes are a suffix).
@@ -375,16 +375,19 @@ class EnvelopeBuilder {
     if (split < n_) first_[first_count_++] = EnvelopePiece{split, id, p};
     // Where p became first, the second changes only if the old first's id was
     // not p's; left of `split`, only if the first's id there is not p's.
-    // change_end: the end of the rightmost replaced piece whose id was not p's
-    // (split if none); right of it the second keeps its pieces.
-    int64_t change_end = split;
+    // change_end: the end of the rightmost replaced piece whose id was not p's,
+    // old_first_[other] (split and `replaced` if none); right of it the second
+    // keeps its pieces. `mixed`: whether a replaced piece left of it had p's id.
+    int64_t change_end = split, other = replaced;
     for (int64_t k = 0; k < replaced; ++k) {
-      const int32_t f = old_first_[k].candidate;
-      if (f < 0 || line_.id(f) != id) {
+      if (!first_has_id(old_first_[k], id)) {
         change_end = k > 0 ? old_first_[k - 1].begin : n_;
+        other = k;
         break;
       }
     }
+    bool mixed = false;
+    for (int64_t k = other + 1; k < replaced; ++k) mixed |= first_has_id(old_first_[k], id);
     const bool first_id_changes = change_end > split;
     bool second_changes_left = false;
     if (split > 0) {
@@ -392,7 +395,9 @@ class EnvelopeBuilder {
       const int32_t f = first_[first_count_ - (split < n_ ? 2 : 1)].candidate;
       second_changes_left = f < 0 || line_.id(f) != id;
     }
-    if (first_id_changes || second_changes_left) update_second(p, id, split, replaced, change_end);
+    if (first_id_changes || second_changes_left) {
+      update_second(p, id, split, replaced, change_end, other, mixed);
+    }
   }
 
   // Hands each position's pair to write(x, pair), over the runs where both
@@ -423,9 +428,10 @@ class EnvelopeBuilder {
   // over the old firsts old_first_[0, replaced) (right to left), whose ids
   // were p's from change_end on.
   SEGLOSS_INLINE void update_second(int32_t p, InstanceId id, int64_t split,
-                                    int64_t replaced, int64_t change_end) {
+                                    int64_t replaced, int64_t change_end, int64_t other,
+                                    bool mixed) {
     if (split == n_) {
-      become_second(p, id);
+      become_second(p, id, n_);
       return;
     }
     // Set the pieces over [change_end, n) aside: there the old first and p
@@ -435,6 +441,18 @@ class EnvelopeBuilder {
     int64_t tail = 0;
     while (second_count_ > 0 && second_[second_count_ - 1].begin >= change_end) {
       kept_second_[tail++] = second_[--second_count_];
+    }
+    if (!mixed) {
+      // The common case: over [split, change_end) no old first had p's id, so
+      // they become the second there, old_first_[replaced - 1] (which begins
+      // at split) to old_first_[other]; left of split p becomes second in place.
+      while (second_count_ > 0 && second_[second_count_ - 1].begin >= split) --second_count_;
+      become_second(p, id, split);
+      for (int64_t k = replaced; k-- > other;) {
+        append_second(old_first_[k].begin, id, old_first_[k].candidate);
+      }
+      put_back(tail);
+      return;
     }
     // Take the second's pieces over [split, change_end) out, right to left.
     int64_t taken = 0;
@@ -487,21 +505,31 @@ class EnvelopeBuilder {
         x = next < piece_end ? next : piece_end;
       }
     }
-    if (tail > 0) {  // (right to left in kept_second_)
-      const EnvelopePiece& first_kept = kept_second_[tail - 1];
-      append_second(first_kept.begin, first_kept.first_id, first_kept.candidate);
-      for (int64_t k = tail - 1; k-- > 0;) second_[second_count_++] = kept_second_[k];
-    }
+    put_back(tail);
   }
 
-  // update_second where p is first nowhere (the common case: every second
-  // entry, and first entries that only change the second), in place: p
-  // becomes second over a suffix [from, n) of the line (it is below the last
-  // piece's second at n - 1): over the pieces of another first id that it lies
-  // below from their begin, and the tail of the next one.
-  SEGLOSS_INLINE void become_second(int32_t p, InstanceId id) {
+  // Appends the `tail` pieces update_second set aside (right to left in
+  // kept_second_).
+  SEGLOSS_INLINE void put_back(int64_t tail) {
+    if (tail == 0) return;
+    const EnvelopePiece& first_kept = kept_second_[tail - 1];
+    append_second(first_kept.begin, first_kept.first_id, first_kept.candidate);
+    for (int64_t k = tail - 1; k-- > 0;) second_[second_count_++] = kept_second_[k];
+  }
+
+  // Whether a piece of the first has instance `id` (not so where it has none).
+  SEGLOSS_INLINE bool first_has_id(const EnvelopePiece& piece, InstanceId id) const {
+    return piece.candidate >= 0 && line_.id(piece.candidate) == id;
+  }
+
+  // p becomes second, in place, over a suffix [from, end) of the second's
+  // pieces, which end at `end`: over the pieces of another first id that it
+  // lies below from their begin, and the tail of the next one. So does every
+  // candidate that is first nowhere (end = n: every second entry, and first
+  // entries that only change the second), and left of split one that is.
+  SEGLOSS_INLINE void become_second(int32_t p, InstanceId id, int64_t end) {
     int64_t k = second_count_;  // p is second over all of second_[k, count)
-    int64_t start = n_;         // and over [start, n)
+    int64_t start = end;        // and over [start, end)
     while (k > 0) {
       const EnvelopePiece& piece = second_[k - 1];
       if (piece.first_id == id) break;
@@ -518,7 +546,7 @@ class EnvelopeBuilder {
     int64_t w = k;
     EnvelopePiece pending{0, kNoInstance, -1};
     bool has_pending = false;
-    if (k > 0 && start < (k < second_count_ ? second_[k].begin : n_)) {
+    if (k > 0 && start < (k < second_count_ ? second_[k].begin : end)) {
       pending = EnvelopePiece{start, second_[k - 1].first_id, p};
       has_pending = true;
     }
