@@ -138,11 +138,17 @@ struct LineScan {
     return result;
   }
 
-  // Merges this side's two into position i's pair (the backward scan).
-  SEGLOSS_INLINE void offer_to(NearestPair& result, int64_t i, double spacing) const {
+  // Merges this side's two into position i's pair (the backward scan). Where
+  // the pair's squared distances are stored plus `offset` (as envelope keys,
+  // distance_transform.h), the offers are too: the same decisions, exactly,
+  // where all are integers below 2^53.
+  SEGLOSS_INLINE void offer_to(NearestPair& result, int64_t i, double spacing,
+                               double offset = 0.0) const {
     if (last_id == kNoInstance) return;
-    offer(result, parabola_rise(spacing, last_at - i), last_id);
-    if (other_id != kNoInstance) offer(result, parabola_rise(spacing, other_at - i), other_id);
+    offer(result, parabola_rise(spacing, last_at - i) + offset, last_id);
+    if (other_id != kNoInstance) {
+      offer(result, parabola_rise(spacing, other_at - i) + offset, other_id);
+    }
   }
 };
 
