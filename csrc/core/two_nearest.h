@@ -398,8 +398,7 @@ class EnvelopeBuilder {
     bool second_changes_left = false;
     if (split > 0) {
       // The first at split - 1: the piece under p's (or the top, if p is not first).
-      const int32_t f = first_[first_count_ - (split < n_ ? 2 : 1)].candidate;
-      second_changes_left = f < 0 || line_.id(f) != id;
+      second_changes_left = !first_has_id(first_[first_count_ - (split < n_ ? 2 : 1)], id);
     }
     if (first_id_changes || second_changes_left) {
       update_second(p, id, split, replaced, change_end, other, mixed);
@@ -528,11 +527,11 @@ class EnvelopeBuilder {
     return piece.candidate >= 0 && line_.id(piece.candidate) == id;
   }
 
-  // p becomes second, in place, over a suffix [from, end) of the second's
-  // pieces, which end at `end`: over the pieces of another first id that it
-  // lies below from their begin, and the tail of the next one. So does every
-  // candidate that is first nowhere (end = n: every second entry, and first
-  // entries that only change the second), and left of split one that is.
+  // p becomes second, in place, over a suffix of the second's pieces, which
+  // end at `end`: over the pieces of another first id that it lies below from
+  // their begin, and the tail of the next one. With end = n for a candidate
+  // that is first nowhere (every second entry, and first entries that only
+  // change the second); with end = split left of where one became first.
   SEGLOSS_INLINE void become_second(int32_t p, InstanceId id, int64_t end) {
     int64_t k = second_count_;  // p is second over all of second_[k, count)
     int64_t start = end;        // and over [start, end)
