@@ -156,6 +156,18 @@ class ColumnBlock {
   std::vector<LineScan> scans_;
 };
 
+// A last pass's writer: hands position x's pair to sink(first + x * stride,
+// pair). (One type per sink, whatever the label type: each sink's sweep is
+// compiled once.)
+template <typename Sink>
+struct SinkAt {
+  const Sink& sink;
+  int64_t first, stride;
+  SEGLOSS_INLINE void operator()(int64_t x, const NearestPair& pair) const {
+    sink(first + x * stride, pair);
+  }
+};
+
 // The later passes (axes 1 and up) over the pairs of `grid`'s pixels in
 // `state`, on the calling thread: each line is gathered, then rewritten in
 // place; the last pass hands its pairs to sink(index + first_index, pair).
@@ -182,9 +194,7 @@ void later_passes(const Grid& grid, NearestPair* state, int64_t first_index, boo
       gather_line(state + first, inner, n, spacing, candidates);
       if (last) {
         envelope_line(candidates, n, spacing, integer_keys, scratch.data(),
-                      [&](int64_t x, const NearestPair& pair) {
-                        sink(first_index + first + x * inner, pair);
-                      });
+                      SinkAt<Sink>{sink, first_index + first, inner});
       } else {
         envelope_line(candidates, n, spacing, integer_keys, scratch.data(),
                       StridedPairs{state + first, inner});
@@ -358,7 +368,7 @@ void two_nearest_squared(const StridedLabels<Label, ToId>& labels, const Grid& g
         for (int64_t row = 0; row < row_end - row_begin; ++row) {
           const int64_t row_index = first_index + row * columns;
           envelope_line(candidate_rows.line(row), columns, grid.spacing[1], true, scratch.data(),
-                        [&](int64_t x, const NearestPair& pair) { sink(row_index + x, pair); });
+                        SinkAt<Sink>{sink, row_index, 1});
         }
         continue;
       }

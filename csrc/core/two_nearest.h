@@ -625,12 +625,18 @@ SEGLOSS_INLINE void envelope_line(const LineCandidates& candidates, int64_t n, d
     constexpr bool kIntegerKeys = decltype(integer)::value;
     const EnvelopeLine<kIntegerKeys> line(candidates, spacing);
     EnvelopeBuilder<kIntegerKeys> envelope(line, n, scratch);
-    // Each position's two entries in turn, as two calls (each specialised
-    // for its entry).
-    for (int64_t q = 0; q < n; ++q) {
-      const int32_t c = int32_t(2 * q);
-      if (candidates.id[c] != kNoInstance) envelope.insert(c);
-      if (candidates.id[c + 1] != kNoInstance) envelope.insert(c + 1);
+    if (kIntegerKeys) {
+      // Each position's two entries in turn, as two calls, each compiled for
+      // its entry (a second entry's insertion is short with integer keys).
+      for (int64_t q = 0; q < n; ++q) {
+        const int32_t c = int32_t(2 * q);
+        if (candidates.id[c] != kNoInstance) envelope.insert(c);
+        if (candidates.id[c + 1] != kNoInstance) envelope.insert(c + 1);
+      }
+    } else {
+      for (int64_t c = 0; c < 2 * n; ++c) {
+        if (candidates.id[c] != kNoInstance) envelope.insert(int32_t(c));
+      }
     }
     envelope.write(write);
   };
