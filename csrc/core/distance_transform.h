@@ -230,10 +230,9 @@ struct CandidateRows {
     return LineCandidates{nullptr, keys + row * 2 * columns, ids + row * 2 * columns};
   }
   SEGLOSS_INLINE void store(int64_t row, int64_t j, const NearestPair& pair) const {
-    const double offset = double(j) * double(j);
     const int64_t at = (row * columns + j) * 2;
     for (int k = 0; k < 2; ++k) {
-      keys[at + k] = pair.d[k] + offset;
+      keys[at + k] = envelope_key(pair.d[k], j, 1.0);  // (unit spacing: integer keys)
       ids[at + k] = pair.id[k];
     }
   }
