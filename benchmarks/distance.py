@@ -41,10 +41,12 @@ memory during one call, outputs included, in a child process whose freed
 memory goes back to the OS (harness.peak_extra_memory_mib):
   segloss d1,d2, segloss weight map, scipy EDT, edt (as above)
 
-Time runs go on in a child process under harness.STEADY_ALLOCATOR (unless
-MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_ is set already): glibc keeps
-freed memory for reuse, so that no candidate's time depends on what the
-candidates before it freed.
+The candidates' calls are interleaved (harness.interleaved_median_ms: each
+round calls every candidate once), so that each ratio compares the same
+stretches of the machine's state. Time runs go on in a child process under
+harness.STEADY_ALLOCATOR (unless MALLOC_MMAP_THRESHOLD_ or
+MALLOC_TRIM_THRESHOLD_ is set already): glibc keeps freed memory for reuse,
+so that no candidate's time depends on what the candidates before it freed.
 
 Prints a markdown table and writes <out-dir>/distance-time-cpu.json (or
 distance-time-cuda.json, distance-memory-cpu.json).
@@ -262,23 +264,25 @@ def main(argv: Optional[List[str]] = None) -> None:
     edt = import_edt()
     if edt is None:
         print("note: the edt package is not installed; the edt column is skipped")
-    time_it = lambda fn: harness.median_ms(fn, CPU, warmup=1, repeats=args.repeats)  # noqa: E731
 
     rows: Dict[str, harness.Row] = {}  # case name -> row
     checks: Dict[str, bool] = {}
     for name, shape, n, labels, background in selected_cases(args.cases):
         row = harness.Row(case=f"{n} cells", shape=list(shape), dtype="int32")
-        row.ms["segloss d1,d2"] = time_it(lambda: snp.two_nearest_distances(labels))
-        row.ms["segloss weight map"] = time_it(lambda: snp.unet_weight_map(labels))
-        row.ms["scipy EDT"] = time_it(lambda: ndimage.distance_transform_edt(background))
+        candidates = {
+            "segloss d1,d2": lambda: snp.two_nearest_distances(labels),
+            "segloss weight map": lambda: snp.unet_weight_map(labels),
+            "scipy EDT": lambda: ndimage.distance_transform_edt(background),
+            "segloss 2 threads": lambda: snp.two_nearest_distances(labels, threads=2),
+        }
         if edt is not None:
-            row.ms["edt"] = time_it(lambda: edt.edt(background, parallel=1))
+            candidates["edt"] = lambda: edt.edt(background, parallel=1)
+        row.ms.update(harness.interleaved_median_ms(candidates, CPU, warmup=1,
+                                                    repeats=args.repeats))
         if not args.skip_recipe:
             row.ms["per-instance SciPy"], recipe = once_ms(lambda: per_instance_recipe(labels))
             ours = snp.unet_weight_map(labels, w0=W0, sigma=SIGMA)
             checks[name] = bool(np.allclose(recipe, ours, rtol=1e-5))
-        row.ms["segloss 2 threads"] = time_it(
-            lambda: snp.two_nearest_distances(labels, threads=2))
         if gpu is not None:
             time_gpu(row, labels, n, gpu, args.repeats)
         rows[name] = row
@@ -293,7 +297,7 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     recipe_note = "" if args.skip_recipe else "; per-instance SciPy: 1 run"
     what = (f"one call per candidate on int32 labels, one thread unless stated, median of "
-            f"{args.repeats}{recipe_note}; time in ms")
+            f"{args.repeats} rounds (each candidate once per round){recipe_note}; time in ms")
     gpu_name = "" if gpu is None else f", GPU {harness.machine_description(gpu)}"
     print(f"\ndistance: {harness.machine_description(CPU, torch_threads=False)}{gpu_name}, "
           f"{time.strftime('%Y-%m-%d')}, "

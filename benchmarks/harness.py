@@ -21,32 +21,57 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_ms(fn: Callable[[], object], device: torch.device, warmup: int = 3,
-              repeats: int = 20) -> float:
-    """Median wall time of fn() in milliseconds (CUDA events on a GPU), after
-    `warmup` calls and at least a quarter second of them (the allocator's
-    and the thread pool's steady state: the first case of a suite read up to
-    1.4x slow after three calls)."""
+def _warm_up(fn: Callable[[], object], device: torch.device, warmup: int) -> None:
+    # `warmup` calls and at least a quarter second of them: the allocator's
+    # and the thread pool's steady state (the first case of a suite read up
+    # to 1.4x slow after three calls).
     start = time.perf_counter()
     calls = 0
     while calls < warmup or (calls < 200 and time.perf_counter() - start < 0.25):
         fn()
         calls += 1
     _sync(device)
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+
+
+def _call_ms(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def median_ms(fn: Callable[[], object], device: torch.device, warmup: int = 3,
+              repeats: int = 20) -> float:
+    """Median wall time of fn() in milliseconds (CUDA events on a GPU), after
+    the warm-up."""
+    _warm_up(fn, device, warmup)
+    return statistics.median(_call_ms(fn, device) for _ in range(repeats))
+
+
+def interleaved_median_ms(fns: Dict[str, Callable[[], object]], device: torch.device,
+                          warmup: int = 3, repeats: int = 20) -> Dict[str, float]:
+    """Median wall time of each candidate in milliseconds, their calls
+    interleaved: each of `repeats` rounds calls every candidate once, the
+    order rotated by one each round (so that no candidate always follows the
+    same one). Every candidate then samples the same stretches of the
+    machine's state: on the shared 2-core VM, whose speed drifts by 10-30%
+    within a minute, ratios of candidates timed in blocks one after another
+    moved by as much between runs."""
+    for fn in fns.values():
+        _warm_up(fn, device, warmup)
+    names = list(fns)
+    times: Dict[str, List[float]] = {name: [] for name in names}
+    for round_ in range(repeats):
+        shift = round_ % len(names) if names else 0
+        for name in names[shift:] + names[:shift]:
+            times[name].append(_call_ms(fns[name], device))
+    return {name: statistics.median(ms) for name, ms in times.items()}
 
 
 def _resident_kib() -> Dict[str, int]:

@@ -104,8 +104,6 @@ def main(argv: Optional[List[str]] = None) -> None:
     except ImportError:
         edt = None
         print("note: the edt package is not installed; its columns are skipped")
-    time_it = lambda fn: harness.median_ms(fn, CPU, warmup=1, repeats=args.repeats)  # noqa: E731
-
     rows: Dict[str, harness.Row] = {}
     for shape in SHAPES:
         for kind in KINDS:
@@ -117,21 +115,26 @@ def main(argv: Optional[List[str]] = None) -> None:
             m8 = mask.astype(np.uint8)
             assert np.array_equal(snp.signed_distance_map(m8), scipy_signed(mask)), name
             row = harness.Row(case=kind, shape=list(shape), dtype="uint8")
-            row.ms["segloss EDT"] = time_it(lambda: snp.distance_transform_edt(m8))
-            row.ms["scipy EDT"] = time_it(lambda: ndimage.distance_transform_edt(m8))
-            row.ms["segloss signed"] = time_it(lambda: snp.signed_distance_map(m8))
-            row.ms["segloss boundary"] = time_it(lambda: snp.boundary_distance_map(m8))
-            row.ms["scipy signed"] = time_it(lambda: scipy_signed(mask))
+            candidates = {
+                "segloss EDT": lambda: snp.distance_transform_edt(m8),
+                "scipy EDT": lambda: ndimage.distance_transform_edt(m8),
+                "segloss signed": lambda: snp.signed_distance_map(m8),
+                "segloss boundary": lambda: snp.boundary_distance_map(m8),
+                "scipy signed": lambda: scipy_signed(mask),
+            }
             if edt is not None:
                 inverse = (~mask).astype(np.uint8)
-                row.ms["edt"] = time_it(lambda: edt.edt(m8, parallel=1))
-                row.ms["edt signed"] = time_it(lambda: np.where(
-                    mask, 1 - edt.edt(m8, parallel=1), edt.edt(inverse, parallel=1)))
+                candidates["edt"] = lambda: edt.edt(m8, parallel=1)
+                candidates["edt signed"] = lambda: np.where(
+                    mask, 1 - edt.edt(m8, parallel=1), edt.edt(inverse, parallel=1))
+            row.ms.update(harness.interleaved_median_ms(candidates, CPU, warmup=1,
+                                                        repeats=args.repeats))
             rows[name] = row
             print(f"{name:18s} " + "  ".join(f"{k} {v:.2f}" for k, v in row.ms.items()),
                   flush=True)
 
-    what = f"one call per candidate, one thread, median of {args.repeats}; time in ms"
+    what = (f"one call per candidate, one thread, median of {args.repeats} rounds (each "
+            f"candidate once per round); time in ms")
     print(f"\nmaps: {harness.machine_description(CPU, torch_threads=False)}, "
           f"{time.strftime('%Y-%m-%d')}, numpy {np.__version__}, scipy {scipy.__version__}; "
           f"{what}")
