@@ -64,6 +64,17 @@ SEGLOSS_INLINE T distance_map_value(DistanceMap map, double state) {
   return map == DistanceMap::kSigned && state > 0 ? -(d - T(1)) : d;
 }
 
+// The CPU callers' sink of a map: distance_map_value<T>(kMap, state) into
+// out[i]. The kind a constant, so that the loops writing it vectorise; one
+// type for every mask type, so that the later passes are compiled once for it.
+template <typename T, DistanceMap kMap>
+struct DistanceMapOutput {
+  T* out;
+  SEGLOSS_INLINE void operator()(int64_t i, double state) const {
+    out[i] = distance_map_value<T>(kMap, state);
+  }
+};
+
 // Masks: any nonzero value is foreground.
 struct NonzeroIsForeground {
   template <typename Value>
@@ -279,21 +290,12 @@ SEGLOSS_NOINLINE void backward_scan_rows(State* rows, int64_t row_stride, int64_
   }
 }
 
-// The squared distances of one image on the CPU. sink(index, state) gets
-// every pixel's signed state (C order index; +d foreground, -d background,
-// d the squared distance to the other class, +-inf where the image has
-// none), once, possibly from several threads; with kZeros the background's
-// states are negative but otherwise meaningless. `state` holds numel values
-// between the passes: double, or float where binary_state_fits_float (the
-// values are integers below 2^24 there, exact in float, and half the memory
-// traffic). Returns the number of foreground pixels.
-template <typename State, typename Value, typename ParallelFor, typename Sink>
-int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid,
-                                DistanceTarget target, State* state,
-                                ParallelFor&& parallel_for, const Sink& sink) {
-  if (grid.ndim == 0 || grid.numel() == 0) return 0;
-  // Pass 0: lines along axis 0, swept row by row over blocks of columns
-  // (contiguous reads and writes in C order).
+// Pass 0 of binary_distance_squared: lines along axis 0, swept row by row
+// over blocks of columns (contiguous reads and writes in C order). Returns
+// the number of foreground pixels.
+template <typename State, typename Value, typename ParallelFor>
+int64_t binary_first_pass(const StridedMask<Value>& mask, const Grid& grid, State* state,
+                          ParallelFor&& parallel_for) {
   const int64_t n0 = grid.size[0];
   const int64_t columns = grid.inner(0);
   const double spacing0 = grid.spacing[0];
@@ -349,15 +351,24 @@ int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid
     }
     foreground += count;
   });
+  return foreground.load();
+}
+
+// The passes of binary_distance_squared after pass 0 (binary_first_pass),
+// over its states in `state`; the last hands every state to the sink.
+template <typename State, typename ParallelFor, typename Sink>
+void binary_later_passes(const Grid& grid, DistanceTarget target, State* state,
+                         ParallelFor&& parallel_for, const Sink& sink) {
+  const int64_t n0 = grid.size[0];
   if (grid.ndim == 1) {
     parallel_for(n0, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) sink(i, double(state[i]));
     });
-    return foreground.load();
+    return;
   }
-  // Later passes. Lines along an inner axis are gathered and written back
-  // in groups of up to kGroup neighbours (contiguous in memory), the last
-  // pass (inner size 1) hands its states to the sink.
+  // Lines along an inner axis are gathered and written back in groups of up
+  // to kGroup neighbours (contiguous in memory), the last pass (inner size 1)
+  // hands its states to the sink.
   constexpr int64_t kGroup = 16;
   for (int axis = 1; axis < grid.ndim; ++axis) {
     const int64_t n = grid.size[axis];
@@ -425,7 +436,29 @@ int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid
       }
     });
   }
-  return foreground.load();
+}
+
+// The squared distances of one image on the CPU. sink(index, state) gets
+// every pixel's signed state (C order index; +d foreground, -d background,
+// d the squared distance to the other class, +-inf where the image has
+// none), once, possibly from several threads; with kZeros the background's
+// states are negative but otherwise meaningless. `state` holds numel values
+// between the passes: double, or float where binary_state_fits_float (the
+// values are integers below 2^24 there, exact in float, and half the memory
+// traffic). Returns the number of foreground pixels.
+//
+// Pass 0, the only part that reads the mask, is a function of its own
+// (binary_first_pass), as are the later passes (binary_later_passes): these,
+// most of the code, are then compiled once per state type and sink, not once
+// per mask type too.
+template <typename State, typename Value, typename ParallelFor, typename Sink>
+int64_t binary_distance_squared(const StridedMask<Value>& mask, const Grid& grid,
+                                DistanceTarget target, State* state,
+                                ParallelFor&& parallel_for, const Sink& sink) {
+  if (grid.ndim == 0 || grid.numel() == 0) return 0;
+  const int64_t foreground = binary_first_pass(mask, grid, state, parallel_for);
+  binary_later_passes(grid, target, state, parallel_for, sink);
+  return foreground;
 }
 
 // Whether every squared distance on the grid is an integer below 2^24 (unit

@@ -168,6 +168,40 @@ struct SinkAt {
   }
 };
 
+// The CPU callers' sink for d1, d2 (two_distances) and, with kLabels, the
+// ids of the two nearest instances as labels of `label_bytes` bytes, the
+// labels' own integer type: each id came from such a label, so its low bytes
+// are that label's bits, whether the type is signed or not. One type for
+// every label type, so that the sweep is compiled once for it.
+template <bool kLabels>
+struct TwoNearestOutputs {
+  double* d1;
+  double* d2;
+  void* l1 = nullptr;
+  void* l2 = nullptr;
+  int label_bytes = 0;
+
+  SEGLOSS_INLINE void operator()(int64_t i, const NearestPair& pair) const {
+    const TwoDistances d = two_distances(pair);
+    d1[i] = d.d1;
+    d2[i] = d.d2;
+    if constexpr (kLabels) {
+      store_label(l1, i, pair.id[0]);
+      store_label(l2, i, pair.id[1]);
+    }
+  }
+
+ private:
+  SEGLOSS_INLINE void store_label(void* labels, int64_t i, InstanceId id) const {
+    switch (label_bytes) {
+      case 1: static_cast<int8_t*>(labels)[i] = int8_t(id); break;
+      case 2: static_cast<int16_t*>(labels)[i] = int16_t(id); break;
+      case 4: static_cast<int32_t*>(labels)[i] = int32_t(id); break;
+      default: static_cast<int64_t*>(labels)[i] = int64_t(id); break;
+    }
+  }
+};
+
 // The later passes (axes 1 and up) over the pairs of `grid`'s pixels in
 // `state`, on the calling thread: each line is gathered, then rewritten in
 // place; the last pass hands its pairs to sink(index + first_index, pair).

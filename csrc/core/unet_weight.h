@@ -89,4 +89,19 @@ SEGLOSS_INLINE float unet_weight(const NearestPair& pair, const float* pixel_wei
   return float(weight);
 }
 
+// The CPU callers' sink: the weight of pixel i into weights[i], w_c from
+// pixel_weights[i] where given. One type for every label type, so that the
+// sweep is compiled once for it.
+struct UnetWeightOutput {
+  float* weights;
+  const float* pixel_weights;  // or null
+  ClassWeights class_weights;
+  UnetWeightParams params;
+
+  SEGLOSS_INLINE void operator()(int64_t i, const NearestPair& pair) const {
+    weights[i] = unet_weight(pair, pixel_weights != nullptr ? pixel_weights + i : nullptr,
+                             class_weights, params);
+  }
+};
+
 }  // namespace segloss::core

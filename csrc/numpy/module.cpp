@@ -178,35 +178,19 @@ py::tuple two_nearest(const py::array& labels_in, const std::vector<double>& sam
   const Grid grid = make_grid(labels, sampling, "labels");
   const auto d = array_pair(py::dtype::of<double>(), labels);
   py::array_t<double> d1 = d.first, d2 = d.second;
-  py::tuple result;
-  dispatch_integer(labels, "labels", /*allow_bool=*/false, [&](auto label_type) {
-    using Label = decltype(label_type);
-    double* d1_out = d1.mutable_data();
-    double* d2_out = d2.mutable_data();
-    if (!return_labels) {
-      transform<Label>(labels, "labels", core::LabelIsId{}, grid, threads,
-                       [=](int64_t i, const NearestPair& pair) {
-                         const core::TwoDistances d = core::two_distances(pair);
-                         d1_out[i] = d.d1;
-                         d2_out[i] = d.d2;
-                       });
-      result = py::make_tuple(d1, d2);
-      return;
-    }
-    auto [l1, l2] = array_pair(labels.dtype(), labels);
-    Label* l1_out = static_cast<Label*>(l1.mutable_data());
-    Label* l2_out = static_cast<Label*>(l2.mutable_data());
-    transform<Label>(labels, "labels", core::LabelIsId{}, grid, threads,
-                     [=](int64_t i, const NearestPair& pair) {
-                       const core::TwoDistances d = core::two_distances(pair);
-                       d1_out[i] = d.d1;
-                       d2_out[i] = d.d2;
-                       l1_out[i] = Label(pair.id[0]);
-                       l2_out[i] = Label(pair.id[1]);
-                     });
-    result = py::make_tuple(d1, d2, l1, l2);
-  });
-  return result;
+  const auto run = [&](const auto& sink) {
+    dispatch_integer(labels, "labels", /*allow_bool=*/false, [&](auto label_type) {
+      transform<decltype(label_type)>(labels, "labels", core::LabelIsId{}, grid, threads, sink);
+    });
+  };
+  if (!return_labels) {
+    run(core::TwoNearestOutputs<false>{d1.mutable_data(), d2.mutable_data()});
+    return py::make_tuple(d1, d2);
+  }
+  auto [l1, l2] = array_pair(labels.dtype(), labels);
+  run(core::TwoNearestOutputs<true>{d1.mutable_data(), d2.mutable_data(), l1.mutable_data(),
+                                    l2.mutable_data(), int(labels.itemsize())});
+  return py::make_tuple(d1, d2, l1, l2);
 }
 
 // scipy.ndimage.distance_transform_edt on an input without zeros measures to
@@ -230,6 +214,14 @@ void phantom_feature_distances(const Grid& grid, double* out) {
   }
 }
 
+// The plain transform's sink: the distance on the foreground, 0 on the
+// background (its states there are negative). One type for every input type,
+// so that the later passes are compiled once for it.
+struct EdtOutput {
+  double* out;
+  void operator()(int64_t i, double state) const { out[i] = state > 0 ? std::sqrt(state) : 0.0; }
+};
+
 // Runs the binary transform of `input` (GIL released), handing every pixel's
 // signed state to sink(index, state); returns the foreground pixel count.
 template <typename Value, typename Sink>
@@ -246,14 +238,10 @@ py::array_t<double> distance_transform_edt(const py::array& input_in,
   check_threads(threads);
   const Grid grid = make_grid(input, sampling, "input");
   py::array_t<double> distances(shape_of(input));
+  double* out = distances.mutable_data();
   dispatch_integer(input, "input", /*allow_bool=*/true, [&](auto value_type) {
-    using Value = decltype(value_type);
-    double* out = distances.mutable_data();
-    const int64_t foreground =
-        binary_transform<Value>(input, grid, core::DistanceTarget::kZeros, threads,
-                                [=](int64_t i, double state) {
-                                  out[i] = state > 0 ? std::sqrt(state) : 0.0;
-                                });
+    const int64_t foreground = binary_transform<decltype(value_type)>(
+        input, grid, core::DistanceTarget::kZeros, threads, EdtOutput{out});
     if (grid.numel() > 0 && foreground == grid.numel()) phantom_feature_distances(grid, out);
   });
   return distances;
@@ -272,14 +260,16 @@ py::array_t<double> distance_map(const py::array& input_in, const std::string& k
   check_threads(threads);
   const Grid grid = make_grid(input, sampling, "input");
   py::array_t<double> result(shape_of(input));
+  double* out = result.mutable_data();
   dispatch_integer(input, "input", /*allow_bool=*/true, [&](auto value_type) {
     using Value = decltype(value_type);
-    double* out = result.mutable_data();
+    using core::DistanceMap;
     const int64_t foreground =
-        binary_transform<Value>(input, grid, core::DistanceTarget::kOtherClass, threads,
-                                [=](int64_t i, double state) {
-                                  out[i] = core::distance_map_value<double>(map, state);
-                                });
+        map == DistanceMap::kSigned
+            ? binary_transform<Value>(input, grid, core::DistanceTarget::kOtherClass, threads,
+                                      core::DistanceMapOutput<double, DistanceMap::kSigned>{out})
+            : binary_transform<Value>(input, grid, core::DistanceTarget::kOtherClass, threads,
+                                      core::DistanceMapOutput<double, DistanceMap::kBoundary>{out});
     if (!core::has_both_classes(foreground, grid.numel())) {
       std::fill(out, out + grid.numel(), 0.0);
     }
@@ -314,6 +304,7 @@ py::array_t<float> unet_weight_map(const py::array& labels_in, const std::vector
     weights = static_cast<const float*>(w.data());
   }
   py::array_t<float> result(shape_of(labels));
+  const core::UnetWeightParams params = core::unet_weight_params(w0, sigma, border_everywhere);
   dispatch_integer(labels, "labels", /*allow_bool=*/false, [&](auto label_type) {
     using Label = decltype(label_type);
     core::ClassWeights class_weights{background_weight, foreground_weight};
@@ -322,13 +313,9 @@ py::array_t<float> unet_weight_map(const py::array& labels_in, const std::vector
       class_weights =
           core::balanced_class_weights(grid.numel(), core::count_instance_pixels(strided, grid));
     }
-    const core::UnetWeightParams params = core::unet_weight_params(w0, sigma, border_everywhere);
-    float* out = result.mutable_data();
     transform<Label>(labels, "labels", core::LabelIsId{}, grid, threads,
-                     [=](int64_t i, const NearestPair& pair) {
-                       out[i] = core::unet_weight(pair, weights ? weights + i : nullptr,
-                                                  class_weights, params);
-                     });
+                     core::UnetWeightOutput{result.mutable_data(), weights, class_weights,
+                                            params});
   });
   return result;
 }

@@ -19,41 +19,39 @@ namespace {
 
 using core::NearestPair;
 
-// The core's parallel_for over torch's thread pool; a unit of work is a block
-// of columns or a band of rows.
-struct TorchThreads {
+// The core's parallel_for: over torch's thread pool (a unit of work is a
+// block of columns or a band of rows), or on the calling thread. One type for
+// both, so that each transform is compiled once.
+struct ImageThreads {
+  bool spread;  // over torch's threads
   template <typename Body>
   void operator()(int64_t count, Body&& body) const {
-    at::parallel_for(0, count, /*grain_size=*/1, body);
-  }
-};
-
-// The core's parallel_for on the calling thread.
-struct SerialFor {
-  template <typename Body>
-  void operator()(int64_t count, Body&& body) const {
-    body(int64_t(0), count);
+    if (spread) {
+      at::parallel_for(0, count, /*grain_size=*/1, body);
+    } else {
+      body(int64_t(0), count);
+    }
   }
 };
 
 // Calls image(n, parallel_for) for every image n of a batch: a batch of at
-// least two images per thread runs images in parallel, each on one thread
-// (SerialFor); fewer, larger images spread each image's work over the threads
-// (TorchThreads).
+// least two images per thread runs images in parallel, each on one thread;
+// fewer, larger images spread each image's work over the threads.
 template <typename Image>
 void for_each_image_on_threads(int64_t images, const Image& image) {
   if (images >= 2 * int64_t(at::get_num_threads())) {
     at::parallel_for(0, images, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t n = begin; n < end; ++n) image(n, SerialFor{});
+      for (int64_t n = begin; n < end; ++n) image(n, ImageThreads{false});
     });
   } else {
-    for (int64_t n = 0; n < images; ++n) image(n, TorchThreads{});
+    for (int64_t n = 0; n < images; ++n) image(n, ImageThreads{true});
   }
 }
 
 // Runs the transform on every image of `labels` (`Label` its C++ type):
 // make_sink(image, labels, grid) gives the sink that receives that image's
 // pairs (sink(pixel index, pair)); it may be called from several threads.
+// (Its type should not depend on Label: the sweep is compiled once per sink.)
 template <typename Label, typename MakeSink>
 void for_each_image(const at::Tensor& labels_in, const std::vector<double>& spacing,
                     MakeSink&& make_sink) {
@@ -62,7 +60,7 @@ void for_each_image(const at::Tensor& labels_in, const std::vector<double>& spac
   if (grid.numel() == 0) return;
   core::StridedLabels<Label, core::LabelIsId> strided{nullptr, {}, core::LabelIsId{}};
   for (int d = 0; d < grid.ndim; ++d) strided.stride[d] = labels.stride(d + 1);
-  const auto image = [&](int64_t n, const auto& parallel_for) {
+  const auto image = [&](int64_t n, const ImageThreads& parallel_for) {
     core::StridedLabels<Label, core::LabelIsId> image_labels = strided;
     image_labels.data = labels.const_data_ptr<Label>() + n * labels.stride(0);
     core::two_nearest_squared(image_labels, grid, parallel_for, make_sink(n, image_labels, grid));
@@ -79,19 +77,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> two_nearest_distances
       labels.scalar_type(), "segloss_two_nearest_cpu", AT_WRAP([&] {
         double* d1 = out[0].data_ptr<double>();
         double* d2 = out[1].data_ptr<double>();
-        scalar_t* l1 = return_labels ? out[2].data_ptr<scalar_t>() : nullptr;
-        scalar_t* l2 = return_labels ? out[3].data_ptr<scalar_t>() : nullptr;
+        if (!return_labels) {
+          for_each_image<scalar_t>(labels, spacing, [&](int64_t n, const auto&, const auto&) {
+            return core::TwoNearestOutputs<false>{d1 + n * pixels, d2 + n * pixels};
+          });
+          return;
+        }
+        scalar_t* l1 = out[2].data_ptr<scalar_t>();
+        scalar_t* l2 = out[3].data_ptr<scalar_t>();
         for_each_image<scalar_t>(labels, spacing, [&](int64_t n, const auto&, const auto&) {
           const int64_t offset = n * pixels;
-          return [=](int64_t i, const NearestPair& pair) {
-            const core::TwoDistances d = core::two_distances(pair);
-            d1[offset + i] = d.d1;
-            d2[offset + i] = d.d2;
-            if (l1 != nullptr) {
-              l1[offset + i] = scalar_t(pair.id[0]);
-              l2[offset + i] = scalar_t(pair.id[1]);
-            }
-          };
+          return core::TwoNearestOutputs<true>{d1 + offset, d2 + offset, l1 + offset,
+                                               l2 + offset, int(sizeof(scalar_t))};
         });
       }),
       AT_EXPAND(AT_INTEGRAL_TYPES_V2));
@@ -118,13 +115,9 @@ at::Tensor unet_weight_map_cpu(const at::Tensor& labels, double w0, double sigma
               ops.balanced ? core::balanced_class_weights(
                                  pixels, core::count_instance_pixels(strided, grid))
                            : ops.fixed;
-          const core::UnetWeightParams params = ops.params;
-          float* image = weights + n * pixels;
-          const float* image_pixel_weight = pixel_weight ? pixel_weight + n * pixels : nullptr;
-          return [=](int64_t i, const NearestPair& pair) {
-            image[i] = core::unet_weight(
-                pair, image_pixel_weight ? image_pixel_weight + i : nullptr, class_weight, params);
-          };
+          return core::UnetWeightOutput{weights + n * pixels,
+                                        pixel_weight ? pixel_weight + n * pixels : nullptr,
+                                        class_weight, ops.params};
         });
       }),
       AT_EXPAND(AT_INTEGRAL_TYPES_V2));
@@ -150,25 +143,19 @@ at::Tensor distance_map_cpu(const at::Tensor& mask_in, std::string_view kind,
       mask.scalar_type(), "segloss_distance_map_cpu", AT_WRAP([&] {
         core::StridedMask<scalar_t> strided{nullptr, {}, core::NonzeroIsForeground{}};
         for (int d = 0; d < grid.ndim; ++d) strided.stride[d] = mask.stride(d + 1);
-        const auto image_map = [&](int64_t n, const auto& parallel_for) {
+        const auto image_map = [&](int64_t n, const ImageThreads& parallel_for) {
           core::StridedMask<scalar_t> image_mask = strided;
           image_mask.data = mask.const_data_ptr<scalar_t>() + n * mask.stride(0);
           float* image = result + n * pixels;
-          // The map's kind a constant in each sink: its loop vectorises.
-          const auto map_sink = [=](auto kind) {
-            return [=](int64_t i, double squared) {
-              image[i] = core::distance_map_value<float>(decltype(kind)::value, squared);
-            };
-          };
-          using Signed = std::integral_constant<core::DistanceMap, core::DistanceMap::kSigned>;
-          using Boundary = std::integral_constant<core::DistanceMap, core::DistanceMap::kBoundary>;
           const auto transform = [&](const auto& sink) {
             return core::binary_distance(image_mask, grid, core::DistanceTarget::kOtherClass,
                                          parallel_for, sink);
           };
-          const int64_t foreground = map == core::DistanceMap::kSigned
-                                         ? transform(map_sink(Signed{}))
-                                         : transform(map_sink(Boundary{}));
+          using core::DistanceMap;
+          const int64_t foreground =
+              map == DistanceMap::kSigned
+                  ? transform(core::DistanceMapOutput<float, DistanceMap::kSigned>{image})
+                  : transform(core::DistanceMapOutput<float, DistanceMap::kBoundary>{image});
           if (!core::has_both_classes(foreground, pixels)) std::fill(image, image + pixels, 0.0f);
         };
         for_each_image_on_threads(images, image_map);
