@@ -213,16 +213,21 @@ def test_thread_counts_give_identical_bits():
                                       snp.unet_weight_map(labels))
 
 
+@pytest.fixture(scope="module")
+def bands_program(tmp_path_factory):
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpp",
+                          "two_nearest_bands.cpp")
+    return compile_host_program(source, tmp_path_factory.mktemp("bands"))
+
+
 @pytest.mark.parametrize("seed", [1, 2])
-def test_bands_and_partitions_give_identical_bits(tmp_path, seed):
+def test_bands_and_partitions_give_identical_bits(bands_program, seed):
     # The transform cuts images into bands of rows (distance_transform.h);
     # tests/cpp/two_nearest_bands.cpp runs random images with bands of every
     # size and randomly partitioned work against its own default run (bit for
     # bit) and a brute-force minimum.
-    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpp",
-                          "two_nearest_bands.cpp")
-    program = compile_host_program(source, tmp_path)
-    result = subprocess.run([program, "fuzz", "3000", str(seed)], capture_output=True, text=True)
+    result = subprocess.run([bands_program, "fuzz", "3000", str(seed)], capture_output=True,
+                            text=True)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stdout + result.stderr
 
 

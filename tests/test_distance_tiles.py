@@ -147,15 +147,23 @@ def test_tiled_maps_fuzz(program, tmp_path, seed, sanitize):
         result.stdout + result.stderr)
 
 
+@pytest.fixture(scope="module")
+def two_nearest_program(tmp_path_factory):
+    return compile_host_program(TWO_NEAREST_SOURCE, tmp_path_factory.mktemp("two_nearest"))
+
+
 @pytest.mark.parametrize("seed, sanitize", [(1, False), (2, False), (3, True)],
                          ids=["seed1", "seed2", "seed3-sanitizers"])
-def test_two_nearest_tile_passes_equal_the_cpu_driver(tmp_path, seed, sanitize):
+def test_two_nearest_tile_passes_equal_the_cpu_driver(two_nearest_program, tmp_path, seed,
+                                                      sanitize):
     # Random lines (the search against envelope_line and pass 0's scan) and
     # random label batches through the kernels' passes with random tile sizes
     # (every form), against the CPU driver, bit for bit, ids included; once
     # under ASan and UBSan (a search reading past its tile's line would be
     # a silent wrong read on the GPU).
-    program = compile_host_program(TWO_NEAREST_SOURCE, tmp_path, sanitize=sanitize)
+    program = two_nearest_program
+    if sanitize:
+        program = compile_host_program(TWO_NEAREST_SOURCE, tmp_path, sanitize=True)
     trials = "1500" if sanitize else "3000"
     result = subprocess.run([program, "fuzz", trials, str(seed)], capture_output=True, text=True)
     lines = result.stdout.split("\n")
