@@ -75,6 +75,15 @@ struct DistanceMapOutput {
   }
 };
 
+// transform(sink) with the DistanceMapOutput of `map` into `out` (the kind a
+// template constant): its result.
+template <typename T, typename Transform>
+auto with_map_output(DistanceMap map, T* out, Transform&& transform) {
+  return map == DistanceMap::kSigned
+             ? transform(DistanceMapOutput<T, DistanceMap::kSigned>{out})
+             : transform(DistanceMapOutput<T, DistanceMap::kBoundary>{out});
+}
+
 // Masks: any nonzero value is foreground.
 struct NonzeroIsForeground {
   template <typename Value>

@@ -27,7 +27,6 @@ namespace segloss::numpy_module {
 namespace {
 
 using core::Grid;
-using core::NearestPair;
 
 // Runs body over [0, count) in up to `threads` contiguous chunks, one
 // std::thread each; no thread outlives the call (safe after fork).
@@ -262,14 +261,11 @@ py::array_t<double> distance_map(const py::array& input_in, const std::string& k
   py::array_t<double> result(shape_of(input));
   double* out = result.mutable_data();
   dispatch_integer(input, "input", /*allow_bool=*/true, [&](auto value_type) {
-    using Value = decltype(value_type);
-    using core::DistanceMap;
-    const int64_t foreground =
-        map == DistanceMap::kSigned
-            ? binary_transform<Value>(input, grid, core::DistanceTarget::kOtherClass, threads,
-                                      core::DistanceMapOutput<double, DistanceMap::kSigned>{out})
-            : binary_transform<Value>(input, grid, core::DistanceTarget::kOtherClass, threads,
-                                      core::DistanceMapOutput<double, DistanceMap::kBoundary>{out});
+    const int64_t foreground = core::with_map_output(map, out, [&](const auto& sink) {
+      return binary_transform<decltype(value_type)>(input, grid,
+                                                    core::DistanceTarget::kOtherClass, threads,
+                                                    sink);
+    });
     if (!core::has_both_classes(foreground, grid.numel())) {
       std::fill(out, out + grid.numel(), 0.0);
     }

@@ -17,8 +17,6 @@
 namespace segloss::ops {
 namespace {
 
-using core::NearestPair;
-
 // The core's parallel_for: over torch's thread pool (a unit of work is a
 // block of columns or a band of rows), or on the calling thread. One type for
 // both, so that each transform is compiled once.
@@ -151,11 +149,7 @@ at::Tensor distance_map_cpu(const at::Tensor& mask_in, std::string_view kind,
             return core::binary_distance(image_mask, grid, core::DistanceTarget::kOtherClass,
                                          parallel_for, sink);
           };
-          using core::DistanceMap;
-          const int64_t foreground =
-              map == DistanceMap::kSigned
-                  ? transform(core::DistanceMapOutput<float, DistanceMap::kSigned>{image})
-                  : transform(core::DistanceMapOutput<float, DistanceMap::kBoundary>{image});
+          const int64_t foreground = core::with_map_output(map, image, transform);
           if (!core::has_both_classes(foreground, pixels)) std::fill(image, image + pixels, 0.0f);
         };
         for_each_image_on_threads(images, image_map);
