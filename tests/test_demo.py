@@ -181,6 +181,9 @@ def test_demo_progress_bars_on_a_terminal(monkeypatch, capsys):
     pytest.importorskip("tqdm")
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
+    # A wide terminal: tqdm cuts a bar to COLUMNS, which pytest-xdist's workers
+    # set to 80, where "| 3/3 [..., loss ..., 6.7 ms/step]" loses its end.
+    monkeypatch.setenv("COLUMNS", "200")
     demo.run(steps=3, device="cpu", figure=None, size=16, train_images=1, test_images=1)
     shown = terminal.getvalue()
     for name in NAMES:  # one tqdm bar per loss, the loss and step time after it
