@@ -77,7 +77,8 @@ def consumer():
     env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep
            + os.environ.get("PATH", "")}
     for command in ([cmake, "-S", str(ROOT / "tests" / "cpp"), "-B", str(build), *generator,
-                     "-DCMAKE_BUILD_TYPE=Release", f"-DCMAKE_PREFIX_PATH={prefix}"],
+                     "-DCMAKE_BUILD_TYPE=Release", f"-DCMAKE_PREFIX_PATH={prefix}",
+                     f"-DCONSUMER_TORCH_HAS_CUDA={'ON' if torch.version.cuda else 'OFF'}"],
                     [cmake, "--build", str(build)]):
         proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
         assert proc.returncode == 0, f"{command}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
