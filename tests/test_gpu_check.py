@@ -4,6 +4,7 @@ equality sweep through the script with --device cpu, the stage time limit,
 and the summary's parsers (pytest junit XML, compute-sanitizer and
 benchmark output)."""
 
+import argparse
 import importlib.machinery
 import importlib.util
 import os
@@ -100,6 +101,19 @@ def test_the_sweep_runs_through_the_script_on_the_cpu(tmp_path):
     assert per_file["test_cuda_equality.py"]["passed"] >= 4, per_file
     assert per_file["test_cuda_equality.py"]["failed"] == 0
     assert "| test_cuda_equality.py |" in proc.stdout
+
+
+def test_the_benchmark_stage_runs_every_suite_the_distance_ones_first():
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    assert sorted(gpu_check.BENCH_SUITES) == sorted({**run.SUITES, **run.RUNNERS})
+    assert gpu_check.BENCH_SUITES[:3] == ["distance", "maps", "distance_losses"]
+    args = argparse.Namespace(python="python3", device="cuda", bench_repeats=5, out="out",
+                              work="work", time_limit=470)
+    command = gpu_check.bench_command(gpu_check.Runner(args))
+    suites = [command[k + 1] for k, arg in enumerate(command) if arg == "--suite"]
+    assert suites == gpu_check.BENCH_SUITES
 
 
 def test_a_stage_past_its_time_limit_is_killed(tmp_path):
