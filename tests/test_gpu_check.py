@@ -116,14 +116,33 @@ def test_the_benchmark_stage_runs_every_suite_the_distance_ones_first():
     assert suites == gpu_check.BENCH_SUITES
 
 
-def test_a_stage_past_its_time_limit_is_killed(tmp_path):
+def test_a_stage_past_its_time_limit_that_ignores_the_interrupt_is_killed(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_check, "INTERRUPT_GRACE", 1.0)
     log = tmp_path / "stage.log"
     start = time.monotonic()
     code, timed_out = gpu_check.run_logged(
-        [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"],
+        [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, "
+         "signal.SIG_IGN); print('started', flush=True); time.sleep(60)"],
         str(log), 2.0, dict(os.environ))
     assert timed_out and code == -9 and time.monotonic() - start < 30
     assert "started" in log.read_text() and "timed out" in log.read_text()
+
+
+def test_tests_past_their_time_limit_are_interrupted_and_still_counted(tmp_path):
+    (tmp_path / "test_some.py").write_text(
+        "import time, pytest\n"
+        "@pytest.mark.parametrize('k', range(5))\n"
+        "def test_quick(k): pass\n"
+        "def test_slow(): time.sleep(60)\n")
+    junit = tmp_path / "junit.xml"
+    start = time.monotonic()
+    code, timed_out = gpu_check.run_logged(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--junitxml",
+         str(junit), str(tmp_path / "test_some.py")], str(tmp_path / "tests.log"), 8.0,
+        dict(os.environ), cwd=str(tmp_path))
+    assert timed_out and code != -9 and time.monotonic() - start < 30
+    assert gpu_check.parse_junit(str(junit)) == {
+        "test_some.py": {"passed": 5, "failed": 0, "skipped": 0}}
 
 
 def test_junit_summary_counts_per_file(tmp_path):
