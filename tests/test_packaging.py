@@ -113,3 +113,18 @@ def test_dev_is_idempotent():
                           timeout=120, env={**os.environ, "PYTHON": sys.executable})
     assert proc.returncode == 0, proc.stderr
     assert "[dev]" not in proc.stderr, f"./dev setup did work again:\n{proc.stderr}"
+
+
+def test_readme_names_every_public_function_module_and_op():
+    # The README is the API reference: a public name it does not mention is
+    # one users cannot find (LogCoshDiceLoss was, until this test).
+    import segloss
+    import segloss.nn
+    import segloss.numpy
+    readme = (ROOT / "README.md").read_text()
+    public = [f"{module.__name__}.{name}" for module in (segloss, segloss.nn, segloss.numpy)
+              for name in module.__all__]
+    assert len(public) > 40
+    missing = [name for name in public if not re.search(rf"\b{name.split('.')[-1]}\b", readme)]
+    missing += [f"segloss::{op}" for op in SCHEMA_OPS if f"`segloss::{op}`" not in readme]
+    assert not missing, f"not in README.md: {missing}"
