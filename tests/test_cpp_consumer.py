@@ -3,6 +3,7 @@ LibTorch and ``find_package(segloss)``: it loads a TorchScript model saved
 here whose forward calls segloss losses, runs forward and backward with no
 Python, and must print what Python computes."""
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -65,13 +66,15 @@ def _cmake():
 
 @pytest.fixture(scope="module")
 def consumer():
-    """Configures and builds tests/cpp into build/cpp-consumer (kept between
-    runs: a rebuild is incremental)."""
+    """Configures and builds tests/cpp into build/cpp-consumer-<digest> (kept
+    between runs: a rebuild is incremental). One folder per torch and segloss
+    install: CMake keeps the Torch_DIR and segloss_DIR it found first, so a
+    folder shared by two venvs built the second's program against the first's."""
     cmake = _cmake()
     if cmake is None:
         pytest.skip("cmake not found")
-    build = ROOT / "build" / "cpp-consumer"
     prefix = ";".join([torch.utils.cmake_prefix_path, segloss.cmake_prefix_path()])
+    build = ROOT / "build" / f"cpp-consumer-{hashlib.sha1(prefix.encode()).hexdigest()[:10]}"
     generator = ["-G", "Ninja"] if shutil.which("ninja", path=str(Path(cmake).parent)
                                                 + os.pathsep + os.environ.get("PATH", "")) else []
     env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep
