@@ -10,6 +10,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tarfile
 import time
 import zipfile
 from pathlib import Path
@@ -94,13 +95,20 @@ def test_install_stage_installs_the_folder_of_wheels(tmp_path):
 
 
 def test_the_sweep_runs_through_the_script_on_the_cpu(tmp_path):
+    results = tmp_path / "results"
     proc = _script("--device", "cpu", "--stages", "tests", "--work", str(tmp_path),
+                   "--results", str(results),
                    "--pytest", "-k 'bce-logits-2d-mean or two_nearest-2d-int32'", timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     per_file = gpu_check.parse_junit(str(tmp_path / "logs" / "junit.xml"))
     assert per_file["test_cuda_equality.py"]["passed"] >= 4, per_file
     assert per_file["test_cuda_equality.py"]["failed"] == 0
     assert "| test_cuda_equality.py |" in proc.stdout
+    # Two files for a caller that brings back few: the summary and every log.
+    assert sorted(p.name for p in results.iterdir()) == ["logs.tar.gz", "summary.md"]
+    with tarfile.open(results / "logs.tar.gz") as archive:
+        assert "gpu_check_logs/junit.xml" in archive.getnames()
+    assert "| test_cuda_equality.py |" in (results / "summary.md").read_text()
 
 
 def test_the_benchmark_stage_runs_every_suite_the_distance_ones_first():
@@ -167,8 +175,18 @@ def test_junit_summary_counts_per_file(tmp_path):
                                      details={"memcheck": "0 errors", "racecheck": "0 hazards"}),
                gpu_check.StageResult("bench", "ok", 60.0,
                                      details={"tables": ["| case | segloss ms |", "|---|---|"]})]
+    failures = gpu_check.parse_junit_failures(str(junit))
+    assert len(failures) == 1 and failures[0].startswith("tests.test_sample::test_fail - ")
+    assert "assert False" in failures[0], failures
+    results[0].details["failures"] = failures
     summary = gpu_check.format_summary(results, "H200")
     assert "| test_sample.py | 3 | 1 | 1 |" in summary
+    assert "## Failed tests\n\n- tests.test_sample::test_fail - " in summary
+    # Printed, the tables come first and the verdict last.
+    shown = gpu_check.format_bench_tables(results) + gpu_check.format_summary(
+        results, "H200", with_bench=False)
+    assert shown.index("| case | segloss ms |") < shown.index("| **total** | 3 | 1 | 1 |")
+    assert "## Benchmarks" not in gpu_check.format_summary(results, "H200", with_bench=False)
     assert "| **total** | 3 | 1 | 1 |" in summary
     assert "- memcheck: 0 errors" in summary and "| case | segloss ms |" in summary
     assert gpu_check.exit_status(results) == 1
