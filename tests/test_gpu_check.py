@@ -195,6 +195,30 @@ def test_junit_summary_counts_per_file(tmp_path):
     assert gpu_check.exit_status(results) == 0
 
 
+def test_sanitizer_finding_names_the_first_report_and_the_program_failure():
+    memcheck = ("========= COMPUTE-SANITIZER\n"
+                "dice-2d-small: loss ()\n"
+                "========= Invalid __global__ read of size 4 bytes\n"
+                "=========     at dice_partial_sums_kernel(...)+0x1a0\n"
+                "=========     by thread (3,0,0) in block (7,0,0)\n"
+                "=========     Address 0x7f00 is out of bounds\n"
+                "=========\n"
+                "Traceback (most recent call last):\n"
+                "torch.AcceleratorError: CUDA error: unspecified launch failure\n"
+                "========= ERROR SUMMARY: 1 error\n")
+    finding = gpu_check.sanitizer_finding(memcheck, 1, False)
+    assert finding.startswith("1 error; first: Invalid __global__ read of size 4 bytes / at "
+                              "dice_partial_sums_kernel(...)+0x1a0 / by thread (3,0,0)"), finding
+    assert finding.endswith("; the program failed: torch.AcceleratorError: CUDA error: "
+                            "unspecified launch failure"), finding
+    assert gpu_check.sanitizer_finding(
+        "========= COMPUTE-SANITIZER\nbce-2d: loss ()\n74 op calls\n"
+        "========= ERROR SUMMARY: 0 errors\n", 0, False) == "0 errors"
+    assert gpu_check.sanitizer_finding(
+        "========= COMPUTE-SANITIZER\nbce-2d: loss ()\ndice-3d: loss ()\n", -9,
+        True) == "timed out after dice-3d"
+
+
 def test_sanitizer_and_benchmark_output_parsers():
     assert gpu_check.parse_sanitizer_log(
         "========= COMPUTE-SANITIZER\nok\n========= ERROR SUMMARY: 0 errors\n") == "0 errors"
