@@ -239,7 +239,9 @@ def dice_sums_torch(x, target, activation="sigmoid", gamma=1.0, ignore_index=Non
         if C == 1:
             y = (safe_labels == 1).to(torch.float64).unsqueeze(1)
         else:
-            y = F.one_hot(safe_labels, C).movedim(-1, 1).to(torch.float64)
+            # one-hot by comparison (F.one_hot refuses C = 0 on an empty tensor)
+            classes = torch.arange(C).reshape((1, C) + (1,) * len(dims))
+            y = (safe_labels.unsqueeze(1) == classes).to(torch.float64)
         m = keep.unsqueeze(1).to(torch.float64)
     else:
         y = target.detach().to("cpu", torch.float64)

@@ -771,8 +771,9 @@ def test_unsmoothed_empty_group_among_others(gen):
 
 @pytest.mark.parametrize("batch_dice", [False, True])
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("shape", [(0, 3, 4, 5), (2, 3, 0, 5), (2, 3, 0), (0, 2, 3, 0, 4)],
-                         ids=["N=0", "H=0", "L=0", "N=0,D=0"])
+@pytest.mark.parametrize("shape", [(0, 3, 4, 5), (2, 3, 0, 5), (2, 3, 0), (0, 2, 3, 0, 4),
+                                   (2, 0, 0, 5)],
+                         ids=["N=0", "H=0", "L=0", "N=0,D=0", "C=0,H=0"])
 @pytest.mark.parametrize("target", ["dense", "labels"])
 def test_zero_size(target, shape, reduction, batch_dice, gen):
     x = make_dice_input("softmax", shape, gen)
@@ -1000,6 +1001,9 @@ def _error_cases():
         c("label-too-big-with-ignore", RuntimeError,
           "class indices in target must lie in [0, 3) or equal ignore_index", (x, bad_label),
           {"ignore_index": 255}),
+        c("label-no-channel", ValueError,
+          "a class-index target needs an input with at least one channel, got input of shape "
+          "[2, 0, 4, 5] and a target of 40 class indices", (x[:, :0], labels)),
         c("binary-label-2", RuntimeError, "class indices in target must lie in [0, 2)",
           (x[:, :1], binary_bad)),
         c("ignore-float-target", ValueError,

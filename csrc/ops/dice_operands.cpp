@@ -104,6 +104,12 @@ void check_dice_arguments(std::string_view op, const at::Tensor& input, const at
                 c10::SymIntArrayRef(label_shape(input, true)), " for input of shape ",
                 input.sym_sizes(),
                 ", got ", target.sym_sizes());
+    // With no channel no class index is valid (as torch's cross_entropy).
+    TORCH_CHECK_VALUE(input.sym_size(1) != 0 || target.sym_numel() == 0, op,
+                      ": a class-index target needs an input with at least one channel, got "
+                      "input of shape ",
+                      input.sym_sizes(), " and a target of ", target.sym_numel(),
+                      " class indices");
   } else {
     check_floating(op, "target", target);
     TORCH_CHECK(target.sym_sizes() == input.sym_sizes(), op,
