@@ -555,14 +555,20 @@ def cases():
                            "signed", None, 3),
         # The CUDA passes' tile forms (core/binary_distance_tiles.h): the first
         # pass of a 200 x 300 image takes groups of lines (a slab is past the
-        # tile's 40 KiB), a 1500-long axis tiles in global memory, in
-        # float states and, with sampling, double ones.
+        # tile's 40 KiB), a 1500-long axis groups in the device's opt-in
+        # shared memory, a 9000-long one tiles in global memory (288 KB a
+        # group), in float states and, with sampling, double ones.
         _distance_map_case("distance_map-boundary-2d-round-objects",
                            _round_objects((2, 1, 200, 300), torch.bool, 5), "boundary", None, 2),
         _distance_map_case("distance_map-signed-2d-long-axis",
                            _round_objects((1, 1, 1500, 24), torch.uint8, 6), "signed", None, 2),
         _distance_map_case("distance_map-boundary-2d-long-axis-sampling",
                            _round_objects((1, 1, 1500, 24), torch.uint8, 6), "boundary",
+                           [0.5, 0.5], 2),
+        _distance_map_case("distance_map-signed-2d-global-axis",
+                           _round_objects((1, 1, 9000, 16), torch.uint8, 6), "signed", None, 2),
+        _distance_map_case("distance_map-boundary-2d-global-axis-sampling",
+                           _round_objects((1, 1, 9000, 16), torch.bool, 6), "boundary",
                            [0.5, 0.5], 2),
         # One small disk in long rows: the tile searches skip blocks of 32
         # (empty, or far from the border) on both axes, with sampling too.

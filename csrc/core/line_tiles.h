@@ -101,7 +101,7 @@ inline LineTiles line_tiles(int64_t n, int64_t inner, int64_t outer, int64_t sta
 }
 
 // The tiles of a pass whose lines fit no tile in shared memory (longer than
-// about 7,100 pixels on an H200): the same tiles, held in global memory
+// about 6,800 pixels on an H100 or H200): the same tiles, held in global memory
 // instead, of at most `scratch_bytes`, but at least one group of lines (so
 // that every line fits one); the kernels load a tile and search it in
 // separate launches where a block loads and searches its tile in shared

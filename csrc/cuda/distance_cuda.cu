@@ -1,7 +1,7 @@
 // CUDA kernels of the distance-transform ops, over every image of the batch
 // at once, every pixel in parallel, each from its line held in a tile
 // (core/line_tiles.h): in shared memory where the lines fit one, else (lines
-// longer than about 7,100 pixels) in global memory, in the same layout. The
+// across more than about 6,800 pixels) in global memory, in the same layout. The
 // two-nearest state (two_nearest_distances, unet_weight_map):
 // two_nearest_on_line, at any spacing. The distance maps: nearest_on_line
 // (core/binary_distance_tiles.h). Both give the CPU's values bit for bit (the
@@ -221,28 +221,41 @@ __global__ void two_nearest_global_search_kernel(NearestPair* state, core::LineT
   SEGLOSS_GRID_STRIDE_LOOP(e, tiles.elements) tile.search(state, tiles, t, e, spacing);
 }
 
+// The tiles of a line pass in shared memory: within the 48 KiB any block
+// gets, where they fit (several blocks per SM); else within the device's
+// opt-in shared memory per block (227 KiB on an H100 or H200: lines of up to
+// 7,097 two-nearest pairs, or across lines up to 6,835 distance-map states),
+// which `kernel` is then allowed. No tiles (tiles == 0) where a line fits neither:
+// the pass then holds its tiles in global memory.
+template <typename Kernel>
+core::LineTiles shared_line_tiles(Kernel* kernel, int64_t n, int64_t inner, int64_t outer,
+                                  int64_t state_bytes, int64_t summary_bits) {
+  core::LineTiles tiles = core::line_tiles(n, inner, outer, state_bytes, summary_bits);
+  if (tiles.tiles > 0) return tiles;
+  int optin = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin,
+                                        c10::cuda::current_device()));
+  tiles = core::line_tiles(n, inner, outer, state_bytes, summary_bits, core::kTileTarget,
+                           int64_t(optin));
+  if (tiles.tiles > 0) {
+    // The kernel's limit is set to the device's whole opt-in, the same on
+    // every call: a limit set to this tile's size could fall, between another
+    // host thread's setting and its launch, below that thread's tile.
+    C10_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
+  }
+  return tiles;
+}
+
 // A two-nearest pass along an axis of lines of n pairs (outer slabs of n x
-// inner), in tiles: within the 48 KiB any block gets, where they fit
-// (several blocks per SM); else within the device's opt-in shared memory per
-// block (227 KiB on an H100 or H200: lines of up to about 7,100 pixels),
-// which the tile kernel is then allowed; else in global memory.
+// inner), in tiles in shared memory where a line fits one, else in global
+// memory.
 void two_nearest_pass(NearestPair* pairs, int64_t n, int64_t inner, int64_t outer, double spacing,
                       const at::TensorOptions& options, cudaStream_t stream) {
   const int64_t pair_bytes = int64_t(sizeof(NearestPair));
   const int64_t summary_bits = core::two_nearest_summary_bits(n);
-  core::LineTiles tiles = core::line_tiles(n, inner, outer, pair_bytes, summary_bits);
-  if (tiles.tiles == 0) {
-    int optin = 0;
-    C10_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin,
-                                          c10::cuda::current_device()));
-    tiles = core::line_tiles(n, inner, outer, pair_bytes, summary_bits, core::kTileTarget,
-                             int64_t(optin));
-    if (tiles.tiles > 0) {
-      C10_CUDA_CHECK(cudaFuncSetAttribute(two_nearest_tile_pass_kernel,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          int(tiles.shared_bytes())));
-    }
-  }
+  core::LineTiles tiles = shared_line_tiles(two_nearest_tile_pass_kernel, n, inner, outer,
+                                            pair_bytes, summary_bits);
   if (tiles.tiles > 0) {
     two_nearest_tile_pass_kernel<<<std::min(tiles.tiles, kMaxBlocks), kThreads,
                                    size_t(tiles.shared_bytes()), stream>>>(pairs, tiles, spacing);
@@ -523,7 +536,8 @@ void binary_distance_maps(const at::Tensor& mask, const core::Grid& image, core:
     float* maps = axis == image.ndim - 1 ? out.data_ptr<float>() : nullptr;
     const int64_t state_bytes = int64_t(sizeof(State));
     const int64_t summary_bits = core::binary_summary_bits<State>(n);
-    core::LineTiles tiles = core::line_tiles(n, inner, outer, state_bytes, summary_bits);
+    core::LineTiles tiles = shared_line_tiles(binary_tile_pass_kernel<State>, n, inner, outer,
+                                              state_bytes, summary_bits);
     if (tiles.tiles > 0) {
       binary_tile_pass_kernel<State>
           <<<std::min(tiles.tiles, kMaxBlocks), kThreads, size_t(tiles.shared_bytes()),
