@@ -4,10 +4,12 @@
 // across more than about 6,800 pixels) in global memory, in the same layout. The
 // two-nearest state (two_nearest_distances, unet_weight_map):
 // two_nearest_on_line, at any spacing. The distance maps: nearest_on_line
-// (core/binary_distance_tiles.h). Both give the CPU's values bit for bit (the
-// same arithmetic, never fused: core/rounding.h, and the same exact order of
-// candidates), as tests/cpp/two_nearest_tiles.cpp and
-// binary_distance_tiles.cpp check on the CPU.
+// (core/binary_distance_tiles.h). A pass's steps over a tile are
+// core/tile_passes.h's, with atomic updates of the summaries. Both give the
+// CPU's values bit for bit (the same arithmetic, never fused:
+// core/rounding.h, and the same exact order of candidates), as
+// tests/cpp/two_nearest_tiles.cpp and binary_distance_tiles.cpp check on the
+// CPU, running the same steps over the same tile memory.
 #include <ATen/Dispatch_v2.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -25,6 +27,7 @@
 #include "../core/binary_distance_tiles.h"
 #include "../core/distance_transform.h"
 #include "../core/line_tiles.h"
+#include "../core/tile_passes.h"
 #include "../core/two_nearest.h"
 #include "../core/unet_weight.h"
 #include "../ops/checks.h"
@@ -92,96 +95,41 @@ struct InitialBinaryState {
   }
 };
 
-// Atomic minima and or-s onto a tile's summaries, in shared or global
-// memory, each made only where it changes the value read first (a stale read
-// only makes one more atomic): a line's pixels mostly leave its summaries as
-// they are, and in global memory a warp's pixels may share one line. Floors
-// are non-negative floats or doubles, whose bit patterns order as they do.
-__device__ void floor_min(float* at, float value) {
-  if (value < *at) atomicMin(reinterpret_cast<unsigned*>(at), __float_as_uint(value));
-}
-__device__ void floor_min(double* at, double value) {
-  if (value < *at) {
-    atomicMin(reinterpret_cast<unsigned long long*>(at),
-              (unsigned long long)__double_as_longlong(value));
-  }
-}
+// The tile summaries' updates (core/tile_passes.h): atomic minima, maxima
+// and or-s, in shared or global memory, each made only where it changes the
+// value read first (a stale read only makes one more atomic): a line's
+// pixels mostly leave its summaries as they are, and in global memory a
+// warp's pixels may share one line. Floors are non-negative floats or
+// doubles, whose bit patterns order as they do.
 static_assert(sizeof(InstanceId) == sizeof(unsigned long long), "64-bit atomics on ids");
-__device__ void id_min(InstanceId* at, InstanceId id) {
-  if (id < *at) atomicMin(reinterpret_cast<unsigned long long*>(at), (unsigned long long)id);
-}
-__device__ void id_max(InstanceId* at, InstanceId id) {
-  if (id > *at) atomicMax(reinterpret_cast<unsigned long long*>(at), (unsigned long long)id);
-}
-__device__ void flags_or(unsigned* at, unsigned bits) {
-  if ((*at & bits) != bits) atomicOr(at, bits);
-}
+struct AtomicUpdates {
+  static __device__ void floor_min(float* at, float value) {
+    if (value < *at) atomicMin(reinterpret_cast<unsigned*>(at), __float_as_uint(value));
+  }
+  static __device__ void floor_min(double* at, double value) {
+    if (value < *at) {
+      atomicMin(reinterpret_cast<unsigned long long*>(at),
+                (unsigned long long)__double_as_longlong(value));
+    }
+  }
+  static __device__ void id_min(InstanceId* at, InstanceId id) {
+    if (id < *at) atomicMin(reinterpret_cast<unsigned long long*>(at), (unsigned long long)id);
+  }
+  static __device__ void id_max(InstanceId* at, InstanceId id) {
+    if (id > *at) atomicMax(reinterpret_cast<unsigned long long*>(at), (unsigned long long)id);
+  }
+  static __device__ void flags_or(unsigned* at, unsigned bits) {
+    if ((*at & bits) != bits) atomicOr(at, bits);
+  }
+};
+using TwoNearestTile = core::TwoNearestTile<AtomicUpdates>;
+template <typename State>
+using BinaryTile = core::BinaryTile<State, AtomicUpdates>;
 
 // The summaries of a global-memory tile are reset by every thread of the
 // grid, those of a shared-memory tile by every thread of its block.
 __device__ int64_t grid_thread() { return int64_t(blockIdx.x) * blockDim.x + threadIdx.x; }
 __device__ int64_t grid_threads() { return int64_t(blockDim.x) * gridDim.x; }
-
-// A two-nearest tile's memory: its pairs, its lines' id ranges, then their
-// blocks' floors and id ranges (LineTiles::shared_bytes).
-struct TwoNearestTile {
-  NearestPair* pairs;
-  core::LineIdRange* ranges;
-  double* floors;
-  core::LineIdRange* block_ids;
-  int64_t blocks;  // per line
-
-  __device__ TwoNearestTile(unsigned char* memory, const core::LineTiles& tiles)
-      : pairs(reinterpret_cast<NearestPair*>(memory)),
-        ranges(reinterpret_cast<core::LineIdRange*>(pairs + tiles.elements)),
-        floors(reinterpret_cast<double*>(ranges + tiles.lines)),
-        block_ids(reinterpret_cast<core::LineIdRange*>(
-            floors + tiles.lines * core::search_blocks(tiles.n))),
-        blocks(core::search_blocks(tiles.n)) {}
-
-  // Empties the summaries, thread `first` of `step` threads.
-  __device__ void reset(const core::LineTiles& tiles, int64_t first, int64_t step) const {
-    for (int64_t l = first; l < tiles.lines; l += step) ranges[l] = core::empty_id_range();
-    for (int64_t b = first; b < tiles.lines * blocks; b += step) {
-      floors[b] = core::infinite_distance();
-      block_ids[b] = core::empty_id_range();
-    }
-  }
-
-  // Loads element e of tile t, folding it into its line's id range and its
-  // block's floor and id range.
-  __device__ void load(const NearestPair* state, const core::LineTiles& tiles, int64_t t,
-                       int64_t e, double inverse_square) const {
-    const core::TileElement el = tiles.element(t, e);
-    if (!el.valid) return;
-    const NearestPair pair = state[el.offset];
-    pairs[e] = pair;
-    const int64_t block = el.line * blocks + el.q / core::kSearchBlock;
-    for (int k = 0; k < 2; ++k) {
-      if (pair.id[k] == kNoInstance) continue;
-      id_min(&ranges[el.line].low, pair.id[k]);
-      id_max(&ranges[el.line].high, pair.id[k]);
-      id_min(&block_ids[block].low, pair.id[k]);
-      id_max(&block_ids[block].high, pair.id[k]);
-    }
-    const double floor = core::position_floor(pair, el.q, inverse_square);
-    if (floor != core::infinite_distance()) floor_min(floors + block, floor);
-  }
-
-  // Element e's new pair, from its line in the tile (skipping blocks); a
-  // line without ids keeps its empty pairs.
-  __device__ void search(NearestPair* state, const core::LineTiles& tiles, int64_t t, int64_t e,
-                         double spacing) const {
-    const core::TileElement el = tiles.element(t, e);
-    if (!el.valid) return;
-    const core::LineIdRange range = ranges[el.line];
-    if (!core::range_has_ids(range)) return;
-    state[el.offset] = core::two_nearest_on_line(pairs + e, tiles.width, el.q, tiles.n, spacing,
-                                                 core::range_has_one_id(range),
-                                                 floors + el.line * blocks,
-                                                 block_ids + el.line * blocks);
-  }
-};
 
 // A pass in shared-memory tiles: a block loads a tile, then gives each of
 // its pixels its new pair, in place (the tile's lines are its own).
@@ -398,70 +346,8 @@ at::Tensor unet_weight_map_cuda(const at::Tensor& labels, double w0, double sigm
 // in shared memory, the last pass the maps. tests/cpp/binary_distance_tiles.cpp
 // runs these steps on the CPU.
 
-// The map's value, or 0 in an image without both classes.
-__device__ float map_output(core::DistanceMap map, double state, unsigned long long foreground,
-                            int64_t pixels) {
-  return core::has_both_classes(int64_t(foreground), pixels)
-             ? core::distance_map_value<float>(map, state)
-             : 0.0f;
-}
-
-// A maps tile's memory: its states, its lines' blocks' floors (two per
-// block), then its lines' flags (LineTiles::shared_bytes).
 template <typename State>
-struct BinaryTile {
-  State* states;
-  State* floors;
-  unsigned* flags;
-  int64_t floors_per_line;
-
-  __device__ BinaryTile(unsigned char* memory, const core::LineTiles& tiles)
-      : states(reinterpret_cast<State*>(memory)),
-        floors(states + tiles.elements),
-        flags(reinterpret_cast<unsigned*>(floors + tiles.lines * 2 * core::search_blocks(tiles.n))),
-        floors_per_line(2 * core::search_blocks(tiles.n)) {}
-
-  // Empties the summaries, thread `first` of `step` threads.
-  __device__ void reset(const core::LineTiles& tiles, int64_t first, int64_t step) const {
-    for (int64_t w = first; w < core::line_flag_words(tiles.lines); w += step) flags[w] = 0;
-    for (int64_t f = first; f < tiles.lines * floors_per_line; f += step) {
-      floors[f] = State(core::infinite_distance());
-    }
-  }
-
-  // Loads element e of tile t, folding it into its line's flags and its
-  // block's floors.
-  __device__ void load(const State* state, const core::LineTiles& tiles, int64_t t,
-                       int64_t e) const {
-    const core::TileElement el = tiles.element(t, e);
-    if (!el.valid) return;
-    const State own = state[el.offset];
-    states[e] = own;
-    flags_or(flags + el.line / 8, core::line_flags(own) << core::line_flag_shift(el.line));
-    State* block = floors + el.line * floors_per_line + 2 * (el.q / core::kSearchBlock);
-    floor_min(block, core::binary_floor_share(own, true));
-    floor_min(block + 1, core::binary_floor_share(own, false));
-  }
-
-  // Element e's new state from its line in the tile (skipping blocks), in
-  // place, or with `out` (the last pass) its map.
-  __device__ void search(State* state, const core::LineTiles& tiles, int64_t t, int64_t e,
-                         double spacing, core::DistanceMap map,
-                         const unsigned long long* foreground, int64_t pixels, float* out) const {
-    const core::TileElement el = tiles.element(t, e);
-    if (!el.valid) return;
-    const unsigned line = flags[el.line / 8] >> core::line_flag_shift(el.line);
-    const State next = core::line_needs_search(line)
-                           ? core::nearest_on_line(states + e, tiles.width, el.q, tiles.n,
-                                                   spacing, floors + el.line * floors_per_line)
-                           : states[e];
-    if (out != nullptr) {
-      out[el.offset] = map_output(map, double(next), foreground[el.offset / pixels], pixels);
-    } else {
-      state[el.offset] = next;
-    }
-  }
-};
+using BinaryPassOutput = core::BinaryPassOutput<State, unsigned long long>;
 
 // A line pass in shared-memory tiles: a block loads a tile, then gives each
 // of its pixels its new state in place (the tile's lines are its own), or
@@ -473,6 +359,7 @@ __global__ void binary_tile_pass_kernel(State* state, core::LineTiles tiles, dou
                                         float* out) {
   extern __shared__ __align__(16) unsigned char tile_memory[];
   const BinaryTile<State> tile(tile_memory, tiles);
+  const BinaryPassOutput<State> output{state, out, map, foreground, pixels};
   for (int64_t t = blockIdx.x; t < tiles.tiles; t += gridDim.x) {
     tile.reset(tiles, threadIdx.x, blockDim.x);
     __syncthreads();
@@ -481,7 +368,7 @@ __global__ void binary_tile_pass_kernel(State* state, core::LineTiles tiles, dou
     }
     __syncthreads();
     for (int64_t e = threadIdx.x; e < tiles.elements; e += blockDim.x) {
-      tile.search(state, tiles, t, e, spacing, map, foreground, pixels, out);
+      tile.search(tiles, t, e, spacing, output);
     }
     __syncthreads();  // the next tile overwrites shared memory
   }
@@ -505,9 +392,8 @@ __global__ void binary_global_search_kernel(State* state, core::LineTiles tiles,
                                             const unsigned long long* foreground, int64_t pixels,
                                             float* out) {
   const BinaryTile<State> tile(memory, tiles);
-  SEGLOSS_GRID_STRIDE_LOOP(e, tiles.elements) {
-    tile.search(state, tiles, t, e, spacing, map, foreground, pixels, out);
-  }
+  const BinaryPassOutput<State> output{state, out, map, foreground, pixels};
+  SEGLOSS_GRID_STRIDE_LOOP(e, tiles.elements) tile.search(tiles, t, e, spacing, output);
 }
 
 // The maps of `mask`'s images (images x spatial, read in place) into `out`,

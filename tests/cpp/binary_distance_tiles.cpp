@@ -1,8 +1,8 @@
-// The CUDA distance maps' algorithm run on the CPU: the same core functions
-// (csrc/core/binary_distance_tiles.h) in the same order as the kernels of
-// csrc/cuda/distance_cuda.cu, one tile after another where the GPU runs
-// them side by side (a tile's lines are its own, so the order does not
-// matter). Built and run by tests/test_distance_tiles.py, which compares the
+// The CUDA distance maps' algorithm run on the CPU: the kernels' own steps
+// over a tile (csrc/core/tile_passes.h, with plain updates where the kernels
+// of csrc/cuda/distance_cuda.cu use atomics) over the same tile memory, in
+// the same order, one tile after another where the GPU runs them side by
+// side (a tile's lines are its own, so the order does not matter). Built and run by tests/test_distance_tiles.py, which compares the
 // maps with the CPU driver's and with SciPy.
 //
 //   binary_distance_tiles MAP STATE TARGET MAX_BYTES SCRATCH IMAGES NDIM SIZE... SPACING... IN OUT
@@ -33,6 +33,7 @@
 
 #include "../../csrc/core/binary_distance.h"
 #include "../../csrc/core/binary_distance_tiles.h"
+#include "../../csrc/core/tile_passes.h"
 
 using namespace segloss::core;
 
@@ -41,7 +42,7 @@ namespace {
 template <typename State>
 void distance_maps(const std::vector<unsigned char>& mask, int64_t images, const Grid& image,
                    DistanceMap map, int64_t target, int64_t max_bytes, int64_t scratch_bytes,
-                   std::vector<float>& out, bool report_forms = true, bool skip_blocks = true) {
+                   std::vector<float>& out, bool report_forms = true) {
   const int64_t pixels = image.numel(), total = images * pixels;
   // The initial states and each image's foreground count (initial_states_kernel).
   std::vector<State> state(total);
@@ -50,11 +51,6 @@ void distance_maps(const std::vector<unsigned char>& mask, int64_t images, const
     state[i] = initial_binary_state<State>(mask[i] != 0);
     foreground[i / pixels] += mask[i] != 0;
   }
-  const auto write_map = [&](int64_t offset, State s) {
-    out[offset] = has_both_classes(foreground[offset / pixels], pixels)
-                      ? distance_map_value<float>(map, double(s))
-                      : 0.0f;
-  };
   for (int axis = 0; axis < image.ndim; ++axis) {
     const int64_t n = image.size[axis], inner = image.inner(axis);
     const bool last = axis == image.ndim - 1;
@@ -69,46 +65,21 @@ void distance_maps(const std::vector<unsigned char>& mask, int64_t images, const
                                 scratch_bytes);
     }
     // binary_tile_pass_kernel, or the global kernels' three launches per
-    // tile: load the tile, its lines' blocks' floors and its lines' flags,
-    // then every pixel's new state, in place (skipping blocks, or with
-    // `skip_blocks` off, not).
-    std::vector<State> tile(tiles.elements);
-    std::vector<unsigned> flags(line_flag_words(tiles.lines));
-    const int64_t floors_per_line = 2 * search_blocks(n);
-    std::vector<State> floors(tiles.lines * floors_per_line);
+    // tile, over one tile's memory of exactly LineTiles::shared_bytes (as
+    // the kernels have it: under the sanitizers, a step past it is caught).
+    std::vector<unsigned char> memory(tiles.shared_bytes());
+    const BinaryTile<State, SerialUpdates> tile(memory.data(), tiles);
+    const BinaryPassOutput<State, int64_t> output{state.data(), last ? out.data() : nullptr, map,
+                                                  foreground.data(), pixels};
     for (int64_t t = 0; t < tiles.tiles; ++t) {
-      std::fill(flags.begin(), flags.end(), 0u);
-      std::fill(floors.begin(), floors.end(), State(infinite_distance()));
+      tile.reset(tiles, 0, 1);
+      for (int64_t e = 0; e < tiles.elements; ++e) tile.load(state.data(), tiles, t, e);
       for (int64_t e = 0; e < tiles.elements; ++e) {
-        const TileElement el = tiles.element(t, e);
-        if (!el.valid) continue;
-        tile[e] = state[el.offset];
-        flags[el.line / 8] |= line_flags(tile[e]) << line_flag_shift(el.line);
-        State* block = floors.data() + el.line * floors_per_line + 2 * (el.q / kSearchBlock);
-        for (int k = 0; k < 2; ++k) {
-          const State share = binary_floor_share(tile[e], k == 0);
-          block[k] = share < block[k] ? share : block[k];
-        }
-      }
-      for (int64_t e = 0; e < tiles.elements; ++e) {
-        const TileElement el = tiles.element(t, e);
-        if (!el.valid) continue;
-        const unsigned line = flags[el.line / 8] >> line_flag_shift(el.line);
-        const State next =
-            line_needs_search(line)
-                ? nearest_on_line(tile.data() + e, tiles.width, el.q, n, image.spacing[axis],
-                                  skip_blocks ? floors.data() + el.line * floors_per_line : nullptr)
-                : tile[e];
-        if (last) {
-          write_map(el.offset, next);
-        } else {
-          state[el.offset] = next;
-        }
+        tile.search(tiles, t, e, image.spacing[axis], output);
       }
     }
   }
 }
-
 
 struct Serial {
   template <typename Body>

@@ -1,7 +1,8 @@
-// The CUDA two-nearest transform's algorithm run on the CPU: the same core
-// functions (csrc/core/two_nearest.h, line_tiles.h) in the same order as the
-// kernels of csrc/cuda/distance_cuda.cu, one tile after another where the GPU
-// runs them side by side. Built and run by tests/test_distance_tiles.py:
+// The CUDA two-nearest transform's algorithm run on the CPU: the kernels'
+// own steps over a tile (csrc/core/tile_passes.h, with plain updates where
+// the kernels of csrc/cuda/distance_cuda.cu use atomics) over the same tile
+// memory, in the same order, one tile after another where the GPU runs them
+// side by side. Built and run by tests/test_distance_tiles.py:
 //
 //   two_nearest_tiles fuzz COUNT SEED
 //
@@ -33,6 +34,7 @@
 
 #include "../../csrc/core/distance_transform.h"
 #include "../../csrc/core/line_tiles.h"
+#include "../../csrc/core/tile_passes.h"
 #include "../../csrc/core/two_nearest.h"
 #include "fuzz_support.h"
 
@@ -203,34 +205,19 @@ std::vector<NearestPair> cuda_passes(const std::vector<int64_t>& labels, int64_t
       tiles = global_line_tiles(n, inner, outer, pair_bytes, two_nearest_summary_bits(n),
                                 scratch_bytes);
     }
-    // two_nearest_tile_pass_kernel, or the global kernels' three
-    // launches per tile: load a tile and its lines' id ranges and blocks'
-    // floors, then every pixel's new pair from the tile, in place.
-    const int64_t blocks = search_blocks(n);
-    std::vector<NearestPair> tile(tiles.elements);
-    std::vector<LineIdRange> ranges(tiles.lines);
-    std::vector<double> floors(tiles.lines * blocks);
-    std::vector<LineIdRange> block_ids(tiles.lines * blocks);
+    // two_nearest_tile_pass_kernel, or the global kernels' three launches
+    // per tile, over one tile's memory of exactly LineTiles::shared_bytes
+    // (as the kernels have it: under the sanitizers, a step past it is
+    // caught).
+    std::vector<unsigned char> memory(tiles.shared_bytes());
+    const TwoNearestTile<SerialUpdates> tile(memory.data(), tiles);
+    const double spacing = image.spacing[axis], inverse_square = key_scale(spacing);
     for (int64_t t = 0; t < tiles.tiles; ++t) {
-      for (auto& range : ranges) range = empty_id_range();
-      for (auto& floor : floors) floor = infinite_distance();
-      for (auto& ids : block_ids) ids = empty_id_range();
+      tile.reset(tiles, 0, 1);
       for (int64_t e = 0; e < tiles.elements; ++e) {
-        const TileElement el = tiles.element(t, e);
-        if (!el.valid) continue;
-        tile[e] = state[el.offset];
-        widen(ranges[el.line], tile[e]);
-        add_to_block(floors, block_ids, el.line * blocks, tile[e], el.q, image.spacing[axis]);
+        tile.load(state.data(), tiles, t, e, inverse_square);
       }
-      for (int64_t e = 0; e < tiles.elements; ++e) {
-        const TileElement el = tiles.element(t, e);
-        if (!el.valid || !range_has_ids(ranges[el.line])) continue;
-        state[el.offset] = two_nearest_on_line(&tile[e], tiles.width, el.q, n,
-                                               image.spacing[axis],
-                                               range_has_one_id(ranges[el.line]),
-                                               floors.data() + el.line * blocks,
-                                               block_ids.data() + el.line * blocks);
-      }
+      for (int64_t e = 0; e < tiles.elements; ++e) tile.search(state.data(), tiles, t, e, spacing);
     }
   }
   return state;
