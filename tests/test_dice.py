@@ -257,7 +257,8 @@ def _label_cases():
                     continue
                 if dtype == torch.uint8 and ignore == -100:
                     continue
-                acts = ("sigmoid", "none", "softmax") if c == 1 else ("softmax", "sigmoid")
+                # (a softmax over one channel is refused: test_errors)
+                acts = ("sigmoid", "none") if c == 1 else ("softmax", "sigmoid")
                 for activation in acts:
                     for layout in ("labels", "labels1"):
                         yield pytest.param(
@@ -1028,9 +1029,10 @@ def _error_cases():
           {"smooth_nr": -1e-5}),
         c("smooth_dr-negative", ValueError, "smooth_nr and smooth_dr must be >= 0", (x, y),
           {"smooth_dr": -1.0}),
-        c("no-channel-left", ValueError,
-          r"include_background=False drops channel 0, which leaves no channel",
-          (x[:, :1], y[:, :1]), {"include_background": False}),
+        c("softmax-one-channel", ValueError,
+          "activation='softmax' needs at least 2 channels, got input of shape [2, 1, 4, 5] (a "
+          "softmax over one channel is 1 everywhere); use activation='sigmoid' for a binary "
+          "mask", (x[:, :1], labels), {"activation": "softmax"}),
         c("target-meta", RuntimeError, "target is on meta but input is on cpu",
           (x, y.to("meta"))),
         c("mask-meta", RuntimeError, "mask is on meta but input is on cpu", (x, y),

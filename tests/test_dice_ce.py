@@ -774,10 +774,14 @@ def _error_data():
     (dict(reduction="avg"), ValueError, "reduction must be 'mean' or 'sum'"),
     (dict(smooth_dr=1e-100), ValueError, "smooth_dr = 1e-100 is below the smallest normal "
      "float32"),
+    (dict(lambda_dice=-1.0), ValueError, "lambda_dice must be >= 0, got -1"),
+    (dict(lambda_ce=-0.5), ValueError, "lambda_ce must be >= 0, got -0.5"),
 ], ids=["activation-none", "activation-relu", "reduction-none", "reduction-avg",
-        "tiny-smooth-dr"])
+        "tiny-smooth-dr", "lambda-dice", "lambda-ce"])
 def test_bad_options(entry, kwargs, exc, message):
     x, labels = _error_data()
+    if entry == "module" and ("lambda_dice" in kwargs or "lambda_ce" in kwargs):
+        message = "lambda_dice and lambda_ce must be >= 0"  # checked on construction
     with pytest.raises(exc, match=re.escape(message)):
         if entry == "functional":
             segloss.dice_ce_loss(x, labels, **kwargs)

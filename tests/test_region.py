@@ -12,6 +12,7 @@ and torch.compile tests compare segloss with itself.
 
 import itertools
 import math
+import re
 
 import pytest
 import torch
@@ -745,10 +746,39 @@ def test_errors(name, exc, message, kwargs, entry):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_include_background_false_needs_two_channels(name):
-    with pytest.raises(ValueError, match=f"segloss.{name}: include_background=False drops "
-                                         "channel 0"):
-        getattr(segloss, name)(X[:, :1], SOFT[:, :1], include_background=False)
+def test_include_background_false_is_ignored_for_one_channel(name):
+    # As MONAI (which warns): with one channel there is no other to keep.
+    x, y = X[:, :1].double().requires_grad_(), SOFT[:, :1].double()
+    loss = getattr(segloss, name)(x, y, include_background=False, reduction="none")
+    (grad,) = torch.autograd.grad(loss.sum(), x)
+    ref_loss, ref_grad = region_torch(name, x, y, include_background=True, reduction="none",
+                                      grad_output=torch.ones_like(loss))
+    assert_matches(loss, ref_loss)
+    assert_matches(grad, ref_grad)
+
+
+@pytest.mark.parametrize("module", [spec.module for spec in LOSSES.values()]
+                         + [segloss.nn.DiceCELoss, segloss.nn.DiceFocalLoss],
+                         ids=lambda m: m.__name__)
+def test_modules_refuse_negative_class_weights(module):
+    # As MONAI's weight, checked once on construction.
+    with pytest.raises(ValueError, match=re.escape(
+            f"{module.__name__}: class_weights must be non-negative, got [1.0, -0.5, 2.0]")):
+        module(class_weights=torch.tensor([1.0, -0.5, 2.0]))
+    module(class_weights=torch.tensor([1.0, 0.0, 2.0]))
+
+
+@needs_monai
+@pytest.mark.filterwarnings("ignore:single channel prediction")
+def test_include_background_false_with_one_channel_matches_monai():
+    x, y = X[:, :1].double(), (SOFT[:, :1] > 0.5).double()
+    options = dict(sigmoid=True, include_background=False, reduction="none")
+    for loss, monai in (("dice_loss", MonaiDiceLoss(**options)),
+                        ("tversky_loss", MonaiTverskyLoss(alpha=0.3, beta=0.7, **options)),
+                        ("generalized_dice_loss", MonaiGeneralizedDiceLoss(**options))):
+        params = dict(alpha=0.3, beta=0.7) if loss == "tversky_loss" else {}
+        got = getattr(segloss, loss)(x, y, include_background=False, reduction="none", **params)
+        assert_matches(got, monai(x, y).reshape(got.shape))
 
 
 def test_private_epilogue_names_the_loss_and_rejects_unknown_ones():

@@ -220,10 +220,15 @@ const RegionLoss& region_loss_named(std::string_view name) {
                     ", got '", name, "'");
 }
 
+// include_background=False drops channel 0 of the sums (N, C, ...), except of
+// one channel, where MONAI ignores it (with a warning): no other is left.
+bool drops_background(bool include_background, const at::Tensor& sums) {
+  return !include_background && sums.sym_size(1) > 1;
+}
+
 // The argument checks every region loss shares, its errors naming `op`.
 void check_region_arguments(std::string_view op, const at::Tensor& sums, double smooth_nr,
-                            double smooth_dr, bool include_background,
-                            const std::optional<at::Tensor>& class_weights) {
+                            double smooth_dr, const std::optional<at::Tensor>& class_weights) {
   TORCH_CHECK(sums.dim() == 3 && (sums.sym_size(2) == core::kDiceColumns ||
                                   sums.sym_size(2) == core::kSoftDiceColumns),
               op, ": sums must have shape (N, C, ", static_cast<int>(core::kDiceColumns),
@@ -247,9 +252,6 @@ void check_region_arguments(std::string_view op, const at::Tensor& sums, double 
     check_float32_smoothing("smooth_dr", smooth_dr);
   }
   if (is_given(class_weights)) check_channel_weights(op, "class_weights", *class_weights, sums);
-  TORCH_CHECK_VALUE(include_background || sums.sym_size(1) >= 2, op,
-                    ": include_background=False drops channel 0, which leaves no channel of an "
-                    "input with one channel");
 }
 
 // The named columns of the sums (soft labels: four columns), summed over the
@@ -293,8 +295,9 @@ at::Tensor region_loss_from_sums(const RegionLoss& loss, std::string_view op,
                                  const std::optional<at::Tensor>& class_weights,
                                  std::string_view reduction, const RegionParams& params) {
   const Reduction parsed = parse_reduction(op, reduction);
-  check_region_arguments(op, sums, smooth_nr, smooth_dr, include_background, class_weights);
+  check_region_arguments(op, sums, smooth_nr, smooth_dr, class_weights);
   if (loss.check_params != nullptr) loss.check_params(op, params);
+  include_background = !drops_background(include_background, sums);
   // The epilogue runs in float64 whatever the sums' dtype: on (N, C) values
   // it costs nothing, and float32 would overflow where float64 does not. A
   // tiny smooth_dr makes num / den^2 exceed float32 in a group that weighs 0
@@ -475,12 +478,9 @@ at::Tensor dice_ce_loss(const at::Tensor& input, const at::Tensor& target,
                     ": label_smoothing applies to the softmax cross-entropy "
                     "(F.cross_entropy's label_smoothing), got activation='",
                     activation, "'");
-  // A softmax over one channel is 1 everywhere: its Dice and its cross-entropy
-  // are constants, and a class-index target has only the label 0.
-  TORCH_CHECK_VALUE(activation != "softmax" || input.dim() < 2 || input.sym_size(1) != 1,
-                    kDiceCeOp, ": activation='softmax' needs at least 2 channels, got input of "
-                    "shape ", input.sym_sizes(), " (a softmax over one channel is 1 everywhere); "
-                    "use activation='sigmoid' for a binary mask");
+  TORCH_CHECK_VALUE(lambda_dice >= 0, kDiceCeOp, ": lambda_dice must be >= 0, got ",
+                    lambda_dice);
+  TORCH_CHECK_VALUE(lambda_ce >= 0, kDiceCeOp, ": lambda_ce must be >= 0, got ", lambda_ce);
   const core::Activation parsed_activation = parse_activation(kDiceCeOp, activation);
   const Reduction parsed_reduction = parse_reduction(kDiceCeOp, reduction);
   const at::Tensor sums = dice_sums(kDiceCeOp, input, target, activation, gamma, ignore_index,
@@ -527,7 +527,7 @@ at::Tensor focal_from_sums(const at::Tensor& sums, core::Activation focal_activa
   }
   if (is_given(class_weights)) per_class = per_class * class_weights->to(sums.scalar_type());
   at::Tensor pixels = sums.select(-1, core::kFocalPixels);  // (N, C), equal over C
-  if (!include_background) {
+  if (drops_background(include_background, sums)) {
     per_class = per_class.narrow_symint(1, 1, per_class.sym_size(1) - 1);
     pixels = pixels.narrow_symint(1, 1, pixels.sym_size(1) - 1);
   }
@@ -562,10 +562,6 @@ at::Tensor dice_focal_loss(const at::Tensor& input, const at::Tensor& target,
                     lambda_dice);
   TORCH_CHECK_VALUE(lambda_focal >= 0, kDiceFocalOp, ": lambda_focal must be >= 0, got ",
                     lambda_focal);
-  TORCH_CHECK_VALUE(activation != "softmax" || input.dim() < 2 || input.sym_size(1) != 1,
-                    kDiceFocalOp, ": activation='softmax' needs at least 2 channels, got input of "
-                    "shape ", input.sym_sizes(), " (a softmax over one channel is 1 everywhere); "
-                    "use activation='sigmoid' for a binary mask");
   const Reduction parsed_reduction = parse_reduction(kDiceFocalOp, reduction);
   const at::Tensor sums = dice_sums(kDiceFocalOp, input, target, activation, gamma, ignore_index,
                                     mask, /*cross_entropy=*/false, /*soft_label=*/false, focal,

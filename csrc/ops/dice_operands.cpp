@@ -95,6 +95,12 @@ void check_dice_arguments(std::string_view op, const at::Tensor& input, const at
               ": input must have shape (N, C, *spatial) with 1 to 3 spatial dimensions, got "
               "shape ",
               input.sym_sizes());
+  // A softmax over one channel is 1 everywhere: a constant loss, no gradient.
+  TORCH_CHECK_VALUE(parsed != core::Activation::Softmax || input.sym_size(1) != 1, op,
+                    ": activation='softmax' needs at least 2 channels, got input of shape ",
+                    input.sym_sizes(),
+                    " (a softmax over one channel is 1 everywhere); use activation='sigmoid' "
+                    "for a binary mask");
   check_same_device(op, "target", target, input);
   if (is_label_dtype(target.scalar_type())) {
     TORCH_CHECK(has_shape(target, label_shape(input, false)) ||

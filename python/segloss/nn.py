@@ -195,6 +195,11 @@ class _DiceOptions(torch.nn.Module):
         super().__init__()
         if not gamma >= 1:
             raise ValueError(f"{_name(self)}: gamma must be >= 1, got {gamma}")
+        # Checked once, here, as MONAI does (in forward it would stall each
+        # CUDA step on a copy to the host).
+        if class_weights is not None and bool((class_weights < 0).any()):
+            raise ValueError(f"{_name(self)}: class_weights must be non-negative, got "
+                             f"{class_weights.tolist()}")
         self.activation = activation
         self.gamma = float(gamma)
         self.smooth_nr = float(smooth_nr)
@@ -414,6 +419,9 @@ class DiceCELoss(_DiceOptions):
         super().__init__(activation, gamma, smooth_nr, smooth_dr, batch_dice,
                          include_background, class_weights, ignore_index)
         self.label_smoothing = float(label_smoothing)
+        if not (lambda_dice >= 0 and lambda_ce >= 0):
+            raise ValueError(f"{_name(self)}: lambda_dice and lambda_ce must be >= 0, got "
+                             f"{lambda_dice} and {lambda_ce}")
         self.lambda_dice = float(lambda_dice)
         self.lambda_ce = float(lambda_ce)
         self.reduction = reduction
