@@ -136,6 +136,20 @@ def test_opcheck(dtype, gen):
                           options)
 
 
+@pytest.mark.parametrize("label_smoothing", (0.0,) + SMOOTHING)
+def test_targets_of_weight_zero_only_give_nan_as_torch(label_smoothing, gen):
+    # The weighted mean over no weight is 0 / 0: torch's NaN, with smoothing
+    # too (its smoothing term alone would be finite / 0 = inf).
+    x = make_dice_input("softmax", (1, 3, 3, 5), gen)
+    labels = torch.zeros(1, 3, 5, dtype=torch.int64)
+    w = torch.tensor([0.0, 3.0, 0.5], dtype=torch.float64)
+    ce = segloss.dice_ce_loss(x, labels, class_weights=w, label_smoothing=label_smoothing,
+                              lambda_dice=0.0)
+    want = torch.nn.functional.cross_entropy(x, labels, weight=w,
+                                             label_smoothing=label_smoothing)
+    assert bool(torch.isnan(want)) and bool(torch.isnan(ce))
+
+
 def test_no_smoothing_keeps_a_minus_infinite_logit_finite(gen):
     # The smoothing column is +inf there; with label_smoothing=0 it is unused,
     # as F.cross_entropy(label_smoothing=0) gives a finite loss.

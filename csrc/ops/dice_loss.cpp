@@ -450,9 +450,14 @@ at::Tensor cross_entropy_from_sums(const at::Tensor& sums, core::Activation acti
                 : sums.select(-1, core::kPixels).select(-1, 0).sum();  // included pixels
     // Only when asked: the smoothing column is +inf where a logit is -inf.
     if (label_smoothing > 0) {
-      const at::Tensor smoothing = (sums.select(-1, core::kSmoothingNll) * weights).sum();
-      total = (1 - label_smoothing) * total +
-              label_smoothing * smoothing / c10::Scalar(sums.sym_size(1));
+      // Each term reduced on its own, then mixed, as F.cross_entropy does: a
+      // target of weight 0 only is then NaN (0 / 0 in the first), as torch's.
+      const at::Tensor smoothing =
+          (sums.select(-1, core::kSmoothingNll) * weights).sum() / c10::Scalar(sums.sym_size(1));
+      if (reduction == Reduction::Mean) {
+        return (1 - label_smoothing) * (total / count) + label_smoothing * (smoothing / count);
+      }
+      return (1 - label_smoothing) * total + label_smoothing * smoothing;
     }
   }
   return reduction == Reduction::Mean ? total / count : total;
