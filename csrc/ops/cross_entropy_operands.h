@@ -50,8 +50,9 @@ struct CrossEntropyOperands {
 
 // The reduction's divisor from the counted (not ignored) pixels and their
 // total weight, and the reduced value sum / divisor: a weighted mean with no
-// weight is 0 (no pixel carries any), a mean over no pixels NaN, as in
-// PyTorch. Shared by the CPU and CUDA kernels (host and device).
+// weight is 0 (no pixel carries any; F.cross_entropy's is NaN), a mean over
+// no pixels NaN, as in PyTorch. Shared by the CPU and CUDA kernels (host and
+// device).
 SEGLOSS_INLINE double cross_entropy_divisor(Reduction reduction, double counted,
                                             double total_weight) {
   return reduction == Reduction::Mean           ? counted
