@@ -21,10 +21,17 @@ try:
 except ImportError:  # MONAI is optional (absent on the GPU machines)
     MonaiFocalLoss = None
 
+try:
+    from kornia.losses import binary_focal_loss_with_logits as kornia_binary_focal_loss
+    from kornia.losses import focal_loss as kornia_focal_loss
+except ImportError:  # kornia is optional (absent on the GPU machines)
+    kornia_focal_loss = kornia_binary_focal_loss = None
+
 import segloss
 from helpers import assert_aot_eager_equals_eager, assert_matches, run_python
 
 needs_monai = pytest.mark.skipif(MonaiFocalLoss is None, reason="needs MONAI")
+needs_kornia = pytest.mark.skipif(kornia_focal_loss is None, reason="needs kornia")
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.*deprecated:DeprecationWarning")
 
 GAMMAS = (0.0, 0.5, 1.0, 2.0, 5.0)
@@ -411,6 +418,40 @@ def test_softmax_probability_target_matches_monai(options, reduction, gen):
     (grad,) = torch.autograd.grad(loss, xs)
     torch.testing.assert_close(loss, expected.double(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(grad, expected_grad, rtol=1e-5, atol=1e-6)
+
+
+@needs_kornia
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+@pytest.mark.parametrize("options", [dict(alpha=0.25), dict(alpha=None), dict(alpha=0.6, gamma=0.5),
+                                     dict(alpha=0.25, weighted=True)],
+                         ids=["alpha", "no-alpha", "gamma-0.5", "weight"])
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (1, 4, 3, 4, 5)], ids=["2d", "3d"])
+def test_softmax_matches_kornia(shape, options, reduction, gen):
+    # The README's migration row: kornia's scalar alpha weighs class 0 by
+    # 1 - alpha and the others by alpha, as ours; "none" is [N, C, *spatial].
+    x = torch.randn(shape, generator=gen, dtype=torch.float64) * 2
+    t = _labels(shape, gen)[:, 0]
+    gamma, alpha = options.get("gamma", 2.0), options["alpha"]
+    w = torch.rand(shape[1], generator=gen, dtype=torch.float64) if "weighted" in options else None
+    xk, xs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    want = kornia_focal_loss(xk, t, alpha=alpha, gamma=gamma, reduction=reduction, weight=w)
+    got = segloss.focal_loss(xs, t, gamma, alpha, activation="softmax", class_weights=w,
+                             reduction=reduction)
+    assert_matches(got, want)
+    (want_grad,) = torch.autograd.grad(want.sum(), xk)
+    (got_grad,) = torch.autograd.grad(got.sum(), xs)
+    assert_matches(got_grad, want_grad)
+
+
+@needs_kornia
+@pytest.mark.parametrize("alpha", [0.25, 0.8])
+def test_sigmoid_matches_kornia_binary_focal_loss(alpha, gen):
+    x, y = _data((2, 3, 5, 6), gen)
+    xk, xs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    want = kornia_binary_focal_loss(xk, y, alpha=alpha, gamma=2.0, reduction="mean")
+    got = segloss.focal_loss(xs, y, 2.0, alpha)
+    assert_matches(got, want)
+    assert_matches(torch.autograd.grad(got, xs)[0], torch.autograd.grad(want, xk)[0])
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
