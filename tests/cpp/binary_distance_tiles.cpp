@@ -2,8 +2,9 @@
 // over a tile (csrc/core/tile_passes.h, with plain updates where the kernels
 // of csrc/cuda/distance_cuda.cu use atomics) over the same tile memory, in
 // the same order, one tile after another where the GPU runs them side by
-// side (a tile's lines are its own, so the order does not matter). Built and run by tests/test_distance_tiles.py, which compares the
-// maps with the CPU driver's and with SciPy.
+// side (a tile's lines are its own, so the order does not matter). Built and
+// run by tests/test_distance_tiles.py, which compares the maps with the CPU
+// driver's and with SciPy.
 //
 //   binary_distance_tiles MAP STATE TARGET MAX_BYTES SCRATCH IMAGES NDIM SIZE... SPACING... IN OUT
 //

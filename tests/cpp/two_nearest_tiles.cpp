@@ -25,6 +25,7 @@
 // Prints the first mismatch and exits 1, else "ok" and how many passes took
 // each form.
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -49,22 +50,6 @@ void print_pair(const char* name, const NearestPair& p) {
               (unsigned long long)p.id[0], p.d[1], (unsigned long long)p.id[1]);
 }
 
-// Widens `range` to a pair's ids, as the kernels' id_min / id_max atomics.
-void widen(LineIdRange& range, const NearestPair& pair) {
-  for (int k = 0; k < 2; ++k) {
-    const InstanceId id = pair.id[k];
-    if (id == kNoInstance) continue;
-    range.low = id < range.low ? id : range.low;
-    range.high = id > range.high ? id : range.high;
-  }
-}
-
-LineIdRange id_range(const NearestPair* line, int64_t stride, int64_t n) {
-  LineIdRange range = empty_id_range();
-  for (int64_t q = 0; q < n; ++q) widen(range, line[q * stride]);
-  return range;
-}
-
 bool lines_agree(const std::vector<NearestPair>& got, const std::vector<NearestPair>& want,
                  const char* what) {
   for (size_t x = 0; x < got.size(); ++x) {
@@ -78,31 +63,28 @@ bool lines_agree(const std::vector<NearestPair>& got, const std::vector<NearestP
   return true;
 }
 
-// Folds position q's pair into its block's floor and id range, as the
-// kernel's atomics.
-void add_to_block(std::vector<double>& floors, std::vector<LineIdRange>& block_ids, int64_t first,
-                  const NearestPair& pair, int64_t q, double spacing) {
-  double& floor = floors[first + q / kSearchBlock];
-  const double own = position_floor(pair, q, key_scale(spacing));
-  floor = own < floor ? own : floor;
-  widen(block_ids[first + q / kSearchBlock], pair);
-}
-
 // A later pass along one line as the tile kernel gives it (in place: every
-// new pair from the old line), skipping blocks (`skip`) or not.
+// new pair from the old line): the line as one tile, loaded as the kernels
+// load it, then searched skipping blocks (`skip`) or not.
 std::vector<NearestPair> searched(const std::vector<NearestPair>& line, double spacing,
                                   bool skip) {
   const int64_t n = int64_t(line.size());
-  const LineIdRange range = id_range(line.data(), 1, n);
-  std::vector<double> floors(search_blocks(n), infinite_distance());
-  std::vector<LineIdRange> block_ids(search_blocks(n), empty_id_range());
-  for (int64_t q = 0; q < n; ++q) add_to_block(floors, block_ids, 0, line[q], q, spacing);
+  const LineTiles tiles = line_tiles(n, 1, 1, int64_t(sizeof(NearestPair)),
+                                     two_nearest_summary_bits(n), n, INT64_MAX);
+  std::vector<unsigned char> memory(tiles.shared_bytes());
+  const TwoNearestTile<SerialUpdates> tile(memory.data(), tiles);
+  tile.reset(tiles, 0, 1);
+  for (int64_t e = 0; e < n; ++e) tile.load(line.data(), tiles, 0, e, key_scale(spacing));
   std::vector<NearestPair> out(line);
+  if (skip) {
+    for (int64_t e = 0; e < n; ++e) tile.search(out.data(), tiles, 0, e, spacing);
+    return out;
+  }
+  const LineIdRange range = tile.ranges[0];
   if (!range_has_ids(range)) return out;
   for (int64_t x = 0; x < n; ++x) {
-    out[x] = two_nearest_on_line(line.data() + x, 1, x, n, spacing, range_has_one_id(range),
-                                 skip ? floors.data() : nullptr,
-                                 skip ? block_ids.data() : nullptr);
+    out[x] = two_nearest_on_line(tile.pairs + x, 1, x, n, spacing, range_has_one_id(range),
+                                 nullptr, nullptr);
   }
   return out;
 }
