@@ -38,7 +38,6 @@ namespace segloss::ops {
 namespace {
 
 using core::InstanceId;
-using core::kNoInstance;
 using core::NearestPair;
 using cuda::grid_size;
 using cuda::kThreads;
