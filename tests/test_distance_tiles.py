@@ -28,13 +28,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = os.path.join(ROOT, "tests", "cpp", "binary_distance_tiles.cpp")
 TWO_NEAREST_SOURCE = os.path.join(ROOT, "tests", "cpp", "two_nearest_tiles.cpp")
 
-# (target pixels, largest tile in bytes, global-memory tiles' scratch in
-# bytes): the kernels' own sizes (core::kTileTarget, kMaxTileBytes,
+# (target pixels, largest tile in bytes, the device's opt-in shared memory in
+# bytes, global-memory tiles' scratch in bytes): the kernels' own sizes
+# (core::kTileTarget, kMaxTileBytes, an H100's or H200's 227 KiB,
 # kScratchBytes), then sizes that make small images take groups of lines (a
 # slab does not fit), a few lines per group, and no tile in shared memory at
 # all (every pass in global-memory tiles of at least one group of lines).
-TILE_SIZES = {"kernel": (2048, 40 << 10, 256 << 20), "groups": (64, 1200, 256 << 20),
-              "narrow": (8, 400, 800), "global": (2048, 16, 600)}
+OPTIN_BYTES = 227 << 10
+TILE_SIZES = {"kernel": (2048, 40 << 10, OPTIN_BYTES, 256 << 20),
+              "groups": (64, 1200, 1200, 256 << 20), "narrow": (8, 400, 400, 800),
+              "global": (2048, 16, 16, 600)}
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +53,9 @@ def run_tiles(program, tmp_path, masks, kind, state, sizes, sampling=None, with_
     spacing = [1.0] * len(spatial) if sampling is None else list(sampling)
     source, result = tmp_path / "mask.bin", tmp_path / "maps.bin"
     masks.tofile(source)
-    target, max_bytes, scratch_bytes = TILE_SIZES[sizes]
-    forms = subprocess.run([program, kind, state, str(target), str(max_bytes), str(scratch_bytes),
+    target, max_bytes, optin_bytes, scratch_bytes = TILE_SIZES[sizes]
+    forms = subprocess.run([program, kind, state, str(target), str(max_bytes), str(optin_bytes),
+                            str(scratch_bytes),
                             str(masks.shape[0]), str(len(spatial))] + [str(s) for s in spatial] +
                            [repr(s) for s in spacing] + [str(source), str(result)],
                            check=True, capture_output=True, text=True).stdout.split()

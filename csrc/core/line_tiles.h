@@ -115,6 +115,32 @@ inline LineTiles global_line_tiles(int64_t n, int64_t inner, int64_t outer, int6
   return line_tiles(n, inner, outer, state_bytes, summary_bits, bytes / state_bytes, bytes);
 }
 
+// Where a pass's tiles are held: in shared memory within the 48 KiB any
+// block gets (several blocks per SM), else within the device's opt-in shared
+// memory per block (one block per SM at most), else in global memory.
+enum class TileMemory { kShared, kOptIn, kGlobal };
+
+struct PassTiles {
+  LineTiles tiles;
+  TileMemory memory;
+};
+
+// The tiles of a pass and where they are held: the first of shared-memory
+// tiles of at most max_bytes, of at most optin_bytes (the device's opt-in),
+// and global-memory tiles of at most scratch_bytes that the lines fit. The
+// CUDA passes take their tiles from here, and so do their CPU emulations in
+// tests/cpp, which pass smaller sizes to cut small images into every form.
+inline PassTiles pass_tiles(int64_t n, int64_t inner, int64_t outer, int64_t state_bytes,
+                            int64_t summary_bits, int64_t optin_bytes, int64_t scratch_bytes,
+                            int64_t target = kTileTarget, int64_t max_bytes = kMaxTileBytes) {
+  LineTiles tiles = line_tiles(n, inner, outer, state_bytes, summary_bits, target, max_bytes);
+  if (tiles.tiles > 0) return {tiles, TileMemory::kShared};
+  tiles = line_tiles(n, inner, outer, state_bytes, summary_bits, target, optin_bytes);
+  if (tiles.tiles > 0) return {tiles, TileMemory::kOptIn};
+  return {global_line_tiles(n, inner, outer, state_bytes, summary_bits, scratch_bytes),
+          TileMemory::kGlobal};
+}
+
 // The tile passes' per-pixel searches (two_nearest_on_line, nearest_on_line)
 // walk a line outward from their pixel, and skip whole blocks of
 // kSearchBlock positions where a summary of the block (its floors) shows

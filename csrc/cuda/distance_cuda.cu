@@ -168,30 +168,27 @@ __global__ void two_nearest_global_search_kernel(NearestPair* state, core::LineT
   SEGLOSS_GRID_STRIDE_LOOP(e, tiles.elements) tile.search(state, tiles, t, e, spacing);
 }
 
-// The tiles of a line pass in shared memory: within the 48 KiB any block
-// gets, where they fit (several blocks per SM); else within the device's
-// opt-in shared memory per block (227 KiB on an H100 or H200: lines of up to
-// 7,097 two-nearest pairs, or across lines up to 6,835 distance-map states),
-// which `kernel` is then allowed. No tiles (tiles == 0) where a line fits neither:
-// the pass then holds its tiles in global memory.
+// The tiles of a line pass on the current device (core::pass_tiles): in
+// shared memory where a line fits 40 KiB, else the device's opt-in shared
+// memory per block (227 KiB on an H100 or H200: lines of up to 7,097
+// two-nearest pairs, or across lines up to 6,835 distance-map states), which
+// `kernel` is then allowed, else in global memory.
 template <typename Kernel>
-core::LineTiles shared_line_tiles(Kernel* kernel, int64_t n, int64_t inner, int64_t outer,
+core::PassTiles device_pass_tiles(Kernel* kernel, int64_t n, int64_t inner, int64_t outer,
                                   int64_t state_bytes, int64_t summary_bits) {
-  core::LineTiles tiles = core::line_tiles(n, inner, outer, state_bytes, summary_bits);
-  if (tiles.tiles > 0) return tiles;
   int optin = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin,
                                         c10::cuda::current_device()));
-  tiles = core::line_tiles(n, inner, outer, state_bytes, summary_bits, core::kTileTarget,
-                           int64_t(optin));
-  if (tiles.tiles > 0) {
+  const core::PassTiles pass =
+      core::pass_tiles(n, inner, outer, state_bytes, summary_bits, optin, kScratchBytes);
+  if (pass.memory == core::TileMemory::kOptIn) {
     // The kernel's limit is set to the device's whole opt-in, the same on
     // every call: a limit set to this tile's size could fall, between another
     // host thread's setting and its launch, below that thread's tile.
     C10_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
   }
-  return tiles;
+  return pass;
 }
 
 // A two-nearest pass along an axis of lines of n pairs (outer slabs of n x
@@ -201,15 +198,15 @@ void two_nearest_pass(NearestPair* pairs, int64_t n, int64_t inner, int64_t oute
                       const at::TensorOptions& options, cudaStream_t stream) {
   const int64_t pair_bytes = int64_t(sizeof(NearestPair));
   const int64_t summary_bits = core::two_nearest_summary_bits(n);
-  core::LineTiles tiles = shared_line_tiles(two_nearest_tile_pass_kernel, n, inner, outer,
-                                            pair_bytes, summary_bits);
-  if (tiles.tiles > 0) {
+  const core::PassTiles pass = device_pass_tiles(two_nearest_tile_pass_kernel, n, inner, outer,
+                                                 pair_bytes, summary_bits);
+  const core::LineTiles& tiles = pass.tiles;
+  if (pass.memory != core::TileMemory::kGlobal) {
     two_nearest_tile_pass_kernel<<<std::min(tiles.tiles, kMaxBlocks), kThreads,
                                    size_t(tiles.shared_bytes()), stream>>>(pairs, tiles, spacing);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
   }
-  tiles = core::global_line_tiles(n, inner, outer, pair_bytes, summary_bits, kScratchBytes);
   at::Tensor scratch = at::empty({tiles.shared_bytes()}, options.dtype(at::kByte));
   unsigned char* memory = scratch.data_ptr<uint8_t>();
   const int64_t summaries = tiles.lines * core::search_blocks(n);
@@ -421,9 +418,10 @@ void binary_distance_maps(const at::Tensor& mask, const core::Grid& image, core:
     float* maps = axis == image.ndim - 1 ? out.data_ptr<float>() : nullptr;
     const int64_t state_bytes = int64_t(sizeof(State));
     const int64_t summary_bits = core::binary_summary_bits<State>(n);
-    core::LineTiles tiles = shared_line_tiles(binary_tile_pass_kernel<State>, n, inner, outer,
-                                              state_bytes, summary_bits);
-    if (tiles.tiles > 0) {
+    const core::PassTiles pass = device_pass_tiles(binary_tile_pass_kernel<State>, n, inner,
+                                                   outer, state_bytes, summary_bits);
+    const core::LineTiles& tiles = pass.tiles;
+    if (pass.memory != core::TileMemory::kGlobal) {
       binary_tile_pass_kernel<State>
           <<<std::min(tiles.tiles, kMaxBlocks), kThreads, size_t(tiles.shared_bytes()),
              stream>>>(state.data_ptr<State>(), tiles, spacing, map, foreground, pixels, maps);
@@ -431,7 +429,6 @@ void binary_distance_maps(const at::Tensor& mask, const core::Grid& image, core:
       continue;
     }
     // Lines that fit no tile in shared memory: tiles in global memory.
-    tiles = core::global_line_tiles(n, inner, outer, state_bytes, summary_bits, kScratchBytes);
     at::Tensor scratch = at::empty({tiles.shared_bytes()}, mask.options().dtype(at::kByte));
     unsigned char* memory = scratch.data_ptr<uint8_t>();
     const int64_t summaries = tiles.lines * 2 * core::search_blocks(n);

@@ -6,14 +6,15 @@
 // run by tests/test_distance_tiles.py, which compares the maps with the CPU
 // driver's and with SciPy.
 //
-//   binary_distance_tiles MAP STATE TARGET MAX_BYTES SCRATCH IMAGES NDIM SIZE... SPACING... IN OUT
+//   binary_distance_tiles MAP STATE TARGET MAX_BYTES OPTIN SCRATCH IMAGES NDIM SIZE... SPACING...
+//                         IN OUT
 //
-// MAP: signed or boundary; STATE: float or double; TARGET, MAX_BYTES: the
-// shared-memory tiles' size (line_tiles; small values cut small images into
-// every form); SCRATCH: the global-memory tiles' (global_line_tiles), for
-// lines that fit no tile; IN: IMAGES x SIZE... uint8 mask (C order); OUT:
-// the float32 maps. Prints each pass's form: slabs, groups (of lines of one
-// slab) or global.
+// MAP: signed or boundary; STATE: float or double; TARGET, MAX_BYTES, OPTIN,
+// SCRATCH: the tiles' sizes (pass_tiles: the shared-memory tiles', the
+// device's opt-in shared memory, the global-memory tiles'; small values cut
+// small images into every form); IN: IMAGES x SIZE... uint8 mask (C order);
+// OUT: the float32 maps. Prints each pass's form: slabs, groups (of lines of
+// one slab), optin-slabs, optin-groups or global.
 //
 //   binary_distance_tiles fuzz COUNT SEED
 //
@@ -40,10 +41,20 @@ using namespace segloss::core;
 
 namespace {
 
+// A pass's form, as the program reports it.
+const char* form_name(const PassTiles& pass) {
+  const bool slabs = pass.tiles.width == pass.tiles.inner;
+  switch (pass.memory) {
+    case TileMemory::kShared: return slabs ? "slabs" : "groups";
+    case TileMemory::kOptIn: return slabs ? "optin-slabs" : "optin-groups";
+    default: return "global";
+  }
+}
+
 template <typename State>
 void distance_maps(const std::vector<unsigned char>& mask, int64_t images, const Grid& image,
-                   DistanceMap map, int64_t target, int64_t max_bytes, int64_t scratch_bytes,
-                   std::vector<float>& out, bool report_forms = true) {
+                   DistanceMap map, int64_t target, int64_t max_bytes, int64_t optin_bytes,
+                   int64_t scratch_bytes, std::vector<float>& out, bool report_forms = true) {
   const int64_t pixels = image.numel(), total = images * pixels;
   // The initial states and each image's foreground count (initial_states_kernel).
   std::vector<State> state(total);
@@ -56,15 +67,10 @@ void distance_maps(const std::vector<unsigned char>& mask, int64_t images, const
     const int64_t n = image.size[axis], inner = image.inner(axis);
     const bool last = axis == image.ndim - 1;
     const int64_t outer = total / (n * inner), state_bytes = int64_t(sizeof(State));
-    LineTiles tiles =
-        line_tiles(n, inner, outer, state_bytes, binary_summary_bits<State>(n), target, max_bytes);
-    if (report_forms) {
-      std::printf("%s\n", tiles.tiles == 0 ? "global" : tiles.width == inner ? "slabs" : "groups");
-    }
-    if (tiles.tiles == 0) {
-      tiles = global_line_tiles(n, inner, outer, state_bytes, binary_summary_bits<State>(n),
-                                scratch_bytes);
-    }
+    const PassTiles pass = pass_tiles(n, inner, outer, state_bytes, binary_summary_bits<State>(n),
+                                      optin_bytes, scratch_bytes, target, max_bytes);
+    const LineTiles& tiles = pass.tiles;
+    if (report_forms) std::printf("%s\n", form_name(pass));
     // binary_tile_pass_kernel, or the global kernels' three launches per
     // tile, over one tile's memory of exactly LineTiles::shared_bytes (as
     // the kernels have it: under the sanitizers, a step past it is caught).
@@ -225,14 +231,15 @@ int fuzz(int64_t count, uint64_t seed) {
     }
     const DistanceMap map = uniform(0, 1) ? DistanceMap::kSigned : DistanceMap::kBoundary;
     const int64_t target = int64_t(1) << uniform(0, 12), max_bytes = int64_t(16) << uniform(0, 12);
-    const int64_t scratch_bytes = uniform(0, 64) * 16;
+    const int64_t optin_bytes = max_bytes * uniform(1, 4), scratch_bytes = uniform(0, 64) * 16;
     const bool use_float = uniform(0, 1) == 0;
     std::vector<float> out(mask.size());
     if (use_float) {
-      distance_maps<float>(mask, images, image, map, target, max_bytes, scratch_bytes, out, false);
+      distance_maps<float>(mask, images, image, map, target, max_bytes, optin_bytes, scratch_bytes,
+                           out, false);
     } else {
-      distance_maps<double>(mask, images, image, map, target, max_bytes, scratch_bytes, out,
-                            false);
+      distance_maps<double>(mask, images, image, map, target, max_bytes, optin_bytes,
+                            scratch_bytes, out, false);
     }
     for (int64_t i = 0; i < images; ++i) {
       const unsigned char* m = mask.data() + i * pixels;
@@ -262,10 +269,10 @@ int main(int argc, char** argv) {
   if (argc == 4 && std::string(argv[1]) == "fuzz") {
     return fuzz(std::atoll(argv[2]), uint64_t(std::atoll(argv[3])));
   }
-  if (argc < 10) {
+  if (argc < 11) {
     std::fprintf(stderr,
-                 "usage: %s MAP STATE TARGET MAX_BYTES SCRATCH IMAGES NDIM SIZE... SPACING... IN "
-                 "OUT\n",
+                 "usage: %s MAP STATE TARGET MAX_BYTES OPTIN SCRATCH IMAGES NDIM SIZE... "
+                 "SPACING... IN OUT\n",
                  argv[0]);
     return 2;
   }
@@ -273,27 +280,29 @@ int main(int argc, char** argv) {
                                                            : DistanceMap::kBoundary;
   const bool use_float = std::string(argv[2]) == "float";
   const int64_t target = std::atoll(argv[3]), max_bytes = std::atoll(argv[4]);
-  const int64_t scratch_bytes = std::atoll(argv[5]);
-  const int64_t images = std::atoll(argv[6]);
+  const int64_t optin_bytes = std::atoll(argv[5]), scratch_bytes = std::atoll(argv[6]);
+  const int64_t images = std::atoll(argv[7]);
   Grid image;
-  image.ndim = std::atoi(argv[7]);
-  if (argc != 10 + 2 * image.ndim) return 2;
+  image.ndim = std::atoi(argv[8]);
+  if (argc != 11 + 2 * image.ndim) return 2;
   for (int d = 0; d < image.ndim; ++d) {
-    image.size[d] = std::atoll(argv[8 + d]);
-    image.spacing[d] = std::atof(argv[8 + image.ndim + d]);
+    image.size[d] = std::atoll(argv[9 + d]);
+    image.spacing[d] = std::atof(argv[9 + image.ndim + d]);
   }
   const int64_t total = images * image.numel();
   std::vector<unsigned char> mask(total);
-  FILE* in = std::fopen(argv[8 + 2 * image.ndim], "rb");
+  FILE* in = std::fopen(argv[9 + 2 * image.ndim], "rb");
   if (in == nullptr || std::fread(mask.data(), 1, total, in) != size_t(total)) return 3;
   std::fclose(in);
   std::vector<float> out(total);
   if (use_float) {
-    distance_maps<float>(mask, images, image, map, target, max_bytes, scratch_bytes, out);
+    distance_maps<float>(mask, images, image, map, target, max_bytes, optin_bytes, scratch_bytes,
+                         out);
   } else {
-    distance_maps<double>(mask, images, image, map, target, max_bytes, scratch_bytes, out);
+    distance_maps<double>(mask, images, image, map, target, max_bytes, optin_bytes, scratch_bytes,
+                          out);
   }
-  FILE* result = std::fopen(argv[9 + 2 * image.ndim], "wb");
+  FILE* result = std::fopen(argv[10 + 2 * image.ndim], "wb");
   if (result == nullptr || std::fwrite(out.data(), sizeof(float), total, result) != size_t(total)) {
     return 3;
   }

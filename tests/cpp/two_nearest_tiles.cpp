@@ -19,8 +19,9 @@
 //   none) at a random spacing: two_nearest_on_line gives scan_line's pairs;
 // * a random batch of label images (1 to 4 dims, scattered pixels or boxes,
 //   unit or random spacing) through the kernels' passes with random tile
-//   sizes (whole slabs or groups of lines in shared memory, or tiles in
-//   global memory of a random scratch size, where the lines fit no tile):
+//   sizes (pass_tiles: whole slabs or groups of lines in shared memory, in
+//   the opt-in shared memory where they fit no smaller tile, or tiles in
+//   global memory of a random scratch size, where the lines fit neither):
 //   the pairs equal the CPU driver's (two_nearest_squared) bit for bit.
 // Prints the first mismatch and exits 1, else "ok" and how many passes took
 // each form.
@@ -164,13 +165,13 @@ bool first_pass_agrees(std::mt19937_64& rng) {
 }
 
 struct Forms {
-  int64_t slabs = 0, groups = 0, global = 0;
+  int64_t slabs = 0, groups = 0, global = 0, optin = 0;
 };
 
 // The CUDA kernels' passes over a batch of `images` label images (C order).
 std::vector<NearestPair> cuda_passes(const std::vector<int64_t>& labels, int64_t images,
                                      const Grid& image, int64_t target, int64_t max_bytes,
-                                     int64_t scratch_bytes, Forms& forms) {
+                                     int64_t optin_bytes, int64_t scratch_bytes, Forms& forms) {
   const int64_t pixels = image.numel(), total = images * pixels;
   // initial_states_kernel with InitialPair.
   std::vector<NearestPair> state(total);
@@ -178,14 +179,13 @@ std::vector<NearestPair> cuda_passes(const std::vector<int64_t>& labels, int64_t
   for (int axis = 0; axis < image.ndim; ++axis) {
     const int64_t n = image.size[axis], inner = image.inner(axis), outer = total / (n * inner);
     const int64_t pair_bytes = int64_t(sizeof(NearestPair));
-    LineTiles tiles =
-        line_tiles(n, inner, outer, pair_bytes, two_nearest_summary_bits(n), target, max_bytes);
-    if (tiles.tiles > 0) {
-      ++(tiles.width == inner ? forms.slabs : forms.groups);
-    } else {
-      ++forms.global;
-      tiles = global_line_tiles(n, inner, outer, pair_bytes, two_nearest_summary_bits(n),
-                                scratch_bytes);
+    const PassTiles pass = pass_tiles(n, inner, outer, pair_bytes, two_nearest_summary_bits(n),
+                                      optin_bytes, scratch_bytes, target, max_bytes);
+    const LineTiles& tiles = pass.tiles;
+    switch (pass.memory) {
+      case TileMemory::kShared: ++(tiles.width == inner ? forms.slabs : forms.groups); break;
+      case TileMemory::kOptIn: ++forms.optin; break;
+      default: ++forms.global;
     }
     // two_nearest_tile_pass_kernel, or the global kernels' three launches
     // per tile, over one tile's memory of exactly LineTiles::shared_bytes
@@ -252,10 +252,13 @@ int fuzz(int64_t count, uint64_t seed) {
     const int64_t max_bytes = library_sizes ? kMaxTileBytes
                                             : uniform(1, 64) * int64_t(sizeof(NearestPair)) +
                                                   uniform(0, 4) * 16;
+    // The device's opt-in shared memory (an H100's or H200's, or up to 4x
+    // the tiles' size).
+    const int64_t optin_bytes = library_sizes ? int64_t(227) << 10 : max_bytes * uniform(1, 4);
     // Global tiles of at least one line (global_line_tiles) up to many.
     const int64_t scratch_bytes = uniform(0, 200) * int64_t(sizeof(NearestPair));
     const std::vector<NearestPair> got =
-        cuda_passes(labels, images, image, target, max_bytes, scratch_bytes, forms);
+        cuda_passes(labels, images, image, target, max_bytes, optin_bytes, scratch_bytes, forms);
     for (int64_t i = 0; i < images; ++i) {
       const std::vector<int64_t> own(labels.begin() + i * pixels,
                                      labels.begin() + (i + 1) * pixels);
@@ -272,8 +275,9 @@ int fuzz(int64_t count, uint64_t seed) {
       }
     }
   }
-  std::printf("ok\n%lld slabs, %lld groups, %lld global passes\n", (long long)forms.slabs,
-              (long long)forms.groups, (long long)forms.global);
+  std::printf("ok\n%lld slabs, %lld groups, %lld global, %lld opt-in passes\n",
+              (long long)forms.slabs, (long long)forms.groups, (long long)forms.global,
+              (long long)forms.optin);
   return 0;
 }
 
