@@ -135,6 +135,34 @@ def test_tile_forms_are_taken_as_sized(program, tmp_path, shape, sizes, state, f
     np.testing.assert_array_equal(maps, segloss.boundary_distance_map(torch.from_numpy(masks)))
 
 
+@pytest.mark.parametrize("shape, state, forms", [
+    # The README's lengths at the kernels' sizes on an H100 or H200: across
+    # lines, 40 KiB tiles hold lines of up to 1,203 pixels and the 227 KiB
+    # opt-in up to 6,835; along the last axis, 9,635 and 54,691 floats
+    # (4,817 and 27,345 doubles).
+    ((1203, 9), "float", ["groups", "slabs"]),
+    ((1204, 9), "float", ["optin-slabs", "slabs"]),  # a whole slab fits the opt-in
+    ((1204, 9), "double", ["optin-slabs", "slabs"]),
+    ((1204, 64), "float", ["optin-groups", "slabs"]),
+    ((6835, 9), "double", ["optin-groups", "slabs"]),
+    ((6836, 9), "float", ["global", "slabs"]),
+    ((9635,), "float", ["slabs"]),
+    ((9636,), "float", ["optin-slabs"]),
+    ((54691,), "float", ["optin-slabs"]),
+    ((54692,), "float", ["global"]),
+    ((4817,), "double", ["slabs"]),
+    ((4818,), "double", ["optin-slabs"]),
+    ((27346,), "double", ["global"])])
+def test_long_lines_take_optin_then_global_memory(program, tmp_path, shape, state, forms):
+    rng = np.random.default_rng(8)
+    masks = rng.random((1,) + shape) < 0.01
+    maps, taken = run_tiles(program, tmp_path, masks, "boundary", state, "kernel",
+                            with_forms=True)
+    assert taken == forms
+    np.testing.assert_array_equal(maps, segloss.boundary_distance_map(
+        torch.from_numpy(masks), spatial_dims=len(shape)))
+
+
 @pytest.mark.parametrize("seed, sanitize", [(1, False), (2, True)],
                          ids=["seed1", "seed2-sanitizers"])
 def test_tiled_maps_fuzz(program, tmp_path, seed, sanitize):
@@ -172,5 +200,20 @@ def test_two_nearest_tile_passes_equal_the_cpu_driver(two_nearest_program, tmp_p
     result = subprocess.run([program, "fuzz", trials, str(seed)], capture_output=True, text=True)
     lines = result.stdout.split("\n")
     assert result.returncode == 0 and lines[0] == "ok", result.stdout + result.stderr
-    forms = [int(word) for word in lines[1].split()[0:6:2]]  # slabs, groups, global
+    forms = [int(word) for word in lines[1].split()[0:8:2]]  # slabs, groups, global, opt-in
     assert min(forms) > 100, lines[1]
+
+
+@pytest.mark.parametrize("shape, forms", [
+    # The README's lengths at the kernels' sizes on an H100 or H200: lines
+    # of up to 1,249 pairs fit 40 KiB tiles and up to 7,097 the opt-in.
+    ((1249, 3), (1, 1, 0, 0)),
+    ((1250, 3), (1, 0, 0, 1)),
+    ((7097,), (0, 0, 0, 1)),
+    ((7098, 2), (1, 0, 1, 0))])
+def test_two_nearest_long_lines_take_optin_then_global_memory(two_nearest_program, shape, forms):
+    result = subprocess.run([two_nearest_program, "kernel-sizes", "5"] + [str(s) for s in shape],
+                            capture_output=True, text=True)
+    lines = result.stdout.split("\n")
+    assert result.returncode == 0 and lines[0] == "ok", result.stdout + result.stderr
+    assert tuple(int(word) for word in lines[1].split()[0:8:2]) == forms, lines[1]

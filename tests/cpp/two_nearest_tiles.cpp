@@ -25,6 +25,12 @@
 //   the pairs equal the CPU driver's (two_nearest_squared) bit for bit.
 // Prints the first mismatch and exits 1, else "ok" and how many passes took
 // each form.
+//
+//   two_nearest_tiles kernel-sizes SEED SIZE...
+//
+// One image of SIZE... (scattered labels of 12 ids) through the passes at the
+// kernels' sizes on an H100 or H200 (40 KiB tiles, 227 KiB opt-in, 256 MiB
+// of global tiles), against the CPU driver; prints "ok" and the forms taken.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -283,4 +289,41 @@ int fuzz(int64_t count, uint64_t seed) {
 
 }  // namespace
 
-int main(int argc, char** argv) { return fuzz_images::fuzz_main(argc, argv, fuzz); }
+// One image of random scattered labels through the passes at the kernels'
+// sizes on an H100 or H200, against the CPU driver: long lines take the
+// opt-in shared memory or global memory, as there.
+int kernel_sizes(uint64_t seed, const Grid& image) {
+  std::mt19937_64 rng(seed);
+  const fuzz_images::Uniform uniform{rng};
+  std::vector<int64_t> labels(image.numel());
+  for (int64_t& label : labels) label = uniform(1, 100) <= 5 ? uniform(1, 12) : 0;
+  Forms forms;
+  const std::vector<NearestPair> got = cuda_passes(labels, 1, image, kTileTarget, kMaxTileBytes,
+                                                   int64_t(227) << 10, int64_t(256) << 20, forms);
+  const std::vector<NearestPair> want = cpu_driver(labels, image);
+  for (int64_t x = 0; x < image.numel(); ++x) {
+    if (!same_bits(got[x], want[x])) {
+      std::printf("pixel %lld\n", (long long)x);
+      print_pair("kernels", got[x]);
+      print_pair("driver", want[x]);
+      return 1;
+    }
+  }
+  std::printf("ok\n%lld slabs, %lld groups, %lld global, %lld opt-in passes\n",
+              (long long)forms.slabs, (long long)forms.groups, (long long)forms.global,
+              (long long)forms.optin);
+  return 0;
+}
+
+int main(int argc, char** argv) {
+  if (argc >= 4 && argc - 3 <= kMaxDistanceDims && std::string(argv[1]) == "kernel-sizes") {
+    Grid image;
+    image.ndim = argc - 3;
+    for (int d = 0; d < image.ndim; ++d) {
+      image.size[d] = std::atoll(argv[3 + d]);
+      image.spacing[d] = 1.0;
+    }
+    return kernel_sizes(uint64_t(std::atoll(argv[2])), image);
+  }
+  return fuzz_images::fuzz_main(argc, argv, fuzz);
+}
