@@ -172,7 +172,28 @@ bool first_pass_agrees(std::mt19937_64& rng) {
 
 struct Forms {
   int64_t slabs = 0, groups = 0, global = 0, optin = 0;
+
+  int print_ok() const {
+    std::printf("ok\n%lld slabs, %lld groups, %lld global, %lld opt-in passes\n",
+                (long long)slabs, (long long)groups, (long long)global, (long long)optin);
+    return 0;
+  }
 };
+
+// Whether the kernels' pairs equal the driver's bit for bit; else prints
+// where (where(x) for pixel x) and both pairs.
+template <typename Where>
+bool same_pairs(const NearestPair* got, const std::vector<NearestPair>& want, const Where& where) {
+  for (int64_t x = 0; x < int64_t(want.size()); ++x) {
+    if (!same_bits(got[x], want[x])) {
+      where(x);
+      print_pair("kernels", got[x]);
+      print_pair("driver", want[x]);
+      return false;
+    }
+  }
+  return true;
+}
 
 // The CUDA kernels' passes over a batch of `images` label images (C order).
 std::vector<NearestPair> cuda_passes(const std::vector<int64_t>& labels, int64_t images,
@@ -268,26 +289,17 @@ int fuzz(int64_t count, uint64_t seed) {
     for (int64_t i = 0; i < images; ++i) {
       const std::vector<int64_t> own(labels.begin() + i * pixels,
                                      labels.begin() + (i + 1) * pixels);
-      const std::vector<NearestPair> want = cpu_driver(own, image);
-      for (int64_t x = 0; x < pixels; ++x) {
-        if (!same_bits(got[i * pixels + x], want[x])) {
-          std::printf("trial %lld (%dD, %s spacing, tiles %lld/%lld): image %lld pixel %lld\n",
-                      (long long)trial, image.ndim, unit ? "unit" : "random", (long long)target,
-                      (long long)max_bytes, (long long)i, (long long)x);
-          print_pair("kernels", got[i * pixels + x]);
-          print_pair("driver", want[x]);
-          return 1;
-        }
-      }
+      const bool same = same_pairs(got.data() + i * pixels, cpu_driver(own, image),
+                                   [&](int64_t x) {
+        std::printf("trial %lld (%dD, %s spacing, tiles %lld/%lld): image %lld pixel %lld\n",
+                    (long long)trial, image.ndim, unit ? "unit" : "random", (long long)target,
+                    (long long)max_bytes, (long long)i, (long long)x);
+      });
+      if (!same) return 1;
     }
   }
-  std::printf("ok\n%lld slabs, %lld groups, %lld global, %lld opt-in passes\n",
-              (long long)forms.slabs, (long long)forms.groups, (long long)forms.global,
-              (long long)forms.optin);
-  return 0;
+  return forms.print_ok();
 }
-
-}  // namespace
 
 // One image of random scattered labels through the passes at the kernels'
 // sizes on an H100 or H200, against the CPU driver: long lines take the
@@ -300,20 +312,12 @@ int kernel_sizes(uint64_t seed, const Grid& image) {
   Forms forms;
   const std::vector<NearestPair> got = cuda_passes(labels, 1, image, kTileTarget, kMaxTileBytes,
                                                    int64_t(227) << 10, int64_t(256) << 20, forms);
-  const std::vector<NearestPair> want = cpu_driver(labels, image);
-  for (int64_t x = 0; x < image.numel(); ++x) {
-    if (!same_bits(got[x], want[x])) {
-      std::printf("pixel %lld\n", (long long)x);
-      print_pair("kernels", got[x]);
-      print_pair("driver", want[x]);
-      return 1;
-    }
-  }
-  std::printf("ok\n%lld slabs, %lld groups, %lld global, %lld opt-in passes\n",
-              (long long)forms.slabs, (long long)forms.groups, (long long)forms.global,
-              (long long)forms.optin);
-  return 0;
+  const bool same = same_pairs(got.data(), cpu_driver(labels, image),
+                               [](int64_t x) { std::printf("pixel %lld\n", (long long)x); });
+  return same ? forms.print_ok() : 1;
 }
+
+}  // namespace
 
 int main(int argc, char** argv) {
   if (argc >= 4 && argc - 3 <= kMaxDistanceDims && std::string(argv[1]) == "kernel-sizes") {
