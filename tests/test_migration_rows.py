@@ -1,17 +1,20 @@
-"""The README's migration rows for segmentation_models_pytorch 0.6 and
-nnU-Net v2, checked against those libraries' own losses (float64, values and
-gradients).
+"""The README's migration rows for segmentation_models_pytorch 0.6, nnU-Net
+v2 and pytorch-toolbelt 0.8, checked against those libraries' own losses
+(float64, values and gradients).
 
-Both are installed without their dependencies (``./dev``): their loss modules
-need torch alone. smp's package ``__init__`` imports its encoders (timm,
+They are installed without their dependencies (``./dev``): the loss modules
+used need torch alone. smp's package ``__init__`` imports its encoders (timm,
 torchvision), so its ``losses`` subpackage is imported under a stand-in
-parent package. The tests skip where either is absent (the GPU machine).
+parent package; toolbelt's ``losses`` package imports OpenCV, so its
+``balanced_bce.py`` is loaded from its file. The tests skip where a library
+is absent (the GPU machine).
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 import types
 
@@ -39,7 +42,20 @@ def _import_smp_losses():
         sys.modules.update(saved)
 
 
+def _load_toolbelt_balanced_bce():
+    """pytorch-toolbelt's balanced_bce.py (torch only), without its package."""
+    spec = importlib.util.find_spec("pytorch_toolbelt")
+    if spec is None:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], "losses", "balanced_bce.py")
+    module_spec = importlib.util.spec_from_file_location("toolbelt_balanced_bce", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
 smp = _import_smp_losses()
+toolbelt = _load_toolbelt_balanced_bce()
 try:
     from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss, DC_and_CE_loss
     from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss, SoftDiceLoss
@@ -48,6 +64,7 @@ except ImportError:
 
 needs_smp = pytest.mark.skipif(smp is None, reason="needs segmentation_models_pytorch")
 needs_nnunet = pytest.mark.skipif(SoftDiceLoss is None, reason="needs nnunetv2")
+needs_toolbelt = pytest.mark.skipif(toolbelt is None, reason="needs pytorch-toolbelt")
 
 SHAPES = [(3, 4, 7, 6), (2, 3, 4, 5, 3)]
 
@@ -380,3 +397,37 @@ def test_nnunet_dc_and_bce_regions(shape, batch_dice, ignore_channel, gen):
     assert_same_loss_and_grad(lambda v: ours(v, regions, mask=mask),
                               lambda v: 1.0 + theirs(v, their_target), x,
                               rtol=NNUNET_RTOL, atol=NNUNET_ATOL)
+
+
+# --------------------------------------------------------------------------
+# pytorch-toolbelt 0.8
+
+
+@needs_toolbelt
+@pytest.mark.parametrize("shape", [(3, 1, 7, 6), (2, 3, 4, 5, 3)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_toolbelt_balanced_bce(shape, reduction, gen):
+    # toolbelt's beta is neg / (pixels + 1e-7) in float32 (the counts are
+    # integers), ours 1 - mean(y) in the input's dtype: 1e-7 apart.
+    x = _logits(shape, gen)
+    y = _one_hot_targets(shape, gen)
+    theirs = toolbelt.BalancedBCEWithLogitsLoss(reduction=reduction)
+    ours = snn.BalancedBCEWithLogitsLoss(per_image=False, reduction=reduction)
+    summed = (lambda f: lambda v: f(v).sum()) if reduction == "none" else (lambda f: f)
+    assert_same_loss_and_grad(summed(lambda v: ours(v, y)), summed(lambda v: theirs(v, y)), x,
+                              rtol=2e-7, atol=1e-12)
+    torch.testing.assert_close(ours(x, y), theirs(x, y), rtol=2e-7, atol=1e-12)
+
+
+@needs_toolbelt
+def test_toolbelt_balanced_bce_per_image(gen):
+    # Our default, per_image=True, is toolbelt's loss of each image alone.
+    x = _logits((3, 2, 6, 5), gen)
+    y = _one_hot_targets((3, 2, 6, 5), gen)
+    y[1] = (torch.rand(2, 6, 5, generator=gen) < 0.9).double()  # unlike fractions
+    theirs = toolbelt.BalancedBCEWithLogitsLoss()
+    ours = snn.BalancedBCEWithLogitsLoss()
+    assert_same_loss_and_grad(
+        lambda v: ours(v, y),
+        lambda v: torch.stack([theirs(v[n:n + 1], y[n:n + 1]) for n in range(3)]).mean(), x,
+        rtol=2e-7, atol=1e-12)
