@@ -1591,7 +1591,7 @@ def draw_label_batch(data, rng):
         tensor = tensor != 0
         expect.add("labels")
     elif misuse == "ndim":
-        tensor = tensor.reshape(-1, tensor.shape[-1]) if data.draw(st.booleans()) \
+        tensor = tensor.flatten(0, -2) if data.draw(st.booleans()) \
             else tensor[None, None]  # 2-D or 5-D / 6-D
         expect.add("labels")
     return tensor, labels, n_spatial, expect
