@@ -715,6 +715,23 @@ def test_minus_inf_logit_with_soft_target_takes_zero_log_zero_as_zero():
     assert torch.isfinite(grad).all() and grad[0, 0, 0] == 0
 
 
+def test_minus_inf_logit_of_a_class_of_weight_zero_is_finite():
+    # A probability target with mass on a class of logit -inf whose ce_weight
+    # is 0: the weighted mass w_c y_c is 0, so the class adds nothing (0 log
+    # 0 = 0 again; PyTorch's probability form gives 0 * inf = NaN). Found by
+    # the long fuzz profile.
+    x = torch.tensor([[[0.5, 1.0], [-float("inf"), 0.2], [1.0, -0.4]]], dtype=torch.float64)
+    t = torch.tensor([[[0.3, 0.1], [0.5, 0.6], [0.2, 0.3]]], dtype=torch.float64)
+    w = torch.tensor([1.0, 0.0, 2.0], dtype=torch.float64)
+    loss, grad = _loss_and_grad(x, t, lambda_dice=0.0, ce_weight=w)
+    wt = t * w.view(1, 3, 1)
+    finite_x = x.clamp_min(-1e300).requires_grad_()
+    expected = -(wt * F.log_softmax(finite_x, 1)).sum(1).mean()
+    (expected_grad,) = torch.autograd.grad(expected, finite_x)
+    torch.testing.assert_close(loss, expected.detach(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-15)
+
+
 @pytest.mark.parametrize("logit", [-float("inf"), float("inf")])
 @pytest.mark.parametrize("label", [0.0, 1.0])
 def test_sigmoid_infinite_logits_as_torch(logit, label):

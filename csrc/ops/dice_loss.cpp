@@ -438,7 +438,13 @@ at::Tensor cross_entropy_from_sums(const at::Tensor& sums, core::Activation acti
   const at::Tensor weights = is_given(channel_weights)
                                  ? channel_weights->to(sums.scalar_type())
                                  : at::ones_symint({sums.sym_size(1)}, sums.options());
-  const at::Tensor positive = sums.select(-1, core::kPositiveNll) * weights;  // (N, C)
+  at::Tensor positive = sums.select(-1, core::kPositiveNll) * weights;  // (N, C)
+  if (activation == core::Activation::Softmax && !class_index_target) {
+    // 0 log 0 = 0 for the weighted target mass w_c y_c: a class of weight 0
+    // adds nothing, even where its logit is -inf (its column +inf), as the
+    // kernels' terms do for y_c = 0 (core::weighted_term).
+    positive = at::where(weights == 0, at::zeros_like(positive), positive);
+  }
   at::Tensor total, count;
   if (activation == core::Activation::Sigmoid) {
     total = (sums.select(-1, core::kNegativeNll) + positive).sum();
