@@ -101,6 +101,22 @@ def test_float32_and_half_precision(gen, device):
             torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("scale", [1.2e-7, 1.0, 3e4])
+def test_half_weighted_mean_of_small_or_large_weights(dtype, scale, gen):
+    # sum(w l) / sum(w) does not depend on the weights' scale: the result is
+    # the float64 one rounded once, also where w l itself would be subnormal
+    # in float16 (found by the long fuzz profile: 1.0 for 1.0127).
+    x, y, instances = _data("2d", gen)
+    x = x.to(dtype)
+    w = (scale * _numpy_weight_map(instances).double()).float()
+    per_pixel = F.binary_cross_entropy_with_logits(x.double(), y, reduction="none")
+    want = (w.double().reshape(x.shape) * per_pixel).sum() / w.double().sum()
+    got = segloss.shape_aware_loss(x, y.to(dtype), w, reduction="weighted_mean")
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.double(), want, rtol=torch.finfo(dtype).eps, atol=0)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "weighted_mean", "none"])
 def test_gradcheck(reduction, gen):
     x, y, instances = _data("2d-channel", gen)

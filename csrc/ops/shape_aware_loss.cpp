@@ -210,19 +210,22 @@ at::Tensor shape_aware_loss(const at::Tensor& input, const at::Tensor& target,
                                      class_weights, balanced, channel);
   if (channel) weights = weights.unsqueeze(1);
   if (reduction != "weighted_mean") return bce(from_logits, input, target, weights, reduction);
-  // Normalised by the sum of the weights: sum(w l) / sum(w), with sum(w l)
-  // as mean(w l) times the count, in float32 (float64 for float64 input) so
-  // that half-precision sums cannot overflow; 0 when the weights sum to 0
-  // (also for an empty input, as in the multi-class form).
+  // Normalised by the sum of the weights: sum(w l) / sum(w) as the op's mean
+  // of w' l, with w' = w count / sum(w) in float32 (float64 for float64
+  // input), whose mean is 1: the op's mean (accumulated in float32) is then
+  // the result itself, which a half-precision output rounds once (the mean
+  // of w l itself would round into half's subnormals for small weights). 0
+  // when the weights sum to 0 (also for an empty input, as in the
+  // multi-class form).
   const at::ScalarType accumulate =
       input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const at::Tensor total = fixed_order_sum(weights, accumulate);
   const at::Tensor nonzero = total != 0;
-  const at::Tensor weighted_sum =
-      bce(from_logits, input, target, weights, "mean").to(accumulate) * weights.sym_numel();
-  return at::where(nonzero, weighted_sum / at::where(nonzero, total, at::ones_like(total)),
-                   at::zeros_like(total))
-      .to(input.scalar_type());
+  const at::Tensor scale = at::where(
+      nonzero, at::where(nonzero, total, at::ones_like(total)).reciprocal() * weights.sym_numel(),
+      at::zeros_like(total));
+  const at::Tensor loss = bce(from_logits, input, target, weights.to(accumulate) * scale, "mean");
+  return at::where(nonzero, loss, at::zeros_like(loss));
 }
 
 }  // namespace
