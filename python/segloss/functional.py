@@ -472,7 +472,8 @@ def dice_ce_loss(
       (for a class-index target the weighted mean
       ``sum w_y (-log p_y) / sum w_y``; for probability targets the mean over
       pixels), with ``0 log 0 = 0``: a class without target mass adds
-      nothing, so a ``-inf`` logit of another class stays finite.
+      nothing, so a ``-inf`` logit of another class stays finite (with a
+      probability target, nor does a class of weight 0: ``w_c y_c = 0``).
 
     ``w`` is ``ce_weight`` when given, else ``class_weights``: ``class_weights``
     alone weighs both terms (MONAI's ``DiceCELoss(weight=)`` with C > 1),
