@@ -443,7 +443,7 @@ at::Tensor cross_entropy_from_sums(const at::Tensor& sums, core::Activation acti
     // 0 log 0 = 0 for the weighted target mass w_c y_c: a class of weight 0
     // adds nothing, even where its logit is -inf (its column +inf), as the
     // kernels' terms do for y_c = 0 (core::weighted_term).
-    positive = at::where(weights == 0, at::zeros_like(positive), positive);
+    positive = positive.masked_fill(weights == 0, 0);
   }
   at::Tensor total, count;
   if (activation == core::Activation::Sigmoid) {
