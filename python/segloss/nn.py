@@ -27,6 +27,13 @@ def _check_reduction(module: torch.nn.Module, reduction: str) -> str:
     return reduction
 
 
+def _check_nonnegative(module: torch.nn.Module, **values: float) -> None:
+    """Raises unless every value is >= 0 (NaN is not), naming them together."""
+    if not all(value >= 0 for value in values.values()):
+        raise ValueError(f"{_name(module)}: {' and '.join(values)} must be >= 0, got "
+                         f"{' and '.join(str(value) for value in values.values())}")
+
+
 class _BCEBase(torch.nn.Module):
     weight: Optional[Tensor]
     pos_weight: Optional[Tensor]
@@ -151,8 +158,7 @@ class FocalLoss(torch.nn.Module):
                  include_background: bool = True, class_weights: Optional[Tensor] = None,
                  ignore_index: Optional[int] = None, reduction: str = "mean") -> None:
         super().__init__()
-        if not gamma >= 0:
-            raise ValueError(f"{_name(self)}: gamma must be >= 0, got {gamma}")
+        _check_nonnegative(self, gamma=gamma)
         if activation not in ("sigmoid", "softmax"):
             raise ValueError(f"{_name(self)}: activation must be 'sigmoid' or 'softmax', got "
                              f"{activation!r}")
@@ -331,9 +337,8 @@ class TverskyLoss(_RegionLoss):
                  reduction: str = "mean", ddp: bool = False, soft_label: bool = False) -> None:
         super().__init__(activation, 1.0, smooth_nr, smooth_dr, batch_dice, include_background,
                          class_weights, ignore_index, reduction, ddp, soft_label)
-        for name, value in (("alpha", alpha), ("beta", beta)):
-            if not value >= 0:
-                raise ValueError(f"{_name(self)}: {name} must be >= 0, got {value}")
+        _check_nonnegative(self, alpha=alpha)
+        _check_nonnegative(self, beta=beta)
         if not focal_gamma > 0:
             raise ValueError(f"{_name(self)}: focal_gamma must be > 0, got {focal_gamma}")
         self.alpha = float(alpha)
@@ -419,9 +424,7 @@ class DiceCELoss(_DiceOptions):
         super().__init__(activation, gamma, smooth_nr, smooth_dr, batch_dice,
                          include_background, class_weights, ignore_index)
         self.label_smoothing = float(label_smoothing)
-        if not (lambda_dice >= 0 and lambda_ce >= 0):
-            raise ValueError(f"{_name(self)}: lambda_dice and lambda_ce must be >= 0, got "
-                             f"{lambda_dice} and {lambda_ce}")
+        _check_nonnegative(self, lambda_dice=lambda_dice, lambda_ce=lambda_ce)
         self.lambda_dice = float(lambda_dice)
         self.lambda_ce = float(lambda_ce)
         self.reduction = reduction
@@ -474,13 +477,10 @@ class DiceFocalLoss(_DiceOptions):
         if reduction not in ("mean", "sum"):
             raise ValueError(f"{_name(self)}: reduction must be 'mean' or 'sum', got "
                              f"{reduction!r}")
-        if not focal_gamma >= 0:
-            raise ValueError(f"{_name(self)}: focal_gamma must be >= 0, got {focal_gamma}")
+        _check_nonnegative(self, focal_gamma=focal_gamma)
         if alpha is not None and not 0 <= alpha <= 1:
             raise ValueError(f"{_name(self)}: alpha must lie in [0, 1], got {alpha}")
-        if not (lambda_dice >= 0 and lambda_focal >= 0):
-            raise ValueError(f"{_name(self)}: lambda_dice and lambda_focal must be >= 0, got "
-                             f"{lambda_dice} and {lambda_focal}")
+        _check_nonnegative(self, lambda_dice=lambda_dice, lambda_focal=lambda_focal)
         super().__init__(activation, gamma, smooth_nr, smooth_dr, batch_dice,
                          include_background, class_weights, ignore_index)
         self.reduction = reduction
