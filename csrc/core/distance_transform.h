@@ -85,6 +85,19 @@ SEGLOSS_INLINE int64_t column_offset(const StridedLabels<Label, ToId>& labels, c
   return offset;
 }
 
+// The id of pixel `p` (C order over `grid`) of image `image` of a batch
+// whose images start `batch_stride` labels apart, read by strides: the CUDA
+// initial pass's read, one thread per pixel (its emulations in tests/cpp
+// read strided batches through it).
+template <typename Label, typename ToId>
+SEGLOSS_INLINE auto batch_pixel_id(const StridedLabels<Label, ToId>& labels, const Grid& grid,
+                                   int64_t batch_stride, int64_t image, int64_t p) {
+  const int64_t columns = grid.inner(0);
+  const int64_t offset = image * batch_stride + (p / columns) * labels.stride[0] +
+                         column_offset(labels, grid, p % columns);
+  return labels.to_id(labels.data[offset]);
+}
+
 // The number of pixels that belong to an instance.
 template <typename Label, typename ToId>
 int64_t count_instance_pixels(const StridedLabels<Label, ToId>& labels, const Grid& grid) {

@@ -55,13 +55,11 @@ template <typename Label, typename ToId, typename State, typename Initial>
 __global__ void initial_states_kernel(core::StridedLabels<Label, ToId> labels, core::Grid image,
                                       int64_t images, int64_t batch_stride, Initial initial,
                                       State* state, unsigned long long* counts) {
-  const int64_t pixels = image.numel(), columns = image.inner(0);
+  const int64_t pixels = image.numel();
   for (int64_t i = blockIdx.y; i < images; i += gridDim.y) {
     unsigned long long count = 0;
     SEGLOSS_GRID_STRIDE_LOOP(p, pixels) {
-      const int64_t offset = i * batch_stride + (p / columns) * labels.stride[0] +
-                             core::column_offset(labels, image, p % columns);
-      const auto id = labels.to_id(labels.data[offset]);
+      const auto id = core::batch_pixel_id(labels, image, batch_stride, i, p);
       state[i * pixels + p] = initial(id);
       count += id != 0;
     }

@@ -19,11 +19,15 @@
 //   binary_distance_tiles fuzz COUNT SEED
 //
 // COUNT random stacks (1 to 4 dims, noise or boxes of every density, random
-// tile sizes, float and double states) compared with the CPU driver
+// tile sizes, float and double states; read by strides, as
+// initial_states_kernel reads them, from a random layout: the axes in any
+// memory order, steps of 1 or 2, or one mask expanded to the batch, and
+// nonzero values of 1 to 240) compared with the CPU driver
 // (binary_distance, bit for bit at unit spacing) and, on small images, with
 // a brute-force minimum; and COUNT random lines of states at random
 // spacings, whose search skipping blocks must give the same bits as without;
 // prints the first mismatch and exits 1, else "ok".
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -36,6 +40,7 @@
 #include "../../csrc/core/binary_distance.h"
 #include "../../csrc/core/binary_distance_tiles.h"
 #include "../../csrc/core/tile_passes.h"
+#include "fuzz_support.h"
 
 using namespace segloss::core;
 
@@ -51,17 +56,32 @@ const char* form_name(const PassTiles& pass) {
   }
 }
 
+using Mask = StridedMask<unsigned char>;
+
+// A mask in C order, as read by strides.
+Mask c_order(const unsigned char* mask, const Grid& image) {
+  Mask strided{mask, {}, {}};
+  for (int d = 0; d < image.ndim; ++d) strided.stride[d] = image.inner(d);
+  return strided;
+}
+
+// The maps of a batch of `images` masks whose first pixels are
+// `batch_stride` apart, into `out` (C order).
 template <typename State>
-void distance_maps(const std::vector<unsigned char>& mask, int64_t images, const Grid& image,
+void distance_maps(const Mask& mask, int64_t batch_stride, int64_t images, const Grid& image,
                    DistanceMap map, int64_t target, int64_t max_bytes, int64_t optin_bytes,
                    int64_t scratch_bytes, std::vector<float>& out, bool report_forms = true) {
   const int64_t pixels = image.numel(), total = images * pixels;
-  // The initial states and each image's foreground count (initial_states_kernel).
+  // The initial states and each image's foreground count (initial_states_kernel,
+  // one thread per pixel).
   std::vector<State> state(total);
   std::vector<int64_t> foreground(images, 0);
-  for (int64_t i = 0; i < total; ++i) {
-    state[i] = initial_binary_state<State>(mask[i] != 0);
-    foreground[i / pixels] += mask[i] != 0;
+  for (int64_t i = 0; i < images; ++i) {
+    for (int64_t p = 0; p < pixels; ++p) {
+      const bool in_mask = batch_pixel_id(mask, image, batch_stride, i, p);
+      state[i * pixels + p] = initial_binary_state<State>(in_mask);
+      foreground[i] += in_mask;
+    }
   }
   for (int axis = 0; axis < image.ndim; ++axis) {
     const int64_t n = image.size[axis], inner = image.inner(axis);
@@ -99,14 +119,8 @@ struct Serial {
 std::vector<float> cpu_map(const unsigned char* mask, const Grid& image, DistanceMap map) {
   const int64_t pixels = image.numel();
   std::vector<float> out(pixels);
-  StridedMask<unsigned char> strided{mask, {}, {}};
-  int64_t stride = 1;
-  for (int d = image.ndim - 1; d >= 0; --d) {
-    strided.stride[d] = stride;
-    stride *= image.size[d];
-  }
   const int64_t foreground = binary_distance(
-      strided, image, DistanceTarget::kOtherClass, Serial{},
+      c_order(mask, image), image, DistanceTarget::kOtherClass, Serial{},
       [&](int64_t i, double s) { out[i] = distance_map_value<float>(map, s); });
   if (!has_both_classes(foreground, pixels)) std::fill(out.begin(), out.end(), 0.0f);
   return out;
@@ -202,9 +216,14 @@ int fuzz(int64_t count, uint64_t seed) {
       image.spacing[d] = 1.0;
     }
     const int64_t images = uniform(1, 3), pixels = image.numel();
+    const bool expanded = images > 1 && uniform(0, 4) == 0;
     std::vector<unsigned char> mask(images * pixels);
     for (int64_t i = 0; i < images; ++i) {
       unsigned char* m = mask.data() + i * pixels;
+      if (expanded && i > 0) {
+        std::copy(mask.data(), mask.data() + pixels, m);
+        continue;
+      }
       const double density = densities[uniform(0, 5)];
       if (uniform(0, 1) == 0) {  // noise
         for (int64_t p = 0; p < pixels; ++p) m[p] = (rng() % 1000) < density * 1000;
@@ -233,13 +252,22 @@ int fuzz(int64_t count, uint64_t seed) {
     const int64_t target = int64_t(1) << uniform(0, 12), max_bytes = int64_t(16) << uniform(0, 12);
     const int64_t optin_bytes = max_bytes * uniform(1, 4), scratch_bytes = uniform(0, 64) * 16;
     const bool use_float = uniform(0, 1) == 0;
+    // The masks read by strides from a random layout (any nonzero value is
+    // foreground).
+    const fuzz_images::StridedBatch<unsigned char> batch =
+        fuzz_images::random_layout(fuzz_images::Uniform{rng}, mask, images, image, expanded,
+                                   [&] { return (unsigned char)uniform(0, 3); });
+    std::vector<unsigned char> values = batch.buffer;
+    for (unsigned char& value : values) value *= (unsigned char)uniform(1, 80);
+    Mask strided{values.data(), {}, {}};
+    std::copy(batch.stride, batch.stride + image.ndim, strided.stride);
     std::vector<float> out(mask.size());
     if (use_float) {
-      distance_maps<float>(mask, images, image, map, target, max_bytes, optin_bytes, scratch_bytes,
-                           out, false);
+      distance_maps<float>(strided, batch.batch_stride, images, image, map, target, max_bytes,
+                           optin_bytes, scratch_bytes, out, false);
     } else {
-      distance_maps<double>(mask, images, image, map, target, max_bytes, optin_bytes,
-                            scratch_bytes, out, false);
+      distance_maps<double>(strided, batch.batch_stride, images, image, map, target, max_bytes,
+                            optin_bytes, scratch_bytes, out, false);
     }
     for (int64_t i = 0; i < images; ++i) {
       const unsigned char* m = mask.data() + i * pixels;
@@ -295,12 +323,13 @@ int main(int argc, char** argv) {
   if (in == nullptr || std::fread(mask.data(), 1, total, in) != size_t(total)) return 3;
   std::fclose(in);
   std::vector<float> out(total);
+  const Mask strided = c_order(mask.data(), image);
   if (use_float) {
-    distance_maps<float>(mask, images, image, map, target, max_bytes, optin_bytes, scratch_bytes,
-                         out);
+    distance_maps<float>(strided, image.numel(), images, image, map, target, max_bytes,
+                         optin_bytes, scratch_bytes, out);
   } else {
-    distance_maps<double>(mask, images, image, map, target, max_bytes, optin_bytes, scratch_bytes,
-                          out);
+    distance_maps<double>(strided, image.numel(), images, image, map, target, max_bytes,
+                          optin_bytes, scratch_bytes, out);
   }
   FILE* result = std::fopen(argv[10 + 2 * image.ndim], "wb");
   if (result == nullptr || std::fwrite(out.data(), sizeof(float), total, result) != size_t(total)) {

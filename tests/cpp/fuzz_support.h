@@ -1,7 +1,8 @@
-// What the two-nearest fuzz programs of tests/cpp share (two_nearest_bands.cpp,
-// two_nearest_tiles.cpp): random grids, label images and lines of pairs, the bitwise
-// comparison of pairs, and the command line. Each program is still built from
-// its one source file (this header is found next to it).
+// What the fuzz programs of tests/cpp share (two_nearest_bands.cpp,
+// two_nearest_tiles.cpp, binary_distance_tiles.cpp): random grids, label
+// images, strided layouts and lines of pairs, the bitwise comparison of
+// pairs, and the command line. Each program is still built from its one
+// source file (this header is found next to it).
 #pragma once
 
 #include <cstdint>
@@ -10,6 +11,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../../csrc/core/distance_transform.h"
@@ -64,6 +66,52 @@ inline void random_labels(const Uniform& uniform, const segloss::core::Grid& gri
       }
     }
   }  // kind 2: no instance at all
+}
+
+// A batch of images as a strided tensor view may hold it: `buffer` with the
+// batch axis's stride and each grid axis's, in elements.
+template <typename T>
+struct StridedBatch {
+  std::vector<T> buffer;
+  int64_t batch_stride = 0;
+  int64_t stride[segloss::core::kMaxDistanceDims] = {};
+};
+
+// `values` (images x grid, C order) laid out with the axes in a random
+// memory order, each with a step of 1 or 2 (a slice's) and the gaps filled
+// with filler() (values a wrong read would take); with `expanded`, one image
+// at batch stride 0 (an expanded batch: the caller's images are all equal).
+template <typename T, typename Filler>
+StridedBatch<T> random_layout(const Uniform& uniform, const std::vector<T>& values,
+                              int64_t images, const segloss::core::Grid& grid, bool expanded,
+                              Filler filler) {
+  const int axes = grid.ndim + 1;  // the batch axis first
+  int64_t size[segloss::core::kMaxDistanceDims + 1], stride[segloss::core::kMaxDistanceDims + 1];
+  int order[segloss::core::kMaxDistanceDims + 1];
+  size[0] = expanded ? 1 : images;
+  for (int d = 0; d < grid.ndim; ++d) size[d + 1] = grid.size[d];
+  for (int a = 0; a < axes; ++a) order[a] = a;
+  for (int a = axes - 1; a > 0; --a) std::swap(order[a], order[uniform(0, a)]);
+  int64_t extent = 1;
+  for (int k = axes - 1; k >= 0; --k) {  // order[axes - 1]: the innermost axis
+    const int64_t step = uniform(1, 2);
+    stride[order[k]] = extent * step;
+    extent *= size[order[k]] * step;
+  }
+  StridedBatch<T> batch;
+  batch.buffer.resize(size_t(extent));
+  for (T& value : batch.buffer) value = filler();
+  const int64_t pixels = grid.numel();
+  for (int64_t x = 0; x < size[0] * pixels; ++x) {
+    int64_t offset = (x / pixels) * stride[0];
+    for (int d = 0; d < grid.ndim; ++d) {
+      offset += (x / grid.inner(d)) % grid.size[d] * stride[d + 1];
+    }
+    batch.buffer[size_t(offset)] = values[size_t(x)];
+  }
+  batch.batch_stride = expanded ? 0 : stride[0];
+  for (int d = 0; d < grid.ndim; ++d) batch.stride[d] = stride[d + 1];
+  return batch;
 }
 
 // A random line of 1 to max_n pairs as a later pass gets them (d[0] <=

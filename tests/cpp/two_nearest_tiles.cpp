@@ -18,19 +18,24 @@
 // * one random line of pass 0's initial states (an id at distance 0, or
 //   none) at a random spacing: two_nearest_on_line gives scan_line's pairs;
 // * a random batch of label images (1 to 4 dims, scattered pixels or boxes,
-//   unit or random spacing) through the kernels' passes with random tile
-//   sizes (pass_tiles: whole slabs or groups of lines in shared memory, in
-//   the opt-in shared memory where they fit no smaller tile, or tiles in
-//   global memory of a random scratch size, where the lines fit neither):
-//   the pairs equal the CPU driver's (two_nearest_squared) bit for bit.
+//   unit or random spacing; read by strides from a random layout: the axes
+//   in any memory order, steps of 1 or 2, or one image expanded to the
+//   batch) through initial_states_kernel's reads and counts and the
+//   kernels' passes with random tile sizes (pass_tiles: whole slabs or
+//   groups of lines in shared memory, in the opt-in shared memory where they
+//   fit no smaller tile, or tiles in global memory of a random scratch size,
+//   where the lines fit neither): the pairs equal the CPU driver's
+//   (two_nearest_squared) bit for bit, and each image's count of instance
+//   pixels equals count_instance_pixels'.
 // Prints the first mismatch and exits 1, else "ok" and how many passes took
 // each form.
 //
 //   two_nearest_tiles kernel-sizes SEED SIZE...
 //
 // One image of SIZE... (scattered labels of 12 ids) through the passes at the
-// kernels' sizes on an H100 or H200 (40 KiB tiles, 227 KiB opt-in, 256 MiB
-// of global tiles), against the CPU driver; prints "ok" and the forms taken.
+// kernels' sizes on an H100 or H200 (40 KiB tiles, kOptInBytes of opt-in
+// shared memory, 256 MiB of global tiles), against the CPU driver; prints
+// "ok" and the forms taken.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -51,6 +56,9 @@ using namespace segloss::core;
 namespace {
 
 using fuzz_images::same_bits;
+
+// The opt-in shared memory per block of an H100 or H200 (227 KiB).
+constexpr int64_t kOptInBytes = int64_t(227) << 10;
 
 void print_pair(const char* name, const NearestPair& p) {
   std::printf("  %s: %.17g (id %llu), %.17g (id %llu)\n", name, p.d[0],
@@ -195,14 +203,33 @@ bool same_pairs(const NearestPair* got, const std::vector<NearestPair>& want, co
   return true;
 }
 
-// The CUDA kernels' passes over a batch of `images` label images (C order).
-std::vector<NearestPair> cuda_passes(const std::vector<int64_t>& labels, int64_t images,
+using Labels = StridedLabels<int64_t, LabelIsId>;
+
+// Labels in C order, as read by strides.
+Labels c_order(const std::vector<int64_t>& labels, const Grid& image) {
+  Labels strided{labels.data(), {}, LabelIsId{}};
+  for (int d = 0; d < image.ndim; ++d) strided.stride[d] = image.inner(d);
+  return strided;
+}
+
+// The CUDA kernels' passes over a batch of `images` label images whose
+// first labels are `batch_stride` apart; with `counts`, each image's count
+// of instance pixels.
+std::vector<NearestPair> cuda_passes(const Labels& labels, int64_t batch_stride, int64_t images,
                                      const Grid& image, int64_t target, int64_t max_bytes,
-                                     int64_t optin_bytes, int64_t scratch_bytes, Forms& forms) {
+                                     int64_t optin_bytes, int64_t scratch_bytes, Forms& forms,
+                                     std::vector<int64_t>* counts = nullptr) {
   const int64_t pixels = image.numel(), total = images * pixels;
-  // initial_states_kernel with InitialPair.
+  // initial_states_kernel with InitialPair (one thread per pixel).
   std::vector<NearestPair> state(total);
-  for (int64_t i = 0; i < total; ++i) state[i] = initial_pair(InstanceId(labels[i]));
+  if (counts != nullptr) counts->assign(images, 0);
+  for (int64_t i = 0; i < images; ++i) {
+    for (int64_t p = 0; p < pixels; ++p) {
+      const InstanceId id = batch_pixel_id(labels, image, batch_stride, i, p);
+      state[i * pixels + p] = initial_pair(id);
+      if (counts != nullptr) (*counts)[i] += id != 0;
+    }
+  }
   for (int axis = 0; axis < image.ndim; ++axis) {
     const int64_t n = image.size[axis], inner = image.inner(axis), outer = total / (n * inner);
     const int64_t pair_bytes = int64_t(sizeof(NearestPair));
@@ -233,11 +260,9 @@ std::vector<NearestPair> cuda_passes(const std::vector<int64_t>& labels, int64_t
 }
 
 std::vector<NearestPair> cpu_driver(const std::vector<int64_t>& labels, const Grid& image) {
-  StridedLabels<int64_t, LabelIsId> strided{labels.data(), {}, LabelIsId{}};
-  for (int d = 0; d < image.ndim; ++d) strided.stride[d] = image.inner(d);
   std::vector<NearestPair> out(image.numel(), no_instances());
   two_nearest_squared(
-      strided, image,
+      c_order(labels, image), image,
       [](int64_t count, auto&& body) {
         if (count > 0) body(int64_t(0), count);
       },
@@ -268,10 +293,19 @@ int fuzz(int64_t count, uint64_t seed) {
     const bool unit = integer_envelope_keys(image);
     const int64_t images = uniform(1, 3), pixels = image.numel();
     const int64_t ids = uniform(1, uniform(0, 1) ? 3 : 12);
+    const bool expanded = images > 1 && uniform(0, 4) == 0;
     std::vector<int64_t> labels(images * pixels, 0);
     for (int64_t i = 0; i < images; ++i) {
-      fuzz_images::random_labels(uniform, image, ids, labels.data() + i * pixels);
+      if (expanded && i > 0) {
+        std::copy(labels.begin(), labels.begin() + pixels, labels.begin() + i * pixels);
+      } else {
+        fuzz_images::random_labels(uniform, image, ids, labels.data() + i * pixels);
+      }
     }
+    const fuzz_images::StridedBatch<int64_t> batch = fuzz_images::random_layout(
+        uniform, labels, images, image, expanded, [&] { return uniform(0, ids + 1); });
+    Labels strided{batch.buffer.data(), {}, LabelIsId{}};
+    std::copy(batch.stride, batch.stride + image.ndim, strided.stride);
     // Tiles of 1 to 64 target pixels and room for 1 to 64 pairs (many small
     // tiles, both forms, and lines that fit none), or the library's sizes.
     const bool library_sizes = uniform(0, 3) == 0;
@@ -281,14 +315,23 @@ int fuzz(int64_t count, uint64_t seed) {
                                                   uniform(0, 4) * 16;
     // The device's opt-in shared memory (an H100's or H200's, or up to 4x
     // the tiles' size).
-    const int64_t optin_bytes = library_sizes ? int64_t(227) << 10 : max_bytes * uniform(1, 4);
+    const int64_t optin_bytes = library_sizes ? kOptInBytes : max_bytes * uniform(1, 4);
     // Global tiles of at least one line (global_line_tiles) up to many.
     const int64_t scratch_bytes = uniform(0, 200) * int64_t(sizeof(NearestPair));
+    std::vector<int64_t> counts;
     const std::vector<NearestPair> got =
-        cuda_passes(labels, images, image, target, max_bytes, optin_bytes, scratch_bytes, forms);
+        cuda_passes(strided, batch.batch_stride, images, image, target, max_bytes, optin_bytes,
+                    scratch_bytes, forms, &counts);
     for (int64_t i = 0; i < images; ++i) {
       const std::vector<int64_t> own(labels.begin() + i * pixels,
                                      labels.begin() + (i + 1) * pixels);
+      const int64_t want_count = count_instance_pixels(c_order(own, image), image);
+      if (counts[i] != want_count) {
+        std::printf("trial %lld (%dD): image %lld counts %lld instance pixels, not %lld\n",
+                    (long long)trial, image.ndim, (long long)i, (long long)counts[i],
+                    (long long)want_count);
+        return 1;
+      }
       const bool same = same_pairs(got.data() + i * pixels, cpu_driver(own, image),
                                    [&](int64_t x) {
         std::printf("trial %lld (%dD, %s spacing, tiles %lld/%lld): image %lld pixel %lld\n",
@@ -310,8 +353,9 @@ int kernel_sizes(uint64_t seed, const Grid& image) {
   std::vector<int64_t> labels(image.numel());
   for (int64_t& label : labels) label = uniform(1, 100) <= 5 ? uniform(1, 12) : 0;
   Forms forms;
-  const std::vector<NearestPair> got = cuda_passes(labels, 1, image, kTileTarget, kMaxTileBytes,
-                                                   int64_t(227) << 10, int64_t(256) << 20, forms);
+  const std::vector<NearestPair> got =
+      cuda_passes(c_order(labels, image), 0, 1, image, kTileTarget, kMaxTileBytes, kOptInBytes,
+                  int64_t(256) << 20, forms);
   const bool same = same_pairs(got.data(), cpu_driver(labels, image),
                                [](int64_t x) { std::printf("pixel %lld\n", (long long)x); });
   return same ? forms.print_ok() : 1;
