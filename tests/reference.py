@@ -513,3 +513,103 @@ def dice_ce_torch(x, target, *, activation="softmax", gamma=1.0, smooth_nr=1e-5,
     if grad_output is not None:
         (grad,) = torch.autograd.grad(loss, x, grad_output.detach().to("cpu", torch.float64))
     return loss.detach(), grad
+
+
+# MONAI's FocalLoss (sigmoid_focal_loss / softmax_focal_loss) and Dice + focal.
+
+# The floor of the focal reductions' divisors (0 / floor = 0 for nothing counted).
+FOCAL_EPS = torch.finfo(torch.float32).eps
+
+
+def dense_target_and_mask(x, target, ignore_index, mask):
+    """(float64 target (N, C, *spatial), float64 mask (N, 1, *spatial)) on the CPU."""
+    n, c = x.shape[:2]
+    if target.dtype.is_floating_point:
+        y = target.detach().to("cpu", torch.float64)
+        m = torch.ones((n, 1) + tuple(x.shape[2:]), dtype=torch.float64)
+    else:
+        labels = target.detach().to("cpu", torch.int64)
+        if labels.dim() == x.dim():
+            labels = labels.squeeze(1)
+        keep = torch.ones_like(labels, dtype=torch.bool)
+        if ignore_index is not None:
+            keep = labels != ignore_index
+        safe = torch.where(keep, labels, 0)
+        y = ((safe == 1).unsqueeze(1) if c == 1 else F.one_hot(safe, c).movedim(-1, 1))
+        y = y.to(torch.float64)
+        m = keep.unsqueeze(1).to(torch.float64)
+    if mask is not None:
+        m = m * (mask.detach().to("cpu") != 0).to(torch.float64)
+    return y, m
+
+
+def focal_terms(x, y, *, focal_activation, focal_gamma, alpha=None):
+    """MONAI's focal loss of each element (N, C, *spatial) of float64 `x`
+    (attached) and the dense target `y`, alpha applied."""
+    c = x.shape[1]
+    if focal_activation == "sigmoid":
+        loss = x - x * y - F.logsigmoid(x)
+        if focal_gamma:
+            loss = torch.exp(focal_gamma * F.logsigmoid(-x * (2 * y - 1))) * loss
+        if alpha is not None:
+            loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
+        return loss
+    log_p = torch.log_softmax(x, 1)
+    loss = -(1 - log_p.exp()).pow(focal_gamma) * log_p * y
+    if alpha is not None:
+        factor = torch.tensor([1 - alpha] + [alpha] * (c - 1), dtype=torch.float64)
+        loss = factor.view([1, c] + [1] * (x.dim() - 2)) * loss
+    return loss
+
+
+def focal_reduce(loss, m, *, masked, class_weights=None, include_background=True,
+                 reduction="mean"):
+    """MONAI FocalLoss's reduction of per-element values `loss` (N, C,
+    *spatial) over the pixels that count (`m`, (N, 1, *spatial)): with
+    `masked` (a mask or ignore_index given), "mean" divides by the pixels
+    counted, not the elements."""
+    c = loss.shape[1]
+    loss = torch.where(m != 0, loss, torch.zeros_like(loss))
+    if class_weights is not None:
+        loss = loss * class_weights.to("cpu", torch.float64).view([1, c] + [1] * (loss.dim() - 2))
+    if not include_background:
+        loss = loss[:, 1:]
+    dims = list(range(2, loss.dim()))
+    if reduction == "sum":
+        return (loss.sum(dims) / m.sum(dims).clamp_min(FOCAL_EPS)).sum()
+    if masked:
+        return loss.sum() / m.sum().clamp_min(FOCAL_EPS)
+    return loss.mean()
+
+
+def focal_torch(x, target, *, focal_activation, focal_gamma, alpha=None, class_weights=None,
+                include_background=True, ignore_index=None, mask=None, reduction="mean"):
+    """MONAI's FocalLoss on float64 `x` (attached) and the one-hot target."""
+    y, m = dense_target_and_mask(x, target, ignore_index, mask)
+    loss = focal_terms(x, y, focal_activation=focal_activation, focal_gamma=focal_gamma,
+                       alpha=alpha)
+    return focal_reduce(loss, m, masked=mask is not None or ignore_index is not None,
+                        class_weights=class_weights, include_background=include_background,
+                        reduction=reduction)
+
+
+def dice_focal_torch(x, target, *, activation="sigmoid", gamma=1.0, smooth_nr=1e-5,
+                     smooth_dr=1e-5, batch_dice=False, include_background=True,
+                     class_weights=None, ignore_index=None, mask=None, reduction="mean",
+                     focal_gamma=2.0, alpha=None, lambda_dice=1.0, lambda_focal=1.0,
+                     focal_activation=None, grad_output=None):
+    """(loss, autograd d loss / d x) in float64 eager PyTorch on the CPU."""
+    x = x.detach().to("cpu", torch.float64).requires_grad_(grad_output is not None)
+    dice = dice_torch_loss(x, target, activation=activation, gamma=gamma, smooth_nr=smooth_nr,
+                           smooth_dr=smooth_dr, batch_dice=batch_dice,
+                           include_background=include_background, class_weights=class_weights,
+                           ignore_index=ignore_index, mask=mask, reduction=reduction)
+    focal = focal_torch(x, target, focal_activation=focal_activation or activation,
+                        focal_gamma=focal_gamma, alpha=alpha, class_weights=class_weights,
+                        include_background=include_background, ignore_index=ignore_index,
+                        mask=mask, reduction=reduction)
+    loss = lambda_dice * dice + lambda_focal * focal
+    grad = None
+    if grad_output is not None:
+        (grad,) = torch.autograd.grad(loss, x, grad_output.detach().to("cpu", torch.float64))
+    return loss.detach(), grad
