@@ -116,7 +116,8 @@ def reference(kind, input, target, weight=None, pos_weight=None, reduction="mean
 #   I = sum m p y,  P = sum m p^gamma,  T = sum m y^gamma   (per (n, c), or per c
 #   over the batch with batch_dice)
 #   loss = w_c (1 - (2 I + s_nr) / (P + T + s_dr)), 0 where P + T + s_dr == 0,
-#   channel 0 dropped after weighting when include_background is False.
+#   channel 0 dropped first when include_background is False (as MONAI drops
+#   it from the input: its sums get gradient 0, also where they are NaN).
 #
 # dice_np is NumPy with an analytic gradient; dice_torch is an eager PyTorch
 # composite (one_hot + activation + sums) differentiated by torch.autograd.
@@ -205,8 +206,9 @@ def dice_np(x, target, *, activation="sigmoid", gamma=1.0, smooth_nr=1e-5, smoot
     else:
         G[..., first:] = g / (kept.size if reduction == "mean" else 1)
     G = G * w
-    dI = np.where(empty, 0.0, -2.0 * G / safe)
-    dP = np.where(empty, 0.0, G * num / safe ** 2)
+    dropped = np.arange(C) < first  # no gradient, whatever its sums
+    dI = np.where(empty | dropped, 0.0, -2.0 * G / safe)
+    dP = np.where(empty | dropped, 0.0, G * num / safe ** 2)
     if batch_dice:
         dI, dP = np.broadcast_to(dI, (N, C)), np.broadcast_to(dP, (N, C))
     dI = dI.reshape((N, C) + (1,) * len(spatial))
@@ -383,11 +385,14 @@ def region_torch_loss(loss, x, target, *, activation="sigmoid", gamma=1.0, smoot
         if batch_dice:
             per = per.reshape(1)
     else:
+        weights = None if class_weights is None else class_weights.detach().to("cpu",
+                                                                                torch.float64)
+        if not include_background:  # dropped first, as MONAI drops it from the input
+            I, P, T = I[..., 1:], P[..., 1:], T[..., 1:]
+            weights = None if weights is None else weights[1:]
         per = REGION_TERMS[loss](I, P, T, smooth_nr=smooth_nr, smooth_dr=smooth_dr, **params)
-        if class_weights is not None:
-            per = per * class_weights.detach().to("cpu", torch.float64)
-        if not include_background:
-            per = per[..., 1:]
+        if weights is not None:
+            per = per * weights
     if reduction == "mean":
         return per.mean()
     if reduction == "sum":

@@ -37,8 +37,9 @@ import segloss
 import segloss.numpy as snp
 from distance_reference import (balanced_class_weight, brute_force_squared, distance_of_ids,
                                 two_nearest_from, unet_weight_formula)
-from reference import (LOGITS, PROBABILITY, _labels_and_keep, bce_np, dice_ce_torch, dice_np,
-                       dice_sums_torch, dice_torch, reference)
+from reference import (LOGITS, PROBABILITY, _labels_and_keep, bce_np, dense_target_and_mask,
+                       dice_ce_torch, dice_focal_torch, dice_np, dice_sums_torch, dice_torch,
+                       focal_reduce, reference)
 
 # The NumPy references warn on the non-finite inputs they are given on purpose.
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
@@ -769,7 +770,14 @@ def region_tail(per, options, reduction, loss):
 def region_epilogue(sums, options, reduction, loss="dice"):
     """The region loss `loss` ("dice" or one of REGION_LOSSES) from the (N, C,
     3) float64 sums (I, P, T), differentiable with respect to them; `options`
-    holds the loss's own options (alpha, beta, focal_gamma; w_type)."""
+    holds the loss's own options (alpha, beta, focal_gamma; w_type). Without
+    the background, channel 0 is dropped first, as MONAI drops it from the
+    input: its sums get gradient 0, also where they are NaN."""
+    if loss != "generalized_dice" and not options["include_background"]:
+        weights = options.get("class_weights")
+        options = dict(options, include_background=True,
+                       class_weights=None if weights is None else weights[1:])
+        sums = sums[:, 1:]
     num, den = region_ratio(region_column(sums, options), options, loss)
     return region_tail(region_outer(region_term(num, den), options, loss), options, reduction,
                        loss)
@@ -958,11 +966,19 @@ def region_magnitudes(x64, t64, options, grad_output, loss="dice", dtype=torch.f
                      "mean": per.sum() / max(per.numel(), 1)}[reduction]
 
     upstream = tail_gradient(grad_output.double(), reduction).abs()
+    # A group of upstream gradient 0 (a dropped background, a class weight
+    # 0): its sums' gradients are 0, also where its sums are NaN (the loss
+    # drops the background first; with a class weight 0 a NaN loss makes
+    # the comparison exact).
+    silent = upstream == 0
     ill = False
     if factor is not None:
         ill = bool((torch.isinf(factor) & (upstream != 0)).any())
         upstream = upstream * torch.where(torch.isinf(factor), 0.0, factor)
-    dp = dp_size(sum_gradients(term, upstream)) * abs(lambda_dice)
+    d = sum_gradients(term, upstream)
+    if loss != "generalized_dice":  # (its groups are images: channel 0 is out of its ratio)
+        d = torch.where(silent.unsqueeze(-1), 0.0, d)
+    dp = dp_size(d) * abs(lambda_dice)
     if options["activation"] == "softmax":
         grad = p.abs() * cond * (dp + (p.abs() * cond * dp).sum(1, keepdim=True))
     elif options["activation"] == "sigmoid":
@@ -1237,6 +1253,133 @@ def test_dice_ce_loss(data):
         return
     magnitude = torch.maximum(gradient_magnitude(ref_grad), dice_grad_mag + ce_grad_mag)
     assert_close(grad, ref_grad, magnitude, "gradient")
+
+
+def focal_magnitudes(x64, t64, options, focal_activation, grad_output):
+    """(loss magnitude, gradient magnitude per element) of dice_focal_loss's
+    focal term: per element the size of the terms it is computed from (as
+    test_focal_loss's model; alpha's factors, at most 1, left out), reduced as
+    the term is (reference.focal_reduce):
+    - sigmoid: M B (1 + gamma |log sigmoid(z)|), M = sigmoid(z)^gamma,
+      z = x (1 - 2y), B = |(1 - y) x| + |log sigmoid(x)| (the BCE's terms);
+      gradient w (M (p + |y|) + gamma M sigmoid(-z) |1 - 2y| B) (1 + gamma
+      |log sigmoid(z)|), w the reduction's weight of the element;
+    - softmax: |y_c| (1 - p_c)^gamma (|log p_c| + max |x|) (1 + gamma
+      |log(1 - p_c)|); gradient (sum_c w_c |y_c|) (1 + gamma) cond on every
+      channel (cond: softmax's rounding, activated)."""
+    gamma = options["focal_gamma"]
+    y, m = dense_target_and_mask(x64, t64, options.get("ignore_index"), options.get("mask"))
+    x = x64.detach()
+    cw = options.get("class_weights")
+
+    def reduce(values):
+        return focal_reduce(values, m, masked="mask" in options or "ignore_index" in options,
+                            class_weights=None if cw is None else cw.abs(),
+                            include_background=options["include_background"],
+                            reduction=options["reduction"])
+
+    if focal_activation == "sigmoid":
+        z = x * (1 - 2 * y)
+        amplification = 1 + gamma * F.logsigmoid(z).abs()
+        big_m = torch.exp(gamma * F.logsigmoid(z))
+        b = ((1 - y) * x).abs() + F.logsigmoid(x).abs()
+        scale = big_m * b * amplification
+    else:
+        log_p = torch.log_softmax(x, 1)
+        one_minus_p = -torch.expm1(log_p)
+        scale = y.abs() * one_minus_p ** gamma \
+            * (log_p.abs() + x.abs().amax(1, keepdim=True)) \
+            * (1 + gamma * torch.log(one_minus_p).abs().nan_to_num(posinf=0.0))
+    lambda_focal = abs(options["lambda_focal"])
+    loss_mag = lambda_focal * reduce(scale)
+    ones = torch.ones_like(x, requires_grad=True)
+    (w,) = torch.autograd.grad(reduce(ones * 1.0), ones)
+    w = w.abs() * lambda_focal * abs(float(grad_output))
+    if focal_activation == "sigmoid":
+        grad = w * (big_m * (torch.sigmoid(x) + y.abs())
+                    + gamma * big_m * torch.sigmoid(-z) * (1 - 2 * y).abs() * b) * amplification
+    else:
+        _, cond = activated(x, "softmax")
+        grad = (w * y.abs()).sum(1, keepdim=True) * (1 + gamma) * cond
+    return loss_mag, grad.expand(x.shape)
+
+
+@fuzz(1.5)
+@given(data=st.data())
+def test_dice_focal_loss(data):
+    """segloss.dice_focal_loss against reference.dice_focal_torch (the Dice
+    composite plus MONAI's focal formulas, float64) and its autograd
+    gradient; bad focal options raise an error naming segloss.dice_focal_loss
+    and the option."""
+    x, target, options, expect = draw_dice_problem(data, ["sigmoid", "softmax"], ["mean", "sum"])
+    # Finite logits, as test_focal_loss's: at an infinite one the references'
+    # BCE is 0 * inf = NaN where segloss's sigmoid focal term takes its limit.
+    with torch.no_grad():
+        x.masked_fill_(x == math.inf, 1e4).masked_fill_(x == -math.inf, -1e4)
+    focal_activation = data.draw(st.sampled_from([None, "sigmoid", "softmax"]),
+                                 label="focal_activation")
+    if rarely(data, "bad focal_activation?"):
+        focal_activation = "relu"
+        expect.add("focal_activation")
+    elif focal_activation == "softmax" and options["activation"] != "softmax":
+        expect.add("focal_activation")  # a softmax focal term needs the softmax Dice
+    options["focal_activation"] = focal_activation
+    options["focal_gamma"] = data.draw(st.one_of(st.sampled_from([0.0, 0.5, 1.0, 2.0, 5.0]),
+                                                 st.floats(0.0, 6.0)), label="focal_gamma")
+    if rarely(data, "bad focal_gamma?"):
+        options["focal_gamma"] = data.draw(st.sampled_from([-0.5, float("nan")]))
+        expect.add("focal_gamma")
+    options["alpha"] = data.draw(st.one_of(st.none(), st.floats(0.0, 1.0)), label="alpha")
+    if rarely(data, "bad alpha?"):
+        options["alpha"] = data.draw(st.sampled_from([-0.1, 1.5]), label="bad alpha")
+        expect.add("alpha")
+    options["lambda_dice"] = data.draw(st.sampled_from([1.0, 0.0, 0.3, 2.0]), label="lambda_dice")
+    options["lambda_focal"] = data.draw(st.sampled_from([1.0, 0.0, 1.7]), label="lambda_focal")
+    if rarely(data, "negative lambda?"):
+        name = data.draw(st.sampled_from(["lambda_dice", "lambda_focal"]), label="bad lambda")
+        options[name] = -0.5
+        expect.add(name)
+    note(f"x={x!r}\ntarget={target!r}\noptions={options!r}")
+    if dice_validity_error(x, target, options) is not None:
+        expect.add("target")
+    if expect:
+        assert_error_names(lambda: segloss.dice_focal_loss(x, target, **options), expect,
+                           "segloss.dice_focal_loss")
+        return
+    leaf = x.detach().requires_grad_()
+    g = torch.tensor(1.25, dtype=x.dtype)
+    loss = segloss.dice_focal_loss(leaf, target, **options)
+    (grad,) = torch.autograd.grad(loss, leaf, g)
+    assert loss.dtype == x.dtype and grad.dtype == x.dtype and loss.shape == ()
+
+    x64 = x.detach().double()
+    ref_options = reference_options(x, options)
+    t64 = target.to(x.dtype).double() if target.dtype.is_floating_point else target
+    if dice_sums_underflow(x64, t64, ref_options, x.dtype):
+        event("left out: float32 sums underflow")
+        return
+    ref_loss, ref_grad = dice_focal_torch(x64, t64, grad_output=g.double(), **ref_options)
+    dice_loss_mag, dice_grad_mag = dice_magnitudes(x64, t64, ref_options, g,
+                                                   options["lambda_dice"])
+    focal_loss_mag, focal_grad_mag = focal_magnitudes(
+        x64, t64, ref_options, focal_activation or options["activation"], g)
+    assert_close(loss, ref_loss, dice_loss_mag + focal_loss_mag, "loss")
+    if dice_sum_gradients_overflow(x64, t64, ref_options, x.dtype):
+        event("gradient left out: float32 overflow")
+        return
+    magnitude = torch.maximum(gradient_magnitude(ref_grad), dice_grad_mag + focal_grad_mag)
+    # The reference's autograd gives NaN where p_t is 1 and focal_gamma < 1
+    # ((1 - p_t)^gamma's infinite slope times 0), segloss its finite limit
+    # (test_dice_focal.py checks it): compared where the reference is finite,
+    # and finite wherever the loss and the logits (a softmax's pixel's) are.
+    compared = torch.isfinite(ref_grad) if 0 < options["focal_gamma"] < 1 else \
+        torch.ones_like(ref_grad, dtype=torch.bool)
+    assert_close(grad[compared], ref_grad[compared], magnitude[compared], "gradient")
+    finite_x = torch.isfinite(x64)
+    if options["activation"] == "softmax":
+        finite_x = finite_x.all(1, keepdim=True).expand(x64.shape)
+    if bool(torch.isfinite(ref_loss)):
+        assert bool(torch.isfinite(grad[finite_x]).all()), "a non-finite gradient of a finite loss"
 
 
 # --------------------------------------------------------------------------

@@ -162,6 +162,24 @@ def test_no_smoothing_keeps_a_minus_infinite_logit_finite(gen):
     assert torch.isinf(expected) and torch.isinf(smoothed)
 
 
+@pytest.mark.parametrize("label_smoothing", SMOOTHING)
+def test_an_infinite_target_term_follows_torch(label_smoothing, gen):
+    # A -inf logit where the target has mass: torch mixes a probability
+    # target first, (1 - e) y + e / C, so at e = 1 the target's own infinite
+    # term is absent (inf, not 0 * inf = NaN); a class-index target reduces
+    # the two terms first (NaN at e = 1), as segloss does for both.
+    x = make_dice_input("softmax", (1, 3, 4, 5), gen)
+    x[0, 2, 1, 3] = -float("inf")
+    labels = torch.zeros(1, 4, 5, dtype=torch.int64)
+    labels[0, 1, 3] = 2
+    probabilities = torch.nn.functional.one_hot(labels, 3).movedim(-1, 1).double()
+    for target in (probabilities, labels):
+        want = torch.nn.functional.cross_entropy(x, target, label_smoothing=label_smoothing)
+        got = segloss.dice_ce_loss(x, target, lambda_dice=0.0, label_smoothing=label_smoothing)
+        assert torch.equal(got, want) or bool(torch.isnan(got) & torch.isnan(want)), (
+            target.dtype, got, want)
+
+
 def test_module_repr_and_scripting(gen):
     module = segloss.nn.DiceCELoss(label_smoothing=0.1, ignore_index=255)
     assert "label_smoothing=0.1" in repr(module)

@@ -10,6 +10,7 @@ reference.region_torch_loss differentiated by autograd. Only the TorchScript
 and torch.compile tests compare segloss with itself.
 """
 
+import functools
 import itertools
 import math
 import re
@@ -32,7 +33,7 @@ from helpers import (MONAI_FORMS, assert_close_to_scale, assert_matches,
                      run_python)
 from helpers import (SCRIPTED_DICE_CHILD, make_scripted_dice_data,
                      run_scripted_dice_model)
-from reference import ACTIVATIONS, region_torch
+from reference import ACTIVATIONS, dice_focal_torch, region_torch
 
 needs_monai = pytest.mark.skipif(MonaiDiceLoss is None, reason="needs MONAI")
 
@@ -827,3 +828,27 @@ def test_generalized_dice_module_rejects_an_unknown_w_type():
     with pytest.raises(ValueError, match="segloss.nn.GeneralizedDiceLoss: w_type must be "
                                          "'square', 'simple' or 'uniform', got 'cube'"):
         segloss.nn.GeneralizedDiceLoss(w_type="cube")
+
+
+@pytest.mark.parametrize("name", ["dice_loss"] + NAMES + ["dice_focal_loss"])
+def test_dropped_background_gets_no_gradient_from_a_nan_logit(name, gen):
+    """include_background=False drops channel 0 before the formula, as MONAI
+    drops it from the input: a NaN logit there leaves the sigmoid loss finite
+    and channel 0's gradient 0 at its finite pixels, as the float64
+    references (was NaN: 0 / NaN in the formula's backward)."""
+    x = make_dice_input("sigmoid", (2, 3, 4, 5), gen)
+    x[1, 0, 2, 3] = float("nan")
+    labels = torch.randint(0, 3, (2, 4, 5), generator=gen)
+    leaf = x.clone().requires_grad_()
+    value = getattr(segloss, name)(leaf, labels, include_background=False)
+    (grad,) = torch.autograd.grad(value, leaf)
+    reference = dice_focal_torch if name == "dice_focal_loss" else \
+        functools.partial(region_torch, name)
+    want, want_grad = reference(x, labels, include_background=False,
+                                grad_output=torch.tensor(1.0, dtype=torch.float64))
+    finite = torch.isfinite(x)
+    assert bool(torch.isfinite(value)) and bool(torch.isfinite(want))
+    assert bool((grad[:, 0][finite[:, 0]] == 0).all()) and bool(
+        (want_grad[:, 0][finite[:, 0]] == 0).all())
+    assert_matches(value, want)
+    assert_matches(grad[finite], want_grad[finite])

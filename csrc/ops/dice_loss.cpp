@@ -11,6 +11,7 @@
 #include <limits>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "../core/dice.h"
 #include "checks.h"
@@ -270,12 +271,11 @@ RegionSums region_sums(const at::Tensor& sums, bool batch_dice) {
   return s;
 }
 
-// The tail every region loss shares: class weights, include_background,
-// reduction of the per-(n, c) (or per-c) losses.
+// The tail every region loss shares: class weights and the reduction of the
+// per-(n, c) (or per-c) losses.
 at::Tensor region_tail(at::Tensor loss, const std::optional<at::Tensor>& class_weights,
-                       bool include_background, Reduction reduction) {
+                       Reduction reduction) {
   if (is_given(class_weights)) loss = loss * class_weights->to(loss.scalar_type());
-  if (!include_background) loss = loss.narrow_symint(-1, 1, loss.sym_size(-1) - 1);
   switch (reduction) {
     case Reduction::Mean:
       return loss.mean();
@@ -284,6 +284,21 @@ at::Tensor region_tail(at::Tensor loss, const std::optional<at::Tensor>& class_w
     default:
       return loss;
   }
+}
+
+// The sums (N, C, ...) and class weights (C) of the channels a loss keeps:
+// include_background=False drops channel 0 before any formula, as MONAI drops
+// it from the input, so that its sums get gradient 0 (not 0 / NaN where a
+// non-finite logit of channel 0 made them NaN).
+std::pair<at::Tensor, std::optional<at::Tensor>> kept_channels(
+    const at::Tensor& sums, const std::optional<at::Tensor>& class_weights,
+    bool include_background) {
+  if (!drops_background(include_background, sums)) return {sums, class_weights};
+  std::optional<at::Tensor> weights = class_weights;
+  if (is_given(class_weights)) {
+    weights = class_weights->narrow_symint(0, 1, class_weights->sym_size(0) - 1);
+  }
+  return {sums.narrow_symint(1, 1, sums.sym_size(1) - 1), weights};
 }
 
 // A region loss from the sums (N, C, 3) or (N, C, 4), its errors naming `op` (the public
@@ -297,31 +312,20 @@ at::Tensor region_loss_from_sums(const RegionLoss& loss, std::string_view op,
   const Reduction parsed = parse_reduction(op, reduction);
   check_region_arguments(op, sums, smooth_nr, smooth_dr, class_weights);
   if (loss.check_params != nullptr) loss.check_params(op, params);
-  include_background = !drops_background(include_background, sums);
   // The epilogue runs in float64 whatever the sums' dtype: on (N, C) values
   // it costs nothing, and float32 would overflow where float64 does not. A
   // tiny smooth_dr makes num / den^2 exceed float32 in a group that weighs 0
-  // (a dropped background, a zero class weight), whose gradient would then be
-  // 0 * inf = NaN; an alpha below float32's range would count as 0.
-  const at::Tensor exact = sums.to(at::kDouble);
-  at::Tensor loss_value;
-  if (loss.combined != nullptr) {
-    at::Tensor kept = exact;
-    std::optional<at::Tensor> kept_weights = class_weights;
-    if (!include_background) {
-      kept = exact.narrow_symint(1, 1, exact.sym_size(1) - 1);
-      if (is_given(class_weights)) {
-        kept_weights = class_weights->narrow_symint(0, 1, class_weights->sym_size(0) - 1);
-      }
-    }
-    const at::Tensor per_group = loss.combined(region_sums(kept, batch_dice), kept_weights,
-                                               smooth_nr, smooth_dr, params);
-    loss_value = region_tail(per_group, std::nullopt, /*include_background=*/true, parsed);
-  } else {
-    const at::Tensor per_class =
-        loss.formula(region_sums(exact, batch_dice), smooth_nr, smooth_dr, params);
-    loss_value = region_tail(per_class, class_weights, include_background, parsed);
-  }
+  // (a zero class weight), whose gradient would then be 0 * inf = NaN; an
+  // alpha below float32's range would count as 0.
+  const auto [kept, kept_weights] =
+      kept_channels(sums.to(at::kDouble), class_weights, include_background);
+  const RegionSums columns = region_sums(kept, batch_dice);
+  const at::Tensor loss_value =
+      loss.combined != nullptr
+          ? region_tail(loss.combined(columns, kept_weights, smooth_nr, smooth_dr, params),
+                        std::nullopt, parsed)
+          : region_tail(loss.formula(columns, smooth_nr, smooth_dr, params), kept_weights,
+                        parsed);
   return loss_value.to(sums.scalar_type());
 }
 
@@ -460,10 +464,14 @@ at::Tensor cross_entropy_from_sums(const at::Tensor& sums, core::Activation acti
       // target of weight 0 only is then NaN (0 / 0 in the first), as torch's.
       const at::Tensor smoothing =
           (sums.select(-1, core::kSmoothingNll) * weights).sum() / c10::Scalar(sums.sym_size(1));
-      if (reduction == Reduction::Mean) {
-        return (1 - label_smoothing) * (total / count) + label_smoothing * (smoothing / count);
+      const bool mean = reduction == Reduction::Mean;
+      at::Tensor mixed = label_smoothing * (mean ? smoothing / count : smoothing);
+      // torch mixes a probability target first, (1 - e) y + e / C: at e = 1
+      // its own term is absent (an infinite one is not 0 * inf = NaN).
+      if (class_index_target || label_smoothing < 1) {
+        mixed = mixed + (1 - label_smoothing) * (mean ? total / count : total);
       }
-      return (1 - label_smoothing) * total + label_smoothing * smoothing;
+      return mixed;
     }
   }
   return reduction == Reduction::Mean ? total / count : total;
@@ -515,33 +523,32 @@ constexpr const char* kDiceFocalOp = "segloss.dice_focal_loss";
 // F_nc, with a scalar alpha alpha * positive + (1 - alpha) * negative
 // (sigmoid: MONAI's alpha y + (1 - alpha)(1 - y), exact for soft targets
 // too) or the per-class [1 - alpha, alpha, ..., alpha] (softmax), times the
-// class weights; channel 0 dropped without the background. 'mean' divides the
-// total by the number of elements, N C' S, or, with a mask or ignore_index,
-// by the number of counted pixels (MONAI's loss.sum() / mask.sum() with its
-// (N, 1, *spatial) mask); 'sum' adds each (n, c)'s mean over its counted
-// pixels (MONAI's spatial mean, then the sum).
+// class weights; without the background, channel 0 is dropped first
+// (kept_channels). 'mean' divides the total by the number of elements,
+// N C' S, or, with a mask or ignore_index, by the number of counted pixels
+// (MONAI's loss.sum() / mask.sum() with its (N, 1, *spatial) mask); 'sum'
+// adds each (n, c)'s mean over its counted pixels (MONAI's spatial mean,
+// then the sum).
 at::Tensor focal_from_sums(const at::Tensor& sums, core::Activation focal_activation,
                            std::optional<double> alpha,
                            const std::optional<at::Tensor>& class_weights,
                            bool include_background, bool masked, Reduction reduction) {
-  const at::Tensor positive = sums.select(-1, core::kFocalPositive);  // (N, C)
+  const bool background = !drops_background(include_background, sums);
+  const auto [kept, kept_weights] = kept_channels(sums, class_weights, include_background);
+  const at::Tensor positive = kept.select(-1, core::kFocalPositive);  // (N, C')
   at::Tensor per_class;
   if (focal_activation == core::Activation::Sigmoid) {
-    const at::Tensor negative = sums.select(-1, core::kFocalNegative);
+    const at::Tensor negative = kept.select(-1, core::kFocalNegative);
     per_class = alpha ? *alpha * positive + (1 - *alpha) * negative : positive + negative;
-  } else if (alpha) {  // MONAI's [1 - alpha, alpha, ..., alpha] over the channels
+  } else if (alpha && background) {  // MONAI's [1 - alpha, alpha, ..., alpha] over the channels
     per_class = at::cat({(1 - *alpha) * positive.narrow(1, 0, 1),
                          *alpha * positive.narrow_symint(1, 1, positive.sym_size(1) - 1)},
                         1);
   } else {
-    per_class = positive;
+    per_class = alpha ? *alpha * positive : positive;
   }
-  if (is_given(class_weights)) per_class = per_class * class_weights->to(sums.scalar_type());
-  at::Tensor pixels = sums.select(-1, core::kFocalPixels);  // (N, C), equal over C
-  if (drops_background(include_background, sums)) {
-    per_class = per_class.narrow_symint(1, 1, per_class.sym_size(1) - 1);
-    pixels = pixels.narrow_symint(1, 1, pixels.sym_size(1) - 1);
-  }
+  if (is_given(kept_weights)) per_class = per_class * kept_weights->to(sums.scalar_type());
+  const at::Tensor pixels = kept.select(-1, core::kFocalPixels);  // (N, C'), equal over C'
   // MONAI clamps its divisors at float32's epsilon.
   const double eps = std::numeric_limits<float>::epsilon();
   if (reduction == Reduction::Sum) return (per_class / pixels.clamp_min(eps)).sum();
