@@ -3,11 +3,11 @@
 //
 // At a pixel with logits x_0..x_{C-1}, class-index target t, per-pixel weight
 // w (the U-Net weight map) and per-class weights c:
-//   loss = a (lse - x_t),   a = w c_t,   lse = log(sum_k exp(x_k))
+//   loss = a (-log p_t),   a = w c_t,   -log p_t = lse - x_t
 //   d loss / d x_k = a (softmax_k - [k == t]),   softmax_k = exp(x_k - lse)
 // An ignored pixel (t == ignore_index) has loss and gradient 0 and does not
-// count in the means. lse is computed as max + log(sum exp(x_k - max)), which
-// cannot overflow. Two variants below (never together): the focal loss
+// count in the means. -log p_t is computed as log(sum exp(x_k - max)) -
+// (x_t - max) (core::LogNormalizer), which cannot overflow. Two variants below (never together): the focal loss
 // (gamma > 0) and label smoothing; gamma = 0 and no smoothing is the plain
 // loss above, computed by the same code as before they existed.
 #pragma once
@@ -23,11 +23,12 @@
 
 namespace segloss::core {
 
-// The pixel's loss, a (lse - x_t); exactly 0 at ignored pixels, whatever the
+// The pixel's loss, a (-log p_t); exactly 0 at ignored pixels, whatever the
 // logits hold (as torch.nn.functional.cross_entropy).
 template <typename T>
-SEGLOSS_INLINE T weighted_nll(bool ignored, T coefficient, T lse, T x_target) {
-  return ignored ? T(0) : coefficient * (lse - x_target);
+SEGLOSS_INLINE T weighted_nll(bool ignored, T coefficient, const LogNormalizer<T>& normalizer,
+                              T x_target) {
+  return ignored ? T(0) : coefficient * normalizer.negative_log_p(x_target);
 }
 
 // d loss / d x_k from e_k = exp(x_k - m) and 1 / sum_k e_k (m the maximum):
@@ -50,13 +51,14 @@ SEGLOSS_INLINE T weighted_nll_grad(T scale, T shifted_exp, T inverse_sum, bool i
 
 // -log p_t, accurate as p_t -> 1: where the target holds the maximum logit,
 // e_t = 1 and s = 1 + other, so -log p_t = log1p(other) (log1p_unit_ takes
-// [0, 1]: other <= 1 there, else p_t <= 1/2); elsewhere lse - x_t. NaN
-// logits fail the comparison and reach lse.
+// [0, 1]: other <= 1 there, else p_t <= 1/2); elsewhere the normaliser's.
+// NaN logits fail the comparison and reach the normaliser.
 template <typename T>
 SEGLOSS_INLINE T target_nll(T max_x, T sum_exp_shifted, T other_exp_shifted, T x_target) {
   const bool target_is_max = x_target == max_x && other_exp_shifted <= T(1);
   const T near_one = log1p_unit_(target_is_max ? other_exp_shifted : T(0));
-  return target_is_max ? near_one : log_sum_exp(max_x, sum_exp_shifted) - x_target;
+  return target_is_max ? near_one
+                       : log_normalizer(max_x, sum_exp_shifted).negative_log_p(x_target);
 }
 
 // The pixel's focal loss, a q^gamma (-log p_t); 0 at ignored pixels.
@@ -80,10 +82,10 @@ SEGLOSS_INLINE T focal_nll_grad(T scale, T shifted_exp, T inverse_sum, bool is_t
 // gradient (core::softmax_ce_coefficient, core::softmax_ce_grad in dice.h)
 // with a_k = (1 - e) a [k == t] + (e / C) m c_k.
 
-// One class's term of the smoothing sum: c_k (-log p_k) = c_k (lse - x_k).
+// One class's term of the smoothing sum: c_k (-log p_k).
 template <typename T>
-SEGLOSS_INLINE T smoothing_nll(T class_weight, T lse, T x) {
-  return class_weight * (lse - x);
+SEGLOSS_INLINE T smoothing_nll(T class_weight, const LogNormalizer<T>& normalizer, T x) {
+  return class_weight * normalizer.negative_log_p(x);
 }
 
 // The pixel's smoothed loss from weighted_nll's a (-log p_t) and the

@@ -228,13 +228,16 @@ SEGLOSS_INLINE ColumnTerms<T> sigmoid_dice_ce_terms(T m, T p, T y, T x, T gamma)
   return t;
 }
 
-// Dice + CE's terms with a softmax: -log p = lse - x, lse the pixel's
-// log-sum-exp; the negative column stays 0.
+// Dice + CE's terms with a softmax: -log p from the pixel's normaliser; the
+// negative column stays 0.
 template <GammaKind K, typename T>
-SEGLOSS_INLINE ColumnTerms<T> softmax_dice_ce_terms(T m, T p, T y, T x, T lse, T gamma) {
+SEGLOSS_INLINE ColumnTerms<T> softmax_dice_ce_terms(T m, T p, T y, T x,
+                                                    const LogNormalizer<T>& normalizer,
+                                                    T gamma) {
   ColumnTerms<T> t = dice_terms<K>(m, p, y, gamma);
-  t.positive_nll = weighted_term(m * y, lse - x);
-  t.smoothing_nll = weighted_term(m, lse - x);
+  const T nll = normalizer.negative_log_p(x);
+  t.positive_nll = weighted_term(m * y, nll);
+  t.smoothing_nll = weighted_term(m, nll);
   t.target_mass = m * y;
   t.pixels = m;
   return t;
@@ -253,13 +256,15 @@ SEGLOSS_INLINE ColumnTerms<T> sigmoid_dice_focal_terms(T m, T p, T y, T x, T gam
   return t;
 }
 
-// Dice + focal's terms with a softmax focal loss: log p = x - lse; the
-// negative column stays 0.
+// Dice + focal's terms with a softmax focal loss, log p from the pixel's
+// normaliser; the negative column stays 0.
 template <GammaKind K, typename T>
-SEGLOSS_INLINE ColumnTerms<T> softmax_dice_focal_terms(T m, T p, T y, T x, T lse, T gamma,
-                                                       T focal_gamma) {
+SEGLOSS_INLINE ColumnTerms<T> softmax_dice_focal_terms(T m, T p, T y, T x,
+                                                       const LogNormalizer<T>& normalizer,
+                                                       T gamma, T focal_gamma) {
   ColumnTerms<T> t = dice_terms<K>(m, p, y, gamma);
-  t.focal_positive = weighted_term(m * y, softmax_focal_value(x - lse, focal_gamma));
+  t.focal_positive =
+      weighted_term(m * y, softmax_focal_value(-normalizer.negative_log_p(x), focal_gamma));
   t.pixels = m;
   return t;
 }

@@ -104,14 +104,14 @@ struct DeviceOperands {
     return px.target >= 0 ? acc_t(px.x[px.target * pixels]) : acc_t(0);
   }
 
-  // sum_k c_k (lse - x_k), label smoothing's term, and sum_k c_k.
-  __device__ void smoothing_sums(const Pixel& px, acc_t lse, acc_t& smoothing,
-                                 acc_t& weight_sum) const {
+  // sum_k c_k (-log p_k), label smoothing's term, and sum_k c_k.
+  __device__ void smoothing_sums(const Pixel& px, const core::LogNormalizer<acc_t>& normalizer,
+                                 acc_t& smoothing, acc_t& weight_sum) const {
     smoothing = 0;
     weight_sum = 0;
     for (int64_t c = 0; c < classes; ++c) {
       const acc_t w = weight == nullptr ? acc_t(1) : weight[c];
-      smoothing += core::smoothing_nll(w, lse, acc_t(px.x[c * pixels]));
+      smoothing += core::smoothing_nll(w, normalizer, acc_t(px.x[c * pixels]));
       weight_sum += w;
     }
   }
@@ -123,11 +123,11 @@ struct DeviceOperands {
       const acc_t nll = core::target_nll(px.max_x, px.sum_exp, px.other_exp, x_t);
       return core::focal_nll(ignored, px.coefficient, px.other_exp / px.sum_exp, nll, gamma);
     }
-    const acc_t lse = core::log_sum_exp(px.max_x, px.sum_exp);
-    const acc_t plain = core::weighted_nll(ignored, px.coefficient, lse, x_t);
+    const core::LogNormalizer<acc_t> normalizer = core::log_normalizer(px.max_x, px.sum_exp);
+    const acc_t plain = core::weighted_nll(ignored, px.coefficient, normalizer, x_t);
     if (!(label_smoothing > acc_t(0))) return plain;
     acc_t smoothing, weight_sum;
-    smoothing_sums(px, lse, smoothing, weight_sum);
+    smoothing_sums(px, normalizer, smoothing, weight_sum);
     return core::smoothed_nll(ignored, plain, px.pixel_weight, smoothing, label_smoothing,
                               acc_t(classes));
   }
@@ -201,7 +201,7 @@ __global__ void grad_kernel(DeviceOperands<scalar_t, label_t, acc_t> d,
       }
     } else if (d.label_smoothing > acc_t(0)) {
       acc_t smoothing, weight_sum;
-      d.smoothing_sums(px, core::log_sum_exp(px.max_x, px.sum_exp), smoothing, weight_sum);
+      d.smoothing_sums(px, core::log_normalizer(px.max_x, px.sum_exp), smoothing, weight_sum);
       const acc_t positive = (acc_t(1) - d.label_smoothing) * scale;
       const acc_t per_class = px.target < 0 ? acc_t(0)
                                             : d.label_smoothing / acc_t(d.classes) *

@@ -132,9 +132,9 @@ struct DiceDevice {
     *sum = total;
   }
   // Softmax normaliser at a pixel: the maximum, 1 / sum(exp(x - max)) and
-  // log(sum(exp(x))); from the pre-pass's buffer when there is one.
+  // the log-softmax normaliser; from the pre-pass's buffer when there is one.
   __device__ void softmax_stats(int64_t n, int64_t s, acc_t* max_x, acc_t* inverse_sum,
-                                acc_t* log_sum_exp) const {
+                                core::LogNormalizer<acc_t>* normalizer) const {
     acc_t m, sum;
     if (softmax_stats_buffer != nullptr) {
       const acc_t* stats = softmax_stats_buffer + (n * pixels + s) * kStats;
@@ -145,7 +145,7 @@ struct DiceDevice {
     }
     *max_x = m;
     *inverse_sum = acc_t(1) / sum;
-    *log_sum_exp = core::log_sum_exp(m, sum);
+    *normalizer = core::log_normalizer(m, sum);
   }
   // The activated input at (n, c, s), given the pixel's softmax statistics.
   __device__ acc_t probability(int64_t n, int64_t c, int64_t s, acc_t max_x,
@@ -194,9 +194,10 @@ __global__ void __launch_bounds__(kThreads, (min_blocks_per_sm<kColumns, acc_t>(
                           "target must lie in [0, %lld) (or equal ignore_index)",
                           (long long)label, (long long)core::number_of_labels(d.channels));
     const acc_t m = d.mask_at(n, s, label);
-    acc_t max_x = 0, inverse_sum = 1, log_sum_exp = 0;
+    acc_t max_x = 0, inverse_sum = 1;
+    core::LogNormalizer<acc_t> normalizer{0, 0};
     if (d.activation == core::Activation::Softmax) {
-      d.softmax_stats(n, s, &max_x, &inverse_sum, &log_sum_exp);
+      d.softmax_stats(n, s, &max_x, &inverse_sum, &normalizer);
     }
 #pragma unroll
     for (int j = 0; j < kChunk; ++j) {
@@ -208,13 +209,13 @@ __global__ void __launch_bounds__(kThreads, (min_blocks_per_sm<kColumns, acc_t>(
           const acc_t x = d.input_at(n, c, s);
           core::add_terms<kColumns>(
               sums[j], d.activation == core::Activation::Softmax
-                           ? core::softmax_dice_ce_terms<K>(m, p, y, x, log_sum_exp, d.gamma)
+                           ? core::softmax_dice_ce_terms<K>(m, p, y, x, normalizer, d.gamma)
                            : core::sigmoid_dice_ce_terms<K>(m, p, y, x, d.gamma));
         } else if constexpr (kColumns == core::kDiceFocalColumns) {
           const acc_t x = d.input_at(n, c, s);
           core::add_terms<kColumns>(
               sums[j], d.softmax_focal
-                           ? core::softmax_dice_focal_terms<K>(m, p, y, x, log_sum_exp, d.gamma,
+                           ? core::softmax_dice_focal_terms<K>(m, p, y, x, normalizer, d.gamma,
                                                                d.focal_gamma)
                            : core::sigmoid_dice_focal_terms<K>(m, p, y, x, d.gamma,
                                                                d.focal_gamma));
@@ -276,8 +277,9 @@ __global__ void dice_sums_backward_kernel(DiceDevice<scalar_t, label_t, acc_t> d
                           : core::dice_grad_wrt_probability<K>(m, p, y, dI, dP, d.gamma);
     };
     if (d.activation == core::Activation::Softmax) {
-      acc_t max_x, inverse_sum, log_sum_exp;
-      d.softmax_stats(n, s, &max_x, &inverse_sum, &log_sum_exp);
+      acc_t max_x, inverse_sum;
+      core::LogNormalizer<acc_t> normalizer;
+      d.softmax_stats(n, s, &max_x, &inverse_sum, &normalizer);
       // The CE columns' coefficient a_c of channel c (core::softmax_ce_coefficient).
       auto ce_coefficient = [&](int64_t c) {
         return core::softmax_ce_coefficient(d_column(c, core::kPositiveNll),
@@ -288,7 +290,8 @@ __global__ void dice_sums_backward_kernel(DiceDevice<scalar_t, label_t, acc_t> d
       auto focal_coefficient = [&](int64_t c, acc_t p) {
         return core::softmax_focal_coefficient(d_column(c, core::kFocalPositive),
                                                d.target_at(n, c, s, label),
-                                               d.input_at(n, c, s) - log_sum_exp, p,
+                                               -normalizer.negative_log_p(d.input_at(n, c, s)),
+                                               p,
                                                d.focal_gamma);
       };
       acc_t dot = 0;       // sum_k p_k dL/dp_k

@@ -22,7 +22,7 @@ struct CrossEntropyBlockLoops {
   using Coefficients = void (*)(const void* labels, const T* weight_map, const T* class_weight,
                                 std::int64_t n, std::int64_t ignore_index, std::int64_t classes,
                                 std::int32_t* target, T* coefficient, int* invalid);
-  // loss[i] = coefficient[i] (lse_i - x[target[i]]), 0 where ignored; with
+  // loss[i] = coefficient[i] (-log p_i of target[i]), 0 where ignored; with
   // gamma > 0 the focal loss, with label_smoothing > 0 the smoothed one
   // (core/cross_entropy.h), which read pixel_weight[i] (the weight map) and
   // class_weight (nullptr: 1). `work` holds kWorkRows * n values.
@@ -124,7 +124,7 @@ void plain_loss_block(const T* x, std::int64_t row_stride, std::int64_t classes,
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) {
     loss[i] = core::weighted_nll(target[i] < 0, coefficient[i],
-                                 core::log_sum_exp(max_x[i], sum[i]), x_target[i]);
+                                 core::log_normalizer(max_x[i], sum[i]), x_target[i]);
   }
 }
 
@@ -221,17 +221,19 @@ void focal_loss_block(const T* x, std::int64_t row_stride, std::int64_t classes,
   }
 }
 
-// The smoothing sum sum_k c_k (lse_i - x_ik) into smoothing, from lse.
+// The smoothing sum sum_k c_k (-log p_ik) into smoothing, from each pixel's
+// maximum and log sum (core::LogNormalizer).
 template <typename T>
 void smoothing_sums(const T* x, std::int64_t row_stride, std::int64_t classes, std::int64_t n,
-                    const T* class_weight, const T* lse, T* smoothing) {
+                    const T* class_weight, const T* max_x, const T* log_sum, T* smoothing) {
   for (std::int64_t i = 0; i < n; ++i) smoothing[i] = 0;
   for (std::int64_t c = 0; c < classes; ++c) {
     const T* row = x + c * row_stride;
     const T weight = class_weight == nullptr ? T(1) : class_weight[c];
 #pragma omp simd
     for (std::int64_t i = 0; i < n; ++i) {
-      smoothing[i] += core::smoothing_nll(weight, lse[i], row[i]);
+      smoothing[i] += core::smoothing_nll(weight, core::LogNormalizer<T>{max_x[i], log_sum[i]},
+                                          row[i]);
     }
   }
 }
@@ -241,21 +243,23 @@ void smoothed_loss_block(const T* x, std::int64_t row_stride, std::int64_t class
                          std::int64_t n, const std::int32_t* target, const T* coefficient,
                          const T* pixel_weight, const T* class_weight, T label_smoothing,
                          T* loss, T* work) {
-  T* max_x = work;  // then lse
-  T* sum = work + n;
+  T* max_x = work;
+  T* sum = work + n;  // then the log sum
   T* x_target = work + 2 * n;
   T* smoothing = work + 3 * n;
   softmax_stats(x, row_stride, classes, n, target, max_x, sum, x_target);
-  T* lse = max_x;
+  T* log_sum = sum;
 #pragma omp simd
-  for (std::int64_t i = 0; i < n; ++i) lse[i] = core::log_sum_exp(max_x[i], sum[i]);
-  smoothing_sums(x, row_stride, classes, n, class_weight, lse, smoothing);
+  for (std::int64_t i = 0; i < n; ++i) log_sum[i] = core::log_normalizer(max_x[i], sum[i]).log_sum;
+  smoothing_sums(x, row_stride, classes, n, class_weight, max_x, log_sum, smoothing);
   const T count = T(classes);
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) {
     const bool ignored = target[i] < 0;
-    loss[i] = core::smoothed_nll(ignored, core::weighted_nll(ignored, coefficient[i], lse[i],
-                                                             x_target[i]),
+    const core::LogNormalizer<T> normalizer{max_x[i], log_sum[i]};
+    loss[i] = core::smoothed_nll(ignored,
+                                 core::weighted_nll(ignored, coefficient[i], normalizer,
+                                                    x_target[i]),
                                  pixel_weight[i], smoothing[i], label_smoothing, count);
   }
 }

@@ -13,6 +13,16 @@
 
 namespace segloss::ops::cpu {
 
+// The log-softmax normalisers (core::LogNormalizer) of a block's pixels, as
+// two rows of n values: each pixel's maximum logit and log sum.
+template <typename T>
+struct NormalizerRows {
+  T* max_x = nullptr;
+  T* log_sum = nullptr;
+
+  core::LogNormalizer<T> at(std::int64_t i) const { return {max_x[i], log_sum[i]}; }
+};
+
 template <typename T>
 struct DiceBlockLoops {
   // sums[0..2] = (sum m p y, sum m p^gamma, sum m y^gamma) over the n pixels,
@@ -24,16 +34,16 @@ struct DiceBlockLoops {
   using Grad = void (*)(const T* x, const T* y, const T* m, std::int64_t n, T gamma, const T* d,
                         T* grad);
   // p rows (n values each) = softmax over the C rows of x; `work` holds n
-  // values; lse (if not null) = log(sum(exp(x))) per pixel.
+  // values; and the pixels' normalisers where `normalizers` has rows.
   using Softmax = void (*)(const T* x, std::int64_t x_row_stride, std::int64_t channels,
-                           std::int64_t n, T* p, T* work, T* lse);
+                           std::int64_t n, T* p, T* work, NormalizerRows<T> normalizers);
   // Dice + CE, sigmoid: the 8 columns of core::DiceColumn over the n pixels.
   using SigmoidCeSums = void (*)(const T* x, const T* y, const T* m, std::int64_t n, T gamma,
                                  T* sums);
   // Dice + CE, softmax: the 8 columns for one channel from its probabilities
-  // p, logits x and the pixels' lse (-log p = lse - x).
-  using SoftmaxCeSums = void (*)(const T* p, const T* x, const T* lse, const T* y, const T* m,
-                                 std::int64_t n, T gamma, T* sums);
+  // p, logits x and the pixels' normalisers.
+  using SoftmaxCeSums = void (*)(const T* p, const T* x, NormalizerRows<T> normalizers,
+                                 const T* y, const T* m, std::int64_t n, T gamma, T* sums);
   // Dice + CE, sigmoid: grad[i] from dL/d(column) d[0..6].
   using SigmoidCeGrad = void (*)(const T* x, const T* y, const T* m, std::int64_t n, T gamma,
                                  const T* d, T* grad);
@@ -50,10 +60,10 @@ struct DiceBlockLoops {
   using SigmoidFocalSums = void (*)(const T* p, const T* x, const T* y, const T* m,
                                     std::int64_t n, T gamma, T focal_gamma, T* sums);
   // Dice + focal, softmax focal: the 6 columns for one channel from its
-  // probabilities p, logits x and the pixels' lse (log p = x - lse).
-  using SoftmaxFocalSums = void (*)(const T* p, const T* x, const T* lse, const T* y,
-                                    const T* m, std::int64_t n, T gamma, T focal_gamma,
-                                    T* sums);
+  // probabilities p, logits x and the pixels' normalisers.
+  using SoftmaxFocalSums = void (*)(const T* p, const T* x, NormalizerRows<T> normalizers,
+                                    const T* y, const T* m, std::int64_t n, T gamma,
+                                    T focal_gamma, T* sums);
   // Dice + focal, sigmoid focal: adds core::sigmoid_focal_grad to grad[i]
   // from dL/d(focal positive) and dL/d(focal negative).
   using SigmoidFocalGradAdd = void (*)(const T* x, const T* y, const T* m, std::int64_t n,
@@ -62,7 +72,8 @@ struct DiceBlockLoops {
   // rows, a_c = core::softmax_focal_coefficient of channel c; x rows
   // `x_row_stride` apart, `work` holds n values and `coefficients` C rows of n.
   using SoftmaxFocalGradAdd = void (*)(const T* p, const T* x, std::int64_t x_row_stride,
-                                       const T* lse, const T* const* y_rows, const T* m,
+                                       NormalizerRows<T> normalizers, const T* const* y_rows,
+                                       const T* m,
                                        const T* d_positive, T focal_gamma,
                                        std::int64_t channels, std::int64_t n, T* grad, T* work,
                                        T* coefficients);
@@ -162,7 +173,7 @@ void dice_grad_block(const T* x, const T* y, const T* m, std::int64_t n, T gamma
 
 template <typename T>
 void softmax_block(const T* x, std::int64_t x_row_stride, std::int64_t channels, std::int64_t n,
-                   T* p, T* work, T* lse) {
+                   T* p, T* work, NormalizerRows<T> normalizers) {
   // The steps of core/softmax.h, each over the row of n pixels.
   T* max_x = work;
   for (std::int64_t i = 0; i < n; ++i) max_x[i] = x[i];
@@ -177,9 +188,9 @@ void softmax_block(const T* x, std::int64_t x_row_stride, std::int64_t channels,
 #pragma omp simd
     for (std::int64_t i = 0; i < n; ++i) out[i] = core::shifted_exp(row[i], max_x[i]);
   }
-  if (lse != nullptr) {
+  if (normalizers.max_x != nullptr) {
 #pragma omp simd
-    for (std::int64_t i = 0; i < n; ++i) lse[i] = max_x[i];
+    for (std::int64_t i = 0; i < n; ++i) normalizers.max_x[i] = max_x[i];
   }
   T* inverse_sum = work;
   for (std::int64_t i = 0; i < n; ++i) inverse_sum[i] = 0;
@@ -188,9 +199,11 @@ void softmax_block(const T* x, std::int64_t x_row_stride, std::int64_t channels,
 #pragma omp simd
     for (std::int64_t i = 0; i < n; ++i) inverse_sum[i] += row[i];
   }
-  if (lse != nullptr) {
+  if (normalizers.max_x != nullptr) {
 #pragma omp simd
-    for (std::int64_t i = 0; i < n; ++i) lse[i] = core::log_sum_exp(lse[i], inverse_sum[i]);
+    for (std::int64_t i = 0; i < n; ++i) {
+      normalizers.log_sum[i] = core::log_normalizer(normalizers.max_x[i], inverse_sum[i]).log_sum;
+    }
   }
 #pragma omp simd
   for (std::int64_t i = 0; i < n; ++i) inverse_sum[i] = T(1) / inverse_sum[i];
@@ -272,14 +285,14 @@ void sigmoid_ce_sums_block(const T* x, const T* y, const T* m, std::int64_t n, T
 }
 
 template <core::GammaKind K, typename T>
-void softmax_ce_sums_block(const T* p, const T* x, const T* lse, const T* y, const T* m,
-                           std::int64_t n, T gamma, T* sums) {
+void softmax_ce_sums_block(const T* p, const T* x, NormalizerRows<T> normalizers, const T* y,
+                           const T* m, std::int64_t n, T gamma, T* sums) {
   T intersection = 0, prediction = 0, truth = 0, positive = 0, mass = 0, pixels = 0,
     smoothing = 0;
 #pragma omp simd reduction(+ : intersection, prediction, truth, positive, mass, pixels, smoothing)
   for (std::int64_t i = 0; i < n; ++i) {
     const core::ColumnTerms<T> t =
-        core::softmax_dice_ce_terms<K>(m[i], p[i], y[i], x[i], lse[i], gamma);
+        core::softmax_dice_ce_terms<K>(m[i], p[i], y[i], x[i], normalizers.at(i), gamma);
     intersection += t.intersection;
     prediction += t.prediction;
     truth += t.truth;
@@ -353,13 +366,15 @@ void sigmoid_focal_sums_block(const T* p, const T* x, const T* y, const T* m, st
 }
 
 template <core::GammaKind K, typename T>
-void softmax_focal_sums_block(const T* p, const T* x, const T* lse, const T* y, const T* m,
-                              std::int64_t n, T gamma, T focal_gamma, T* sums) {
+void softmax_focal_sums_block(const T* p, const T* x, NormalizerRows<T> normalizers,
+                              const T* y, const T* m, std::int64_t n, T gamma, T focal_gamma,
+                              T* sums) {
   T intersection = 0, prediction = 0, truth = 0, positive = 0, pixels = 0;
 #pragma omp simd reduction(+ : intersection, prediction, truth, positive, pixels)
   for (std::int64_t i = 0; i < n; ++i) {
     const core::ColumnTerms<T> t =
-        core::softmax_dice_focal_terms<K>(m[i], p[i], y[i], x[i], lse[i], gamma, focal_gamma);
+        core::softmax_dice_focal_terms<K>(m[i], p[i], y[i], x[i], normalizers.at(i), gamma,
+                                          focal_gamma);
     intersection += t.intersection;
     prediction += t.prediction;
     truth += t.truth;
@@ -382,7 +397,8 @@ void sigmoid_focal_grad_add_block(const T* x, const T* y, const T* m, std::int64
 
 template <typename T>
 void softmax_focal_grad_add_block(const T* p, const T* x, std::int64_t x_row_stride,
-                                  const T* lse, const T* const* y_rows, const T* m,
+                                  NormalizerRows<T> normalizers, const T* const* y_rows,
+                                  const T* m,
                                   const T* d_positive, T focal_gamma, std::int64_t channels,
                                   std::int64_t n, T* grad, T* work, T* coefficients) {
   for (std::int64_t i = 0; i < n; ++i) work[i] = 0;
@@ -394,7 +410,8 @@ void softmax_focal_grad_add_block(const T* p, const T* x, std::int64_t x_row_str
     T* a = coefficients + c * n;
 #pragma omp simd
     for (std::int64_t i = 0; i < n; ++i) {
-      a[i] = core::softmax_focal_coefficient(dc, y[i], xc[i] - lse[i], pc[i], focal_gamma);
+      a[i] = core::softmax_focal_coefficient(dc, y[i], -normalizers.at(i).negative_log_p(xc[i]),
+                                             pc[i], focal_gamma);
       work[i] += a[i];
     }
   }

@@ -22,6 +22,7 @@ namespace segloss::ops {
 namespace {
 
 using cpu::kBlock;
+using cpu::NormalizerRows;
 using cpu::load_block;
 
 const cpu::DiceBlockFunctions& dice_functions() {
@@ -40,7 +41,8 @@ const cpu::DiceBlockLoops<acc_t>& dice_loops() {
 // activated input, target and gradients, and single rows for the rest.
 template <typename acc_t>
 struct DiceScratch {
-  std::vector<acc_t> x, p, y, grad_p, grad, mask, work, lse, ones;
+  std::vector<acc_t> x, p, y, grad_p, grad, mask, work, ones;
+  std::vector<acc_t> normalizer_rows;  // NormalizerRows: max_x, then log_sum
   std::vector<const acc_t*> y_rows;  // each channel's target row
   std::vector<acc_t> d_positive;     // each channel's dL/d(positive NLL)
   std::vector<acc_t> d_smoothing;    // each channel's dL/d(smoothing NLL)
@@ -48,11 +50,15 @@ struct DiceScratch {
   void ensure(int64_t channels) {
     if (!x.empty()) return;
     for (auto* rows : {&x, &p, &y, &grad_p, &grad}) rows->resize(channels * kBlock);
-    for (auto* row : {&mask, &work, &lse}) row->resize(kBlock);
+    for (auto* row : {&mask, &work}) row->resize(kBlock);
+    normalizer_rows.resize(2 * kBlock);
     ones.assign(kBlock, acc_t(1));
     y_rows.resize(channels);
     d_positive.resize(channels);
     d_smoothing.resize(channels);
+  }
+  NormalizerRows<acc_t> normalizers() {
+    return {normalizer_rows.data(), normalizer_rows.data() + kBlock};
   }
 };
 
@@ -164,9 +170,11 @@ void dice_sums_kernel(const DiceOperands& ops, at::Tensor& sums) {
     const acc_t* x = unit.input_rows(&x_stride);
     const acc_t* p = x;  // the rows that the Dice terms read
     int64_t p_stride = x_stride;
-    acc_t* lse = ops.cross_entropy() || ops.softmax_focal() ? scratch.lse.data() : nullptr;
+    const NormalizerRows<acc_t> normalizers = ops.cross_entropy() || ops.softmax_focal()
+                                                  ? scratch.normalizers()
+                                                  : NormalizerRows<acc_t>{};
     if (softmax) {
-      loops.softmax(x, x_stride, C, length, scratch.p.data(), scratch.work.data(), lse);
+      loops.softmax(x, x_stride, C, length, scratch.p.data(), scratch.work.data(), normalizers);
       p = scratch.p.data();
       p_stride = length;
     }
@@ -174,8 +182,9 @@ void dice_sums_kernel(const DiceOperands& ops, at::Tensor& sums) {
       acc_t* out = &partials[(u * C + c) * columns];
       const acc_t* y = unit.target_row(c);
       if (ops.softmax_focal()) {
-        loops.softmax_focal_sums[gamma](p + c * p_stride, x + c * x_stride, lse, y, unit.mask,
-                                        length, acc_t(ops.gamma), acc_t(ops.focal_gamma), out);
+        loops.softmax_focal_sums[gamma](p + c * p_stride, x + c * x_stride, normalizers, y,
+                                        unit.mask, length, acc_t(ops.gamma),
+                                        acc_t(ops.focal_gamma), out);
       } else if (ops.focal()) {
         loops.sigmoid_focal_sums[softmax ? 1 : 0][gamma](p + c * p_stride, x + c * x_stride, y,
                                                          unit.mask, length, acc_t(ops.gamma),
@@ -183,8 +192,8 @@ void dice_sums_kernel(const DiceOperands& ops, at::Tensor& sums) {
       } else if (!ops.cross_entropy()) {
         sum_row(p + c * p_stride, y, unit.mask, length, acc_t(ops.gamma), out);
       } else if (softmax) {
-        loops.softmax_ce_sums[gamma](p + c * p_stride, x + c * x_stride, lse, y, unit.mask,
-                                     length, acc_t(ops.gamma), out);
+        loops.softmax_ce_sums[gamma](p + c * p_stride, x + c * x_stride, normalizers, y,
+                                     unit.mask, length, acc_t(ops.gamma), out);
       } else {
         loops.sigmoid_ce_sums[gamma](x + c * x_stride, y, unit.mask, length, acc_t(ops.gamma),
                                      out);
@@ -234,8 +243,9 @@ void dice_sums_backward_kernel(const DiceOperands& ops, const at::Tensor& grad_s
     if (ops.activation == core::Activation::Softmax) {
       // dL/dp per channel, then through the softmax's Jacobian, then the
       // cross-entropy's own term.
-      acc_t* lse = ops.softmax_focal() ? s.lse.data() : nullptr;
-      loops.softmax(x, row_stride, C, length, s.p.data(), s.work.data(), lse);
+      const NormalizerRows<acc_t> normalizers =
+          ops.softmax_focal() ? s.normalizers() : NormalizerRows<acc_t>{};
+      loops.softmax(x, row_stride, C, length, s.p.data(), s.work.data(), normalizers);
       std::vector<const acc_t*>& y_rows = s.y_rows;
       std::vector<acc_t>& d_positive = s.d_positive;
       for (int64_t c = 0; c < C; ++c) {
@@ -257,9 +267,9 @@ void dice_sums_backward_kernel(const DiceOperands& ops, const at::Tensor& grad_s
         // The focal term couples the channels as the CE's does; grad_p's rows
         // (read by softmax_grad above) hold its coefficients.
         for (int64_t c = 0; c < C; ++c) d_positive[c] = ds[c * columns + core::kFocalPositive];
-        loops.softmax_focal_grad_add(s.p.data(), x, row_stride, lse, y_rows.data(), unit.mask,
-                                     d_positive.data(), focal_gamma, C, length, s.grad.data(),
-                                     s.work.data(), s.grad_p.data());
+        loops.softmax_focal_grad_add(s.p.data(), x, row_stride, normalizers, y_rows.data(),
+                                     unit.mask, d_positive.data(), focal_gamma, C, length,
+                                     s.grad.data(), s.work.data(), s.grad_p.data());
       } else if (ops.focal()) {
         for (int64_t c = 0; c < C; ++c) {
           loops.sigmoid_focal_grad_add(x + c * row_stride, y_rows[c], unit.mask, length,
