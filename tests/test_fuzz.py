@@ -2065,8 +2065,14 @@ def test_focal_loss(data):
         terms = m * bce
         # The float32 math's error scale: the terms B is computed from, and
         # gamma log sigmoid(z), the argument of M's exp.
-        scale = m.detach() * ((1 - t) * xs.detach()).abs().add(F.logsigmoid(xs.detach()).abs()) \
-            * (1 + gamma * F.logsigmoid(z.detach()).abs())
+        b_size = ((1 - t) * xs.detach()).abs().add(F.logsigmoid(xs.detach()).abs())
+        scale = m.detach() * b_size * (1 + gamma * F.logsigmoid(z.detach()).abs())
+        # M or B below the computing type's smallest normal (float32 for the
+        # half types) is a subnormal, off by up to one of its spacings, which
+        # the other multiplies.
+        compute = torch.float64 if dtype == torch.float64 else torch.float32
+        spacing = torch.finfo(compute).smallest_normal * torch.finfo(compute).eps
+        scale = scale + spacing * (1 + b_size) / RTOL[dtype]
         if isinstance(alpha, list):
             a = torch.tensor(alpha[c - kept:], dtype=torch.float64).view(
                 [1, kept] + [1] * len(spatial))
@@ -2095,6 +2101,9 @@ def test_focal_loss(data):
         scale = onehot * one_minus_p ** gamma \
             * (log_p.detach().abs() + xs.detach().abs().amax(1, keepdim=True)) \
             * (1 + gamma * torch.log(one_minus_p).abs().nan_to_num(posinf=0.0))
+        # (0 off the target, as its term: a NaN logit of a pixel whose target
+        # is dropped or ignored makes no error.)
+        scale = torch.where(onehot == 0, 0.0, scale)
         factors = None
         if isinstance(alpha, list):
             factors = alpha[c - kept:]
