@@ -28,7 +28,7 @@ except ImportError:  # MONAI is optional (absent on the GPU machines)
 import segloss
 from helpers import (assert_aot_eager_equals_eager, assert_close_to_scale, assert_matches,
                      make_dice_input, make_dice_target, make_labels, make_mask)
-from reference import dense_target_and_mask, dice_focal_torch, focal_torch
+from reference import dense_target_and_mask, dice_ce_torch, dice_focal_torch, focal_torch
 
 needs_monai = pytest.mark.skipif(MonaiDiceFocalLoss is None, reason="needs MONAI")
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.*deprecated:DeprecationWarning")
@@ -233,6 +233,32 @@ def test_float32_matches_float64_formula(case, device, gen):
     ref, ref_grad = dice_focal_torch(x, t, grad_output=torch.tensor(1.0, dtype=torch.float64),
                                      **options)
     assert_matches(loss, ref, torch.float32, msg="loss")
+    assert_matches(grad, ref_grad, torch.float32, msg="grad")
+
+
+@pytest.mark.parametrize("loss", ["dice_ce_loss", "dice_focal_loss", "focal_loss"])
+def test_large_float32_logits_keep_their_accuracy(loss, device, gen):
+    # -log p of the softmax is log s - (x_k - max), torch's log_softmax
+    # order: logits near 1e3 lose nothing to the maximum's size (the
+    # log-sum-exp form, (max + log s) - x_k, was off by eps * 1e3 = 1e-4).
+    x = (torch.randn(2, 3, 6, 7, generator=gen, dtype=torch.float64) * 2 + 1e3).float()
+    labels = torch.randint(0, 3, (2, 6, 7), generator=gen)
+    one = torch.tensor(1.0, dtype=torch.float64)
+    if loss == "dice_ce_loss":
+        options = dict(activation="softmax", label_smoothing=0.1)
+        ref, ref_grad = dice_ce_torch(x.double(), labels, grad_output=one, **options)
+    else:
+        options = dict(activation="softmax", focal_gamma=2.0)
+        ref, ref_grad = dice_focal_torch(x.double(), labels, grad_output=one, **options)
+        if loss == "focal_loss":
+            options = dict(activation="softmax", gamma=2.0)
+            x64 = x.double().requires_grad_()
+            ref = focal_torch(x64, labels, focal_activation="softmax", focal_gamma=2.0)
+            (ref_grad,) = torch.autograd.grad(ref, x64)
+    leaf = x.to(device).requires_grad_()
+    value = getattr(segloss, loss)(leaf, labels.to(device), **options)
+    (grad,) = torch.autograd.grad(value, leaf)
+    assert_matches(value, ref, torch.float32, msg="loss")
     assert_matches(grad, ref_grad, torch.float32, msg="grad")
 
 
