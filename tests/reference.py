@@ -223,33 +223,41 @@ def dice_np(x, target, *, activation="sigmoid", gamma=1.0, smooth_nr=1e-5, smoot
     return loss, dx
 
 
-def dice_sums_torch(x, target, activation="sigmoid", gamma=1.0, ignore_index=None, mask=None,
-                    soft_label=False):
-    """The (N, C, 3) sums (I, P, T) of a float64 CPU `x`, in eager PyTorch
-    (differentiable with respect to x); with soft_label, (N, C, 4): and
-    D = sum m |p - y|^gamma."""
-    N, C = x.shape[:2]
-    dims = list(range(2, x.dim()))
-    if not target.dtype.is_floating_point:
+def dense_target_and_mask(x, target, ignore_index, mask):
+    """(float64 target (N, C, *spatial), float64 mask (N, 1, *spatial)) on the
+    CPU: a class-index target one-hot (for one channel, label 1), its pixels
+    equal to ignore_index masked out."""
+    n, c = x.shape[:2]
+    if target.dtype.is_floating_point:
+        y = target.detach().to("cpu", torch.float64)
+        m = torch.ones((n, 1) + tuple(x.shape[2:]), dtype=torch.float64)
+    else:
         labels = target.detach().to("cpu", torch.int64)
         if labels.dim() == x.dim():
             labels = labels.squeeze(1)
         keep = torch.ones_like(labels, dtype=torch.bool)
         if ignore_index is not None:
             keep = labels != ignore_index
-        safe_labels = torch.where(keep, labels, 0)
-        if C == 1:
-            y = (safe_labels == 1).to(torch.float64).unsqueeze(1)
+        safe = torch.where(keep, labels, 0)
+        if c == 1:
+            y = (safe == 1).to(torch.float64).unsqueeze(1)
         else:
             # one-hot by comparison (F.one_hot refuses C = 0 on an empty tensor)
-            classes = torch.arange(C).reshape((1, C) + (1,) * len(dims))
-            y = (safe_labels.unsqueeze(1) == classes).to(torch.float64)
+            classes = torch.arange(c).reshape((1, c) + (1,) * (x.dim() - 2))
+            y = (safe.unsqueeze(1) == classes).to(torch.float64)
         m = keep.unsqueeze(1).to(torch.float64)
-    else:
-        y = target.detach().to("cpu", torch.float64)
-        m = torch.ones((N, 1) + tuple(x.shape[2:]), dtype=torch.float64)
     if mask is not None:
         m = m * (mask.detach().to("cpu") != 0).to(torch.float64)
+    return y, m
+
+
+def dice_sums_torch(x, target, activation="sigmoid", gamma=1.0, ignore_index=None, mask=None,
+                    soft_label=False):
+    """The (N, C, 3) sums (I, P, T) of a float64 CPU `x`, in eager PyTorch
+    (differentiable with respect to x); with soft_label, (N, C, 4): and
+    D = sum m |p - y|^gamma."""
+    dims = list(range(2, x.dim()))
+    y, m = dense_target_and_mask(x, target, ignore_index, mask)
     if activation == "sigmoid":
         p = torch.sigmoid(x)
     elif activation == "softmax":
@@ -524,28 +532,6 @@ def dice_ce_torch(x, target, *, activation="softmax", gamma=1.0, smooth_nr=1e-5,
 
 # The floor of the focal reductions' divisors (0 / floor = 0 for nothing counted).
 FOCAL_EPS = torch.finfo(torch.float32).eps
-
-
-def dense_target_and_mask(x, target, ignore_index, mask):
-    """(float64 target (N, C, *spatial), float64 mask (N, 1, *spatial)) on the CPU."""
-    n, c = x.shape[:2]
-    if target.dtype.is_floating_point:
-        y = target.detach().to("cpu", torch.float64)
-        m = torch.ones((n, 1) + tuple(x.shape[2:]), dtype=torch.float64)
-    else:
-        labels = target.detach().to("cpu", torch.int64)
-        if labels.dim() == x.dim():
-            labels = labels.squeeze(1)
-        keep = torch.ones_like(labels, dtype=torch.bool)
-        if ignore_index is not None:
-            keep = labels != ignore_index
-        safe = torch.where(keep, labels, 0)
-        y = ((safe == 1).unsqueeze(1) if c == 1 else F.one_hot(safe, c).movedim(-1, 1))
-        y = y.to(torch.float64)
-        m = keep.unsqueeze(1).to(torch.float64)
-    if mask is not None:
-        m = m * (mask.detach().to("cpu") != 0).to(torch.float64)
-    return y, m
 
 
 def focal_terms(x, y, *, focal_activation, focal_gamma, alpha=None):

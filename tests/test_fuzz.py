@@ -1197,6 +1197,31 @@ def ce_magnitudes(x64, t64, options, grad_output):
     return scale * terms, grad
 
 
+def composite_case(function, x, target, options, expect, op=None):
+    """The steps the Dice composites' fuzz tests share: the error expected
+    (None), else segloss's loss and gradient for an upstream gradient g and
+    the reference's view of the problem, (loss, grad, g, x64, t64,
+    ref_options); None also where float32 sums underflow."""
+    if dice_validity_error(x, target, options) is not None:
+        expect.add("target")
+    if expect:
+        assert_error_names(lambda: function(x, target, **options), expect, op)
+        return None
+    leaf = x.detach().requires_grad_()
+    g = torch.tensor(1.25, dtype=x.dtype)
+    loss = function(leaf, target, **options)
+    (grad,) = torch.autograd.grad(loss, leaf, g)
+    assert loss.dtype == x.dtype and grad.dtype == x.dtype and loss.shape == ()
+
+    x64 = x.detach().double()
+    ref_options = reference_options(x, options)
+    t64 = target.to(x.dtype).double() if target.dtype.is_floating_point else target
+    if dice_sums_underflow(x64, t64, ref_options, x.dtype):
+        event("left out: float32 sums underflow")
+        return None
+    return loss, grad, g, x64, t64, ref_options
+
+
 @fuzz(1.5)
 @given(data=st.data())
 def test_dice_ce_loss(data):
@@ -1226,23 +1251,10 @@ def test_dice_ce_loss(data):
     options["lambda_dice"] = data.draw(st.sampled_from([1.0, 0.0, 0.3, 2.0]), label="lambda_dice")
     options["lambda_ce"] = data.draw(st.sampled_from([1.0, 0.0, 1.7]), label="lambda_ce")
     note(f"x={x!r}\ntarget={target!r}\noptions={options!r}")
-    if dice_validity_error(x, target, options) is not None:
-        expect.add("target")
-    if expect:
-        assert_error_names(lambda: segloss.dice_ce_loss(x, target, **options), expect)
+    case = composite_case(segloss.dice_ce_loss, x, target, options, expect)
+    if case is None:
         return
-    leaf = x.detach().requires_grad_()
-    g = torch.tensor(1.25, dtype=x.dtype)
-    loss = segloss.dice_ce_loss(leaf, target, **options)
-    (grad,) = torch.autograd.grad(loss, leaf, g)
-    assert loss.dtype == x.dtype and grad.dtype == x.dtype and loss.shape == ()
-
-    x64 = x.detach().double()
-    ref_options = reference_options(x, options)
-    t64 = target.to(x.dtype).double() if target.dtype.is_floating_point else target
-    if dice_sums_underflow(x64, t64, ref_options, x.dtype):
-        event("left out: float32 sums underflow")
-        return
+    loss, grad, g, x64, t64, ref_options = case
     ref_loss, ref_grad = dice_ce_torch(x64, t64, grad_output=g.double(), **ref_options)
     dice_loss_mag, dice_grad_mag = dice_magnitudes(x64, t64, ref_options, g,
                                                    options["lambda_dice"])
@@ -1340,24 +1352,11 @@ def test_dice_focal_loss(data):
         options[name] = -0.5
         expect.add(name)
     note(f"x={x!r}\ntarget={target!r}\noptions={options!r}")
-    if dice_validity_error(x, target, options) is not None:
-        expect.add("target")
-    if expect:
-        assert_error_names(lambda: segloss.dice_focal_loss(x, target, **options), expect,
-                           "segloss.dice_focal_loss")
+    case = composite_case(segloss.dice_focal_loss, x, target, options, expect,
+                          "segloss.dice_focal_loss")
+    if case is None:
         return
-    leaf = x.detach().requires_grad_()
-    g = torch.tensor(1.25, dtype=x.dtype)
-    loss = segloss.dice_focal_loss(leaf, target, **options)
-    (grad,) = torch.autograd.grad(loss, leaf, g)
-    assert loss.dtype == x.dtype and grad.dtype == x.dtype and loss.shape == ()
-
-    x64 = x.detach().double()
-    ref_options = reference_options(x, options)
-    t64 = target.to(x.dtype).double() if target.dtype.is_floating_point else target
-    if dice_sums_underflow(x64, t64, ref_options, x.dtype):
-        event("left out: float32 sums underflow")
-        return
+    loss, grad, g, x64, t64, ref_options = case
     ref_loss, ref_grad = dice_focal_torch(x64, t64, grad_output=g.double(), **ref_options)
     dice_loss_mag, dice_grad_mag = dice_magnitudes(x64, t64, ref_options, g,
                                                    options["lambda_dice"])
