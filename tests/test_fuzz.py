@@ -17,7 +17,7 @@ expansions), extreme and non-finite values, empty and full masks, 0 / 1 /
 many instances with random ids of every integer dtype.
 
 Profiles: "ci" (default; small, reproducible) and "long"
-(SEGLOSS_FUZZ_PROFILE=long, or scripts/fuzz: 13,760 cases).
+(SEGLOSS_FUZZ_PROFILE=long, or scripts/fuzz: 19,760 cases).
 """
 
 import math
@@ -48,7 +48,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"),
 # --------------------------------------------------------------------------
 # Profiles. Every test takes a share of the profile's max_examples, scaled by
 # its cost, so that "ci" runs the whole file in well under a minute on two
-# cores and "long" runs 13,760 (17.2 shares of 800).
+# cores and "long" runs 19,760 (24.7 shares of 800; "ci" 1,482).
 
 _COMMON = dict(
     deadline=None,  # the references (brute force, float64 autograd) are slow by design
