@@ -7,9 +7,10 @@
 //   d loss / d x_k = a (softmax_k - [k == t]),   softmax_k = exp(x_k - lse)
 // An ignored pixel (t == ignore_index) has loss and gradient 0 and does not
 // count in the means. -log p_t is computed as log(sum exp(x_k - max)) -
-// (x_t - max) (core::LogNormalizer), which cannot overflow. Two variants below (never together): the focal loss
-// (gamma > 0) and label smoothing; gamma = 0 and no smoothing is the plain
-// loss above, computed by the same code as before they existed.
+// (x_t - max) (core::LogNormalizer), which cannot overflow. Two variants
+// below (never together): the focal loss (gamma > 0) and label smoothing;
+// gamma = 0 and no smoothing is the plain loss above, computed by the same
+// code as before they existed.
 #pragma once
 
 #include <cstdint>

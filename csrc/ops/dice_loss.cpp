@@ -533,14 +533,14 @@ at::Tensor focal_from_sums(const at::Tensor& sums, core::Activation focal_activa
                            std::optional<double> alpha,
                            const std::optional<at::Tensor>& class_weights,
                            bool include_background, bool masked, Reduction reduction) {
-  const bool background = !drops_background(include_background, sums);
+  const bool keeps_background = !drops_background(include_background, sums);
   const auto [kept, kept_weights] = kept_channels(sums, class_weights, include_background);
   const at::Tensor positive = kept.select(-1, core::kFocalPositive);  // (N, C')
   at::Tensor per_class;
   if (focal_activation == core::Activation::Sigmoid) {
     const at::Tensor negative = kept.select(-1, core::kFocalNegative);
     per_class = alpha ? *alpha * positive + (1 - *alpha) * negative : positive + negative;
-  } else if (alpha && background) {  // MONAI's [1 - alpha, alpha, ..., alpha] over the channels
+  } else if (alpha && keeps_background) {  // MONAI's [1 - alpha, alpha, ..., alpha]
     per_class = at::cat({(1 - *alpha) * positive.narrow(1, 0, 1),
                          *alpha * positive.narrow_symint(1, 1, positive.sym_size(1) - 1)},
                         1);

@@ -73,8 +73,7 @@ struct DiceBlockLoops {
   // `x_row_stride` apart, `work` holds n values and `coefficients` C rows of n.
   using SoftmaxFocalGradAdd = void (*)(const T* p, const T* x, std::int64_t x_row_stride,
                                        NormalizerRows<T> normalizers, const T* const* y_rows,
-                                       const T* m,
-                                       const T* d_positive, T focal_gamma,
+                                       const T* m, const T* d_positive, T focal_gamma,
                                        std::int64_t channels, std::int64_t n, T* grad, T* work,
                                        T* coefficients);
   // grad rows = p (dL/dp - sum_k p_k dL/dp_k), rows of n values; `work` holds n values.
@@ -202,7 +201,8 @@ void softmax_block(const T* x, std::int64_t x_row_stride, std::int64_t channels,
   if (normalizers.max_x != nullptr) {
 #pragma omp simd
     for (std::int64_t i = 0; i < n; ++i) {
-      normalizers.log_sum[i] = core::log_normalizer(normalizers.max_x[i], inverse_sum[i]).log_sum;
+      const T sum = inverse_sum[i];  // (the sum, until inverted below)
+      normalizers.log_sum[i] = core::log_normalizer(normalizers.max_x[i], sum).log_sum;
     }
   }
 #pragma omp simd
