@@ -539,7 +539,12 @@ def focal_terms(x, y, *, focal_activation, focal_gamma, alpha=None):
     (attached) and the dense target `y`, alpha applied."""
     c = x.shape[1]
     if focal_activation == "sigmoid":
-        loss = x - x * y - F.logsigmoid(x)
+        # B = (1 - y) x - log sigmoid(x) as (1 - y) softplus(x) + y
+        # softplus(-x): the direct form cancels for x << 0 (and its autograd
+        # gradient 1 - y - sigmoid(-x) too: 1e-4 relative at x = -26, y = 0).
+        # softplus(x) = logaddexp(x, 0): F.softplus is linear past 20.
+        zero = torch.zeros_like(x)
+        loss = (1 - y) * torch.logaddexp(x, zero) + y * torch.logaddexp(-x, zero)
         if focal_gamma:
             loss = torch.exp(focal_gamma * F.logsigmoid(-x * (2 * y - 1))) * loss
         if alpha is not None:
