@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "cross_entropy_operands.h"
+#include "once_differentiable.h"
 
 namespace segloss::ops {
 namespace {
@@ -59,6 +60,7 @@ class WeightedCrossEntropy : public torch::autograd::Function<WeightedCrossEntro
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("segloss::_weighted_cross_entropy_backward", "")
                          .typed<WeightedCrossEntropyBackwardSignature>();
+    at::AutoDispatchBelowADInplaceOrView guard;  // (no derivative: once_differentiable)
     at::Tensor grad_input =
         op.call(grad_outputs[0], saved[0], saved[1], optional_of(saved[2]),
                 optional_of(saved[3]), ctx->saved_data["ignore_index"].toInt(),
@@ -68,7 +70,8 @@ class WeightedCrossEntropy : public torch::autograd::Function<WeightedCrossEntro
                 ctx->saved_data["caller"].toStringRef());
     // No gradient for the other eight arguments.
     variable_list grads(9);
-    grads[0] = grad_input;
+    grads[0] = once_differentiable(grad_input, {grad_outputs[0], saved[0]},
+                                   ctx->saved_data["caller"].toStringRef());
     return grads;
   }
 };

@@ -7,6 +7,8 @@
 
 #include <string>
 
+#include "once_differentiable.h"
+
 namespace segloss::ops {
 namespace {
 
@@ -68,6 +70,10 @@ class DiceSumsFunction : public torch::autograd::Function<DiceSumsFunction> {
     const c10::IValue focal = ctx->saved_data["focal_activation"];
     const std::optional<std::string_view> focal_activation =
         focal.isNone() ? std::nullopt : std::optional<std::string_view>(focal.toStringRef());
+    const std::string caller = ctx->saved_data["caller"].toStringRef();
+    // (Below autograd: the backward op has no derivative; once_differentiable
+    // says so where one is asked for.)
+    at::AutoDispatchBelowADInplaceOrView guard;
     at::Tensor grad_input = op.call(
         grad_outputs[0], saved[0], saved[1], ctx->saved_data["activation"].toStringRef(),
         ctx->saved_data["gamma"].toDouble(),
@@ -76,6 +82,7 @@ class DiceSumsFunction : public torch::autograd::Function<DiceSumsFunction> {
         ctx->saved_data["cross_entropy"].toBool(), ctx->saved_data["caller"].toStringRef(),
         ctx->saved_data["soft_label"].toBool(), focal_activation,
         ctx->saved_data["focal_gamma"].toDouble());
+    grad_input = once_differentiable(grad_input, {grad_outputs[0], saved[0]}, caller);
     return {grad_input,   at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
             at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }

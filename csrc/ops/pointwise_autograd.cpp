@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "once_differentiable.h"
 #include "pointwise_operands.h"
 
 namespace segloss::ops {
@@ -53,8 +54,12 @@ class PointwiseLossFunction : public torch::autograd::Function<PointwiseLossFunc
     const at::Tensor dense_target = target.contiguous();
     at::Tensor result =
         op.call(dense_input, dense_target, weight, aux, reduction, loss, params, caller);
-    ctx->save_for_backward(
-        {dense_input, dense_target, weight.value_or(at::Tensor()), aux.value_or(at::Tensor())});
+    // The input itself too where the dense copy is another tensor: a second
+    // backward must reach the input's graph (once_differentiable).
+    const at::Tensor graph_input =
+        input.requires_grad() && !input.is_same(dense_input) ? input : at::Tensor();
+    ctx->save_for_backward({dense_input, dense_target, weight.value_or(at::Tensor()),
+                            aux.value_or(at::Tensor()), graph_input});
     ctx->saved_data["reduction"] = std::string(reduction);
     ctx->saved_data["loss"] = std::string(loss);
     ctx->saved_data["params"] = std::vector<double>(params.begin(), params.end());
@@ -68,10 +73,14 @@ class PointwiseLossFunction : public torch::autograd::Function<PointwiseLossFunc
                          .findSchemaOrThrow("segloss::_pointwise_loss_backward", "")
                          .typed<PointwiseBackwardSignature>();
     const std::vector<double> params = ctx->saved_data["params"].toDoubleVector();
+    at::AutoDispatchBelowADInplaceOrView guard;  // (no derivative: once_differentiable)
     at::Tensor grad_input =
         op.call(grad_outputs[0], saved[0], saved[1], optional_of(saved[2]), optional_of(saved[3]),
                 ctx->saved_data["reduction"].toStringRef(), ctx->saved_data["loss"].toStringRef(),
                 params, ctx->saved_data["caller"].toStringRef());
+    grad_input = once_differentiable(grad_input,
+                                     {grad_outputs[0], saved[4].defined() ? saved[4] : saved[0]},
+                                     ctx->saved_data["caller"].toStringRef());
     return {grad_input, at::Tensor(), at::Tensor(), at::Tensor(),
             at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
