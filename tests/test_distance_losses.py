@@ -329,16 +329,30 @@ def test_on_device(device, dtype, gen):
         assert_matches(grad, ref_grad)
 
 
-def test_non_contiguous_input_and_small_label_dtypes(gen):
+def test_non_contiguous_input_and_every_label_dtype(gen):
     x, labels = _case("2d", "softmax", "labels", gen)
     xt = x.transpose(2, 3).contiguous().transpose(2, 3)  # same values, other strides
     assert not xt.is_contiguous()
     for fn in (segloss.boundary_loss, segloss.hausdorff_dt_loss):
         expected = fn(x, labels, activation="softmax", reduction="none")
-        for t in (labels.to(torch.uint8), labels.to(torch.int32)):
+        for dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.uint16,
+                      torch.uint32, torch.uint64):
+            t = labels.to(dtype)
             assert torch.equal(fn(xt, t, activation="softmax", reduction="none"), expected)
         cl = x.to(memory_format=torch.channels_last)
         assert torch.equal(fn(cl, labels, activation="softmax", reduction="none"), expected)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("fn", [segloss.boundary_loss, segloss.hausdorff_dt_loss],
+                         ids=["boundary", "hausdorff"])
+def test_meta_tensors_give_the_shape_and_dtype(fn, reduction, gen):
+    # Shape inference without data (the label check needs values: skipped).
+    x, labels = _case("2d", "softmax", "labels", gen)
+    expected = fn(x, labels, activation="softmax", reduction=reduction)
+    actual = fn(x.to("meta"), labels.to("meta"), activation="softmax", reduction=reduction)
+    assert actual.device.type == "meta"
+    assert (actual.shape, actual.dtype) == (expected.shape, expected.dtype)
 
 
 # --------------------------------------------------------------------------

@@ -317,6 +317,24 @@ def _labels(shape, gen):
     return torch.randint(0, c, (n, 1, *spatial), generator=gen)
 
 
+@pytest.mark.parametrize("dtype,ignore_index", [
+    (torch.uint8, 256), (torch.uint8, 257), (torch.int8, -254), (torch.int16, 65536),
+    (torch.int32, 2**40), (torch.uint16, 70000), (torch.uint32, -1), (torch.uint64, 2**40)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_softmax_ignore_index_outside_the_label_dtype_matches_no_label(dtype, ignore_index,
+                                                                      reduction, gen):
+    # No label of that dtype can equal such an ignore_index (torch would
+    # convert it to the dtype, 256 to 0 for uint8, and drop class 0's pixels).
+    x = torch.randn(2, 3, 5, 4, generator=gen, dtype=torch.float64)
+    labels = _labels(x.shape, gen)
+    expected = softmax_focal_reference(x, labels, 2.0, reduction=reduction)
+    if reduction == "mean":  # with an ignore_index, MONAI's mean is over the pixels counted
+        expected = softmax_focal_reference(x, labels, 2.0, reduction="none").sum() / labels.numel()
+    actual = segloss.focal_loss(x, labels.to(dtype), 2.0, activation="softmax",
+                                ignore_index=ignore_index, reduction=reduction)
+    assert_matches(actual, expected)
+
+
 SOFTMAX_OPTIONS = [{}, {"alpha": 0.25}, {"alpha": [0.1, 0.2, 0.3, 0.4]},
                    {"include_background": False}, {"class_weights": [0.5, 2.0, 1.0, 1.5]},
                    {"gamma": 0.5}, {"gamma": 0.0}]

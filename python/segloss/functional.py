@@ -719,6 +719,39 @@ def _accumulation_dtype(input: Tensor) -> torch.dtype:
     return torch.float64 if input.dtype == torch.float64 else torch.float32
 
 
+def _readable_labels(labels: Tensor) -> Tensor:
+    """Class indices in a dtype that torch compares on every device: uint16,
+    uint32 and uint64 (whose comparisons torch lacks on the CPU) as int64, as
+    the ops convert them (readable_labels in csrc/ops/checks.h)."""
+    if labels.dtype == torch.uint16 or labels.dtype == torch.uint32 \
+            or labels.dtype == torch.uint64:
+        return labels.to(torch.int64)
+    return labels
+
+
+def _label_bounds(dtype: torch.dtype) -> Tuple[int, int]:
+    """The values a label of `dtype` (after _readable_labels) can hold."""
+    if dtype == torch.uint8:
+        return 0, 255
+    if dtype == torch.int8:
+        return -128, 127
+    if dtype == torch.int16:
+        return -32768, 32767
+    if dtype == torch.int32:
+        return -2147483648, 2147483647
+    return -9223372036854775807 - 1, 9223372036854775807
+
+
+def _is_not_label(labels: Tensor, value: int) -> Tensor:
+    """labels != value, compared as integers: torch would convert a value
+    outside the labels' dtype to it (256 to 0 for uint8), where the kernels
+    compare in int64 and such a value matches no label."""
+    low, high = _label_bounds(labels.dtype)
+    if value < low or value > high:
+        return torch.ones(labels.shape, dtype=torch.bool, device=labels.device)
+    return labels != value
+
+
 def _float64_tensor(values: List[float], device: torch.device) -> Tensor:
     """values as a float64 tensor, exactly also under TorchScript (whose
     torch.tensor(List[float], dtype=float64) and item assignment round through
@@ -888,11 +921,11 @@ def _softmax_focal_loss(input: Tensor, target: Tensor, gamma: float,
     # The labels are read in place (uint8, int32, int64): only dropping the
     # background copies them. The op's ignore_index is the user's, or a value
     # no class index takes; masked pixels get weight 0 through the weight map.
-    labels = target
+    labels = _readable_labels(target)
     skip = ignore_index if ignore_index is not None else -9223372036854775807 - 1
     counted: Optional[Tensor] = None  # the pixels that count, where some do not
     if ignore_index is not None:
-        counted = labels != ignore_index
+        counted = _is_not_label(labels, ignore_index)
     pixel_weight: Optional[Tensor] = None
     if mask is not None:
         m = mask.to(device=input.device) != 0
@@ -983,6 +1016,8 @@ def _check_class_indices(name: str, labels: Tensor, channels: int) -> None:
     and TorchScript; under torch.compile (no data-dependent checks in a full
     graph) an index outside that range belongs to no class."""
     top = max(channels, 2)
+    if labels.device.type == "meta":  # (no values to check)
+        return
     if torch.jit.is_scripting():
         if bool(((labels < 0) | (labels >= top)).any()):
             raise ValueError(f"{name}: class indices must lie in [0, {top}), got values outside")
@@ -1026,7 +1061,7 @@ def _distance_loss_operands(name: str, input: Tensor, target: Tensor, activation
     else:
         if target.is_complex():
             raise ValueError(f"{name}: target must be real, got {target.dtype}")
-        labels = target
+        labels = _readable_labels(target)
         if labels.dim() == input.dim() and labels.shape[1] == 1:
             labels = labels.squeeze(1)
         if list(labels.shape) != [input.shape[0]] + spatial:
