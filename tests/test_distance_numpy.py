@@ -437,7 +437,55 @@ GOOD = np.zeros((6, 7), np.int32)
      r"labels' shape \(6, 7\)"),
     (lambda: snp.distance_transform_edt(np.ones((3, 3)), sampling=(1, 2, 3)), ValueError,
      r"one value per axis \(2\), got 3"),
+    (lambda: snp.distance_transform_edt(np.array([["a", ""], ["b", "c"]])), TypeError,
+     r"^segloss\.numpy\.distance_transform_edt: input must be an array of numbers or bools"),
+    (lambda: snp.distance_transform_edt(np.zeros(3, "datetime64[s]")), TypeError,
+     "numbers or bools.*datetime64"),
+    (lambda: snp.distance_transform_edt(np.array([None, 1], dtype=object)), TypeError,
+     "numbers or bools.*object"),
+    (lambda: snp.distance_transform_edt(np.ones((1,) * 9)), ValueError,
+     r"^segloss\.numpy\.distance_transform_edt: input must have 1 to 8 dimensions, got 9"),
+    (lambda: snp.signed_distance_map(np.ones((1,) * 9, bool)), ValueError,
+     r"^segloss\.numpy\.signed_distance_map: .*got 9"),
+    (lambda: snp.unet_weight_map(GOOD, w0=None), TypeError,
+     r"^segloss\.numpy\.unet_weight_map: w0 must be a real number, got None"),
+    (lambda: snp.unet_weight_map(GOOD, sigma="5"), TypeError, "sigma must be a real number"),
+    (lambda: snp.unet_weight_map(GOOD, class_weights={0: None}), TypeError,
+     r"class_weights\[0\] must be a real number, got None"),
 ])
 def test_errors(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def test_more_threads_than_allowed_or_startable_give_the_serial_result():
+    # Far more threads than the work has chunks (capped at 1024), and a
+    # process whose address space has room for only a few thread stacks:
+    # the threads the system refuses leave their chunks to the calling
+    # thread (this aborted the process before). SciPy is the reference.
+    code = textwrap.dedent("""
+        import re, resource, sys
+        import numpy as np
+        from scipy import ndimage
+        import segloss.numpy as snp
+        mask = np.ones((3000, 48), bool)
+        mask[::97, ::13] = False
+        labels = (~mask).astype(np.int32)
+        labels[::97, ::13] = np.arange(1, mask[::97, ::13].size + 1).reshape(-1, 4)
+        expected = ndimage.distance_transform_edt(mask)
+        inverted = ~mask  # (the signed map's foreground: the sparse pixels)
+        expected_signed = np.where(inverted, -(ndimage.distance_transform_edt(inverted) - 1),
+                                   ndimage.distance_transform_edt(~inverted))
+        assert np.array_equal(snp.distance_transform_edt(mask, threads=2**40), expected)
+        status = open("/proc/self/status").read()
+        size = int(re.search(r"VmSize:\\s+(\\d+)", status).group(1)) * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (size + (96 << 20), resource.RLIM_INFINITY))
+        assert np.array_equal(snp.distance_transform_edt(mask, threads=1000), expected)
+        assert np.array_equal(snp.signed_distance_map(inverted, threads=1000), expected_signed)
+        d1, _ = snp.two_nearest_distances(labels, threads=1000)
+        assert np.array_equal(d1, expected)
+        print("done")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "done", proc.stderr

@@ -6,6 +6,7 @@ in its own tests); the command must write exactly those values.
 """
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -153,6 +154,35 @@ def test_bad_files_are_reported_and_the_others_written(tmp_path, capsys):
     assert "'RGB'" in failures[f"failed {data / 'rgb.png'}"]
     assert "one value per axis" in failures[f"failed {data / 'volume.npy'}"]
     assert "1 written, 0 skipped, 4 failed" in err
+
+
+def test_a_tiff_without_an_image_is_reported(tmp_path, capsys):
+    tifffile = pytest.importorskip("tifffile")
+    data = tmp_path / "data"
+    data.mkdir()
+    tifffile.imwrite(data / "good.tif", _labels(seed=3))
+    # A valid TIFF header whose first directory offset is 0: no image at all.
+    (data / "headless.tif").write_bytes(b"II*\x00\x00\x00\x00\x00")
+    assert _weight_map(data, "-o", tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert _files(tmp_path / "out") == {"good.npy"}
+    failed = [line for line in err.splitlines() if line.startswith(f"failed {data / 'headless.tif'}")]
+    assert len(failed) == 1 and "holds no image" in failed[0], err
+
+
+def test_named_pipes_are_not_read(tmp_path, capsys):
+    # A pipe named like a label file would block its read forever: a folder
+    # scan skips it, and naming it is a usage error.
+    data = tmp_path / "data"
+    data.mkdir()
+    np.save(data / "good.npy", _labels(seed=5))
+    os.mkfifo(data / "pipe.npy")
+    assert _weight_map(data, "-o", tmp_path / "out") == 0
+    assert _files(tmp_path / "out") == {"good.npy"}
+    with pytest.raises(SystemExit) as exit:
+        _weight_map(data / "pipe.npy", "-o", tmp_path / "out2")
+    assert exit.value.code == 2
+    assert "not a regular file or a folder" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("module, name, package", [("PIL", "labels.png", "pillow"),

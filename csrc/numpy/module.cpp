@@ -13,6 +13,7 @@
 #include <exception>
 #include <mutex>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -29,7 +30,8 @@ namespace {
 using core::Grid;
 
 // Runs body over [0, count) in up to `threads` contiguous chunks, one
-// std::thread each; no thread outlives the call (safe after fork).
+// std::thread each; no thread outlives the call (safe after fork). Where the
+// system refuses a thread, the calling thread runs the chunks left.
 class ChunkedThreads {
  public:
   explicit ChunkedThreads(int threads) : threads_(threads) {}
@@ -43,19 +45,25 @@ class ChunkedThreads {
     }
     std::exception_ptr error;
     std::mutex error_mutex;
+    auto chunk = [&](int64_t w) {
+      try {
+        body(count * w / workers, count * (w + 1) / workers);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) error = std::current_exception();
+      }
+    };
     std::vector<std::thread> pool;
     pool.reserve(workers);
-    for (int64_t w = 0; w < workers; ++w) {
-      const int64_t begin = count * w / workers, end = count * (w + 1) / workers;
-      pool.emplace_back([&, begin, end] {
-        try {
-          body(begin, end);
-        } catch (...) {
-          std::lock_guard<std::mutex> lock(error_mutex);
-          if (!error) error = std::current_exception();
-        }
-      });
+    int64_t started = 0;
+    for (; started < workers; ++started) {
+      try {
+        pool.emplace_back(chunk, started);
+      } catch (const std::system_error&) {
+        break;  // (a joinable thread must not be destroyed: the rest runs here)
+      }
     }
+    for (int64_t w = started; w < workers; ++w) chunk(w);
     for (auto& thread : pool) thread.join();
     if (error) std::rethrow_exception(error);
   }

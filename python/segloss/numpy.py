@@ -12,7 +12,8 @@ in environments where torch is not installed::
 
 Every function releases the GIL while it computes, takes a ``threads``
 argument (default 1, as SciPy: in DataLoader workers one thread per worker is
-usually best), creates its threads per call (so it is safe in forked
+usually best; at most 1024 are used, and where the system cannot start more,
+the calling thread does the rest of the work), creates its threads per call (so it is safe in forked
 workers), accepts C- or Fortran-ordered and non-contiguous arrays, and never
 modifies its input. Results are new C-ordered arrays.
 
@@ -63,10 +64,31 @@ def _sampling(op: str, sampling: Sampling, ndim: int) -> list:
     return values
 
 
+# More threads than this are used as this many (none of the sweeps has more
+# work to share, and the OS may refuse to start that many threads at once).
+_MAX_THREADS = 1024
+
+
 def _threads(op: str, threads: int) -> int:
     if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
         raise ValueError(f"{op}: threads must be an integer >= 1, got {threads!r}")
-    return int(threads)
+    return min(int(threads), _MAX_THREADS)
+
+
+def _real(op: str, name: str, value) -> float:
+    """A real number argument as a float, or an error naming it."""
+    if isinstance(value, (bool, str, bytes)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{op}: {name} must be a real number, got {value!r}")
+    return float(value)
+
+
+def _run(op: str, kernel, *args):
+    """Calls the C++ module, whose messages name the argument: prefixed with
+    the public function's name, as every message of this module is."""
+    try:
+        return kernel(*args)
+    except (ValueError, TypeError) as error:
+        raise type(error)(f"{op}: {error}") from None
 
 
 def _readable(array: np.ndarray) -> np.ndarray:
@@ -122,8 +144,8 @@ def two_nearest_distances(labels, sampling: Sampling = None, return_labels: bool
     """
     op = "segloss.numpy.two_nearest_distances"
     labels = _instance_labels(op, labels)
-    return _numpy.two_nearest(labels, _sampling(op, sampling, labels.ndim), bool(return_labels),
-                              _threads(op, threads))
+    return _run(op, _numpy.two_nearest, labels, _sampling(op, sampling, labels.ndim),
+                bool(return_labels), _threads(op, threads))
 
 
 def _class_weight_arguments(op: str, class_weights: ClassWeights, labels: np.ndarray):
@@ -141,7 +163,8 @@ def _class_weight_arguments(op: str, class_weights: ClassWeights, labels: np.nda
         if unknown:
             raise ValueError(f"{op}: class_weights mapping must have keys 0 (background) and/or 1 "
                              f"(foreground), got keys {sorted(class_weights, key=repr)}")
-        weights = [float(class_weights.get(0, 1.0)), float(class_weights.get(1, 1.0))]
+        weights = [_real(op, f"class_weights[{key}]", class_weights.get(key, 1.0))
+                   for key in (0, 1)]
         if not all(math.isfinite(w) for w in weights):
             raise ValueError(f"{op}: class_weights must be finite, got {dict(class_weights)}")
         return weights[0], weights[1], False, None
@@ -186,15 +209,15 @@ def unet_weight_map(labels, w0: float = 10.0, sigma: float = 5.0,
     """
     op = "segloss.numpy.unet_weight_map"
     labels = _instance_labels(op, labels)
-    w0, sigma = float(w0), float(sigma)
+    w0, sigma = _real(op, "w0", w0), _real(op, "sigma", sigma)
     if not math.isfinite(w0):
         raise ValueError(f"{op}: w0 must be finite, got {w0}")
     if not (math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"{op}: sigma must be positive and finite, got {sigma}")
     background, foreground, balanced, pixel = _class_weight_arguments(op, class_weights, labels)
-    return _numpy.unet_weight_map(labels, _sampling(op, sampling, labels.ndim), w0, sigma,
-                                  bool(border_everywhere), background, foreground, balanced,
-                                  pixel, _threads(op, threads))
+    return _run(op, _numpy.unet_weight_map, labels, _sampling(op, sampling, labels.ndim), w0,
+                sigma, bool(border_everywhere), background, foreground, balanced, pixel,
+                _threads(op, threads))
 
 
 def distance_transform_edt(input, sampling: Sampling = None, *, threads: int = 1) -> np.ndarray:
@@ -210,13 +233,16 @@ def distance_transform_edt(input, sampling: Sampling = None, *, threads: int = 1
     Returns:
         float64 array of ``input``'s shape (at least 1-D).
     """
+    op = "segloss.numpy.distance_transform_edt"
     array = np.atleast_1d(np.asarray(input))
+    if array.dtype.kind not in "biufc":
+        raise TypeError(f"{op}: input must be an array of numbers or bools (nonzero is "
+                        f"foreground), got dtype {array.dtype}")
     if array.dtype.kind not in "biu":
         array = array != 0
     array = _readable(array)
-    op = "segloss.numpy.distance_transform_edt"
-    return _numpy.distance_transform_edt(array, _sampling(op, sampling, array.ndim),
-                                         _threads(op, threads))
+    return _run(op, _numpy.distance_transform_edt, array, _sampling(op, sampling, array.ndim),
+                _threads(op, threads))
 
 
 def _mask(op: str, mask) -> np.ndarray:
@@ -250,8 +276,8 @@ def signed_distance_map(mask, sampling: Sampling = None, *, threads: int = 1) ->
     """
     op = "segloss.numpy.signed_distance_map"
     array = _mask(op, mask)
-    return _numpy.distance_map(array, "signed", _sampling(op, sampling, array.ndim),
-                               _threads(op, threads))
+    return _run(op, _numpy.distance_map, array, "signed", _sampling(op, sampling, array.ndim),
+                _threads(op, threads))
 
 
 def boundary_distance_map(mask, sampling: Sampling = None, *, threads: int = 1) -> np.ndarray:
@@ -267,5 +293,5 @@ def boundary_distance_map(mask, sampling: Sampling = None, *, threads: int = 1) 
     """
     op = "segloss.numpy.boundary_distance_map"
     array = _mask(op, mask)
-    return _numpy.distance_map(array, "boundary", _sampling(op, sampling, array.ndim),
-                               _threads(op, threads))
+    return _run(op, _numpy.distance_map, array, "boundary",
+                _sampling(op, sampling, array.ndim), _threads(op, threads))

@@ -178,6 +178,8 @@ def _read_tiff(path: Path) -> np.ndarray:
     except ImportError:
         raise ImportError("reading .tif/.tiff files needs tifffile: pip install tifffile") from None
     with tifffile.TiffFile(path) as tif:
+        if not tif.series:
+            raise ValueError("the TIFF file holds no image")
         series = tif.series[0]
         # An S (samples) axis is a colour or multi-channel image; taken as is it would pass for a
         # 3D volume.
@@ -311,7 +313,9 @@ def _folder_files(folder: Path, recursive: bool, output_dir: Path) -> List[Path]
         # .npy outputs as labels.
         dirs[:] = sorted(d for d in dirs if recursive and not d.startswith(".")
                          and Path(root, d).resolve() != output_dir)
-        files.extend(Path(root, name) for name in sorted(names) if _is_label_file(name))
+        # Regular files only: a named pipe or device would block the read.
+        files.extend(Path(root, name) for name in sorted(names)
+                     if _is_label_file(name) and Path(root, name).is_file())
     return files
 
 
@@ -329,6 +333,8 @@ def _find_inputs(args: argparse.Namespace) -> List[Tuple[Path, Path]]:
                 args.usage_error(f"{given}: unsupported file type (supported: "
                                  f"{', '.join(EXTENSIONS)})")
             files = [(given, Path(given.name))]
+        elif given.exists():
+            args.usage_error(f"{given}: not a regular file or a folder")
         else:
             args.usage_error(f"{given}: no such file or folder")
         for source, relative in files:
