@@ -659,6 +659,7 @@ def test_scripted_in_fresh_process(tmp_path, gen):
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"gamma": -1.0}, "segloss.focal_loss: gamma must be >= 0"),
+    ({"gamma": float("inf")}, "segloss.focal_loss: gamma must be finite, got inf"),
     ({"alpha": 1.5}, "segloss.focal_loss: alpha must be in \\[0, 1\\]"),
     ({"alpha": [0.5, -0.1, 0.2]}, "segloss.focal_loss: every alpha must be in \\[0, 1\\]"),
     ({"alpha": [0.5, 0.5]}, "segloss.focal_loss: alpha must hold one value per channel \\(3\\)"),

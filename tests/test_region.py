@@ -733,6 +733,10 @@ def _error_cases():
         yield pytest.param("tversky_loss", ValueError,
                            f"segloss.tversky_loss: {arg} must be {rule}, got {value:g}",
                            {arg: value}, id=f"tversky_loss-{arg}{value}")
+    for arg in ("alpha", "beta", "focal_gamma"):  # (every gradient would be inf * 0)
+        yield pytest.param("tversky_loss", ValueError,
+                           f"segloss.tversky_loss: {arg} must be finite, got inf",
+                           {arg: float("inf")}, id=f"tversky_loss-{arg}-inf")
     yield pytest.param("generalized_dice_loss", ValueError,
                        "segloss.generalized_dice_loss: w_type must be 'square', 'simple' or "
                        "'uniform', got 'cube'", dict(w_type="cube"), id="generalized-w_type")
@@ -799,6 +803,9 @@ def test_private_epilogue_names_the_loss_and_rejects_unknown_ones():
     (dict(alpha=-1), "segloss.nn.TverskyLoss: alpha must be >= 0, got -1"),
     (dict(beta=-1), "segloss.nn.TverskyLoss: beta must be >= 0, got -1"),
     (dict(focal_gamma=0), "segloss.nn.TverskyLoss: focal_gamma must be > 0, got 0"),
+    (dict(alpha=float("inf")), "segloss.nn.TverskyLoss: alpha must be finite, got inf"),
+    (dict(focal_gamma=float("inf")),
+     "segloss.nn.TverskyLoss: focal_gamma must be finite, got inf"),
     (dict(reduction="max"), "segloss.nn.TverskyLoss: reduction must be one of"),
     (dict(activation="relu"), "segloss.nn.TverskyLoss: activation must be"),
     (dict(ddp=True), "segloss.nn.TverskyLoss: ddp=True needs batch_dice=True"),

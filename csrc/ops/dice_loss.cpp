@@ -129,6 +129,11 @@ void check_tversky_params(std::string_view op, const RegionParams& params) {
   TORCH_CHECK_VALUE(params.beta >= 0, op, ": beta must be >= 0, got ", params.beta);
   TORCH_CHECK_VALUE(params.focal_gamma > 0, op, ": focal_gamma must be > 0, got ",
                     params.focal_gamma);
+  // (An infinite one makes every gradient inf * 0.)
+  for (const auto& [name, value] : {std::pair<const char*, double>{"alpha", params.alpha},
+                                    {"beta", params.beta}, {"focal_gamma", params.focal_gamma}}) {
+    TORCH_CHECK_VALUE(std::isfinite(value), op, ": ", name, " must be finite, got ", value);
+  }
 }
 
 // 1 - (2 TP + s_nr) / (2 (P + T - TP) + s_dr): the soft IoU in MONAI's

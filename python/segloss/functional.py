@@ -664,6 +664,8 @@ def focal_loss(
     name = "segloss.focal_loss"
     if not gamma >= 0:
         raise ValueError(f"{name}: gamma must be >= 0, got {gamma}")
+    if gamma == float("inf"):  # (its gradient would be inf * 0)
+        raise ValueError(f"{name}: gamma must be finite, got {gamma}")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got '{reduction}'")
     if input.dim() < 3 or input.dim() > 5:

@@ -28,10 +28,13 @@ def _check_reduction(module: torch.nn.Module, reduction: str) -> str:
 
 
 def _check_nonnegative(module: torch.nn.Module, **values: float) -> None:
-    """Raises unless every value is >= 0 (NaN is not), naming them together."""
+    """Raises unless every value is finite and >= 0 (NaN is not), naming them
+    together."""
+    got = ' and '.join(str(value) for value in values.values())
     if not all(value >= 0 for value in values.values()):
-        raise ValueError(f"{_name(module)}: {' and '.join(values)} must be >= 0, got "
-                         f"{' and '.join(str(value) for value in values.values())}")
+        raise ValueError(f"{_name(module)}: {' and '.join(values)} must be >= 0, got {got}")
+    if any(value == float("inf") for value in values.values()):
+        raise ValueError(f"{_name(module)}: {' and '.join(values)} must be finite, got {got}")
 
 
 class _BCEBase(torch.nn.Module):
@@ -341,6 +344,7 @@ class TverskyLoss(_RegionLoss):
         _check_nonnegative(self, beta=beta)
         if not focal_gamma > 0:
             raise ValueError(f"{_name(self)}: focal_gamma must be > 0, got {focal_gamma}")
+        _check_nonnegative(self, focal_gamma=focal_gamma)  # (finite)
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.focal_gamma = float(focal_gamma)
