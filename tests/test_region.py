@@ -859,3 +859,53 @@ def test_dropped_background_gets_no_gradient_from_a_nan_logit(name, gen):
         (want_grad[:, 0][finite[:, 0]] == 0).all())
     assert_matches(value, want)
     assert_matches(grad[finite], want_grad[finite])
+
+
+@needs_monai
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("weight", [[0.5, 2.0, 1.5], (1, 2, 3), 2.5, 3],
+                         ids=["list", "int-tuple", "float", "int"])
+def test_modules_take_monai_weights_as_numbers(weight):
+    # MONAI's `weight`: a sequence of numbers, or one number for every class
+    # (a 0-D tensor reaches the functions, which give it to every channel).
+    from monai.losses import DiceFocalLoss, FocalLoss
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(2, 3, 6, 5, generator=gen, dtype=torch.float64)
+    labels = torch.randint(0, 3, (2, 1, 6, 5), generator=gen)
+    pairs = [
+        (segloss.nn.DiceLoss(activation="softmax", class_weights=weight),
+         MonaiDiceLoss(softmax=True, to_onehot_y=True, weight=weight)),
+        (segloss.nn.DiceFocalLoss(activation="softmax", focal_activation="sigmoid",
+                                  class_weights=weight),
+         DiceFocalLoss(softmax=True, to_onehot_y=True, weight=weight)),
+        (segloss.nn.FocalLoss(activation="softmax", class_weights=weight),
+         FocalLoss(use_softmax=True, to_onehot_y=True, weight=weight)),
+    ]
+    for ours, theirs in pairs:
+        # (MONAI's focal term runs in float32.)
+        torch.testing.assert_close(ours(x, labels), theirs(x, labels).double(), rtol=2e-7,
+                                   atol=0)
+    as_tensor = torch.as_tensor(weight, dtype=torch.float64)
+    for module in (segloss.nn.TverskyLoss, segloss.nn.JaccardLoss, segloss.nn.DiceCELoss,
+                   segloss.nn.GeneralizedDiceLoss):
+        assert torch.equal(module(activation="softmax", class_weights=weight)(x, labels),
+                           module(activation="softmax", class_weights=as_tensor.expand(3)
+                                  if as_tensor.dim() == 0 else as_tensor)(x, labels))
+
+
+def test_modules_name_class_weights_they_cannot_read():
+    with pytest.raises(TypeError, match=r"segloss\.nn\.DiceLoss: class_weights must be a tensor, "
+                                        r"a sequence of numbers or a number, got \['a', 'b'\]"):
+        segloss.nn.DiceLoss(class_weights=["a", "b"])
+
+
+@pytest.mark.parametrize("name", ["generalized_dice_loss", "dice_ce_loss", "dice_focal_loss"])
+@pytest.mark.parametrize("target", ["soft", "labels"])
+def test_losses_that_need_a_class_refuse_zero_channels(name, target):
+    # Their formulas read or normalise over the classes (the plain region
+    # losses give the mean of nothing, NaN, as torch.mean).
+    x = torch.randn(2, 0, 4, 4)
+    t = torch.rand(2, 0, 4, 4) if target == "soft" else torch.zeros(2, 4, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match=rf"segloss\.{name}: input must have at least one "
+                                         r"channel, got shape \[2, 0, 4, 4\]"):
+        getattr(segloss, name)(x, t)

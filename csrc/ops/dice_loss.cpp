@@ -32,6 +32,14 @@ void check_channel_weights(std::string_view op, std::string_view name, const at:
               "] (one weight per channel of the input), got ", weights.sym_sizes());
 }
 
+// class_weights as one weight per channel of the sums: a 0-D tensor is every
+// channel's weight (MONAI's `weight` as a single number).
+std::optional<at::Tensor> per_channel(const std::optional<at::Tensor>& weights,
+                                      const at::Tensor& sums) {
+  if (!is_given(weights) || weights->dim() != 0) return weights;
+  return weights->expand_symint({sums.sym_size(1)});
+}
+
 // The sums op, its errors naming `caller` (the public function).
 at::Tensor dice_sums(std::string_view caller, const at::Tensor& input, const at::Tensor& target,
                      std::string_view activation, double gamma,
@@ -312,9 +320,10 @@ std::pair<at::Tensor, std::optional<at::Tensor>> kept_channels(
 at::Tensor region_loss_from_sums(const RegionLoss& loss, std::string_view op,
                                  const at::Tensor& sums, double smooth_nr, double smooth_dr,
                                  bool batch_dice, bool include_background,
-                                 const std::optional<at::Tensor>& class_weights,
+                                 const std::optional<at::Tensor>& given_weights,
                                  std::string_view reduction, const RegionParams& params) {
   const Reduction parsed = parse_reduction(op, reduction);
+  const std::optional<at::Tensor> class_weights = per_channel(given_weights, sums);
   check_region_arguments(op, sums, smooth_nr, smooth_dr, class_weights);
   if (loss.check_params != nullptr) loss.check_params(op, params);
   // The epilogue runs in float64 whatever the sums' dtype: on (N, C) values
@@ -402,6 +411,14 @@ at::Tensor log_cosh_dice_loss(const at::Tensor& input, const at::Tensor& target,
 }
 
 // Generalized Dice: gamma = 1 sums (the weights are of the target's volume).
+// The losses whose formula needs a class (the generalized Dice's weights are
+// normalised over the classes; the CE and focal terms read class 0): with no
+// channel they raise, where the plain region losses give the mean of nothing.
+void check_has_channels(std::string_view op, const at::Tensor& input) {
+  TORCH_CHECK_VALUE(input.dim() < 2 || input.sym_size(1) != 0, op,
+                    ": input must have at least one channel, got shape ", input.sym_sizes());
+}
+
 at::Tensor generalized_dice_loss(const at::Tensor& input, const at::Tensor& target,
                                  std::string_view activation, std::string_view w_type,
                                  double smooth_nr, double smooth_dr, bool batch_dice,
@@ -410,6 +427,7 @@ at::Tensor generalized_dice_loss(const at::Tensor& input, const at::Tensor& targ
                                  std::optional<int64_t> ignore_index,
                                  const std::optional<at::Tensor>& mask,
                                  std::string_view reduction, bool soft_label) {
+  check_has_channels("segloss.generalized_dice_loss", input);
   RegionParams params;
   params.w_type = w_type;
   return region_loss(region_loss_named("generalized_dice_loss"), input, target, activation,
@@ -485,7 +503,7 @@ at::Tensor cross_entropy_from_sums(const at::Tensor& sums, core::Activation acti
 at::Tensor dice_ce_loss(const at::Tensor& input, const at::Tensor& target,
                         std::string_view activation, double gamma, double smooth_nr,
                         double smooth_dr, bool batch_dice, bool include_background,
-                        const std::optional<at::Tensor>& class_weights,
+                        const std::optional<at::Tensor>& given_weights,
                         std::optional<int64_t> ignore_index,
                         const std::optional<at::Tensor>& mask, double lambda_dice,
                         double lambda_ce, std::string_view reduction,
@@ -496,6 +514,7 @@ at::Tensor dice_ce_loss(const at::Tensor& input, const at::Tensor& target,
                     activation, "'");
   TORCH_CHECK_VALUE(reduction == "mean" || reduction == "sum", kDiceCeOp,
                     ": reduction must be 'mean' or 'sum', got '", reduction, "'");
+  check_has_channels(kDiceCeOp, input);
   TORCH_CHECK_VALUE(label_smoothing >= 0 && label_smoothing <= 1, kDiceCeOp,
                     ": label_smoothing must lie in [0, 1], got ", label_smoothing);
   TORCH_CHECK_VALUE(label_smoothing == 0 || activation == "softmax", kDiceCeOp,
@@ -509,6 +528,7 @@ at::Tensor dice_ce_loss(const at::Tensor& input, const at::Tensor& target,
   const Reduction parsed_reduction = parse_reduction(kDiceCeOp, reduction);
   const at::Tensor sums = dice_sums(kDiceCeOp, input, target, activation, gamma, ignore_index,
                                     mask, /*cross_entropy=*/true, /*soft_label=*/false);
+  const std::optional<at::Tensor> class_weights = per_channel(given_weights, sums);
   const at::Tensor dice = region_loss_from_sums(
       region_loss_named("dice_loss"), kDiceCeOp, sums.narrow(-1, 0, core::kDiceColumns),
       smooth_nr, smooth_dr, batch_dice, include_background, class_weights, reduction, {});
@@ -565,7 +585,7 @@ at::Tensor focal_from_sums(const at::Tensor& sums, core::Activation focal_activa
 at::Tensor dice_focal_loss(const at::Tensor& input, const at::Tensor& target,
                            std::string_view activation, double gamma, double smooth_nr,
                            double smooth_dr, bool batch_dice, bool include_background,
-                           const std::optional<at::Tensor>& class_weights,
+                           const std::optional<at::Tensor>& given_weights,
                            std::optional<int64_t> ignore_index,
                            const std::optional<at::Tensor>& mask, std::string_view reduction,
                            double focal_gamma, std::optional<double> alpha, double lambda_dice,
@@ -577,6 +597,7 @@ at::Tensor dice_focal_loss(const at::Tensor& input, const at::Tensor& target,
   const std::string_view focal = focal_activation.value_or(activation);
   TORCH_CHECK_VALUE(reduction == "mean" || reduction == "sum", kDiceFocalOp,
                     ": reduction must be 'mean' or 'sum', got '", reduction, "'");
+  check_has_channels(kDiceFocalOp, input);
   TORCH_CHECK_VALUE(std::isfinite(focal_gamma) && focal_gamma >= 0, kDiceFocalOp,
                     ": focal_gamma must be a finite number >= 0, got ", focal_gamma);
   TORCH_CHECK_VALUE(!alpha || (*alpha >= 0 && *alpha <= 1), kDiceFocalOp,
@@ -589,6 +610,7 @@ at::Tensor dice_focal_loss(const at::Tensor& input, const at::Tensor& target,
   const at::Tensor sums = dice_sums(kDiceFocalOp, input, target, activation, gamma, ignore_index,
                                     mask, /*cross_entropy=*/false, /*soft_label=*/false, focal,
                                     focal_gamma);
+  const std::optional<at::Tensor> class_weights = per_channel(given_weights, sums);
   const at::Tensor dice = region_loss_from_sums(
       region_loss_named("dice_loss"), kDiceFocalOp, sums.narrow(-1, 0, core::kDiceColumns),
       smooth_nr, smooth_dr, batch_dice, include_background, class_weights, reduction, {});

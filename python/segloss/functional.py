@@ -693,9 +693,12 @@ def focal_loss(
         if drop_background:
             alpha_list = alpha_list[1:]
     if class_weights is not None:
+        if class_weights.dim() == 0:  # one weight for every channel (MONAI's number)
+            class_weights = class_weights.expand(channels)
         if class_weights.dim() != 1 or class_weights.shape[0] != channels:
             raise ValueError(f"{name}: class_weights must hold one value per channel "
-                             f"({channels}), got shape {list(class_weights.shape)}")
+                             f"({channels}) or one for all, got shape "
+                             f"{list(class_weights.shape)}")
         if drop_background:
             class_weights = class_weights[1:]
     if activation == "sigmoid":

@@ -27,6 +27,18 @@ def _check_reduction(module: torch.nn.Module, reduction: str) -> str:
     return reduction
 
 
+def _weights(module: torch.nn.Module, name: str, weights) -> Optional[Tensor]:
+    """Per-class weights as given to a module: a tensor, or (as MONAI's
+    `weight`) a sequence of numbers or one number for every class."""
+    if weights is None or isinstance(weights, Tensor):
+        return weights
+    try:
+        return torch.as_tensor(weights, dtype=torch.get_default_dtype())
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{_name(module)}: {name} must be a tensor, a sequence of numbers or a "
+                        f"number, got {weights!r}") from None
+
+
 def _check_nonnegative(module: torch.nn.Module, **values: float) -> None:
     """Raises unless every value is finite and >= 0 (NaN is not), naming them
     together."""
@@ -174,7 +186,7 @@ class FocalLoss(torch.nn.Module):
             self.alpha_scalar = float(alpha)
         self.activation = activation
         self.include_background = include_background
-        self.register_buffer("class_weights", class_weights)
+        self.register_buffer("class_weights", _weights(self, "class_weights", class_weights))
         self.ignore_index = ignore_index
         self.reduction = _check_reduction(self, reduction)
 
@@ -206,6 +218,7 @@ class _DiceOptions(torch.nn.Module):
             raise ValueError(f"{_name(self)}: gamma must be >= 1, got {gamma}")
         # Checked once, here, as MONAI does (in forward it would stall each
         # CUDA step on a copy to the host).
+        class_weights = _weights(self, "class_weights", class_weights)
         if class_weights is not None and bool((class_weights < 0).any()):
             raise ValueError(f"{_name(self)}: class_weights must be non-negative, got "
                              f"{class_weights.tolist()}")
@@ -432,7 +445,7 @@ class DiceCELoss(_DiceOptions):
         self.lambda_dice = float(lambda_dice)
         self.lambda_ce = float(lambda_ce)
         self.reduction = reduction
-        self.register_buffer("ce_weight", ce_weight)
+        self.register_buffer("ce_weight", _weights(self, "ce_weight", ce_weight))
 
     def forward(self, input: Tensor, target: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         return F.dice_ce_loss(input, target, activation=self.activation, gamma=self.gamma,
