@@ -717,6 +717,12 @@ def test_weighted_bce_rejects_non_positive_beta(beta):
         segloss.nn.WeightedBCELoss(beta)
 
 
+def test_weighted_bce_names_a_beta_it_cannot_read():
+    with pytest.raises(TypeError, match=r"segloss\.nn\.WeightedBCELoss: beta must be a number or "
+                                        r"a tensor, got 'a'"):
+        segloss.nn.WeightedBCELoss("a")
+
+
 @pytest.mark.parametrize("cls", ["BCELoss", "BCEWithLogitsLoss", "WeightedBCELoss"])
 def test_nn_modules_reject_unknown_reduction(cls):
     args = (2.0,) if cls == "WeightedBCELoss" else ()

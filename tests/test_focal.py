@@ -699,3 +699,29 @@ def test_bad_shapes_name_the_function(gen):
     with pytest.raises(ValueError, match="segloss.test: beta is required"):
         torch.ops.segloss._pointwise_loss(x, y, None, None, "mean", "balanced_bce_with_logits",
                                           [], "segloss.test")
+
+
+@pytest.mark.parametrize("alpha", ["a", [0.25, "x"]])
+def test_focal_module_names_an_alpha_it_cannot_read(alpha):
+    with pytest.raises(TypeError, match=r"segloss\.nn\.FocalLoss: alpha must be a number, a list "
+                                        r"of numbers or None, got"):
+        segloss.nn.FocalLoss(alpha=alpha)
+
+
+def test_mask_shapes_are_checked_and_broadcast(gen):
+    x = torch.randn(2, 3, 4, 5, generator=gen, dtype=torch.float64)
+    y = torch.rand(2, 3, 4, 5, generator=gen, dtype=torch.float64)
+    labels = torch.randint(0, 3, (2, 1, 4, 5), generator=gen)
+    with pytest.raises(ValueError, match=r"segloss\.focal_loss: mask of shape \[2, 2, 4, 5\] is "
+                                         r"not broadcastable to \[2, 3, 4, 5\]"):
+        segloss.focal_loss(x, y, mask=torch.ones(2, 2, 4, 5))
+    with pytest.raises(ValueError, match=r"segloss\.focal_loss: mask of shape \[5, 4\] is not "
+                                         r"broadcastable to \[2, 4, 5\]"):
+        segloss.focal_loss(x, labels, activation="softmax", mask=torch.ones(5, 4))
+    # A spatial mask broadcasts over the batch: the reference's masked mean
+    # over the pixels kept (MONAI's rule with a mask).
+    mask = torch.rand(4, 5, generator=gen) > 0.3
+    terms = softmax_focal_reference(x, labels, 2.0, reduction="none")
+    expected = (terms * mask).sum() / (mask.sum() * x.shape[0])
+    actual = segloss.focal_loss(x, labels, 2.0, activation="softmax", mask=mask)
+    assert_matches(actual, expected)

@@ -747,6 +747,19 @@ def _label_bounds(dtype: torch.dtype) -> Tuple[int, int]:
     return -9223372036854775807 - 1, 9223372036854775807
 
 
+def _check_mask(name: str, mask: Tensor, shape: List[int], what: str) -> None:
+    """Raises unless `mask` broadcasts to `shape` (NumPy's rule), naming it."""
+    sizes = list(mask.shape)
+    fits = len(sizes) <= len(shape)
+    lead = len(shape) - len(sizes)
+    for d in range(len(sizes)):
+        if fits and sizes[d] != 1 and sizes[d] != shape[lead + d]:
+            fits = False
+    if not fits:
+        raise ValueError(f"{name}: mask of shape {sizes} is not broadcastable to {shape} "
+                         f"({what})")
+
+
 def _is_not_label(labels: Tensor, value: int) -> Tensor:
     """labels != value, compared as integers: torch would convert a value
     outside the labels' dtype to it (256 to 0 for uint8), where the kernels
@@ -794,6 +807,7 @@ def _sigmoid_focal_loss(input: Tensor, target: Tensor, gamma: float,
         counted = target != ignore_index
         target = torch.where(counted, target, torch.zeros_like(target))
     if mask is not None:
+        _check_mask(name, mask, list(input.shape), "the input's shape")
         m = mask.to(device=input.device) != 0
         counted = m.expand(input.shape) if counted is None else counted & m
     if not include_background and input.shape[1] > 1:
@@ -856,7 +870,8 @@ def _softmax_focal_probabilities(input: Tensor, target: Tensor, gamma: float,
     name = "segloss.focal_loss"
     if target.shape != input.shape:
         raise ValueError(f"{name}: a probability target must have the input's shape "
-                         f"{list(input.shape)}, got {list(target.shape)}")
+                         f"{list(input.shape)}, got {list(target.shape)} (a float label map, "
+                         "such as MONAI's loaded labels, is class indices: pass target.long())")
     if ignore_index is not None:
         raise ValueError(f"{name}: ignore_index applies to class-index targets; leave pixels "
                          "of a probability target out with mask=")
@@ -933,9 +948,15 @@ def _softmax_focal_loss(input: Tensor, target: Tensor, gamma: float,
         counted = _is_not_label(labels, ignore_index)
     pixel_weight: Optional[Tensor] = None
     if mask is not None:
+        if mask.dim() == input.dim():
+            _check_mask(name, mask, [input.shape[0], 1] + list(input.shape[2:]),
+                        "[N, 1, *spatial]")
+        else:
+            _check_mask(name, mask, list(labels.shape), "[N, *spatial]")
         m = mask.to(device=input.device) != 0
         if m.dim() == input.dim():
             m = m.squeeze(1)
+        m = m.expand(labels.shape)
         counted = m if counted is None else counted & m
         pixel_weight = m.to(_accumulation_dtype(input))
     if not include_background:
@@ -1057,7 +1078,7 @@ def _distance_loss_operands(name: str, input: Tensor, target: Tensor, activation
             raise ValueError(f"{name}: target must have the input's shape {list(input.shape)} "
                              "(one-hot or probabilities) or be integer class indices "
                              f"[N, *spatial] or [N, 1, *spatial], got {target.dtype} of shape "
-                             f"{list(target.shape)}")
+                             f"{list(target.shape)} (a float label map: pass target.long())")
         kept = target[:, 1:] if drop else target
         if need_masks:
             masks = kept > 0.5  # MONAI's threshold

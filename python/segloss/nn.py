@@ -115,7 +115,11 @@ class WeightedBCELoss(torch.nn.Module):
 
     def __init__(self, beta, from_logits: bool = True, reduction: str = "mean") -> None:
         super().__init__()
-        beta_tensor = torch.as_tensor(beta, dtype=torch.float32)
+        try:
+            beta_tensor = torch.as_tensor(beta, dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"{_name(self)}: beta must be a number or a tensor, got "
+                            f"{beta!r}") from None
         if not bool((beta_tensor > 0).all()):
             raise ValueError(f"{_name(self)}: beta must be positive, got {beta}")
         self.register_buffer("beta", beta_tensor)
@@ -180,10 +184,14 @@ class FocalLoss(torch.nn.Module):
         self.gamma = float(gamma)
         self.alpha_scalar = None
         self.alpha_list = None
-        if isinstance(alpha, (list, tuple)):
-            self.alpha_list = [float(a) for a in alpha]
-        elif alpha is not None:
-            self.alpha_scalar = float(alpha)
+        try:
+            if isinstance(alpha, (list, tuple)):
+                self.alpha_list = [float(a) for a in alpha]
+            elif alpha is not None:
+                self.alpha_scalar = float(alpha)
+        except (TypeError, ValueError):
+            raise TypeError(f"{_name(self)}: alpha must be a number, a list of numbers or None, "
+                            f"got {alpha!r}") from None
         self.activation = activation
         self.include_background = include_background
         self.register_buffer("class_weights", _weights(self, "class_weights", class_weights))
