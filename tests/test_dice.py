@@ -986,9 +986,11 @@ def _error_cases():
         c("float-target-shape", RuntimeError,
           "a floating-point target must have the input's shape [2, 3, 4, 5], got [2, 3, 5, 4]",
           (x, y.transpose(-1, -2))),
-        c("float-target-label-shape", RuntimeError,
-          "a floating-point target must have the input's shape [2, 3, 4, 5], got [2, 4, 5]",
-          (x, labels.float())),
+        # (A float label map is class indices, whole numbers only:
+        # test_float_label_maps.py.)
+        c("float-target-label-shape-fractional", ValueError,
+          "a float class-index target must hold whole numbers (class indices)",
+          (x, labels.float() + 0.5)),
         c("label-shape", RuntimeError,
           "a class-index target must have shape [2, 4, 5] or [2, 1, 4, 5] for input of shape "
           "[2, 3, 4, 5], got [2, 5, 4]", (x, labels.transpose(-1, -2))),

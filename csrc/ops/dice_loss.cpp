@@ -536,7 +536,7 @@ at::Tensor dice_ce_loss(const at::Tensor& input, const at::Tensor& target,
   // DiceCELoss(weight=) does that); else class_weights weighs both terms.
   if (is_given(ce_weight)) check_channel_weights(kDiceCeOp, "ce_weight", *ce_weight, sums);
   const at::Tensor cross_entropy = cross_entropy_from_sums(
-      sums, parsed_activation, at::isIntegralType(target.scalar_type(), /*includeBool=*/true),
+      sums, parsed_activation, is_class_index_target(input, target),
       is_given(ce_weight) ? ce_weight : class_weights, parsed_reduction, label_smoothing);
   return (lambda_dice * dice + lambda_ce * cross_entropy).to(input.scalar_type());
 }

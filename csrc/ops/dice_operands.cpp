@@ -29,7 +29,28 @@ bool has_shape(const at::Tensor& tensor, const std::vector<c10::SymInt>& shape) 
   return tensor.sym_sizes() == c10::SymIntArrayRef(shape);
 }
 
+// A float class-index map (MONAI's loaded label maps are float) as int64,
+// after checking that it holds whole numbers: a fractional label (a label
+// map resampled with interpolation) would otherwise be truncated silently.
+at::Tensor float_class_indices(std::string_view op, const at::Tensor& target) {
+  const at::Tensor indices = target.to(at::kLong);
+  TORCH_CHECK_VALUE(at::equal(indices.to(target.scalar_type()), target), op,
+                    ": a float class-index target must hold whole numbers (class indices), got "
+                    "other values (a label map resampled with interpolation? use nearest "
+                    "neighbour)");
+  return indices;
+}
+
 }  // namespace
+
+bool is_class_index_target(const at::Tensor& input, const at::Tensor& target) {
+  if (is_label_dtype(target.scalar_type())) return true;
+  // A float target of a label map's shape (N, *spatial), or (N, 1, *spatial)
+  // with C > 1, where it cannot be a dense target.
+  return input.dim() >= 2 && target.sym_sizes() != input.sym_sizes() &&
+         (has_shape(target, label_shape(input, false)) ||
+          has_shape(target, label_shape(input, true)));
+}
 
 core::Activation parse_activation(std::string_view op, std::string_view activation) {
   if (activation == "sigmoid") return core::Activation::Sigmoid;
@@ -102,7 +123,8 @@ void check_dice_arguments(std::string_view op, const at::Tensor& input, const at
                     " (a softmax over one channel is 1 everywhere); use activation='sigmoid' "
                     "for a binary mask");
   check_same_device(op, "target", target, input);
-  if (is_label_dtype(target.scalar_type())) {
+  if (is_class_index_target(input, target)) {
+    if (!is_label_dtype(target.scalar_type())) check_floating(op, "target", target);
     TORCH_CHECK(has_shape(target, label_shape(input, false)) ||
                     has_shape(target, label_shape(input, true)),
                 op, ": a class-index target must have shape ",
@@ -153,8 +175,11 @@ DiceOperands prepare_dice_operands(std::string_view op, const at::Tensor& input,
   ops.batch = input.size(0);
   ops.channels = input.size(1);
   ops.pixels = ops.batch * ops.channels == 0 ? 0 : input.numel() / (ops.batch * ops.channels);
-  if (is_label_dtype(target.scalar_type())) {
-    ops.labels = kernel_layout(readable_labels(target).reshape({ops.batch, ops.pixels}));
+  if (is_class_index_target(input, target)) {
+    const at::Tensor labels = is_label_dtype(target.scalar_type())
+                                  ? readable_labels(target)
+                                  : float_class_indices(op, target);
+    ops.labels = kernel_layout(labels.reshape({ops.batch, ops.pixels}));
   } else {
     ops.dense_target = kernel_layout(target.to(input.scalar_type()));
   }

@@ -13,6 +13,11 @@
 
 namespace segloss::ops {
 
+// Whether `target` holds class indices for `input`: an integer or bool
+// tensor, or a float one of a label map's shape, (N, *spatial) or, with more
+// than one channel, (N, 1, *spatial) (converted to int64, whole numbers only).
+bool is_class_index_target(const at::Tensor& input, const at::Tensor& target);
+
 core::Activation parse_activation(std::string_view op, std::string_view activation);
 
 // gamma = 1, 2 or another real >= 1 (anything else is an error).

@@ -734,6 +734,32 @@ def _readable_labels(labels: Tensor) -> Tensor:
     return labels
 
 
+def _is_float_label_map(input: Tensor, target: Tensor) -> bool:
+    """Whether a float `target` is a class-index map: of a label map's shape,
+    [N, *spatial] or (with more than one channel) [N, 1, *spatial], not the
+    input's (as the ops decide: is_class_index_target in dice_operands.h)."""
+    if not target.is_floating_point() or target.shape == input.shape:
+        return False
+    spatial = list(input.shape[2:])
+    shape = list(target.shape)
+    return shape == [input.shape[0]] + spatial or shape == [input.shape[0], 1] + spatial
+
+
+def _float_class_indices(name: str, target: Tensor) -> Tensor:
+    """A float class-index map (MONAI's loaded label maps are float) as
+    int64, whole numbers only (checked in eager mode and TorchScript: a
+    fractional label, from a label map resampled with interpolation, would be
+    truncated)."""
+    indices = target.to(torch.int64)
+    check = torch.jit.is_scripting() or not torch.compiler.is_compiling()
+    if check and target.device.type != "meta" \
+            and not torch.equal(indices.to(target.dtype), target):
+        raise ValueError(f"{name}: a float class-index target must hold whole numbers (class "
+                         "indices), got other values (a label map resampled with "
+                         "interpolation? use nearest neighbour)")
+    return indices
+
+
 def _label_bounds(dtype: torch.dtype) -> Tuple[int, int]:
     """The values a label of `dtype` (after _readable_labels) can hold."""
     if dtype == torch.uint8:
@@ -925,6 +951,8 @@ def _softmax_focal_loss(input: Tensor, target: Tensor, gamma: float,
                         ignore_index: Optional[int], mask: Optional[Tensor],
                         reduction: str) -> Tensor:
     name = "segloss.focal_loss"
+    if _is_float_label_map(input, target):
+        target = _float_class_indices(name, target)
     if target.is_floating_point():
         return _softmax_focal_probabilities(input, target, gamma, alpha_scalar, alpha_list,
                                             include_background, class_weights, ignore_index,
@@ -1069,6 +1097,8 @@ def _distance_loss_operands(name: str, input: Tensor, target: Tensor, activation
     channels = input.shape[1]
     drop = not include_background and channels > 1
     spatial = list(input.shape[2:])
+    if _is_float_label_map(input, target):
+        target = _float_class_indices(name, target)
     dense = target.is_floating_point() or (target.dtype == torch.bool
                                            and target.shape == input.shape)
     masks: Optional[Tensor] = None
