@@ -788,6 +788,9 @@ def test_include_background_false_with_one_channel_matches_monai():
 
 def test_private_epilogue_names_the_loss_and_rejects_unknown_ones():
     sums = torch.rand(2, 3, 3)
+    with pytest.raises(TypeError, match="segloss.dice_loss: sums must be a float32, float64"):
+        torch.ops.segloss._region_loss_from_sums((sums * 10).long(), "dice_loss", 1e-5, 1e-5,
+                                                 True, True, None, "mean")
     with pytest.raises(ValueError, match="segloss.tversky_loss: beta must be >= 0"):
         torch.ops.segloss._region_loss_from_sums(sums, "tversky_loss", 1e-5, 1e-5, True, True,
                                                  None, "mean", 0.5, -1.0, 1.0)

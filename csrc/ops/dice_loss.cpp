@@ -248,6 +248,7 @@ void check_region_arguments(std::string_view op, const at::Tensor& sums, double 
               op, ": sums must have shape (N, C, ", static_cast<int>(core::kDiceColumns),
               ") or, with soft labels, (N, C, ", static_cast<int>(core::kSoftDiceColumns),
               "), got ", sums.sym_sizes());
+  check_floating(op, "sums", sums);  // (integer sums gave a truncated integer loss)
   TORCH_CHECK_VALUE(smooth_nr >= 0 && smooth_dr >= 0, op,
                     ": smooth_nr and smooth_dr must be >= 0, got ", smooth_nr, " and ",
                     smooth_dr);
