@@ -1,8 +1,9 @@
-"""Float class-index maps, as MONAI's data pipelines load label images: a
-float target of a label map's shape ([N, 1, *spatial] with C > 1, or
-[N, *spatial]) is class indices, with MONAI's numbers (to_onehot_y=True);
-fractional labels raise rather than being truncated; a one-channel target of
-the input's shape stays a dense (binary) target."""
+"""Targets as MONAI users pass them. Float class-index maps, as MONAI's data
+pipelines load label images: a float target of a label map's shape
+([N, 1, *spatial] with C > 1, or [N, *spatial]) is class indices, with
+MONAI's numbers (to_onehot_y=True); fractional labels raise rather than being
+truncated; a one-channel target of the input's shape stays a dense (binary)
+target. Integer and bool one-hot targets of the input's shape are dense."""
 
 import warnings
 
@@ -89,3 +90,42 @@ def test_one_channel_float_target_stays_binary():
     soft = torch.rand_like(x1)
     expected = monai_losses.DiceLoss(sigmoid=True)(x1, soft)
     torch.testing.assert_close(segloss.dice_loss(x1, soft), expected, rtol=1e-12, atol=1e-12)
+
+
+# --------------------------------------------------------------------------
+# Integer and bool one-hot targets (MONAI reads any target of the input's
+# shape as one-hot): with more than one channel, dense.
+
+ONE_HOT_PAIRS = [
+    ("DiceLoss", lambda: segloss.nn.DiceLoss(activation="softmax"),
+     lambda: monai_losses.DiceLoss(softmax=True), 1e-12),
+    ("DiceCELoss", lambda: segloss.nn.DiceCELoss(activation="softmax"),
+     lambda: monai_losses.DiceCELoss(softmax=True), 1e-12),
+    ("DiceFocalLoss", lambda: segloss.nn.DiceFocalLoss(activation="softmax",
+                                                       focal_activation="sigmoid"),
+     lambda: monai_losses.DiceFocalLoss(softmax=True), 1e-7),
+    ("FocalLoss-softmax", lambda: segloss.nn.FocalLoss(activation="softmax"),
+     lambda: monai_losses.FocalLoss(use_softmax=True), 1e-7),
+    ("BoundaryLoss", lambda: segloss.nn.BoundaryLoss(activation="softmax"),
+     lambda: monai_losses.BoundaryLoss(softmax=True), 1e-7),
+    ("HausdorffDTLoss", lambda: segloss.nn.HausdorffDTLoss(activation="softmax"),
+     lambda: monai_losses.HausdorffDTLoss(softmax=True), 1e-7),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.bool])
+@pytest.mark.parametrize("name,ours,theirs,tolerance", ONE_HOT_PAIRS,
+                         ids=[p[0] for p in ONE_HOT_PAIRS])
+def test_integer_one_hot_targets_give_monais_numbers(name, ours, theirs, tolerance, dtype):
+    x, labels = _case((7, 6), seed=3)
+    one_hot = torch.nn.functional.one_hot(labels[:, 0], 3).movedim(-1, 1)
+    xr = x.clone().requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = theirs()(xr, one_hot.double())
+    (expected_grad,) = torch.autograd.grad(expected, xr)
+    xs = x.clone().requires_grad_()
+    loss = ours()(xs, one_hot.to(dtype))
+    (grad,) = torch.autograd.grad(loss, xs)
+    torch.testing.assert_close(loss, expected.double(), rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(grad, expected_grad, rtol=tolerance, atol=tolerance)

@@ -44,7 +44,12 @@ at::Tensor float_class_indices(std::string_view op, const at::Tensor& target) {
 }  // namespace
 
 bool is_class_index_target(const at::Tensor& input, const at::Tensor& target) {
-  if (is_label_dtype(target.scalar_type())) return true;
+  if (is_label_dtype(target.scalar_type())) {
+    // An integer or bool target of the input's shape with more than one
+    // channel is one-hot (dense), as MONAI reads it.
+    return !(input.dim() >= 2 && target.sym_sizes() == input.sym_sizes() &&
+             input.sym_size(1) != 1);
+  }
   // A float target of a label map's shape (N, *spatial), or (N, 1, *spatial)
   // with C > 1, where it cannot be a dense target.
   return input.dim() >= 2 && target.sym_sizes() != input.sym_sizes() &&
@@ -139,7 +144,7 @@ void check_dice_arguments(std::string_view op, const at::Tensor& input, const at
                       input.sym_sizes(), " and a target of ", target.sym_numel(),
                       " class indices");
   } else {
-    check_floating(op, "target", target);
+    if (!is_label_dtype(target.scalar_type())) check_floating(op, "target", target);
     TORCH_CHECK(target.sym_sizes() == input.sym_sizes(), op,
                 ": a floating-point target must have the input's shape ", input.sym_sizes(),
                 ", got ", target.sym_sizes(),

@@ -14,8 +14,10 @@
 namespace segloss::ops {
 
 // Whether `target` holds class indices for `input`: an integer or bool
-// tensor, or a float one of a label map's shape, (N, *spatial) or, with more
-// than one channel, (N, 1, *spatial) (converted to int64, whole numbers only).
+// tensor (but one of the input's shape with more than one channel, which is
+// one-hot), or a float one of a label map's shape, (N, *spatial) or, with
+// more than one channel, (N, 1, *spatial) (converted to int64, whole numbers
+// only). Otherwise it is dense: probabilities, soft or one-hot.
 bool is_class_index_target(const at::Tensor& input, const at::Tensor& target);
 
 core::Activation parse_activation(std::string_view op, std::string_view activation);

@@ -745,6 +745,13 @@ def _is_float_label_map(input: Tensor, target: Tensor) -> bool:
     return shape == [input.shape[0]] + spatial or shape == [input.shape[0], 1] + spatial
 
 
+def _is_integer_one_hot(input: Tensor, target: Tensor) -> bool:
+    """Whether an integer or bool `target` is one-hot (dense): the input's
+    shape with more than one channel (as the ops decide)."""
+    return not target.is_floating_point() and target.shape == input.shape \
+        and input.dim() >= 2 and input.shape[1] > 1
+
+
 def _float_class_indices(name: str, target: Tensor) -> Tensor:
     """A float class-index map (MONAI's loaded label maps are float) as
     int64, whole numbers only (checked in eager mode and TorchScript: a
@@ -953,6 +960,8 @@ def _softmax_focal_loss(input: Tensor, target: Tensor, gamma: float,
     name = "segloss.focal_loss"
     if _is_float_label_map(input, target):
         target = _float_class_indices(name, target)
+    if _is_integer_one_hot(input, target):
+        target = target.to(input.dtype)
     if target.is_floating_point():
         return _softmax_focal_probabilities(input, target, gamma, alpha_scalar, alpha_list,
                                             include_background, class_weights, ignore_index,
@@ -1099,6 +1108,8 @@ def _distance_loss_operands(name: str, input: Tensor, target: Tensor, activation
     spatial = list(input.shape[2:])
     if _is_float_label_map(input, target):
         target = _float_class_indices(name, target)
+    if _is_integer_one_hot(input, target):
+        target = target.to(input.dtype)
     dense = target.is_floating_point() or (target.dtype == torch.bool
                                            and target.shape == input.shape)
     masks: Optional[Tensor] = None
