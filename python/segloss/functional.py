@@ -168,10 +168,11 @@ def dice_loss(
             ``activation="sigmoid"`` (per channel: binary or multi-label) or
             ``"softmax"`` (over C: multi-class), probabilities for ``"none"``.
         target: either ``Tensor[N, C, *spatial]`` of floats (soft labels
-            allowed), or an integer class-index map ``Tensor[N, *spatial]`` or
-            ``Tensor[N, 1, *spatial]``, used without building a one-hot tensor:
-            channel ``c`` is label ``c``; with ``C == 1`` the map is the binary
-            mask itself (labels 0 and 1).
+            allowed; an integer or bool one is one-hot), or a class-index map
+            ``Tensor[N, *spatial]`` or ``Tensor[N, 1, *spatial]``, integer or
+            float (whole numbers, as MONAI loads label images), used without
+            building a one-hot tensor: channel ``c`` is label ``c``; with
+            ``C == 1`` the map is the binary mask itself (labels 0 and 1).
         activation: ``"sigmoid"`` (default), ``"softmax"`` or ``"none"``.
         gamma: exponent of the denominator's terms, any real ``>= 1`` (the
             article uses 2, MONAI's ``squared_pred=True``).
@@ -612,9 +613,9 @@ def focal_loss(
       ``1 - alpha`` (``alpha y + (1 - alpha)(1 - y)``); a per-class list
       weighs elements with ``y == 1`` by their class's value (MONAI).
     - ``activation="softmax"``: ``p = softmax(x)`` over the channels and a
-      class-index ``target`` (``[N, 1, *spatial]`` or ``[N, *spatial]``;
-      no one-hot tensor is made), or a probability target of the input's
-      shape (``sum_c t_c (1 - p_c)^gamma (-log p_c)``, from the Dice sums
+      class-index ``target`` (``[N, 1, *spatial]`` or ``[N, *spatial]``,
+      integer or float holding whole numbers; no one-hot tensor is made), or
+      a probability or one-hot target of the input's shape (``sum_c t_c (1 - p_c)^gamma (-log p_c)``, from the Dice sums
       op's focal column; ``reduction`` ``"mean"`` or ``"sum"``, no
       ``ignore_index``). Equal to MONAI ``FocalLoss(use_softmax=True,
       to_onehot_y=True)``: a scalar ``alpha`` weighs class 0 by ``1 - alpha``
@@ -1220,10 +1221,11 @@ def boundary_loss(
             multi-label) or ``"softmax"`` (over C, needs ``C >= 2``),
             probabilities for ``"none"`` (MONAI's default). float16 and
             bfloat16 are computed in float32.
-        target: either floating point (or bool) of the input's shape, one-hot
-            or probabilities, each channel's mask ``target > 0.5`` (MONAI's
-            threshold); or integer class indices ``[N, *spatial]`` or
-            ``[N, 1, *spatial]`` in ``[0, C)``, channel ``c``'s mask
+        target: either of the input's shape, one-hot or probabilities (an
+            integer or bool one with C > 1 is one-hot), each channel's mask
+            ``target > 0.5`` (MONAI's threshold); or class indices
+            ``[N, *spatial]`` or ``[N, 1, *spatial]`` in ``[0, C)`` (integer,
+            or float holding whole numbers), channel ``c``'s mask
             ``target == c`` (made one bool mask per kept channel, never a
             one-hot float tensor; with ``C == 1`` the map is the binary mask
             itself, labels 0 and 1).
