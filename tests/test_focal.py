@@ -725,3 +725,66 @@ def test_mask_shapes_are_checked_and_broadcast(gen):
     expected = (terms * mask).sum() / (mask.sum() * x.shape[0])
     actual = segloss.focal_loss(x, labels, 2.0, activation="softmax", mask=mask)
     assert_matches(actual, expected)
+
+
+# --------------------------------------------------------------------------
+# The sigmoid form with a class-index map: MONAI's FocalLoss(to_onehot_y=True).
+
+SIGMOID_LABEL_OPTIONS = [{}, {"alpha": 0.25}, {"alpha": [0.2, 0.3, 0.5]},
+                         {"class_weights": [1.0, 2.0, 3.0]}, {"include_background": False},
+                         {"gamma": 0.5}]
+
+
+@pytest.mark.parametrize("label_form", ["n1-int64", "n-uint8", "n1-float"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("options", SIGMOID_LABEL_OPTIONS, ids=str)
+@pytest.mark.parametrize("spatial", [(6, 5), (3, 4, 5)], ids=["2d", "3d"])
+def test_sigmoid_label_map_equals_the_one_hot_reference(spatial, options, reduction,
+                                                        label_form, gen):
+    x = torch.randn((2, 3) + spatial, generator=gen, dtype=torch.float64)
+    labels = torch.randint(0, 3, (2, 1) + spatial, generator=gen)
+    options = dict(options)
+    gamma = options.pop("gamma", 2.0)
+    alpha = options.pop("alpha", None)
+    cw = options.pop("class_weights", None)
+    cw = None if cw is None else torch.tensor(cw, dtype=torch.float64)
+    include_background = options.pop("include_background", True)
+    one_hot = F.one_hot(labels[:, 0], 3).movedim(-1, 1).double()
+    xr, yr, ar, cr = x, one_hot, alpha, cw
+    if not include_background:  # per-class lists index the input's channels
+        xr, yr = x[:, 1:], one_hot[:, 1:]
+        ar = alpha[1:] if isinstance(alpha, list) else alpha
+        cr = None if cw is None else cw[1:]
+    expected = sigmoid_focal_reference(xr, yr, gamma, ar, cr, reduction)
+    given = {"n1-int64": labels, "n-uint8": labels[:, 0].to(torch.uint8),
+             "n1-float": labels.float()}[label_form]
+    xs = x.clone().requires_grad_()
+    actual = segloss.focal_loss(xs, given, gamma, alpha, class_weights=cw,
+                                include_background=include_background, reduction=reduction)
+    assert_matches(actual, expected)
+    (grad,) = torch.autograd.grad(actual.sum(), xs)
+    xe = x.clone().requires_grad_()
+    xre = xe if include_background else xe[:, 1:]
+    (expected_grad,) = torch.autograd.grad(
+        sigmoid_focal_reference(xre, yr, gamma, ar, cr, reduction).sum(), xe)
+    assert_matches(grad, expected_grad)
+
+
+@needs_monai
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("include_background", [True, False])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_sigmoid_label_map_with_ignore_index_matches_monai(reduction, include_background, gen):
+    # Ignored pixels count nowhere; MONAI's mean is over the pixels counted.
+    x = torch.randn(2, 3, 6, 5, generator=gen, dtype=torch.float64)
+    labels = torch.randint(0, 3, (2, 1, 6, 5), generator=gen)
+    labels[0, 0, 1, 1] = 255
+    labels[1, 0, 2, :] = 255
+    expected = MonaiFocalLoss(to_onehot_y=True, gamma=2.0, ignore_index=255,
+                              include_background=include_background, reduction=reduction)(
+        x, labels)
+    actual = segloss.focal_loss(x, labels, 2.0, ignore_index=255, reduction=reduction,
+                                include_background=include_background)
+    assert actual.shape == expected.shape
+    # (MONAI computes in float32.)
+    torch.testing.assert_close(actual, expected.double(), rtol=2e-6, atol=1e-6)

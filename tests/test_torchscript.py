@@ -122,6 +122,8 @@ def _functional_calls():
         "dice_ce_loss": (segloss.dice_ce_loss, (x, classes), {"class_weights": weight}),
         "focal_loss sigmoid": (segloss.focal_loss, (x, y), {"alpha": [0.2, 0.3, 0.9],
                                                             "reduction": "sum"}),
+        "focal_loss sigmoid label map": (segloss.focal_loss, (x, classes.float()),
+                                         {"ignore_index": 2, "include_background": False}),
         "focal_loss softmax": (segloss.focal_loss, (x, classes),
                                {"gamma": 0.5, "alpha": 0.25, "activation": "softmax",
                                 "ignore_index": 2}),

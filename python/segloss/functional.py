@@ -604,7 +604,11 @@ def focal_loss(
     MONAI's ``FocalLoss`` computes it, in one pass forward and one backward.
 
     - ``activation="sigmoid"``: every element is a binary problem,
-      ``p = sigmoid(x)``; ``target`` has ``input``'s shape (binary or soft).
+      ``p = sigmoid(x)``; ``target`` has ``input``'s shape (binary or soft),
+      or with more than one channel is a class-index map (``[N, 1, *spatial]``
+      or ``[N, *spatial]``, MONAI's ``to_onehot_y=True``: the one-hot target
+      is built, as MONAI does; with ``ignore_index`` or ``mask`` the mean is
+      over the pixels counted, MONAI's rule for a mask of the map's shape).
       Equal to MONAI ``FocalLoss(use_softmax=False)`` and, for binary targets,
       to ``torchvision.ops.sigmoid_focal_loss``. For soft targets the
       modulating factor is MONAI's ``sigmoid(x (1 - 2y))^gamma``;
@@ -702,6 +706,10 @@ def focal_loss(
                              f"{list(class_weights.shape)}")
         if drop_background:
             class_weights = class_weights[1:]
+    if activation == "sigmoid" and input.shape[1] > 1 and _has_label_map_shape(input, target):
+        return _sigmoid_focal_of_labels(input, target, gamma, alpha_scalar, alpha_list,
+                                        include_background, class_weights, ignore_index, mask,
+                                        reduction)
     if activation == "sigmoid":
         return _sigmoid_focal_loss(input, target, gamma, alpha_scalar, alpha_list,
                                    include_background, class_weights, ignore_index, mask,
@@ -711,6 +719,60 @@ def focal_loss(
                                    include_background, class_weights, ignore_index, mask,
                                    reduction)
     raise ValueError(f"{name}: activation must be 'sigmoid' or 'softmax', got '{activation}'")
+
+
+def _has_label_map_shape(input: Tensor, target: Tensor) -> bool:
+    """Whether `target` has a class-index map's shape for `input`:
+    [N, *spatial] or [N, 1, *spatial], not the input's own."""
+    if target.shape == input.shape:
+        return False
+    spatial = list(input.shape[2:])
+    shape = list(target.shape)
+    return shape == [input.shape[0]] + spatial or shape == [input.shape[0], 1] + spatial
+
+
+def _sigmoid_focal_of_labels(input: Tensor, target: Tensor, gamma: float,
+                             alpha_scalar: Optional[float], alpha_list: Optional[List[float]],
+                             include_background: bool, class_weights: Optional[Tensor],
+                             ignore_index: Optional[int], mask: Optional[Tensor],
+                             reduction: str) -> Tensor:
+    """The sigmoid focal loss of a class-index map, as MONAI's
+    FocalLoss(to_onehot_y=True): the one-hot target is built (as MONAI does),
+    ignored pixels count nowhere, and with ignored or masked pixels the mean
+    is over the pixels counted (MONAI's mask has the label map's shape), not
+    the elements."""
+    name = "segloss.focal_loss"
+    labels = _float_class_indices(name, target) if target.is_floating_point() \
+        else _readable_labels(target)
+    if labels.dim() == input.dim():
+        labels = labels.squeeze(1)
+    labels = labels.to(input.device)
+    keep: Optional[Tensor] = None  # the pixels that count, where some do not
+    if ignore_index is not None:
+        keep = _is_not_label(labels, ignore_index)
+        labels = torch.where(keep, labels, torch.zeros_like(labels))
+    if mask is not None:
+        if mask.dim() == input.dim():
+            _check_mask(name, mask, [input.shape[0], 1] + list(input.shape[2:]),
+                        "[N, 1, *spatial]")
+        else:
+            _check_mask(name, mask, list(labels.shape), "[N, *spatial]")
+        m = mask.to(device=input.device) != 0
+        if m.dim() == input.dim():
+            m = m.squeeze(1)
+        m = m.expand(labels.shape)
+        keep = m if keep is None else keep & m
+    channels = input.shape[1]
+    _check_class_indices(name, labels, channels)
+    one_hot = torch.nn.functional.one_hot(labels.to(torch.int64), channels).movedim(-1, 1)
+    pixel_mask: Optional[Tensor] = None if keep is None else keep.unsqueeze(1)
+    loss = _sigmoid_focal_loss(input, one_hot.to(input.dtype), gamma, alpha_scalar, alpha_list,
+                               include_background, class_weights, None, pixel_mask, reduction)
+    if reduction == "mean" and keep is not None:
+        # The dense form's mean is over the counted elements, C' per pixel.
+        kept = channels if include_background else channels - 1
+        loss = loss * float(kept)
+    return loss
 
 
 def _sum_of_spatial_means(total: Tensor, input: Tensor, spatial: int) -> Tensor:
@@ -830,8 +892,8 @@ def _sigmoid_focal_loss(input: Tensor, target: Tensor, gamma: float,
     name = "segloss.focal_loss"
     if target.shape != input.shape:
         raise ValueError(f"{name}: with activation='sigmoid', target must have the input's "
-                         f"shape {list(input.shape)}, got {list(target.shape)} (use "
-                         "activation='softmax' for a class-index target)")
+                         f"shape {list(input.shape)} or, with more than one channel, be a "
+                         f"class-index map, got {list(target.shape)}")
     if not target.is_floating_point():
         target = target.to(input.dtype)
     # Elements that count: not ignored (MONAI's mask of the original target)
