@@ -752,15 +752,7 @@ def _sigmoid_focal_of_labels(input: Tensor, target: Tensor, gamma: float,
         keep = _is_not_label(labels, ignore_index)
         labels = torch.where(keep, labels, torch.zeros_like(labels))
     if mask is not None:
-        if mask.dim() == input.dim():
-            _check_mask(name, mask, [input.shape[0], 1] + list(input.shape[2:]),
-                        "[N, 1, *spatial]")
-        else:
-            _check_mask(name, mask, list(labels.shape), "[N, *spatial]")
-        m = mask.to(device=input.device) != 0
-        if m.dim() == input.dim():
-            m = m.squeeze(1)
-        m = m.expand(labels.shape)
+        m = _pixel_mask(name, mask, input, labels)
         keep = m if keep is None else keep & m
     channels = input.shape[1]
     _check_class_indices(name, labels, channels)
@@ -801,11 +793,7 @@ def _is_float_label_map(input: Tensor, target: Tensor) -> bool:
     """Whether a float `target` is a class-index map: of a label map's shape,
     [N, *spatial] or (with more than one channel) [N, 1, *spatial], not the
     input's (as the ops decide: is_class_index_target in dice_operands.h)."""
-    if not target.is_floating_point() or target.shape == input.shape:
-        return False
-    spatial = list(input.shape[2:])
-    shape = list(target.shape)
-    return shape == [input.shape[0]] + spatial or shape == [input.shape[0], 1] + spatial
+    return target.is_floating_point() and _has_label_map_shape(input, target)
 
 
 def _is_integer_one_hot(input: Tensor, target: Tensor) -> bool:
@@ -854,6 +842,19 @@ def _check_mask(name: str, mask: Tensor, shape: List[int], what: str) -> None:
     if not fits:
         raise ValueError(f"{name}: mask of shape {sizes} is not broadcastable to {shape} "
                          f"({what})")
+
+
+def _pixel_mask(name: str, mask: Tensor, input: Tensor, labels: Tensor) -> Tensor:
+    """A class-index target's `mask` ([N, 1, *spatial] or [N, *spatial], or
+    broadcastable to them) as the bool [N, *spatial] of the pixels it keeps."""
+    if mask.dim() == input.dim():
+        _check_mask(name, mask, [input.shape[0], 1] + list(input.shape[2:]), "[N, 1, *spatial]")
+    else:
+        _check_mask(name, mask, list(labels.shape), "[N, *spatial]")
+    m = mask.to(device=input.device) != 0
+    if m.dim() == input.dim():
+        m = m.squeeze(1)
+    return m.expand(labels.shape)
 
 
 def _is_not_label(labels: Tensor, value: int) -> Tensor:
@@ -1048,15 +1049,7 @@ def _softmax_focal_loss(input: Tensor, target: Tensor, gamma: float,
         counted = _is_not_label(labels, ignore_index)
     pixel_weight: Optional[Tensor] = None
     if mask is not None:
-        if mask.dim() == input.dim():
-            _check_mask(name, mask, [input.shape[0], 1] + list(input.shape[2:]),
-                        "[N, 1, *spatial]")
-        else:
-            _check_mask(name, mask, list(labels.shape), "[N, *spatial]")
-        m = mask.to(device=input.device) != 0
-        if m.dim() == input.dim():
-            m = m.squeeze(1)
-        m = m.expand(labels.shape)
+        m = _pixel_mask(name, mask, input, labels)
         counted = m if counted is None else counted & m
         pixel_weight = m.to(_accumulation_dtype(input))
     if not include_background:
