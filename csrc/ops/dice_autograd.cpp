@@ -79,7 +79,7 @@ class DiceSumsFunction : public torch::autograd::Function<DiceSumsFunction> {
         ctx->saved_data["gamma"].toDouble(),
         ignore.isNone() ? std::nullopt : std::optional<int64_t>(ignore.toInt()),
         saved[2].defined() ? std::optional<at::Tensor>(saved[2]) : std::nullopt,
-        ctx->saved_data["cross_entropy"].toBool(), ctx->saved_data["caller"].toStringRef(),
+        ctx->saved_data["cross_entropy"].toBool(), caller,
         ctx->saved_data["soft_label"].toBool(), focal_activation,
         ctx->saved_data["focal_gamma"].toDouble());
     grad_input = once_differentiable(grad_input, {grad_outputs[0], saved[0]}, caller);

@@ -148,9 +148,8 @@ void check_dice_arguments(std::string_view op, const at::Tensor& input, const at
     TORCH_CHECK(target.sym_sizes() == input.sym_sizes(), op,
                 ": a floating-point target must have the input's shape ", input.sym_sizes(),
                 ", got ", target.sym_sizes(),
-                " (class-index maps must be an integer tensor of shape (N, *spatial) or (N, 1, "
-                "*spatial): convert a float label map, such as MONAI's loaded labels, with "
-                "target.long())");
+                " (or be a class-index map, integer or float, of shape (N, *spatial) or (N, 1, "
+                "*spatial))");
     TORCH_CHECK_VALUE(!ignore_index.has_value(), op,
                       ": ignore_index applies to class-index targets only; the target is ",
                       target.scalar_type(), " (use mask for floating-point targets)");

@@ -967,8 +967,8 @@ def _softmax_focal_probabilities(input: Tensor, target: Tensor, gamma: float,
     name = "segloss.focal_loss"
     if target.shape != input.shape:
         raise ValueError(f"{name}: a probability target must have the input's shape "
-                         f"{list(input.shape)}, got {list(target.shape)} (a float label map, "
-                         "such as MONAI's loaded labels, is class indices: pass target.long())")
+                         f"{list(input.shape)}, got {list(target.shape)} (or be a class-index "
+                         "map, integer or float, [N, 1, *spatial] or [N, *spatial])")
     if ignore_index is not None:
         raise ValueError(f"{name}: ignore_index applies to class-index targets; leave pixels "
                          "of a probability target out with mask=")
@@ -1173,9 +1173,9 @@ def _distance_loss_operands(name: str, input: Tensor, target: Tensor, activation
     if dense:
         if target.shape != input.shape:
             raise ValueError(f"{name}: target must have the input's shape {list(input.shape)} "
-                             "(one-hot or probabilities) or be integer class indices "
-                             f"[N, *spatial] or [N, 1, *spatial], got {target.dtype} of shape "
-                             f"{list(target.shape)} (a float label map: pass target.long())")
+                             "(one-hot or probabilities) or be class indices, integer or "
+                             f"float, [N, *spatial] or [N, 1, *spatial], got {target.dtype} of "
+                             f"shape {list(target.shape)}")
         kept = target[:, 1:] if drop else target
         if need_masks:
             masks = kept > 0.5  # MONAI's threshold
@@ -1191,7 +1191,7 @@ def _distance_loss_operands(name: str, input: Tensor, target: Tensor, activation
             raise ValueError(f"{name}: class indices must be [N, *spatial] or [N, 1, *spatial] "
                              f"with the input's N and spatial shape, got shape "
                              f"{list(target.shape)} for input {list(input.shape)} (a one-hot "
-                             "target must be floating point or bool)")
+                             "target has the input's shape)")
         if need_masks:
             _check_class_indices(name, labels, channels)
             labels = labels.to(device=input.device).unsqueeze(1)
